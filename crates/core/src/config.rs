@@ -1,0 +1,767 @@
+//! Configuration: the HIP-005 YAML, loaded exactly as written, plus our own sections.
+//!
+//! Loading is three steps:
+//! 1. parse the YAML into a generic tree;
+//! 2. apply environment overrides (`HANZO_KMS__KMS__HANZO__POAI_SIGNING__ATTESTATION_TTL=7200`:
+//!    the path after `HANZO_KMS__`, levels separated by `__`, case-insensitive);
+//! 3. deserialize the tree into typed structs that deny unknown fields, tracking the path, so
+//!    that every error names where it is (`kms.hanzo.model_encryption.algoritm: unknown field`).
+//!
+//! Secret values ([`ConfigSecret`], the password in `storage.url`) are redacted by `Serialize`
+//! and `Debug`, so `hanzo-kms config check` can print the resolved config safely.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::algorithm::Algorithm;
+use crate::error::{Error, ErrorKind, Result};
+use crate::name::{Purpose, Separator};
+
+/// The prefix of environment variables that override config paths.
+pub const ENV_PREFIX: &str = "HANZO_KMS__";
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kms: KmsConfig,
+    pub storage: StorageConfig,
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub rate_limits: RateLimitsConfig,
+    pub audit: AuditConfig,
+}
+
+/// `kms:` — the HIP-005 section.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KmsConfig {
+    /// HIP-005 writes `base: lux-kms`. It is the only base there is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<Base>,
+    pub lux: LuxConfig,
+    pub hanzo: HanzoConfig,
+}
+
+/// The only accepted `kms.base`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub enum Base {
+    #[serde(rename = "lux-kms")]
+    LuxKms,
+}
+
+/// Provider names, as in LP-325, plus `software` (the embedded default).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    AwsCloudhsm,
+    Fortanix,
+    GoogleCloudKms,
+    Nitrokey,
+    #[default]
+    Software,
+    Softhsm2,
+    ThalesLuna,
+    Yubihsm2,
+    Zymbit,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwsCloudhsm => "aws-cloudhsm",
+            Self::Fortanix => "fortanix",
+            Self::GoogleCloudKms => "google-cloud-kms",
+            Self::Nitrokey => "nitrokey",
+            Self::Software => "software",
+            Self::Softhsm2 => "softhsm2",
+            Self::ThalesLuna => "thales-luna",
+            Self::Yubihsm2 => "yubihsm2",
+            Self::Zymbit => "zymbit",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `kms.lux:` — which provider, and one optional section per provider.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LuxConfig {
+    pub provider: ProviderKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub software: Option<SoftwareConfig>,
+    #[serde(rename = "google-cloud-kms", skip_serializing_if = "Option::is_none")]
+    pub google_cloud_kms: Option<GoogleCloudKmsConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub softhsm2: Option<Pkcs11Config>,
+    #[serde(rename = "thales-luna", skip_serializing_if = "Option::is_none")]
+    pub thales_luna: Option<Pkcs11Config>,
+    #[serde(rename = "aws-cloudhsm", skip_serializing_if = "Option::is_none")]
+    pub aws_cloudhsm: Option<Pkcs11Config>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fortanix: Option<Pkcs11Config>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub yubihsm2: Option<Pkcs11Config>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zymbit: Option<Pkcs11Config>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nitrokey: Option<Pkcs11Config>,
+}
+
+/// `kms.lux.software:` — the embedded provider.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SoftwareConfig {
+    /// Where the master key is; default `<data-dir>/master.key`. `HANZO_KMS_MASTER_KEY` (hex)
+    /// takes precedence over any file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// `kms.lux.google-cloud-kms:` — as in HIP-005.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GoogleCloudKmsConfig {
+    pub project_id: String,
+    pub location: String,
+    pub key_ring: String,
+    pub credentials: PathBuf,
+}
+
+/// A PKCS#11 provider section (`softhsm2`, `thales-luna`, `yubihsm2`, ...).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pkcs11Config {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin: Option<ConfigSecret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_type: Option<String>,
+}
+
+/// `kms.hanzo:` — the AI extensions of HIP-005.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HanzoConfig {
+    pub model_encryption: ModelEncryptionConfig,
+    pub poai_signing: PoaiSigningConfig,
+    pub hmm_settlement: HmmSettlementConfig,
+    pub key_isolation: KeyIsolationConfig,
+    /// Our addition: the EIP-712 domain of signed objects (DESIGN.md §4).
+    pub eip712: Eip712Config,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelEncryptionConfig {
+    pub algorithm: Algorithm,
+    pub key_rotation_days: u32,
+    pub key_prefix: String,
+}
+
+impl Default for ModelEncryptionConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: Algorithm::Aes256Gcm,
+            key_rotation_days: 90,
+            key_prefix: "model/".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoaiSigningConfig {
+    pub algorithm: Algorithm,
+    pub key_prefix: String,
+    /// Seconds an attestation stays valid.
+    pub attestation_ttl: u64,
+}
+
+impl Default for PoaiSigningConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: Algorithm::Secp256k1,
+            key_prefix: "poai/".into(),
+            attestation_ttl: 3600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HmmSettlementConfig {
+    pub algorithm: Algorithm,
+    pub key_prefix: String,
+    /// Seconds a settlement stays valid by default.
+    pub settlement_expiry: u64,
+}
+
+impl Default for HmmSettlementConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: Algorithm::Secp256k1,
+            key_prefix: "hmm/".into(),
+            settlement_expiry: 86_400,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyIsolationConfig {
+    /// Keys are per model. Always true; `false` is refused (one key per model is the design).
+    pub per_model: bool,
+    /// Keys are per customer. Always true; `false` is refused.
+    pub per_customer: bool,
+    pub namespace_separator: Separator,
+}
+
+impl Default for KeyIsolationConfig {
+    fn default() -> Self {
+        Self {
+            per_model: true,
+            per_customer: true,
+            namespace_separator: Separator::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Eip712Config {
+    pub chain_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verifying_contract: Option<String>,
+}
+
+impl Default for Eip712Config {
+    fn default() -> Self {
+        Self {
+            chain_id: 96369,
+            verifying_contract: None,
+        }
+    }
+}
+
+/// `storage:` — where keys, versions and audit records live.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://PATH` or `postgres://…`. Default: `sqlite://<data-dir>/kms.db`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<StorageUrl>,
+}
+
+/// `server:` — used by `hanzo-kms serve`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub rest_addr: String,
+    pub grpc_addr: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: u64,
+    /// A request that takes longer is cancelled.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            rest_addr: "127.0.0.1:8200".into(),
+            grpc_addr: "127.0.0.1:8201".into(),
+            tls: None,
+            max_body_bytes: 1 << 20,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (mutual TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `auth:` — API tokens for the server.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Where `serve` writes the first admin token on first start. Default
+    /// `<data-dir>/admin.token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+#[allow(clippy::derivable_impls)] // explicit: documents that there are no built-in tokens
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            admin_token_file: None,
+        }
+    }
+}
+
+/// One limit with several windows. Any window may be omitted.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_second: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_day: Option<u64>,
+}
+
+/// `rate_limits:` — per tenant, per key, and per tenant and operation.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_tenant: Option<RateLimit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_key: Option<RateLimit>,
+    /// Keyed by operation name (`encrypt`, `decrypt`, `sign`, ...).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_operation: BTreeMap<String, RateLimit>,
+}
+
+/// `audit:` — the audit log is always on and always fail-closed; there is no switch to turn
+/// that off. These settings only shape it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Also write each record as a JSON line to this file (after it is committed to the store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_file: Option<PathBuf>,
+}
+
+/// A secret config value (a PIN). `Debug` and `Serialize` print `<redacted>`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct ConfigSecret(String);
+
+impl ConfigSecret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ConfigSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for ConfigSecret {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// A storage URL. A password in it is redacted by `Debug` and `Serialize`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct StorageUrl(String);
+
+impl StorageUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `<redacted>`.
+    pub fn redacted(&self) -> String {
+        let s = &self.0;
+        let Some(scheme_end) = s.find("://") else {
+            return s.clone();
+        };
+        let rest = &s[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => format!(
+                "{}{}:<redacted>{}",
+                &s[..scheme_end + 3],
+                &authority[..colon],
+                &rest[at..]
+            ),
+            _ => s.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for StorageUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for StorageUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+impl<'de> Deserialize<'de> for Algorithm {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e: Error| serde::de::Error::custom(e.message()))
+    }
+}
+
+impl Serialize for Algorithm {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Separator {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut chars = s.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => Separator::new(c).map_err(|e| serde::de::Error::custom(e.message())),
+            _ => Err(serde::de::Error::custom(format!(
+                "the namespace separator must be exactly one character, not '{}'",
+                s.escape_default()
+            ))),
+        }
+    }
+}
+
+impl Serialize for Separator {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(&self.as_char())
+    }
+}
+
+impl Config {
+    /// Parse YAML text, apply `overrides` (pairs of environment variable name and value; only
+    /// names starting with [`ENV_PREFIX`] are used), and check the result.
+    ///
+    /// `origin` names the source in error messages (usually the file path).
+    pub fn from_yaml<I, K, V>(text: &str, origin: &str, overrides: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut tree: Value = if text.trim().is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| {
+                Error::new(ErrorKind::Config, format!("{origin}: invalid YAML: {e}"))
+            })?
+        };
+        if tree.is_null() {
+            tree = Value::Object(Default::default());
+        }
+        for (name, value) in overrides {
+            let Some(path) = name.as_ref().strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            apply_override(&mut tree, path, value.as_ref())
+                .map_err(|e| e.context(format!("environment variable {}", name.as_ref())))?;
+        }
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            // The path includes an unknown field's own name (`kms.hanzo.model_encryption.algoritm`).
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            Error::new(ErrorKind::Config, format!("{origin}: {path}: {inner}"))
+        })?;
+        config
+            .check()
+            .map_err(|e| Error::new(ErrorKind::Config, format!("{origin}: {}", e.message())))?;
+        Ok(config)
+    }
+
+    /// Checks that span fields, each naming its path.
+    fn check(&self) -> Result<()> {
+        let h = &self.kms.hanzo;
+        h.model_encryption
+            .algorithm
+            .check_purpose(Purpose::Model)
+            .map_err(|e| e.context("kms.hanzo.model_encryption.algorithm"))?;
+        h.poai_signing
+            .algorithm
+            .check_purpose(Purpose::Poai)
+            .map_err(|e| e.context("kms.hanzo.poai_signing.algorithm"))?;
+        h.hmm_settlement
+            .algorithm
+            .check_purpose(Purpose::Hmm)
+            .map_err(|e| e.context("kms.hanzo.hmm_settlement.algorithm"))?;
+        if h.model_encryption.key_rotation_days == 0 {
+            return Err(Error::invalid(
+                "kms.hanzo.model_encryption.key_rotation_days: must be at least 1",
+            ));
+        }
+        if h.poai_signing.attestation_ttl == 0 {
+            return Err(Error::invalid(
+                "kms.hanzo.poai_signing.attestation_ttl: must be at least 1",
+            ));
+        }
+        if h.hmm_settlement.settlement_expiry == 0 {
+            return Err(Error::invalid(
+                "kms.hanzo.hmm_settlement.settlement_expiry: must be at least 1",
+            ));
+        }
+        if !h.key_isolation.per_model || !h.key_isolation.per_customer {
+            return Err(Error::invalid(
+                "kms.hanzo.key_isolation: per_model and per_customer must be true; Hanzo KMS always \
+                 keeps one key per customer and model",
+            ));
+        }
+        if let Some(url) = &self.storage.url {
+            let u = url.expose();
+            if !(u.starts_with("sqlite:")
+                || u.starts_with("postgres://")
+                || u.starts_with("postgresql://"))
+            {
+                return Err(Error::invalid(format!(
+                    "storage.url: '{}' is neither sqlite:PATH nor postgres://…",
+                    url.redacted()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The separator for key names.
+    pub fn separator(&self) -> Separator {
+        self.kms.hanzo.key_isolation.namespace_separator
+    }
+
+    /// The resolved config as YAML-like JSON with secrets redacted.
+    pub fn to_redacted_json(&self) -> Value {
+        // Serialization of these plain structs cannot fail: every map key is a string.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// Keys that contain a hyphen; an environment variable spells them with `_`.
+const HYPHENATED: [&str; 3] = ["google-cloud-kms", "thales-luna", "aws-cloudhsm"];
+
+fn apply_override(tree: &mut Value, path: &str, raw: &str) -> Result<()> {
+    let segments: Vec<String> = path
+        .split("__")
+        .map(|s| {
+            let lower = s.to_ascii_lowercase();
+            HYPHENATED
+                .iter()
+                .find(|h| h.replace('-', "_") == lower)
+                .map(|h| (*h).to_owned())
+                .unwrap_or(lower)
+        })
+        .collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(Error::new(ErrorKind::Config, "empty path segment"));
+    }
+    // A scalar in YAML syntax: numbers and booleans keep their type, anything else is a string.
+    let value = match serde_saphyr::from_str::<Value>(raw) {
+        Ok(v @ (Value::Bool(_) | Value::Number(_) | Value::String(_))) => v,
+        _ => Value::String(raw.to_owned()),
+    };
+    let mut node = tree;
+    for (i, seg) in segments.iter().enumerate() {
+        if !node.is_object() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("{} is not a section", segments[..i].join(".")),
+            ));
+        }
+        let obj = node
+            .as_object_mut()
+            .ok_or_else(|| Error::internal("not an object"))?;
+        if i + 1 == segments.len() {
+            obj.insert(seg.clone(), value);
+            return Ok(());
+        }
+        node = obj
+            .entry(seg.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration file of HIP-005 and DESIGN.md §1, verbatim.
+    pub(crate) const SEED: &str = include_str!("../tests/fixtures/hip005.yaml");
+
+    fn load(text: &str) -> Result<Config> {
+        Config::from_yaml(text, "test.yaml", std::iter::empty::<(&str, &str)>())
+    }
+
+    #[test]
+    fn loads_the_hip005_seed_exactly_as_written() {
+        let c = load(SEED).unwrap();
+        assert_eq!(c.kms.base, Some(Base::LuxKms));
+        assert_eq!(c.kms.lux.provider, ProviderKind::GoogleCloudKms);
+        let g = c.kms.lux.google_cloud_kms.as_ref().unwrap();
+        assert_eq!(g.project_id, "hanzo-ai-prod");
+        assert_eq!(g.location, "global");
+        assert_eq!(g.key_ring, "hanzo-kms-keyring");
+        assert_eq!(
+            g.credentials,
+            PathBuf::from("/etc/kms/gcp-service-account.json")
+        );
+        let h = &c.kms.hanzo;
+        assert_eq!(h.model_encryption.algorithm, Algorithm::Aes256Gcm);
+        assert_eq!(h.model_encryption.key_rotation_days, 90);
+        assert_eq!(h.model_encryption.key_prefix, "model/");
+        assert_eq!(h.poai_signing.algorithm, Algorithm::Secp256k1);
+        assert_eq!(h.poai_signing.key_prefix, "poai/");
+        assert_eq!(h.poai_signing.attestation_ttl, 3600);
+        assert_eq!(h.hmm_settlement.algorithm, Algorithm::Secp256k1);
+        assert_eq!(h.hmm_settlement.key_prefix, "hmm/");
+        assert_eq!(h.hmm_settlement.settlement_expiry, 86400);
+        assert!(h.key_isolation.per_model && h.key_isolation.per_customer);
+        assert_eq!(h.key_isolation.namespace_separator.as_char(), ':');
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.kms.lux.provider, ProviderKind::Software);
+        assert_eq!(c.kms.hanzo.model_encryption.key_rotation_days, 90);
+        assert_eq!(c.kms.hanzo.eip712.chain_id, 96369);
+    }
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let text = SEED.replace("algorithm: AES-256-GCM", "algoritm: AES-256-GCM");
+        let e = load(&text).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(
+            e.to_string()
+                .contains("kms.hanzo.model_encryption.algoritm"),
+            "{e}"
+        );
+        let e = load("storage:\n  uri: sqlite:x\n").unwrap_err();
+        assert!(e.to_string().contains("storage.uri"), "{e}");
+        let e = load("bogus: 1\n").unwrap_err();
+        assert!(
+            e.to_string().contains("test.yaml: bogus: unknown field"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_their_path() {
+        let text = SEED.replace("attestation_ttl: 3600", "attestation_ttl: one-hour");
+        let e = load(&text).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("kms.hanzo.poai_signing.attestation_ttl"),
+            "{e}"
+        );
+        let e = load("kms:\n  hanzo:\n    poai_signing:\n      algorithm: RSA\n").unwrap_err();
+        assert!(
+            e.to_string().contains("kms.hanzo.poai_signing.algorithm"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("unknown algorithm 'RSA'"), "{e}");
+        let e = load("kms:\n  hanzo:\n    model_encryption:\n      algorithm: ECDSA-secp256k1\n")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("kms.hanzo.model_encryption.algorithm: algorithm secp256k1 cannot be used for model keys"),
+            "{e}"
+        );
+        let e = load("kms: [1, 2]\n").unwrap_err();
+        assert!(e.to_string().contains("kms"), "{e}");
+        let e = load("kms:\n  lux:\n    provider: hsm9000\n").unwrap_err();
+        assert!(e.to_string().contains("kms.lux.provider"), "{e}");
+        let e = load("kms: {hanzo: {key_isolation: {namespace_separator: '::'}}}").unwrap_err();
+        assert!(e.to_string().contains("exactly one character"), "{e}");
+        let e = load("key: [unclosed\n").unwrap_err();
+        assert!(e.to_string().contains("invalid YAML"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = Config::from_yaml(
+            SEED,
+            "seed",
+            [
+                (
+                    "HANZO_KMS__KMS__HANZO__POAI_SIGNING__ATTESTATION_TTL",
+                    "7200",
+                ),
+                ("HANZO_KMS__KMS__LUX__PROVIDER", "software"),
+                (
+                    "HANZO_KMS__KMS__LUX__GOOGLE_CLOUD_KMS__LOCATION",
+                    "europe-west4",
+                ),
+                ("HANZO_KMS__STORAGE__URL", "sqlite:/tmp/x.db"),
+                ("UNRELATED", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.kms.hanzo.poai_signing.attestation_ttl, 7200);
+        assert_eq!(c.kms.lux.provider, ProviderKind::Software);
+        assert_eq!(c.kms.lux.google_cloud_kms.unwrap().location, "europe-west4");
+        assert_eq!(c.storage.url.unwrap().expose(), "sqlite:/tmp/x.db");
+        let e =
+            Config::from_yaml(SEED, "seed", [("HANZO_KMS__KMS__HANZO__TYPO", "1")]).unwrap_err();
+        assert!(e.to_string().contains("kms.hanzo.typo"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let c = load(
+            "kms:\n  lux:\n    provider: softhsm2\n    softhsm2:\n      pin: \"123456-secret\"\n\
+             storage:\n  url: postgres://kms:hunter2@db.internal:5432/kms\n",
+        )
+        .unwrap();
+        let json = c.to_redacted_json().to_string();
+        assert!(!json.contains("123456-secret"), "{json}");
+        assert!(!json.contains("hunter2"), "{json}");
+        assert!(
+            json.contains("postgres://kms:<redacted>@db.internal:5432/kms"),
+            "{json}"
+        );
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("123456-secret") && !dbg.contains("hunter2"),
+            "{dbg}"
+        );
+        assert_eq!(
+            c.kms.lux.softhsm2.unwrap().pin.unwrap().expose(),
+            "123456-secret"
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! Opening a data directory: the master key, the provider and the store.
+//!
+//! `init` creates the data directory (mode 0700), the master key file (mode 0600, unless the
+//! master key comes from `HANZO_KMS_MASTER_KEY`) and the store, and records the provider's
+//! fingerprint in it. `open` recomputes that fingerprint and refuses a master key that does not
+//! match *before* anything in the store is changed.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hanzo_kms_core::config::ProviderKind;
+use hanzo_kms_core::{Config, Error, ErrorKind, Provider, Result, SecretKey32};
+use hanzo_kms_software::SoftwareProvider;
+use hanzo_kms_store::Store;
+
+/// The environment variable that carries the master key as 64 hex characters.
+pub const MASTER_KEY_ENV: &str = "HANZO_KMS_MASTER_KEY";
+
+/// Where the master key came from, for messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MasterKeySource {
+    Env,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for MasterKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Env => write!(f, "${MASTER_KEY_ENV}"),
+            Self::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Everything needed to open a data directory.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub config: Config,
+    /// The value of `HANZO_KMS_MASTER_KEY`, if set. Kept only until the provider is built.
+    pub master_key_env: Option<String>,
+}
+
+impl Settings {
+    pub fn master_key_path(&self) -> PathBuf {
+        self.config
+            .kms
+            .lux
+            .software
+            .as_ref()
+            .and_then(|s| s.master_key_file.clone())
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    pub fn storage_url(&self) -> String {
+        match &self.config.storage.url {
+            Some(u) => u.expose().to_owned(),
+            None => Store::sqlite_url(&self.data_dir),
+        }
+    }
+
+    fn uses_default_sqlite(&self) -> bool {
+        self.config.storage.url.is_none()
+    }
+
+    fn check_provider_supported(&self) -> Result<()> {
+        match self.config.kms.lux.provider {
+            ProviderKind::Software => Ok(()),
+            other => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "kms.lux.provider is '{other}', which this build of hanzo-kms cannot use yet; \
+                     available providers: software"
+                ),
+            )),
+        }
+    }
+
+    fn master_key(&self) -> Result<(SecretKey32, MasterKeySource)> {
+        if let Some(hex) = &self.master_key_env {
+            let key = SecretKey32::from_hex(hex).map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("{MASTER_KEY_ENV}: {}", e.message()),
+                )
+            })?;
+            return Ok((key, MasterKeySource::Env));
+        }
+        let path = self.master_key_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => zeroize::Zeroizing::new(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::new(
+                    ErrorKind::MasterKeyMismatch,
+                    format!(
+                        "the master key is missing: {} does not exist and {MASTER_KEY_ENV} is not set",
+                        path.display()
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!("reading the master key {}", path.display()),
+                )
+                .with_source(e));
+            }
+        };
+        check_private_mode(&path)?;
+        let key = SecretKey32::from_hex(&text).map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("{}: {}", path.display(), e.message()),
+            )
+        })?;
+        Ok((key, MasterKeySource::File(path)))
+    }
+}
+
+/// What `init` did.
+#[derive(Clone, Debug)]
+pub struct InitReport {
+    pub data_dir: PathBuf,
+    pub store: String,
+    pub master_key: MasterKeySource,
+    pub store_id: String,
+}
+
+/// Create a new data directory and store. Refuses to touch an existing store.
+pub async fn init(settings: &Settings) -> Result<(InitReport, Store, Arc<dyn Provider>)> {
+    settings.check_provider_supported()?;
+    let dir = &settings.data_dir;
+    create_private_dir(dir)?;
+    let key_path = settings.master_key_path();
+    let db_path = dir.join("kms.db");
+    if settings.uses_default_sqlite() && db_path.exists() {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "{} is already initialised (found {})",
+                dir.display(),
+                db_path.display()
+            ),
+        ));
+    }
+    let (master, source, wrote_key) = if settings.master_key_env.is_some() {
+        let (k, s) = settings.master_key()?;
+        (k, s, false)
+    } else {
+        if key_path.exists() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "{} already exists; refusing to overwrite a master key (move it away, or set {MASTER_KEY_ENV} to use it)",
+                    key_path.display()
+                ),
+            ));
+        }
+        let k = SoftwareProvider::generate_master_key()?;
+        write_private_file(&key_path, format!("{}\n", k.to_hex().as_str()).as_bytes())?;
+        (k, MasterKeySource::File(key_path.clone()), true)
+    };
+    let result = init_store(settings, &master).await;
+    match result {
+        Ok((store, provider, store_id)) => Ok((
+            InitReport {
+                data_dir: dir.clone(),
+                store: store.location().to_owned(),
+                master_key: source,
+                store_id,
+            },
+            store,
+            provider,
+        )),
+        Err(e) => {
+            // Leave nothing half-made behind.
+            if wrote_key {
+                let _ = fs::remove_file(&key_path);
+            }
+            if settings.uses_default_sqlite() {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = fs::remove_file(dir.join(format!("kms.db{suffix}")));
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn init_store(
+    settings: &Settings,
+    master: &SecretKey32,
+) -> Result<(Store, Arc<dyn Provider>, String)> {
+    let provider: Arc<dyn Provider> = Arc::new(SoftwareProvider::new(master)?);
+    let store = Store::connect(&settings.storage_url(), settings.config.separator(), true).await?;
+    if store.is_initialized().await? {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("the store at {} is already initialised", store.location()),
+        ));
+    }
+    store.migrate().await?;
+    let mut id = [0u8; 16];
+    hanzo_kms_software::aead::random(&mut id)?;
+    let store_id = hex::encode(id);
+    let fingerprint = provider.fingerprint(store_id.as_bytes())?;
+    let mut tx = store.begin_write().await?;
+    tx.set_meta("format", hanzo_kms_store::STORE_FORMAT).await?;
+    tx.set_meta("store_id", &store_id).await?;
+    tx.set_meta("provider", provider.name()).await?;
+    tx.set_meta("provider_fingerprint", &hex::encode(fingerprint))
+        .await?;
+    tx.set_meta(
+        "separator",
+        &settings.config.separator().as_char().to_string(),
+    )
+    .await?;
+    let event = crate::audit_event(
+        &crate::RequestCtx::local(),
+        "store.init",
+        None,
+        None,
+        "ok",
+        None,
+    );
+    tx.commit(&[event]).await?;
+    Ok((store, provider, store_id))
+}
+
+/// Open an initialised data directory, checking the master key and the separator before
+/// changing anything, then applying migrations.
+pub async fn open(settings: &Settings) -> Result<(Store, Arc<dyn Provider>, String)> {
+    settings.check_provider_supported()?;
+    if settings.uses_default_sqlite() && !settings.data_dir.join("kms.db").exists() {
+        return Err(Error::new(
+            ErrorKind::NotInitialized,
+            format!(
+                "{} is not a Hanzo KMS data directory (no kms.db); run `hanzo-kms init` first",
+                settings.data_dir.display()
+            ),
+        ));
+    }
+    let store = Store::connect(&settings.storage_url(), settings.config.separator(), false).await?;
+    let not_ours = || {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "{} is not a Hanzo KMS store, or it is damaged",
+                store.location()
+            ),
+        )
+    };
+    if !store.is_initialized().await? {
+        return Err(not_ours());
+    }
+    if store.meta("format").await?.as_deref() != Some(hanzo_kms_store::STORE_FORMAT) {
+        return Err(not_ours());
+    }
+    let store_id = store.meta("store_id").await?.ok_or_else(not_ours)?;
+    let recorded = store
+        .meta("provider_fingerprint")
+        .await?
+        .ok_or_else(not_ours)?;
+    let sep = store.meta("separator").await?.ok_or_else(not_ours)?;
+    let configured = settings.config.separator().as_char().to_string();
+    if sep != configured {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "kms.hanzo.key_isolation.namespace_separator is '{configured}', but this store was created with '{sep}'; \
+                 key names would change meaning, so the separator cannot change after init"
+            ),
+        ));
+    }
+    let (master, source) = settings.master_key()?;
+    let provider: Arc<dyn Provider> = Arc::new(SoftwareProvider::new(&master)?);
+    let actual = provider.fingerprint(store_id.as_bytes())?;
+    let matches = hex::decode(&recorded)
+        .ok()
+        .is_some_and(|r| subtle_eq(&r, &actual));
+    if !matches {
+        return Err(Error::new(
+            ErrorKind::MasterKeyMismatch,
+            format!(
+                "the master key from {source} does not match the store at {}; nothing was changed",
+                store.location()
+            ),
+        ));
+    }
+    store.migrate().await?;
+    Ok((store, provider, store_id))
+}
+
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("creating data directory {}", dir.display()),
+        )
+        .with_source(e)
+    })
+}
+
+/// Write a file readable only by its owner: write a temporary file, fsync, rename.
+fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| {
+        Error::new(ErrorKind::Io, format!("{what} {}", path.display())).with_source(e)
+    };
+    let tmp = path.with_extension("tmp");
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(|e| io("creating", e))?;
+    let written = f.write_all(bytes).and_then(|_| f.sync_all());
+    drop(f);
+    if let Err(e) = written.and_then(|_| fs::rename(&tmp, path)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io("writing", e));
+    }
+    Ok(())
+}
+
+/// Refuse a master key file that others can read.
+fn check_private_mode(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)
+            .map_err(|e| {
+                Error::new(ErrorKind::Io, format!("reading {}", path.display())).with_source(e)
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the master key file {} is accessible by group or others (mode {:o}); run `chmod 600 {}`",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

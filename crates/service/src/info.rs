@@ -1,0 +1,93 @@
+//! What `keys show` and `keys list` report, in a shape fit for `--json`.
+
+use serde::Serialize;
+
+use hanzo_kms_core::{Algorithm, KeyState, eth};
+use hanzo_kms_store::StoredKey;
+
+/// A key as reported to callers. Holds no secret material.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub name: String,
+    pub purpose: String,
+    pub customer: String,
+    pub algorithm: String,
+    /// `hsm-resident`, `hsm-wrapped` or `software` (DESIGN.md §2).
+    pub origin: String,
+    pub provider: String,
+    pub state: String,
+    pub primary_version: u32,
+    /// `null` when the key does not rotate automatically.
+    pub rotation_period_days: Option<i64>,
+    pub created_at: i64,
+    pub rotated_at: i64,
+    /// When a scheduled destruction takes effect, or when the key was destroyed.
+    pub destroy_at: Option<i64>,
+    /// Whether the key is past its rotation period now.
+    pub rotation_due: bool,
+    pub versions: Vec<VersionInfo>,
+}
+
+/// One version as reported.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub version: u32,
+    pub state: String,
+    pub created_at: i64,
+    /// Hex. secp256k1 and P-256: uncompressed SEC1; Ed25519: 32 bytes; ML-DSA-65: 1952 bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// secp256k1 only: the Ethereum address, EIP-55 checksummed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+impl KeyInfo {
+    pub fn from_stored(k: &StoredKey) -> Self {
+        let m = &k.meta;
+        Self {
+            name: m.name.to_string(),
+            purpose: m.name.purpose().to_string(),
+            customer: m.name.customer().to_owned(),
+            algorithm: m.algorithm.to_string(),
+            origin: m.origin.to_string(),
+            provider: m.provider.clone(),
+            state: m.state.to_string(),
+            primary_version: m.primary_version,
+            rotation_period_days: m.rotation_period_secs.map(|s| s / 86_400),
+            created_at: m.created_at,
+            rotated_at: m.rotated_at,
+            destroy_at: m.destroy_at,
+            rotation_due: m.rotation_due(crate::now_secs()),
+            versions: k
+                .versions
+                .iter()
+                .map(|v| {
+                    let pk = v
+                        .info
+                        .public_key
+                        .as_deref()
+                        .filter(|_| v.info.state != KeyState::Destroyed);
+                    VersionInfo {
+                        version: v.info.version,
+                        state: v.info.state.to_string(),
+                        created_at: v.info.created_at,
+                        public_key: pk.map(hex::encode),
+                        address: pk
+                            .filter(|_| m.algorithm == Algorithm::Secp256k1)
+                            .and_then(|p| eth::address(p).ok())
+                            .map(|a| eth::to_checksum(&a)),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The primary version's Ethereum address, for secp256k1 keys.
+    pub fn address(&self) -> Option<&str> {
+        self.versions
+            .iter()
+            .find(|v| v.version == self.primary_version)
+            .and_then(|v| v.address.as_deref())
+    }
+}

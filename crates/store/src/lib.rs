@@ -1,0 +1,754 @@
+//! Hanzo KMS storage: one sqlx code path over SQLite (the embedded default) and PostgreSQL (HA).
+//!
+//! Every query is written once, with `$n` placeholders, and runs on both engines through sqlx's
+//! `Any` driver. Only the migration files differ (BLOB vs BYTEA).
+//!
+//! Every state change goes through a [`WriteTx`], which can only be committed together with its
+//! audit records: [`WriteTx::commit`] appends them to the hash chain in the same transaction. A
+//! write transaction starts by updating the single-row chain head, which takes the write lock
+//! first (SQLite) or the row lock (PostgreSQL), so concurrent writers queue and the audit chain
+//! never forks.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use hanzo_kms_core::{
+    Algorithm, Error, ErrorKind, KeyHandle, KeyMeta, KeyName, KeyState, KeyVersion, Origin,
+    Purpose, Result, Separator,
+};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+pub use audit::{AuditEvent, AuditRecord, AuditReport};
+
+/// The store's format marker, written at init.
+pub const STORE_FORMAT: &str = "hanzo-kms-store/1";
+
+/// Migrations, in order: (version, SQLite text, PostgreSQL text).
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+
+/// Which engine a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A key with its versions.
+#[derive(Clone, Debug)]
+pub struct StoredKey {
+    pub meta: KeyMeta,
+    pub versions: Vec<StoredVersion>,
+}
+
+impl StoredKey {
+    pub fn version(&self, v: u32) -> Option<&StoredVersion> {
+        self.versions.iter().find(|x| x.info.version == v)
+    }
+
+    pub fn primary(&self) -> Option<&StoredVersion> {
+        self.version(self.meta.primary_version)
+    }
+}
+
+/// One version, with its provider handle unless destroyed.
+#[derive(Clone, Debug)]
+pub struct StoredVersion {
+    pub info: KeyVersion,
+    pub handle: Option<KeyHandle>,
+}
+
+/// A connection pool to the store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    separator: Separator,
+    location: String,
+}
+
+impl Store {
+    /// The default SQLite file inside a data directory.
+    pub fn sqlite_url(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("kms.db").display())
+    }
+
+    /// Connect. With `create`, a missing SQLite file is created (for `init`); without it, a
+    /// missing file is [`ErrorKind::NotInitialized`].
+    pub async fn connect(url: &str, separator: Separator, create: bool) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (backend, conn_url, location) = if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let exists = Path::new(path).exists();
+            if !exists && !create {
+                return Err(Error::new(
+                    ErrorKind::NotInitialized,
+                    format!("no Hanzo KMS store at {path}; run `hanzo-kms init` first"),
+                ));
+            }
+            let mode = if create { "rwc" } else { "rw" };
+            (
+                Backend::Sqlite,
+                format!("sqlite://{path}?mode={mode}"),
+                path.to_owned(),
+            )
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let redacted = hanzo_kms_core::config::StorageUrl::new(url).redacted();
+            (Backend::Postgres, url.to_owned(), redacted)
+        } else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "storage.url must be sqlite:PATH or postgres://…",
+            ));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // FULL: a committed transaction (a nonce record, an audit record) survives
+                        // power loss. WAL lets readers proceed during a write.
+                        sqlx::raw_sql(
+                            "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                             PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                        )
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&conn_url)
+            .await
+            .map_err(|e| db_error(e, &format!("opening the store at {location}")))?;
+        Ok(Self {
+            pool,
+            backend,
+            separator,
+            location,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Where the store is (a path, or the URL with its password redacted).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Close the pool, letting SQLite checkpoint its WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Whether the schema exists at all (false for a fresh, empty database).
+    pub async fn is_initialized(&self) -> Result<bool> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'meta'"
+            }
+        };
+        let n: i64 = sqlx::query_scalar::<Any, i64>(sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e, "reading the schema"))?;
+        Ok(n > 0)
+    }
+
+    /// Apply pending migrations. Refuses a store newer than this binary.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| self.err(e, "migrating"))?;
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e, "migrating"))?;
+        let current: i64 =
+            sqlx::query_scalar::<Any, i64>("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.err(e, "migrating"))?;
+        let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+        if current > newest {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "the store at {} has schema version {current}, newer than this hanzo-kms understands ({newest}); upgrade hanzo-kms",
+                    self.location
+                ),
+            ));
+        }
+        for (version, sqlite, postgres) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            let sql = match self.backend {
+                Backend::Sqlite => *sqlite,
+                Backend::Postgres => *postgres,
+            };
+            sqlx::raw_sql(sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e, &format!("applying migration {version}")))?;
+            sqlx::query("INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(now_secs())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e, "migrating"))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e, "migrating"))
+    }
+
+    /// Read a `meta` value.
+    pub async fn meta(&self, key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar::<Any, String>("SELECT v FROM meta WHERE k = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e, "reading store metadata"))
+    }
+
+    /// Start a write transaction (see the crate docs).
+    pub async fn begin_write(&self) -> Result<WriteTx> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| self.err(e, "starting a transaction"))?;
+        let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.err(e, "locking the audit chain"))?
+            .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
+        let seq: i64 = row
+            .try_get(0)
+            .map_err(|e| self.err(e, "reading the audit chain head"))?;
+        let hash: String = row
+            .try_get(1)
+            .map_err(|e| self.err(e, "reading the audit chain head"))?;
+        Ok(WriteTx {
+            tx,
+            store: self.clone(),
+            head_seq: seq as u64,
+            head_hash: parse_hash(&hash)
+                .ok_or_else(|| self.corrupt("the audit chain head hash is malformed"))?,
+        })
+    }
+
+    /// Load a key with its versions and handles.
+    pub async fn load_key(&self, name: &KeyName) -> Result<Option<StoredKey>> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| self.err(e, "reading a key"))?;
+        load_key_on(self, &mut conn, name).await
+    }
+
+    /// Keys whose name starts with `prefix`, ordered by name, without handles.
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<StoredKey>> {
+        let pattern = format!("{}%", like_escape(prefix));
+        let rows = sqlx::query(key_select("name LIKE $1 ESCAPE '\\' ORDER BY name"))
+            .bind(pattern)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e, "listing keys"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let meta = self.key_from_row(&row)?;
+            let versions = sqlx::query(
+                "SELECT version, state, created_at, public_key FROM key_versions WHERE key_name = $1 ORDER BY version",
+            )
+            .bind(meta.name.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e, "listing key versions"))?
+            .iter()
+            .map(|r| self.version_from_row(r).map(|info| StoredVersion { info, handle: None }))
+            .collect::<Result<Vec<_>>>()?;
+            out.push(StoredKey { meta, versions });
+        }
+        Ok(out)
+    }
+
+    /// Audit records with `seq > after`, oldest first, at most `limit`.
+    pub async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, time_ms, request_id, principal, tenant, operation, key_name, key_version, \
+             outcome, reason, peer, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e, "reading the audit log"))?;
+        rows.iter().map(|r| self.audit_from_row(r)).collect()
+    }
+
+    /// Recompute the whole chain and compare it with the stored hashes and the chain head.
+    pub async fn verify_audit(&self) -> Result<AuditReport> {
+        let mut expected_seq = 1u64;
+        let mut prev = [0u8; 32];
+        let mut after = 0u64;
+        loop {
+            let batch = self.audit_records(after, 1000).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for r in &batch {
+                let fail = |what: &str| AuditReport {
+                    records: expected_seq - 1,
+                    problem: Some((r.seq, what.to_owned())),
+                    head: prev,
+                };
+                if r.seq != expected_seq {
+                    return Ok(fail(&format!(
+                        "expected record {expected_seq} but found {}: a record was deleted or reordered",
+                        r.seq
+                    )));
+                }
+                if r.prev_hash != prev {
+                    return Ok(fail(
+                        "its previous-hash does not match the record before it",
+                    ));
+                }
+                if audit::chain_hash(&prev, r.seq, &r.event) != r.hash {
+                    return Ok(fail(
+                        "its contents do not match its hash: the record was edited",
+                    ));
+                }
+                prev = r.hash;
+                expected_seq += 1;
+                after = r.seq;
+            }
+        }
+        let records = expected_seq - 1;
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e, "reading the audit chain head"))?
+            .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
+        let head_seq: i64 = row
+            .try_get(0)
+            .map_err(|e| self.err(e, "reading the audit chain head"))?;
+        let head_hash: String = row
+            .try_get(1)
+            .map_err(|e| self.err(e, "reading the audit chain head"))?;
+        if head_seq as u64 != records || parse_hash(&head_hash) != Some(prev) {
+            return Ok(AuditReport {
+                records,
+                problem: Some((
+                    records + 1,
+                    format!(
+                        "the chain head says {head_seq} records but the log ends at {records}: records were deleted from the end"
+                    ),
+                )),
+                head: prev,
+            });
+        }
+        Ok(AuditReport {
+            records,
+            problem: None,
+            head: prev,
+        })
+    }
+
+    fn err(&self, e: sqlx::Error, doing: &str) -> Error {
+        db_error(e, &format!("{doing} (store {})", self.location))
+    }
+
+    fn corrupt(&self, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Corrupt,
+            format!("the store at {} is damaged: {what}", self.location),
+        )
+    }
+
+    fn key_from_row(&self, row: &AnyRow) -> Result<KeyMeta> {
+        let get_s = |c: &str| -> Result<String> {
+            row.try_get::<String, _>(c)
+                .map_err(|e| self.err(e, "reading a key"))
+        };
+        let get_i = |c: &str| -> Result<i64> {
+            row.try_get::<i64, _>(c)
+                .map_err(|e| self.err(e, "reading a key"))
+        };
+        let get_oi = |c: &str| -> Result<Option<i64>> {
+            row.try_get::<Option<i64>, _>(c)
+                .map_err(|e| self.err(e, "reading a key"))
+        };
+        let bad = |what: &str, e: Error| self.corrupt(&format!("{what}: {}", e.message()));
+        let purpose = Purpose::from_str(&get_s("purpose")?).map_err(|e| bad("key purpose", e))?;
+        let name = KeyName::new(
+            purpose,
+            &get_s("customer")?,
+            &get_s("short_name")?,
+            self.separator,
+        )
+        .map_err(|e| bad("key name", e))?;
+        Ok(KeyMeta {
+            algorithm: Algorithm::from_str(&get_s("algorithm")?)
+                .map_err(|e| bad("key algorithm", e))?,
+            origin: Origin::from_str(&get_s("origin")?).map_err(|e| bad("key origin", e))?,
+            provider: get_s("provider")?,
+            state: KeyState::from_str(&get_s("state")?).map_err(|e| bad("key state", e))?,
+            primary_version: u32::try_from(get_i("primary_version")?)
+                .map_err(|_| self.corrupt("bad primary version"))?,
+            rotation_period_secs: get_oi("rotation_period_s")?,
+            created_at: get_i("created_at")?,
+            rotated_at: get_i("rotated_at")?,
+            destroy_at: get_oi("destroy_at")?,
+            name,
+        })
+    }
+
+    fn version_from_row(&self, row: &AnyRow) -> Result<KeyVersion> {
+        let e = |e| self.err(e, "reading a key version");
+        Ok(KeyVersion {
+            version: u32::try_from(row.try_get::<i64, _>("version").map_err(e)?)
+                .map_err(|_| self.corrupt("bad version number"))?,
+            state: KeyState::from_str(&row.try_get::<String, _>("state").map_err(e)?)
+                .map_err(|x| self.corrupt(&format!("version state: {}", x.message())))?,
+            created_at: row.try_get("created_at").map_err(e)?,
+            public_key: row.try_get::<Option<Vec<u8>>, _>("public_key").map_err(e)?,
+        })
+    }
+
+    fn audit_from_row(&self, row: &AnyRow) -> Result<AuditRecord> {
+        let e = |e| self.err(e, "reading an audit record");
+        let seq: i64 = row.try_get("seq").map_err(e)?;
+        let version: Option<i64> = row.try_get("key_version").map_err(e)?;
+        let hash_of = |c: &str| -> Result<[u8; 32]> {
+            let s: String = row.try_get(c).map_err(e)?;
+            parse_hash(&s)
+                .ok_or_else(|| self.corrupt(&format!("audit record {seq} has a malformed {c}")))
+        };
+        Ok(AuditRecord {
+            seq: seq as u64,
+            event: AuditEvent {
+                time_ms: row.try_get("time_ms").map_err(e)?,
+                request_id: row.try_get("request_id").map_err(e)?,
+                principal: row.try_get("principal").map_err(e)?,
+                tenant: row.try_get("tenant").map_err(e)?,
+                operation: row.try_get("operation").map_err(e)?,
+                key_name: row.try_get("key_name").map_err(e)?,
+                key_version: version.and_then(|v| u32::try_from(v).ok()),
+                outcome: row.try_get("outcome").map_err(e)?,
+                reason: row.try_get("reason").map_err(e)?,
+                peer: row.try_get("peer").map_err(e)?,
+            },
+            prev_hash: hash_of("prev_hash")?,
+            hash: hash_of("hash")?,
+        })
+    }
+}
+
+const KEY_COLUMNS: &str = "name, purpose, customer, short_name, algorithm, origin, provider, state, \
+     primary_version, rotation_period_s, created_at, rotated_at, destroy_at";
+
+fn key_select(filter: &str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM keys WHERE {filter}"))
+}
+
+async fn load_key_on(
+    store: &Store,
+    conn: &mut sqlx::AnyConnection,
+    name: &KeyName,
+) -> Result<Option<StoredKey>> {
+    let Some(row) = sqlx::query(key_select("name = $1"))
+        .bind(name.to_string())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| store.err(e, &format!("reading key {name}")))?
+    else {
+        return Ok(None);
+    };
+    let meta = store.key_from_row(&row)?;
+    let rows = sqlx::query(
+        "SELECT v.version, v.state, v.created_at, v.public_key, m.handle FROM key_versions v \
+         LEFT JOIN key_material m ON m.key_name = v.key_name AND m.version = v.version \
+         WHERE v.key_name = $1 ORDER BY v.version",
+    )
+    .bind(name.to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| store.err(e, &format!("reading versions of {name}")))?;
+    let mut versions = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let info = store.version_from_row(r)?;
+        let handle: Option<Vec<u8>> = r
+            .try_get("handle")
+            .map_err(|e| store.err(e, "reading key material"))?;
+        versions.push(StoredVersion {
+            info,
+            handle: handle.map(KeyHandle::new),
+        });
+    }
+    Ok(Some(StoredKey { meta, versions }))
+}
+
+/// A write transaction that commits only together with its audit records.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    store: Store,
+    head_seq: u64,
+    head_hash: [u8; 32],
+}
+
+impl WriteTx {
+    /// Load a key inside this transaction (after the write lock is held).
+    pub async fn load_key(&mut self, name: &KeyName) -> Result<Option<StoredKey>> {
+        let store = self.store.clone();
+        load_key_on(&store, &mut self.tx, name).await
+    }
+
+    pub async fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("INSERT INTO meta (k, v) VALUES ($1, $2)")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| self.store.err(e, &format!("writing store metadata {key}")))?;
+        Ok(())
+    }
+
+    /// Insert a new key. A duplicate name is [`ErrorKind::AlreadyExists`].
+    pub async fn insert_key(&mut self, m: &KeyMeta) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO keys (name, purpose, customer, short_name, algorithm, origin, provider, state, \
+             primary_version, rotation_period_s, created_at, rotated_at, destroy_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(m.name.to_string())
+        .bind(m.name.purpose().as_str())
+        .bind(m.name.customer())
+        .bind(m.name.name())
+        .bind(m.algorithm.as_str())
+        .bind(m.origin.as_str())
+        .bind(m.provider.as_str())
+        .bind(m.state.as_str())
+        .bind(i64::from(m.primary_version))
+        .bind(m.rotation_period_secs)
+        .bind(m.created_at)
+        .bind(m.rotated_at)
+        .bind(m.destroy_at)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| match db_error(e, "") {
+            x if x.kind() == ErrorKind::AlreadyExists => {
+                Error::new(ErrorKind::AlreadyExists, format!("key {} already exists", m.name))
+            }
+            x => x.context(format!("creating key {} (store {})", m.name, self.store.location)),
+        })?;
+        Ok(())
+    }
+
+    /// Update a key's mutable fields: state, primary version, rotation and destruction times.
+    pub async fn update_key(&mut self, m: &KeyMeta) -> Result<()> {
+        sqlx::query(
+            "UPDATE keys SET state = $2, primary_version = $3, rotation_period_s = $4, rotated_at = $5, \
+             destroy_at = $6 WHERE name = $1",
+        )
+        .bind(m.name.to_string())
+        .bind(m.state.as_str())
+        .bind(i64::from(m.primary_version))
+        .bind(m.rotation_period_secs)
+        .bind(m.rotated_at)
+        .bind(m.destroy_at)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| self.store.err(e, &format!("updating key {}", m.name)))?;
+        Ok(())
+    }
+
+    /// Insert a version and its provider handle.
+    pub async fn insert_version(
+        &mut self,
+        name: &KeyName,
+        v: &KeyVersion,
+        provider: &str,
+        handle: &KeyHandle,
+    ) -> Result<()> {
+        let key = name.to_string();
+        sqlx::query("INSERT INTO key_versions (key_name, version, state, created_at, public_key) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&key)
+            .bind(i64::from(v.version))
+            .bind(v.state.as_str())
+            .bind(v.created_at)
+            .bind(v.public_key.clone())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| self.store.err(e, &format!("adding version {} of {name}", v.version)))?;
+        sqlx::query("INSERT INTO key_material (key_name, version, provider, handle) VALUES ($1, $2, $3, $4)")
+            .bind(&key)
+            .bind(i64::from(v.version))
+            .bind(provider)
+            .bind(handle.as_bytes().to_vec())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| self.store.err(e, &format!("storing material of {name} version {}", v.version)))?;
+        Ok(())
+    }
+
+    pub async fn set_version_state(
+        &mut self,
+        name: &KeyName,
+        version: u32,
+        state: KeyState,
+    ) -> Result<()> {
+        sqlx::query("UPDATE key_versions SET state = $3 WHERE key_name = $1 AND version = $2")
+            .bind(name.to_string())
+            .bind(i64::from(version))
+            .bind(state.as_str())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| {
+                self.store
+                    .err(e, &format!("updating {name} version {version}"))
+            })?;
+        Ok(())
+    }
+
+    /// Delete a version's material (its handle). The version row stays.
+    pub async fn delete_material(&mut self, name: &KeyName, version: u32) -> Result<()> {
+        sqlx::query("DELETE FROM key_material WHERE key_name = $1 AND version = $2")
+            .bind(name.to_string())
+            .bind(i64::from(version))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| {
+                self.store
+                    .err(e, &format!("deleting material of {name} version {version}"))
+            })?;
+        Ok(())
+    }
+
+    /// Append `events` to the audit chain and commit everything at once. Without at least one
+    /// event the transaction is refused: no state change goes unaudited.
+    pub async fn commit(mut self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>> {
+        if events.is_empty() {
+            return Err(Error::internal(
+                "a write transaction must carry an audit record",
+            ));
+        }
+        let mut records = Vec::with_capacity(events.len());
+        let (mut seq, mut prev) = (self.head_seq, self.head_hash);
+        for e in events {
+            seq += 1;
+            let hash = audit::chain_hash(&prev, seq, e);
+            sqlx::query(
+                "INSERT INTO audit_log (seq, time_ms, request_id, principal, tenant, operation, key_name, \
+                 key_version, outcome, reason, peer, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(seq as i64)
+            .bind(e.time_ms)
+            .bind(&e.request_id)
+            .bind(&e.principal)
+            .bind(&e.tenant)
+            .bind(&e.operation)
+            .bind(e.key_name.clone())
+            .bind(e.key_version.map(i64::from))
+            .bind(&e.outcome)
+            .bind(e.reason.clone())
+            .bind(e.peer.clone())
+            .bind(hex::encode(prev))
+            .bind(hex::encode(hash))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|x| audit_error(self.store.err(x, "appending to the audit log")))?;
+            records.push(AuditRecord {
+                seq,
+                event: e.clone(),
+                prev_hash: prev,
+                hash,
+            });
+            prev = hash;
+        }
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq as i64)
+            .bind(hex::encode(prev))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|x| audit_error(self.store.err(x, "advancing the audit chain head")))?;
+        self.tx
+            .commit()
+            .await
+            .map_err(|x| audit_error(self.store.err(x, "committing")))?;
+        Ok(records)
+    }
+}
+
+fn audit_error(e: Error) -> Error {
+    Error::new(
+        ErrorKind::AuditFailure,
+        format!("the audit log could not be written, so the request was not carried out: {e}"),
+    )
+}
+
+/// Map a database error to an error kind by its code, never by its text.
+fn db_error(e: sqlx::Error, doing: &str) -> Error {
+    let kind = match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => ErrorKind::AlreadyExists,
+        sqlx::Error::Database(d) => {
+            // SQLite primary result codes: 11 SQLITE_CORRUPT, 26 SQLITE_NOTADB; 14 CANTOPEN;
+            // 5/6 BUSY/LOCKED. PostgreSQL SQLSTATE classes 08 (connection) and 57 (shutdown).
+            let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+            match code.parse::<i64>().ok().map(|c| c & 0xff) {
+                Some(11 | 26) => ErrorKind::Corrupt,
+                Some(5 | 6 | 14) => ErrorKind::Unavailable,
+                _ if code.starts_with("08") || code.starts_with("57") => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    };
+    let msg = match kind {
+        ErrorKind::Corrupt => {
+            format!("{doing}: the database is corrupt, truncated or not a Hanzo KMS store")
+        }
+        _ => doing.to_owned(),
+    };
+    Error::new(kind, msg).with_source(e)
+}
+
+fn parse_hash(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

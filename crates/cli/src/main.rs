@@ -1,2 +1,255 @@
+//! `hanzo-kms`: the command-line interface to Hanzo KMS.
+//!
+//! Exit codes: 0 success, 1 a failed operation, 2 a usage error. A failure prints one line on
+//! stderr saying what failed and why (with `--json`, a JSON object). Secrets are never printed,
+//! except a decrypted plaintext on stdout, which is what `decrypt` is for.
+
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod args;
+mod demo;
+mod output;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use hanzo_kms_core::{Algorithm, Config, Error, ErrorKind, Result};
+use hanzo_kms_service::{DestroyMode, Kms, MASTER_KEY_ENV, RequestCtx, Settings};
+use serde_json::json;
+
+use crate::args::{AuditCommand, Cli, Command, ConfigCommand, CryptArgs, KeysCommand, KeyspaceCommand};
+use crate::output::Out;
+
+/// A failure, and whether it was the caller's usage (exit 2) or the operation (exit 1).
+struct Failure {
+    error: Error,
+    usage: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self { error, usage: false }
+    }
+}
+
+/// Mark an error in a command-line argument as a usage error.
+fn usage(error: Error) -> Failure {
+    Failure { error, usage: true }
+}
+
+fn main() -> ExitCode {
+    install_panic_hook();
+    let cli = Cli::parse();
+    init_tracing();
+    let out = Out::new(cli.json);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            out.error(&Error::new(ErrorKind::Internal, "starting the async runtime").with_source(e));
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(&cli, &out)) {
+        Ok(code) => code,
+        Err(f) => {
+            out.error(&f.error);
+            ExitCode::from(if f.usage { 2 } else { 1 })
+        }
+    }
+}
+
+async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
+    match &cli.command {
+        Command::Config(ConfigCommand::Check { file }) => {
+            let path = file.as_ref().or(cli.config.as_ref()).ok_or_else(|| {
+                usage(Error::invalid("config check needs a FILE (or --config FILE)"))
+            })?;
+            let config = load_config(Some(path))?;
+            if out.json {
+                out.json(&config.to_redacted_json());
+            } else {
+                out.line(format!("# {} is valid; resolved with environment overrides, secrets redacted", path.display()));
+                out.raw(&config.to_redacted_yaml()?);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Demo => return demo::run(out).await.map_err(Failure::from),
+        _ => {}
+    }
+    let settings = settings(cli)?;
+    if let Command::Init = cli.command {
+        let (kms, report) = Kms::init(&settings).await?;
+        kms.close().await;
+        out.init(&report);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let kms = Kms::open(&settings).await?;
+    let result = dispatch(&kms, &cli.command, out).await;
+    kms.close().await;
+    result
+}
+
+async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, Failure> {
+    let ctx = RequestCtx::local();
+    let name = |s: &str| kms.parse_name(s).map_err(usage);
+    match command {
+        Command::Keys(k) => match k {
+            KeysCommand::Create { name: n, algorithm, rotation_days } => {
+                let n = name(n)?;
+                let alg = algorithm
+                    .as_deref()
+                    .map(str::parse::<Algorithm>)
+                    .transpose()
+                    .map_err(usage)?;
+                let info = kms.create_key(&ctx, &n, alg, *rotation_days).await?;
+                out.key_created(&info);
+            }
+            KeysCommand::List { prefix } => {
+                let keys = kms.list_keys(&ctx, prefix).await?;
+                out.key_list(&keys);
+            }
+            KeysCommand::Show { name: n } => {
+                let info = kms.show_key(&ctx, &name(n)?).await?;
+                out.key_show(&info);
+            }
+            KeysCommand::Rotate { name: n, due } => {
+                if *due {
+                    let outcomes = kms.rotate_due(&ctx, hanzo_kms_service::now_secs()).await?;
+                    return Ok(out.due("rotated", &outcomes));
+                }
+                let n = n.as_deref().ok_or_else(|| usage(Error::invalid("give a key NAME or --due")))?;
+                let info = kms.rotate_key(&ctx, &name(n)?).await?;
+                out.key_changed("rotated", &info);
+            }
+            KeysCommand::Disable { name: n, version } => {
+                let info = kms.set_enabled(&ctx, &name(n)?, *version, false).await?;
+                out.key_changed("disabled", &info);
+            }
+            KeysCommand::Enable { name: n, version } => {
+                let info = kms.set_enabled(&ctx, &name(n)?, *version, true).await?;
+                out.key_changed("enabled", &info);
+            }
+            KeysCommand::Destroy { name: n, version, now, delay_days, due } => {
+                if *due {
+                    let outcomes = kms.destroy_due(&ctx, hanzo_kms_service::now_secs()).await?;
+                    return Ok(out.due("destroyed", &outcomes));
+                }
+                let n = n.as_deref().ok_or_else(|| usage(Error::invalid("give a key NAME or --due")))?;
+                let mode = if *now {
+                    DestroyMode::Now
+                } else {
+                    if *delay_days == 0 {
+                        return Err(usage(Error::invalid("--delay-days must be at least 1; use --now to destroy immediately")));
+                    }
+                    DestroyMode::After(i64::from(*delay_days) * 86_400)
+                };
+                let info = kms.destroy(&ctx, &name(n)?, *version, mode).await?;
+                let verb = if *now { "destroyed" } else { "scheduled for destruction" };
+                out.key_changed(verb, &info);
+            }
+        },
+        Command::Keyspace(KeyspaceCommand::Create { customer, model, no_signing_keys }) => {
+            let keys = kms.create_keyspace(&ctx, customer, model, !no_signing_keys).await?;
+            out.keyspace(&keys);
+        }
+        Command::Encrypt(CryptArgs { key, aad }) => {
+            let n = name(key)?;
+            let input = read_stdin(hanzo_kms_service::data::MAX_DATA_LEN)?;
+            let ct = kms.encrypt(&ctx, &n, &input, aad.as_deref().unwrap_or("").as_bytes()).await?;
+            if out.json {
+                out.json(&json!({"key": ct.key, "version": ct.version, "ciphertext": ct.text}));
+            } else {
+                out.line(&ct.text);
+            }
+        }
+        Command::Decrypt(CryptArgs { key, aad }) => {
+            let n = name(key)?;
+            let input = read_stdin(2 * hanzo_kms_service::data::MAX_DATA_LEN)?;
+            let text = std::str::from_utf8(&input).map_err(|_| {
+                Error::invalid("not a Hanzo KMS ciphertext: expected hkms:v<version>:<base64url>")
+            })?;
+            let (version, _) = hanzo_kms_service::data::parse_ciphertext(text)?;
+            let plain = kms.decrypt(&ctx, &n, text, aad.as_deref().unwrap_or("").as_bytes()).await?;
+            if out.json {
+                use base64::Engine;
+                let b64 = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(plain.expose()));
+                out.json(&json!({"key": n.to_string(), "version": version, "plaintext_base64": b64.as_str()}));
+            } else {
+                out.bytes(plain.expose())?;
+            }
+        }
+        Command::Audit(AuditCommand::List { after, limit }) => {
+            let records = kms.audit_records(&ctx, *after, *limit).await?;
+            out.audit_list(&records);
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let report = kms.audit_verify(&ctx).await?;
+            return Ok(out.audit_verify(&report));
+        }
+        Command::Init | Command::Config(_) | Command::Demo => {
+            return Err(Failure::from(Error::internal("command dispatched twice")));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Load the config file (or defaults) and apply `HANZO_KMS__…` overrides.
+pub fn load_config(path: Option<&Path>) -> Result<Config> {
+    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(hanzo_kms_core::config::ENV_PREFIX)).collect();
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                Error::new(ErrorKind::Config, format!("reading config file {}", p.display())).with_source(e)
+            })?;
+            Config::from_yaml(&text, &p.display().to_string(), env)
+        }
+        None => Config::from_yaml("", "defaults", env),
+    }
+}
+
+fn settings(cli: &Cli) -> Result<Settings> {
+    Ok(Settings {
+        data_dir: absolute(&cli.data_dir),
+        config: load_config(cli.config.as_deref())?,
+        master_key_env: std::env::var(MASTER_KEY_ENV).ok().filter(|v| !v.is_empty()),
+    })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Read all of stdin, refusing more than `limit` bytes.
+fn read_stdin(limit: usize) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::new(ErrorKind::Io, "reading stdin").with_source(e))?;
+    if buf.len() > limit {
+        return Err(Error::invalid(format!("stdin holds more than {limit} bytes, the most this command takes")));
+    }
+    Ok(buf)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HANZO_KMS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// A panic is a bug. Say so in one line, without the payload (which we never want to risk
+/// carrying data) and without a backtrace.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let _ = writeln!(std::io::stderr(), "hanzo-kms: internal error{location}; this is a bug, please report it");
+    }));
+}

@@ -563,7 +563,13 @@ impl Config {
         self.kms.hanzo.key_isolation.namespace_separator
     }
 
-    /// The resolved config as YAML-like JSON with secrets redacted.
+    /// The resolved config as YAML, with secrets redacted.
+    pub fn to_redacted_yaml(&self) -> Result<String> {
+        serde_saphyr::to_string(self)
+            .map_err(|e| Error::internal(format!("rendering the config as YAML failed: {e}")))
+    }
+
+    /// The resolved config as JSON, with secrets redacted.
     pub fn to_redacted_json(&self) -> Value {
         // Serialization of these plain structs cannot fail: every map key is a string.
         serde_json::to_value(self).unwrap_or(Value::Null)
@@ -754,6 +760,9 @@ mod tests {
             json.contains("postgres://kms:<redacted>@db.internal:5432/kms"),
             "{json}"
         );
+        let yaml = c.to_redacted_yaml().unwrap();
+        assert!(!yaml.contains("123456-secret") && !yaml.contains("hunter2"), "{yaml}");
+        assert!(yaml.contains("<redacted>"), "{yaml}");
         let dbg = format!("{c:?}");
         assert!(
             !dbg.contains("123456-secret") && !dbg.contains("hunter2"),

@@ -194,6 +194,11 @@ async fn init_store(
     master: &SecretKey32,
 ) -> Result<(Store, Arc<dyn Provider>, String)> {
     let provider: Arc<dyn Provider> = Arc::new(SoftwareProvider::new(master)?);
+    if settings.uses_default_sqlite() {
+        // Create the database file owner-only before SQLite opens it; its -wal and -shm files
+        // inherit the mode.
+        create_private_file(&settings.data_dir.join("kms.db"))?;
+    }
     let store = Store::connect(&settings.storage_url(), settings.config.separator(), true).await?;
     if store.is_initialized().await? {
         return Err(Error::new(
@@ -314,12 +319,7 @@ fn create_private_dir(dir: &Path) -> Result<()> {
     })
 }
 
-/// Write a file readable only by its owner: write a temporary file, fsync, rename.
-fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |what: &str, e: std::io::Error| {
-        Error::new(ErrorKind::Io, format!("{what} {}", path.display())).with_source(e)
-    };
-    let tmp = path.with_extension("tmp");
+fn private_open_options() -> fs::OpenOptions {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -327,7 +327,23 @@ fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(&tmp).map_err(|e| io("creating", e))?;
+    opts
+}
+
+fn create_private_file(path: &Path) -> Result<()> {
+    private_open_options()
+        .open(path)
+        .map(drop)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("creating {}", path.display())).with_source(e))
+}
+
+/// Write a file readable only by its owner: write a temporary file, fsync, rename.
+fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| {
+        Error::new(ErrorKind::Io, format!("{what} {}", path.display())).with_source(e)
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = private_open_options().open(&tmp).map_err(|e| io("creating", e))?;
     let written = f.write_all(bytes).and_then(|_| f.sync_all());
     drop(f);
     if let Err(e) = written.and_then(|_| fs::rename(&tmp, path)) {

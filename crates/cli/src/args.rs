@@ -16,7 +16,13 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "hanzo-kms", version, max_term_width = 100)]
 pub struct Cli {
     /// Data directory: holds kms.db (the store) and master.key.
-    #[arg(long, global = true, env = "HANZO_KMS_DATA_DIR", default_value = "./hanzo-kms-data", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "HANZO_KMS_DATA_DIR",
+        default_value = "./hanzo-kms-data",
+        value_name = "DIR"
+    )]
     pub data_dir: PathBuf,
 
     /// Configuration file (YAML, the HIP-005 format). Environment variables

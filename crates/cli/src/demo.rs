@@ -30,15 +30,24 @@ async fn walk(dir: &std::path::Path, out: &Out) -> Result<()> {
         master_key_env: None,
     };
     let (kms, _) = Kms::init(&settings).await?;
-    say(format!("1. init: a fresh data directory at {} (removed at the end)", dir.display()));
+    say(format!(
+        "1. init: a fresh data directory at {} (removed at the end)",
+        dir.display()
+    ));
     steps.push("init");
 
     let ctx = RequestCtx::local();
     let keys = kms.create_keyspace(&ctx, "acme", "gpt4", true).await?;
     say("2. CreateModelKeyspace(acme, gpt4):".into());
     for k in &keys {
-        let extra = k.address().map(|a| format!(", signer address {a}")).unwrap_or_default();
-        say(format!("     {} ({}, origin {}{extra})", k.name, k.algorithm, k.origin));
+        let extra = k
+            .address()
+            .map(|a| format!(", signer address {a}"))
+            .unwrap_or_default();
+        say(format!(
+            "     {} ({}, origin {}{extra})",
+            k.name, k.algorithm, k.origin
+        ));
     }
     steps.push("keyspace");
 
@@ -49,12 +58,25 @@ async fn walk(dir: &std::path::Path, out: &Out) -> Result<()> {
         .load_key(&model)
         .await?
         .ok_or_else(|| Error::internal("the model key vanished"))?;
-    let primary = stored.primary().and_then(|v| v.handle.as_ref()).ok_or_else(|| Error::internal("no primary"))?;
-    let kref = KeyRef { name: &model, version: 1, algorithm: stored.meta.algorithm, handle: primary };
+    let primary = stored
+        .primary()
+        .and_then(|v| v.handle.as_ref())
+        .ok_or_else(|| Error::internal("no primary"))?;
+    let kref = KeyRef {
+        name: &model,
+        version: 1,
+        algorithm: stored.meta.algorithm,
+        handle: primary,
+    };
     let (dek, wrapped) = kms.provider().generate_data_key(&kref, b"model=gpt4")?;
-    let back = kms.provider().unwrap_data_key(&kref, &wrapped, b"model=gpt4")?;
+    let back = kms
+        .provider()
+        .unwrap_data_key(&kref, &wrapped, b"model=gpt4")?;
     if !dek.ct_eq(&back) {
-        return Err(Error::new(ErrorKind::Internal, "the unwrapped data key differs"));
+        return Err(Error::new(
+            ErrorKind::Internal,
+            "the unwrapped data key differs",
+        ));
     }
     say(format!(
         "3. model:acme:gpt4 wrapped a fresh 256-bit data key ({} bytes wrapped) and unwrapped it again;\n     weights are encrypted in-process under such a key (envelope encryption)",
@@ -64,8 +86,13 @@ async fn walk(dir: &std::path::Path, out: &Out) -> Result<()> {
 
     let data = kms.parse_name("data:acme:training-set")?;
     kms.create_key(&ctx, &data, None, None).await?;
-    let ct = kms.encrypt(&ctx, &data, b"user record 42", b"tenant=acme").await?;
-    say(format!("4. data encryption: 'user record 42' -> {}", ct.text));
+    let ct = kms
+        .encrypt(&ctx, &data, b"user record 42", b"tenant=acme")
+        .await?;
+    say(format!(
+        "4. data encryption: 'user record 42' -> {}",
+        ct.text
+    ));
     kms.rotate_key(&ctx, &data).await?;
     let plain = kms.decrypt(&ctx, &data, &ct.text, b"tenant=acme").await?;
     say(format!(
@@ -77,13 +104,19 @@ async fn walk(dir: &std::path::Path, out: &Out) -> Result<()> {
     let wrong = kms.decrypt(&ctx, &data, &ct.text, b"tenant=globex").await;
     say(format!(
         "6. the same ciphertext with another AAD: {}",
-        wrong.err().map(|e| e.to_string()).unwrap_or_else(|| "accepted (BUG)".into())
+        wrong
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "accepted (BUG)".into())
     ));
     kms.set_enabled(&ctx, &data, None, false).await?;
     let disabled = kms.decrypt(&ctx, &data, &ct.text, b"tenant=acme").await;
     say(format!(
         "7. after `keys disable`: {}",
-        disabled.err().map(|e| e.to_string()).unwrap_or_else(|| "accepted (BUG)".into())
+        disabled
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "accepted (BUG)".into())
     ));
     steps.push("refusals");
 
@@ -98,7 +131,10 @@ async fn walk(dir: &std::path::Path, out: &Out) -> Result<()> {
         out.json(&serde_json::json!({"ok": report.is_ok(), "steps": steps, "audit_records": report.records}));
     }
     if !report.is_ok() {
-        return Err(Error::new(ErrorKind::Corrupt, "the demo's audit chain did not verify"));
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            "the demo's audit chain did not verify",
+        ));
     }
     Ok(())
 }

@@ -19,7 +19,9 @@ use hanzo_kms_core::{Algorithm, Config, Error, ErrorKind, Result};
 use hanzo_kms_service::{DestroyMode, Kms, MASTER_KEY_ENV, RequestCtx, Settings};
 use serde_json::json;
 
-use crate::args::{AuditCommand, Cli, Command, ConfigCommand, CryptArgs, KeysCommand, KeyspaceCommand};
+use crate::args::{
+    AuditCommand, Cli, Command, ConfigCommand, CryptArgs, KeysCommand, KeyspaceCommand,
+};
 use crate::output::Out;
 
 /// A failure, and whether it was the caller's usage (exit 2) or the operation (exit 1).
@@ -30,7 +32,10 @@ struct Failure {
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
-        Self { error, usage: false }
+        Self {
+            error,
+            usage: false,
+        }
     }
 }
 
@@ -44,10 +49,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let out = Out::new(cli.json);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
-            out.error(&Error::new(ErrorKind::Internal, "starting the async runtime").with_source(e));
+            out.error(
+                &Error::new(ErrorKind::Internal, "starting the async runtime").with_source(e),
+            );
             return ExitCode::from(1);
         }
     };
@@ -64,13 +74,18 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
     match &cli.command {
         Command::Config(ConfigCommand::Check { file }) => {
             let path = file.as_ref().or(cli.config.as_ref()).ok_or_else(|| {
-                usage(Error::invalid("config check needs a FILE (or --config FILE)"))
+                usage(Error::invalid(
+                    "config check needs a FILE (or --config FILE)",
+                ))
             })?;
             let config = load_config(Some(path))?;
             if out.json {
                 out.json(&config.to_redacted_json());
             } else {
-                out.line(format!("# {} is valid; resolved with environment overrides, secrets redacted", path.display()));
+                out.line(format!(
+                    "# {} is valid; resolved with environment overrides, secrets redacted",
+                    path.display()
+                ));
                 out.raw(&config.to_redacted_yaml()?);
             }
             return Ok(ExitCode::SUCCESS);
@@ -96,7 +111,11 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
     let name = |s: &str| kms.parse_name(s).map_err(usage);
     match command {
         Command::Keys(k) => match k {
-            KeysCommand::Create { name: n, algorithm, rotation_days } => {
+            KeysCommand::Create {
+                name: n,
+                algorithm,
+                rotation_days,
+            } => {
                 let n = name(n)?;
                 let alg = algorithm
                     .as_deref()
@@ -119,7 +138,9 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
                     let outcomes = kms.rotate_due(&ctx, hanzo_kms_service::now_secs()).await?;
                     return Ok(out.due("rotated", &outcomes));
                 }
-                let n = n.as_deref().ok_or_else(|| usage(Error::invalid("give a key NAME or --due")))?;
+                let n = n
+                    .as_deref()
+                    .ok_or_else(|| usage(Error::invalid("give a key NAME or --due")))?;
                 let info = kms.rotate_key(&ctx, &name(n)?).await?;
                 out.key_changed("rotated", &info);
             }
@@ -131,33 +152,55 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
                 let info = kms.set_enabled(&ctx, &name(n)?, *version, true).await?;
                 out.key_changed("enabled", &info);
             }
-            KeysCommand::Destroy { name: n, version, now, delay_days, due } => {
+            KeysCommand::Destroy {
+                name: n,
+                version,
+                now,
+                delay_days,
+                due,
+            } => {
                 if *due {
                     let outcomes = kms.destroy_due(&ctx, hanzo_kms_service::now_secs()).await?;
                     return Ok(out.due("destroyed", &outcomes));
                 }
-                let n = n.as_deref().ok_or_else(|| usage(Error::invalid("give a key NAME or --due")))?;
+                let n = n
+                    .as_deref()
+                    .ok_or_else(|| usage(Error::invalid("give a key NAME or --due")))?;
                 let mode = if *now {
                     DestroyMode::Now
                 } else {
                     if *delay_days == 0 {
-                        return Err(usage(Error::invalid("--delay-days must be at least 1; use --now to destroy immediately")));
+                        return Err(usage(Error::invalid(
+                            "--delay-days must be at least 1; use --now to destroy immediately",
+                        )));
                     }
                     DestroyMode::After(i64::from(*delay_days) * 86_400)
                 };
                 let info = kms.destroy(&ctx, &name(n)?, *version, mode).await?;
-                let verb = if *now { "destroyed" } else { "scheduled for destruction" };
+                let verb = if *now {
+                    "destroyed"
+                } else {
+                    "scheduled for destruction"
+                };
                 out.key_changed(verb, &info);
             }
         },
-        Command::Keyspace(KeyspaceCommand::Create { customer, model, no_signing_keys }) => {
-            let keys = kms.create_keyspace(&ctx, customer, model, !no_signing_keys).await?;
+        Command::Keyspace(KeyspaceCommand::Create {
+            customer,
+            model,
+            no_signing_keys,
+        }) => {
+            let keys = kms
+                .create_keyspace(&ctx, customer, model, !no_signing_keys)
+                .await?;
             out.keyspace(&keys);
         }
         Command::Encrypt(CryptArgs { key, aad }) => {
             let n = name(key)?;
             let input = read_stdin(hanzo_kms_service::data::MAX_DATA_LEN)?;
-            let ct = kms.encrypt(&ctx, &n, &input, aad.as_deref().unwrap_or("").as_bytes()).await?;
+            let ct = kms
+                .encrypt(&ctx, &n, &input, aad.as_deref().unwrap_or("").as_bytes())
+                .await?;
             if out.json {
                 out.json(&json!({"key": ct.key, "version": ct.version, "ciphertext": ct.text}));
             } else {
@@ -171,10 +214,14 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
                 Error::invalid("not a Hanzo KMS ciphertext: expected hkms:v<version>:<base64url>")
             })?;
             let (version, _) = hanzo_kms_service::data::parse_ciphertext(text)?;
-            let plain = kms.decrypt(&ctx, &n, text, aad.as_deref().unwrap_or("").as_bytes()).await?;
+            let plain = kms
+                .decrypt(&ctx, &n, text, aad.as_deref().unwrap_or("").as_bytes())
+                .await?;
             if out.json {
                 use base64::Engine;
-                let b64 = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(plain.expose()));
+                let b64 = zeroize::Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD.encode(plain.expose()),
+                );
                 out.json(&json!({"key": n.to_string(), "version": version, "plaintext_base64": b64.as_str()}));
             } else {
                 out.bytes(plain.expose())?;
@@ -197,11 +244,17 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
 
 /// Load the config file (or defaults) and apply `HANZO_KMS__…` overrides.
 pub fn load_config(path: Option<&Path>) -> Result<Config> {
-    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(hanzo_kms_core::config::ENV_PREFIX)).collect();
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(hanzo_kms_core::config::ENV_PREFIX))
+        .collect();
     match path {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| {
-                Error::new(ErrorKind::Config, format!("reading config file {}", p.display())).with_source(e)
+                Error::new(
+                    ErrorKind::Config,
+                    format!("reading config file {}", p.display()),
+                )
+                .with_source(e)
             })?;
             Config::from_yaml(&text, &p.display().to_string(), env)
         }
@@ -213,7 +266,10 @@ fn settings(cli: &Cli) -> Result<Settings> {
     Ok(Settings {
         data_dir: absolute(&cli.data_dir),
         config: load_config(cli.config.as_deref())?,
-        master_key_env: std::env::var(MASTER_KEY_ENV).ok().filter(|v| !v.is_empty()),
+        master_key_env: std::env::var(MASTER_KEY_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(hanzo_kms_core::config::ConfigSecret::new),
     })
 }
 
@@ -230,7 +286,9 @@ fn read_stdin(limit: usize) -> Result<Vec<u8>> {
         .read_to_end(&mut buf)
         .map_err(|e| Error::new(ErrorKind::Io, "reading stdin").with_source(e))?;
     if buf.len() > limit {
-        return Err(Error::invalid(format!("stdin holds more than {limit} bytes, the most this command takes")));
+        return Err(Error::invalid(format!(
+            "stdin holds more than {limit} bytes, the most this command takes"
+        )));
     }
     Ok(buf)
 }
@@ -249,7 +307,13 @@ fn init_tracing() {
 /// carrying data) and without a backtrace.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        let _ = writeln!(std::io::stderr(), "hanzo-kms: internal error{location}; this is a bug, please report it");
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let _ = writeln!(
+            std::io::stderr(),
+            "hanzo-kms: internal error{location}; this is a bug, please report it"
+        );
     }));
 }

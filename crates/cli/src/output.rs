@@ -40,7 +40,11 @@ impl Out {
     pub fn error(&self, e: &Error) {
         let mut err = std::io::stderr().lock();
         if self.json {
-            let _ = writeln!(err, "{}", json!({"error": {"code": e.kind().code(), "message": e.to_string()}}));
+            let _ = writeln!(
+                err,
+                "{}",
+                json!({"error": {"code": e.kind().code(), "message": e.to_string()}})
+            );
         } else {
             let _ = writeln!(err, "error: {e}");
         }
@@ -58,7 +62,9 @@ impl Out {
         self.line(format!("initialised {}", r.data_dir.display()));
         self.line(format!("  store:      {}", r.store));
         match &r.master_key {
-            MasterKeySource::Env => self.line("  master key: from $HANZO_KMS_MASTER_KEY (no file written)"),
+            MasterKeySource::Env => {
+                self.line("  master key: from $HANZO_KMS_MASTER_KEY (no file written)")
+            }
             MasterKeySource::File(p) => {
                 self.line(format!("  master key: {} (mode 0600)", p.display()));
                 self.line("  Back the master key up and keep it apart from the store: without it no key can be used.");
@@ -75,7 +81,10 @@ impl Out {
             self.json(&to_json(k));
             return;
         }
-        let mut s = format!("{verb} {} ({}, version {}, {})", k.name, k.algorithm, k.primary_version, k.state);
+        let mut s = format!(
+            "{verb} {} ({}, version {}, {})",
+            k.name, k.algorithm, k.primary_version, k.state
+        );
         if let Some(a) = k.address() {
             s.push_str(&format!(", address {a}"));
         }
@@ -107,9 +116,15 @@ impl Out {
             return;
         }
         let w = keys.iter().map(|k| k.name.len()).max().unwrap_or(4).max(4);
-        self.line(format!("{:w$}  {:11}  {:17}  {:>7}  ORIGIN", "NAME", "ALGORITHM", "STATE", "VERSION"));
+        self.line(format!(
+            "{:w$}  {:11}  {:17}  {:>7}  ORIGIN",
+            "NAME", "ALGORITHM", "STATE", "VERSION"
+        ));
         for k in keys {
-            self.line(format!("{:w$}  {:11}  {:17}  {:>7}  {}", k.name, k.algorithm, k.state, k.primary_version, k.origin));
+            self.line(format!(
+                "{:w$}  {:11}  {:17}  {:>7}  {}",
+                k.name, k.algorithm, k.state, k.primary_version, k.origin
+            ));
         }
     }
 
@@ -120,7 +135,10 @@ impl Out {
         }
         self.line(format!("name:             {}", k.name));
         self.line(format!("algorithm:        {}", k.algorithm));
-        self.line(format!("origin:           {} (provider {})", k.origin, k.provider));
+        self.line(format!(
+            "origin:           {} (provider {})",
+            k.origin, k.provider
+        ));
         self.line(format!("state:            {}", k.state));
         if let Some(t) = k.destroy_at {
             self.line(format!("destroy at:       {}", rfc3339(t)));
@@ -141,8 +159,17 @@ impl Out {
         }
         self.line("versions:");
         for v in &k.versions {
-            let primary = if v.version == k.primary_version { " (primary)" } else { "" };
-            self.line(format!("  v{}{primary}  {}  created {}", v.version, v.state, rfc3339(v.created_at)));
+            let primary = if v.version == k.primary_version {
+                " (primary)"
+            } else {
+                ""
+            };
+            self.line(format!(
+                "  v{}{primary}  {}  created {}",
+                v.version,
+                v.state,
+                rfc3339(v.created_at)
+            ));
             if let Some(a) = &v.address {
                 self.line(format!("      address:    {a}"));
             }
@@ -174,12 +201,18 @@ impl Out {
                 }
             }
         }
-        if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        if failed > 0 {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        }
     }
 
     pub fn audit_list(&self, records: &[AuditRecord]) {
         if self.json {
-            self.json(&json!({"records": records.iter().map(AuditRecord::to_json).collect::<Vec<_>>()}));
+            self.json(
+                &json!({"records": records.iter().map(AuditRecord::to_json).collect::<Vec<_>>()}),
+            );
             return;
         }
         for r in records {
@@ -189,7 +222,11 @@ impl Out {
                 (Some(k), None) => k.clone(),
                 _ => "-".into(),
             };
-            let reason = e.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+            let reason = e
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
             self.line(format!(
                 "{:>6}  {}  {:18}  {:7}{reason}  {}  {}  tenant={}",
                 r.seq,
@@ -214,11 +251,22 @@ impl Out {
             }));
         } else {
             match &r.problem {
-                None => self.line(format!("audit chain intact: {} records, head {}", r.records, hex::encode(r.head))),
-                Some((seq, what)) => self.line(format!("audit chain BROKEN at record {seq}: {what} ({} records verified before it)", r.records)),
+                None => self.line(format!(
+                    "audit chain intact: {} records, head {}",
+                    r.records,
+                    hex::encode(r.head)
+                )),
+                Some((seq, what)) => self.line(format!(
+                    "audit chain BROKEN at record {seq}: {what} ({} records verified before it)",
+                    r.records
+                )),
             }
         }
-        if r.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        if r.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -227,7 +275,16 @@ fn to_json(k: &KeyInfo) -> Value {
 }
 
 fn abbreviate(hex: &str) -> String {
-    if hex.len() <= 80 { hex.to_owned() } else { format!("{}…{} ({} bytes)", &hex[..32], &hex[hex.len() - 16..], hex.len() / 2) }
+    if hex.len() <= 80 {
+        hex.to_owned()
+    } else {
+        format!(
+            "{}…{} ({} bytes)",
+            &hex[..32],
+            &hex[hex.len() - 16..],
+            hex.len() / 2
+        )
+    }
 }
 
 /// Unix seconds as RFC 3339 UTC (`2026-11-23T22:35:36Z`).
@@ -244,7 +301,12 @@ pub fn rfc3339(t: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 #[cfg(test)]

@@ -368,7 +368,17 @@ pub struct AuditConfig {
 #[serde(transparent)]
 pub struct ConfigSecret(String);
 
+impl Drop for ConfigSecret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl ConfigSecret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -761,7 +771,10 @@ mod tests {
             "{json}"
         );
         let yaml = c.to_redacted_yaml().unwrap();
-        assert!(!yaml.contains("123456-secret") && !yaml.contains("hunter2"), "{yaml}");
+        assert!(
+            !yaml.contains("123456-secret") && !yaml.contains("hunter2"),
+            "{yaml}"
+        );
         assert!(yaml.contains("<redacted>"), "{yaml}");
         let dbg = format!("{c:?}");
         assert!(

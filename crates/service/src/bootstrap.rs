@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hanzo_kms_core::config::ProviderKind;
+use hanzo_kms_core::config::{ConfigSecret, ProviderKind};
 use hanzo_kms_core::{Config, Error, ErrorKind, Provider, Result, SecretKey32};
 use hanzo_kms_software::SoftwareProvider;
 use hanzo_kms_store::Store;
@@ -39,8 +39,8 @@ impl std::fmt::Display for MasterKeySource {
 pub struct Settings {
     pub data_dir: PathBuf,
     pub config: Config,
-    /// The value of `HANZO_KMS_MASTER_KEY`, if set. Kept only until the provider is built.
-    pub master_key_env: Option<String>,
+    /// The value of `HANZO_KMS_MASTER_KEY`, if set. `Debug` prints `<redacted>`.
+    pub master_key_env: Option<ConfigSecret>,
 }
 
 impl Settings {
@@ -80,7 +80,7 @@ impl Settings {
 
     fn master_key(&self) -> Result<(SecretKey32, MasterKeySource)> {
         if let Some(hex) = &self.master_key_env {
-            let key = SecretKey32::from_hex(hex).map_err(|e| {
+            let key = SecretKey32::from_hex(hex.expose()).map_err(|e| {
                 Error::new(
                     ErrorKind::Config,
                     format!("{MASTER_KEY_ENV}: {}", e.message()),
@@ -331,10 +331,9 @@ fn private_open_options() -> fs::OpenOptions {
 }
 
 fn create_private_file(path: &Path) -> Result<()> {
-    private_open_options()
-        .open(path)
-        .map(drop)
-        .map_err(|e| Error::new(ErrorKind::Io, format!("creating {}", path.display())).with_source(e))
+    private_open_options().open(path).map(drop).map_err(|e| {
+        Error::new(ErrorKind::Io, format!("creating {}", path.display())).with_source(e)
+    })
 }
 
 /// Write a file readable only by its owner: write a temporary file, fsync, rename.
@@ -343,7 +342,9 @@ fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
         Error::new(ErrorKind::Io, format!("{what} {}", path.display())).with_source(e)
     };
     let tmp = path.with_extension("tmp");
-    let mut f = private_open_options().open(&tmp).map_err(|e| io("creating", e))?;
+    let mut f = private_open_options()
+        .open(&tmp)
+        .map_err(|e| io("creating", e))?;
     let written = f.write_all(bytes).and_then(|_| f.sync_all());
     drop(f);
     if let Err(e) = written.and_then(|_| fs::rename(&tmp, path)) {

@@ -22,7 +22,7 @@ use hanzo_kms_core::{
     Purpose, Result, Separator,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyPool, Connection, Row, Transaction};
 
 pub use audit::{AuditEvent, AuditRecord, AuditReport};
 
@@ -112,24 +112,19 @@ impl Store {
                 "storage.url must be sqlite:PATH or postgres://…",
             ));
         };
+        // One direct connection first: a corrupt file or an unreachable server then reports its
+        // own error at once, instead of a pool time-out after retries.
+        let mut probe = sqlx::AnyConnection::connect(&conn_url)
+            .await
+            .map_err(|e| db_error(e, &format!("opening the store at {location}")))?;
+        prepare_connection(backend, &mut probe)
+            .await
+            .map_err(|e| db_error(e, &format!("opening the store at {location}")))?;
+        let _ = probe.close().await;
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
             .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // FULL: a committed transaction (a nonce record, an audit record) survives
-                        // power loss. WAL lets readers proceed during a write.
-                        sqlx::raw_sql(
-                            "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-                             PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-                        )
-                        .execute(&mut *conn)
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
+            .after_connect(move |conn, _meta| Box::pin(prepare_connection(backend, conn)))
             .connect(&conn_url)
             .await
             .map_err(|e| db_error(e, &format!("opening the store at {location}")))?;
@@ -695,6 +690,25 @@ impl WriteTx {
             .map_err(|x| audit_error(self.store.err(x, "committing")))?;
         Ok(records)
     }
+}
+
+/// Per-connection settings.
+async fn prepare_connection(
+    backend: Backend,
+    conn: &mut sqlx::AnyConnection,
+) -> Result<(), sqlx::Error> {
+    if backend == Backend::Sqlite {
+        // FULL: a committed transaction (a nonce record, an audit record) survives power loss.
+        // WAL lets readers proceed during a write. The first query also reads the file header,
+        // so a file that is not a database fails here.
+        sqlx::raw_sql(
+            "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 fn audit_error(e: Error) -> Error {

@@ -538,6 +538,29 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn sealed_blobs_round_trip_and_reject_any_flip(
+            material in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            version in 1u32..1000,
+            customer in "[a-z0-9][a-z0-9-]{0,20}",
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let p = provider(9);
+            let n = KeyName::new(hanzo_kms_core::Purpose::Data, &customer, "k", Separator::default()).unwrap();
+            let h = p.seal_material(&n, version, Algorithm::Aes256Gcm, &material).unwrap();
+            let r = KeyRef { name: &n, version, algorithm: Algorithm::Aes256Gcm, handle: &h };
+            let opened = p.unseal(&r).unwrap();
+            proptest::prop_assert_eq!(opened.expose(), material.as_slice());
+            let mut bad = h.as_bytes().to_vec();
+            let i = flip.index(bad.len() * 8);
+            bad[i / 8] ^= 1 << (i % 8);
+            let bad = KeyHandle::new(bad);
+            let r = KeyRef { handle: &bad, ..r };
+            proptest::prop_assert_eq!(p.unseal(&r).unwrap_err().kind(), ErrorKind::Corrupt);
+        }
+    }
+
     #[test]
     fn fingerprint_depends_on_master_key_and_context() {
         assert_eq!(

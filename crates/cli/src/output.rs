@@ -88,10 +88,8 @@ impl Out {
         if let Some(a) = k.address() {
             s.push_str(&format!(", address {a}"));
         }
-        if k.state == "destroy-scheduled" {
-            if let Some(t) = k.destroy_at {
-                s.push_str(&format!(", at {}; `keys enable` cancels", rfc3339(t)));
-            }
+        if let Some(t) = k.destroy_at.filter(|_| k.state == "destroy-scheduled") {
+            s.push_str(&format!(", at {}; `keys enable` cancels", rfc3339(t)));
         }
         self.line(s);
     }

@@ -50,7 +50,7 @@ mod tests {
             "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
         ] {
             let mut raw = [0u8; 20];
-            hex::decode_to_slice(&v[2..].to_lowercase(), &mut raw).unwrap();
+            hex::decode_to_slice(v[2..].to_lowercase(), &mut raw).unwrap();
             assert_eq!(to_checksum(&raw), v);
         }
     }

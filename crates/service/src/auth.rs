@@ -85,10 +85,8 @@ impl Principal {
 
     /// Step 2 of the pipeline: tenant, then role, then name pattern.
     pub fn authorize(&self, role: Role, key: Option<&KeyName>) -> Result<()> {
-        if let Some(key) = key {
-            if !self.owns(key) {
-                return Err(not_found(key));
-            }
+        if let Some(key) = key.filter(|k| !self.owns(k)) {
+            return Err(not_found(key));
         }
         if !self.has_role(role) {
             return Err(Error::new(

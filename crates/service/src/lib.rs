@@ -783,10 +783,10 @@ impl Kms {
     }
 
     /// Step 3 for use: the key, then the requested (or primary) version, must be enabled.
-    fn usable_version<'k>(
-        key: &'k StoredKey,
+    fn usable_version(
+        key: &StoredKey,
         version: Option<u32>,
-    ) -> Result<(u32, &'k hanzo_kms_core::KeyHandle)> {
+    ) -> Result<(u32, &hanzo_kms_core::KeyHandle)> {
         key.meta.check_usable()?;
         let v = version.unwrap_or(key.meta.primary_version);
         let entry = key

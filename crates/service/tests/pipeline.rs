@@ -254,7 +254,7 @@ async fn ciphertexts_are_bound_to_key_version_and_aad() {
     kms.create_key(&local(), &b, None, None).await.unwrap();
     let ct = kms.encrypt(&local(), &a, b"payload", b"ctx").await.unwrap();
     let opaque = |r: hanzo_kms_core::Result<hanzo_kms_core::SecretBytes>| {
-        let e = r.err().expect("must not decrypt");
+        let e = r.expect_err("must not decrypt");
         assert_eq!(e.to_string(), "authentication failed");
     };
     opaque(kms.decrypt(&local(), &b, &ct.text, b"ctx").await);

@@ -309,24 +309,11 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
-/// `auth:` — API tokens for the server.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// `auth:` — API tokens for the server. Reserved: `hanzo-kms serve` adds its settings here; an
+/// empty section is accepted and any key is refused until then.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Where `serve` writes the first admin token on first start. Default
-    /// `<data-dir>/admin.token`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub admin_token_file: Option<PathBuf>,
-}
-
-#[allow(clippy::derivable_impls)] // explicit: documents that there are no built-in tokens
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            admin_token_file: None,
-        }
-    }
-}
+pub struct AuthConfig {}
 
 /// One limit with several windows. Any window may be omitted.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -354,14 +341,10 @@ pub struct RateLimitsConfig {
 }
 
 /// `audit:` — the audit log is always on and always fail-closed; there is no switch to turn
-/// that off. These settings only shape it.
+/// that off. Reserved for settings that shape it; an empty section is accepted.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// Also write each record as a JSON line to this file (after it is committed to the store).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror_file: Option<PathBuf>,
-}
+pub struct AuditConfig {}
 
 /// A secret config value (a PIN). `Debug` and `Serialize` print `<redacted>`.
 #[derive(Clone, Deserialize)]
@@ -667,6 +650,23 @@ mod tests {
         assert_eq!(h.hmm_settlement.settlement_expiry, 86400);
         assert!(h.key_isolation.per_model && h.key_isolation.per_customer);
         assert_eq!(h.key_isolation.namespace_separator.as_char(), ':');
+    }
+
+    #[test]
+    fn the_readme_example_loads() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```yaml\nkms:\n  lux:\n    provider: software")
+            .expect("README has the example");
+        let body = &readme[start + "```yaml\n".len()..];
+        let example = &body[..body.find("```").unwrap()];
+        let c = load(example).unwrap();
+        assert_eq!(c.kms.lux.provider, ProviderKind::Software);
+        assert_eq!(
+            c.rate_limits.per_tenant.as_ref().unwrap().per_day,
+            Some(1_000_000)
+        );
+        assert_eq!(c.server.rest_addr, "127.0.0.1:8200");
     }
 
     #[test]

@@ -28,6 +28,6 @@ fi
 
 command -v cargo >/dev/null 2>&1 || { echo "scripts/test.sh: cargo not found; install Rust first" >&2; exit 1; }
 
-cargo test --workspace --all-targets --locked "$@"
-# Doc tests (cargo test --all-targets skips them).
+# Doc tests first (cargo test --all-targets skips them), then every unit and integration test.
 cargo test --workspace --doc --locked
+cargo test --workspace --all-targets --locked "$@"

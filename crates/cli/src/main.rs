@@ -7,7 +7,10 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod atomic;
+mod bench;
 mod demo;
+mod model;
 mod output;
 
 use std::io::{Read, Write};
@@ -91,6 +94,13 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Demo => return demo::run(out).await.map_err(Failure::from),
+        Command::Model(m) if !model::needs_store(m) => {
+            if let args::ModelCommand::Inspect { input } = m {
+                model::inspect(input, out)?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Bench(b) => return bench::run(b, out).await.map_err(Failure::from),
         _ => {}
     }
     let settings = settings(cli)?;
@@ -235,7 +245,8 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
             let report = kms.audit_verify(&ctx).await?;
             return Ok(out.audit_verify(&report));
         }
-        Command::Init | Command::Config(_) | Command::Demo => {
+        Command::Model(m) => model::run(kms, m, out).await?,
+        Command::Init | Command::Config(_) | Command::Demo | Command::Bench(_) => {
             return Err(Failure::from(Error::internal("command dispatched twice")));
         }
     }

@@ -12,6 +12,7 @@ pub mod key;
 pub mod name;
 pub mod provider;
 pub mod secret;
+pub mod weights;
 
 pub use algorithm::Algorithm;
 pub use config::Config;

@@ -122,6 +122,11 @@ pub trait Provider: Send + Sync {
     /// Generate a random 256-bit data key and return it with its wrapped form under `key`.
     fn generate_data_key(&self, key: &KeyRef<'_>, aad: &[u8]) -> Result<(SecretKey32, Vec<u8>)>;
 
+    /// Wrap an existing data key (for rewrapping a file to a new key version).
+    fn wrap_data_key(&self, key: &KeyRef<'_>, dek: &SecretKey32, aad: &[u8]) -> Result<Vec<u8>> {
+        self.encrypt(key, dek.expose(), aad)
+    }
+
     /// Unwrap a data key made by [`Provider::generate_data_key`].
     fn unwrap_data_key(&self, key: &KeyRef<'_>, wrapped: &[u8], aad: &[u8]) -> Result<SecretKey32> {
         let plain = self.decrypt(key, wrapped, aad)?;

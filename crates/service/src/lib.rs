@@ -21,6 +21,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod data;
 mod info;
+pub mod model;
 
 use std::sync::Arc;
 

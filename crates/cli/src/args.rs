@@ -292,8 +292,8 @@ pub enum BenchCommand {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
-        /// Repetitions of each in-memory measurement; the best is reported.
-        #[arg(long, default_value_t = 3)]
+        /// Repetitions of each measurement; the best is reported.
+        #[arg(long, default_value_t = 5)]
         repeat: u32,
     },
 }

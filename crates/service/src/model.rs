@@ -69,7 +69,10 @@ impl Kms {
 
     /// Start decrypting a model file that must belong to `key`: checks the caller, the key and
     /// the header's version, unwraps the data key, and checks the key commitment and model id.
-    /// A file for another model, a tampered header or a wrong key is "authentication failed".
+    ///
+    /// A file for another model, a tampered header, a wrong key, or a disabled, destroyed or
+    /// missing key version all give the caller the one opaque "authentication failed"; the audit
+    /// record keeps the real reason. A missing key or a denied caller are reported as such.
     pub async fn model_open_header(
         &self,
         ctx: &RequestCtx,
@@ -82,7 +85,7 @@ impl Kms {
             require_model_key(key)?;
             self.admit(ctx, &op, Role::Decrypt, Some(key))?;
             let stored = self.load(ctx, key).await?;
-            if header.key_name != key.to_string() {
+            if header.key_name != key.to_string() || stored.version(header.key_version).is_none() {
                 return Err(Error::authentication_failed());
             }
             let (version, handle) = Self::usable_version(&stored, Some(header.key_version))?;
@@ -100,7 +103,10 @@ impl Kms {
             Ok(cipher)
         }
         .await;
-        self.close_op(&op, r).await
+        self.close_op(&op, r).await.map_err(|e| match e.kind() {
+            ErrorKind::KeyState => Error::authentication_failed(),
+            _ => e,
+        })
     }
 
     /// Rewrap a file's data key to the primary version of its key. Returns the new header, or

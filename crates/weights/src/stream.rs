@@ -43,33 +43,39 @@ where
         .map_err(|e| io_error("writing", e))?;
     let s = cipher.segment_size() as usize;
     let batch_segments = threads.max(1) * SEGMENTS_PER_THREAD;
-    pipeline(input, output, s, batch_segments, |batch: Batch| {
-        let n_full = batch.bytes.len() / s;
-        let rem = batch.bytes.len() % s;
-        let segs = if batch.bytes.is_empty() {
-            1
-        } else {
-            n_full + usize::from(rem > 0)
-        };
-        let mut out = vec![0u8; batch.bytes.len() + segs * TAG_LEN];
-        let jobs = if batch.bytes.is_empty() {
-            vec![(batch.first, true, &batch.bytes[..], &mut out[..])]
-        } else {
-            batch
-                .bytes
-                .chunks(s)
-                .zip(out.chunks_mut(s + TAG_LEN))
-                .enumerate()
-                .map(|(k, (p, c))| (batch.first + k as u64, batch.last && k + 1 == segs, p, c))
-                .collect()
-        };
-        cipher.run(jobs, threads, true)?;
-        progress(batch.first * s as u64 + batch.bytes.len() as u64);
-        Ok(out)
-    })
-    .and_then(|body_len| {
-        Layout::from_body(cipher.segment_size(), body_len).map(|l| l.plaintext_len)
-    })
+    let out_len = batch_segments * (s + TAG_LEN);
+    let body_len = pipeline(
+        input,
+        output,
+        s,
+        batch_segments,
+        out_len,
+        |batch: &Batch, out: &mut Vec<u8>| {
+            let n_full = batch.bytes.len() / s;
+            let rem = batch.bytes.len() % s;
+            let segs = if batch.bytes.is_empty() {
+                1
+            } else {
+                n_full + usize::from(rem > 0)
+            };
+            out.resize(batch.bytes.len() + segs * TAG_LEN, 0);
+            let jobs = if batch.bytes.is_empty() {
+                vec![(batch.first, true, &batch.bytes[..], &mut out[..])]
+            } else {
+                batch
+                    .bytes
+                    .chunks(s)
+                    .zip(out.chunks_mut(s + TAG_LEN))
+                    .enumerate()
+                    .map(|(k, (p, c))| (batch.first + k as u64, batch.last && k + 1 == segs, p, c))
+                    .collect()
+            };
+            cipher.run(jobs, threads, true)?;
+            progress(batch.first * s as u64 + batch.bytes.len() as u64);
+            Ok(())
+        },
+    )?;
+    Layout::from_body(cipher.segment_size(), body_len).map(|l| l.plaintext_len)
 }
 
 /// Decrypt the segments in `input` (positioned after the header) to `output`. Returns the
@@ -89,59 +95,84 @@ where
     let s = cipher.segment_size() as usize;
     let full = s + TAG_LEN;
     let batch_segments = threads.max(1) * SEGMENTS_PER_THREAD;
-    pipeline(input, output, full, batch_segments, |batch: Batch| {
-        if batch.bytes.is_empty() {
-            // No segments at all (the body is missing or was cut at a batch boundary).
-            return Err(Error::authentication_failed());
-        }
-        let segs = batch.bytes.len().div_ceil(full);
-        let last_len = batch.bytes.len() - (segs - 1) * full;
-        if !batch.last && last_len != full {
-            return Err(Error::internal("a batch ended inside a segment"));
-        }
-        if last_len < TAG_LEN
-            || (batch.last && last_len == TAG_LEN && (batch.first > 0 || segs > 1))
-        {
-            return Err(Error::authentication_failed());
-        }
-        let mut out = vec![0u8; batch.bytes.len() - segs * TAG_LEN];
-        let jobs = batch
-            .bytes
-            .chunks(full)
-            .zip(out.chunks_mut(s).chain(std::iter::once(&mut [][..])))
-            .enumerate()
-            .take(segs)
-            .map(|(k, (c, p))| (batch.first + k as u64, batch.last && k + 1 == segs, c, p))
-            .collect();
-        cipher.run(jobs, threads, false)?;
-        progress(batch.first * s as u64 + out.len() as u64);
-        Ok(out)
-    })
+    pipeline(
+        input,
+        output,
+        full,
+        batch_segments,
+        batch_segments * s,
+        |batch: &Batch, out: &mut Vec<u8>| {
+            if batch.bytes.is_empty() {
+                // No segments at all (the body is missing or was cut at a batch boundary).
+                return Err(Error::authentication_failed());
+            }
+            let segs = batch.bytes.len().div_ceil(full);
+            let last_len = batch.bytes.len() - (segs - 1) * full;
+            if !batch.last && last_len != full {
+                return Err(Error::internal("a batch ended inside a segment"));
+            }
+            if last_len < TAG_LEN
+                || (batch.last && last_len == TAG_LEN && (batch.first > 0 || segs > 1))
+            {
+                return Err(Error::authentication_failed());
+            }
+            out.resize(batch.bytes.len() - segs * TAG_LEN, 0);
+            let jobs = batch
+                .bytes
+                .chunks(full)
+                .zip(out.chunks_mut(s).chain(std::iter::once(&mut [][..])))
+                .enumerate()
+                .take(segs)
+                .map(|(k, (c, p))| (batch.first + k as u64, batch.last && k + 1 == segs, c, p))
+                .collect();
+            if let Err(e) = cipher.run(jobs, threads, false) {
+                out.fill(0);
+                return Err(e);
+            }
+            progress(batch.first * s as u64 + out.len() as u64);
+            Ok(())
+        },
+    )
 }
+
+/// Buffers in flight per pipeline side: one being filled, one queued, one being processed.
+const POOL: usize = 3;
 
 /// Reader thread → `transform` on this thread → writer thread. Input is read in batches of
 /// `segments` segments of `stride` bytes each; `Batch::first` is the batch's first segment index.
-/// Returns the number of bytes written.
+/// Buffers are recycled through pools, so memory is fixed at `POOL` input and `POOL` output
+/// buffers whatever the file size. Returns the number of bytes written.
 fn pipeline<R, W, F>(
     mut input: R,
     mut output: W,
     stride: usize,
     segments: usize,
+    out_len: usize,
     transform: F,
 ) -> Result<u64>
 where
     R: Read + Send,
     W: Write + Send,
-    F: Fn(Batch) -> Result<Vec<u8>>,
+    F: Fn(&Batch, &mut Vec<u8>) -> Result<()>,
 {
     let batch_len = stride * segments;
     let (to_work, from_reader): (SyncSender<Result<Batch>>, Receiver<Result<Batch>>) =
         sync_channel(1);
     let (to_writer, from_work): (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) = sync_channel(1);
+    let (in_free, in_pool) = sync_channel::<Vec<u8>>(POOL + 1);
+    let (out_free, out_pool) = sync_channel::<Vec<u8>>(POOL + 1);
+    for _ in 0..POOL {
+        let _ = in_free.send(Vec::with_capacity(batch_len));
+        let _ = out_free.send(Vec::with_capacity(out_len));
+    }
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let mut first = 0u64;
-            let mut pending = match read_full(&mut input, batch_len) {
+            let mut fill = |buf: Option<Vec<u8>>| match buf {
+                Some(mut b) => read_full(&mut input, batch_len, &mut b).map(|()| b),
+                None => Err(Error::internal("the pipeline stopped")),
+            };
+            let mut pending = match fill(in_pool.recv().ok()) {
                 Ok(b) => b,
                 Err(e) => {
                     let _ = to_work.send(Err(e));
@@ -153,7 +184,7 @@ where
                 let next = if pending.len() < batch_len {
                     Vec::new()
                 } else {
-                    match read_full(&mut input, batch_len) {
+                    match fill(in_pool.recv().ok()) {
                         Ok(b) => b,
                         Err(e) => {
                             let _ = to_work.send(Err(e));
@@ -164,14 +195,13 @@ where
                 let last = next.is_empty();
                 let batch = Batch {
                     first,
-                    bytes: std::mem::take(&mut pending),
+                    bytes: std::mem::replace(&mut pending, next),
                     last,
                 };
                 if to_work.send(Ok(batch)).is_err() || last {
                     return;
                 }
                 first += segments as u64;
-                pending = next;
             }
         });
         let writer = scope.spawn(move || -> Result<u64> {
@@ -181,13 +211,23 @@ where
                     .write_all(&chunk)
                     .map_err(|e| io_error("writing", e))?;
                 written += chunk.len() as u64;
+                let _ = out_free.send(chunk);
             }
             output.flush().map_err(|e| io_error("writing", e))?;
             Ok(written)
         });
         let mut result = Ok(());
         for batch in from_reader {
-            match batch.and_then(&transform) {
+            let step = batch.and_then(|b| {
+                let mut out = out_pool
+                    .recv()
+                    .map_err(|_| Error::internal("the writer stopped"))?;
+                out.clear();
+                let r = transform(&b, &mut out);
+                let _ = in_free.send(b.bytes);
+                r.map(|()| out)
+            });
+            match step {
                 Ok(bytes) => {
                     if to_writer.send(bytes).is_err() {
                         break;
@@ -200,6 +240,7 @@ where
             }
         }
         drop(to_writer);
+        drop(in_free);
         let _ = reader.join();
         let written = writer
             .join()
@@ -209,9 +250,9 @@ where
     })
 }
 
-/// Read until `len` bytes or end of input.
-fn read_full<R: Read>(r: &mut R, len: usize) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
+/// Read into `buf` until `len` bytes or end of input.
+fn read_full<R: Read>(r: &mut R, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+    buf.resize(len, 0);
     let mut filled = 0;
     while filled < len {
         match r.read(&mut buf[filled..]) {
@@ -222,7 +263,7 @@ fn read_full<R: Read>(r: &mut R, len: usize) -> Result<Vec<u8>> {
         }
     }
     buf.truncate(filled);
-    Ok(buf)
+    Ok(())
 }
 
 fn io_error(doing: &str, e: io::Error) -> Error {

@@ -3,7 +3,7 @@
 //! and rewrap, and the audit trail of every unwrap.
 
 use hanzo_kms_core::weights::Header;
-use hanzo_kms_core::{Config, ErrorKind, KeyName, Separator};
+use hanzo_kms_core::{Config, KeyName, Separator};
 use hanzo_kms_service::{DestroyMode, Kms, RequestCtx, Settings};
 use hanzo_kms_weights::encrypt_to_vec;
 

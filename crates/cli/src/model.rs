@@ -1,7 +1,7 @@
 //! `hanzo-kms model …`: model-weight files through the service pipeline.
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Instant;
 
@@ -108,15 +108,12 @@ pub async fn run(kms: &Kms, cmd: &ModelCommand, out: &Out) -> Result<()> {
                 .await?;
             let head = header.encode()?;
             let output = AtomicOutput::create(dest, false)?;
+            let mut sink = output.bulk_writer();
             let bar = progress(size, run, out);
-            let plain = encrypt_stream(
-                &cipher,
-                &head,
-                src,
-                BufWriter::with_capacity(1 << 20, output.file()),
-                threads(run),
-                &|n| bar.set_position(n),
-            )?;
+            let plain = encrypt_stream(&cipher, &head, src, &mut sink, threads(run), &|n| {
+                bar.set_position(n)
+            })?;
+            sink.finish().map_err(|e| io("writing", dest, e))?;
             bar.finish_and_clear();
             output.commit()?;
             report(
@@ -148,13 +145,11 @@ pub async fn run(kms: &Kms, cmd: &ModelCommand, out: &Out) -> Result<()> {
                     let bar = progress(size, run, out);
                     src.seek(SeekFrom::Start(header_len as u64))
                         .map_err(|e| io("reading", input, e))?;
-                    let n = decrypt_stream(
-                        &cipher,
-                        src,
-                        BufWriter::with_capacity(1 << 20, output.file()),
-                        threads(run),
-                        &|n| bar.set_position(n),
-                    )?;
+                    let mut sink = output.bulk_writer();
+                    let n = decrypt_stream(&cipher, src, &mut sink, threads(run), &|n| {
+                        bar.set_position(n)
+                    })?;
+                    sink.finish().map_err(|e| io("writing", dest, e))?;
                     bar.finish_and_clear();
                     n
                 }
@@ -177,7 +172,7 @@ pub async fn run(kms: &Kms, cmd: &ModelCommand, out: &Out) -> Result<()> {
                             ),
                         )
                     })?;
-                    let mut w = BufWriter::with_capacity(1 << 20, output.file());
+                    let mut w = output.bulk_writer();
                     let mut at = t.start;
                     while at < t.end {
                         let n = (t.end - at).min(16 << 20);
@@ -185,8 +180,7 @@ pub async fn run(kms: &Kms, cmd: &ModelCommand, out: &Out) -> Result<()> {
                         w.write_all(&chunk).map_err(|e| io("writing", dest, e))?;
                         at += n;
                     }
-                    w.flush().map_err(|e| io("writing", dest, e))?;
-                    drop(w);
+                    w.finish().map_err(|e| io("writing", dest, e))?;
                     t.end - t.start
                 }
             };

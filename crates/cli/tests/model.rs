@@ -363,3 +363,35 @@ fn tensors_are_listed_and_extracted_alone() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("has no tensor 'nope' (3 tensors"));
     assert!(!d.path().join("x").exists());
 }
+
+#[test]
+fn output_where_o_direct_is_refused_falls_back() {
+    // tmpfs refuses O_DIRECT; the writer must fall back to the page cache and lose nothing.
+    let shm = Path::new("/dev/shm");
+    assert!(
+        shm.is_dir(),
+        "this test needs /dev/shm (tmpfs), present on every Debian system"
+    );
+    let d = setup();
+    let input = d.path().join("w.bin");
+    let data: Vec<u8> = (0..3_000_001u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&input, &data).unwrap();
+    let out_dir = tempfile::tempdir_in(shm).unwrap();
+    let enc = out_dir.path().join("w.enc");
+    let dec = out_dir.path().join("w.dec");
+    kms(d.path())
+        .args(["model", "encrypt", "--model", "acme:gpt4", "--in"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&enc)
+        .assert()
+        .success();
+    kms(d.path())
+        .args(["model", "decrypt", "--model", "acme:gpt4", "--in"])
+        .arg(&enc)
+        .arg("--out")
+        .arg(&dec)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(&dec).unwrap(), data);
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Fuzz the model-file header parser and the streaming segment parser for a short while each.
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 15)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-15}"
+
+if ! command -v g++ >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++
+  else
+    echo "scripts/fuzz.sh: libFuzzer needs g++; install it with: sudo apt-get install -y g++" >&2
+    exit 1
+  fi
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "scripts/fuzz.sh: installing cargo-fuzz" >&2
+  cargo install cargo-fuzz --locked --quiet
+fi
+
+cd fuzz
+for target in header segments; do
+  echo "== fuzz $target for ${secs}s"
+  # -s none: no sanitizer, so stable Rust suffices. A crash fails the run and leaves the input
+  # under fuzz/artifacts/$target/ (pipefail makes this loop fail with it).
+  cargo fuzz run -s none "$target" -- -max_total_time="$secs" -print_final_stats=1 2>&1 | tail -n 3
+done

@@ -129,11 +129,11 @@ impl BulkWriter<'_> {
             return Ok(());
         }
         let chunk = &self.raw[self.start..self.start + blocks];
-        if !self
-            .direct
-            .as_ref()
-            .is_some_and(|d| d.write_all_at(chunk, self.offset).is_ok())
-        {
+        let written = match &self.direct {
+            Some(d) => d.write_all_at(chunk, self.offset).is_ok(),
+            None => false,
+        };
+        if !written {
             // Fall back for good: write everything gathered through the page cache.
             self.direct = None;
             let all = &self.raw[self.start..self.start + self.len];

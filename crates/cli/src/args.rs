@@ -75,6 +75,14 @@ pub enum Command {
     #[command(subcommand)]
     Model(ModelCommand),
 
+    /// Proof-of-AI attestations: EIP-712 typed data signed with secp256k1 (or ML-DSA-65).
+    #[command(subcommand)]
+    Poai(PoaiCommand),
+
+    /// Compute-marketplace settlements: EIP-712, secp256k1; each attestation is paid once.
+    #[command(subcommand)]
+    Hmm(HmmCommand),
+
     /// Measure throughput against reference implementations on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -320,4 +328,57 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoaiCommand {
+    /// Sign an attestation (JSON: model_id, input_hash, output_hash, timestamp, compute_time_ms,
+    /// node_id, optional nonce). Prints {attestation, digest, signature, signer, algorithm, key,
+    /// version}. A missing nonce is filled with 32 random bytes.
+    Sign {
+        #[arg(long)]
+        key: String,
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+    },
+    /// Verify a signed attestation; prints {valid, reason} and exits 0 only if valid.
+    Verify {
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+    },
+    /// Sign many attestations (JSON lines) with one signature over their Merkle root. Prints one
+    /// JSON line per item: the item with its inclusion proof and the batch signature.
+    SignBatch {
+        #[arg(long)]
+        key: String,
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+    },
+    /// Verify one batch item (a line printed by sign-batch) on its own.
+    VerifyItem {
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HmmCommand {
+    /// Sign a settlement (JSON: job_id, provider, consumer, amount, attestation_digest,
+    /// timestamp, optional expiry and nonce). With --attestation, that signed attestation must
+    /// verify and match attestation_digest. An attestation can be settled only once.
+    Sign {
+        #[arg(long)]
+        key: String,
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        attestation: Option<PathBuf>,
+    },
+    /// Verify a signed settlement; prints {valid, reason} and exits 0 only if valid.
+    Verify {
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        attestation: Option<PathBuf>,
+    },
 }

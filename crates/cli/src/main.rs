@@ -12,6 +12,7 @@ mod bench;
 mod demo;
 mod model;
 mod output;
+mod sign;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -246,6 +247,8 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
             return Ok(out.audit_verify(&report));
         }
         Command::Model(m) => model::run(kms, m, out).await?,
+        Command::Poai(p) => return Ok(sign::poai(kms, p, out).await?),
+        Command::Hmm(h) => return Ok(sign::hmm(kms, h, out).await?),
         Command::Init | Command::Config(_) | Command::Demo | Command::Bench(_) => {
             return Err(Failure::from(Error::internal("command dispatched twice")));
         }

@@ -40,6 +40,8 @@ pub enum ErrorKind {
     NotFound,
     /// The caller is authenticated but lacks the role for this operation.
     PermissionDenied,
+    /// A nonce or attestation was already used for something else.
+    Replayed,
     /// A provider (HSM, cloud KMS) or the store could not be reached.
     Unavailable,
     /// The caller is not authenticated.
@@ -65,6 +67,7 @@ impl ErrorKind {
             Self::NotInitialized => "not_initialized",
             Self::NotFound => "not_found",
             Self::PermissionDenied => "permission_denied",
+            Self::Replayed => "replayed",
             Self::Unavailable => "unavailable",
             Self::Unauthenticated => "unauthenticated",
             Self::Unsupported => "unsupported",

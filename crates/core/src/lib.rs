@@ -6,9 +6,11 @@
 
 pub mod algorithm;
 pub mod config;
+pub mod eip712;
 pub mod error;
 pub mod eth;
 pub mod key;
+pub mod merkle;
 pub mod name;
 pub mod provider;
 pub mod secret;

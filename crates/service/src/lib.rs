@@ -22,6 +22,7 @@ pub mod bootstrap;
 pub mod data;
 mod info;
 pub mod model;
+pub mod sign;
 
 use std::sync::Arc;
 
@@ -836,7 +837,7 @@ fn version_not_found(name: &KeyName, v: u32) -> Error {
     )
 }
 
-fn audit_failure(e: Error) -> Error {
+pub(crate) fn audit_failure(e: Error) -> Error {
     if e.kind() == ErrorKind::AuditFailure {
         e
     } else {

@@ -30,11 +30,18 @@ pub use audit::{AuditEvent, AuditRecord, AuditReport};
 pub const STORE_FORMAT: &str = "hanzo-kms-store/1";
 
 /// Migrations, in order: (version, SQLite text, PostgreSQL text).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    include_str!("../migrations/sqlite/0001_init.sql"),
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        include_str!("../migrations/sqlite/0001_init.sql"),
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        include_str!("../migrations/sqlite/0002_consumed.sql"),
+        include_str!("../migrations/postgres/0002_consumed.sql"),
+    ),
+];
 
 /// Which engine a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -633,6 +640,75 @@ impl WriteTx {
                 self.store
                     .err(e, &format!("deleting material of {name} version {version}"))
             })?;
+        Ok(())
+    }
+
+    /// The message digest and signature recorded for `(key, nonce)`, if any.
+    pub async fn nonce_record(
+        &mut self,
+        key: &str,
+        nonce: &[u8],
+    ) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>> {
+        let row = sqlx::query(
+            "SELECT message_digest, signature FROM used_nonces WHERE key_name = $1 AND nonce = $2",
+        )
+        .bind(key)
+        .bind(nonce.to_vec())
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(|e| self.store.err(e, "reading the replay guard"))?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let d: Vec<u8> = r
+                    .try_get(0)
+                    .map_err(|e| self.store.err(e, "reading the replay guard"))?;
+                let s: Option<Vec<u8>> = r
+                    .try_get(1)
+                    .map_err(|e| self.store.err(e, "reading the replay guard"))?;
+                Ok(Some((d, s)))
+            }
+        }
+    }
+
+    /// Record that `key` signs `digest` under `nonce`. A second record for the same key and
+    /// nonce is [`ErrorKind::AlreadyExists`].
+    pub async fn insert_nonce(
+        &mut self,
+        key: &str,
+        nonce: &[u8],
+        digest: &[u8],
+        signature: Option<&[u8]>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO used_nonces (key_name, nonce, message_digest, signature, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(key)
+            .bind(nonce.to_vec())
+            .bind(digest.to_vec())
+            .bind(signature.map(<[u8]>::to_vec))
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| db_error(e, "recording a nonce"))?;
+        Ok(())
+    }
+
+    /// Mark an attestation as paid for. A second time is [`ErrorKind::AlreadyExists`].
+    pub async fn consume_attestation(
+        &mut self,
+        attestation: &[u8],
+        settlement_key: &str,
+        settlement: &[u8],
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO consumed_attestations (attestation_digest, settlement_key, settlement_digest, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(attestation.to_vec())
+            .bind(settlement_key)
+            .bind(settlement.to_vec())
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| db_error(e, "consuming an attestation"))?;
         Ok(())
     }
 

@@ -1,0 +1,460 @@
+//! Signed objects: PoAI attestations, HMM settlements and PoAI batches as EIP-712 typed data
+//! (DESIGN.md §4; specified with worked vectors in docs/signing.md).
+//!
+//! ```text
+//! domain    = EIP712Domain(string name,string version,uint256 chainId[,address verifyingContract])
+//!             with name "Hanzo KMS", version "1", chainId from config (default 96369)
+//! digest    = keccak256(0x19 ‖ 0x01 ‖ domainSeparator ‖ hashStruct(message))
+//! hashStruct(m) = keccak256(typeHash ‖ encodeData(m)); string ↦ keccak256(utf8),
+//!             bytes32 ↦ itself, uint64/uint256 ↦ 32-byte big-endian, address ↦ left-padded to 32
+//! ```
+//!
+//! JSON forms use snake_case names; hashes and nonces are `0x` + 64 hex digits, addresses `0x` +
+//! 40 hex digits (a mixed-case address must carry a valid EIP-55 checksum), amounts are decimal
+//! strings of a uint256, times are unix seconds. Unknown fields are refused; every error names
+//! its field.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha3::{Digest, Keccak256};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// `keccak256(data)`.
+pub fn keccak256(data: &[u8]) -> [u8; 32] {
+    Keccak256::digest(data).into()
+}
+
+pub const POAI_ATTESTATION_TYPE: &str = "PoAIAttestation(string modelId,bytes32 inputHash,bytes32 outputHash,uint64 timestamp,uint64 computeTimeMs,string nodeId,bytes32 nonce)";
+pub const HMM_SETTLEMENT_TYPE: &str = "HMMSettlement(string jobId,address provider,address consumer,uint256 amount,bytes32 attestationDigest,uint64 timestamp,uint64 expiry,bytes32 nonce)";
+pub const POAI_BATCH_TYPE: &str = "PoAIBatch(bytes32 root,uint64 count,uint64 timestamp)";
+const DOMAIN_TYPE: &str = "EIP712Domain(string name,string version,uint256 chainId)";
+const DOMAIN_TYPE_WITH_CONTRACT: &str =
+    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)";
+
+/// 32 bytes, written `0x` + 64 hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct B32(pub [u8; 32]);
+
+/// A 20-byte address, written `0x` + 40 hex digits (EIP-55 checksummed on output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Address(pub [u8; 20]);
+
+/// A uint256, big-endian, written as a decimal string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct U256(pub [u8; 32]);
+
+/// The EIP-712 domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Domain {
+    pub chain_id: u64,
+    pub verifying_contract: Option<Address>,
+}
+
+impl Domain {
+    pub const NAME: &'static str = "Hanzo KMS";
+    pub const VERSION: &'static str = "1";
+
+    pub fn separator(&self) -> [u8; 32] {
+        let mut enc = Vec::with_capacity(160);
+        let ty = if self.verifying_contract.is_some() {
+            DOMAIN_TYPE_WITH_CONTRACT
+        } else {
+            DOMAIN_TYPE
+        };
+        enc.extend_from_slice(&keccak256(ty.as_bytes()));
+        enc.extend_from_slice(&keccak256(Self::NAME.as_bytes()));
+        enc.extend_from_slice(&keccak256(Self::VERSION.as_bytes()));
+        enc.extend_from_slice(&word_u64(self.chain_id));
+        if let Some(a) = self.verifying_contract {
+            enc.extend_from_slice(&word_address(&a));
+        }
+        keccak256(&enc)
+    }
+
+    /// `keccak256(0x1901 ‖ domainSeparator ‖ structHash)`.
+    pub fn digest(&self, struct_hash: &[u8; 32]) -> [u8; 32] {
+        let mut m = Vec::with_capacity(66);
+        m.extend_from_slice(&[0x19, 0x01]);
+        m.extend_from_slice(&self.separator());
+        m.extend_from_slice(struct_hash);
+        keccak256(&m)
+    }
+}
+
+/// A Proof-of-AI attestation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoAIAttestation {
+    pub model_id: String,
+    pub input_hash: B32,
+    pub output_hash: B32,
+    pub timestamp: u64,
+    pub compute_time_ms: u64,
+    pub node_id: String,
+    /// Filled with 32 random bytes before signing when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<B32>,
+}
+
+/// An HMM compute-marketplace settlement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HMMSettlement {
+    pub job_id: String,
+    pub provider: Address,
+    pub consumer: Address,
+    pub amount: U256,
+    pub attestation_digest: B32,
+    pub timestamp: u64,
+    /// Unix seconds; when absent (0), `timestamp + settlement_expiry` from the config.
+    #[serde(default)]
+    pub expiry: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<B32>,
+}
+
+/// Bytes written `0x` + hex (signatures, public keys).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct HexBytes(pub Vec<u8>);
+
+impl HexBytes {
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let h = strip_0x(s)?;
+        if h.len() > 16384 {
+            return Err("too long".into());
+        }
+        hex::decode(h)
+            .map(Self)
+            .map_err(|_| format!("'{}' is not hexadecimal of whole bytes", short(s)))
+    }
+
+    pub fn to_hex(&self) -> String {
+        format!("0x{}", hex::encode(&self.0))
+    }
+}
+
+/// One signature over the Merkle root of many attestation digests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoAIBatch {
+    pub root: B32,
+    pub count: u64,
+    pub timestamp: u64,
+}
+
+impl PoAIAttestation {
+    /// `hashStruct`. The nonce must be set.
+    pub fn struct_hash(&self) -> Result<[u8; 32]> {
+        let nonce = self.nonce.ok_or_else(|| Error::invalid("nonce: missing"))?;
+        let mut e = Vec::with_capacity(256);
+        e.extend_from_slice(&keccak256(POAI_ATTESTATION_TYPE.as_bytes()));
+        e.extend_from_slice(&keccak256(self.model_id.as_bytes()));
+        e.extend_from_slice(&self.input_hash.0);
+        e.extend_from_slice(&self.output_hash.0);
+        e.extend_from_slice(&word_u64(self.timestamp));
+        e.extend_from_slice(&word_u64(self.compute_time_ms));
+        e.extend_from_slice(&keccak256(self.node_id.as_bytes()));
+        e.extend_from_slice(&nonce.0);
+        Ok(keccak256(&e))
+    }
+}
+
+impl HMMSettlement {
+    pub fn struct_hash(&self) -> Result<[u8; 32]> {
+        let nonce = self.nonce.ok_or_else(|| Error::invalid("nonce: missing"))?;
+        let mut e = Vec::with_capacity(288);
+        e.extend_from_slice(&keccak256(HMM_SETTLEMENT_TYPE.as_bytes()));
+        e.extend_from_slice(&keccak256(self.job_id.as_bytes()));
+        e.extend_from_slice(&word_address(&self.provider));
+        e.extend_from_slice(&word_address(&self.consumer));
+        e.extend_from_slice(&self.amount.0);
+        e.extend_from_slice(&self.attestation_digest.0);
+        e.extend_from_slice(&word_u64(self.timestamp));
+        e.extend_from_slice(&word_u64(self.expiry));
+        e.extend_from_slice(&nonce.0);
+        Ok(keccak256(&e))
+    }
+}
+
+impl PoAIBatch {
+    pub fn struct_hash(&self) -> [u8; 32] {
+        let mut e = Vec::with_capacity(128);
+        e.extend_from_slice(&keccak256(POAI_BATCH_TYPE.as_bytes()));
+        e.extend_from_slice(&self.root.0);
+        e.extend_from_slice(&word_u64(self.count));
+        e.extend_from_slice(&word_u64(self.timestamp));
+        keccak256(&e)
+    }
+}
+
+fn word_u64(v: u64) -> [u8; 32] {
+    let mut w = [0u8; 32];
+    w[24..].copy_from_slice(&v.to_be_bytes());
+    w
+}
+
+fn word_address(a: &Address) -> [u8; 32] {
+    let mut w = [0u8; 32];
+    w[12..].copy_from_slice(&a.0);
+    w
+}
+
+/// Parse one JSON object of type `T`, naming the field of any error.
+pub fn from_json<T: for<'de> Deserialize<'de>>(what: &str, text: &str) -> Result<T> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let v: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.to_string();
+        // serde_json appends " at line L column C"; keep it, it helps with files.
+        if path == "." || path.is_empty() {
+            Error::invalid(format!("{what}: {msg}"))
+        } else {
+            Error::invalid(format!("{what}: {path}: {msg}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| Error::invalid(format!("{what}: trailing data: {e}")))?;
+    Ok(v)
+}
+
+// ---- encodings ------------------------------------------------------------------------------
+
+fn strip_0x(s: &str) -> std::result::Result<&str, String> {
+    s.strip_prefix("0x")
+        .ok_or_else(|| format!("'{}' does not start with 0x", short(s)))
+}
+
+fn short(s: &str) -> String {
+    let t: String = s.chars().take(80).flat_map(char::escape_default).collect();
+    if s.chars().count() > 80 {
+        format!("{t}…")
+    } else {
+        t
+    }
+}
+
+impl B32 {
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let h = strip_0x(s)?;
+        if h.len() != 64 {
+            return Err(format!(
+                "expected 0x and 64 hex digits, got {} digits",
+                h.len()
+            ));
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(h, &mut out)
+            .map_err(|_| format!("'{}' is not hexadecimal", short(s)))?;
+        Ok(Self(out))
+    }
+
+    pub fn to_hex(&self) -> String {
+        format!("0x{}", hex::encode(self.0))
+    }
+}
+
+impl Address {
+    /// Parse `0x` + 40 hex digits. All-lowercase or all-uppercase is accepted as is; mixed case
+    /// must be the EIP-55 checksum.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let h = strip_0x(s)?;
+        if h.len() != 40 {
+            return Err(format!(
+                "expected 0x and 40 hex digits, got {} digits",
+                h.len()
+            ));
+        }
+        let mut out = [0u8; 20];
+        hex::decode_to_slice(h, &mut out)
+            .map_err(|_| format!("'{}' is not hexadecimal", short(s)))?;
+        let mixed =
+            h.chars().any(|c| c.is_ascii_lowercase()) && h.chars().any(|c| c.is_ascii_uppercase());
+        if mixed && crate::eth::to_checksum(&out) != s {
+            return Err(format!("'{s}' has a bad EIP-55 checksum"));
+        }
+        Ok(Self(out))
+    }
+
+    pub fn to_checksum(&self) -> String {
+        crate::eth::to_checksum(&self.0)
+    }
+}
+
+impl U256 {
+    pub const MAX_DECIMAL: &'static str =
+        "115792089237316195423570985008687907853269984665640564039457584007913129639935";
+
+    /// Parse a decimal string of at most 2^256 − 1.
+    pub fn parse_decimal(s: &str) -> std::result::Result<Self, String> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "'{}' is not a non-negative decimal integer",
+                short(s)
+            ));
+        }
+        let mut v = [0u8; 32];
+        for d in s.bytes().map(|b| u32::from(b - b'0')) {
+            // v = v * 10 + d, with overflow detection.
+            let mut carry = d;
+            for byte in v.iter_mut().rev() {
+                let x = u32::from(*byte) * 10 + carry;
+                *byte = (x & 0xff) as u8;
+                carry = x >> 8;
+            }
+            if carry != 0 {
+                return Err(format!("'{}' is larger than 2^256 - 1", short(s)));
+            }
+        }
+        Ok(Self(v))
+    }
+
+    pub fn to_decimal(&self) -> String {
+        let mut v = self.0;
+        let mut digits = Vec::new();
+        loop {
+            let mut rem = 0u32;
+            let mut zero = true;
+            for byte in v.iter_mut() {
+                let x = (rem << 8) | u32::from(*byte);
+                *byte = (x / 10) as u8;
+                rem = x % 10;
+                zero &= *byte == 0;
+            }
+            digits.push(b'0' + rem as u8);
+            if zero {
+                break;
+            }
+        }
+        digits.reverse();
+        String::from_utf8(digits).unwrap_or_default()
+    }
+}
+
+macro_rules! string_codec {
+    ($t:ty, $parse:expr, $show:expr) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&$show(self))
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_codec!(B32, B32::parse, B32::to_hex);
+string_codec!(Address, Address::parse, Address::to_checksum);
+string_codec!(U256, U256::parse_decimal, U256::to_decimal);
+string_codec!(HexBytes, HexBytes::parse, HexBytes::to_hex);
+
+/// Refuse empty or absurd strings in signed objects.
+pub fn check_text(field: &str, s: &str) -> Result<()> {
+    if s.is_empty() || s.len() > 256 {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("{field}: must be 1 to 256 bytes"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u256_decimal_round_trip_and_bounds() {
+        assert_eq!(U256::parse_decimal("0").unwrap().to_decimal(), "0");
+        assert_eq!(
+            U256::parse_decimal("1000000000000000000")
+                .unwrap()
+                .to_decimal(),
+            "1000000000000000000"
+        );
+        let max = U256::parse_decimal(U256::MAX_DECIMAL).unwrap();
+        assert_eq!(max.0, [0xff; 32]);
+        assert_eq!(max.to_decimal(), U256::MAX_DECIMAL);
+        let over = "115792089237316195423570985008687907853269984665640564039457584007913129639936";
+        assert!(
+            U256::parse_decimal(over)
+                .unwrap_err()
+                .contains("larger than 2^256 - 1")
+        );
+        for bad in ["-1", "1.5", "0x10", "", " 1", "1e3"] {
+            assert!(U256::parse_decimal(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn addresses_and_hashes_are_strict() {
+        let a = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+        assert_eq!(Address::parse(a).unwrap().to_checksum(), a);
+        assert!(Address::parse(&a.to_lowercase()).is_ok());
+        let bad = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD";
+        assert!(Address::parse(bad).unwrap_err().contains("checksum"));
+        assert!(
+            Address::parse("0x1234")
+                .unwrap_err()
+                .contains("40 hex digits")
+        );
+        assert!(
+            Address::parse("5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")
+                .unwrap_err()
+                .contains("0x")
+        );
+        assert!(
+            B32::parse(&format!("0x{}", "zz".repeat(32)))
+                .unwrap_err()
+                .contains("not hexadecimal")
+        );
+        assert!(
+            B32::parse(&format!("0x{}", "00".repeat(31)))
+                .unwrap_err()
+                .contains("64 hex digits")
+        );
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let ok = r#"{"model_id":"acme:gpt4","input_hash":"0x0000000000000000000000000000000000000000000000000000000000000001","output_hash":"0x0000000000000000000000000000000000000000000000000000000000000002","timestamp":1,"compute_time_ms":2,"node_id":"n"}"#;
+        assert!(from_json::<PoAIAttestation>("attestation", ok).is_ok());
+        let e = from_json::<PoAIAttestation>(
+            "attestation",
+            &ok.replace(
+                "0x0000000000000000000000000000000000000000000000000000000000000002",
+                "0x12",
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("attestation: output_hash: expected 0x and 64 hex digits"),
+            "{e}"
+        );
+        let e = from_json::<PoAIAttestation>(
+            "attestation",
+            &ok.replace("\"node_id\":\"n\"", "\"node_id\":\"n\",\"extra\":1"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `extra`"), "{e}");
+        let e =
+            from_json::<PoAIAttestation>("attestation", &ok.replace(",\"compute_time_ms\":2", ""))
+                .unwrap_err();
+        assert!(
+            e.to_string().contains("missing field `compute_time_ms`"),
+            "{e}"
+        );
+        let s = r#"{"job_id":"j","provider":"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed","consumer":"0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359","amount":"-5","attestation_digest":"0x0000000000000000000000000000000000000000000000000000000000000001","timestamp":1,"expiry":2}"#;
+        let e = from_json::<HMMSettlement>("settlement", s).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("settlement: amount: '-5' is not a non-negative decimal integer"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,664 @@
+//! PoAI attestations, HMM settlements and PoAI batches: signing and verification through the
+//! pipeline (DESIGN.md §4; docs/signing.md).
+//!
+//! Replay guard (pipeline step 5): inside the write transaction that carries the audit record, the
+//! key's `(key, nonce)` row is read. A different message under a used nonce is refused as replayed;
+//! the same message again returns the signature recorded the first time (so clients may retry, and
+//! a randomised algorithm still answers with one signature). A new nonce is signed and recorded
+//! with its signature; the signature leaves the process only after that transaction commits.
+//! A settlement also consumes its attestation: the store's primary key lets that happen once.
+
+use hanzo_kms_core::eip712::{
+    B32, Domain, HMMSettlement, HexBytes, PoAIAttestation, PoAIBatch, keccak256,
+};
+use hanzo_kms_core::merkle;
+use hanzo_kms_core::{Algorithm, Error, ErrorKind, KeyName, KeyRef, Purpose, Result, eth};
+use hanzo_kms_store::StoredKey;
+use serde::{Deserialize, Serialize};
+
+use crate::{Kms, Op, RequestCtx, Role};
+
+/// How far in the future a timestamp may be.
+pub const MAX_FUTURE_SECS: u64 = 60;
+
+/// A signed attestation, as `poai sign` prints it and `poai verify` reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedAttestation {
+    pub attestation: PoAIAttestation,
+    pub digest: B32,
+    pub signature: HexBytes,
+    pub signer: String,
+    pub algorithm: String,
+    pub key: String,
+    pub version: u32,
+}
+
+/// A signed settlement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedSettlement {
+    pub settlement: HMMSettlement,
+    pub digest: B32,
+    pub signature: HexBytes,
+    pub signer: String,
+    pub algorithm: String,
+    pub key: String,
+    pub version: u32,
+}
+
+/// One step of an inclusion proof.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProofStep {
+    pub hash: B32,
+    pub left: bool,
+}
+
+/// One attestation of a batch with its proof: what `poai verify-item` reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItem {
+    pub batch: PoAIBatch,
+    pub batch_digest: B32,
+    pub signature: HexBytes,
+    pub signer: String,
+    pub algorithm: String,
+    pub key: String,
+    pub version: u32,
+    pub attestation: PoAIAttestation,
+    pub digest: B32,
+    pub index: u64,
+    pub proof: Vec<ProofStep>,
+}
+
+/// A verification answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub valid: bool,
+    /// `null` when valid; else one of bad_proof, bad_signature, digest_mismatch, expired,
+    /// not_yet_valid, replayed, unknown_key.
+    pub reason: Option<&'static str>,
+}
+
+impl Verdict {
+    fn ok() -> Self {
+        Self {
+            valid: true,
+            reason: None,
+        }
+    }
+    fn no(reason: &'static str) -> Self {
+        Self {
+            valid: false,
+            reason: Some(reason),
+        }
+    }
+}
+
+/// What a signature was made with.
+struct Made {
+    version: u32,
+    algorithm: Algorithm,
+    signature: Vec<u8>,
+    signer: String,
+}
+
+/// The signer label of a public key: the EIP-55 address for secp256k1, else
+/// `0x` + keccak256(public key).
+pub fn signer_of(alg: Algorithm, public_key: &[u8]) -> String {
+    match alg {
+        Algorithm::Secp256k1 => eth::address(public_key)
+            .map(|a| eth::to_checksum(&a))
+            .unwrap_or_default(),
+        _ => format!("0x{}", hex::encode(keccak256(public_key))),
+    }
+}
+
+fn require(key: &KeyName, purpose: Purpose) -> Result<()> {
+    if key.purpose() == purpose {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("{key} is not a {purpose} key")))
+    }
+}
+
+fn random_nonce() -> Result<B32> {
+    let mut n = [0u8; 32];
+    hanzo_kms_software::aead::random(&mut n)?;
+    Ok(B32(n))
+}
+
+fn replayed(msg: String) -> Error {
+    Error::new(ErrorKind::Replayed, msg)
+}
+
+impl Kms {
+    pub fn domain(&self) -> Result<Domain> {
+        let e = &self.config().kms.hanzo.eip712;
+        let verifying_contract = e
+            .verifying_contract
+            .as_deref()
+            .map(hanzo_kms_core::eip712::Address::parse)
+            .transpose()
+            .map_err(|m| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("kms.hanzo.eip712.verifying_contract: {m}"),
+                )
+            })?;
+        Ok(Domain {
+            chain_id: e.chain_id,
+            verifying_contract,
+        })
+    }
+
+    fn check_window(&self, field: &str, ts: u64, now: u64) -> Result<()> {
+        let ttl = self.config().kms.hanzo.poai_signing.attestation_ttl;
+        if ts.saturating_add(ttl) < now {
+            return Err(Error::invalid(format!(
+                "{field}: {ts} is older than attestation_ttl ({ttl} s)"
+            )));
+        }
+        if ts > now.saturating_add(MAX_FUTURE_SECS) {
+            return Err(Error::invalid(format!(
+                "{field}: {ts} is more than {MAX_FUTURE_SECS} s in the future"
+            )));
+        }
+        Ok(())
+    }
+
+    /// SignPoAI: fill the nonce, check the time window, sign the EIP-712 digest.
+    pub async fn sign_poai(
+        &self,
+        ctx: &RequestCtx,
+        key: &KeyName,
+        mut att: PoAIAttestation,
+        now: u64,
+    ) -> Result<SignedAttestation> {
+        let mut op = self.op(ctx, "poai.sign", Some(key));
+        let r = async {
+            require(key, Purpose::Poai)?;
+            hanzo_kms_core::eip712::check_text("model_id", &att.model_id)?;
+            hanzo_kms_core::eip712::check_text("node_id", &att.node_id)?;
+            self.check_window("timestamp", att.timestamp, now)?;
+            let nonce = match att.nonce {
+                Some(n) => n,
+                None => random_nonce()?,
+            };
+            att.nonce = Some(nonce);
+            let digest = self.domain()?.digest(&att.struct_hash()?);
+            let made = self
+                .sign_digest(ctx, &mut op, key, &[(nonce, digest)], digest, None)
+                .await?;
+            Ok(SignedAttestation {
+                attestation: att,
+                digest: B32(digest),
+                signature: HexBytes(made.signature),
+                signer: made.signer,
+                algorithm: made.algorithm.to_string(),
+                key: key.to_string(),
+                version: made.version,
+            })
+        }
+        .await;
+        self.close_op(&op, r).await
+    }
+
+    /// SignHMMSettlement. With `attestation`, it must verify and its digest must be the
+    /// settlement's `attestation_digest`. Either way the attestation digest is consumed: a second
+    /// settlement for the same attestation is refused as replayed.
+    pub async fn sign_hmm(
+        &self,
+        ctx: &RequestCtx,
+        key: &KeyName,
+        mut s: HMMSettlement,
+        attestation: Option<&SignedAttestation>,
+        now: u64,
+    ) -> Result<SignedSettlement> {
+        if let Some(a) = attestation {
+            let v = self.verify_poai(ctx, a, now).await?;
+            if !v.valid {
+                return Err(Error::invalid(format!(
+                    "attestation: not valid ({})",
+                    v.reason.unwrap_or("invalid")
+                )));
+            }
+            if a.digest != s.attestation_digest {
+                return Err(Error::invalid(
+                    "attestation_digest: does not match the attestation's digest",
+                ));
+            }
+        }
+        let mut op = self.op(ctx, "hmm.sign", Some(key));
+        let r = async {
+            require(key, Purpose::Hmm)?;
+            hanzo_kms_core::eip712::check_text("job_id", &s.job_id)?;
+            if s.expiry == 0 {
+                s.expiry = s
+                    .timestamp
+                    .saturating_add(self.config().kms.hanzo.hmm_settlement.settlement_expiry);
+            }
+            if s.expiry < now {
+                return Err(Error::invalid(format!("expiry: {} has passed", s.expiry)));
+            }
+            if s.timestamp > now.saturating_add(MAX_FUTURE_SECS) || s.expiry < s.timestamp {
+                return Err(Error::invalid("timestamp: in the future, or after expiry"));
+            }
+            let nonce = match s.nonce {
+                Some(n) => n,
+                None => random_nonce()?,
+            };
+            s.nonce = Some(nonce);
+            let digest = self.domain()?.digest(&s.struct_hash()?);
+            let made = self
+                .sign_digest(
+                    ctx,
+                    &mut op,
+                    key,
+                    &[(nonce, digest)],
+                    digest,
+                    Some(s.attestation_digest.0),
+                )
+                .await?;
+            Ok(SignedSettlement {
+                settlement: s,
+                digest: B32(digest),
+                signature: HexBytes(made.signature),
+                signer: made.signer,
+                algorithm: made.algorithm.to_string(),
+                key: key.to_string(),
+                version: made.version,
+            })
+        }
+        .await;
+        self.close_op(&op, r).await
+    }
+
+    /// Sign many attestations with one signature over the Merkle root of their digests. Every
+    /// item's nonce is recorded for the key, as if signed alone.
+    pub async fn sign_poai_batch(
+        &self,
+        ctx: &RequestCtx,
+        key: &KeyName,
+        atts: Vec<PoAIAttestation>,
+        now: u64,
+    ) -> Result<Vec<BatchItem>> {
+        let mut op = self.op(ctx, "poai.sign_batch", Some(key));
+        let r = async {
+            require(key, Purpose::Poai)?;
+            if atts.is_empty() {
+                return Err(Error::invalid("a batch needs at least one attestation"));
+            }
+            let domain = self.domain()?;
+            let mut items = Vec::with_capacity(atts.len());
+            let mut nonces = Vec::with_capacity(atts.len());
+            for (i, mut a) in atts.into_iter().enumerate() {
+                let ctxt = |e: Error| e.context(format!("item {i}"));
+                hanzo_kms_core::eip712::check_text("model_id", &a.model_id).map_err(ctxt)?;
+                hanzo_kms_core::eip712::check_text("node_id", &a.node_id).map_err(ctxt)?;
+                self.check_window("timestamp", a.timestamp, now)
+                    .map_err(ctxt)?;
+                let n = match a.nonce {
+                    Some(n) => n,
+                    None => random_nonce()?,
+                };
+                a.nonce = Some(n);
+                let d = domain.digest(&a.struct_hash()?);
+                nonces.push((n, d));
+                items.push((a, d));
+            }
+            let digests: Vec<[u8; 32]> = items.iter().map(|(_, d)| *d).collect();
+            let (root, proofs) = merkle::build(&digests);
+            let batch = PoAIBatch {
+                root: B32(root),
+                count: items.len() as u64,
+                timestamp: now,
+            };
+            let batch_digest = domain.digest(&batch.struct_hash());
+            let made = self
+                .sign_digest(ctx, &mut op, key, &nonces, batch_digest, None)
+                .await?;
+            Ok(items
+                .into_iter()
+                .zip(proofs)
+                .enumerate()
+                .map(|(i, ((a, d), p))| BatchItem {
+                    batch: batch.clone(),
+                    batch_digest: B32(batch_digest),
+                    signature: HexBytes(made.signature.clone()),
+                    signer: made.signer.clone(),
+                    algorithm: made.algorithm.to_string(),
+                    key: key.to_string(),
+                    version: made.version,
+                    attestation: a,
+                    digest: B32(d),
+                    index: i as u64,
+                    proof: p
+                        .into_iter()
+                        .map(|s| ProofStep {
+                            hash: B32(s.sibling),
+                            left: s.sibling_is_left,
+                        })
+                        .collect(),
+                })
+                .collect())
+        }
+        .await;
+        self.close_op(&op, r).await
+    }
+
+    /// VerifyPoAI.
+    pub async fn verify_poai(
+        &self,
+        ctx: &RequestCtx,
+        s: &SignedAttestation,
+        now: u64,
+    ) -> Result<Verdict> {
+        let key = self.parse_name(&s.key).ok();
+        let op = Op {
+            ctx,
+            operation: "poai.verify",
+            key: Some(s.key.clone()),
+            version: Some(s.version),
+        };
+        let r = async {
+            let Some(key) = key.filter(|k| k.purpose() == Purpose::Poai) else {
+                return Ok(Verdict::no("unknown_key"));
+            };
+            ctx.principal
+                .authorize(Role::Verify, Some(&key))
+                .or_else(|e| {
+                    if e.kind() == ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })?;
+            let Some(stored) = self.visible_key(ctx, &key).await? else {
+                return Ok(Verdict::no("unknown_key"));
+            };
+            let digest = self.domain()?.digest(&s.attestation.struct_hash()?);
+            if digest != s.digest.0 {
+                return Ok(Verdict::no("digest_mismatch"));
+            }
+            if !signature_matches(&stored, &digest, &s.signature.0, &s.signer) {
+                return Ok(Verdict::no("bad_signature"));
+            }
+            Ok(self.window_verdict(s.attestation.timestamp, now))
+        }
+        .await;
+        self.close_verdict(&op, r).await
+    }
+
+    /// Verify a settlement: signature, expiry, and with `attestation`, that attestation's
+    /// validity and digest.
+    pub async fn verify_hmm(
+        &self,
+        ctx: &RequestCtx,
+        s: &SignedSettlement,
+        attestation: Option<&SignedAttestation>,
+        now: u64,
+    ) -> Result<Verdict> {
+        let key = self.parse_name(&s.key).ok();
+        let op = Op {
+            ctx,
+            operation: "hmm.verify",
+            key: Some(s.key.clone()),
+            version: Some(s.version),
+        };
+        let r = async {
+            let Some(key) = key.filter(|k| k.purpose() == Purpose::Hmm) else {
+                return Ok(Verdict::no("unknown_key"));
+            };
+            ctx.principal
+                .authorize(Role::Verify, Some(&key))
+                .or_else(|e| {
+                    if e.kind() == ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })?;
+            let Some(stored) = self.visible_key(ctx, &key).await? else {
+                return Ok(Verdict::no("unknown_key"));
+            };
+            let digest = self.domain()?.digest(&s.settlement.struct_hash()?);
+            if digest != s.digest.0 {
+                return Ok(Verdict::no("digest_mismatch"));
+            }
+            if !signature_matches(&stored, &digest, &s.signature.0, &s.signer) {
+                return Ok(Verdict::no("bad_signature"));
+            }
+            if s.settlement.expiry < now {
+                return Ok(Verdict::no("expired"));
+            }
+            if s.settlement.timestamp > now.saturating_add(MAX_FUTURE_SECS) {
+                return Ok(Verdict::no("not_yet_valid"));
+            }
+            Ok(Verdict::ok())
+        }
+        .await;
+        let v = self.close_verdict(&op, r).await?;
+        match attestation {
+            Some(a) if v.valid => {
+                if a.digest != s.settlement.attestation_digest {
+                    return Ok(Verdict::no("digest_mismatch"));
+                }
+                self.verify_poai(ctx, a, now).await
+            }
+            _ => Ok(v),
+        }
+    }
+
+    /// Verify one batch item with only itself: its proof up to the signed root, and the
+    /// batch signature.
+    pub async fn verify_batch_item(
+        &self,
+        ctx: &RequestCtx,
+        item: &BatchItem,
+        now: u64,
+    ) -> Result<Verdict> {
+        let key = self.parse_name(&item.key).ok();
+        let op = Op {
+            ctx,
+            operation: "poai.verify_item",
+            key: Some(item.key.clone()),
+            version: Some(item.version),
+        };
+        let r = async {
+            let Some(key) = key.filter(|k| k.purpose() == Purpose::Poai) else {
+                return Ok(Verdict::no("unknown_key"));
+            };
+            ctx.principal
+                .authorize(Role::Verify, Some(&key))
+                .or_else(|e| {
+                    if e.kind() == ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })?;
+            let Some(stored) = self.visible_key(ctx, &key).await? else {
+                return Ok(Verdict::no("unknown_key"));
+            };
+            let domain = self.domain()?;
+            let digest = domain.digest(&item.attestation.struct_hash()?);
+            if digest != item.digest.0 {
+                return Ok(Verdict::no("digest_mismatch"));
+            }
+            let steps: Vec<merkle::Step> = item
+                .proof
+                .iter()
+                .map(|p| merkle::Step {
+                    sibling: p.hash.0,
+                    sibling_is_left: p.left,
+                })
+                .collect();
+            if item.index >= item.batch.count
+                || merkle::root_from_proof(&digest, &steps) != item.batch.root.0
+            {
+                return Ok(Verdict::no("bad_proof"));
+            }
+            let batch_digest = domain.digest(&item.batch.struct_hash());
+            if batch_digest != item.batch_digest.0 {
+                return Ok(Verdict::no("digest_mismatch"));
+            }
+            if !signature_matches(&stored, &batch_digest, &item.signature.0, &item.signer) {
+                return Ok(Verdict::no("bad_signature"));
+            }
+            Ok(self.window_verdict(item.attestation.timestamp, now))
+        }
+        .await;
+        self.close_verdict(&op, r).await
+    }
+
+    fn window_verdict(&self, ts: u64, now: u64) -> Verdict {
+        let ttl = self.config().kms.hanzo.poai_signing.attestation_ttl;
+        if ts.saturating_add(ttl) < now {
+            Verdict::no("expired")
+        } else if ts > now.saturating_add(MAX_FUTURE_SECS) {
+            Verdict::no("not_yet_valid")
+        } else {
+            Verdict::ok()
+        }
+    }
+
+    /// A key the caller may see, or `None` (missing and foreign look the same).
+    async fn visible_key(&self, ctx: &RequestCtx, key: &KeyName) -> Result<Option<StoredKey>> {
+        Ok(self
+            .store()
+            .load_key(key)
+            .await?
+            .filter(|_| ctx.principal.owns(key)))
+    }
+
+    /// Audit a verification with its verdict (the verdict is the reason of an invalid answer).
+    async fn close_verdict(&self, op: &Op<'_>, r: Result<Verdict>) -> Result<Verdict> {
+        match r {
+            Ok(v) => {
+                let tx = self
+                    .store()
+                    .begin_write()
+                    .await
+                    .map_err(crate::audit_failure)?;
+                tx.commit(&[op.event(if v.valid { "ok" } else { "invalid" }, v.reason)])
+                    .await
+                    .map_err(crate::audit_failure)?;
+                Ok(v)
+            }
+            Err(e) => self.close_op(op, Err(e)).await,
+        }
+    }
+
+    /// Steps 2–7 for a signature over `digest`, recording `nonces` (each `(nonce, message
+    /// digest)`) and, for a settlement, consuming `consume`.
+    async fn sign_digest(
+        &self,
+        ctx: &RequestCtx,
+        op: &mut Op<'_>,
+        key: &KeyName,
+        nonces: &[(B32, [u8; 32])],
+        digest: [u8; 32],
+        consume: Option<[u8; 32]>,
+    ) -> Result<Made> {
+        self.admit(ctx, op, Role::Sign, Some(key))?;
+        let mut tx = self.store().begin_write().await?;
+        let stored = self.load_in(&mut tx, ctx, key).await?;
+        let (version, handle) = Self::usable_version(&stored, None)?;
+        op.version = Some(version);
+        let algorithm = stored.meta.algorithm;
+        if !matches!(algorithm, Algorithm::Secp256k1 | Algorithm::MlDsa65) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("{key} is {algorithm}; signed objects use secp256k1 or ml-dsa-65"),
+            ));
+        }
+        let name = key.to_string();
+        // Step 5: the replay guard. For a single message, an exact retry returns the first answer.
+        let mut fresh = Vec::with_capacity(nonces.len());
+        for (nonce, msg) in nonces {
+            match tx.nonce_record(&name, &nonce.0).await? {
+                None => fresh.push((nonce, msg)),
+                Some((d, _)) if d != msg.as_slice() => {
+                    return Err(replayed(format!(
+                        "{key} already signed a different message with nonce {}",
+                        nonce.to_hex()
+                    )));
+                }
+                Some((_, Some(sig))) if nonces.len() == 1 && sig.len() > 4 => {
+                    let v = u32::from_be_bytes([sig[0], sig[1], sig[2], sig[3]]);
+                    let pk = stored
+                        .version(v)
+                        .and_then(|x| x.info.public_key.clone())
+                        .unwrap_or_default();
+                    tx.commit(&[op.event("ok", Some("retry"))]).await?;
+                    return Ok(Made {
+                        version: v,
+                        algorithm,
+                        signature: sig[4..].to_vec(),
+                        signer: signer_of(algorithm, &pk),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(att) = consume {
+            if let Err(e) = tx
+                .consume_attestation(&att, &name, &digest, crate::now_secs())
+                .await
+            {
+                return Err(if e.kind() == ErrorKind::AlreadyExists {
+                    replayed(format!(
+                        "attestation {} was already settled",
+                        B32(att).to_hex()
+                    ))
+                } else {
+                    e
+                });
+            }
+        }
+        // Step 6.
+        let kref = KeyRef {
+            name: key,
+            version,
+            algorithm,
+            handle,
+        };
+        let signature = self.provider().sign(&kref, &digest)?.0;
+        let mut record = version.to_be_bytes().to_vec();
+        record.extend_from_slice(&signature);
+        let now = crate::now_secs();
+        for (nonce, msg) in fresh {
+            let sig = if nonces.len() == 1 {
+                Some(record.as_slice())
+            } else {
+                None
+            };
+            tx.insert_nonce(&name, &nonce.0, msg, sig, now).await?;
+        }
+        // Step 7: the signature leaves only after the nonce and audit records commit.
+        tx.commit(&[op.event("ok", None)]).await?;
+        let pk = stored
+            .version(version)
+            .and_then(|x| x.info.public_key.clone())
+            .unwrap_or_default();
+        Ok(Made {
+            version,
+            algorithm,
+            signature,
+            signer: signer_of(algorithm, &pk),
+        })
+    }
+}
+
+/// Whether `signature` over `digest` verifies under some version of the key, and `signer`
+/// names that version.
+fn signature_matches(key: &StoredKey, digest: &[u8; 32], signature: &[u8], signer: &str) -> bool {
+    key.versions.iter().any(|v| {
+        v.info.public_key.as_deref().is_some_and(|pk| {
+            hanzo_kms_software::verify::verify(key.meta.algorithm, pk, digest, signature)
+                && signer_of(key.meta.algorithm, pk).eq_ignore_ascii_case(signer)
+        })
+    })
+}

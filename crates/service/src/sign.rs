@@ -604,19 +604,15 @@ impl Kms {
             }
         }
         if let Some(att) = consume {
-            if let Err(e) = tx
-                .consume_attestation(&att, &name, &digest, crate::now_secs())
+            tx.consume_attestation(&att, &name, &digest, crate::now_secs())
                 .await
-            {
-                return Err(if e.kind() == ErrorKind::AlreadyExists {
-                    replayed(format!(
+                .map_err(|e| match e.kind() {
+                    ErrorKind::AlreadyExists => replayed(format!(
                         "attestation {} was already settled",
                         B32(att).to_hex()
-                    ))
-                } else {
-                    e
-                });
-            }
+                    )),
+                    _ => e,
+                })?;
         }
         // Step 6.
         let kref = KeyRef {

@@ -28,6 +28,39 @@ fi
 
 command -v cargo >/dev/null 2>&1 || { echo "scripts/test.sh: cargo not found; install Rust first" >&2; exit 1; }
 
+# Interop: our EIP-712 digests and secp256k1 signatures against an independent implementation
+# (eth-account, from PyPI, in a virtualenv under target/).
+if ! python3 -m venv --help >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip
+  else
+    echo "scripts/test.sh: python3 venv is missing; install it with: sudo apt-get install -y python3-venv" >&2
+    exit 1
+  fi
+fi
+venv=target/interop-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import eth_account" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check eth-account
+fi
+cargo build --locked -p hanzo-kms-cli --quiet
+kms=target/debug/hanzo-kms
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export HANZO_KMS_DATA_DIR="$work/data"
+"$kms" init >/dev/null
+"$kms" keyspace create --customer acme --model gpt4 >/dev/null
+now=$(date +%s)
+printf '{"model_id":"acme:gpt4","input_hash":"0x%064d","output_hash":"0x%064d","timestamp":%s,"compute_time_ms":7,"node_id":"n1"}' 1 2 "$now" > "$work/att.json"
+"$kms" poai sign --key poai:acme:gpt4 --in "$work/att.json" > "$work/signed.json"
+digest=$("$venv/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["digest"])' "$work/signed.json")
+printf '{"job_id":"j1","provider":"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed","consumer":"0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359","amount":"12345678901234567890123","attestation_digest":"%s","timestamp":%s}' "$digest" "$now" > "$work/settlement.json"
+"$kms" hmm sign --key hmm:acme:gpt4 --in "$work/settlement.json" --attestation "$work/signed.json" > "$work/settled.json"
+addr_of() { "$kms" --json keys show "$1" | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["versions"][0]["address"])'; }
+"$venv/bin/python" scripts/eip712_interop.py "$work/signed.json" --address "$(addr_of poai:acme:gpt4)"
+"$venv/bin/python" scripts/eip712_interop.py "$work/settled.json" --address "$(addr_of hmm:acme:gpt4)"
+unset HANZO_KMS_DATA_DIR
+
 # Doc tests first (cargo test --all-targets skips them), then every unit and integration test.
 cargo test --workspace --doc --locked
 cargo test --workspace --all-targets --locked "$@"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzz the model-file header parser and the streaming segment parser for a short while each.
+# Fuzz the model-file header parser, the streaming segment parser and the JSON parsing of signed
+# objects for a short while each.
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 15)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 cd fuzz
-for target in header segments; do
+for target in header segments signed_json; do
   echo "== fuzz $target for ${secs}s"
   # -s none: no sanitizer, so stable Rust suffices. A crash fails the run and leaves the input
   # under fuzz/artifacts/$target/ (pipefail makes this loop fail with it).

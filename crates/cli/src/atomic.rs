@@ -14,6 +14,8 @@ pub struct AtomicOutput {
     dest: PathBuf,
     file: File,
     committed: bool,
+    /// A `BulkWriter` was handed out and not finished: committing would lose its buffer.
+    bulk_open: std::sync::atomic::AtomicBool,
 }
 
 impl AtomicOutput {
@@ -49,6 +51,7 @@ impl AtomicOutput {
             dest: dest.to_path_buf(),
             file,
             committed: false,
+            bulk_open: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -60,11 +63,16 @@ impl AtomicOutput {
     /// where the filesystem allows it (so a large output does not queue gigabytes of dirty pages
     /// for the final fsync), and writes through the page cache otherwise.
     pub fn bulk_writer(&self) -> BulkWriter<'_> {
+        // Reopen the very file we created (through our own descriptor, not its path, which
+        // someone sharing the directory could replace), with O_DIRECT.
+        use std::os::fd::AsRawFd;
         let direct = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
-            .open(&self.tmp)
+            .open(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
             .ok();
+        self.bulk_open
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut raw = vec![0u8; BULK_BUF + ALIGN];
         let start = raw.as_ptr().align_offset(ALIGN).min(ALIGN);
         if direct.is_none() {
@@ -72,6 +80,7 @@ impl AtomicOutput {
         }
         BulkWriter {
             file: &self.file,
+            open: &self.bulk_open,
             direct,
             raw,
             start,
@@ -83,6 +92,11 @@ impl AtomicOutput {
     /// Make the output durable and visible.
     pub fn commit(mut self) -> Result<()> {
         let io = |what: String, e: std::io::Error| Error::new(ErrorKind::Io, what).with_source(e);
+        if self.bulk_open.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::internal(
+                "an output writer was not finished; nothing was committed",
+            ));
+        }
         self.file
             .sync_all()
             .map_err(|e| io(format!("syncing {}", self.tmp.display()), e))?;
@@ -114,6 +128,7 @@ const BULK_BUF: usize = 8 << 20;
 /// See [`AtomicOutput::bulk_writer`]. Call [`BulkWriter::finish`] before committing.
 pub struct BulkWriter<'a> {
     file: &'a File,
+    open: &'a std::sync::atomic::AtomicBool,
     direct: Option<File>,
     raw: Vec<u8>,
     start: usize,
@@ -156,6 +171,7 @@ impl BulkWriter<'_> {
             let tail = &self.raw[self.start..self.start + self.len];
             self.file.write_all_at(tail, self.offset)?;
         }
+        self.open.store(false, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use hanzo_kms_core::{Config, Error, ErrorKind, KeyRef, Result};
+use hanzo_kms_core::{Config, Error, ErrorKind, Result};
 use hanzo_kms_service::{Kms, RequestCtx, Settings};
 
 use crate::output::Out;
@@ -51,36 +51,26 @@ async fn walk(dir: &std::path::Path, out: &Out) -> Result<()> {
     }
     steps.push("keyspace");
 
-    // Envelope encryption seam: the model key only wraps a per-file data key.
+    // EncryptModelWeights / DecryptModelWeights, through the pipeline: the model key wraps a
+    // fresh data key per file, and the weights are encrypted here, in this process.
     let model = kms.parse_name("model:acme:gpt4")?;
-    let stored = kms
-        .store()
-        .load_key(&model)
-        .await?
-        .ok_or_else(|| Error::internal("the model key vanished"))?;
-    let primary = stored
-        .primary()
-        .and_then(|v| v.handle.as_ref())
-        .ok_or_else(|| Error::internal("no primary"))?;
-    let kref = KeyRef {
-        name: &model,
-        version: 1,
-        algorithm: stored.meta.algorithm,
-        handle: primary,
-    };
-    let (dek, wrapped) = kms.provider().generate_data_key(&kref, b"model=gpt4")?;
-    let back = kms
-        .provider()
-        .unwrap_data_key(&kref, &wrapped, b"model=gpt4")?;
-    if !dek.ct_eq(&back) {
+    let weights: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (header, cipher) = kms.model_seal_header(&ctx, &model, b"", None).await?;
+    let file = hanzo_kms_weights::encrypt_to_vec(&header, &cipher, &weights, 2)?;
+    let (parsed, header_len) = hanzo_kms_core::weights::Header::parse(&file)?;
+    let opener = kms.model_open_header(&ctx, &model, &parsed).await?;
+    let mut back = vec![0u8; weights.len()];
+    opener.open_body(&file[header_len..], &mut back, 2)?;
+    if back != weights {
         return Err(Error::new(
             ErrorKind::Internal,
-            "the unwrapped data key differs",
+            "the decrypted weights differ",
         ));
     }
     say(format!(
-        "3. model:acme:gpt4 wrapped a fresh 256-bit data key ({} bytes wrapped) and unwrapped it again;\n     weights are encrypted in-process under such a key (envelope encryption)",
-        wrapped.len()
+        "3. EncryptModelWeights: 3 MB of weights -> {} bytes under model:acme:gpt4 v{} (a fresh data key,\n     wrapped by the model key; the weights never reach the provider); DecryptModelWeights restores them",
+        file.len(),
+        header.key_version
     ));
     steps.push("datakey");
 

@@ -321,8 +321,8 @@ fn tensors_are_listed_and_extracted_alone() {
     assert_eq!(names, ["a.weight", "b.bias", "c.weight"]);
     assert_eq!(v["segments"], 12);
     assert_eq!(
-        v["segments_decrypted"], 1,
-        "listing should read only the header segment"
+        v["segments_decrypted"], 2,
+        "listing reads the header segment, and the final one that authenticates the length"
     );
     assert_eq!(v["metadata"]["format"], "pt");
     for (name, start, end) in &ranges {

@@ -395,6 +395,24 @@ impl StorageUrl {
 
     /// The URL with any password replaced by `<redacted>`.
     pub fn redacted(&self) -> String {
+        // A password may also travel as a query parameter (`?password=…`, `sslpassword=…`).
+        let base = self.redacted_authority();
+        let Some((head, query)) = base.split_once('?') else {
+            return base;
+        };
+        let params: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
+                    format!("{k}=<redacted>")
+                }
+                _ => kv.to_owned(),
+            })
+            .collect();
+        format!("{head}?{}", params.join("&"))
+    }
+
+    fn redacted_authority(&self) -> String {
         let s = &self.0;
         let Some(scheme_end) = s.find("://") else {
             return s.clone();

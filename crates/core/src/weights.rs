@@ -36,7 +36,7 @@ pub const MAX_SEGMENT: u32 = 1 << 26;
 /// The default segment size: 1 MiB (see docs/format.md for why).
 pub const DEFAULT_SEGMENT: u32 = 1 << 20;
 /// Field limits.
-pub const MAX_MODEL_ID: usize = 255;
+pub const MAX_MODEL_ID: usize = 512;
 pub const MAX_METADATA: usize = 64 << 10;
 pub const MAX_KEY_NAME: usize = 512;
 pub const MAX_WRAPPED_DEK: usize = 1024;
@@ -118,22 +118,37 @@ impl Header {
         false
     }
 
+    /// Field limits of the file part (checked before any key is used).
+    pub fn check_file_part(&self) -> Result<()> {
+        check_segment_size(self.segment_size)?;
+        if self.model_id.is_empty() || self.model_id.len() > MAX_MODEL_ID {
+            return Err(Error::invalid(format!(
+                "the model id is {} bytes; the format allows 1 to {MAX_MODEL_ID}",
+                self.model_id.len()
+            )));
+        }
+        if self.metadata.len() > MAX_METADATA {
+            return Err(Error::invalid(format!(
+                "the metadata is {} bytes; the format allows 0 to {MAX_METADATA}",
+                self.metadata.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Field limits, for encoding.
     pub fn check(&self) -> Result<()> {
-        check_segment_size(self.segment_size)?;
+        self.check_file_part()?;
         let bad = |what: &str, max: usize, got: usize| {
             Err(Error::invalid(format!(
                 "{what} is {got} bytes; the format allows 1 to {max}"
             )))
         };
-        if self.model_id.is_empty() || self.model_id.len() > MAX_MODEL_ID {
-            return bad("the model id", MAX_MODEL_ID, self.model_id.len());
-        }
-        if self.metadata.len() > MAX_METADATA {
-            return bad("the metadata", MAX_METADATA, self.metadata.len());
-        }
         if self.key_name.is_empty() || self.key_name.len() > MAX_KEY_NAME {
             return bad("the key name", MAX_KEY_NAME, self.key_name.len());
+        }
+        if self.key_version == 0 {
+            return Err(Error::invalid("the key version must be at least 1"));
         }
         if self.wrapped_dek.is_empty() || self.wrapped_dek.len() > MAX_WRAPPED_DEK {
             return bad(

@@ -159,7 +159,9 @@ pub async fn init(settings: &Settings) -> Result<(InitReport, Store, Arc<dyn Pro
             ));
         }
         let k = SoftwareProvider::generate_master_key()?;
-        write_private_file(&key_path, format!("{}\n", k.to_hex().as_str()).as_bytes())?;
+        let mut text = k.to_hex();
+        text.push('\n');
+        write_private_file(&key_path, text.as_bytes())?;
         (k, MasterKeySource::File(key_path.clone()), true)
     };
     let result = init_store(settings, &master).await;

@@ -184,11 +184,11 @@ impl Kms {
         &self.config
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
-    pub fn provider(&self) -> &dyn Provider {
+    pub(crate) fn provider(&self) -> &dyn Provider {
         self.provider.as_ref()
     }
 
@@ -375,6 +375,11 @@ impl Kms {
             }
             match version {
                 None => {
+                    if !enabled && key.meta.state == KeyState::DestroyScheduled {
+                        return Err(state_error(format!(
+                            "key {name} is scheduled for destruction; `keys enable` cancels that first"
+                        )));
+                    }
                     key.meta.state = if enabled { KeyState::Enabled } else { KeyState::Disabled };
                     key.meta.destroy_at = None;
                     tx.update_key(&key.meta).await?;

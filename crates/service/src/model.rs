@@ -132,6 +132,9 @@ impl Kms {
             self.admit(ctx, &op, Role::Decrypt, Some(&key))?;
             ctx.principal.authorize(Role::Encrypt, Some(&key))?;
             let stored = self.load(ctx, &key).await?;
+            if stored.version(header.key_version).is_none() {
+                return Err(Error::authentication_failed());
+            }
             let (old, old_handle) = Self::usable_version(&stored, Some(header.key_version))?;
             let (new, new_handle) = Self::usable_version(&stored, None)?;
             if old == new {
@@ -165,7 +168,12 @@ impl Kms {
             Ok(Some(next))
         }
         .await;
-        self.close_op(&op, r).await
+        // As for decryption: key state and missing versions are opaque to the caller; the audit
+        // record keeps the real reason.
+        self.close_op(&op, r).await.map_err(|e| match e.kind() {
+            ErrorKind::KeyState => Error::authentication_failed(),
+            _ => e,
+        })
     }
 }
 

@@ -205,6 +205,16 @@ async fn bad_input_is_refused_with_reasons() {
             .to_string(),
         "key model:acme:gpt4 is destroy-scheduled"
     );
+    // Disabling must not silently cancel the schedule.
+    let e = kms
+        .set_enabled(&local(), &k, None, false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("scheduled for destruction"), "{e}");
+    assert_eq!(
+        kms.show_key(&local(), &k).await.unwrap().state,
+        "destroy-scheduled"
+    );
     // Enabling cancels the scheduled destruction.
     kms.set_enabled(&local(), &k, None, true).await.unwrap();
     assert!(kms.decrypt(&local(), &k, &ct.text, b"").await.is_ok());

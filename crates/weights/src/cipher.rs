@@ -105,6 +105,7 @@ impl Draft {
             key_version: 0,
             wrapped_dek: Vec::new(),
         };
+        header.check_file_part()?;
         Ok(Self { header })
     }
 

@@ -42,7 +42,8 @@ where
         .write_all(header_bytes)
         .map_err(|e| io_error("writing", e))?;
     let s = cipher.segment_size() as usize;
-    let batch_segments = threads.max(1) * SEGMENTS_PER_THREAD;
+    let threads = clamp_threads(threads);
+    let batch_segments = threads * SEGMENTS_PER_THREAD;
     let out_len = batch_segments * (s + TAG_LEN);
     let body_len = pipeline(
         input,
@@ -94,7 +95,8 @@ where
 {
     let s = cipher.segment_size() as usize;
     let full = s + TAG_LEN;
-    let batch_segments = threads.max(1) * SEGMENTS_PER_THREAD;
+    let threads = clamp_threads(threads);
+    let batch_segments = threads * SEGMENTS_PER_THREAD;
     pipeline(
         input,
         output,
@@ -133,6 +135,14 @@ where
             Ok(())
         },
     )
+}
+
+/// The most worker threads a stream or reader uses, whatever is asked: it bounds memory
+/// (`2 × threads` segments per batch) and keeps the arithmetic far from overflow.
+pub const MAX_THREADS: usize = 256;
+
+fn clamp_threads(threads: usize) -> usize {
+    threads.clamp(1, MAX_THREADS)
 }
 
 /// Buffers in flight per pipeline side: one being filled, one queued, one being processed.
@@ -217,8 +227,10 @@ where
             Ok(written)
         });
         let mut result = Ok(());
+        let mut saw_last = false;
         for batch in from_reader {
             let step = batch.and_then(|b| {
+                saw_last |= b.last;
                 let mut out = out_pool
                     .recv()
                     .map_err(|_| Error::internal("the writer stopped"))?;
@@ -339,17 +351,22 @@ impl<S: ReadAt> DecryptingReader<S> {
             .checked_sub(header_len)
             .ok_or_else(Error::authentication_failed)?;
         let layout = header.layout(body)?;
-        Ok(Self {
+        let mut reader = Self {
             src,
             cipher,
             layout,
             body_offset: header_len,
-            threads: threads.max(1),
+            threads: clamp_threads(threads),
             pos: 0,
             window: (0, 0),
             buf: Vec::new(),
             decrypted: AtomicU64::new(0),
-        })
+        };
+        // Authenticate the file's end before releasing anything: the final segment must open
+        // with the last-segment flag. A file cut at a segment boundary or extended fails here.
+        let last = layout.segments - 1;
+        reader.load(last, last + 1)?;
+        Ok(reader)
     }
 
     /// Plaintext length.

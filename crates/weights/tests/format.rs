@@ -160,18 +160,19 @@ fn reader_decrypts_only_the_segments_it_needs() {
     let c = FileCipher::open(&h, &dek(1), None).unwrap();
     let mut r = DecryptingReader::new(file.clone(), &h, hl as u64, c, 2).unwrap();
     assert_eq!(r.len(), len as u64);
-    // A range inside one segment costs one segment.
+    // Opening authenticates the final segment; a range inside one segment costs one more.
+    assert_eq!(r.segments_decrypted(), 1);
     assert_eq!(
         r.read_range(S as u64 * 3 + 10, 100).unwrap(),
         &p[S as usize * 3 + 10..S as usize * 3 + 110]
     );
-    assert_eq!(r.segments_decrypted(), 1);
+    assert_eq!(r.segments_decrypted(), 2);
     // A range across a boundary costs two.
     assert_eq!(
         r.read_range(S as u64 * 5 - 5, 10).unwrap(),
         &p[S as usize * 5 - 5..S as usize * 5 + 5]
     );
-    assert_eq!(r.segments_decrypted(), 3);
+    assert_eq!(r.segments_decrypted(), 4);
     // Seek + Read agree with the plaintext everywhere, including the end.
     for (pos, n) in [
         (0usize, 1usize),
@@ -198,6 +199,23 @@ fn reader_decrypts_only_the_segments_it_needs() {
     assert!(r.read_range(0, S as u64).is_ok());
     let e = r.read_range(4 * S as u64, 10).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::AuthenticationFailed);
+}
+
+#[test]
+fn reader_refuses_truncated_or_extended_files_before_any_read() {
+    let s = S as usize + TAG_LEN;
+    let (file, _) = encrypt(4 * S as usize, 2);
+    let (h, hl) = Header::parse(&file).unwrap();
+    for bad in [
+        file[..hl + 2 * s].to_vec(),
+        [file.clone(), file[hl..hl + s].to_vec()].concat(),
+    ] {
+        let c = FileCipher::open(&h, &dek(1), None).unwrap();
+        let e = DecryptingReader::new(bad, &h, hl as u64, c, 2)
+            .err()
+            .expect("must refuse");
+        assert_eq!(e.kind(), ErrorKind::AuthenticationFailed);
+    }
 }
 
 #[test]

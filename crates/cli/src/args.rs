@@ -304,6 +304,20 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         repeat: u32,
     },
+    /// PoAI signing: raw libsecp256k1 against our path (EIP-712 hashing + provider sign) on one
+    /// thread and all cores; verification; durable signing through the pipeline with group
+    /// commit (fsyncs per signature); Merkle batches of 64 and 1024.
+    Sign {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Worker threads for "all cores" (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Concurrent requests for the durable (store) measurement.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
 }
 
 /// Parse `1GiB`, `512MiB`, `64KiB`, `4096` (binary units; `K`, `M`, `G` mean the same).

@@ -23,14 +23,23 @@ use crate::args::{BenchCommand, parse_size};
 use crate::output::Out;
 
 pub async fn run(cmd: &BenchCommand, out: &Out) -> Result<ExitCode> {
-    let BenchCommand::Model {
-        size,
-        file_size,
-        dir,
-        segment_size,
-        threads,
-        repeat,
-    } = cmd;
+    let (size, file_size, dir, segment_size, threads, repeat) = match cmd {
+        BenchCommand::Model {
+            size,
+            file_size,
+            dir,
+            segment_size,
+            threads,
+            repeat,
+        } => (size, file_size, dir, segment_size, threads, repeat),
+        BenchCommand::Sign {
+            seconds,
+            threads,
+            concurrency,
+        } => {
+            return crate::bench_sign::run(*seconds, *threads, *concurrency, out).await;
+        }
+    };
     let size = parse_size(size).map_err(Error::invalid)?;
     let file_size = parse_size(file_size).map_err(Error::invalid)?;
     let seg = u32::try_from(parse_size(segment_size).map_err(Error::invalid)?)

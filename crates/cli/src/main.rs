@@ -9,6 +9,7 @@
 mod args;
 mod atomic;
 mod bench;
+mod bench_sign;
 mod demo;
 mod model;
 mod output;

@@ -196,6 +196,9 @@ pub struct PoaiSigningConfig {
     pub key_prefix: String,
     /// Seconds an attestation stays valid.
     pub attestation_ttl: u64,
+    /// Hybrid signing: keyspaces also get an ML-DSA-65 partner key `poai:C:M-pq`, and a
+    /// secp256k1 PoAI key with such a partner returns both signatures over the same digest.
+    pub hybrid: bool,
 }
 
 impl Default for PoaiSigningConfig {
@@ -204,6 +207,7 @@ impl Default for PoaiSigningConfig {
             algorithm: Algorithm::Secp256k1,
             key_prefix: "poai/".into(),
             attestation_ttl: 3600,
+            hybrid: false,
         }
     }
 }

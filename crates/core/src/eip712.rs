@@ -48,13 +48,30 @@ pub struct U256(pub [u8; 32]);
 pub struct Domain {
     pub chain_id: u64,
     pub verifying_contract: Option<Address>,
+    separator: [u8; 32],
 }
 
 impl Domain {
     pub const NAME: &'static str = "Hanzo KMS";
     pub const VERSION: &'static str = "1";
 
+    /// A domain; its separator is computed here, once.
+    pub fn new(chain_id: u64, verifying_contract: Option<Address>) -> Self {
+        let mut d = Self {
+            chain_id,
+            verifying_contract,
+            separator: [0; 32],
+        };
+        d.separator = d.compute_separator();
+        d
+    }
+
+    /// `hashStruct(domain)`.
     pub fn separator(&self) -> [u8; 32] {
+        self.separator
+    }
+
+    fn compute_separator(&self) -> [u8; 32] {
         let mut enc = Vec::with_capacity(160);
         let ty = if self.verifying_contract.is_some() {
             DOMAIN_TYPE_WITH_CONTRACT
@@ -75,7 +92,7 @@ impl Domain {
     pub fn digest(&self, struct_hash: &[u8; 32]) -> [u8; 32] {
         let mut m = Vec::with_capacity(66);
         m.extend_from_slice(&[0x19, 0x01]);
-        m.extend_from_slice(&self.separator());
+        m.extend_from_slice(&self.separator);
         m.extend_from_slice(struct_hash);
         keccak256(&m)
     }

@@ -149,6 +149,11 @@ impl KeyName {
         &self.name
     }
 
+    /// The separator this name was parsed with.
+    pub fn separator(&self) -> Separator {
+        Separator(self.separator)
+    }
+
     /// The same customer and name under another purpose (`model:acme:gpt4` → `poai:acme:gpt4`).
     pub fn with_purpose(&self, purpose: Purpose) -> Self {
         Self {

@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod bootstrap;
+mod commit;
 pub mod data;
 mod info;
 pub mod model;
@@ -34,6 +35,7 @@ use hanzo_kms_store::{AuditEvent, AuditRecord, AuditReport, Store, StoredKey, Wr
 
 pub use auth::{Principal, Role};
 pub use bootstrap::{InitReport, MASTER_KEY_ENV, MasterKeySource, Settings};
+pub use commit::CommitStats;
 pub use info::{KeyInfo, VersionInfo};
 
 /// Seconds in a day.
@@ -98,6 +100,10 @@ pub struct Kms {
     provider: Arc<dyn Provider>,
     config: Arc<Config>,
     limiter: Arc<dyn RateLimiter>,
+    /// Started on first use, on the runtime of the first signing request.
+    committer: Arc<std::sync::OnceLock<commit::GroupCommit>>,
+    /// The EIP-712 domain, computed on first use.
+    pub(crate) domain: Arc<std::sync::OnceLock<hanzo_kms_core::eip712::Domain>>,
 }
 
 impl std::fmt::Debug for Kms {
@@ -171,6 +177,8 @@ impl Kms {
             provider,
             config: Arc::new(config),
             limiter: Arc::new(Unlimited),
+            committer: Arc::new(std::sync::OnceLock::new()),
+            domain: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
@@ -190,6 +198,17 @@ impl Kms {
 
     pub(crate) fn provider(&self) -> &dyn Provider {
         self.provider.as_ref()
+    }
+
+    pub(crate) fn committer(&self) -> &commit::GroupCommit {
+        self.committer
+            .get_or_init(|| commit::GroupCommit::start(self.store.clone()))
+    }
+
+    /// Signing requests and the transactions that recorded them (group commit): requests per
+    /// transaction is the fsyncs saved.
+    pub fn commit_stats(&self) -> Option<Arc<CommitStats>> {
+        self.committer.get().map(|c| c.stats.clone())
     }
 
     /// Close the store cleanly.
@@ -254,10 +273,15 @@ impl Kms {
             for n in &names {
                 self.admit(ctx, &op, Role::Admin, Some(n))?;
             }
-            let specs = names
+            let mut specs = names
                 .iter()
                 .map(|n| self.plan_key(n, None, None))
                 .collect::<Result<Vec<_>>>()?;
+            let poai = &self.config.kms.hanzo.poai_signing;
+            if signing_keys && poai.hybrid && poai.algorithm == Algorithm::Secp256k1 {
+                let partner = sign::pq_partner(&model_key.with_purpose(Purpose::Poai))?;
+                specs.push(self.plan_key(&partner, Some(Algorithm::MlDsa65), None)?);
+            }
             self.create_keys(ctx, &specs).await
         }
         .await;

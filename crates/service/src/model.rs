@@ -17,8 +17,12 @@ use crate::{Kms, RequestCtx, Role};
 
 /// The model id bound into files encrypted under `key`.
 pub fn model_id_of(key: &KeyName) -> String {
-    // `purpose SEP customer SEP name` minus `purpose SEP`; a separator is one ASCII character.
-    key.to_string()[key.purpose().as_str().len() + 1..].to_owned()
+    format!(
+        "{}{}{}",
+        key.customer(),
+        key.separator().as_char(),
+        key.name()
+    )
 }
 
 fn require_model_key(key: &KeyName) -> Result<()> {

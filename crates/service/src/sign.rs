@@ -32,6 +32,30 @@ pub struct SignedAttestation {
     pub algorithm: String,
     pub key: String,
     pub version: u32,
+    /// Hybrid signing: the ML-DSA-65 partner's signature over the same digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pq: Option<PqSignature>,
+}
+
+/// The post-quantum half of a hybrid signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PqSignature {
+    pub key: String,
+    pub version: u32,
+    pub algorithm: String,
+    pub signature: HexBytes,
+    pub signer: String,
+}
+
+/// The ML-DSA-65 partner of a PoAI key in hybrid mode: `poai:C:N` → `poai:C:N-pq`.
+pub fn pq_partner(key: &KeyName) -> Result<KeyName> {
+    KeyName::new(
+        key.purpose(),
+        key.customer(),
+        &format!("{}-pq", key.name()),
+        key.separator(),
+    )
 }
 
 /// A signed settlement.
@@ -129,12 +153,12 @@ fn random_nonce() -> Result<B32> {
     Ok(B32(n))
 }
 
-fn replayed(msg: String) -> Error {
-    Error::new(ErrorKind::Replayed, msg)
-}
-
 impl Kms {
+    /// The EIP-712 domain from the config (its separator is computed once per `Domain`).
     pub fn domain(&self) -> Result<Domain> {
+        if let Some(d) = self.domain.get() {
+            return Ok(d.clone());
+        }
         let e = &self.config().kms.hanzo.eip712;
         let verifying_contract = e
             .verifying_contract
@@ -147,10 +171,10 @@ impl Kms {
                     format!("kms.hanzo.eip712.verifying_contract: {m}"),
                 )
             })?;
-        Ok(Domain {
-            chain_id: e.chain_id,
-            verifying_contract,
-        })
+        Ok(self
+            .domain
+            .get_or_init(|| Domain::new(e.chain_id, verifying_contract))
+            .clone())
     }
 
     fn check_window(&self, field: &str, ts: u64, now: u64) -> Result<()> {
@@ -191,6 +215,26 @@ impl Kms {
             let made = self
                 .sign_digest(ctx, &mut op, key, &[(nonce, digest)], digest, None)
                 .await?;
+            // Hybrid: the ML-DSA-65 partner signs the same digest, recording the nonce for itself.
+            let mut pq = None;
+            if self.config().kms.hanzo.poai_signing.hybrid && made.algorithm == Algorithm::Secp256k1
+            {
+                let partner = pq_partner(key)?;
+                if self.visible_key(ctx, &partner).await?.is_some() {
+                    let mut pq_op = self.op(ctx, "poai.sign", Some(&partner));
+                    let m = self
+                        .sign_digest(ctx, &mut pq_op, &partner, &[(nonce, digest)], digest, None)
+                        .await;
+                    let m = self.close_op(&pq_op, m).await?;
+                    pq = Some(PqSignature {
+                        key: partner.to_string(),
+                        version: m.version,
+                        algorithm: m.algorithm.to_string(),
+                        signature: HexBytes(m.signature),
+                        signer: m.signer,
+                    });
+                }
+            }
             Ok(SignedAttestation {
                 attestation: att,
                 digest: B32(digest),
@@ -199,6 +243,7 @@ impl Kms {
                 algorithm: made.algorithm.to_string(),
                 key: key.to_string(),
                 version: made.version,
+                pq,
             })
         }
         .await;
@@ -385,6 +430,23 @@ impl Kms {
             if !signature_matches(&stored, &digest, &s.signature.0, &s.signer) {
                 return Ok(Verdict::no("bad_signature"));
             }
+            if let Some(pq) = &s.pq {
+                // Both halves of a hybrid signature must hold, and the partner must be this
+                // key's partner.
+                let partner = self
+                    .parse_name(&pq.key)
+                    .ok()
+                    .filter(|p| pq_partner(&key).is_ok_and(|q| &q == p));
+                let Some(partner) = partner else {
+                    return Ok(Verdict::no("unknown_key"));
+                };
+                let Some(pq_key) = self.visible_key(ctx, &partner).await? else {
+                    return Ok(Verdict::no("unknown_key"));
+                };
+                if !signature_matches(&pq_key, &digest, &pq.signature.0, &pq.signer) {
+                    return Ok(Verdict::no("bad_signature"));
+                }
+            }
             Ok(self.window_verdict(s.attestation.timestamp, now))
         }
         .await;
@@ -552,7 +614,7 @@ impl Kms {
     }
 
     /// Steps 2–7 for a signature over `digest`, recording `nonces` (each `(nonce, message
-    /// digest)`) and, for a settlement, consuming `consume`.
+    /// digest)`) and, for a settlement, consuming `consume`, through the group committer.
     async fn sign_digest(
         &self,
         ctx: &RequestCtx,
@@ -563,8 +625,7 @@ impl Kms {
         consume: Option<[u8; 32]>,
     ) -> Result<Made> {
         self.admit(ctx, op, Role::Sign, Some(key))?;
-        let mut tx = self.store().begin_write().await?;
-        let stored = self.load_in(&mut tx, ctx, key).await?;
+        let stored = self.load(ctx, key).await?;
         let (version, handle) = Self::usable_version(&stored, None)?;
         op.version = Some(version);
         let algorithm = stored.meta.algorithm;
@@ -574,47 +635,8 @@ impl Kms {
                 format!("{key} is {algorithm}; signed objects use secp256k1 or ml-dsa-65"),
             ));
         }
-        let name = key.to_string();
-        // Step 5: the replay guard. For a single message, an exact retry returns the first answer.
-        let mut fresh = Vec::with_capacity(nonces.len());
-        for (nonce, msg) in nonces {
-            match tx.nonce_record(&name, &nonce.0).await? {
-                None => fresh.push((nonce, msg)),
-                Some((d, _)) if d != msg.as_slice() => {
-                    return Err(replayed(format!(
-                        "{key} already signed a different message with nonce {}",
-                        nonce.to_hex()
-                    )));
-                }
-                Some((_, Some(sig))) if nonces.len() == 1 && sig.len() > 4 => {
-                    let v = u32::from_be_bytes([sig[0], sig[1], sig[2], sig[3]]);
-                    let pk = stored
-                        .version(v)
-                        .and_then(|x| x.info.public_key.clone())
-                        .unwrap_or_default();
-                    tx.commit(&[op.event("ok", Some("retry"))]).await?;
-                    return Ok(Made {
-                        version: v,
-                        algorithm,
-                        signature: sig[4..].to_vec(),
-                        signer: signer_of(algorithm, &pk),
-                    });
-                }
-                Some(_) => {}
-            }
-        }
-        if let Some(att) = consume {
-            tx.consume_attestation(&att, &name, &digest, crate::now_secs())
-                .await
-                .map_err(|e| match e.kind() {
-                    ErrorKind::AlreadyExists => replayed(format!(
-                        "attestation {} was already settled",
-                        B32(att).to_hex()
-                    )),
-                    _ => e,
-                })?;
-        }
-        // Step 6.
+        // Step 6 runs before the records are written, but nothing leaves this function until
+        // the group commit of its nonce and audit records is durable.
         let kref = KeyRef {
             name: key,
             version,
@@ -624,27 +646,37 @@ impl Kms {
         let signature = self.provider().sign(&kref, &digest)?.0;
         let mut record = version.to_be_bytes().to_vec();
         record.extend_from_slice(&signature);
-        let now = crate::now_secs();
-        for (nonce, msg) in fresh {
-            let sig = if nonces.len() == 1 {
-                Some(record.as_slice())
-            } else {
-                None
-            };
-            tx.insert_nonce(&name, &nonce.0, msg, sig, now).await?;
+        let records = crate::commit::Records {
+            key: key.to_string(),
+            nonces: nonces.to_vec(),
+            record,
+            consume: consume.map(|a| (a, digest)),
+            event: op.event("ok", None),
+        };
+        let signer = |v: u32| {
+            let pk = stored
+                .version(v)
+                .and_then(|x| x.info.public_key.clone())
+                .unwrap_or_default();
+            signer_of(algorithm, &pk)
+        };
+        match self.committer().submit(records).await? {
+            crate::commit::Outcome::Recorded => Ok(Made {
+                version,
+                algorithm,
+                signature,
+                signer: signer(version),
+            }),
+            crate::commit::Outcome::Retry(rec) => {
+                let v = u32::from_be_bytes([rec[0], rec[1], rec[2], rec[3]]);
+                Ok(Made {
+                    version: v,
+                    algorithm,
+                    signature: rec[4..].to_vec(),
+                    signer: signer(v),
+                })
+            }
         }
-        // Step 7: the signature leaves only after the nonce and audit records commit.
-        tx.commit(&[op.event("ok", None)]).await?;
-        let pk = stored
-            .version(version)
-            .and_then(|x| x.info.public_key.clone())
-            .unwrap_or_default();
-        Ok(Made {
-            version,
-            algorithm,
-            signature,
-            signer: signer_of(algorithm, &pk),
-        })
     }
 }
 

@@ -449,3 +449,128 @@ async fn batch_items_verify_alone_and_tampering_fails() {
         "expired"
     );
 }
+
+#[tokio::test]
+async fn hybrid_keyspaces_return_both_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        config: Config::from_yaml(
+            "kms:\n  hanzo:\n    poai_signing:\n      hybrid: true\n",
+            "test",
+            std::iter::empty::<(&str, &str)>(),
+        )
+        .unwrap(),
+        master_key_env: None,
+    };
+    let (kms, _) = Kms::init(&settings).await.unwrap();
+    let keys = kms
+        .create_keyspace(&ctx(), "acme", "gpt4", true)
+        .await
+        .unwrap();
+    let names: Vec<_> = keys.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "model:acme:gpt4",
+            "poai:acme:gpt4",
+            "hmm:acme:gpt4",
+            "poai:acme:gpt4-pq"
+        ]
+    );
+    assert_eq!(keys[3].algorithm, "ml-dsa-65");
+    let t = now();
+    let s = kms
+        .sign_poai(&ctx(), &name("poai:acme:gpt4"), att(t, "h", None), t)
+        .await
+        .unwrap();
+    let pq =
+        s.pq.clone()
+            .expect("hybrid signing returns the ML-DSA-65 signature too");
+    assert_eq!(pq.key, "poai:acme:gpt4-pq");
+    assert_eq!(pq.algorithm, "ml-dsa-65");
+    assert!(kms.verify_poai(&ctx(), &s, t).await.unwrap().valid);
+    // Both halves must hold.
+    let mut bad = s.clone();
+    bad.pq.as_mut().unwrap().signature.0[100] ^= 1;
+    assert_eq!(
+        kms.verify_poai(&ctx(), &bad, t).await.unwrap().reason,
+        Some("bad_signature")
+    );
+    let mut wrong_partner = s.clone();
+    wrong_partner.pq.as_mut().unwrap().key = "poai:acme:other-pq".into();
+    assert_eq!(
+        kms.verify_poai(&ctx(), &wrong_partner, t)
+            .await
+            .unwrap()
+            .reason,
+        Some("unknown_key")
+    );
+    // A retry returns both first signatures.
+    let again = kms
+        .sign_poai(&ctx(), &name("poai:acme:gpt4"), s.attestation.clone(), t)
+        .await
+        .unwrap();
+    assert_eq!(again, s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_batches_and_every_acknowledged_nonce_is_durable() {
+    let (dir, kms) = fresh().await;
+    let kms = Arc::new(kms);
+    let key = name("poai:acme:gpt4");
+    let t = now();
+    let tasks: Vec<_> = (0..200u32)
+        .map(|i| {
+            let (kms, key) = (kms.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut n = [0u8; 32];
+                n[..4].copy_from_slice(&i.to_be_bytes());
+                kms.sign_poai(&ctx(), &key, att(t, "g", Some(n)), t).await
+            })
+        })
+        .collect();
+    let mut signed = Vec::new();
+    for task in tasks {
+        signed.push(task.await.unwrap().unwrap());
+    }
+    let stats = kms.commit_stats().unwrap();
+    let requests = stats.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let txs = stats
+        .transactions
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(requests, 200);
+    assert!(
+        txs < requests,
+        "no batching happened: {txs} transactions for {requests} requests"
+    );
+    kms.close().await;
+    drop(kms);
+    // After a restart every acknowledged nonce is still recorded: another message is refused.
+    let settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        config: Config::from_yaml("", "test", std::iter::empty::<(&str, &str)>()).unwrap(),
+        master_key_env: None,
+    };
+    let kms = Kms::open(&settings).await.unwrap();
+    for s in signed.iter().step_by(17) {
+        let mut other = s.attestation.clone();
+        other.node_id = "changed".into();
+        assert_eq!(
+            kms.sign_poai(&ctx(), &key, other, t)
+                .await
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Replayed
+        );
+    }
+    assert!(kms.audit_verify(&ctx()).await.unwrap().is_ok());
+    let records = kms.audit_records(&ctx(), 0, 100_000).await.unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.event.operation == "poai.sign" && r.event.outcome == "ok")
+            .count(),
+        200
+    );
+}

@@ -34,10 +34,7 @@ fn docs_signing_worked_vectors() {
     .unwrap();
     let pk = secp256k1::PublicKey::from_secret_key(&sk).serialize_uncompressed();
     let address = eth::to_checksum(&eth::address(&pk).unwrap());
-    let domain = Domain {
-        chain_id: 96369,
-        verifying_contract: None,
-    };
+    let domain = Domain::new(96369, None);
     let sign = |digest: [u8; 32]| -> String {
         let (recid, rs) = secp256k1::ecdsa::RecoverableSignature::sign_ecdsa_recoverable(
             secp256k1::Message::from_digest(digest),
@@ -85,12 +82,10 @@ fn docs_signing_worked_vectors() {
         timestamp: 1_795_000_200,
     };
     let batch_digest = domain.digest(&batch.struct_hash());
-    let with_contract = Domain {
-        chain_id: 96369,
-        verifying_contract: Some(
-            Address::parse("0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC").unwrap(),
-        ),
-    };
+    let with_contract = Domain::new(
+        96369,
+        Some(Address::parse("0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC").unwrap()),
+    );
     let hx = |b: [u8; 32]| format!("0x{}", hex::encode(b));
     let computed = [
         ("signer", address.clone()),

@@ -693,6 +693,19 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Whether an attestation was already paid for. (Checked before inserting, because a failed
+    /// insert aborts a PostgreSQL transaction; the audit-head lock makes the pair race-free.)
+    pub async fn attestation_consumed(&mut self, attestation: &[u8]) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar::<Any, i64>(
+            "SELECT COUNT(*) FROM consumed_attestations WHERE attestation_digest = $1",
+        )
+        .bind(attestation.to_vec())
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(|e| self.store.err(e, "reading consumed attestations"))?;
+        Ok(n > 0)
+    }
+
     /// Mark an attestation as paid for. A second time is [`ErrorKind::AlreadyExists`].
     pub async fn consume_attestation(
         &mut self,

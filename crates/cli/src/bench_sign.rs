@@ -1,0 +1,284 @@
+//! `hanzo-kms bench sign`: PoAI signing throughput against raw libsecp256k1, in one run.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hanzo_kms_core::eip712::{B32, Domain, PoAIAttestation, PoAIBatch};
+use hanzo_kms_core::{
+    Algorithm, Config, KeyName, KeyRef, KeySpec, Provider, Result, Separator, merkle,
+};
+use hanzo_kms_service::{Kms, RequestCtx, Settings};
+use hanzo_kms_software::SoftwareProvider;
+use serde_json::json;
+
+use crate::output::Out;
+
+/// Run `f(thread, i)` on `threads` threads for `secs`; operations per second.
+fn rate(threads: usize, secs: f64, f: impl Fn(usize, u64) + Sync) -> f64 {
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for w in 0..threads {
+            let (stop, done, f) = (&stop, &done, &f);
+            s.spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..64 {
+                        f(w, i);
+                        i += 1;
+                    }
+                }
+                done.fetch_add(i, Ordering::Relaxed);
+            });
+        }
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+    });
+    done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64()
+}
+
+fn attestation(w: usize, i: u64) -> PoAIAttestation {
+    let mut nonce = [0u8; 32];
+    nonce[..8].copy_from_slice(&(w as u64).to_be_bytes());
+    nonce[8..16].copy_from_slice(&i.to_be_bytes());
+    PoAIAttestation {
+        model_id: "bench:model".into(),
+        input_hash: B32([1; 32]),
+        output_hash: B32([2; 32]),
+        timestamp: 1_795_000_000,
+        compute_time_ms: 12,
+        node_id: "node-1".into(),
+        nonce: Some(B32(nonce)),
+    }
+}
+
+pub async fn run(
+    secs: f64,
+    threads: Option<usize>,
+    concurrency: usize,
+    out: &Out,
+) -> Result<ExitCode> {
+    let all = threads
+        .filter(|t| *t > 0)
+        .unwrap_or_else(hanzo_kms_weights::default_threads);
+    let say = |s: String| {
+        if !out.json {
+            out.line(s);
+        }
+    };
+    say(format!(
+        "bench sign: {secs} s per figure, 1 and {all} threads"
+    ));
+
+    // Raw libsecp256k1 over a 32-byte digest.
+    let sk = secp256k1::SecretKey::from_secret_bytes([0x42; 32])
+        .map_err(|_| hanzo_kms_core::Error::internal("key"))?;
+    let raw = |t: usize| {
+        rate(t, secs, |w, i| {
+            let mut d = [0u8; 32];
+            d[..8].copy_from_slice(&i.to_be_bytes());
+            d[8] = w as u8;
+            let _ = secp256k1::ecdsa::RecoverableSignature::sign_ecdsa_recoverable(
+                secp256k1::Message::from_digest(d),
+                &sk,
+            );
+        })
+    };
+    // Ours, in process: EIP-712 hashing + the software provider (unseal + libsecp256k1 + v).
+    let mut master = [0u8; 32];
+    hanzo_kms_software::aead::random(&mut master)?;
+    let provider = SoftwareProvider::new(&hanzo_kms_core::SecretKey32::from_bytes(master))?;
+    let name = KeyName::parse("poai:bench:model", Separator::default())?;
+    let g = provider.generate(&KeySpec {
+        name: &name,
+        version: 1,
+        algorithm: Algorithm::Secp256k1,
+        label: "bench",
+    })?;
+    let kref = KeyRef {
+        name: &name,
+        version: 1,
+        algorithm: Algorithm::Secp256k1,
+        handle: &g.handle,
+    };
+    let domain = Domain::new(96369, None);
+    let ours = |t: usize| {
+        rate(t, secs, |w, i| {
+            let a = attestation(w, i);
+            if let Ok(h) = a.struct_hash() {
+                let _ = provider.sign(&kref, &domain.digest(&h));
+            }
+        })
+    };
+    let (raw1, ours1, rawn, oursn) = (raw(1), ours(1), raw(all), ours(all));
+    say(format!(
+        "  raw libsecp256k1 sign            {raw1:>9.0}/s (1 thread)   {rawn:>9.0}/s ({all} threads)"
+    ));
+    say(format!(
+        "  ours: EIP-712 hash + sign        {ours1:>9.0}/s = {:.0}%        {oursn:>9.0}/s = {:.0}%  (no store write)",
+        100.0 * ours1 / raw1,
+        100.0 * oursn / rawn
+    ));
+    // Verification: recover + compare, as `poai verify` does.
+    let digest = domain.digest(&attestation(0, 0).struct_hash()?);
+    let sig = provider.sign(&kref, &digest)?.0;
+    let pk = g
+        .public_key
+        .as_ref()
+        .map(|p| p.bytes.clone())
+        .unwrap_or_default();
+    let verify = |t: usize| {
+        rate(t, secs, |_, _| {
+            let _ = hanzo_kms_software::verify::verify(Algorithm::Secp256k1, &pk, &digest, &sig);
+        })
+    };
+    let (v1, vn) = (verify(1), verify(all));
+    say(format!(
+        "  verify (recover + compare)       {v1:>9.0}/s (1 thread)   {vn:>9.0}/s ({all} threads)"
+    ));
+    // Merkle batches: hash every attestation, build the tree, one signature.
+    let batch_rate = |n: usize| {
+        let per = rate(all, secs, |w, i| {
+            let digests: Vec<[u8; 32]> = (0..n as u64)
+                .filter_map(|k| {
+                    attestation(w, i * n as u64 + k)
+                        .struct_hash()
+                        .ok()
+                        .map(|h| domain.digest(&h))
+                })
+                .collect();
+            let (root, _proofs) = merkle::build(&digests);
+            let b = PoAIBatch {
+                root: B32(root),
+                count: n as u64,
+                timestamp: 1,
+            };
+            let _ = provider.sign(&kref, &domain.digest(&b.struct_hash()));
+        });
+        per * n as f64
+    };
+    let (b64, b1024) = (batch_rate(64), batch_rate(1024));
+    say(format!(
+        "  Merkle batch of 64               {b64:>9.0} attestations/s (with proofs, {all} threads)"
+    ));
+    say(format!(
+        "  Merkle batch of 1024             {b1024:>9.0} attestations/s"
+    ));
+
+    // Durable: through the pipeline, nonce + audit records committed (group commit) before
+    // each signature is returned.
+    let dir = std::env::temp_dir().join(format!(
+        "hanzo-kms-bench-sign-{}",
+        hex::encode(&master[..6])
+    ));
+    let result = durable(&dir, secs, concurrency).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let (seq_rate, conc_rate, per_tx, batch_store) = result?;
+    say(format!(
+        "  durable sign_poai, 1 at a time   {seq_rate:>9.0}/s  (one commit + fsync each)"
+    ));
+    say(format!(
+        "  durable sign_poai, {concurrency} concurrent {conc_rate:>9.0}/s  ({per_tx:.1} signatures per commit = {:.3} fsyncs per signature)",
+        1.0 / per_tx
+    ));
+    say(format!(
+        "  durable batch of 1024            {batch_store:>9.0} attestations/s (1024 nonce records per commit)"
+    ));
+    if out.json {
+        out.json(&json!({
+            "threads": all,
+            "raw_sign_per_s": {"one": raw1, "all": rawn},
+            "ours_sign_per_s": {"one": ours1, "all": oursn},
+            "ours_vs_raw": {"one": ours1 / raw1, "all": oursn / rawn},
+            "verify_per_s": {"one": v1, "all": vn},
+            "batch_attestations_per_s": {"64": b64, "1024": b1024},
+            "durable": {"sequential_per_s": seq_rate, "concurrent_per_s": conc_rate, "concurrency": concurrency,
+                        "signatures_per_commit": per_tx, "batch_1024_attestations_per_s": batch_store},
+        }));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn durable(
+    dir: &std::path::Path,
+    secs: f64,
+    concurrency: usize,
+) -> Result<(f64, f64, f64, f64)> {
+    let settings = Settings {
+        data_dir: dir.to_path_buf(),
+        config: Config::from_yaml("", "defaults", std::iter::empty::<(&str, &str)>())?,
+        master_key_env: None,
+    };
+    let (kms, _) = Kms::init(&settings).await?;
+    let kms = Arc::new(kms);
+    let ctx = RequestCtx::local();
+    let key = kms.parse_name("poai:bench:model")?;
+    kms.create_key(&ctx, &key, None, None).await?;
+    let now = hanzo_kms_service::now_secs() as u64;
+    let fresh = move |w: u64, i: u64| {
+        let mut a = attestation(w as usize, i);
+        a.timestamp = now;
+        a
+    };
+    // One at a time.
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed().as_secs_f64() < secs {
+        kms.sign_poai(&ctx, &key, fresh(1_000_000, n), now).await?;
+        n += 1;
+    }
+    let seq = n as f64 / t.elapsed().as_secs_f64();
+    // Concurrent.
+    let before = kms.commit_stats().map(|s| {
+        (
+            s.requests.load(Ordering::Relaxed),
+            s.transactions.load(Ordering::Relaxed),
+        )
+    });
+    let t = Instant::now();
+    let deadline = t + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = (0..concurrency as u64)
+        .map(|w| {
+            let (kms, key, ctx) = (kms.clone(), key.clone(), ctx.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    kms.sign_poai(&ctx, &key, fresh(w, i), now).await?;
+                    i += 1;
+                }
+                Ok::<u64, hanzo_kms_core::Error>(i)
+            })
+        })
+        .collect();
+    let mut total = 0u64;
+    for task in tasks {
+        total += task
+            .await
+            .map_err(|_| hanzo_kms_core::Error::internal("a benchmark task panicked"))??;
+    }
+    let conc = total as f64 / t.elapsed().as_secs_f64();
+    let after = kms.commit_stats().map(|s| {
+        (
+            s.requests.load(Ordering::Relaxed),
+            s.transactions.load(Ordering::Relaxed),
+        )
+    });
+    let per_tx = match (before, after) {
+        (Some((r0, t0)), Some((r1, t1))) if t1 > t0 => (r1 - r0) as f64 / (t1 - t0) as f64,
+        _ => 1.0,
+    };
+    // A stored batch of 1024.
+    let t = Instant::now();
+    let mut batches = 0u64;
+    while t.elapsed().as_secs_f64() < secs {
+        let atts: Vec<_> = (0..1024).map(|k| fresh(2_000_000 + batches, k)).collect();
+        kms.sign_poai_batch(&ctx, &key, atts, now).await?;
+        batches += 1;
+    }
+    let batch = (batches * 1024) as f64 / t.elapsed().as_secs_f64();
+    kms.close().await;
+    Ok((seq, conc, per_tx, batch))
+}

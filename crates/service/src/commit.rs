@@ -1,0 +1,180 @@
+//! Group commit for signing (pipeline steps 5 and 7).
+//!
+//! A signature may leave the process only after its nonce record and audit record are durable
+//! (committed, fsynced). One transaction per request would cap signing at the disk's fsync rate.
+//! Instead, requests hand their records to one committer task; it takes every request waiting at
+//! that moment (up to [`MAX_BATCH`]), checks the replay rules for each in order, writes all their
+//! records and audit events in one transaction with one fsync, and only then answers each request.
+//! Nothing is weakened: every answer still follows its own durable commit. While one batch
+//! commits, the next fills up, so the batch size adapts to the load.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hanzo_kms_core::eip712::B32;
+use hanzo_kms_core::{Error, ErrorKind, Result};
+use hanzo_kms_store::{AuditEvent, Store};
+use tokio::sync::{mpsc, oneshot};
+
+/// The most requests one transaction carries.
+pub const MAX_BATCH: usize = 512;
+
+/// One request's records.
+pub(crate) struct Records {
+    pub key: String,
+    /// `(nonce, message digest)` for every message this signature covers.
+    pub nonces: Vec<(B32, [u8; 32])>,
+    /// `u32be(version) ‖ signature`, stored with a single message's nonce for exact retries.
+    pub record: Vec<u8>,
+    /// `(attestation digest, settlement digest)` for a settlement.
+    pub consume: Option<([u8; 32], [u8; 32])>,
+    pub event: AuditEvent,
+}
+
+struct Job {
+    records: Records,
+    reply: oneshot::Sender<Result<Outcome>>,
+}
+
+/// What the committer decided for a job.
+pub(crate) enum Outcome {
+    /// The records were written: the new signature may be returned.
+    Recorded,
+    /// The same message was signed before under this nonce: return this earlier record instead.
+    Retry(Vec<u8>),
+}
+
+/// Counters for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    pub requests: AtomicU64,
+    pub transactions: AtomicU64,
+}
+
+/// The handle requests use.
+#[derive(Clone)]
+pub(crate) struct GroupCommit {
+    tx: mpsc::Sender<Job>,
+    pub stats: Arc<CommitStats>,
+}
+
+impl GroupCommit {
+    /// Start the committer on the current tokio runtime.
+    pub fn start(store: Store) -> Self {
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        let stats = Arc::new(CommitStats::default());
+        tokio::spawn(run(store, rx, stats.clone()));
+        Self { tx, stats }
+    }
+
+    pub async fn submit(&self, records: Records) -> Result<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job { records, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> Error {
+    Error::new(
+        ErrorKind::AuditFailure,
+        "the commit task stopped, so the request was not carried out",
+    )
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: Arc<CommitStats>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        stats
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.transactions.fetch_add(1, Ordering::Relaxed);
+        let jobs = std::mem::take(&mut batch);
+        match commit_batch(&store, &jobs).await {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(Error::new(
+                        ErrorKind::AuditFailure,
+                        format!("the audit log could not be written, so the request was not carried out: {msg}"),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for the whole batch. Returns one outcome per job; replay refusals are
+/// per job (and audited as denied), store failures fail the batch.
+async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>>> {
+    let mut tx = store.begin_write().await?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut events = Vec::with_capacity(jobs.len());
+    let now = crate::now_secs();
+    'job: for Job { records: job, .. } in jobs {
+        let mut ev = job.event.clone();
+        // Step 5: the replay guard, in arrival order, seeing earlier jobs of this batch.
+        for (nonce, msg) in &job.nonces {
+            match tx.nonce_record(&job.key, &nonce.0).await? {
+                Some((d, _)) if d != msg.as_slice() => {
+                    // Refused: nothing of this job is written; the caller audits the denial.
+                    outcomes.push(Err(Error::new(
+                        ErrorKind::Replayed,
+                        format!(
+                            "{} already signed a different message with nonce {}",
+                            job.key,
+                            nonce.to_hex()
+                        ),
+                    )));
+                    continue 'job;
+                }
+                Some((_, Some(rec))) if job.nonces.len() == 1 && rec.len() > 4 => {
+                    ev.reason = Some("retry".into());
+                    events.push(ev);
+                    outcomes.push(Ok(Outcome::Retry(rec)));
+                    continue 'job;
+                }
+                _ => {}
+            }
+        }
+        if let Some((att, settlement)) = job.consume {
+            if tx.attestation_consumed(&att).await? {
+                outcomes.push(Err(Error::new(
+                    ErrorKind::Replayed,
+                    format!("attestation {} was already settled", B32(att).to_hex()),
+                )));
+                continue;
+            }
+            tx.consume_attestation(&att, &job.key, &settlement, now)
+                .await?;
+        }
+        for (nonce, msg) in &job.nonces {
+            if tx.nonce_record(&job.key, &nonce.0).await?.is_none() {
+                let rec = (job.nonces.len() == 1).then_some(job.record.as_slice());
+                tx.insert_nonce(&job.key, &nonce.0, msg, rec, now).await?;
+            }
+        }
+        events.push(ev);
+        outcomes.push(Ok(Outcome::Recorded));
+    }
+    // Step 7: one commit, one fsync, for every job's nonce and audit records. A batch of only
+    // refusals writes nothing (the callers audit their denials).
+    if !events.is_empty() {
+        tx.commit(&events).await?;
+    }
+    Ok(outcomes)
+}

@@ -27,6 +27,15 @@ pub fn keccak256(data: &[u8]) -> [u8; 32] {
 pub const POAI_ATTESTATION_TYPE: &str = "PoAIAttestation(string modelId,bytes32 inputHash,bytes32 outputHash,uint64 timestamp,uint64 computeTimeMs,string nodeId,bytes32 nonce)";
 pub const HMM_SETTLEMENT_TYPE: &str = "HMMSettlement(string jobId,address provider,address consumer,uint256 amount,bytes32 attestationDigest,uint64 timestamp,uint64 expiry,bytes32 nonce)";
 pub const POAI_BATCH_TYPE: &str = "PoAIBatch(bytes32 root,uint64 count,uint64 timestamp)";
+/// `keccak256` of each type string, computed once.
+static TYPE_HASHES: std::sync::LazyLock<[[u8; 32]; 3]> = std::sync::LazyLock::new(|| {
+    [
+        keccak256(POAI_ATTESTATION_TYPE.as_bytes()),
+        keccak256(HMM_SETTLEMENT_TYPE.as_bytes()),
+        keccak256(POAI_BATCH_TYPE.as_bytes()),
+    ]
+});
+
 const DOMAIN_TYPE: &str = "EIP712Domain(string name,string version,uint256 chainId)";
 const DOMAIN_TYPE_WITH_CONTRACT: &str =
     "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)";
@@ -164,7 +173,7 @@ impl PoAIAttestation {
     pub fn struct_hash(&self) -> Result<[u8; 32]> {
         let nonce = self.nonce.ok_or_else(|| Error::invalid("nonce: missing"))?;
         let mut e = Vec::with_capacity(256);
-        e.extend_from_slice(&keccak256(POAI_ATTESTATION_TYPE.as_bytes()));
+        e.extend_from_slice(&TYPE_HASHES[0]);
         e.extend_from_slice(&keccak256(self.model_id.as_bytes()));
         e.extend_from_slice(&self.input_hash.0);
         e.extend_from_slice(&self.output_hash.0);
@@ -180,7 +189,7 @@ impl HMMSettlement {
     pub fn struct_hash(&self) -> Result<[u8; 32]> {
         let nonce = self.nonce.ok_or_else(|| Error::invalid("nonce: missing"))?;
         let mut e = Vec::with_capacity(288);
-        e.extend_from_slice(&keccak256(HMM_SETTLEMENT_TYPE.as_bytes()));
+        e.extend_from_slice(&TYPE_HASHES[1]);
         e.extend_from_slice(&keccak256(self.job_id.as_bytes()));
         e.extend_from_slice(&word_address(&self.provider));
         e.extend_from_slice(&word_address(&self.consumer));
@@ -196,7 +205,7 @@ impl HMMSettlement {
 impl PoAIBatch {
     pub fn struct_hash(&self) -> [u8; 32] {
         let mut e = Vec::with_capacity(128);
-        e.extend_from_slice(&keccak256(POAI_BATCH_TYPE.as_bytes()));
+        e.extend_from_slice(&TYPE_HASHES[2]);
         e.extend_from_slice(&self.root.0);
         e.extend_from_slice(&word_u64(self.count));
         e.extend_from_slice(&word_u64(self.timestamp));

@@ -128,6 +128,7 @@ async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>
     'job: for Job { records: job, .. } in jobs {
         let mut ev = job.event.clone();
         // Step 5: the replay guard, in arrival order, seeing earlier jobs of this batch.
+        let mut absent = Vec::with_capacity(job.nonces.len());
         for (nonce, msg) in &job.nonces {
             match tx.nonce_record(&job.key, &nonce.0).await? {
                 Some((d, _)) if d != msg.as_slice() => {
@@ -148,7 +149,8 @@ async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>
                     outcomes.push(Ok(Outcome::Retry(rec)));
                     continue 'job;
                 }
-                _ => {}
+                Some(_) => {}
+                None => absent.push((nonce, msg)),
             }
         }
         if let Some((att, settlement)) = job.consume {
@@ -162,11 +164,9 @@ async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>
             tx.consume_attestation(&att, &job.key, &settlement, now)
                 .await?;
         }
-        for (nonce, msg) in &job.nonces {
-            if tx.nonce_record(&job.key, &nonce.0).await?.is_none() {
-                let rec = (job.nonces.len() == 1).then_some(job.record.as_slice());
-                tx.insert_nonce(&job.key, &nonce.0, msg, rec, now).await?;
-            }
+        for (nonce, msg) in absent {
+            let rec = (job.nonces.len() == 1).then_some(job.record.as_slice());
+            tx.insert_nonce(&job.key, &nonce.0, msg, rec, now).await?;
         }
         events.push(ev);
         outcomes.push(Ok(Outcome::Recorded));

@@ -408,19 +408,7 @@ impl Kms {
             version: Some(s.version),
         };
         let r = async {
-            let Some(key) = key.filter(|k| k.purpose() == Purpose::Poai) else {
-                return Ok(Verdict::no("unknown_key"));
-            };
-            ctx.principal
-                .authorize(Role::Verify, Some(&key))
-                .or_else(|e| {
-                    if e.kind() == ErrorKind::NotFound {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })?;
-            let Some(stored) = self.visible_key(ctx, &key).await? else {
+            let Some((key, stored)) = self.verifier_key(ctx, key, Purpose::Poai).await? else {
                 return Ok(Verdict::no("unknown_key"));
             };
             let digest = self.domain()?.digest(&s.attestation.struct_hash()?);
@@ -470,19 +458,7 @@ impl Kms {
             version: Some(s.version),
         };
         let r = async {
-            let Some(key) = key.filter(|k| k.purpose() == Purpose::Hmm) else {
-                return Ok(Verdict::no("unknown_key"));
-            };
-            ctx.principal
-                .authorize(Role::Verify, Some(&key))
-                .or_else(|e| {
-                    if e.kind() == ErrorKind::NotFound {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })?;
-            let Some(stored) = self.visible_key(ctx, &key).await? else {
+            let Some((_, stored)) = self.verifier_key(ctx, key, Purpose::Hmm).await? else {
                 return Ok(Verdict::no("unknown_key"));
             };
             let digest = self.domain()?.digest(&s.settlement.struct_hash()?);
@@ -529,19 +505,7 @@ impl Kms {
             version: Some(item.version),
         };
         let r = async {
-            let Some(key) = key.filter(|k| k.purpose() == Purpose::Poai) else {
-                return Ok(Verdict::no("unknown_key"));
-            };
-            ctx.principal
-                .authorize(Role::Verify, Some(&key))
-                .or_else(|e| {
-                    if e.kind() == ErrorKind::NotFound {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })?;
-            let Some(stored) = self.visible_key(ctx, &key).await? else {
+            let Some((_, stored)) = self.verifier_key(ctx, key, Purpose::Poai).await? else {
                 return Ok(Verdict::no("unknown_key"));
             };
             let domain = self.domain()?;
@@ -573,6 +537,28 @@ impl Kms {
         }
         .await;
         self.close_verdict(&op, r).await
+    }
+
+    /// The key a verification names, if it exists, has `purpose` and the caller may see it
+    /// (missing, foreign and wrong-purpose keys are all `unknown_key`). A caller without the
+    /// verify role is refused.
+    async fn verifier_key(
+        &self,
+        ctx: &RequestCtx,
+        key: Option<KeyName>,
+        purpose: Purpose,
+    ) -> Result<Option<(KeyName, StoredKey)>> {
+        let Some(key) = key.filter(|k| k.purpose() == purpose) else {
+            return Ok(None);
+        };
+        match ctx.principal.authorize(Role::Verify, Some(&key)) {
+            Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        Ok(self
+            .visible_key(ctx, &key)
+            .await?
+            .map(|stored| (key, stored)))
     }
 
     fn window_verdict(&self, ts: u64, now: u64) -> Verdict {

@@ -25,6 +25,16 @@ pub fn model_id_of(key: &KeyName) -> String {
     )
 }
 
+/// A model file's caller learns nothing about key state: a disabled, destroyed or scheduled
+/// version is the same opaque "authentication failed" as tampering. The audit record, written
+/// before this mapping, keeps the real reason.
+fn opaque_key_state(e: Error) -> Error {
+    match e.kind() {
+        ErrorKind::KeyState => Error::authentication_failed(),
+        _ => e,
+    }
+}
+
 fn require_model_key(key: &KeyName) -> Result<()> {
     if key.purpose() == Purpose::Model {
         Ok(())
@@ -107,10 +117,7 @@ impl Kms {
             Ok(cipher)
         }
         .await;
-        self.close_op(&op, r).await.map_err(|e| match e.kind() {
-            ErrorKind::KeyState => Error::authentication_failed(),
-            _ => e,
-        })
+        self.close_op(&op, r).await.map_err(opaque_key_state)
     }
 
     /// Rewrap a file's data key to the primary version of its key. Returns the new header, or
@@ -172,12 +179,7 @@ impl Kms {
             Ok(Some(next))
         }
         .await;
-        // As for decryption: key state and missing versions are opaque to the caller; the audit
-        // record keeps the real reason.
-        self.close_op(&op, r).await.map_err(|e| match e.kind() {
-            ErrorKind::KeyState => Error::authentication_failed(),
-            _ => e,
-        })
+        self.close_op(&op, r).await.map_err(opaque_key_state)
     }
 }
 

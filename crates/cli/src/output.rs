@@ -54,6 +54,9 @@ impl Out {
         let master = match &r.master_key {
             MasterKeySource::Env => json!({"source": "env"}),
             MasterKeySource::File(p) => json!({"source": "file", "path": p.display().to_string()}),
+            MasterKeySource::Token { provider, label } => {
+                json!({"source": "token", "provider": provider, "token_label": label})
+            }
         };
         if self.json {
             self.json(&json!({"data_dir": r.data_dir.display().to_string(), "store": r.store, "store_id": r.store_id, "master_key": master}));
@@ -68,6 +71,10 @@ impl Out {
             MasterKeySource::File(p) => {
                 self.line(format!("  master key: {} (mode 0600)", p.display()));
                 self.line("  Back the master key up and keep it apart from the store: without it no key can be used.");
+            }
+            MasterKeySource::Token { provider, label } => {
+                self.line(format!("  root keys:  in {provider} token '{label}' (hanzo-kms/root/kek, hanzo-kms/root/mac)"));
+                self.line("  No master key file: the token's root keys unlock this store. Back the token up with the vendor's tools.");
             }
         }
     }

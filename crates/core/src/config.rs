@@ -117,6 +117,30 @@ pub struct LuxConfig {
     pub nitrokey: Option<Pkcs11Config>,
 }
 
+impl LuxConfig {
+    /// The section for a PKCS#11 provider kind, or `None` if `kind` is not PKCS#11 or the
+    /// section is absent (every field has a default, so an absent section is an empty one).
+    pub fn pkcs11_section(&self, kind: ProviderKind) -> Option<&Pkcs11Config> {
+        match kind {
+            ProviderKind::AwsCloudhsm => self.aws_cloudhsm.as_ref(),
+            ProviderKind::Fortanix => self.fortanix.as_ref(),
+            ProviderKind::Nitrokey => self.nitrokey.as_ref(),
+            ProviderKind::Softhsm2 => self.softhsm2.as_ref(),
+            ProviderKind::ThalesLuna => self.thales_luna.as_ref(),
+            ProviderKind::Yubihsm2 => self.yubihsm2.as_ref(),
+            ProviderKind::Zymbit => self.zymbit.as_ref(),
+            ProviderKind::GoogleCloudKms | ProviderKind::Software => None,
+        }
+    }
+}
+
+impl ProviderKind {
+    /// Whether this provider speaks PKCS#11.
+    pub fn is_pkcs11(self) -> bool {
+        !matches!(self, Self::GoogleCloudKms | Self::Software)
+    }
+}
+
 /// `kms.lux.software:` — the embedded provider.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -155,8 +179,33 @@ pub struct Pkcs11Config {
     pub pin_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_sessions: Option<u32>,
+    /// `user` (default) or `so`; a vendor's crypto-user type as a number (e.g. `0x80000001`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_type: Option<String>,
+    /// Where new signing keys live: `hsm-resident` (default: generated and used in the device) or
+    /// `hsm-wrapped` (generated in software, stored wrapped under the device's KEK; software speed).
+    pub signing_keys: SigningKeys,
+    /// What to do with an algorithm the device lacks (ML-DSA-65 everywhere today): `wrap` (default)
+    /// makes the key hsm-wrapped; `refuse` fails the request.
+    pub fallback: Pkcs11Fallback,
+}
+
+/// `kms.lux.<pkcs11 provider>.signing_keys`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SigningKeys {
+    #[default]
+    HsmResident,
+    HsmWrapped,
+}
+
+/// `kms.lux.<pkcs11 provider>.fallback`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pkcs11Fallback {
+    Refuse,
+    #[default]
+    Wrap,
 }
 
 /// `kms.hanzo:` — the AI extensions of HIP-005.

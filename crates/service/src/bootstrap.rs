@@ -12,17 +12,20 @@ use std::sync::Arc;
 
 use hanzo_kms_core::config::{ConfigSecret, ProviderKind};
 use hanzo_kms_core::{Config, Error, ErrorKind, Provider, Result, SecretKey32};
+use hanzo_kms_pkcs11::{Pkcs11Provider, Pkcs11Settings};
 use hanzo_kms_software::SoftwareProvider;
 use hanzo_kms_store::Store;
 
 /// The environment variable that carries the master key as 64 hex characters.
 pub const MASTER_KEY_ENV: &str = "HANZO_KMS_MASTER_KEY";
 
-/// Where the master key came from, for messages.
+/// Where the root of trust is: the software provider's master key (from the environment or a
+/// file), or the root keys inside a PKCS#11 token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MasterKeySource {
     Env,
     File(PathBuf),
+    Token { provider: String, label: String },
 }
 
 impl std::fmt::Display for MasterKeySource {
@@ -30,6 +33,7 @@ impl std::fmt::Display for MasterKeySource {
         match self {
             Self::Env => write!(f, "${MASTER_KEY_ENV}"),
             Self::File(p) => write!(f, "{}", p.display()),
+            Self::Token { provider, label } => write!(f, "{provider} token '{label}'"),
         }
     }
 }
@@ -68,14 +72,29 @@ impl Settings {
     fn check_provider_supported(&self) -> Result<()> {
         match self.config.kms.lux.provider {
             ProviderKind::Software => Ok(()),
+            kind if kind.is_pkcs11() => Ok(()),
             other => Err(Error::new(
                 ErrorKind::Unsupported,
                 format!(
                     "kms.lux.provider is '{other}', which this build of hanzo-kms cannot use yet; \
-                     available providers: software"
+                     available providers: software and the PKCS#11 ones (softhsm2, thales-luna, \
+                     aws-cloudhsm, fortanix, yubihsm2, zymbit, nitrokey)"
                 ),
             )),
         }
+    }
+
+    /// Open the configured PKCS#11 provider; `None` for the software provider.
+    fn pkcs11_provider(&self, create_roots: bool) -> Result<Option<Arc<Pkcs11Provider>>> {
+        let kind = self.config.kms.lux.provider;
+        if !kind.is_pkcs11() {
+            return Ok(None);
+        }
+        let settings = Pkcs11Settings::from_config(kind, self.config.kms.lux.pkcs11_section(kind))?;
+        Ok(Some(Arc::new(Pkcs11Provider::open(
+            &settings,
+            create_roots,
+        )?)))
     }
 
     fn master_key(&self) -> Result<(SecretKey32, MasterKeySource)> {
@@ -145,6 +164,28 @@ pub async fn init(settings: &Settings) -> Result<(InitReport, Store, Arc<dyn Pro
             ),
         ));
     }
+    if let Some(hsm) = settings.pkcs11_provider(true)? {
+        let source = MasterKeySource::Token {
+            provider: hsm.name().to_owned(),
+            label: hsm.token_label().to_owned(),
+        };
+        return match init_store(settings, hsm).await {
+            Ok((store, provider, store_id)) => Ok((
+                InitReport {
+                    data_dir: dir.clone(),
+                    store: store.location().to_owned(),
+                    master_key: source,
+                    store_id,
+                },
+                store,
+                provider,
+            )),
+            Err(e) => {
+                remove_default_sqlite(settings);
+                Err(e)
+            }
+        };
+    }
     let (master, source, wrote_key) = if settings.master_key_env.is_some() {
         let (k, s) = settings.master_key()?;
         (k, s, false)
@@ -164,7 +205,10 @@ pub async fn init(settings: &Settings) -> Result<(InitReport, Store, Arc<dyn Pro
         write_private_file(&key_path, text.as_bytes())?;
         (k, MasterKeySource::File(key_path.clone()), true)
     };
-    let result = init_store(settings, &master).await;
+    let result = match SoftwareProvider::new(&master) {
+        Ok(p) => init_store(settings, Arc::new(p)).await,
+        Err(e) => Err(e),
+    };
     match result {
         Ok((store, provider, store_id)) => Ok((
             InitReport {
@@ -181,21 +225,24 @@ pub async fn init(settings: &Settings) -> Result<(InitReport, Store, Arc<dyn Pro
             if wrote_key {
                 let _ = fs::remove_file(&key_path);
             }
-            if settings.uses_default_sqlite() {
-                for suffix in ["", "-wal", "-shm"] {
-                    let _ = fs::remove_file(dir.join(format!("kms.db{suffix}")));
-                }
-            }
+            remove_default_sqlite(settings);
             Err(e)
+        }
+    }
+}
+
+fn remove_default_sqlite(settings: &Settings) {
+    if settings.uses_default_sqlite() {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = fs::remove_file(settings.data_dir.join(format!("kms.db{suffix}")));
         }
     }
 }
 
 async fn init_store(
     settings: &Settings,
-    master: &SecretKey32,
+    provider: Arc<dyn Provider>,
 ) -> Result<(Store, Arc<dyn Provider>, String)> {
-    let provider: Arc<dyn Provider> = Arc::new(SoftwareProvider::new(master)?);
     if settings.uses_default_sqlite() {
         // Create the database file owner-only before SQLite opens it; its -wal and -shm files
         // inherit the mode.
@@ -281,8 +328,32 @@ pub async fn open(settings: &Settings) -> Result<(Store, Arc<dyn Provider>, Stri
             ),
         ));
     }
-    let (master, source) = settings.master_key()?;
-    let provider: Arc<dyn Provider> = Arc::new(SoftwareProvider::new(&master)?);
+    let configured_provider = settings.config.kms.lux.provider.as_str();
+    let recorded_provider = store.meta("provider").await?.ok_or_else(not_ours)?;
+    if recorded_provider != configured_provider {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "kms.lux.provider is '{configured_provider}', but the store at {} was created with \
+                 '{recorded_provider}'; its keys live there, so the provider cannot change in place",
+                store.location()
+            ),
+        ));
+    }
+    let (provider, source): (Arc<dyn Provider>, MasterKeySource) =
+        match settings.pkcs11_provider(false)? {
+            Some(hsm) => {
+                let source = MasterKeySource::Token {
+                    provider: hsm.name().to_owned(),
+                    label: hsm.token_label().to_owned(),
+                };
+                (hsm, source)
+            }
+            None => {
+                let (master, source) = settings.master_key()?;
+                (Arc::new(SoftwareProvider::new(&master)?), source)
+            }
+        };
     let actual = provider.fingerprint(store_id.as_bytes())?;
     let matches = hex::decode(&recorded)
         .ok()

@@ -148,7 +148,8 @@ impl SoftwareProvider {
     }
 }
 
-fn sealing_aad(name: &KeyName, version: u32, alg: Algorithm) -> Vec<u8> {
+/// The AAD that binds sealed or wrapped material to its key name, version and algorithm.
+pub fn sealing_aad(name: &KeyName, version: u32, alg: Algorithm) -> Vec<u8> {
     let name = name.to_string();
     let mut aad = Vec::with_capacity(64 + name.len());
     aad.extend_from_slice(b"hanzo-kms/sealed/v1\0");
@@ -172,8 +173,9 @@ fn secp256k1_secret(material: &SecretBytes) -> Result<secp256k1::SecretKey> {
     })
 }
 
-/// Generate material for `alg`; returns (material, public key).
-fn generate_material(alg: Algorithm) -> Result<(SecretBytes, Option<Vec<u8>>)> {
+/// Generate material for `alg`; returns (material, public key). Also used by providers that
+/// keep software-generated keys wrapped under a device KEK (hsm-wrapped keys).
+pub fn generate_material(alg: Algorithm) -> Result<(SecretBytes, Option<Vec<u8>>)> {
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let failed = |what: &str| Error::internal(format!("generating a {what} key failed"));
     Ok(match alg {
@@ -219,7 +221,7 @@ fn generate_material(alg: Algorithm) -> Result<(SecretBytes, Option<Vec<u8>>)> {
 }
 
 /// Derive the public key from material.
-fn public_from_material(alg: Algorithm, material: &SecretBytes) -> Result<Option<Vec<u8>>> {
+pub fn public_from_material(alg: Algorithm, material: &SecretBytes) -> Result<Option<Vec<u8>>> {
     let corrupt = || {
         Error::new(
             ErrorKind::Corrupt,
@@ -261,7 +263,7 @@ fn public_from_material(alg: Algorithm, material: &SecretBytes) -> Result<Option
 }
 
 /// Sign with unsealed material. secp256k1 returns r‖s‖v (low-S, v ∈ {27, 28}).
-fn sign_with(alg: Algorithm, material: &SecretBytes, message: &[u8]) -> Result<Vec<u8>> {
+pub fn sign_with(alg: Algorithm, material: &SecretBytes, message: &[u8]) -> Result<Vec<u8>> {
     let corrupt = || {
         Error::new(
             ErrorKind::Corrupt,

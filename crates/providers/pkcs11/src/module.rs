@@ -1,0 +1,74 @@
+//! Loading a PKCS#11 module once per process.
+//!
+//! `C_Initialize` and `C_Finalize` are process-wide in the PKCS#11 C API: a module can be
+//! initialised once, and every provider in the process that uses it must share that context.
+//! This registry mirrors the C library's own global state; it is the one process-wide value in
+//! Hanzo KMS, and it holds nothing but loaded modules.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use hanzo_kms_core::config::ProviderKind;
+use hanzo_kms_core::{Error, ErrorKind, Result};
+
+static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+
+/// The initialised context of the module at `path`, loading it on first use.
+pub fn load(path: &Path, vendor: ProviderKind) -> Result<Pkcs11> {
+    let mut modules = MODULES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(ctx) = modules.get(path) {
+        return Ok(ctx.clone());
+    }
+    if !path.exists() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "the PKCS#11 module {} does not exist; {} (or set kms.lux.{vendor}.module)",
+                path.display(),
+                install_hint(vendor)
+            ),
+        ));
+    }
+    let ctx = Pkcs11::new(path).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "{} is not a loadable PKCS#11 module ({e}); check kms.lux.{vendor}.module",
+                path.display()
+            ),
+        )
+    })?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "initialising the PKCS#11 module {} failed: {e}",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    modules.insert(path.to_owned(), ctx.clone());
+    Ok(ctx)
+}
+
+fn install_hint(vendor: ProviderKind) -> &'static str {
+    match vendor {
+        ProviderKind::Softhsm2 => "install it with `apt-get install softhsm2`",
+        ProviderKind::Nitrokey => "install OpenSC with `apt-get install opensc`",
+        ProviderKind::Yubihsm2 => "install the YubiHSM SDK (yubihsm-shell) from Yubico",
+        ProviderKind::ThalesLuna => "install the Luna client from Thales",
+        ProviderKind::AwsCloudhsm => "install the CloudHSM PKCS#11 client (SDK 5) from AWS",
+        ProviderKind::Fortanix => "install the Fortanix DSM PKCS#11 library",
+        ProviderKind::Zymbit => "install Zymbit's zkpkcs11 package",
+        ProviderKind::GoogleCloudKms | ProviderKind::Software => "it is not a PKCS#11 provider",
+    }
+}

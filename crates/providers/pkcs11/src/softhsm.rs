@@ -1,0 +1,130 @@
+//! Throwaway SoftHSM2 tokens, for tests and demos.
+//!
+//! SoftHSM2 reads `SOFTHSM2_CONF` when the module is initialised. The workspace's
+//! `.cargo/config.toml` points it at `target/softhsm2/softhsm2.conf`; [`ensure_conf`] writes that
+//! file (with a token directory beside it) the first time. [`Token::create`] initialises a fresh
+//! token on SoftHSM2's free slot, in process, with `C_InitToken` and `C_InitPIN`, so the token is
+//! visible at once to this process and to any process started afterwards.
+//!
+//! Nothing is skipped silently: if SoftHSM2 is missing, these functions fail and say how to
+//! install it.
+
+use std::path::{Path, PathBuf};
+
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use hanzo_kms_core::config::ProviderKind;
+use hanzo_kms_core::{Error, ErrorKind, Result};
+
+/// Where Debian installs the module.
+pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A token made for one test. Its PINs are not secrets: they exist only in a throwaway token.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub label: String,
+    pub user_pin: String,
+    pub so_pin: String,
+    pub module: PathBuf,
+}
+
+/// The module to use: `$HANZO_KMS_SOFTHSM2_MODULE`, or Debian's path.
+pub fn module_path() -> PathBuf {
+    std::env::var_os("HANZO_KMS_SOFTHSM2_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODULE))
+}
+
+/// Make sure `$SOFTHSM2_CONF` names a config file with a token directory; create both if needed.
+pub fn ensure_conf() -> Result<PathBuf> {
+    let conf = std::env::var_os("SOFTHSM2_CONF").map(PathBuf::from).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            "SOFTHSM2_CONF is not set; run the tests through cargo (the workspace's .cargo/config.toml \
+             sets it) or export it",
+        )
+    })?;
+    if conf.exists() {
+        return Ok(conf);
+    }
+    let dir = conf.parent().unwrap_or(Path::new("."));
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).map_err(|e| io(e, &tokens))?;
+    let text = format!(
+        "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+        std::fs::canonicalize(&tokens)
+            .map_err(|e| io(e, &tokens))?
+            .display()
+    );
+    // Write-then-rename: parallel test processes may race here.
+    let tmp = dir.join(format!(".softhsm2.conf.{}", std::process::id()));
+    std::fs::write(&tmp, text).map_err(|e| io(e, &tmp))?;
+    std::fs::rename(&tmp, &conf).map_err(|e| io(e, &conf))?;
+    Ok(conf)
+}
+
+impl Token {
+    /// Initialise a new token labelled `label` (at most 32 bytes) with random PINs.
+    pub fn create(label: &str) -> Result<Self> {
+        // Threads of one process see the same free slot; take turns initialising it.
+        static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+        ensure_conf()?;
+        let module = module_path();
+        let ctx = crate::module::load(&module, ProviderKind::Softhsm2)?;
+        let ck = |e: cryptoki::error::Error| {
+            Error::new(ErrorKind::Unavailable, format!("SoftHSM2: {e}"))
+        };
+        let slot = ctx
+            .get_all_slots()
+            .map_err(ck)?
+            .into_iter()
+            .find(|s| ctx.get_token_info(*s).is_ok_and(|t| !t.token_initialized()))
+            .ok_or_else(|| Error::new(ErrorKind::Unavailable, "SoftHSM2 offers no free slot"))?;
+        let mut rnd = [0u8; 8];
+        hanzo_kms_software::aead::random(&mut rnd)?;
+        let user_pin = format!("u-{}", hex::encode(&rnd[..4]));
+        let so_pin = format!("s-{}", hex::encode(&rnd[4..]));
+        let so = AuthPin::from(so_pin.clone());
+        ctx.init_token(slot, &so, label).map_err(ck)?;
+        let session = ctx.open_rw_session(slot).map_err(ck)?;
+        session.login(UserType::So, Some(&so)).map_err(ck)?;
+        session
+            .init_pin(&AuthPin::from(user_pin.clone()))
+            .map_err(ck)?;
+        session.logout().map_err(ck)?;
+        drop(session);
+        Ok(Self {
+            label: label.to_owned(),
+            user_pin,
+            so_pin,
+            module,
+        })
+    }
+
+    /// The YAML for `kms.lux.softhsm2` that uses this token with the PIN inline.
+    pub fn config_yaml(&self, extra: &str) -> String {
+        format!(
+            "kms:\n  lux:\n    provider: softhsm2\n    softhsm2:\n      module: {}\n      token_label: {}\n      pin: \"{}\"\n{extra}",
+            self.module.display(),
+            self.label,
+            self.user_pin
+        )
+    }
+
+    /// The same as a parsed config section.
+    pub fn section(&self) -> hanzo_kms_core::config::Pkcs11Config {
+        hanzo_kms_core::config::Pkcs11Config {
+            module: Some(self.module.clone()),
+            token_label: Some(self.label.clone()),
+            pin: Some(hanzo_kms_core::config::ConfigSecret::new(
+                self.user_pin.clone(),
+            )),
+            ..Default::default()
+        }
+    }
+}
+
+fn io(e: std::io::Error, path: &Path) -> Error {
+    Error::new(ErrorKind::Io, format!("{}", path.display())).with_source(e)
+}

@@ -347,12 +347,27 @@ impl Kms {
                 created_at: now,
                 public_key: generated.public_key.as_ref().map(|p| p.bytes.clone()),
             };
-            tx.insert_version(name, &info, self.provider.name(), &generated.handle)
-                .await?;
-            key.meta.primary_version = version;
-            key.meta.rotated_at = now;
-            tx.update_key(&key.meta).await?;
-            tx.commit(&[op.event("ok", None)]).await?;
+            let committed: Result<()> = async {
+                tx.insert_version(name, &info, self.provider.name(), &generated.handle)
+                    .await?;
+                key.meta.primary_version = version;
+                key.meta.rotated_at = now;
+                tx.update_key(&key.meta).await?;
+                tx.commit(&[op.event("ok", None)]).await.map(|_| ())
+            }
+            .await;
+            if let Err(e) = committed {
+                let r = KeyRef {
+                    name,
+                    version,
+                    algorithm: key.meta.algorithm,
+                    handle: &generated.handle,
+                };
+                if let Err(d) = self.provider.destroy(&r) {
+                    tracing::warn!(key = %name, error = %d, "could not release uncommitted key material");
+                }
+                return Err(e);
+            }
             key.versions
                 .push(hanzo_kms_store::StoredVersion { info, handle: None });
             Ok(KeyInfo::from_stored(&key))
@@ -733,7 +748,15 @@ impl Kms {
         }
         let mut made = Vec::with_capacity(plans.len());
         for p in plans {
-            made.push(self.generate(&p.name, 1, p.algorithm)?);
+            match self.generate(&p.name, 1, p.algorithm) {
+                Ok(g) => made.push(g),
+                Err(e) => {
+                    // A later key failed (the device refused, or went away): release the ones
+                    // already made, so nothing half-created stays in the provider.
+                    self.release(&plans[..made.len()], &made);
+                    return Err(e);
+                }
+            }
         }
         let now = now_secs();
         let mut keys = Vec::with_capacity(plans.len());
@@ -784,18 +807,26 @@ impl Kms {
         .await;
         if let Err(e) = result {
             // Nothing was committed: release what the provider made.
-            for (p, g) in plans.iter().zip(&made) {
-                let r = KeyRef {
-                    name: &p.name,
-                    version: 1,
-                    algorithm: p.algorithm,
-                    handle: &g.handle,
-                };
-                let _ = self.provider.destroy(&r);
-            }
+            self.release(plans, &made);
             return Err(e);
         }
         Ok(keys.iter().map(KeyInfo::from_stored).collect())
+    }
+
+    /// Destroy freshly generated, never-committed key material (best effort: a failure here
+    /// leaves an unreferenced object in an HSM, which is logged).
+    fn release(&self, plans: &[KeyPlan], made: &[hanzo_kms_core::GeneratedKey]) {
+        for (p, g) in plans.iter().zip(made) {
+            let r = KeyRef {
+                name: &p.name,
+                version: 1,
+                algorithm: p.algorithm,
+                handle: &g.handle,
+            };
+            if let Err(e) = self.provider.destroy(&r) {
+                tracing::warn!(key = %p.name, error = %e, "could not release uncommitted key material");
+            }
+        }
     }
 
     fn generate(

@@ -269,10 +269,10 @@ pub struct Pkcs11Provider {
     resident: Vec<Algorithm>,
     signing_keys: SigningKeys,
     fallback: Pkcs11Fallback,
-    root_kek: ObjectHandle,
-    root_mac: Option<ObjectHandle>,
-    /// Object handles by (class, CKA_ID); cleared when the pool recovers.
-    objects: Mutex<HashMap<(u8, [u8; ID_LEN]), ObjectHandle>>,
+    /// Whether the token holds the root MAC key (profile and mechanisms have HMAC).
+    has_mac: bool,
+    /// Object handles by (class, CKA_ID), valid for one pool generation.
+    objects: Mutex<ObjectCache>,
 }
 
 impl fmt::Debug for Pkcs11Provider {
@@ -343,13 +343,10 @@ impl Pkcs11Provider {
         let roots = |id: &'static [u8], make: bool| -> Result<Option<ObjectHandle>> {
             find_or_make_root(&pool, id, make, &token_label)
         };
-        let root_kek =
-            roots(ROOT_KEK_ID, create_roots)?.ok_or_else(|| missing_root(&token_label))?;
-        let root_mac = if hmac {
-            Some(roots(ROOT_MAC_ID, create_roots)?.ok_or_else(|| missing_root(&token_label))?)
-        } else {
-            None
-        };
+        roots(ROOT_KEK_ID, create_roots)?.ok_or_else(|| missing_root(&token_label))?;
+        if hmac {
+            roots(ROOT_MAC_ID, create_roots)?.ok_or_else(|| missing_root(&token_label))?;
+        }
         let mut algorithms = vec![Algorithm::Aes256Gcm];
         for a in Algorithm::ALL.iter() {
             if *a == Algorithm::Aes256Gcm {
@@ -378,9 +375,8 @@ impl Pkcs11Provider {
             resident,
             signing_keys: settings.signing_keys,
             fallback: settings.fallback,
-            root_kek,
-            root_mac,
-            objects: Mutex::new(HashMap::new()),
+            has_mac: hmac,
+            objects: Mutex::new(ObjectCache::default()),
         })
     }
 
@@ -455,12 +451,24 @@ impl Pkcs11Provider {
         id: &[u8; ID_LEN],
     ) -> Result<ObjectHandle> {
         let cache_key = (class_tag(class), *id);
-        if let Some(h) = self.cache().get(&cache_key) {
+        if let Some(h) = self.cache().map.get(&cache_key) {
             return Ok(*h);
         }
         let found = self
             .pool
-            .run(|s| s.find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())]))
+            .run(|s| {
+                let found =
+                    s.find_objects(&[Attribute::Class(class), Attribute::Id(id.to_vec())])?;
+                if found.is_empty() && !logged_in(s)? {
+                    // Private objects are invisible without a login, and C_FindObjects does not
+                    // say so; ask the pool to log in again rather than report the key missing.
+                    return Err(CkError::Pkcs11(
+                        RvError::UserNotLoggedIn,
+                        cryptoki::context::Function::FindObjects,
+                    ));
+                }
+                Ok(found)
+            })
             .map_err(|e| {
                 self.call_error(
                     e,
@@ -480,12 +488,46 @@ impl Pkcs11Provider {
                 ),
             ));
         };
-        self.cache().insert(cache_key, h);
+        self.cache().map.insert(cache_key, h);
         Ok(h)
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<(u8, [u8; ID_LEN]), ObjectHandle>> {
-        self.objects.lock().unwrap_or_else(|e| e.into_inner())
+    /// A root object's handle, found on `s` at most once per pool generation. A root that has
+    /// vanished reads as `CKR_KEY_HANDLE_INVALID`.
+    fn root(
+        &self,
+        s: &Session,
+        which: &'static [u8],
+    ) -> std::result::Result<ObjectHandle, CkError> {
+        let cache_key = (3, root_id(which));
+        if let Some(h) = self.cache().map.get(&cache_key) {
+            return Ok(*h);
+        }
+        let found = s.find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Id(which.to_vec()),
+        ])?;
+        let h = found.first().copied().ok_or(CkError::Pkcs11(
+            if logged_in(s)? {
+                RvError::KeyHandleInvalid
+            } else {
+                RvError::UserNotLoggedIn
+            },
+            cryptoki::context::Function::FindObjects,
+        ))?;
+        self.cache().map.insert(cache_key, h);
+        Ok(h)
+    }
+
+    /// The object cache, emptied first if the pool recovered since it was filled.
+    fn cache(&self) -> std::sync::MutexGuard<'_, ObjectCache> {
+        let generation = self.pool.generation();
+        let mut c = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        if c.generation != generation {
+            c.generation = generation;
+            c.map.clear();
+        }
+        c
     }
 
     /// Run one operation on a key's object; if the cached handle went stale (the object was
@@ -505,7 +547,7 @@ impl Pkcs11Provider {
                     RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid,
                     _,
                 ))) if attempt == 0 => {
-                    self.cache().clear();
+                    self.cache().map.clear();
                 }
                 Err(pool::PoolError::Call(e)) => return Err(OpError::Module(e)),
                 Err(other) => {
@@ -542,7 +584,7 @@ impl Pkcs11Provider {
         let aad = hanzo_kms_software::sealing_aad(key.name, key.version, key.algorithm);
         let (iv, ct) = self
             .pool
-            .run(|s| gcm_encrypt(s, self.root_kek, &iv, &aad, material))
+            .run(|s| gcm_encrypt(s, self.root(s, ROOT_KEK_ID)?, &iv, &aad, material))
             .map_err(|e| self.call_error(e, format!("wrapping {} under the root KEK", key.name)))?;
         let mut blob = Vec::with_capacity(1 + ID_LEN + IV_LEN + ct.len());
         blob.push(WRAPPED_V1);
@@ -565,7 +607,7 @@ impl Pkcs11Provider {
         };
         match self
             .pool
-            .run(|s| gcm_decrypt(s, self.root_kek, iv, &aad, ct))
+            .run(|s| gcm_decrypt(s, self.root(s, ROOT_KEK_ID)?, iv, &aad, ct))
         {
             Ok(m) => Ok(m),
             Err(pool::PoolError::Call(e)) if self.is_bad_tag(&e) => Err(corrupt()),
@@ -928,7 +970,7 @@ impl Provider for Pkcs11Provider {
                     )
                 })?;
         }
-        self.cache().retain(|(_, i), _| i != &id);
+        self.cache().map.retain(|(_, i), _| i != &id);
         Ok(())
     }
 
@@ -946,12 +988,12 @@ impl Provider for Pkcs11Provider {
     fn fingerprint(&self, context: &[u8]) -> Result<[u8; 32]> {
         let mut msg = b"hanzo-kms/fingerprint/v1\0".to_vec();
         msg.extend_from_slice(context);
-        let tag = match self.root_mac {
-            Some(mac) => self
+        let tag = match self.has_mac {
+            true => self
                 .pool
-                .run(|s| s.sign(&Mechanism::Sha256Hmac, mac, &msg))
+                .run(|s| s.sign(&Mechanism::Sha256Hmac, self.root(s, ROOT_MAC_ID)?, &msg))
                 .map_err(|e| self.call_error(e, "computing the store fingerprint".into()))?,
-            None => {
+            false => {
                 // Without HMAC in the device the fingerprint identifies the token (serial
                 // number) rather than a secret in it; docs/providers.md says so.
                 let mut h = Sha256::new();
@@ -966,6 +1008,12 @@ impl Provider for Pkcs11Provider {
             .try_into()
             .map_err(|_| Error::internal("HMAC-SHA256 output is not 32 bytes"))
     }
+}
+
+#[derive(Default)]
+struct ObjectCache {
+    generation: u64,
+    map: HashMap<(u8, [u8; ID_LEN]), ObjectHandle>,
 }
 
 /// An operation on a key's object failed: either already a Hanzo error (lookup, pool) or the
@@ -1014,6 +1062,14 @@ impl<'a> Handle<'a> {
             _ => Err(bad()),
         }
     }
+}
+
+fn logged_in(s: &Session) -> std::result::Result<bool, CkError> {
+    use cryptoki::session::SessionState;
+    Ok(matches!(
+        s.get_session_info()?.session_state(),
+        SessionState::RoUser | SessionState::RwUser
+    ))
 }
 
 fn resident_handle(id: &[u8; ID_LEN], public: &[u8]) -> KeyHandle {
@@ -1370,5 +1426,59 @@ mod tests {
             rv_name(RvError::SessionHandleInvalid),
             "CKR_SESSION_HANDLE_INVALID"
         );
+    }
+}
+
+#[cfg(test)]
+mod recovery_tests {
+    //! Session recovery on a real SoftHSM2 token. These live inside the crate because they
+    //! reach the process's module context to break the sessions from outside the provider.
+    use super::*;
+    use hanzo_kms_core::{KeyName, Separator};
+
+    fn provider(test: &str) -> (softhsm::Token, Pkcs11Provider) {
+        let t = softhsm::Token::create(&format!("{test}-{}", std::process::id()))
+            .unwrap_or_else(|e| panic!("SoftHSM2 is needed (apt-get install softhsm2): {e}"));
+        let s = Pkcs11Settings::from_config(ProviderKind::Softhsm2, Some(&t.section())).unwrap();
+        let p = Pkcs11Provider::open(&s, true).unwrap();
+        (t, p)
+    }
+
+    #[test]
+    fn signing_recovers_after_the_login_is_lost() {
+        let (t, p) = provider("relogin");
+        let n = KeyName::parse("poai:acme:r", Separator::default()).unwrap();
+        let g = p
+            .generate(&KeySpec {
+                name: &n,
+                version: 1,
+                algorithm: Algorithm::Secp256k1,
+                label: "r",
+            })
+            .unwrap();
+        let r = KeyRef {
+            name: &n,
+            version: 1,
+            algorithm: Algorithm::Secp256k1,
+            handle: &g.handle,
+        };
+        p.sign(&r, &[3u8; 32]).unwrap();
+        // Log the application out from a session of our own: every session loses the login,
+        // and the next private-key call answers CKR_USER_NOT_LOGGED_IN.
+        let ctx = module::load(&t.module, ProviderKind::Softhsm2).unwrap();
+        let other = ctx.open_ro_session(p.slot).unwrap();
+        other.logout().unwrap();
+        drop(other);
+        let sig = p
+            .sign(&r, &[3u8; 32])
+            .expect("the pool logs in again and retries");
+        assert!(hanzo_kms_software::verify::verify(
+            Algorithm::Secp256k1,
+            &g.public_key.unwrap().bytes,
+            &[3u8; 32],
+            &sig.0
+        ));
+        assert_eq!(p.pool_stats().recoveries, 1);
+        assert_eq!(p.health(), Health::Ok);
     }
 }

@@ -15,7 +15,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use cryptoki::context::Pkcs11;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
@@ -112,6 +112,12 @@ impl Pool {
         Ok(pool)
     }
 
+    /// Bumped every time the pool recovers. Object handles from an older generation must not be
+    /// trusted: after the module is re-initialised a number may name another object.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     pub fn max_sessions(&self) -> usize {
         self.max
     }
@@ -198,7 +204,21 @@ impl Pool {
         }
         // Drop the old anchor before logging in again: its handle may be dead.
         drop(self.anchor.lock().unwrap_or_else(|e| e.into_inner()).take());
-        self.login()
+        match self.login() {
+            // The module was finalised under us (another component of the process called
+            // C_Finalize): initialise it again and retry the login once.
+            Err(PoolError::Login(CkError::Pkcs11(RvError::CryptokiNotInitialized, _))) => {
+                match self
+                    .ctx
+                    .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+                {
+                    Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+                    Err(e) => return Err(PoolError::Login(e)),
+                }
+                self.login()
+            }
+            other => other,
+        }
     }
 
     fn checkout(&self) -> Result<(Session, u64), PoolError> {
@@ -245,12 +265,16 @@ impl Pool {
     fn checkin(&self, session: Session, generation: u64, healthy: bool) {
         let mut st = self.lock();
         st.in_use -= 1;
-        if healthy && generation == st.generation {
+        let discard = if healthy && generation == st.generation {
             st.idle.push(session);
+            None
         } else {
             st.open -= 1;
-            drop(session);
-        }
+            Some(session)
+        };
+        drop(st);
         self.freed.notify_one();
+        // Closing a session is a module call; do it outside the lock.
+        drop(discard);
     }
 }

@@ -1193,13 +1193,25 @@ fn missing_root(token: &str) -> Error {
 
 fn find_token(ctx: &Pkcs11, want: &TokenSelector, module: &Path) -> Result<(Slot, String, String)> {
     let slots = ctx
-        .get_slots_with_initialized_token()
+        .get_slots_with_token()
         .map_err(|e| hsm_error(e, format!("listing the slots of {}", module.display())))?;
     let mut labels = Vec::new();
     for slot in slots {
-        let info = ctx
-            .get_token_info(slot)
-            .map_err(|e| hsm_error(e, format!("reading the token in slot {}", slot.id())))?;
+        let info = match ctx.get_token_info(slot) {
+            Ok(info) => info,
+            Err(e) => {
+                // One broken token must not hide the healthy one we are looking for.
+                let rv = match &e {
+                    CkError::Pkcs11(rv, _) => rv_name(*rv),
+                    other => other.to_string(),
+                };
+                labels.push(format!("slot {} (unreadable: {rv})", slot.id()));
+                continue;
+            }
+        };
+        if !info.token_initialized() {
+            continue;
+        }
         let label = info.label().trim_end().to_owned();
         let serial = info.serial_number().trim_end().to_owned();
         let hit = match want {

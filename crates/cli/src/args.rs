@@ -317,6 +317,12 @@ pub enum BenchCommand {
         /// Concurrent requests for the durable (store) measurement.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// Measure a PKCS#11 provider instead (e.g. softhsm2): secp256k1 and P-256 signs through
+        /// the provider against a raw C_Sign loop on the same token, at 1 and max_sessions
+        /// threads, plus Merkle-batched PoAI on the HSM key. The token comes from the config's
+        /// kms.lux.<provider> section; for softhsm2 without one, a throwaway token is made.
+        #[arg(long, value_name = "PROVIDER")]
+        provider: Option<String>,
     },
 }
 

@@ -22,7 +22,11 @@ use serde_json::{Value, json};
 use crate::args::{BenchCommand, parse_size};
 use crate::output::Out;
 
-pub async fn run(cmd: &BenchCommand, out: &Out) -> Result<ExitCode> {
+pub async fn run(
+    cmd: &BenchCommand,
+    config: Option<&std::path::Path>,
+    out: &Out,
+) -> Result<ExitCode> {
     let (size, file_size, dir, segment_size, threads, repeat) = match cmd {
         BenchCommand::Model {
             size,
@@ -36,7 +40,11 @@ pub async fn run(cmd: &BenchCommand, out: &Out) -> Result<ExitCode> {
             seconds,
             threads,
             concurrency,
+            provider,
         } => {
+            if let Some(p) = provider {
+                return crate::bench_hsm::run(p, config, *seconds, out);
+            }
             return crate::bench_sign::run(*seconds, *threads, *concurrency, out).await;
         }
     };

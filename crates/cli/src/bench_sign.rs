@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::output::Out;
 
 /// Run `f(thread, i)` on `threads` threads for `secs`; operations per second.
-fn rate(threads: usize, secs: f64, f: impl Fn(usize, u64) + Sync) -> f64 {
+pub(crate) fn rate(threads: usize, secs: f64, f: impl Fn(usize, u64) + Sync) -> f64 {
     let stop = AtomicBool::new(false);
     let done = AtomicU64::new(0);
     let t = Instant::now();
@@ -40,7 +40,7 @@ fn rate(threads: usize, secs: f64, f: impl Fn(usize, u64) + Sync) -> f64 {
     done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64()
 }
 
-fn attestation(w: usize, i: u64) -> PoAIAttestation {
+pub(crate) fn attestation(w: usize, i: u64) -> PoAIAttestation {
     let mut nonce = [0u8; 32];
     nonce[..8].copy_from_slice(&(w as u64).to_be_bytes());
     nonce[8..16].copy_from_slice(&i.to_be_bytes());

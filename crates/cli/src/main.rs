@@ -9,6 +9,7 @@
 mod args;
 mod atomic;
 mod bench;
+mod bench_hsm;
 mod bench_sign;
 mod demo;
 mod model;
@@ -102,7 +103,11 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Bench(b) => return bench::run(b, out).await.map_err(Failure::from),
+        Command::Bench(b) => {
+            return bench::run(b, cli.config.as_deref(), out)
+                .await
+                .map_err(Failure::from);
+        }
         _ => {}
     }
     let settings = settings(cli)?;

@@ -297,13 +297,9 @@ impl Pkcs11Provider {
         })?;
         let ctx = module::load(&settings.module, vendor)?;
         let (slot, token_label, serial) = find_token(&ctx, &settings.token, &settings.module)?;
-        let mechanisms = ctx.get_mechanism_list(slot).map_err(|e| {
-            hsm_error(
-                e,
-                format!("listing the mechanisms of token '{token_label}'"),
-            )
-        })?;
-        let has = |m: MechanismType| mechanisms.contains(&m);
+        // Ask per mechanism (C_GetMechanismInfo) rather than for the whole list: the list holds
+        // vendor mechanisms that cryptoki cannot name and logs as errors.
+        let has = |m: MechanismType| ctx.get_mechanism_info(slot, m).is_ok();
         if !(profile.aes_gcm && has(MechanismType::AES_GCM) && has(MechanismType::AES_KEY_GEN)) {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -1258,21 +1254,24 @@ pub fn to_eth_signature(raw: &[u8], digest: &[u8; 32], public: &[u8]) -> Option<
     sig.normalize_s();
     let rs = sig.serialize_compact();
     let msg = secp256k1::Message::from_digest(*digest);
-    for (id, v) in [
-        (secp256k1::ecdsa::RecoveryId::Zero, 27u8),
-        (secp256k1::ecdsa::RecoveryId::One, 28u8),
-    ] {
-        let rec = secp256k1::ecdsa::RecoverableSignature::from_compact(&rs, id).ok()?;
-        if rec
-            .recover_ecdsa(msg)
-            .is_ok_and(|pk| pk.serialize_uncompressed().as_slice() == public)
-        {
-            let mut out = rs.to_vec();
-            out.push(v);
-            return Some(out);
-        }
+    let with_v = |v: u8| {
+        let mut out = rs.to_vec();
+        out.push(v);
+        out
+    };
+    // Recovery id 0 first: if it yields our key, v = 27 and the signature is verified.
+    let rec0 = secp256k1::ecdsa::RecoverableSignature::from_compact(&rs, secp256k1::ecdsa::RecoveryId::Zero).ok()?;
+    if rec0
+        .recover_ecdsa(msg)
+        .is_ok_and(|pk| pk.serialize_uncompressed().as_slice() == public)
+    {
+        return Some(with_v(27));
     }
-    None
+    // Otherwise a valid signature recovers with id 1 (ids 2 and 3 need r ≥ n, probability
+    // ~2^-128). A plain verification (cheaper than a second recovery) tells valid from not.
+    let pk = secp256k1::PublicKey::from_slice(public).ok()?;
+    sig.verify(msg, &pk).ok()?;
+    Some(with_v(28))
 }
 
 fn bad_signature_len(token: &str, key: &KeyRef<'_>, len: usize) -> Error {

@@ -37,13 +37,19 @@ pub fn module_path() -> PathBuf {
 
 /// Make sure `$SOFTHSM2_CONF` names a config file with a token directory; create both if needed.
 pub fn ensure_conf() -> Result<PathBuf> {
-    let conf = std::env::var_os("SOFTHSM2_CONF").map(PathBuf::from).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Config,
-            "SOFTHSM2_CONF is not set; run the tests through cargo (the workspace's .cargo/config.toml \
-             sets it) or export it",
-        )
-    })?;
+    let Some(conf) = std::env::var_os("SOFTHSM2_CONF").map(PathBuf::from) else {
+        // SoftHSM2's own default (Debian: /etc/softhsm/softhsm2.conf) applies.
+        let default = PathBuf::from("/etc/softhsm/softhsm2.conf");
+        return if default.exists() {
+            Ok(default)
+        } else {
+            Err(Error::new(
+                ErrorKind::Config,
+                "SOFTHSM2_CONF is not set and /etc/softhsm/softhsm2.conf does not exist; install \
+                 softhsm2 (apt-get install softhsm2) or export SOFTHSM2_CONF",
+            ))
+        };
+    };
     if conf.exists() {
         return Ok(conf);
     }

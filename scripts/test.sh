@@ -4,15 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests need. (The software provider and SQLite need none beyond a C
-# compiler; later providers add softhsm2, opensc and postgresql here.)
-PACKAGES=(gcc)
-# Programs that tell whether each package is present.
-PROGRAMS=(cc)
+# Debian packages the tests need: a C compiler; SoftHSM2 (the PKCS#11 provider's conformance
+# suite runs against a real token) and OpenSC (pkcs11-tool inspects what we created).
+PACKAGES=(gcc softhsm2 opensc)
+# Files or programs that tell whether each package is present.
+PROGRAMS=(cc /usr/lib/softhsm/libsofthsm2.so pkcs11-tool)
 
 missing=()
 for i in "${!PACKAGES[@]}"; do
-  command -v "${PROGRAMS[$i]}" >/dev/null 2>&1 || missing+=("${PACKAGES[$i]}")
+  p="${PROGRAMS[$i]}"
+  if [[ "$p" == /* ]]; then [ -e "$p" ] && continue; else command -v "$p" >/dev/null 2>&1 && continue; fi
+  missing+=("${PACKAGES[$i]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -60,6 +62,9 @@ addr_of() { "$kms" --json keys show "$1" | "$venv/bin/python" -c 'import json,sy
 "$venv/bin/python" scripts/eip712_interop.py "$work/signed.json" --address "$(addr_of poai:acme:gpt4)"
 "$venv/bin/python" scripts/eip712_interop.py "$work/settled.json" --address "$(addr_of hmm:acme:gpt4)"
 unset HANZO_KMS_DATA_DIR
+
+# SoftHSM2 tokens made by earlier runs (target/softhsm2, see .cargo/config.toml) are throwaway.
+rm -rf target/softhsm2
 
 # Doc tests first (cargo test --all-targets skips them), then every unit and integration test.
 cargo test --workspace --doc --locked

@@ -1260,7 +1260,11 @@ pub fn to_eth_signature(raw: &[u8], digest: &[u8; 32], public: &[u8]) -> Option<
         out
     };
     // Recovery id 0 first: if it yields our key, v = 27 and the signature is verified.
-    let rec0 = secp256k1::ecdsa::RecoverableSignature::from_compact(&rs, secp256k1::ecdsa::RecoveryId::Zero).ok()?;
+    let rec0 = secp256k1::ecdsa::RecoverableSignature::from_compact(
+        &rs,
+        secp256k1::ecdsa::RecoveryId::Zero,
+    )
+    .ok()?;
     if rec0
         .recover_ecdsa(msg)
         .is_ok_and(|pk| pk.serialize_uncompressed().as_slice() == public)

@@ -645,9 +645,8 @@ impl Pkcs11Provider {
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::KeyType(KeyType::AES),
                 Attribute::ValueLen(32.into()),
-                Attribute::Encrypt(true),
-                Attribute::Decrypt(true),
             ]);
+            t.extend(usage(Usage::EncryptDecrypt));
             self.pool
                 .run(|s| s.generate_key(&Mechanism::AesKeyGen, &t))
                 .map_err(|e| self.call_error(e, what()))?;
@@ -671,12 +670,20 @@ impl Pkcs11Provider {
             Attribute::Token(true),
             Attribute::Private(false),
             Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Derive(false),
             Attribute::EcParams(params.to_vec()),
             Attribute::Label(label),
             Attribute::Id(id.to_vec()),
         ];
         let mut private = private.to_vec();
-        private.push(Attribute::Sign(true));
+        private.extend([
+            Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+        ]);
         let (pub_h, priv_h) = self
             .pool
             .run(|s| s.generate_key_pair(&mechanism, &public, &private))
@@ -984,21 +991,19 @@ impl Provider for Pkcs11Provider {
     fn fingerprint(&self, context: &[u8]) -> Result<[u8; 32]> {
         let mut msg = b"hanzo-kms/fingerprint/v1\0".to_vec();
         msg.extend_from_slice(context);
-        let tag = match self.has_mac {
-            true => self
-                .pool
+        let tag = if self.has_mac {
+            self.pool
                 .run(|s| s.sign(&Mechanism::Sha256Hmac, self.root(s, ROOT_MAC_ID)?, &msg))
-                .map_err(|e| self.call_error(e, "computing the store fingerprint".into()))?,
-            false => {
-                // Without HMAC in the device the fingerprint identifies the token (serial
-                // number) rather than a secret in it; docs/providers.md says so.
-                let mut h = Sha256::new();
-                h.update(b"hanzo-kms/fingerprint/no-hmac/v1\0");
-                h.update(self.serial.as_bytes());
-                h.update([0]);
-                h.update(&msg);
-                h.finalize().to_vec()
-            }
+                .map_err(|e| self.call_error(e, "computing the store fingerprint".into()))?
+        } else {
+            // Without HMAC in the device the fingerprint identifies the token (serial
+            // number) rather than a secret in it; docs/providers.md says so.
+            let mut h = Sha256::new();
+            h.update(b"hanzo-kms/fingerprint/no-hmac/v1\0");
+            h.update(self.serial.as_bytes());
+            h.update([0]);
+            h.update(&msg);
+            h.finalize().to_vec()
         };
         tag.as_slice()
             .try_into()
@@ -1151,13 +1156,13 @@ fn find_or_make_root(
         (
             Mechanism::AesKeyGen,
             KeyType::AES,
-            [Attribute::Encrypt(true), Attribute::Decrypt(true)],
+            usage(Usage::EncryptDecrypt),
         )
     } else {
         (
             Mechanism::GenericSecretKeyGen,
             KeyType::GENERIC_SECRET,
-            [Attribute::Sign(true), Attribute::Verify(true)],
+            usage(Usage::Mac),
         )
     };
     let mut template = vec![
@@ -1177,6 +1182,29 @@ fn find_or_make_root(
         .map_err(|e| pool_error_ctx(e, token, "creating the root keys".into()))
 }
 
+/// What a secret key may do. Everything else is set false explicitly (least privilege: a key
+/// that only wraps data keys cannot unwrap foreign keys into the token or derive new ones).
+enum Usage {
+    EncryptDecrypt,
+    Mac,
+}
+
+fn usage(u: Usage) -> Vec<Attribute> {
+    let (crypt, mac) = match u {
+        Usage::EncryptDecrypt => (true, false),
+        Usage::Mac => (false, true),
+    };
+    vec![
+        Attribute::Encrypt(crypt),
+        Attribute::Decrypt(crypt),
+        Attribute::Sign(mac),
+        Attribute::Verify(mac),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+    ]
+}
+
 fn missing_root(token: &str) -> Error {
     Error::new(
         ErrorKind::MasterKeyMismatch,
@@ -1188,6 +1216,7 @@ fn missing_root(token: &str) -> Error {
 }
 
 fn find_token(ctx: &Pkcs11, want: &TokenSelector, module: &Path) -> Result<(Slot, String, String)> {
+    let _scan = module::SLOT_SCAN.lock().unwrap_or_else(|e| e.into_inner());
     let slots = ctx
         .get_slots_with_token()
         .map_err(|e| hsm_error(e, format!("listing the slots of {}", module.display())))?;

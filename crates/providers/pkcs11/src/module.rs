@@ -16,6 +16,11 @@ use hanzo_kms_core::{Error, ErrorKind, Result};
 
 static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
 
+/// Held while listing slots or initialising tokens. SoftHSM2 2.6 rescans its token directory on
+/// `C_GetSlotList`, and two threads rescanning at once can abort the process (an assertion in
+/// its `SlotManager::insertToken`); slot enumeration is rare, so it is simply serialised.
+pub static SLOT_SCAN: Mutex<()> = Mutex::new(());
+
 /// The initialised context of the module at `path`, loading it on first use.
 pub fn load(path: &Path, vendor: ProviderKind) -> Result<Pkcs11> {
     let mut modules = MODULES

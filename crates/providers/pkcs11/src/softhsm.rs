@@ -73,8 +73,9 @@ impl Token {
     /// Initialise a new token labelled `label` (at most 32 bytes) with random PINs.
     pub fn create(label: &str) -> Result<Self> {
         // Threads of one process see the same free slot; take turns initialising it.
-        static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _turn = CREATING.lock().unwrap_or_else(|e| e.into_inner());
+        let _turn = crate::module::SLOT_SCAN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         ensure_conf()?;
         let module = module_path();
         let ctx = crate::module::load(&module, ProviderKind::Softhsm2)?;

@@ -240,6 +240,21 @@ fn pkcs11_tool_sees_our_keys_with_their_labels_and_they_are_not_extractable() {
             access.contains("sensitive") && access.contains("never extractable"),
             "{label}: {access}"
         );
+        // Least privilege: an AES key only encrypts and decrypts, a private key only signs.
+        let usage = secret[0]
+            .lines()
+            .find(|l| l.trim_start().starts_with("Usage:"))
+            .unwrap_or_else(|| panic!("no Usage line for {label}:\n{}", secret[0]));
+        let want = if key.starts_with("model:") {
+            "encrypt, decrypt"
+        } else {
+            "sign"
+        };
+        assert_eq!(
+            usage.trim_start().trim_start_matches("Usage:").trim(),
+            want,
+            "{label}"
+        );
     }
     // The root keys are there too, equally protected.
     assert!(

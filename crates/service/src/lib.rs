@@ -205,6 +205,12 @@ impl Kms {
             .get_or_init(|| commit::GroupCommit::start(self.store.clone()))
     }
 
+    /// The provider's health (a PKCS#11 token's `C_GetTokenInfo` and login session), for
+    /// `/readyz` and failover.
+    pub fn provider_health(&self) -> hanzo_kms_core::Health {
+        self.provider.health()
+    }
+
     /// Signing requests and the transactions that recorded them (group commit): requests per
     /// transaction is the fsyncs saved.
     pub fn commit_stats(&self) -> Option<Arc<CommitStats>> {

@@ -262,7 +262,6 @@ pub struct Pkcs11Provider {
     token_label: String,
     serial: String,
     ctx: Pkcs11,
-    slot: Slot,
     pool: pool::Pool,
     caps: Capabilities,
     /// Algorithms generated and used inside the device.
@@ -328,9 +327,16 @@ impl Pkcs11Provider {
         let hmac = profile.hmac_sha256
             && has(MechanismType::SHA256_HMAC)
             && has(MechanismType::GENERIC_SECRET_KEY_GEN);
+        let (want, module_path) = (settings.token.clone(), settings.module.clone());
+        let locate: pool::Locate = Box::new(move |ctx: &Pkcs11| {
+            find_token(ctx, &want, &module_path)
+                .ok()
+                .map(|(slot, _, _)| slot)
+        });
         let pool = pool::Pool::new(
             ctx.clone(),
             slot,
+            locate,
             settings.pin.clone(),
             settings.user_type,
             settings.max_sessions,
@@ -361,7 +367,6 @@ impl Pkcs11Provider {
             token_label,
             serial,
             ctx,
-            slot,
             pool,
             caps: Capabilities {
                 algorithms,
@@ -980,7 +985,7 @@ impl Provider for Pkcs11Provider {
     fn health(&self) -> Health {
         let check = self
             .ctx
-            .get_token_info(self.slot)
+            .get_token_info(self.pool.slot())
             .and_then(|_| self.pool.anchor_alive());
         match check {
             Ok(()) => Health::Ok,
@@ -1489,7 +1494,7 @@ mod recovery_tests {
     }
 
     #[test]
-    fn signing_recovers_after_the_login_is_lost() {
+    fn signing_recovers_after_the_login_is_lost_and_after_c_finalize() {
         let (t, p) = provider("relogin");
         let n = KeyName::parse("poai:acme:r", Separator::default()).unwrap();
         let g = p
@@ -1510,7 +1515,7 @@ mod recovery_tests {
         // Log the application out from a session of our own: every session loses the login,
         // and the next private-key call answers CKR_USER_NOT_LOGGED_IN.
         let ctx = module::load(&t.module, ProviderKind::Softhsm2).unwrap();
-        let other = ctx.open_ro_session(p.slot).unwrap();
+        let other = ctx.open_ro_session(p.pool.slot()).unwrap();
         other.logout().unwrap();
         drop(other);
         let sig = p
@@ -1524,5 +1529,36 @@ mod recovery_tests {
         ));
         assert_eq!(p.pool_stats().recoveries, 1);
         assert_eq!(p.health(), Health::Ok);
+
+        // Now the module itself is finalised under the provider (another component of the
+        // process calling C_Finalize): every session handle dies. The health check says so, and
+        // the next call re-initialises, reopens, logs in, re-finds the objects and succeeds.
+        // (One test function: a finalise would break any other test using the module meanwhile.)
+        ctx.clone().finalize().unwrap();
+        assert!(matches!(p.health(), Health::Down(_)));
+        let sig = p.sign(&r, &[4u8; 32]).expect("recovers after C_Finalize");
+        assert!(hanzo_kms_software::verify::recover_secp256k1(&[4u8; 32], &sig.0).is_some());
+        assert_eq!(p.pool_stats().recoveries, 2);
+        assert_eq!(p.health(), Health::Ok);
+        // The model-key path (object cache of another class) recovers as well.
+        let a = p
+            .generate(&KeySpec {
+                name: &n,
+                version: 2,
+                algorithm: Algorithm::Aes256Gcm,
+                label: "a",
+            })
+            .unwrap();
+        let ar = KeyRef {
+            name: &n,
+            version: 2,
+            algorithm: Algorithm::Aes256Gcm,
+            handle: &a.handle,
+        };
+        let (dek, wrapped) = p.generate_data_key(&ar, b"x").unwrap();
+        assert_eq!(
+            p.unwrap_data_key(&ar, &wrapped, b"x").unwrap().expose(),
+            dek.expose()
+        );
     }
 }

@@ -56,9 +56,14 @@ struct State {
     stats: PoolStats,
 }
 
+/// Finds the token's slot again (slot ids can change when a module is re-initialised or a token
+/// comes back in another slot).
+pub type Locate = Box<dyn Fn(&Pkcs11) -> Option<Slot> + Send + Sync>;
+
 pub struct Pool {
     ctx: Pkcs11,
-    slot: Slot,
+    slot: Mutex<Slot>,
+    locate: Locate,
     pin: AuthPin,
     user_type: UserType,
     max: usize,
@@ -88,13 +93,15 @@ impl Pool {
     pub fn new(
         ctx: Pkcs11,
         slot: Slot,
+        locate: Locate,
         pin: AuthPin,
         user_type: UserType,
         max: usize,
     ) -> Result<Self, PoolError> {
         let pool = Self {
             ctx,
-            slot,
+            slot: Mutex::new(slot),
+            locate,
             pin,
             user_type,
             max: max.max(1),
@@ -116,6 +123,11 @@ impl Pool {
     /// trusted: after the module is re-initialised a number may name another object.
     pub fn generation(&self) -> u64 {
         self.lock().generation
+    }
+
+    /// The token's slot now.
+    pub fn slot(&self) -> Slot {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn max_sessions(&self) -> usize {
@@ -179,7 +191,7 @@ impl Pool {
     fn login(&self) -> Result<(), PoolError> {
         let session = self
             .ctx
-            .open_rw_session(self.slot)
+            .open_rw_session(self.slot())
             .map_err(PoolError::Login)?;
         match session.login(self.user_type, Some(&self.pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
@@ -204,21 +216,21 @@ impl Pool {
         }
         // Drop the old anchor before logging in again: its handle may be dead.
         drop(self.anchor.lock().unwrap_or_else(|e| e.into_inner()).take());
-        match self.login() {
-            // The module was finalised under us (another component of the process called
-            // C_Finalize): initialise it again and retry the login once.
-            Err(PoolError::Login(CkError::Pkcs11(RvError::CryptokiNotInitialized, _))) => {
-                match self
-                    .ctx
-                    .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-                {
-                    Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-                    Err(e) => return Err(PoolError::Login(e)),
-                }
-                self.login()
-            }
-            other => other,
+        // The module may have been finalised under us (another component of the process called
+        // C_Finalize): initialise it again. Then find the token's slot afresh.
+        match self
+            .ctx
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(PoolError::Login(e)),
         }
+        let slot = (self.locate)(&self.ctx).ok_or(PoolError::Login(CkError::Pkcs11(
+            RvError::TokenNotPresent,
+            cryptoki::context::Function::GetSlotList,
+        )))?;
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = slot;
+        self.login()
     }
 
     fn checkout(&self) -> Result<(Session, u64), PoolError> {
@@ -236,7 +248,7 @@ impl Pool {
                 st.stats.high_water = st.stats.high_water.max(st.in_use);
                 let generation = st.generation;
                 drop(st);
-                return match self.ctx.open_rw_session(self.slot) {
+                return match self.ctx.open_rw_session(self.slot()) {
                     Ok(s) => Ok((s, generation)),
                     Err(e) => {
                         let mut st = self.lock();

@@ -20,6 +20,10 @@ use hanzo_kms_pkcs11::{Pkcs11Provider, Pkcs11Settings};
 use serde_json::json;
 
 use crate::bench_sign::{attestation, rate};
+
+/// Interleaved rounds per figure; the best of each is kept (load on a shared machine only ever
+/// slows a run down, so the best is the least disturbed).
+const ROUNDS: usize = 5;
 use crate::output::Out;
 
 pub fn run(
@@ -53,7 +57,7 @@ pub fn run(
     };
     let settings = Pkcs11Settings::from_config(kind, Some(&section))?;
     let p = Pkcs11Provider::open(&settings, true)?;
-    let result = measure(&p, secs, out);
+    let result = run_all(&p, secs, out);
     if let Some(t) = throwaway {
         // Best effort: remove the throwaway token again.
         let _ = std::process::Command::new("softhsm2-util")
@@ -63,7 +67,7 @@ pub fn run(
     result
 }
 
-fn measure(p: &Pkcs11Provider, secs: f64, out: &Out) -> Result<ExitCode> {
+fn run_all(p: &Pkcs11Provider, secs: f64, out: &Out) -> Result<ExitCode> {
     let n = p.max_sessions();
     let say = |s: String| {
         if !out.json {
@@ -71,7 +75,7 @@ fn measure(p: &Pkcs11Provider, secs: f64, out: &Out) -> Result<ExitCode> {
         }
     };
     say(format!(
-        "bench sign --provider {}: token '{}', {secs} s per figure, 1 and {n} threads (max_sessions)",
+        "bench sign --provider {}: token '{}', best of {ROUNDS} interleaved rounds of {secs} s, 1 and {n} threads (max_sessions)",
         p.name(),
         p.token_label()
     ));
@@ -97,61 +101,54 @@ fn measure(p: &Pkcs11Provider, secs: f64, out: &Out) -> Result<ExitCode> {
             handle: &g.handle,
         };
         let msg = [0x5au8; 32];
-        // Raw: each thread holds one session and loops C_Sign.
-        let raw = |t: usize| -> Result<f64> {
-            let stop = AtomicBool::new(false);
-            let done = AtomicU64::new(0);
-            let start = Instant::now();
-            let failed = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..t)
-                    .map(|_| {
-                        let (stop, done) = (&stop, &done);
-                        s.spawn(move || -> Result<()> {
-                            while !stop.load(Ordering::Relaxed) {
-                                p.bench_raw_sign(&kref, &msg, 16)?;
-                                done.fetch_add(16, Ordering::Relaxed);
-                            }
-                            Ok(())
-                        })
-                    })
-                    .collect();
-                std::thread::sleep(Duration::from_secs_f64(secs));
-                stop.store(true, Ordering::Relaxed);
-                handles
-                    .into_iter()
-                    .find_map(|h| h.join().ok().and_then(|r| r.err()))
-            });
-            if let Some(e) = failed {
-                return Err(e);
-            }
-            Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+        // Raw: each thread holds one session and loops C_Sign. Ours: Provider::sign.
+        let raw = |t: usize| {
+            measure(t, secs, || {
+                p.bench_raw_sign(&kref, &msg, 16)?;
+                Ok(16)
+            })
         };
         let ours = |t: usize| {
-            rate(t, secs, |_, _| {
-                let _ = p.sign(&kref, &msg);
+            measure(t, secs, || {
+                for _ in 0..16 {
+                    p.sign(&kref, &msg)?;
+                }
+                Ok(16)
             })
         };
         p.sign(&kref, &msg)?; // fail early, with the real error, if signing does not work
-        let (mut raw1, mut rawn, mut ours1, mut oursn) = (0f64, 0f64, 0f64, 0f64);
-        for _ in 0..2 {
-            raw1 = raw1.max(raw(1)?);
-            ours1 = ours1.max(ours(1));
-            rawn = rawn.max(raw(n)?);
-            oursn = oursn.max(ours(n));
+        let (mut raw1, mut rawn, mut ours1, mut oursn) = (
+            Best::default(),
+            Best::default(),
+            Best::default(),
+            Best::default(),
+        );
+        for _ in 0..ROUNDS {
+            raw1.add(raw(1)?);
+            ours1.add(ours(1)?);
+            rawn.add(raw(n)?);
+            oursn.add(ours(n)?);
         }
         say(format!(
-            "  {alg:<10} raw C_Sign        {raw1:>8.0}/s (1 thread)   {rawn:>8.0}/s ({n} threads)"
+            "  {alg:<10} raw C_Sign        {:>8.0}/s (1 thread)   {:>8.0}/s ({n} threads)   CPU {:>6.1} µs/sign",
+            raw1.rate, rawn.rate, raw1.cpu_us
         ));
         say(format!(
-            "  {alg:<10} ours (provider)   {ours1:>8.0}/s = {:.0}%      {oursn:>8.0}/s = {:.0}%",
-            100.0 * ours1 / raw1,
-            100.0 * oursn / rawn
+            "  {alg:<10} ours (provider)   {:>8.0}/s = {:>3.0}%      {:>8.0}/s = {:>3.0}%       CPU {:>6.1} µs/sign = {:.0}% efficiency",
+            ours1.rate,
+            100.0 * ours1.rate / raw1.rate,
+            oursn.rate,
+            100.0 * oursn.rate / rawn.rate,
+            ours1.cpu_us,
+            100.0 * raw1.cpu_us / ours1.cpu_us
         ));
         figures.insert(
             alg.as_str().to_owned(),
-            json!({"raw_per_s": {"one": raw1, "max_sessions": rawn},
-                   "ours_per_s": {"one": ours1, "max_sessions": oursn},
-                   "ours_vs_raw": {"one": ours1 / raw1, "max_sessions": oursn / rawn}}),
+            json!({"raw_per_s": {"one": raw1.rate, "max_sessions": rawn.rate},
+                   "ours_per_s": {"one": ours1.rate, "max_sessions": oursn.rate},
+                   "ours_vs_raw": {"one": ours1.rate / raw1.rate, "max_sessions": oursn.rate / rawn.rate},
+                   "cpu_us_per_sign_one_thread": {"raw": raw1.cpu_us, "ours": ours1.cpu_us},
+                   "cpu_efficiency": raw1.cpu_us / ours1.cpu_us}),
         );
         if alg == Algorithm::Secp256k1 {
             secp_key = Some(g.handle.clone());
@@ -214,4 +211,70 @@ fn measure(p: &Pkcs11Provider, secs: f64, out: &Out) -> Result<ExitCode> {
         }));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The best of several rounds: the highest rate and the lowest CPU time per operation.
+#[derive(Default)]
+struct Best {
+    rate: f64,
+    cpu_us: f64,
+}
+
+impl Best {
+    fn add(&mut self, (rate, cpu_us): (f64, f64)) {
+        self.rate = self.rate.max(rate);
+        if self.cpu_us == 0.0 || cpu_us < self.cpu_us {
+            self.cpu_us = cpu_us;
+        }
+    }
+}
+
+/// Run `chunk` on `threads` threads for `secs`; returns (operations per second, CPU µs per
+/// operation). CPU time is each worker's own on-CPU time from /proc/thread-self/schedstat, which
+/// time spent waiting for a core (other tenants of a shared machine) does not inflate.
+fn measure(
+    threads: usize,
+    secs: f64,
+    chunk: impl Fn() -> Result<u64> + Sync,
+) -> Result<(f64, f64)> {
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    let cpu_ns = AtomicU64::new(0);
+    let start = Instant::now();
+    let failed = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (stop, done, cpu_ns, chunk) = (&stop, &done, &cpu_ns, &chunk);
+                s.spawn(move || -> Result<()> {
+                    let c0 = thread_cpu_ns();
+                    while !stop.load(Ordering::Relaxed) {
+                        done.fetch_add(chunk()?, Ordering::Relaxed);
+                    }
+                    cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(c0), Ordering::Relaxed);
+                    Ok(())
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+        handles
+            .into_iter()
+            .find_map(|h| h.join().ok().and_then(|r| r.err()))
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let ops = done.load(Ordering::Relaxed).max(1) as f64;
+    Ok((
+        ops / start.elapsed().as_secs_f64(),
+        cpu_ns.load(Ordering::Relaxed) as f64 / ops / 1000.0,
+    ))
+}
+
+/// This thread's time on a CPU, in nanoseconds (0 where /proc does not say).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
 }

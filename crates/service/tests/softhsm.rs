@@ -213,7 +213,10 @@ async fn the_token_vanishing_mid_session_fails_requests_cleanly_and_changes_noth
     let listed = kms.list_keys(&ctx(), "").await.unwrap().len();
     assert_eq!(kms.provider_health(), hanzo_kms_core::Health::Ok);
     std::fs::remove_dir_all(token_dir(&t)).unwrap();
-    assert!(matches!(kms.provider_health(), hanzo_kms_core::Health::Down(_)));
+    assert!(matches!(
+        kms.provider_health(),
+        hanzo_kms_core::Health::Down(_)
+    ));
     let e = kms
         .create_key(&ctx(), &name("data:acme:after"), None, None)
         .await

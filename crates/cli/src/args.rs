@@ -323,6 +323,12 @@ pub enum BenchCommand {
         /// kms.lux.<provider> section; for softhsm2 without one, a throwaway token is made.
         #[arg(long, value_name = "PROVIDER")]
         provider: Option<String>,
+        /// Instead of timing, run exactly N signatures per path on one thread, each path in its
+        /// own never-inlined function, and exit: for an instruction count under
+        /// `valgrind --tool=callgrind`, which does not depend on the machine's load
+        /// (docs/benchmarks.md shows how).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
     },
 }
 

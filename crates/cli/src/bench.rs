@@ -41,9 +41,13 @@ pub async fn run(
             threads,
             concurrency,
             provider,
+            count,
         } => {
             if let Some(p) = provider {
-                return crate::bench_hsm::run(p, config, *seconds, out);
+                return crate::bench_hsm::run(p, config, *seconds, *count, out);
+            }
+            if let Some(n) = count {
+                return crate::bench_sign::count(*n, out);
             }
             return crate::bench_sign::run(*seconds, *threads, *concurrency, out).await;
         }

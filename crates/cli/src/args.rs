@@ -87,6 +87,12 @@ pub enum Command {
     #[command(subcommand)]
     Bench(BenchCommand),
 
+    /// API tokens for the server: bearer credentials scoped to a tenant, with roles and optional
+    /// key-name patterns. Works offline on the data directory. A token is printed once, at
+    /// creation; only an HMAC of it (under a provider key) is stored.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+
     /// Read and verify the hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -186,6 +192,35 @@ pub struct CryptArgs {
     /// Additional authenticated data: must be given again, identically, to decrypt.
     #[arg(long)]
     pub aad: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token. Prints it once (hkms_<id>_<secret>); store it like a password.
+    ///
+    /// Example: hanzo-kms tokens create --tenant acme --role decrypt --keys 'model:acme:*'
+    Create {
+        /// The tenant (customer) the token acts for; it sees only this tenant's keys.
+        #[arg(long)]
+        tenant: String,
+        /// A role: admin, audit, decrypt, encrypt, sign or verify. Repeat for several.
+        #[arg(long = "role", required = true, value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Limit the token to keys matching PATTERN (purpose:tenant:name, `*` allowed in
+        /// purpose and name). Repeat for several; none means every key of the tenant.
+        #[arg(long = "keys", value_name = "PATTERN")]
+        patterns: Vec<String>,
+        /// A note for `tokens list` (who or what uses it).
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id; it stops working at once.
+    Revoke {
+        /// The id printed by `tokens create` or `tokens list`.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

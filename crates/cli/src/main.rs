@@ -252,6 +252,7 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
             let report = kms.audit_verify(&ctx).await?;
             return Ok(out.audit_verify(&report));
         }
+        Command::Tokens(t) => tokens(kms, &ctx, t, out).await?,
         Command::Model(m) => model::run(kms, m, out).await?,
         Command::Poai(p) => return Ok(sign::poai(kms, p, out).await?),
         Command::Hmm(h) => return Ok(sign::hmm(kms, h, out).await?),
@@ -336,4 +337,84 @@ fn install_panic_hook() {
             "hanzo-kms: internal error{location}; this is a bug, please report it"
         );
     }));
+}
+
+async fn tokens(
+    kms: &Kms,
+    ctx: &hanzo_kms_service::RequestCtx,
+    cmd: &args::TokensCommand,
+    out: &Out,
+) -> Result<()> {
+    use hanzo_kms_service::Role;
+    match cmd {
+        args::TokensCommand::Create {
+            tenant,
+            roles,
+            patterns,
+            description,
+        } => {
+            let roles = roles
+                .iter()
+                .map(|r| Role::parse(r))
+                .collect::<Result<Vec<_>>>()?;
+            let (info, token) = kms
+                .create_token(ctx, tenant, &roles, patterns, description)
+                .await?;
+            if out.json {
+                let mut v = serde_json::to_value(&info)
+                    .map_err(|e| Error::internal(format!("encoding JSON: {e}")))?;
+                v["token"] = serde_json::Value::String(token.expose().to_owned());
+                out.json(&v);
+            } else {
+                out.line(format!(
+                    "created token {} for tenant {} (roles: {})",
+                    info.id,
+                    info.tenant,
+                    info.roles.join(", ")
+                ));
+                out.line(token.expose());
+                out.line("  This is the only time the token is shown. Send it as: Authorization: Bearer <token>");
+            }
+        }
+        args::TokensCommand::List => {
+            let list = kms.list_tokens(ctx).await?;
+            if out.json {
+                out.json(&serde_json::json!(list));
+            } else if list.is_empty() {
+                out.line("no tokens");
+            } else {
+                for t in &list {
+                    let state = if t.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    let keys = if t.patterns.is_empty() {
+                        "all keys".to_owned()
+                    } else {
+                        t.patterns.join(" ")
+                    };
+                    out.line(format!(
+                        "{}  {state:<7}  tenant {}  roles {}  {keys}  {}",
+                        t.id,
+                        t.tenant,
+                        t.roles.join(","),
+                        t.description
+                    ));
+                }
+            }
+        }
+        args::TokensCommand::Revoke { id } => {
+            let info = kms.revoke_token(ctx, id).await?;
+            if out.json {
+                out.json(&serde_json::json!(info));
+            } else {
+                out.line(format!(
+                    "revoked token {} (tenant {})",
+                    info.id, info.tenant
+                ));
+            }
+        }
+    }
+    Ok(())
 }

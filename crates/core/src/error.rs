@@ -42,6 +42,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// A nonce or attestation was already used for something else.
     Replayed,
+    /// A rate limit is exceeded; [`Error::retry_after`] says when to try again.
+    RateLimited,
     /// A provider (HSM, cloud KMS) or the store could not be reached.
     Unavailable,
     /// The caller is not authenticated.
@@ -67,6 +69,7 @@ impl ErrorKind {
             Self::NotInitialized => "not_initialized",
             Self::NotFound => "not_found",
             Self::PermissionDenied => "permission_denied",
+            Self::RateLimited => "rate_limited",
             Self::Replayed => "replayed",
             Self::Unavailable => "unavailable",
             Self::Unauthenticated => "unauthenticated",
@@ -86,6 +89,7 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    retry_after: Option<std::time::Duration>,
 }
 
 /// Shorthand used throughout the workspace.
@@ -98,7 +102,20 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            retry_after: None,
         }
+    }
+
+    /// A rate-limit error that may be retried after `wait`.
+    pub fn rate_limited(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        let mut e = Self::new(ErrorKind::RateLimited, message);
+        e.retry_after = Some(wait);
+        e
+    }
+
+    /// When a [`ErrorKind::RateLimited`] request may be retried (HTTP `Retry-After`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after
     }
 
     /// Keep `source` as the cause. Its text is shown to operators, so only attach errors whose

@@ -142,6 +142,11 @@ pub trait Provider: Send + Sync {
 
     fn health(&self) -> Health;
 
+    /// HMAC-SHA256 of `data` under a key the provider holds, for values that must be checkable
+    /// but never stored in the clear (API token secrets). An HSM keeps that key inside the device
+    /// where it can (DESIGN.md §5: "HSM-backed API keys").
+    fn mac(&self, data: &[u8]) -> Result<[u8; 32]>;
+
     /// A value that identifies this provider's secret state (the master key, the HSM's KEK) for a
     /// store, bound to `context` (the store id). Recorded at `init` and compared on every open,
     /// so that a wrong master key is refused before anything is changed.

@@ -23,7 +23,9 @@ mod commit;
 pub mod data;
 mod info;
 pub mod model;
+pub mod ratelimit;
 pub mod sign;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -37,6 +39,7 @@ pub use auth::{Principal, Role};
 pub use bootstrap::{InitReport, MASTER_KEY_ENV, MasterKeySource, Settings};
 pub use commit::CommitStats;
 pub use info::{KeyInfo, VersionInfo};
+pub use tokens::{ApiToken, TokenInfo};
 
 /// Seconds in a day.
 const DAY: i64 = 86_400;
@@ -677,6 +680,7 @@ impl Kms {
                     ErrorKind::NotFound
                     | ErrorKind::PermissionDenied
                     | ErrorKind::Unauthenticated
+                    | ErrorKind::RateLimited
                     | ErrorKind::KeyState => "denied",
                     _ => "error",
                 };

@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0002_consumed.sql"),
         include_str!("../migrations/postgres/0002_consumed.sql"),
     ),
+    (
+        3,
+        include_str!("../migrations/sqlite/0003_tokens.sql"),
+        include_str!("../migrations/postgres/0003_tokens.sql"),
+    ),
 ];
 
 /// Which engine a store runs on.
@@ -55,6 +60,51 @@ pub enum Backend {
 pub struct StoredKey {
     pub meta: KeyMeta,
     pub versions: Vec<StoredVersion>,
+}
+
+/// One API token as stored: never the token itself, only a MAC of its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredToken {
+    pub id: String,
+    pub tenant: String,
+    /// Role names, in order.
+    pub roles: Vec<String>,
+    /// Key-name patterns (`model:acme:*`); empty means every key of the tenant.
+    pub patterns: Vec<String>,
+    pub mac: Vec<u8>,
+    pub description: String,
+    pub created_at: i64,
+    pub created_by: String,
+    pub revoked_at: Option<i64>,
+}
+
+impl StoredToken {
+    fn from_row(r: &sqlx::any::AnyRow) -> std::result::Result<Self, sqlx::Error> {
+        let split = |s: String| -> Vec<String> {
+            s.split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        Ok(Self {
+            id: r.try_get("id")?,
+            tenant: r.try_get("tenant")?,
+            roles: split(r.try_get("roles")?),
+            patterns: split(r.try_get("patterns")?),
+            mac: r.try_get("mac")?,
+            description: r.try_get("description")?,
+            created_at: r.try_get("created_at")?,
+            created_by: r.try_get("created_by")?,
+            revoked_at: r.try_get("revoked_at")?,
+        })
+    }
+}
+
+/// The columns of `api_tokens`, as a literal (sqlx takes only literal SQL).
+macro_rules! token_columns {
+    () => {
+        "id, tenant, roles, patterns, mac, description, created_at, created_by, revoked_at"
+    };
 }
 
 impl StoredKey {
@@ -226,6 +276,53 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.err(e, "reading store metadata"))
+    }
+
+    /// One API token by id.
+    pub async fn token(&self, id: &str) -> Result<Option<StoredToken>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            token_columns!(),
+            " FROM api_tokens WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e, "reading an API token"))?;
+        row.as_ref()
+            .map(StoredToken::from_row)
+            .transpose()
+            .map_err(|e| self.err(e, "reading an API token"))
+    }
+
+    /// API tokens, of one tenant or of all, oldest first.
+    pub async fn list_tokens(&self, tenant: Option<&str>) -> Result<Vec<StoredToken>> {
+        let rows = match tenant {
+            Some(t) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    token_columns!(),
+                    " FROM api_tokens WHERE tenant = $1 ORDER BY created_at, id"
+                ))
+                .bind(t)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    token_columns!(),
+                    " FROM api_tokens ORDER BY created_at, id"
+                ))
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(|e| self.err(e, "listing API tokens"))?;
+        rows.iter()
+            .map(StoredToken::from_row)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e, "listing API tokens"))
     }
 
     /// Start a write transaction (see the crate docs).
@@ -641,6 +738,41 @@ impl WriteTx {
                     .err(e, &format!("deleting material of {name} version {version}"))
             })?;
         Ok(())
+    }
+
+    /// Store a new API token (its MAC, never the token).
+    pub async fn insert_token(&mut self, t: &StoredToken) -> Result<()> {
+        sqlx::query(concat!(
+            "INSERT INTO api_tokens (",
+            token_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(&t.id)
+        .bind(&t.tenant)
+        .bind(t.roles.join(","))
+        .bind(t.patterns.join(","))
+        .bind(t.mac.clone())
+        .bind(&t.description)
+        .bind(t.created_at)
+        .bind(&t.created_by)
+        .bind(t.revoked_at)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| db_error(e, "storing an API token"))?;
+        Ok(())
+    }
+
+    /// Mark a token revoked at `now`; false if it does not exist or was already revoked.
+    pub async fn revoke_token(&mut self, id: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| self.store.err(e, "revoking an API token"))?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// The message digest and signature recorded for `(key, nonce)`, if any.

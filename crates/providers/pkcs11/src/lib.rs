@@ -993,6 +993,23 @@ impl Provider for Pkcs11Provider {
         }
     }
 
+    fn mac(&self, data: &[u8]) -> Result<[u8; 32]> {
+        let mut msg = b"hanzo-kms/mac/v1\0".to_vec();
+        msg.extend_from_slice(data);
+        let tag = if self.has_mac {
+            self.pool
+                .run(|s| s.sign(&Mechanism::Sha256Hmac, self.root(s, ROOT_MAC_ID)?, &msg))
+                .map_err(|e| self.call_error(e, "computing an HMAC".into()))?
+        } else {
+            // No HMAC in the device: an unkeyed SHA-256. Token secrets carry 256 bits of
+            // entropy, so this still stores nothing reversible (docs/providers.md).
+            Sha256::digest(&msg).to_vec()
+        };
+        tag.as_slice()
+            .try_into()
+            .map_err(|_| Error::internal("HMAC-SHA256 output is not 32 bytes"))
+    }
+
     fn fingerprint(&self, context: &[u8]) -> Result<[u8; 32]> {
         let mut msg = b"hanzo-kms/fingerprint/v1\0".to_vec();
         msg.extend_from_slice(context);

@@ -303,6 +303,19 @@ fn suite_model_weights(p: &dyn Provider) {
     assert_eq!(out, plain);
 }
 
+fn suite_mac(p: &dyn Provider) {
+    // A keyed, deterministic 32-byte MAC: equal inputs agree, different inputs differ, and it is
+    // not the plain SHA-256 of the input (it is keyed) where the provider has a MAC key.
+    let a = p.mac(b"token one").unwrap();
+    assert_eq!(a, p.mac(b"token one").unwrap());
+    assert_ne!(a, p.mac(b"token two").unwrap());
+    use sha2::{Digest, Sha256};
+    let plain: [u8; 32] = Sha256::digest(b"token one").into();
+    assert_ne!(a, plain);
+    // And distinct from the store fingerprint of the same bytes.
+    assert_ne!(a, p.fingerprint(b"token one").unwrap());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Both providers.
 
@@ -337,6 +350,7 @@ both!(
     software_model_weights,
     softhsm2_model_weights
 );
+both!(suite_mac, software_mac, softhsm2_mac);
 
 #[test]
 fn softhsm2_keys_have_the_origin_the_profile_and_config_give() {

@@ -9,7 +9,9 @@
 //! fingerprint_key = HKDF-SHA256[salt = "hanzo-kms/software/v1", ikm = master](info = "fingerprint", 32)
 //! sealed          = 0x01 ‖ nonce(12) ‖ AES-256-GCM(seal_key, nonce, plaintext = material,
 //!                     aad = "hanzo-kms/sealed/v1" ‖ 0x00 ‖ key name ‖ 0x00 ‖ u32be(version) ‖ algorithm)
+//! mac_key         = HKDF-SHA256[salt = "hanzo-kms/software/v1", ikm = master](info = "mac", 32)
 //! fingerprint     = HMAC-SHA256(fingerprint_key, store id)
+//! mac(data)       = HMAC-SHA256(mac_key, data)                  (API token secrets)
 //! ```
 //!
 //! Binding the key name, version and algorithm into the AAD means a sealed blob copied onto
@@ -44,6 +46,7 @@ const SEALED_V1: u8 = 0x01;
 pub struct SoftwareProvider {
     seal: AesGcmKey,
     fingerprint: hmac::Key,
+    mac: hmac::Key,
     caps: Capabilities,
 }
 
@@ -73,9 +76,11 @@ impl SoftwareProvider {
         };
         let seal = AesGcmKey::new(derive(b"seal")?.as_ref())?;
         let fingerprint = hmac::Key::new(hmac::HMAC_SHA256, derive(b"fingerprint")?.as_ref());
+        let mac = hmac::Key::new(hmac::HMAC_SHA256, derive(b"mac")?.as_ref());
         Ok(Self {
             seal,
             fingerprint,
+            mac,
             caps: Capabilities {
                 algorithms: Algorithm::ALL.to_vec(),
                 hardware: false,
@@ -403,6 +408,13 @@ impl Provider for SoftwareProvider {
 
     fn health(&self) -> Health {
         Health::Ok
+    }
+
+    fn mac(&self, data: &[u8]) -> Result<[u8; 32]> {
+        hmac::sign(&self.mac, data)
+            .as_ref()
+            .try_into()
+            .map_err(|_| Error::internal("HMAC-SHA256 output is not 32 bytes"))
     }
 
     fn fingerprint(&self, context: &[u8]) -> Result<[u8; 32]> {

@@ -1,0 +1,349 @@
+//! API tokens: bearer credentials scoped to one tenant, with roles and optional key-name patterns
+//! (DESIGN.md §5). Pipeline step 1 for the server.
+//!
+//! ```text
+//! token  = "hkms_" ‖ id ‖ "_" ‖ secret        id = 16 hex chars (public), secret = base64url(32 random bytes)
+//! stored = id, tenant, roles, patterns, description, times, and
+//!          mac = Provider::mac("hanzo-kms/token/v1" ‖ 0x00 ‖ id ‖ 0x00 ‖ secret)
+//! ```
+//!
+//! The token itself is shown once, at creation, and never stored or logged. The MAC is
+//! HMAC-SHA256 under a provider-held key (inside the HSM where it can do HMAC), so a copy of the
+//! database does not let anyone mint or check tokens offline. Every failure to authenticate gives
+//! the same answer, whatever the reason (malformed, unknown id, wrong secret, revoked).
+
+use std::fmt;
+
+use base64::Engine;
+use hanzo_kms_core::name::check_component;
+use hanzo_kms_core::{Error, ErrorKind, Result};
+use hanzo_kms_store::StoredToken;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::auth::{Principal, Role};
+use crate::{Kms, Op, RequestCtx, now_secs};
+
+const PREFIX: &str = "hkms_";
+const ID_BYTES: usize = 8;
+const SECRET_BYTES: usize = 32;
+
+/// A freshly created token. Shown once; `Debug` never prints it.
+pub struct ApiToken(Zeroizing<String>);
+
+impl ApiToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+/// A token as reported (never the secret).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub tenant: String,
+    pub roles: Vec<String>,
+    pub patterns: Vec<String>,
+    pub description: String,
+    pub created_at: i64,
+    pub created_by: String,
+    pub revoked_at: Option<i64>,
+}
+
+impl From<&StoredToken> for TokenInfo {
+    fn from(t: &StoredToken) -> Self {
+        Self {
+            id: t.id.clone(),
+            tenant: t.tenant.clone(),
+            roles: t.roles.clone(),
+            patterns: t.patterns.clone(),
+            description: t.description.clone(),
+            created_at: t.created_at,
+            created_by: t.created_by.clone(),
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+impl Role {
+    /// Parse a role name (`admin`, `audit`, `decrypt`, `encrypt`, `sign`, `verify`).
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "admin" => Self::Admin,
+            "audit" => Self::Audit,
+            "decrypt" => Self::Decrypt,
+            "encrypt" => Self::Encrypt,
+            "sign" => Self::Sign,
+            "verify" => Self::Verify,
+            other => {
+                return Err(Error::invalid(format!(
+                    "'{other}' is not a role (admin, audit, decrypt, encrypt, sign, verify)"
+                )));
+            }
+        })
+    }
+}
+
+fn unauthenticated() -> Error {
+    Error::new(
+        ErrorKind::Unauthenticated,
+        "missing, malformed, unknown or revoked API token",
+    )
+}
+
+impl Kms {
+    /// Create a token for `tenant`. The caller needs the admin role; a tenant-scoped admin may
+    /// create tokens only for its own tenant and only with roles it has itself.
+    pub async fn create_token(
+        &self,
+        ctx: &RequestCtx,
+        tenant: &str,
+        roles: &[Role],
+        patterns: &[String],
+        description: &str,
+    ) -> Result<(TokenInfo, ApiToken)> {
+        let op = Op {
+            ctx,
+            operation: "token.create",
+            key: None,
+            version: None,
+        };
+        let r = async {
+            self.admit(ctx, &op, Role::Admin, None)?;
+            check_component("tenant", tenant)?;
+            if ctx.principal.tenant.as_deref().is_some_and(|t| t != tenant) {
+                return Err(Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "{} may create tokens only for its own tenant",
+                        ctx.principal.id
+                    ),
+                ));
+            }
+            if roles.is_empty() {
+                return Err(Error::invalid("a token needs at least one role (--role)"));
+            }
+            if let Some(r) = roles.iter().find(|r| !ctx.principal.has_role(**r)) {
+                return Err(Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!("{} cannot grant the {r} role it lacks", ctx.principal.id),
+                ));
+            }
+            for p in patterns {
+                self.check_pattern(tenant, p)?;
+            }
+            if description.len() > 200 || description.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "a token description is at most 200 printable characters",
+                ));
+            }
+            let mut id = [0u8; ID_BYTES];
+            let mut secret = Zeroizing::new([0u8; SECRET_BYTES]);
+            hanzo_kms_software::aead::random(&mut id)?;
+            hanzo_kms_software::aead::random(secret.as_mut())?;
+            let id = hex::encode(id);
+            let secret =
+                Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(*secret));
+            let mut role_names: Vec<String> = roles.iter().map(|r| r.as_str().to_owned()).collect();
+            role_names.sort();
+            role_names.dedup();
+            let stored = StoredToken {
+                mac: self.token_mac(&id, &secret)?.to_vec(),
+                id: id.clone(),
+                tenant: tenant.to_owned(),
+                roles: role_names,
+                patterns: patterns.to_vec(),
+                description: description.to_owned(),
+                created_at: now_secs(),
+                created_by: ctx.principal.id.clone(),
+                revoked_at: None,
+            };
+            let mut tx = self.store.begin_write().await?;
+            tx.insert_token(&stored).await?;
+            let mut event = op.event("ok", None);
+            event.key_name = Some(format!("token:{id}"));
+            tx.commit(&[event]).await?;
+            let token = ApiToken(Zeroizing::new(format!("{PREFIX}{id}_{}", secret.as_str())));
+            Ok((TokenInfo::from(&stored), token))
+        }
+        .await;
+        self.close_op(&op, r).await
+    }
+
+    /// Tokens the caller may see: all, or its own tenant's.
+    pub async fn list_tokens(&self, ctx: &RequestCtx) -> Result<Vec<TokenInfo>> {
+        let op = Op {
+            ctx,
+            operation: "token.list",
+            key: None,
+            version: None,
+        };
+        let r = async {
+            self.admit(ctx, &op, Role::Admin, None)?;
+            let tokens = self
+                .store
+                .list_tokens(ctx.principal.tenant.as_deref())
+                .await?;
+            self.audit_only(&op, "ok").await?;
+            Ok(tokens.iter().map(TokenInfo::from).collect())
+        }
+        .await;
+        self.close_op(&op, r).await
+    }
+
+    /// Revoke a token. A foreign tenant's token answers like a missing one.
+    pub async fn revoke_token(&self, ctx: &RequestCtx, id: &str) -> Result<TokenInfo> {
+        let op = Op {
+            ctx,
+            operation: "token.revoke",
+            key: Some(format!("token:{id}")),
+            version: None,
+        };
+        let r = async {
+            self.admit(ctx, &op, Role::Admin, None)?;
+            let missing = || Error::new(ErrorKind::NotFound, format!("token {id} not found"));
+            let t = self.store.token(id).await?.ok_or_else(missing)?;
+            if ctx
+                .principal
+                .tenant
+                .as_deref()
+                .is_some_and(|own| own != t.tenant)
+            {
+                return Err(missing());
+            }
+            let mut tx = self.store.begin_write().await?;
+            let now = now_secs();
+            if !tx.revoke_token(id, now).await? {
+                return Err(Error::new(
+                    ErrorKind::KeyState,
+                    format!("token {id} is already revoked"),
+                ));
+            }
+            tx.commit(&[op.event("ok", None)]).await?;
+            let mut info = TokenInfo::from(&t);
+            info.revoked_at = Some(now);
+            Ok(info)
+        }
+        .await;
+        self.close_op(&op, r).await
+    }
+
+    /// Pipeline step 1: turn a bearer token into a request context. Every failure is the same
+    /// `unauthenticated` error; the reason goes to the audit log only.
+    pub async fn authenticate(&self, bearer: &str, peer: Option<String>) -> Result<RequestCtx> {
+        let anonymous = RequestCtx {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            principal: Principal {
+                id: "anonymous".into(),
+                tenant: Some("-".into()),
+                roles: Vec::new(),
+                patterns: Vec::new(),
+            },
+            peer,
+        };
+        let reason = match self.check_bearer(bearer).await {
+            Ok(principal) => {
+                return Ok(RequestCtx {
+                    principal,
+                    ..anonymous
+                });
+            }
+            Err(reason) => reason,
+        };
+        let op = Op {
+            ctx: &anonymous,
+            operation: "authenticate",
+            key: None,
+            version: None,
+        };
+        let tx = self
+            .store
+            .begin_write()
+            .await
+            .map_err(crate::audit_failure)?;
+        tx.commit(&[op.event("denied", Some(reason))])
+            .await
+            .map_err(crate::audit_failure)?;
+        Err(unauthenticated())
+    }
+
+    async fn check_bearer(&self, bearer: &str) -> std::result::Result<Principal, &'static str> {
+        let rest = bearer.strip_prefix(PREFIX).ok_or("malformed token")?;
+        let (id, secret) = rest.split_once('_').ok_or("malformed token")?;
+        if id.len() != 2 * ID_BYTES || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("malformed token");
+        }
+        let t = self
+            .store
+            .token(id)
+            .await
+            .map_err(|_| "store unavailable")?
+            .ok_or("unknown token id")?;
+        let mac = self
+            .token_mac(id, secret)
+            .map_err(|_| "provider unavailable")?;
+        if !constant_time_eq(&mac, &t.mac) {
+            return Err("wrong token secret");
+        }
+        if t.revoked_at.is_some() {
+            return Err("revoked token");
+        }
+        let roles = t
+            .roles
+            .iter()
+            .map(|r| Role::parse(r))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|_| "stored token has an unknown role")?;
+        Ok(Principal {
+            id: format!("token:{}", t.id),
+            tenant: Some(t.tenant),
+            roles,
+            patterns: t.patterns,
+        })
+    }
+
+    fn token_mac(&self, id: &str, secret: &str) -> Result<[u8; 32]> {
+        let mut msg = Zeroizing::new(Vec::with_capacity(64 + secret.len()));
+        msg.extend_from_slice(b"hanzo-kms/token/v1\0");
+        msg.extend_from_slice(id.as_bytes());
+        msg.push(0);
+        msg.extend_from_slice(secret.as_bytes());
+        self.provider.mac(&msg)
+    }
+
+    /// A token's key pattern: `purpose:tenant:name`, where purpose and name may contain `*` and
+    /// the tenant must be the token's own, literally.
+    fn check_pattern(&self, tenant: &str, pattern: &str) -> Result<()> {
+        let sep = self.config.separator().as_char();
+        let parts: Vec<&str> = pattern.split(sep).collect();
+        let bad = |why: &str| Error::invalid(format!("key pattern '{pattern}': {why}"));
+        if parts.len() != 3 {
+            return Err(bad(&format!(
+                "expected purpose{sep}{tenant}{sep}name, with * allowed in purpose and name"
+            )));
+        }
+        if parts[1] != tenant {
+            return Err(bad(&format!("the tenant part must be '{tenant}'")));
+        }
+        for p in [parts[0], parts[2]] {
+            if p.is_empty()
+                || !p
+                    .chars()
+                    .all(|c| c == '*' || c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(bad("use letters, digits, '.', '_', '-' and '*'"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -47,6 +47,18 @@ pub enum Command {
     /// master key up: without it no key in the store can be used.
     Init,
 
+    /// Run the server: REST on server.rest_addr (default 127.0.0.1:8200).
+    ///
+    /// On the first start with an empty data directory it initialises it, like `init`, and
+    /// writes a first all-tenant admin token to DIR/admin.token (mode 0600); both paths are
+    /// printed once. Stops gracefully on SIGINT or SIGTERM, finishing requests in flight.
+    /// Example: curl -H "Authorization: Bearer $(cat DIR/admin.token)" http://127.0.0.1:8200/v1/keys
+    Serve {
+        /// Listen here instead of server.rest_addr.
+        #[arg(long, value_name = "ADDR")]
+        rest_addr: Option<String>,
+    },
+
     /// Create, inspect, rotate, disable, enable and destroy keys.
     #[command(subcommand)]
     Keys(KeysCommand),

@@ -111,6 +111,11 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
         _ => {}
     }
     let settings = settings(cli)?;
+    if let Command::Serve { rest_addr } = &cli.command {
+        return serve(&settings, rest_addr.as_deref(), out)
+            .await
+            .map_err(Failure::from);
+    }
     if let Command::Init = cli.command {
         let (kms, report) = Kms::init(&settings).await?;
         kms.close().await;
@@ -256,7 +261,11 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
         Command::Model(m) => model::run(kms, m, out).await?,
         Command::Poai(p) => return Ok(sign::poai(kms, p, out).await?),
         Command::Hmm(h) => return Ok(sign::hmm(kms, h, out).await?),
-        Command::Init | Command::Config(_) | Command::Demo | Command::Bench(_) => {
+        Command::Init
+        | Command::Serve { .. }
+        | Command::Config(_)
+        | Command::Demo
+        | Command::Bench(_) => {
             return Err(Failure::from(Error::internal("command dispatched twice")));
         }
     }
@@ -417,4 +426,80 @@ async fn tokens(
         }
     }
     Ok(())
+}
+
+/// `hanzo-kms serve`: open (or, the first time, initialise) the data directory and serve REST
+/// until SIGINT or SIGTERM.
+async fn serve(settings: &Settings, rest_addr: Option<&str>, out: &Out) -> Result<ExitCode> {
+    use hanzo_kms_service::Role;
+    let kms = match Kms::open(settings).await {
+        Ok(kms) => kms,
+        Err(e) if e.kind() == ErrorKind::NotInitialized => {
+            let (kms, report) = Kms::init(settings).await?;
+            out.init(&report);
+            let (info, token) = kms
+                .create_token(
+                    &RequestCtx::local(),
+                    hanzo_kms_service::tokens::ALL_TENANTS,
+                    &[Role::Admin],
+                    &[],
+                    "first admin token (hanzo-kms serve)",
+                )
+                .await?;
+            let path = settings.data_dir.join("admin.token");
+            hanzo_kms_service::bootstrap::write_private_file(
+                &path,
+                format!("{}\n", token.expose()).as_bytes(),
+            )?;
+            out.line(format!(
+                "  admin token: {} (mode 0600; token id {}, all tenants). Create narrower tokens with it, then revoke it.",
+                path.display(),
+                info.id
+            ));
+            kms
+        }
+        Err(e) => return Err(e),
+    };
+    let config = kms.config().clone();
+    let limiter = std::sync::Arc::new(hanzo_kms_service::ratelimit::ConfiguredLimiter::new(
+        &config.rate_limits,
+    )?);
+    let kms = kms.with_limiter(limiter.clone());
+    let mut opts = hanzo_kms_server::Options::from_config(&config);
+    if let Some(a) = rest_addr {
+        opts.rest_addr = a.to_owned();
+    }
+    let server = hanzo_kms_server::Server::bind(kms, Some(limiter), &opts).await?;
+    let addr = server.local_addr()?;
+    if out.json {
+        out.json(&json!({"rest": format!("http://{addr}")}));
+    } else {
+        out.line(format!("listening on http://{addr} (REST); SIGINT or SIGTERM stops"));
+    }
+    server.run(shutdown_signal()).await?;
+    if !out.json {
+        out.line("stopped");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
 }

@@ -410,7 +410,7 @@ fn create_private_file(path: &Path) -> Result<()> {
 }
 
 /// Write a file readable only by its owner: write a temporary file, fsync, rename.
-fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |what: &str, e: std::io::Error| {
         Error::new(ErrorKind::Io, format!("{what} {}", path.display())).with_source(e)
     };

@@ -208,6 +208,11 @@ impl Kms {
             .get_or_init(|| commit::GroupCommit::start(self.store.clone()))
     }
 
+    /// Whether the store answers (for `/readyz`).
+    pub async fn store_ready(&self) -> Result<()> {
+        self.store.meta("format").await.map(|_| ())
+    }
+
     /// The provider's health (a PKCS#11 token's `C_GetTokenInfo` and login session), for
     /// `/readyz` and failover.
     pub fn provider_health(&self) -> hanzo_kms_core::Health {

@@ -25,6 +25,8 @@ use crate::auth::{Principal, Role};
 use crate::{Kms, Op, RequestCtx, now_secs};
 
 const PREFIX: &str = "hkms_";
+/// The tenant of a token that may act for every tenant.
+pub const ALL_TENANTS: &str = "*";
 const ID_BYTES: usize = 8;
 const SECRET_BYTES: usize = 32;
 
@@ -116,7 +118,18 @@ impl Kms {
         };
         let r = async {
             self.admit(ctx, &op, Role::Admin, None)?;
-            check_component("tenant", tenant)?;
+            if tenant == ALL_TENANTS {
+                // An all-tenant token (the server's first admin token) acts like the local
+                // operator; only an all-tenant principal may mint one.
+                if ctx.principal.tenant.is_some() {
+                    return Err(Error::new(
+                        ErrorKind::PermissionDenied,
+                        format!("{} may not create all-tenant tokens", ctx.principal.id),
+                    ));
+                }
+            } else {
+                check_component("tenant", tenant)?;
+            }
             if ctx.principal.tenant.as_deref().is_some_and(|t| t != tenant) {
                 return Err(Error::new(
                     ErrorKind::PermissionDenied,
@@ -302,7 +315,7 @@ impl Kms {
             .map_err(|_| "stored token has an unknown role")?;
         Ok(Principal {
             id: format!("token:{}", t.id),
-            tenant: Some(t.tenant),
+            tenant: (t.tenant != ALL_TENANTS).then_some(t.tenant),
             roles,
             patterns: t.patterns,
         })

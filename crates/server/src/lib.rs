@@ -1,0 +1,1006 @@
+//! The Hanzo KMS server: REST over the one request pipeline (DESIGN.md §5).
+//!
+//! Every handler does the same three things: authenticate the bearer token into a
+//! [`RequestCtx`] (pipeline step 1), parse the body with field-path errors, and call the same
+//! `Kms` method the CLI calls. Errors are mapped to HTTP status by [`ErrorKind`], in one `match`
+//! ([`status_of`]), never by message text. A 5xx body is generic; the details go to the log with
+//! the request id.
+//!
+//! ```text
+//! error body = {"error": {"code": "<ErrorKind::code>", "message": "...", "request_id": "..."}}
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use base64::Engine;
+use hanzo_kms_core::eip712::{HMMSettlement, PoAIAttestation, from_json};
+use hanzo_kms_core::{Algorithm, Error, ErrorKind, Health, Result};
+use hanzo_kms_service::ratelimit::ConfiguredLimiter;
+use hanzo_kms_service::sign::{BatchItem, SignedAttestation, SignedSettlement};
+use hanzo_kms_service::{Kms, Principal, RequestCtx, Role, now_secs};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The REST routes: method, path, summary. The router and `/v1/openapi.json` are both built
+/// from this table, and a test checks every entry against the running server.
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("POST", "/v1/keys", "Create a key"),
+    ("GET", "/v1/keys", "List keys (?prefix=)"),
+    ("GET", "/v1/keys/{name}", "Show a key"),
+    ("POST", "/v1/keys/{name}/rotate", "Rotate a key"),
+    ("POST", "/v1/keys/{name}/encrypt", "Encrypt small data (base64)"),
+    ("POST", "/v1/keys/{name}/decrypt", "Decrypt an hkms:v… ciphertext"),
+    ("POST", "/v1/keys/{name}/datakey", "Generate a data key: plaintext and wrapped"),
+    ("POST", "/v1/keys/{name}/unwrap", "Unwrap a data key"),
+    ("GET", "/v1/keys/{name}/public", "The primary version's public key"),
+    ("POST", "/v1/keyspaces", "CreateModelKeyspace"),
+    ("POST", "/v1/poai/sign", "Sign a PoAI attestation (EIP-712)"),
+    ("POST", "/v1/poai/verify", "Verify a signed attestation"),
+    ("POST", "/v1/poai/sign-batch", "Sign attestations under one Merkle root"),
+    ("POST", "/v1/poai/verify-item", "Verify one batch item"),
+    ("POST", "/v1/hmm/sign", "Sign an HMM settlement"),
+    ("POST", "/v1/hmm/verify", "Verify a signed settlement"),
+    ("GET", "/v1/audit", "Audit records (?after=SEQ&limit=N)"),
+    ("GET", "/v1/audit/verify", "Verify the audit hash chain"),
+    ("POST", "/v1/tokens", "Create an API token"),
+    ("GET", "/v1/tokens", "List API tokens"),
+    ("DELETE", "/v1/tokens/{id}", "Revoke an API token"),
+    ("GET", "/healthz", "Liveness"),
+    ("GET", "/readyz", "Readiness: store and provider"),
+    ("GET", "/metrics", "Prometheus metrics"),
+    ("GET", "/v1/openapi.json", "This API's OpenAPI document"),
+];
+
+/// Server settings (from the config's `server` section).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub rest_addr: String,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    /// How often the rotation scheduler runs; `None` disables it.
+    pub scheduler_every: Option<Duration>,
+}
+
+impl Options {
+    pub fn from_config(c: &hanzo_kms_core::Config) -> Self {
+        Self {
+            rest_addr: c.server.rest_addr.clone(),
+            max_body_bytes: usize::try_from(c.server.max_body_bytes).unwrap_or(usize::MAX),
+            request_timeout: Duration::from_secs(c.server.request_timeout_secs.max(1)),
+            scheduler_every: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+struct AppState {
+    kms: Kms,
+    limiter: Option<Arc<ConfiguredLimiter>>,
+    /// Requests by (route, status).
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    timeouts: std::sync::atomic::AtomicU64,
+}
+
+type Shared = Arc<AppState>;
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    app: Router,
+    state: Shared,
+    scheduler_every: Option<Duration>,
+}
+
+impl Server {
+    /// Bind the REST listener. An address in use or invalid is a config error naming
+    /// `server.rest_addr`.
+    pub async fn bind(
+        kms: Kms,
+        limiter: Option<Arc<ConfiguredLimiter>>,
+        opts: &Options,
+    ) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind(&opts.rest_addr)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("server.rest_addr {}: cannot listen", opts.rest_addr),
+                )
+                .with_source(e)
+            })?;
+        let state = Arc::new(AppState {
+            kms,
+            limiter,
+            requests: Mutex::new(BTreeMap::new()),
+            timeouts: Default::default(),
+        });
+        let app = router(state.clone(), opts.max_body_bytes, opts.request_timeout);
+        Ok(Self {
+            listener,
+            app,
+            state,
+            scheduler_every: opts.scheduler_every,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::new(ErrorKind::Io, "reading the listen address").with_source(e))
+    }
+
+    /// Serve until `shutdown` completes, then finish the requests in flight.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let background = self
+            .scheduler_every
+            .map(|every| tokio::spawn(scheduler(self.state.clone(), every)));
+        let r = axum::serve(
+            self.listener,
+            self.app
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, "serving HTTP").with_source(e));
+        if let Some(b) = background {
+            b.abort();
+        }
+        self.state.kms.close().await;
+        r
+    }
+}
+
+/// The rotation scheduler (`rotate --due`, `destroy --due`) and limiter housekeeping. Safe on
+/// every node: rotation and destruction are transactions that re-check the key's state.
+async fn scheduler(state: Shared, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let ctx = system_ctx();
+        let now = now_secs();
+        for (what, r) in [
+            ("rotate", state.kms.rotate_due(&ctx, now).await),
+            ("destroy", state.kms.destroy_due(&ctx, now).await),
+        ] {
+            match r {
+                Ok(done) => {
+                    for d in done {
+                        match d.result {
+                            Ok(_) => tracing::info!(key = %d.key, "scheduler: {what} done"),
+                            Err(e) => tracing::warn!(key = %d.key, error = %e, "scheduler: {what} failed"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "scheduler: {what} pass failed"),
+            }
+        }
+        if let Some(l) = &state.limiter {
+            l.forget_idle();
+        }
+    }
+}
+
+fn system_ctx() -> RequestCtx {
+    RequestCtx {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        principal: Principal {
+            id: "system:scheduler".into(),
+            tenant: None,
+            roles: vec![Role::Admin],
+            patterns: Vec::new(),
+        },
+        peer: None,
+    }
+}
+
+/// The router, with body limit, timeout and metrics layers.
+fn router(state: Shared, max_body: usize, timeout: Duration) -> Router {
+    Router::new()
+        .route("/v1/keys", post(create_key).get(list_keys))
+        .route("/v1/keys/{name}", get(show_key))
+        .route("/v1/keys/{name}/rotate", post(rotate_key))
+        .route("/v1/keys/{name}/encrypt", post(encrypt))
+        .route("/v1/keys/{name}/decrypt", post(decrypt))
+        .route("/v1/keys/{name}/datakey", post(datakey))
+        .route("/v1/keys/{name}/unwrap", post(unwrap))
+        .route("/v1/keys/{name}/public", get(public_key))
+        .route("/v1/keyspaces", post(create_keyspace))
+        .route("/v1/poai/sign", post(poai_sign))
+        .route("/v1/poai/verify", post(poai_verify))
+        .route("/v1/poai/sign-batch", post(poai_sign_batch))
+        .route("/v1/poai/verify-item", post(poai_verify_item))
+        .route("/v1/hmm/sign", post(hmm_sign))
+        .route("/v1/hmm/verify", post(hmm_verify))
+        .route("/v1/audit", get(audit_list))
+        .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
+        .route("/v1/tokens/{id}", delete(revoke_token))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(timeout, with_timeout))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+/// An error on its way to the client.
+pub struct ApiError {
+    error: Error,
+    request_id: String,
+    status: Option<StatusCode>,
+}
+
+impl ApiError {
+    fn new(error: Error, request_id: &str) -> Self {
+        Self {
+            error,
+            request_id: request_id.to_owned(),
+            status: None,
+        }
+    }
+
+    fn with_status(mut self, s: StatusCode) -> Self {
+        self.status = Some(s);
+        self
+    }
+}
+
+/// The one mapping from error kind to HTTP status.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::AlreadyExists | ErrorKind::KeyState | ErrorKind::Replayed => StatusCode::CONFLICT,
+        ErrorKind::AuthenticationFailed | ErrorKind::InvalidArgument | ErrorKind::Unsupported => {
+            StatusCode::BAD_REQUEST
+        }
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::AuditFailure | ErrorKind::NotInitialized | ErrorKind::Unavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self
+            .status
+            .unwrap_or_else(|| status_of(self.error.kind()));
+        let message = if status.is_server_error() {
+            tracing::error!(request_id = %self.request_id, code = self.error.kind().code(), error = %self.error, "request failed");
+            match status {
+                StatusCode::SERVICE_UNAVAILABLE => "service unavailable".to_owned(),
+                _ => "internal error".to_owned(),
+            }
+        } else {
+            self.error.message().to_owned()
+        };
+        let code = match self.status {
+            Some(StatusCode::PAYLOAD_TOO_LARGE) => "payload_too_large",
+            Some(StatusCode::REQUEST_TIMEOUT) => "timeout",
+            _ => self.error.kind().code(),
+        };
+        let body = json!({"error": {"code": code, "message": message, "request_id": self.request_id}});
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(wait) = self.error.retry_after() {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}
+
+type ApiResult = std::result::Result<axum::Json<Value>, ApiError>;
+
+fn fresh_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Middleware.
+
+async fn with_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            Error::new(ErrorKind::Unavailable, "the request took too long and was cancelled"),
+            &fresh_id(),
+        )
+        .with_status(StatusCode::REQUEST_TIMEOUT)
+        .into_response(),
+    }
+}
+
+async fn count(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    if status == 408 {
+        state
+            .timeouts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    *state
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry((route, status))
+        .or_insert(0) += 1;
+    resp
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        Error::new(ErrorKind::NotFound, format!("no route for {method} {}", uri.path())),
+        &fresh_id(),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        Error::invalid(format!("{method} is not allowed on {}", uri.path())),
+        &fresh_id(),
+    )
+    .with_status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request plumbing.
+
+impl AppState {
+    /// Pipeline step 1. A missing or malformed header is authenticated (and audited) like any
+    /// bad token.
+    async fn auth(
+        &self,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> std::result::Result<RequestCtx, ApiError> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        self.kms
+            .authenticate(bearer.trim(), Some(peer.to_string()))
+            .await
+            .map_err(|e| ApiError::new(e, &fresh_id()))
+    }
+}
+
+fn body_text(
+    ctx: &RequestCtx,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> std::result::Result<String, ApiError> {
+    let bytes = body.map_err(|r| {
+        let too_large = r.status() == StatusCode::PAYLOAD_TOO_LARGE;
+        let e = ApiError::new(
+            Error::invalid(if too_large {
+                "the request body is larger than server.max_body_bytes".to_owned()
+            } else {
+                format!("reading the request body: {r}")
+            }),
+            &ctx.request_id,
+        );
+        if too_large {
+            e.with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        } else {
+            e
+        }
+    })?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::new(Error::invalid("the request body is not UTF-8"), &ctx.request_id))
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(
+    ctx: &RequestCtx,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> std::result::Result<T, ApiError> {
+    let text = body_text(ctx, body)?;
+    from_json("request", &text).map_err(|e| ApiError::new(e, &ctx.request_id))
+}
+
+fn b64(ctx: &RequestCtx, field: &str, s: &str) -> std::result::Result<Vec<u8>, ApiError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|_| {
+            ApiError::new(
+                Error::invalid(format!("request: {field}: not valid base64")),
+                &ctx.request_id,
+            )
+        })
+}
+
+fn enc(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn ok(v: impl serde::Serialize) -> ApiResult {
+    serde_json::to_value(v)
+        .map(axum::Json)
+        .map_err(|e| ApiError::new(Error::internal(format!("encoding JSON: {e}")), &fresh_id()))
+}
+
+/// Run a service call and attach the request id to its error.
+fn on<T>(ctx: &RequestCtx, r: Result<T>) -> std::result::Result<T, ApiError> {
+    r.map_err(|e| ApiError::new(e, &ctx.request_id))
+}
+
+type BodyResult = std::result::Result<Bytes, BytesRejection>;
+
+// ---------------------------------------------------------------------------------------------
+// Keys.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    #[serde(default)]
+    algorithm: Option<String>,
+    #[serde(default)]
+    rotation_days: Option<u32>,
+}
+
+async fn create_key(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: BodyResult,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let req: CreateKey = parse(&ctx, body)?;
+    let name = on(&ctx, s.kms.parse_name(&req.name))?;
+    let alg = match req.algorithm {
+        Some(a) => Some(on(&ctx, a.parse::<Algorithm>())?),
+        None => None,
+    };
+    ok(on(&ctx, s.kms.create_key(&ctx, &name, alg, req.rotation_days).await)?)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+}
+
+async fn list_keys(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let Query(q) = q.map_err(|e| ApiError::new(Error::invalid(e.body_text()), &ctx.request_id))?;
+    ok(on(&ctx, s.kms.list_keys(&ctx, &q.prefix).await)?)
+}
+
+async fn show_key(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let name = on(&ctx, s.kms.parse_name(&name))?;
+    ok(on(&ctx, s.kms.show_key(&ctx, &name).await)?)
+}
+
+async fn rotate_key(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let name = on(&ctx, s.kms.parse_name(&name))?;
+    ok(on(&ctx, s.kms.rotate_key(&ctx, &name).await)?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptReq {
+    plaintext: String,
+    #[serde(default)]
+    aad: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecryptReq {
+    ciphertext: String,
+    #[serde(default)]
+    aad: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatakeyReq {
+    #[serde(default)]
+    aad: String,
+}
+
+async fn encrypt(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: BodyResult,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let req: EncryptReq = parse(&ctx, body)?;
+    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let plaintext = b64(&ctx, "plaintext", &req.plaintext)?;
+    let aad = b64(&ctx, "aad", &req.aad)?;
+    let c = on(&ctx, s.kms.encrypt(&ctx, &name, &plaintext, &aad).await)?;
+    ok(json!({"key": c.key, "version": c.version, "ciphertext": c.text}))
+}
+
+async fn decrypt(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: BodyResult,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let req: DecryptReq = parse(&ctx, body)?;
+    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let aad = b64(&ctx, "aad", &req.aad)?;
+    let p = on(&ctx, s.kms.decrypt(&ctx, &name, &req.ciphertext, &aad).await)?;
+    ok(json!({"plaintext": enc(p.expose())}))
+}
+
+/// A data key: 32 random bytes, returned in the clear and encrypted under the key (the same
+/// `hkms:vN:` form as `encrypt`, so `unwrap` is `decrypt` that insists on 32 bytes).
+async fn datakey(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: BodyResult,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let req: DatakeyReq = parse(&ctx, body)?;
+    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let aad = b64(&ctx, "aad", &req.aad)?;
+    let dek = on(&ctx, hanzo_kms_software::SoftwareProvider::generate_master_key())?;
+    let c = on(&ctx, s.kms.encrypt(&ctx, &name, dek.expose(), &aad).await)?;
+    ok(json!({"key": c.key, "version": c.version, "plaintext": enc(dek.expose()), "ciphertext": c.text}))
+}
+
+async fn unwrap(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: BodyResult,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let req: DecryptReq = parse(&ctx, body)?;
+    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let aad = b64(&ctx, "aad", &req.aad)?;
+    let p = on(&ctx, s.kms.decrypt(&ctx, &name, &req.ciphertext, &aad).await)?;
+    if p.expose().len() != 32 {
+        return Err(ApiError::new(Error::authentication_failed(), &ctx.request_id));
+    }
+    ok(json!({"plaintext": enc(p.expose())}))
+}
+
+async fn public_key(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let info = on(&ctx, s.kms.show_key(&ctx, &name).await)?;
+    let v = info
+        .versions
+        .iter()
+        .find(|v| v.version == info.primary_version)
+        .filter(|v| v.public_key.is_some())
+        .ok_or_else(|| {
+            ApiError::new(
+                Error::new(ErrorKind::Unsupported, format!("key {name} has no public key")),
+                &ctx.request_id,
+            )
+        })?;
+    ok(json!({"key": info.name, "version": v.version, "algorithm": info.algorithm,
+              "public_key": v.public_key, "address": v.address}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyspaceReq {
+    customer: String,
+    model: String,
+    #[serde(default = "yes")]
+    signing_keys: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn create_keyspace(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: BodyResult,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let req: KeyspaceReq = parse(&ctx, body)?;
+    ok(on(
+        &ctx,
+        s.kms
+            .create_keyspace(&ctx, &req.customer, &req.model, req.signing_keys)
+            .await,
+    )?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signing.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoaiSignReq {
+    key: String,
+    attestation: PoAIAttestation,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoaiBatchReq {
+    key: String,
+    attestations: Vec<PoAIAttestation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HmmSignReq {
+    key: String,
+    settlement: HMMSettlement,
+    #[serde(default)]
+    attestation: Option<SignedAttestation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HmmVerifyReq {
+    signed: SignedSettlement,
+    #[serde(default)]
+    attestation: Option<SignedAttestation>,
+}
+
+async fn poai_sign(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: BodyResult,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let req: PoaiSignReq = parse(&ctx, body)?;
+    let key = on(&ctx, s.kms.parse_name(&req.key))?;
+    ok(on(&ctx, s.kms.sign_poai(&ctx, &key, req.attestation, now_u64()).await)?)
+}
+
+async fn poai_verify(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: BodyResult,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let signed: SignedAttestation = parse(&ctx, body)?;
+    ok(on(&ctx, s.kms.verify_poai(&ctx, &signed, now_u64()).await)?)
+}
+
+async fn poai_sign_batch(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: BodyResult,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let req: PoaiBatchReq = parse(&ctx, body)?;
+    let key = on(&ctx, s.kms.parse_name(&req.key))?;
+    ok(on(
+        &ctx,
+        s.kms
+            .sign_poai_batch(&ctx, &key, req.attestations, now_u64())
+            .await,
+    )?)
+}
+
+async fn poai_verify_item(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: BodyResult,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let item: BatchItem = parse(&ctx, body)?;
+    ok(on(&ctx, s.kms.verify_batch_item(&ctx, &item, now_u64()).await)?)
+}
+
+async fn hmm_sign(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: BodyResult,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let req: HmmSignReq = parse(&ctx, body)?;
+    let key = on(&ctx, s.kms.parse_name(&req.key))?;
+    ok(on(
+        &ctx,
+        s.kms
+            .sign_hmm(&ctx, &key, req.settlement, req.attestation.as_ref(), now_u64())
+            .await,
+    )?)
+}
+
+async fn hmm_verify(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: BodyResult,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let req: HmmVerifyReq = parse(&ctx, body)?;
+    ok(on(
+        &ctx,
+        s.kms
+            .verify_hmm(&ctx, &req.signed, req.attestation.as_ref(), now_u64())
+            .await,
+    )?)
+}
+
+fn now_u64() -> u64 {
+    u64::try_from(now_secs()).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit and tokens.
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "hundred")]
+    limit: u32,
+}
+
+fn hundred() -> u32 {
+    100
+}
+
+async fn audit_list(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    q: std::result::Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let Query(q) = q.map_err(|e| ApiError::new(Error::invalid(e.body_text()), &ctx.request_id))?;
+    let records = on(&ctx, s.kms.audit_records(&ctx, q.after, q.limit.min(1000)).await)?;
+    ok(records.iter().map(|r| r.to_json()).collect::<Vec<_>>())
+}
+
+async fn audit_verify(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let r = on(&ctx, s.kms.audit_verify(&ctx).await)?;
+    let head: String = r.head.iter().map(|b| format!("{b:02x}")).collect();
+    ok(json!({
+        "valid": r.is_ok(),
+        "records": r.records,
+        "head": head,
+        "problem": r.problem.as_ref().map(|(seq, what)| json!({"seq": seq, "reason": what})),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenReq {
+    tenant: String,
+    roles: Vec<String>,
+    #[serde(default)]
+    patterns: Vec<String>,
+    #[serde(default)]
+    description: String,
+}
+
+async fn create_token(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: BodyResult,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    let req: TokenReq = parse(&ctx, body)?;
+    let roles = on(
+        &ctx,
+        req.roles
+            .iter()
+            .map(|r| Role::parse(r))
+            .collect::<Result<Vec<_>>>(),
+    )?;
+    let (info, token) = on(
+        &ctx,
+        s.kms
+            .create_token(&ctx, &req.tenant, &roles, &req.patterns, &req.description)
+            .await,
+    )?;
+    let mut v = serde_json::to_value(&info)
+        .map_err(|e| ApiError::new(Error::internal(e.to_string()), &ctx.request_id))?;
+    v["token"] = Value::String(token.expose().to_owned());
+    Ok(axum::Json(v))
+}
+
+async fn list_tokens(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    ok(on(&ctx, s.kms.list_tokens(&ctx).await)?)
+}
+
+async fn revoke_token(
+    State(s): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let ctx = s.auth(&headers, peer).await?;
+    ok(on(&ctx, s.kms.revoke_token(&ctx, &id).await)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health, metrics, OpenAPI (no token needed).
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<Shared>) -> Response {
+    let store = s.kms.store_ready().await;
+    let provider = s.kms.provider_health();
+    let (status, body) = match (&store, &provider) {
+        (Ok(()), Health::Ok) => (StatusCode::OK, json!({"ready": true})),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"ready": false,
+                   "store": store.as_ref().map(|_| "ok").unwrap_or("down"),
+                   "provider": if provider == Health::Ok { "ok" } else { "down" }}),
+        ),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    let mut out = String::new();
+    out.push_str("# HELP hanzo_kms_requests_total REST requests by route and status.\n");
+    out.push_str("# TYPE hanzo_kms_requests_total counter\n");
+    for ((route, status), n) in s.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        out.push_str(&format!(
+            "hanzo_kms_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}\n"
+        ));
+    }
+    out.push_str("# HELP hanzo_kms_rate_limited_total Requests refused by a rate limit.\n");
+    out.push_str("# TYPE hanzo_kms_rate_limited_total counter\n");
+    out.push_str(&format!(
+        "hanzo_kms_rate_limited_total {}\n",
+        s.limiter.as_ref().map_or(0, |l| l.rejected())
+    ));
+    out.push_str("# HELP hanzo_kms_request_timeouts_total Requests cancelled by the request timeout.\n");
+    out.push_str("# TYPE hanzo_kms_request_timeouts_total counter\n");
+    out.push_str(&format!(
+        "hanzo_kms_request_timeouts_total {}\n",
+        s.timeouts.load(std::sync::atomic::Ordering::Relaxed)
+    ));
+    if let Some(c) = s.kms.commit_stats() {
+        use std::sync::atomic::Ordering::Relaxed;
+        out.push_str("# HELP hanzo_kms_group_commit_requests_total Signing records committed by the group committer.\n");
+        out.push_str("# TYPE hanzo_kms_group_commit_requests_total counter\n");
+        out.push_str(&format!("hanzo_kms_group_commit_requests_total {}\n", c.requests.load(Relaxed)));
+        out.push_str("# HELP hanzo_kms_group_commit_transactions_total Transactions (fsyncs) of the group committer.\n");
+        out.push_str("# TYPE hanzo_kms_group_commit_transactions_total counter\n");
+        out.push_str(&format!("hanzo_kms_group_commit_transactions_total {}\n", c.transactions.load(Relaxed)));
+    }
+    let up = if s.kms.provider_health() == Health::Ok { 1 } else { 0 };
+    out.push_str("# HELP hanzo_kms_provider_up Whether the provider's health check passes.\n");
+    out.push_str("# TYPE hanzo_kms_provider_up gauge\n");
+    out.push_str(&format!("hanzo_kms_provider_up {up}\n"));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        Body::from(out),
+    )
+        .into_response()
+}
+
+/// The OpenAPI document, built from [`ROUTES`].
+pub fn openapi_document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, summary) in ROUTES {
+        let public = matches!(*path, "/healthz" | "/readyz" | "/metrics" | "/v1/openapi.json");
+        let mut op = json!({
+            "summary": summary,
+            "responses": {
+                "200": {"description": "OK"},
+                "400": {"$ref": "#/components/responses/Error"},
+                "401": {"$ref": "#/components/responses/Error"},
+                "403": {"$ref": "#/components/responses/Error"},
+                "404": {"$ref": "#/components/responses/Error"},
+                "413": {"$ref": "#/components/responses/Error"},
+                "429": {"$ref": "#/components/responses/Error"}
+            }
+        });
+        if public {
+            op["security"] = json!([]);
+        }
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        paths
+            .entry(path.to_string())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .map(|o| o.insert(method.to_ascii_lowercase(), op));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Hanzo KMS", "version": env!("CARGO_PKG_VERSION")},
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {"Error": {"description": "An error", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["error"],
+                "properties": {"error": {"type": "object", "required": ["code", "message", "request_id"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "request_id": {"type": "string"}}}}
+            }}}}}
+        }
+    })
+}
+
+async fn openapi() -> axum::Json<Value> {
+    axum::Json(openapi_document())
+}

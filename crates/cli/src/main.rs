@@ -474,7 +474,9 @@ async fn serve(settings: &Settings, rest_addr: Option<&str>, out: &Out) -> Resul
     if out.json {
         out.json(&json!({"rest": format!("http://{addr}")}));
     } else {
-        out.line(format!("listening on http://{addr} (REST); SIGINT or SIGTERM stops"));
+        out.line(format!(
+            "listening on http://{addr} (REST); SIGINT or SIGTERM stops"
+        ));
     }
     server.run(shutdown_signal()).await?;
     if !out.json {

@@ -42,15 +42,35 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/v1/keys", "List keys (?prefix=)"),
     ("GET", "/v1/keys/{name}", "Show a key"),
     ("POST", "/v1/keys/{name}/rotate", "Rotate a key"),
-    ("POST", "/v1/keys/{name}/encrypt", "Encrypt small data (base64)"),
-    ("POST", "/v1/keys/{name}/decrypt", "Decrypt an hkms:v… ciphertext"),
-    ("POST", "/v1/keys/{name}/datakey", "Generate a data key: plaintext and wrapped"),
+    (
+        "POST",
+        "/v1/keys/{name}/encrypt",
+        "Encrypt small data (base64)",
+    ),
+    (
+        "POST",
+        "/v1/keys/{name}/decrypt",
+        "Decrypt an hkms:v… ciphertext",
+    ),
+    (
+        "POST",
+        "/v1/keys/{name}/datakey",
+        "Generate a data key: plaintext and wrapped",
+    ),
     ("POST", "/v1/keys/{name}/unwrap", "Unwrap a data key"),
-    ("GET", "/v1/keys/{name}/public", "The primary version's public key"),
+    (
+        "GET",
+        "/v1/keys/{name}/public",
+        "The primary version's public key",
+    ),
     ("POST", "/v1/keyspaces", "CreateModelKeyspace"),
     ("POST", "/v1/poai/sign", "Sign a PoAI attestation (EIP-712)"),
     ("POST", "/v1/poai/verify", "Verify a signed attestation"),
-    ("POST", "/v1/poai/sign-batch", "Sign attestations under one Merkle root"),
+    (
+        "POST",
+        "/v1/poai/sign-batch",
+        "Sign attestations under one Merkle root",
+    ),
     ("POST", "/v1/poai/verify-item", "Verify one batch item"),
     ("POST", "/v1/hmm/sign", "Sign an HMM settlement"),
     ("POST", "/v1/hmm/verify", "Verify a signed settlement"),
@@ -149,8 +169,7 @@ impl Server {
             .map(|every| tokio::spawn(scheduler(self.state.clone(), every)));
         let r = axum::serve(
             self.listener,
-            self.app
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            self.app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await
@@ -180,7 +199,9 @@ async fn scheduler(state: Shared, every: Duration) {
                     for d in done {
                         match d.result {
                             Ok(_) => tracing::info!(key = %d.key, "scheduler: {what} done"),
-                            Err(e) => tracing::warn!(key = %d.key, error = %e, "scheduler: {what} failed"),
+                            Err(e) => {
+                                tracing::warn!(key = %d.key, error = %e, "scheduler: {what} failed")
+                            }
                         }
                     }
                 }
@@ -268,7 +289,9 @@ impl ApiError {
 /// The one mapping from error kind to HTTP status.
 pub fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
-        ErrorKind::AlreadyExists | ErrorKind::KeyState | ErrorKind::Replayed => StatusCode::CONFLICT,
+        ErrorKind::AlreadyExists | ErrorKind::KeyState | ErrorKind::Replayed => {
+            StatusCode::CONFLICT
+        }
         ErrorKind::AuthenticationFailed | ErrorKind::InvalidArgument | ErrorKind::Unsupported => {
             StatusCode::BAD_REQUEST
         }
@@ -285,9 +308,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self
-            .status
-            .unwrap_or_else(|| status_of(self.error.kind()));
+        let status = self.status.unwrap_or_else(|| status_of(self.error.kind()));
         let message = if status.is_server_error() {
             tracing::error!(request_id = %self.request_id, code = self.error.kind().code(), error = %self.error, "request failed");
             match status {
@@ -302,7 +323,8 @@ impl IntoResponse for ApiError {
             Some(StatusCode::REQUEST_TIMEOUT) => "timeout",
             _ => self.error.kind().code(),
         };
-        let body = json!({"error": {"code": code, "message": message, "request_id": self.request_id}});
+        let body =
+            json!({"error": {"code": code, "message": message, "request_id": self.request_id}});
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(wait) = self.error.retry_after() {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -327,7 +349,10 @@ async fn with_timeout(State(limit): State<Duration>, req: Request, next: Next) -
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(
-            Error::new(ErrorKind::Unavailable, "the request took too long and was cancelled"),
+            Error::new(
+                ErrorKind::Unavailable,
+                "the request took too long and was cancelled",
+            ),
             &fresh_id(),
         )
         .with_status(StatusCode::REQUEST_TIMEOUT)
@@ -359,7 +384,10 @@ async fn count(State(state): State<Shared>, req: Request, next: Next) -> Respons
 
 async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
     ApiError::new(
-        Error::new(ErrorKind::NotFound, format!("no route for {method} {}", uri.path())),
+        Error::new(
+            ErrorKind::NotFound,
+            format!("no route for {method} {}", uri.path()),
+        ),
         &fresh_id(),
     )
 }
@@ -415,8 +443,12 @@ fn body_text(
             e
         }
     })?;
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| ApiError::new(Error::invalid("the request body is not UTF-8"), &ctx.request_id))
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        ApiError::new(
+            Error::invalid("the request body is not UTF-8"),
+            &ctx.request_id,
+        )
+    })
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(
@@ -481,7 +513,10 @@ async fn create_key(
         Some(a) => Some(on(&ctx, a.parse::<Algorithm>())?),
         None => None,
     };
-    ok(on(&ctx, s.kms.create_key(&ctx, &name, alg, req.rotation_days).await)?)
+    ok(on(
+        &ctx,
+        s.kms.create_key(&ctx, &name, alg, req.rotation_days).await,
+    )?)
 }
 
 #[derive(Deserialize)]
@@ -573,7 +608,10 @@ async fn decrypt(
     let req: DecryptReq = parse(&ctx, body)?;
     let name = on(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
-    let p = on(&ctx, s.kms.decrypt(&ctx, &name, &req.ciphertext, &aad).await)?;
+    let p = on(
+        &ctx,
+        s.kms.decrypt(&ctx, &name, &req.ciphertext, &aad).await,
+    )?;
     ok(json!({"plaintext": enc(p.expose())}))
 }
 
@@ -590,9 +628,14 @@ async fn datakey(
     let req: DatakeyReq = parse(&ctx, body)?;
     let name = on(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
-    let dek = on(&ctx, hanzo_kms_software::SoftwareProvider::generate_master_key())?;
+    let dek = on(
+        &ctx,
+        hanzo_kms_software::SoftwareProvider::generate_master_key(),
+    )?;
     let c = on(&ctx, s.kms.encrypt(&ctx, &name, dek.expose(), &aad).await)?;
-    ok(json!({"key": c.key, "version": c.version, "plaintext": enc(dek.expose()), "ciphertext": c.text}))
+    ok(
+        json!({"key": c.key, "version": c.version, "plaintext": enc(dek.expose()), "ciphertext": c.text}),
+    )
 }
 
 async fn unwrap(
@@ -606,9 +649,15 @@ async fn unwrap(
     let req: DecryptReq = parse(&ctx, body)?;
     let name = on(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
-    let p = on(&ctx, s.kms.decrypt(&ctx, &name, &req.ciphertext, &aad).await)?;
+    let p = on(
+        &ctx,
+        s.kms.decrypt(&ctx, &name, &req.ciphertext, &aad).await,
+    )?;
     if p.expose().len() != 32 {
-        return Err(ApiError::new(Error::authentication_failed(), &ctx.request_id));
+        return Err(ApiError::new(
+            Error::authentication_failed(),
+            &ctx.request_id,
+        ));
     }
     ok(json!({"plaintext": enc(p.expose())}))
 }
@@ -629,12 +678,17 @@ async fn public_key(
         .filter(|v| v.public_key.is_some())
         .ok_or_else(|| {
             ApiError::new(
-                Error::new(ErrorKind::Unsupported, format!("key {name} has no public key")),
+                Error::new(
+                    ErrorKind::Unsupported,
+                    format!("key {name} has no public key"),
+                ),
                 &ctx.request_id,
             )
         })?;
-    ok(json!({"key": info.name, "version": v.version, "algorithm": info.algorithm,
-              "public_key": v.public_key, "address": v.address}))
+    ok(
+        json!({"key": info.name, "version": v.version, "algorithm": info.algorithm,
+              "public_key": v.public_key, "address": v.address}),
+    )
 }
 
 #[derive(Deserialize)]
@@ -709,7 +763,12 @@ async fn poai_sign(
     let ctx = s.auth(&headers, peer).await?;
     let req: PoaiSignReq = parse(&ctx, body)?;
     let key = on(&ctx, s.kms.parse_name(&req.key))?;
-    ok(on(&ctx, s.kms.sign_poai(&ctx, &key, req.attestation, now_u64()).await)?)
+    ok(on(
+        &ctx,
+        s.kms
+            .sign_poai(&ctx, &key, req.attestation, now_u64())
+            .await,
+    )?)
 }
 
 async fn poai_verify(
@@ -748,7 +807,10 @@ async fn poai_verify_item(
 ) -> ApiResult {
     let ctx = s.auth(&headers, peer).await?;
     let item: BatchItem = parse(&ctx, body)?;
-    ok(on(&ctx, s.kms.verify_batch_item(&ctx, &item, now_u64()).await)?)
+    ok(on(
+        &ctx,
+        s.kms.verify_batch_item(&ctx, &item, now_u64()).await,
+    )?)
 }
 
 async fn hmm_sign(
@@ -763,7 +825,13 @@ async fn hmm_sign(
     ok(on(
         &ctx,
         s.kms
-            .sign_hmm(&ctx, &key, req.settlement, req.attestation.as_ref(), now_u64())
+            .sign_hmm(
+                &ctx,
+                &key,
+                req.settlement,
+                req.attestation.as_ref(),
+                now_u64(),
+            )
             .await,
     )?)
 }
@@ -811,7 +879,10 @@ async fn audit_list(
 ) -> ApiResult {
     let ctx = s.auth(&headers, peer).await?;
     let Query(q) = q.map_err(|e| ApiError::new(Error::invalid(e.body_text()), &ctx.request_id))?;
-    let records = on(&ctx, s.kms.audit_records(&ctx, q.after, q.limit.min(1000)).await)?;
+    let records = on(
+        &ctx,
+        s.kms.audit_records(&ctx, q.after, q.limit.min(1000)).await,
+    )?;
     ok(records.iter().map(|r| r.to_json()).collect::<Vec<_>>())
 }
 
@@ -925,7 +996,9 @@ async fn metrics(State(s): State<Shared>) -> Response {
         "hanzo_kms_rate_limited_total {}\n",
         s.limiter.as_ref().map_or(0, |l| l.rejected())
     ));
-    out.push_str("# HELP hanzo_kms_request_timeouts_total Requests cancelled by the request timeout.\n");
+    out.push_str(
+        "# HELP hanzo_kms_request_timeouts_total Requests cancelled by the request timeout.\n",
+    );
     out.push_str("# TYPE hanzo_kms_request_timeouts_total counter\n");
     out.push_str(&format!(
         "hanzo_kms_request_timeouts_total {}\n",
@@ -935,12 +1008,22 @@ async fn metrics(State(s): State<Shared>) -> Response {
         use std::sync::atomic::Ordering::Relaxed;
         out.push_str("# HELP hanzo_kms_group_commit_requests_total Signing records committed by the group committer.\n");
         out.push_str("# TYPE hanzo_kms_group_commit_requests_total counter\n");
-        out.push_str(&format!("hanzo_kms_group_commit_requests_total {}\n", c.requests.load(Relaxed)));
+        out.push_str(&format!(
+            "hanzo_kms_group_commit_requests_total {}\n",
+            c.requests.load(Relaxed)
+        ));
         out.push_str("# HELP hanzo_kms_group_commit_transactions_total Transactions (fsyncs) of the group committer.\n");
         out.push_str("# TYPE hanzo_kms_group_commit_transactions_total counter\n");
-        out.push_str(&format!("hanzo_kms_group_commit_transactions_total {}\n", c.transactions.load(Relaxed)));
+        out.push_str(&format!(
+            "hanzo_kms_group_commit_transactions_total {}\n",
+            c.transactions.load(Relaxed)
+        ));
     }
-    let up = if s.kms.provider_health() == Health::Ok { 1 } else { 0 };
+    let up = if s.kms.provider_health() == Health::Ok {
+        1
+    } else {
+        0
+    };
     out.push_str("# HELP hanzo_kms_provider_up Whether the provider's health check passes.\n");
     out.push_str("# TYPE hanzo_kms_provider_up gauge\n");
     out.push_str(&format!("hanzo_kms_provider_up {up}\n"));
@@ -955,7 +1038,10 @@ async fn metrics(State(s): State<Shared>) -> Response {
 pub fn openapi_document() -> Value {
     let mut paths = serde_json::Map::new();
     for (method, path, summary) in ROUTES {
-        let public = matches!(*path, "/healthz" | "/readyz" | "/metrics" | "/v1/openapi.json");
+        let public = matches!(
+            *path,
+            "/healthz" | "/readyz" | "/metrics" | "/v1/openapi.json"
+        );
         let mut op = json!({
             "summary": summary,
             "responses": {

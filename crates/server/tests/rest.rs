@@ -1,0 +1,586 @@
+//! The REST API over real sockets: authentication on every route, tenant isolation, the error
+//! contract, body limits, timeouts, rate limits, many connections, fail-closed audit, and a scan
+//! of everything the server said for secrets.
+//!
+//! The client is a few lines of HTTP/1.1 over a TCP socket, so that what is tested is exactly
+//! what goes over the wire.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hanzo_kms_core::Config;
+use hanzo_kms_server::{Options, ROUTES, Server};
+use hanzo_kms_service::ratelimit::ConfiguredLimiter;
+use hanzo_kms_service::{Kms, RequestCtx, Role, Settings};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Running {
+    addr: SocketAddr,
+    admin: String,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn start(yaml: &str, tweak: impl FnOnce(&mut Options)) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_yaml(yaml, "test", std::iter::empty::<(&str, &str)>()).unwrap();
+    let settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        config: config.clone(),
+        master_key_env: None,
+    };
+    let (kms, _) = Kms::init(&settings).await.unwrap();
+    let (_, admin) = kms
+        .create_token(&RequestCtx::local(), "*", &[Role::Admin], &[], "test admin")
+        .await
+        .unwrap();
+    let limiter = Arc::new(ConfiguredLimiter::new(&config.rate_limits).unwrap());
+    let kms = kms.with_limiter(limiter.clone());
+    let mut opts = Options::from_config(&config);
+    opts.rest_addr = "127.0.0.1:0".into();
+    opts.scheduler_every = None;
+    tweak(&mut opts);
+    let server = Server::bind(kms, Some(limiter), &opts).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .run(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    Running {
+        addr,
+        admin: admin.expose().to_owned(),
+        dir,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}
+
+struct Resp {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+}
+
+async fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> Resp {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Resp {
+    let text = String::from_utf8_lossy(raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    // Bodies here are small and sent with Content-Length (or chunked, which we undo simply).
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((len, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    Resp {
+        status,
+        headers: head.to_owned(),
+        body,
+    }
+}
+
+/// A concrete path for a route pattern.
+fn concrete(path: &str) -> String {
+    path.replace("{name}", "model:acme:gpt4")
+        .replace("{id}", "0000000000000000")
+}
+
+fn public(path: &str) -> bool {
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/v1/openapi.json"
+    )
+}
+
+#[tokio::test]
+async fn every_route_refuses_missing_bad_and_revoked_tokens_the_same_way() {
+    let r = start("", |_| {}).await;
+    let revoked = call(
+        r.addr,
+        "POST",
+        "/v1/tokens",
+        Some(&r.admin),
+        r#"{"tenant":"acme","roles":["admin"]}"#,
+    )
+    .await
+    .json();
+    let revoked_token = revoked["token"].as_str().unwrap().to_owned();
+    let id = revoked["id"].as_str().unwrap();
+    assert_eq!(
+        call(
+            r.addr,
+            "DELETE",
+            &format!("/v1/tokens/{id}"),
+            Some(&r.admin),
+            ""
+        )
+        .await
+        .status,
+        200
+    );
+    for (method, path, _) in ROUTES.iter().filter(|(_, p, _)| !public(p)) {
+        let path = concrete(path);
+        let mut messages = Vec::new();
+        for token in [None, Some("hkms_bad"), Some(revoked_token.as_str())] {
+            let resp = call(r.addr, method, &path, token, "{}").await;
+            assert_eq!(
+                resp.status, 401,
+                "{method} {path} with {token:?}: {}",
+                resp.body
+            );
+            let v = resp.json();
+            assert_eq!(v["error"]["code"], "unauthenticated");
+            assert!(
+                v["error"]["request_id"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty())
+            );
+            messages.push(v["error"]["message"].clone());
+        }
+        assert!(
+            messages.iter().all(|m| *m == messages[0]),
+            "{method} {path}"
+        );
+    }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_role_is_403_and_a_foreign_tenants_key_looks_missing() {
+    let r = start("", |_| {}).await;
+    let a = r.addr;
+    for (c, m) in [("acme", "gpt4"), ("globex", "llama")] {
+        let body = json!({"customer": c, "model": m}).to_string();
+        assert_eq!(
+            call(a, "POST", "/v1/keyspaces", Some(&r.admin), &body)
+                .await
+                .status,
+            200
+        );
+    }
+    let mk = |roles: &str| {
+        let body = format!(r#"{{"tenant":"acme","roles":{roles}}}"#);
+        let admin = r.admin.clone();
+        async move {
+            call(a, "POST", "/v1/tokens", Some(&admin), &body)
+                .await
+                .json()["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let verify_only = mk(r#"["verify"]"#).await;
+    let acme = mk(r#"["admin"]"#).await;
+    // Wrong role: 403 with the error body.
+    let resp = call(
+        a,
+        "POST",
+        "/v1/keys",
+        Some(&verify_only),
+        r#"{"name":"data:acme:x"}"#,
+    )
+    .await;
+    assert_eq!(resp.status, 403, "{}", resp.body);
+    assert_eq!(resp.json()["error"]["code"], "permission_denied");
+    // Foreign vs missing: same status, same body apart from the name and request id.
+    let foreign = call(a, "GET", "/v1/keys/model:globex:llama", Some(&acme), "").await;
+    let missing = call(a, "GET", "/v1/keys/model:acme:nope", Some(&acme), "").await;
+    assert_eq!(foreign.status, 404);
+    assert_eq!(foreign.status, missing.status);
+    let (f, m) = (foreign.json(), missing.json());
+    assert_eq!(f["error"]["code"], m["error"]["code"]);
+    assert_eq!(
+        f["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("globex:llama", "X"),
+        m["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("acme:nope", "X")
+    );
+    // And the tenant's list shows only its keys.
+    let listed = call(a, "GET", "/v1/keys", Some(&acme), "").await.json();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["customer"] == "acme")
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_lists_exactly_the_routes_and_every_route_is_served() {
+    let r = start("", |_| {}).await;
+    let doc = call(r.addr, "GET", "/v1/openapi.json", None, "")
+        .await
+        .json();
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.to_ascii_uppercase(), path.clone()));
+        }
+    }
+    let mut table: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    documented.sort();
+    table.sort();
+    assert_eq!(documented, table);
+    for (method, path, _) in ROUTES {
+        let resp = call(r.addr, method, &concrete(path), Some(&r.admin), "{}").await;
+        assert!(
+            !resp.body.contains("no route for") && resp.status != 405,
+            "{method} {path}: {} {}",
+            resp.status,
+            resp.body
+        );
+    }
+    let resp = call(r.addr, "GET", "/v1/nothing", Some(&r.admin), "").await;
+    assert_eq!(resp.status, 404);
+    assert!(
+        resp.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no route")
+    );
+    let resp = call(r.addr, "PUT", "/v1/keys", Some(&r.admin), "").await;
+    assert_eq!(resp.status, 405);
+    assert_eq!(resp.json()["error"]["code"], "invalid_argument");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_json_base64_and_oversized_bodies_get_clear_errors() {
+    let r = start("", |o| o.max_body_bytes = 4096).await;
+    let a = r.addr;
+    let t = Some(r.admin.as_str());
+    call(a, "POST", "/v1/keys", t, r#"{"name":"data:acme:x"}"#).await;
+    for (body, needle) in [
+        ("{not json", "request:"),
+        (r#"{"plaintext": 5}"#, "plaintext"),
+        (r#"{"plaintext":"aGk=","extra":1}"#, "extra"),
+        (r#"{"plaintext":"%%%"}"#, "plaintext: not valid base64"),
+    ] {
+        let resp = call(a, "POST", "/v1/keys/data:acme:x/encrypt", t, body).await;
+        assert_eq!(resp.status, 400, "{body}: {}", resp.body);
+        let v = resp.json();
+        assert_eq!(v["error"]["code"], "invalid_argument");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{body}: {v}"
+        );
+    }
+    let big = format!(r#"{{"plaintext":"{}"}}"#, "A".repeat(8192));
+    let resp = call(a, "POST", "/v1/keys/data:acme:x/encrypt", t, &big).await;
+    assert_eq!(resp.status, 413, "{}", resp.body);
+    assert_eq!(resp.json()["error"]["code"], "payload_too_large");
+    // A bad key name is a 400 naming it.
+    let resp = call(a, "GET", "/v1/keys/not-a-name", t, "").await;
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_client_is_cut_off_by_the_request_timeout() {
+    let r = start("", |o| o.request_timeout = Duration::from_millis(500)).await;
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/keys HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"na",
+        r.admin
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw)).await;
+    assert!(read.is_ok(), "the server kept waiting for the slow body");
+    let resp = parse_response(&raw);
+    assert_eq!(resp.status, 408, "{}", resp.body);
+    assert_eq!(resp.json()["error"]["code"], "timeout");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after_and_are_counted() {
+    let r = start(
+        "rate_limits:\n  per_tenant: {per_second: 1, burst: 3}\n",
+        |_| {},
+    )
+    .await;
+    let a = r.addr;
+    call(
+        a,
+        "POST",
+        "/v1/keys",
+        Some(&r.admin),
+        r#"{"name":"data:acme:x"}"#,
+    )
+    .await;
+    let token = call(
+        a,
+        "POST",
+        "/v1/tokens",
+        Some(&r.admin),
+        r#"{"tenant":"acme","roles":["encrypt"]}"#,
+    )
+    .await
+    .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..6 {
+        let resp = call(
+            a,
+            "POST",
+            "/v1/keys/data:acme:x/encrypt",
+            Some(&token),
+            r#"{"plaintext":"aGk="}"#,
+        )
+        .await;
+        statuses.push(resp.status);
+        if resp.status == 429 {
+            limited = Some(resp);
+        }
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    let limited = limited.expect("a 429 after the burst");
+    assert_eq!(limited.json()["error"]["code"], "rate_limited");
+    assert!(
+        limited
+            .headers
+            .to_ascii_lowercase()
+            .contains("retry-after: 1"),
+        "{}",
+        limited.headers
+    );
+    let metrics = call(a, "GET", "/metrics", None, "").await.body;
+    let n: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hanzo_kms_rate_limited_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n >= 1, "{metrics}");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn many_connections_at_once_are_all_served() {
+    let r = start("", |_| {}).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let a = r.addr;
+            tokio::spawn(async move { call(a, "GET", "/healthz", None, "").await.status })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn when_the_audit_log_fails_the_request_fails_and_returns_nothing() {
+    let r = start("", |_| {}).await;
+    let a = r.addr;
+    let t = Some(r.admin.as_str());
+    call(a, "POST", "/v1/keys", t, r#"{"name":"data:acme:x"}"#).await;
+    let ok = call(
+        a,
+        "POST",
+        "/v1/keys/data:acme:x/encrypt",
+        t,
+        r#"{"plaintext":"c2VjcmV0"}"#,
+    )
+    .await;
+    let ct = ok.json()["ciphertext"].as_str().unwrap().to_owned();
+    // Make every audit insert fail, from outside the server.
+    let url = format!("sqlite://{}", r.dir.path().join("kms.db").display());
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let body = json!({ "ciphertext": ct }).to_string();
+    let resp = call(a, "POST", "/v1/keys/data:acme:x/decrypt", t, &body).await;
+    assert_eq!(resp.status, 503, "{}", resp.body);
+    let v = resp.json();
+    assert_eq!(v["error"]["code"], "audit_failure");
+    assert_eq!(
+        v["error"]["message"], "service unavailable",
+        "a 5xx body is generic"
+    );
+    assert!(!resp.body.contains("plaintext") && !resp.body.contains("c2VjcmV0"));
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_session_leaks_no_token_master_key_or_data_key() {
+    let r = start("", |_| {}).await;
+    let a = r.addr;
+    let t = Some(r.admin.as_str());
+    let said = std::cell::RefCell::new(String::new());
+    let go = |resp: Resp| {
+        said.borrow_mut().push_str(&resp.headers);
+        said.borrow_mut().push_str(&resp.body);
+        resp
+    };
+    go(call(
+        a,
+        "POST",
+        "/v1/keyspaces",
+        t,
+        r#"{"customer":"acme","model":"gpt4"}"#,
+    )
+    .await);
+    let tok = go(call(
+        a,
+        "POST",
+        "/v1/tokens",
+        t,
+        r#"{"tenant":"acme","roles":["admin"]}"#,
+    )
+    .await)
+    .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dk = go(call(
+        a,
+        "POST",
+        "/v1/keys/model:acme:gpt4/datakey",
+        Some(&tok),
+        "{}",
+    )
+    .await)
+    .json();
+    let dek = dk["plaintext"].as_str().unwrap().to_owned();
+    let unwrapped = go(call(
+        a,
+        "POST",
+        "/v1/keys/model:acme:gpt4/unwrap",
+        Some(&tok),
+        &json!({"ciphertext": dk["ciphertext"]}).to_string(),
+    )
+    .await)
+    .json();
+    assert_eq!(unwrapped["plaintext"], dek.as_str());
+    // From here on, nothing we say may contain a secret.
+    said.borrow_mut().clear();
+    let att = json!({"model_id":"acme:gpt4","input_hash":format!("0x{}", "11".repeat(32)),
+        "output_hash":format!("0x{}", "22".repeat(32)),"timestamp":hanzo_kms_service::now_secs(),
+        "compute_time_ms":5,"node_id":"n1"});
+    let signed = go(call(
+        a,
+        "POST",
+        "/v1/poai/sign",
+        Some(&tok),
+        &json!({"key":"poai:acme:gpt4","attestation":att}).to_string(),
+    )
+    .await)
+    .json();
+    assert_eq!(
+        go(call(
+            a,
+            "POST",
+            "/v1/poai/verify",
+            Some(&tok),
+            &signed.to_string()
+        )
+        .await)
+        .json()["valid"],
+        true
+    );
+    go(call(
+        a,
+        "POST",
+        "/v1/keys/model:acme:gpt4/decrypt",
+        Some(&tok),
+        r#"{"ciphertext":"hkms:v1:AAAA"}"#,
+    )
+    .await);
+    go(call(a, "GET", "/v1/keys/model:globex:x", Some(&tok), "").await);
+    go(call(a, "GET", "/v1/audit?after=0&limit=1000", t, "").await);
+    go(call(a, "GET", "/v1/tokens", t, "").await);
+    go(call(a, "GET", "/v1/audit/verify", t, "").await);
+    let master = std::fs::read_to_string(r.dir.path().join("master.key")).unwrap();
+    for (what, secret) in [
+        ("admin token", r.admin.rsplit('_').next().unwrap()),
+        ("tenant token", tok.rsplit('_').next().unwrap()),
+        ("data key", dek.as_str()),
+        ("master key", master.trim()),
+    ] {
+        let said = said.borrow();
+        assert!(!said.contains(secret), "{what} leaked in:\n{said}");
+    }
+    let audit = call(a, "GET", "/v1/audit/verify", t, "").await.json();
+    assert_eq!(audit["valid"], true);
+    r.stop().await;
+}

@@ -329,6 +329,26 @@ pub struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// The REST server under load on loopback: PoAI sign and 1 KiB encrypt at a given
+    /// concurrency, with req/s, p50/p95/p99 latency and commits (fsyncs) per request.
+    ///
+    /// Without --url it starts a server in this process on a throwaway data directory (software
+    /// provider); with --url and --token it drives a running `hanzo-kms serve` (the token needs
+    /// admin on tenant `bench`, or all tenants).
+    Server {
+        /// A running server, e.g. http://127.0.0.1:8200.
+        #[arg(long, requires = "token")]
+        url: Option<String>,
+        /// Bearer token for --url.
+        #[arg(long)]
+        token: Option<String>,
+        /// Concurrent connections (keep-alive), one request in flight each.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// Model-weight encryption: in memory against raw aws-lc-rs and `openssl speed`, and file
     /// to file against `cp` + `sync`, with peak RSS.
     Model {

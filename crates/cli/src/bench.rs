@@ -36,6 +36,21 @@ pub async fn run(
             threads,
             repeat,
         } => (size, file_size, dir, segment_size, threads, repeat),
+        BenchCommand::Server {
+            url,
+            token,
+            concurrency,
+            seconds,
+        } => {
+            return crate::bench_server::run(
+                url.as_deref(),
+                token.as_deref(),
+                *concurrency,
+                *seconds,
+                out,
+            )
+            .await;
+        }
         BenchCommand::Sign {
             seconds,
             threads,

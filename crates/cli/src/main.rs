@@ -10,6 +10,7 @@ mod args;
 mod atomic;
 mod bench;
 mod bench_hsm;
+mod bench_server;
 mod bench_sign;
 mod demo;
 mod model;

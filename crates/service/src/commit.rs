@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hanzo_kms_core::eip712::B32;
 use hanzo_kms_core::{Error, ErrorKind, Result};
-use hanzo_kms_store::{AuditEvent, Store};
+use std::collections::HashMap;
+
+use hanzo_kms_store::{AuditEvent, NonceRow, Store};
 use tokio::sync::{mpsc, oneshot};
 
 /// The most requests one transaction carries.
@@ -125,12 +127,19 @@ async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>
     let mut outcomes = Vec::with_capacity(jobs.len());
     let mut events = Vec::with_capacity(jobs.len());
     let now = crate::now_secs();
+    // Nonces recorded by earlier jobs of this batch, written together at the end (multi-row).
+    let mut pending: HashMap<(&str, [u8; 32]), ([u8; 32], Option<&[u8]>)> = HashMap::new();
+    let mut rows: Vec<NonceRow<'_>> = Vec::new();
     'job: for Job { records: job, .. } in jobs {
         let mut ev = job.event.clone();
         // Step 5: the replay guard, in arrival order, seeing earlier jobs of this batch.
         let mut absent = Vec::with_capacity(job.nonces.len());
         for (nonce, msg) in &job.nonces {
-            match tx.nonce_record(&job.key, &nonce.0).await? {
+            let seen = match pending.get(&(job.key.as_str(), nonce.0)) {
+                Some((d, rec)) => Some((d.to_vec(), rec.map(<[u8]>::to_vec))),
+                None => tx.nonce_record(&job.key, &nonce.0).await?,
+            };
+            match seen {
                 Some((d, _)) if d != msg.as_slice() => {
                     // Refused: nothing of this job is written; the caller audits the denial.
                     outcomes.push(Err(Error::new(
@@ -166,7 +175,13 @@ async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>
         }
         for (nonce, msg) in absent {
             let rec = (job.nonces.len() == 1).then_some(job.record.as_slice());
-            tx.insert_nonce(&job.key, &nonce.0, msg, rec, now).await?;
+            pending.insert((job.key.as_str(), nonce.0), (*msg, rec));
+            rows.push(NonceRow {
+                key: &job.key,
+                nonce: &nonce.0,
+                digest: msg,
+                signature: rec,
+            });
         }
         events.push(ev);
         outcomes.push(Ok(Outcome::Recorded));
@@ -174,6 +189,7 @@ async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>
     // Step 7: one commit, one fsync, for every job's nonce and audit records. A batch of only
     // refusals writes nothing (the callers audit their denials).
     if !events.is_empty() {
+        tx.insert_nonces(&rows, now).await?;
         tx.commit(&events).await?;
     }
     Ok(outcomes)

@@ -666,12 +666,22 @@ impl Kms {
 
     /// Step 7 for operations that change nothing: the record is its own transaction, and the
     /// result is returned only after it commits.
+    /// Append one audit record for an operation that changes nothing else (encrypt, decrypt,
+    /// show, …), durably, before the caller answers. It goes through the group committer, so
+    /// concurrent requests share one transaction and one fsync.
     async fn audit_only(&self, op: &Op<'_>, outcome: &str) -> Result<()> {
-        let tx = self.store.begin_write().await.map_err(audit_failure)?;
-        tx.commit(&[op.event(outcome, None)])
+        let records = commit::Records {
+            key: String::new(),
+            nonces: Vec::new(),
+            record: Vec::new(),
+            consume: None,
+            event: op.event(outcome, None),
+        };
+        self.committer()
+            .submit(records)
             .await
-            .map_err(audit_failure)?;
-        Ok(())
+            .map(|_| ())
+            .map_err(audit_failure)
     }
 
     /// Record a failed or denied request, then return its error. If even that record cannot be

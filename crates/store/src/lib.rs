@@ -100,6 +100,18 @@ impl StoredToken {
     }
 }
 
+/// One nonce record for [`WriteTx::insert_nonces`].
+#[derive(Clone, Copy, Debug)]
+pub struct NonceRow<'a> {
+    pub key: &'a str,
+    pub nonce: &'a [u8],
+    pub digest: &'a [u8],
+    pub signature: Option<&'a [u8]>,
+}
+
+/// Audit records per INSERT statement (13 parameters each; SQLite allows 32766, PostgreSQL 65535).
+const AUDIT_ROWS_PER_INSERT: usize = 256;
+
 /// The columns of `api_tokens`, as a literal (sqlx takes only literal SQL).
 macro_rules! token_columns {
     () => {
@@ -803,6 +815,44 @@ impl WriteTx {
         }
     }
 
+    /// Record many `(key, nonce, digest, signature)` at once (multi-row inserts). A duplicate
+    /// fails the statement, like [`WriteTx::insert_nonce`].
+    pub async fn insert_nonces(&mut self, rows: &[NonceRow<'_>], now: i64) -> Result<()> {
+        const PER_INSERT: usize = 1000; // 5 parameters each
+        for chunk in rows.chunks(PER_INSERT) {
+            let mut sql = String::from(
+                "INSERT INTO used_nonces (key_name, nonce, message_digest, signature, created_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 5;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                ));
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.key.to_owned())
+                    .bind(r.nonce.to_vec())
+                    .bind(r.digest.to_vec())
+                    .bind(r.signature.map(<[u8]>::to_vec))
+                    .bind(now);
+            }
+            q.execute(&mut *self.tx)
+                .await
+                .map_err(|e| db_error(e, "recording nonces"))?;
+        }
+        Ok(())
+    }
+
     /// Record that `key` signs `digest` under `nonce`. A second record for the same key and
     /// nonce is [`ErrorKind::AlreadyExists`].
     pub async fn insert_nonce(
@@ -870,27 +920,6 @@ impl WriteTx {
         for e in events {
             seq += 1;
             let hash = audit::chain_hash(&prev, seq, e);
-            sqlx::query(
-                "INSERT INTO audit_log (seq, time_ms, request_id, principal, tenant, operation, key_name, \
-                 key_version, outcome, reason, peer, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(seq as i64)
-            .bind(e.time_ms)
-            .bind(&e.request_id)
-            .bind(&e.principal)
-            .bind(&e.tenant)
-            .bind(&e.operation)
-            .bind(e.key_name.clone())
-            .bind(e.key_version.map(i64::from))
-            .bind(&e.outcome)
-            .bind(e.reason.clone())
-            .bind(e.peer.clone())
-            .bind(hex::encode(prev))
-            .bind(hex::encode(hash))
-            .execute(&mut *self.tx)
-            .await
-            .map_err(|x| audit_error(self.store.err(x, "appending to the audit log")))?;
             records.push(AuditRecord {
                 seq,
                 event: e.clone(),
@@ -898,6 +927,50 @@ impl WriteTx {
                 hash,
             });
             prev = hash;
+        }
+        // Multi-row inserts: a group commit of hundreds of records costs a few statements, not
+        // hundreds. The SQL text is built only from constant fragments and placeholders.
+        for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
+            let mut sql = String::from(
+                "INSERT INTO audit_log (seq, time_ms, request_id, principal, tenant, operation, key_name, \
+                 key_version, outcome, reason, peer, prev_hash, hash) VALUES ",
+            );
+            for (i, _) in chunk.iter().enumerate() {
+                let b = i * 13;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for k in 1..=13 {
+                    if k > 1 {
+                        sql.push_str(", ");
+                    }
+                    sql.push('$');
+                    sql.push_str(&(b + k).to_string());
+                }
+                sql.push(')');
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                let e = &r.event;
+                q = q
+                    .bind(r.seq as i64)
+                    .bind(e.time_ms)
+                    .bind(e.request_id.clone())
+                    .bind(e.principal.clone())
+                    .bind(e.tenant.clone())
+                    .bind(e.operation.clone())
+                    .bind(e.key_name.clone())
+                    .bind(e.key_version.map(i64::from))
+                    .bind(e.outcome.clone())
+                    .bind(e.reason.clone())
+                    .bind(e.peer.clone())
+                    .bind(hex::encode(r.prev_hash))
+                    .bind(hex::encode(r.hash));
+            }
+            q.execute(&mut *self.tx)
+                .await
+                .map_err(|x| audit_error(self.store.err(x, "appending to the audit log")))?;
         }
         sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq as i64)

@@ -1,0 +1,284 @@
+//! `hanzo-kms bench server`: the REST API under load on loopback.
+//!
+//! A small keep-alive HTTP/1.1 client of our own (one request in flight per connection) drives
+//! `POST /v1/poai/sign` (fresh nonce each time: a durable nonce record per request) and
+//! `POST /v1/keys/{name}/encrypt` of 1 KiB (a durable audit record per request), both group
+//! committed. It
+//! reports requests per second, latency percentiles, and commits per request from the server's
+//! own `/metrics` (each commit is one fsync on SQLite with `synchronous=FULL`).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hanzo_kms_core::{Config, Error, ErrorKind, Result};
+use hanzo_kms_server::{Options, Server};
+use hanzo_kms_service::{Kms, RequestCtx, Role, Settings};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::output::Out;
+
+pub async fn run(
+    url: Option<&str>,
+    token: Option<&str>,
+    concurrency: usize,
+    secs: f64,
+    out: &Out,
+) -> Result<ExitCode> {
+    let concurrency = concurrency.max(1);
+    let mut local = None;
+    let (addr, token) = match (url, token) {
+        (Some(u), Some(t)) => (addr_of(u)?, t.to_owned()),
+        _ => {
+            let (addr, token, dir, stop) = start_local().await?;
+            local = Some((dir, stop));
+            (addr, token)
+        }
+    };
+    let say = |s: String| {
+        if !out.json {
+            out.line(s);
+        }
+    };
+    say(format!(
+        "bench server: {addr}, {concurrency} keep-alive connections, {secs} s per figure"
+    ));
+    // Setup: a keyspace and a data key for tenant `bench` (ignore "already exists").
+    let mut c = Conn::open(&addr).await?;
+    c.call(
+        "POST",
+        "/v1/keyspaces",
+        &token,
+        r#"{"customer":"bench","model":"m"}"#,
+    )
+    .await?;
+    c.call("POST", "/v1/keys", &token, r#"{"name":"data:bench:d"}"#)
+        .await?;
+    let kib = base64::engine::general_purpose::STANDARD.encode([0x42u8; 1024]);
+    let encrypt_body = format!(r#"{{"plaintext":"{kib}"}}"#);
+    let now = hanzo_kms_service::now_secs();
+    let sign_body = move |w: usize, i: u64| {
+        format!(
+            r#"{{"key":"poai:bench:m","attestation":{{"model_id":"bench:m","input_hash":"0x{:064x}","output_hash":"0x{:064x}","timestamp":{now},"compute_time_ms":1,"node_id":"n{w}"}}}}"#,
+            i, w
+        )
+    };
+    let mut report = serde_json::Map::new();
+    for (name, path) in [
+        ("poai_sign", "/v1/poai/sign".to_owned()),
+        ("encrypt_1kib", "/v1/keys/data:bench:d/encrypt".to_owned()),
+    ] {
+        let before = commits(&addr).await?;
+        let t = Instant::now();
+        let deadline = t + Duration::from_secs_f64(secs);
+        let tasks: Vec<_> = (0..concurrency)
+            .map(|w| {
+                let (addr, token, path, enc) = (
+                    addr.clone(),
+                    token.clone(),
+                    path.clone(),
+                    encrypt_body.clone(),
+                );
+                let sign_body = sign_body;
+                tokio::spawn(async move {
+                    let mut c = Conn::open(&addr).await?;
+                    let mut lat = Vec::new();
+                    let mut i = 0u64;
+                    while Instant::now() < deadline {
+                        let body = if path.ends_with("/sign") {
+                            sign_body(w, i)
+                        } else {
+                            enc.clone()
+                        };
+                        let t0 = Instant::now();
+                        let status = c.call("POST", &path, &token, &body).await?;
+                        if status != 200 {
+                            return Err(Error::new(
+                                ErrorKind::Unavailable,
+                                format!("{path} answered {status}"),
+                            ));
+                        }
+                        lat.push(t0.elapsed());
+                        i += 1;
+                    }
+                    Ok::<_, Error>(lat)
+                })
+            })
+            .collect();
+        let mut lat = Vec::new();
+        for task in tasks {
+            lat.extend(
+                task.await
+                    .map_err(|_| Error::internal("a load task panicked"))??,
+            );
+        }
+        let elapsed = t.elapsed().as_secs_f64();
+        let after = commits(&addr).await?;
+        lat.sort();
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        let rate = lat.len() as f64 / elapsed;
+        // The group committer starts with the first signing request, so "before" may be absent.
+        let per_request = match (before.or(Some((0, 0))), after) {
+            (Some((r0, t0)), Some((r1, t1))) if r1 > r0 => {
+                Some((t1 - t0) as f64 / (r1 - r0) as f64)
+            }
+            _ => None,
+        };
+        let commits_note = match per_request {
+            Some(c) => format!("{c:.3} commits (fsyncs) per request, group commit"),
+            None => "commits per request not reported by this server".to_owned(),
+        };
+        say(format!(
+            "  {name:<13} {rate:>8.0} req/s   p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms   {commits_note}",
+            pct(0.50),
+            pct(0.95),
+            pct(0.99)
+        ));
+        report.insert(
+            name.to_owned(),
+            json!({"requests_per_s": rate, "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+                   "requests": lat.len(), "commits_per_request": per_request.unwrap_or(1.0)}),
+        );
+    }
+    if out.json {
+        out.json(&json!({"concurrency": concurrency, "seconds": secs, "results": report}));
+    }
+    if let Some((dir, stop)) = local {
+        let _ = stop.send(());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// (group-commit requests, transactions) from `/metrics`, if the server reports them.
+async fn commits(addr: &str) -> Result<Option<(u64, u64)>> {
+    let mut c = Conn::open(addr).await?;
+    c.call("GET", "/metrics", "", "").await?;
+    let text = String::from_utf8_lossy(&c.last_body).to_string();
+    let get = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    Ok(get("hanzo_kms_group_commit_requests_total ")
+        .zip(get("hanzo_kms_group_commit_transactions_total ")))
+}
+
+fn addr_of(url: &str) -> Result<String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        Error::invalid(format!(
+            "--url {url}: only http:// is supported by the bench client"
+        ))
+    })?;
+    Ok(rest.trim_end_matches('/').to_owned())
+}
+
+async fn start_local() -> Result<(
+    String,
+    String,
+    std::path::PathBuf,
+    tokio::sync::oneshot::Sender<()>,
+)> {
+    let mut rnd = [0u8; 6];
+    hanzo_kms_software::aead::random(&mut rnd)?;
+    let dir = std::env::temp_dir().join(format!("hanzo-kms-bench-server-{}", hex::encode(rnd)));
+    let config = Config::from_yaml("", "defaults", std::iter::empty::<(&str, &str)>())?;
+    let settings = Settings {
+        data_dir: dir.clone(),
+        config: config.clone(),
+        master_key_env: None,
+    };
+    let (kms, _) = Kms::init(&settings).await?;
+    let (_, token) = kms
+        .create_token(&RequestCtx::local(), "*", &[Role::Admin], &[], "bench")
+        .await?;
+    let mut opts = Options::from_config(&config);
+    opts.rest_addr = "127.0.0.1:0".into();
+    opts.scheduler_every = None;
+    let server = Server::bind(kms, None, &opts).await?;
+    let addr = server.local_addr()?.to_string();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = server
+            .run(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok((addr, token.expose().to_owned(), dir, tx))
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Conn {
+    r: BufReader<TcpStream>,
+    host: String,
+    last_body: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> Result<Self> {
+        let s = TcpStream::connect(addr).await.map_err(|e| {
+            Error::new(ErrorKind::Unavailable, format!("connecting to {addr}")).with_source(e)
+        })?;
+        let _ = s.set_nodelay(true);
+        Ok(Self {
+            r: BufReader::new(s),
+            host: addr.to_owned(),
+            last_body: Vec::new(),
+        })
+    }
+
+    /// Send one request and read the whole response; returns the status.
+    async fn call(&mut self, method: &str, path: &str, token: &str, body: &str) -> Result<u16> {
+        let io = |e: std::io::Error| {
+            Error::new(ErrorKind::Unavailable, "talking to the server").with_source(e)
+        };
+        let auth = if token.is_empty() {
+            String::new()
+        } else {
+            format!("Authorization: Bearer {token}\r\n")
+        };
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.host,
+            body.len()
+        );
+        self.r
+            .get_mut()
+            .write_all(req.as_bytes())
+            .await
+            .map_err(io)?;
+        let mut line = String::new();
+        self.r.read_line(&mut line).await.map_err(io)?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                Error::new(ErrorKind::Unavailable, format!("bad status line {line:?}"))
+            })?;
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.r.read_line(&mut line).await.map_err(io)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        self.last_body.resize(len, 0);
+        self.r.read_exact(&mut self.last_body).await.map_err(io)?;
+        Ok(status)
+    }
+}

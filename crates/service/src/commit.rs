@@ -120,6 +120,9 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: Arc<CommitStats>)
     }
 }
 
+/// A nonce recorded earlier in the same batch: (message digest, the stored signature record).
+type Pending<'a> = ([u8; 32], Option<&'a [u8]>);
+
 /// One transaction for the whole batch. Returns one outcome per job; replay refusals are
 /// per job (and audited as denied), store failures fail the batch.
 async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>>> {
@@ -128,7 +131,7 @@ async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>
     let mut events = Vec::with_capacity(jobs.len());
     let now = crate::now_secs();
     // Nonces recorded by earlier jobs of this batch, written together at the end (multi-row).
-    let mut pending: HashMap<(&str, [u8; 32]), ([u8; 32], Option<&[u8]>)> = HashMap::new();
+    let mut pending: HashMap<(&str, [u8; 32]), Pending<'_>> = HashMap::new();
     let mut rows: Vec<NonceRow<'_>> = Vec::new();
     'job: for Job { records: job, .. } in jobs {
         let mut ev = job.event.clone();

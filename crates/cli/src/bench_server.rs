@@ -81,7 +81,6 @@ pub async fn run(
                     path.clone(),
                     encrypt_body.clone(),
                 );
-                let sign_body = sign_body;
                 tokio::spawn(async move {
                     let mut c = Conn::open(&addr).await?;
                     let mut lat = Vec::new();

@@ -100,3 +100,21 @@ fn create_list_revoke() {
             .any(|w| w == &token.as_bytes()[22..])
     );
 }
+
+#[test]
+fn bench_server_runs_and_reports_its_figures() {
+    // A smoke test of the benchmark tool itself (figures are recorded in docs/benchmarks.md,
+    // never asserted): it must start, drive both routes, and report every field.
+    let d = tempfile::tempdir().unwrap();
+    let v = json(
+        d.path(),
+        &["bench", "server", "--seconds", "0.3", "--concurrency", "2"],
+    );
+    for route in ["poai_sign", "encrypt_1kib"] {
+        let r = &v["results"][route];
+        assert!(r["requests"].as_u64().unwrap() > 0, "{v}");
+        for f in ["requests_per_s", "p50_ms", "p95_ms", "p99_ms", "commits_per_request"] {
+            assert!(r[f].as_f64().is_some(), "{route}.{f} in {v}");
+        }
+    }
+}

@@ -113,7 +113,13 @@ fn bench_server_runs_and_reports_its_figures() {
     for route in ["poai_sign", "encrypt_1kib"] {
         let r = &v["results"][route];
         assert!(r["requests"].as_u64().unwrap() > 0, "{v}");
-        for f in ["requests_per_s", "p50_ms", "p95_ms", "p99_ms", "commits_per_request"] {
+        for f in [
+            "requests_per_s",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "commits_per_request",
+        ] {
             assert!(r[f].as_f64().is_some(), "{route}.{f} in {v}");
         }
     }

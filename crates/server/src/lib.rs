@@ -416,10 +416,11 @@ impl AppState {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
+        let request_id = fresh_id();
         self.kms
-            .authenticate(bearer.trim(), Some(peer.to_string()))
+            .authenticate_as(bearer.trim(), Some(peer.to_string()), request_id.clone())
             .await
-            .map_err(|e| ApiError::new(e, &fresh_id()))
+            .map_err(|e| ApiError::new(e, &request_id))
     }
 }
 

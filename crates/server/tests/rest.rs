@@ -199,6 +199,24 @@ async fn every_route_refuses_missing_bad_and_revoked_tokens_the_same_way() {
             "{method} {path}"
         );
     }
+    // The 401's request id is the one in the audit record of the refusal.
+    let resp = call(r.addr, "GET", "/v1/keys", Some("hkms_nope"), "").await;
+    let id = resp.json()["error"]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let audit = call(
+        r.addr,
+        "GET",
+        "/v1/audit?after=0&limit=1000",
+        Some(&r.admin),
+        "",
+    )
+    .await;
+    assert!(
+        audit.body.contains(&id),
+        "request id {id} not in the audit log"
+    );
     r.stop().await;
 }
 

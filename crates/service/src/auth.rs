@@ -78,6 +78,12 @@ impl Principal {
         self.tenant.as_deref().is_none_or(|t| t == key.customer())
     }
 
+    /// Whether the principal's key patterns (if any) admit this key.
+    pub fn may_see(&self, key: &KeyName) -> bool {
+        let name = key.to_string();
+        self.patterns.is_empty() || self.patterns.iter().any(|p| glob_match(p, &name))
+    }
+
     /// The tenant for audit records: the tenant, or `*` for all.
     pub fn tenant_label(&self) -> &str {
         self.tenant.as_deref().unwrap_or("*")

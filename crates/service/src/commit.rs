@@ -135,6 +135,19 @@ async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>
     let mut rows: Vec<NonceRow<'_>> = Vec::new();
     'job: for Job { records: job, .. } in jobs {
         let mut ev = job.event.clone();
+        // A job naming one nonce twice would break the whole transaction at insert time (and with
+        // it every other job of the batch): refuse that job alone.
+        if job
+            .nonces
+            .iter()
+            .enumerate()
+            .any(|(i, (n, _))| job.nonces[..i].iter().any(|(m, _)| m == n))
+        {
+            outcomes.push(Err(Error::invalid(
+                "the same nonce appears twice in one request",
+            )));
+            continue 'job;
+        }
         // Step 5: the replay guard, in arrival order, seeing earlier jobs of this batch.
         let mut absent = Vec::with_capacity(job.nonces.len());
         for (nonce, msg) in &job.nonces {

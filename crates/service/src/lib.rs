@@ -311,7 +311,7 @@ impl Kms {
             let keys = self.store.list_keys(prefix).await?;
             let infos: Vec<KeyInfo> = keys
                 .iter()
-                .filter(|k| ctx.principal.owns(&k.meta.name))
+                .filter(|k| ctx.principal.owns(&k.meta.name) && ctx.principal.may_see(&k.meta.name))
                 .map(KeyInfo::from_stored)
                 .collect();
             self.audit_only(&op, "ok").await?;
@@ -670,12 +670,22 @@ impl Kms {
     /// show, …), durably, before the caller answers. It goes through the group committer, so
     /// concurrent requests share one transaction and one fsync.
     async fn audit_only(&self, op: &Op<'_>, outcome: &str) -> Result<()> {
+        self.audit_event_only(op, outcome, None).await
+    }
+
+    /// [`Kms::audit_only`] with a reason (denials, refusals).
+    async fn audit_event_only(
+        &self,
+        op: &Op<'_>,
+        outcome: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
         let records = commit::Records {
             key: String::new(),
             nonces: Vec::new(),
             record: Vec::new(),
             consume: None,
-            event: op.event(outcome, None),
+            event: op.event(outcome, reason),
         };
         self.committer()
             .submit(records)
@@ -699,13 +709,10 @@ impl Kms {
                     | ErrorKind::KeyState => "denied",
                     _ => "error",
                 };
-                match self.store.begin_write().await {
-                    Ok(tx) => tx
-                        .commit(&[op.event(outcome, Some(e.kind().code()))])
-                        .await
-                        .map_err(audit_failure)?,
-                    Err(a) => return Err(audit_failure(a)),
-                };
+                // A refusal changes nothing but the audit log: group-committed like any
+                // audit-only record, so a flood of refused requests shares fsyncs.
+                self.audit_event_only(op, outcome, Some(e.kind().code()))
+                    .await?;
                 Err(e)
             }
         }

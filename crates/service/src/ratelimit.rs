@@ -8,6 +8,11 @@
 //!   operation (`poai.sign`, `model.decrypt`) or its verb (`sign`, `decrypt`), so
 //!   `per_operation: {decrypt: …}` limits every kind of decryption.
 //!
+//! Two approximations, both bounded: a request refused by a later window has already used a cell
+//! of the earlier ones; and `per_day: N` is a GCRA bucket of N cells refilled one every 86400/N s,
+//! so a client idle for a day may spend N at once and N more over the next 24 hours (at most
+//! 2N−1 in a first day, N per day after).
+//!
 //! A request passes only if every applicable window has room. A refusal says which limit it hit
 //! and how long to wait ([`Error::retry_after`]); the server turns that into 429 + `Retry-After`
 //! or `RESOURCE_EXHAUSTED`. The local operator (the CLI, tenant `*`) is limited like any tenant
@@ -155,11 +160,14 @@ impl ConfiguredLimiter {
         if let (Some(w), Some(k)) = (&self.key, key) {
             w.check(&k.to_string())?;
         }
-        let verb = operation.rsplit('.').next().unwrap_or(operation);
+        // `poai.sign_batch` is matched by `poai.sign_batch`, `sign_batch` or `sign`; the bucket is
+        // the matched config entry, so `decrypt` is one budget for every kind of decryption.
+        let after_dot = operation.rsplit('.').next().unwrap_or(operation);
+        let verb = after_dot.split('_').next().unwrap_or(after_dot);
         let scope = ctx.principal.tenant_label();
-        for name in [operation, verb] {
+        for name in [operation, after_dot, verb] {
             if let Some(w) = self.operation.get(name) {
-                w.check(&format!("{scope}\0{operation}"))?;
+                w.check(&format!("{scope}\0{name}"))?;
                 break;
             }
         }
@@ -268,6 +276,20 @@ mod tests {
         l.check(&ctx("acme"), "poai.sign", None).unwrap();
         l.check(&ctx("acme"), "poai.sign", None).unwrap();
         assert!(l.check(&ctx("acme"), "poai.sign", None).is_err());
+    }
+
+    #[test]
+    fn a_verb_limit_covers_every_operation_with_that_verb_in_one_bucket() {
+        let l = limits(
+            "rate_limits:\n  per_operation:\n    sign: {per_second: 1, burst: 2}\n    decrypt: {per_second: 1, burst: 1}\n",
+        );
+        // poai.sign and poai.sign_batch share the `sign` budget: no way around it via batches.
+        l.check(&ctx("acme"), "poai.sign", None).unwrap();
+        l.check(&ctx("acme"), "poai.sign_batch", None).unwrap();
+        assert!(l.check(&ctx("acme"), "hmm.sign", None).is_err());
+        // data.decrypt and model.decrypt share the `decrypt` budget.
+        l.check(&ctx("acme"), "data.decrypt", None).unwrap();
+        assert!(l.check(&ctx("acme"), "model.decrypt", None).is_err());
     }
 
     #[test]

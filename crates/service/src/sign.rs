@@ -350,6 +350,12 @@ impl Kms {
                 };
                 a.nonce = Some(n);
                 let d = domain.digest(&a.struct_hash()?);
+                if nonces.iter().any(|(m, _)| *m == n) {
+                    return Err(Error::invalid(format!(
+                        "item {i}: nonce {} appears twice in this batch",
+                        n.to_hex()
+                    )));
+                }
                 nonces.push((n, d));
                 items.push((a, d));
             }

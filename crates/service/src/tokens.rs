@@ -151,6 +151,30 @@ impl Kms {
             for p in patterns {
                 self.check_pattern(tenant, p)?;
             }
+            // A pattern-limited creator hands on at most its own reach: the new token must be
+            // limited too, and only to patterns the creator has itself.
+            let own = &ctx.principal.patterns;
+            if !own.is_empty() {
+                if patterns.is_empty() {
+                    return Err(Error::new(
+                        ErrorKind::PermissionDenied,
+                        format!(
+                            "{} is limited to keys {}; its tokens must be limited too (--keys)",
+                            ctx.principal.id,
+                            own.join(" ")
+                        ),
+                    ));
+                }
+                if let Some(p) = patterns.iter().find(|p| !own.contains(p)) {
+                    return Err(Error::new(
+                        ErrorKind::PermissionDenied,
+                        format!(
+                            "{} cannot grant key pattern {p} beyond its own",
+                            ctx.principal.id
+                        ),
+                    ));
+                }
+            }
             if description.len() > 200 || description.chars().any(char::is_control) {
                 return Err(Error::invalid(
                     "a token description is at most 200 printable characters",
@@ -250,8 +274,20 @@ impl Kms {
     /// Pipeline step 1: turn a bearer token into a request context. Every failure is the same
     /// `unauthenticated` error; the reason goes to the audit log only.
     pub async fn authenticate(&self, bearer: &str, peer: Option<String>) -> Result<RequestCtx> {
+        self.authenticate_as(bearer, peer, uuid::Uuid::new_v4().to_string())
+            .await
+    }
+
+    /// [`Kms::authenticate`] with the caller's request id, so that an error body and the
+    /// audit record of a refused request carry the same id.
+    pub async fn authenticate_as(
+        &self,
+        bearer: &str,
+        peer: Option<String>,
+        request_id: String,
+    ) -> Result<RequestCtx> {
         let anonymous = RequestCtx {
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id,
             principal: Principal {
                 id: "anonymous".into(),
                 tenant: Some("-".into()),
@@ -275,14 +311,7 @@ impl Kms {
             key: None,
             version: None,
         };
-        let tx = self
-            .store
-            .begin_write()
-            .await
-            .map_err(crate::audit_failure)?;
-        tx.commit(&[op.event("denied", Some(reason))])
-            .await
-            .map_err(crate::audit_failure)?;
+        self.audit_event_only(&op, "denied", Some(reason)).await?;
         Err(unauthenticated())
     }
 
@@ -292,15 +321,16 @@ impl Kms {
         if id.len() != 2 * ID_BYTES || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("malformed token");
         }
-        let t = self
+        let found = self
             .store
             .token(id)
             .await
-            .map_err(|_| "store unavailable")?
-            .ok_or("unknown token id")?;
+            .map_err(|_| "store unavailable")?;
+        // The MAC is computed whether or not the id exists, so timing does not tell them apart.
         let mac = self
             .token_mac(id, secret)
             .map_err(|_| "provider unavailable")?;
+        let t = found.ok_or("unknown token id")?;
         if !constant_time_eq(&mac, &t.mac) {
             return Err("wrong token secret");
         }

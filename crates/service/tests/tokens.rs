@@ -233,3 +233,75 @@ async fn the_configured_limiter_refuses_with_retry_after_and_audits_the_denial()
     assert_eq!(last.event.outcome, "denied");
     assert_eq!(last.event.reason.as_deref(), Some("rate_limited"));
 }
+
+#[tokio::test]
+async fn a_pattern_limited_admin_cannot_mint_a_broader_token_and_lists_only_its_keys() {
+    let (_d, kms) = fresh("").await;
+    for k in ["model:acme:team1-a", "model:acme:team2-b"] {
+        kms.create_key(&local(), &name(k), None, None)
+            .await
+            .unwrap();
+    }
+    let (_, t) = kms
+        .create_token(
+            &local(),
+            "acme",
+            &[Role::Admin],
+            &["model:acme:team1-*".into()],
+            "",
+        )
+        .await
+        .unwrap();
+    let limited = kms.authenticate(t.expose(), None).await.unwrap();
+    for patterns in [
+        vec![],
+        vec!["model:acme:*".to_owned()],
+        vec!["*:acme:*".to_owned()],
+    ] {
+        let e = kms
+            .create_token(&limited, "acme", &[Role::Decrypt], &patterns, "")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{patterns:?}: {e}");
+    }
+    kms.create_token(
+        &limited,
+        "acme",
+        &[Role::Decrypt],
+        &["model:acme:team1-*".into()],
+        "",
+    )
+    .await
+    .unwrap();
+    let listed = kms.list_keys(&limited, "").await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["model:acme:team1-a"]);
+}
+
+#[tokio::test]
+async fn a_batch_naming_one_nonce_twice_is_refused_alone() {
+    use hanzo_kms_core::eip712::{B32, PoAIAttestation};
+    let (_d, kms) = fresh("").await;
+    kms.create_keyspace(&local(), "acme", "gpt4", true)
+        .await
+        .unwrap();
+    let now = hanzo_kms_service::now_secs() as u64;
+    let att = |i: u8| PoAIAttestation {
+        model_id: "acme:gpt4".into(),
+        input_hash: B32([i; 32]),
+        output_hash: B32([2; 32]),
+        timestamp: now,
+        compute_time_ms: 1,
+        node_id: "n".into(),
+        nonce: Some(B32([7; 32])),
+    };
+    let key = name("poai:acme:gpt4");
+    let e = kms
+        .sign_poai_batch(&local(), &key, vec![att(1), att(2)], now)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("appears twice"), "{e}");
+    // The service keeps working: a normal signature goes through afterwards.
+    kms.sign_poai(&local(), &key, att(3), now).await.unwrap();
+}

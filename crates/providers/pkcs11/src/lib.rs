@@ -452,9 +452,13 @@ impl Pkcs11Provider {
         id: &[u8; ID_LEN],
     ) -> Result<ObjectHandle> {
         let cache_key = (class_tag(class), *id);
-        if let Some(h) = self.cache().map.get(&cache_key) {
-            return Ok(*h);
-        }
+        let generation = {
+            let c = self.cache();
+            if let Some(h) = c.map.get(&cache_key) {
+                return Ok(*h);
+            }
+            c.generation
+        };
         let found = self
             .pool
             .run(|s| {
@@ -489,7 +493,12 @@ impl Pkcs11Provider {
                 ),
             ));
         };
-        self.cache().map.insert(cache_key, h);
+        let mut c = self.cache();
+        // Cache only if no recovery happened since the lookup began: a handle found in an older
+        // generation may name another object now.
+        if c.generation == generation {
+            c.map.insert(cache_key, h);
+        }
         Ok(h)
     }
 
@@ -501,9 +510,13 @@ impl Pkcs11Provider {
         which: &'static [u8],
     ) -> std::result::Result<ObjectHandle, CkError> {
         let cache_key = (3, root_id(which));
-        if let Some(h) = self.cache().map.get(&cache_key) {
-            return Ok(*h);
-        }
+        let generation = {
+            let c = self.cache();
+            if let Some(h) = c.map.get(&cache_key) {
+                return Ok(*h);
+            }
+            c.generation
+        };
         let found = s.find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::Id(which.to_vec()),
@@ -516,7 +529,12 @@ impl Pkcs11Provider {
             },
             cryptoki::context::Function::FindObjects,
         ))?;
-        self.cache().map.insert(cache_key, h);
+        let mut c = self.cache();
+        // Cache only if no recovery happened since the lookup began: a handle found in an older
+        // generation may name another object now.
+        if c.generation == generation {
+            c.map.insert(cache_key, h);
+        }
         Ok(h)
     }
 

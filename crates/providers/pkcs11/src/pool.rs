@@ -12,7 +12,7 @@
 //! they come back, and the anchor is reopened and logs in again. The failed call is retried once
 //! on a session of the new generation.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -69,6 +69,7 @@ pub struct Pool {
     max: usize,
     state: Mutex<State>,
     freed: Condvar,
+    gate: RwLock<()>,
     anchor: Mutex<Option<Session>>,
 }
 
@@ -86,6 +87,11 @@ pub fn needs_recovery(e: &CkError) -> bool {
             _
         )
     )
+}
+
+/// The slot vanished or was renumbered (after a module re-initialisation).
+fn slot_gone(e: &CkError) -> bool {
+    matches!(e, CkError::Pkcs11(RvError::SlotIdInvalid, _))
 }
 
 impl Pool {
@@ -113,6 +119,7 @@ impl Pool {
                 stats: PoolStats::default(),
             }),
             freed: Condvar::new(),
+            gate: RwLock::new(()),
             anchor: Mutex::new(None),
         };
         pool.login()?;
@@ -150,11 +157,27 @@ impl Pool {
     ) -> Result<T, PoolError> {
         let mut recovered = false;
         loop {
-            let (session, generation) = self.checkout()?;
+            // Work runs under the gate's read side; recovery takes the write side, so no session
+            // of a new generation is used before its login has completed.
+            let gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
+            let (session, generation) = match self.checkout() {
+                Ok(s) => s,
+                // Opening a session can itself report that the module or slot went away.
+                Err(PoolError::Call(e)) if !recovered && (needs_recovery(&e) || slot_gone(&e)) => {
+                    let generation = self.generation();
+                    drop(gate);
+                    tracing::warn!(error = %e, "PKCS#11 session could not be opened; recovering");
+                    self.recover(generation)?;
+                    recovered = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let result = f(&session);
             match result {
                 Err(e) if needs_recovery(&e) => {
                     self.checkin(session, generation, false);
+                    drop(gate);
                     if recovered {
                         return Err(PoolError::Call(e));
                     }
@@ -202,6 +225,9 @@ impl Pool {
     }
 
     fn recover(&self, failed_generation: u64) -> Result<(), PoolError> {
+        // Exclusive: waits for work in flight to finish and holds new work back until the login
+        // of the new generation is done.
+        let _exclusive = self.gate.write().unwrap_or_else(|e| e.into_inner());
         {
             let mut st = self.lock();
             if st.generation != failed_generation {

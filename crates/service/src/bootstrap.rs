@@ -371,7 +371,8 @@ pub async fn open(settings: &Settings) -> Result<(Store, Arc<dyn Provider>, Stri
     Ok((store, provider, store_id))
 }
 
-fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+/// Equality of two byte strings in time that depends only on their lengths (fingerprints, MACs).
+pub(crate) fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

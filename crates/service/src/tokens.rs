@@ -331,7 +331,7 @@ impl Kms {
             .token_mac(id, secret)
             .map_err(|_| "provider unavailable")?;
         let t = found.ok_or("unknown token id")?;
-        if !constant_time_eq(&mac, &t.mac) {
+        if !crate::bootstrap::subtle_eq(&mac, &t.mac) {
             return Err("wrong token secret");
         }
         if t.revoked_at.is_some() {
@@ -385,8 +385,4 @@ impl Kms {
         }
         Ok(())
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -21,8 +21,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -403,23 +406,33 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 // ---------------------------------------------------------------------------------------------
 // Request plumbing.
 
-impl AppState {
-    /// Pipeline step 1. A missing or malformed header is authenticated (and audited) like any
-    /// bad token.
-    async fn auth(
-        &self,
-        headers: &HeaderMap,
-        peer: SocketAddr,
-    ) -> std::result::Result<RequestCtx, ApiError> {
-        let bearer = headers
+/// An authenticated request: pipeline step 1, as an extractor every API handler takes first. A
+/// missing or malformed header is authenticated (and audited) like any bad token.
+struct Authed(RequestCtx);
+
+impl FromRequestParts<Shared> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Shared,
+    ) -> std::result::Result<Self, ApiError> {
+        let bearer = parts
+            .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.to_string());
         let request_id = fresh_id();
-        self.kms
-            .authenticate_as(bearer.trim(), Some(peer.to_string()), request_id.clone())
+        state
+            .kms
+            .authenticate_as(bearer.trim(), peer, request_id.clone())
             .await
+            .map(Authed)
             .map_err(|e| ApiError::new(e, &request_id))
     }
 }
@@ -501,13 +514,7 @@ struct CreateKey {
     rotation_days: Option<u32>,
 }
 
-async fn create_key(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: BodyResult,
-) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
+async fn create_key(State(s): State<Shared>, Authed(ctx): Authed, body: BodyResult) -> ApiResult {
     let req: CreateKey = parse(&ctx, body)?;
     let name = on(&ctx, s.kms.parse_name(&req.name))?;
     let alg = match req.algorithm {
@@ -528,33 +535,27 @@ struct ListQuery {
 
 async fn list_keys(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(ctx): Authed,
     q: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
     let Query(q) = q.map_err(|e| ApiError::new(Error::invalid(e.body_text()), &ctx.request_id))?;
     ok(on(&ctx, s.kms.list_keys(&ctx, &q.prefix).await)?)
 }
 
 async fn show_key(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(ctx): Authed,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
     let name = on(&ctx, s.kms.parse_name(&name))?;
     ok(on(&ctx, s.kms.show_key(&ctx, &name).await)?)
 }
 
 async fn rotate_key(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(ctx): Authed,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
     let name = on(&ctx, s.kms.parse_name(&name))?;
     ok(on(&ctx, s.kms.rotate_key(&ctx, &name).await)?)
 }
@@ -584,12 +585,10 @@ struct DatakeyReq {
 
 async fn encrypt(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(ctx): Authed,
     Path(name): Path<String>,
     body: BodyResult,
 ) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
     let req: EncryptReq = parse(&ctx, body)?;
     let name = on(&ctx, s.kms.parse_name(&name))?;
     let plaintext = b64(&ctx, "plaintext", &req.plaintext)?;
@@ -600,12 +599,10 @@ async fn encrypt(
 
 async fn decrypt(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(ctx): Authed,
     Path(name): Path<String>,
     body: BodyResult,
 ) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
     let req: DecryptReq = parse(&ctx, body)?;
     let name = on(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
@@ -620,12 +617,10 @@ async fn decrypt(
 /// `hkms:vN:` form as `encrypt`, so `unwrap` is `decrypt` that insists on 32 bytes).
 async fn datakey(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(ctx): Authed,
     Path(name): Path<String>,
     body: BodyResult,
 ) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
     let req: DatakeyReq = parse(&ctx, body)?;
     let name = on(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
@@ -641,12 +636,10 @@ async fn datakey(
 
 async fn unwrap(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(ctx): Authed,
     Path(name): Path<String>,
     body: BodyResult,
 ) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
     let req: DecryptReq = parse(&ctx, body)?;
     let name = on(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
@@ -665,11 +658,9 @@ async fn unwrap(
 
 async fn public_key(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(ctx): Authed,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
     let name = on(&ctx, s.kms.parse_name(&name))?;
     let info = on(&ctx, s.kms.show_key(&ctx, &name).await)?;
     let v = info
@@ -707,11 +698,9 @@ fn yes() -> bool {
 
 async fn create_keyspace(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(ctx): Authed,
     body: BodyResult,
 ) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
     let req: KeyspaceReq = parse(&ctx, body)?;
     ok(on(
         &ctx,
@@ -755,13 +744,7 @@ struct HmmVerifyReq {
     attestation: Option<SignedAttestation>,
 }
 
-async fn poai_sign(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: BodyResult,
-) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
+async fn poai_sign(State(s): State<Shared>, Authed(ctx): Authed, body: BodyResult) -> ApiResult {
     let req: PoaiSignReq = parse(&ctx, body)?;
     let key = on(&ctx, s.kms.parse_name(&req.key))?;
     ok(on(
@@ -772,24 +755,16 @@ async fn poai_sign(
     )?)
 }
 
-async fn poai_verify(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: BodyResult,
-) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
+async fn poai_verify(State(s): State<Shared>, Authed(ctx): Authed, body: BodyResult) -> ApiResult {
     let signed: SignedAttestation = parse(&ctx, body)?;
     ok(on(&ctx, s.kms.verify_poai(&ctx, &signed, now_u64()).await)?)
 }
 
 async fn poai_sign_batch(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(ctx): Authed,
     body: BodyResult,
 ) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
     let req: PoaiBatchReq = parse(&ctx, body)?;
     let key = on(&ctx, s.kms.parse_name(&req.key))?;
     ok(on(
@@ -802,11 +777,9 @@ async fn poai_sign_batch(
 
 async fn poai_verify_item(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(ctx): Authed,
     body: BodyResult,
 ) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
     let item: BatchItem = parse(&ctx, body)?;
     ok(on(
         &ctx,
@@ -814,13 +787,7 @@ async fn poai_verify_item(
     )?)
 }
 
-async fn hmm_sign(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: BodyResult,
-) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
+async fn hmm_sign(State(s): State<Shared>, Authed(ctx): Authed, body: BodyResult) -> ApiResult {
     let req: HmmSignReq = parse(&ctx, body)?;
     let key = on(&ctx, s.kms.parse_name(&req.key))?;
     ok(on(
@@ -837,13 +804,7 @@ async fn hmm_sign(
     )?)
 }
 
-async fn hmm_verify(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: BodyResult,
-) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
+async fn hmm_verify(State(s): State<Shared>, Authed(ctx): Authed, body: BodyResult) -> ApiResult {
     let req: HmmVerifyReq = parse(&ctx, body)?;
     ok(on(
         &ctx,
@@ -874,11 +835,9 @@ fn hundred() -> u32 {
 
 async fn audit_list(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(ctx): Authed,
     q: std::result::Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
     let Query(q) = q.map_err(|e| ApiError::new(Error::invalid(e.body_text()), &ctx.request_id))?;
     let records = on(
         &ctx,
@@ -887,12 +846,7 @@ async fn audit_list(
     ok(records.iter().map(|r| r.to_json()).collect::<Vec<_>>())
 }
 
-async fn audit_verify(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
+async fn audit_verify(State(s): State<Shared>, Authed(ctx): Authed) -> ApiResult {
     let r = on(&ctx, s.kms.audit_verify(&ctx).await)?;
     let head: String = r.head.iter().map(|b| format!("{b:02x}")).collect();
     ok(json!({
@@ -914,13 +868,7 @@ struct TokenReq {
     description: String,
 }
 
-async fn create_token(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: BodyResult,
-) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
+async fn create_token(State(s): State<Shared>, Authed(ctx): Authed, body: BodyResult) -> ApiResult {
     let req: TokenReq = parse(&ctx, body)?;
     let roles = on(
         &ctx,
@@ -941,22 +889,15 @@ async fn create_token(
     Ok(axum::Json(v))
 }
 
-async fn list_tokens(
-    State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
+async fn list_tokens(State(s): State<Shared>, Authed(ctx): Authed) -> ApiResult {
     ok(on(&ctx, s.kms.list_tokens(&ctx).await)?)
 }
 
 async fn revoke_token(
     State(s): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    Authed(ctx): Authed,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let ctx = s.auth(&headers, peer).await?;
     ok(on(&ctx, s.kms.revoke_token(&ctx, &id).await)?)
 }
 

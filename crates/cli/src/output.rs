@@ -248,12 +248,7 @@ impl Out {
     /// Exit 0 if the chain is intact, 1 if not.
     pub fn audit_verify(&self, r: &AuditReport) -> ExitCode {
         if self.json {
-            self.json(&json!({
-                "valid": r.is_ok(),
-                "records": r.records,
-                "head": hex::encode(r.head),
-                "problem": r.problem.as_ref().map(|(seq, what)| json!({"seq": seq, "reason": what})),
-            }));
+            self.json(&r.to_json());
         } else {
             match &r.problem {
                 None => self.line(format!(

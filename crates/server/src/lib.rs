@@ -847,14 +847,7 @@ async fn audit_list(
 }
 
 async fn audit_verify(State(s): State<Shared>, Authed(ctx): Authed) -> ApiResult {
-    let r = on(&ctx, s.kms.audit_verify(&ctx).await)?;
-    let head: String = r.head.iter().map(|b| format!("{b:02x}")).collect();
-    ok(json!({
-        "valid": r.is_ok(),
-        "records": r.records,
-        "head": head,
-        "problem": r.problem.as_ref().map(|(seq, what)| json!({"seq": seq, "reason": what})),
-    }))
+    ok(on(&ctx, s.kms.audit_verify(&ctx).await)?.to_json())
 }
 
 #[derive(Deserialize)]

@@ -125,6 +125,16 @@ impl AuditReport {
     pub fn is_ok(&self) -> bool {
         self.problem.is_none()
     }
+
+    /// The report as `audit verify --json` and `GET /v1/audit/verify` print it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "valid": self.is_ok(),
+            "records": self.records,
+            "head": hex::encode(self.head),
+            "problem": self.problem.as_ref().map(|(seq, what)| serde_json::json!({"seq": seq, "reason": what})),
+        })
+    }
 }
 
 #[cfg(test)]

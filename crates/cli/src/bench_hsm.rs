@@ -11,15 +11,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hanzo_kms_core::config::ProviderKind;
-use hanzo_kms_core::eip712::{B32, Domain, PoAIBatch};
+use hanzo_kms_core::eip712::Domain;
 use hanzo_kms_core::{
-    Algorithm, Error, ErrorKind, KeyName, KeyRef, KeySpec, Provider, Result, Separator, merkle,
+    Algorithm, Error, ErrorKind, KeyName, KeyRef, KeySpec, Provider, Result, Separator,
 };
 use hanzo_kms_pkcs11::softhsm::Token;
 use hanzo_kms_pkcs11::{Pkcs11Provider, Pkcs11Settings};
 use serde_json::json;
 
-use crate::bench_sign::{attestation, rate};
+use crate::bench_sign::batch_rate;
 
 /// Interleaved rounds per figure; the best of each is kept (load on a shared machine only ever
 /// slows a run down, so the best is the least disturbed).
@@ -169,25 +169,7 @@ fn run_all(p: &Pkcs11Provider, secs: f64, out: &Out) -> Result<ExitCode> {
         handle: &handle,
     };
     let domain = Domain::new(96369, None);
-    let batch = |size: usize| {
-        rate(n, secs, |w, i| {
-            let digests: Vec<[u8; 32]> = (0..size as u64)
-                .filter_map(|k| {
-                    attestation(w, i * size as u64 + k)
-                        .struct_hash()
-                        .ok()
-                        .map(|h| domain.digest(&h))
-                })
-                .collect();
-            let (root, _proofs) = merkle::build(&digests);
-            let b = PoAIBatch {
-                root: B32(root),
-                count: size as u64,
-                timestamp: 1,
-            };
-            let _ = p.sign(&kref, &domain.digest(&b.struct_hash()));
-        }) * size as f64
-    };
+    let batch = |size: usize| batch_rate(p, &kref, &domain, n, secs, size);
     let (b64, b1024) = (batch(64), batch(1024));
     say(format!(
         "  Merkle-batched PoAI on the HSM key: {b64:>9.0} attestations/s (batch 64), {b1024:>9.0}/s (batch 1024), {n} threads"

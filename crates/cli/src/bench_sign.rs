@@ -162,26 +162,7 @@ pub async fn run(
         "  verify (recover + compare)       {v1:>9.0}/s (1 thread)   {vn:>9.0}/s ({all} threads)"
     ));
     // Merkle batches: hash every attestation, build the tree, one signature.
-    let batch_rate = |n: usize| {
-        let per = rate(all, secs, |w, i| {
-            let digests: Vec<[u8; 32]> = (0..n as u64)
-                .filter_map(|k| {
-                    attestation(w, i * n as u64 + k)
-                        .struct_hash()
-                        .ok()
-                        .map(|h| domain.digest(&h))
-                })
-                .collect();
-            let (root, _proofs) = merkle::build(&digests);
-            let b = PoAIBatch {
-                root: B32(root),
-                count: n as u64,
-                timestamp: 1,
-            };
-            let _ = provider.sign(&kref, &domain.digest(&b.struct_hash()));
-        });
-        per * n as f64
-    };
+    let batch_rate = |n: usize| batch_rate(&provider, &kref, &domain, all, secs, n);
     let (b64, b1024) = (batch_rate(64), batch_rate(1024));
     say(format!(
         "  Merkle batch of 64               {b64:>9.0} attestations/s (with proofs, {all} threads)"
@@ -223,6 +204,35 @@ pub async fn run(
         }));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Merkle-batched PoAI with `provider`: hash `size` attestations, build the tree and proofs,
+/// sign the `PoAIBatch` digest once; attestations per second on `threads` threads.
+pub(crate) fn batch_rate(
+    provider: &dyn Provider,
+    kref: &KeyRef<'_>,
+    domain: &Domain,
+    threads: usize,
+    secs: f64,
+    size: usize,
+) -> f64 {
+    rate(threads, secs, |w, i| {
+        let digests: Vec<[u8; 32]> = (0..size as u64)
+            .filter_map(|k| {
+                attestation(w, i * size as u64 + k)
+                    .struct_hash()
+                    .ok()
+                    .map(|h| domain.digest(&h))
+            })
+            .collect();
+        let (root, _proofs) = merkle::build(&digests);
+        let b = PoAIBatch {
+            root: B32(root),
+            count: size as u64,
+            timestamp: 1,
+        };
+        let _ = provider.sign(kref, &domain.digest(&b.struct_hash()));
+    }) * size as f64
 }
 
 /// `bench sign --count N`: exactly N raw libsecp256k1 signatures, then N of ours (EIP-712 hash +

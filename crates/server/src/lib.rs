@@ -62,6 +62,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("POST", "/v1/keys/{name}/unwrap", "Unwrap a data key"),
     (
+        "POST",
+        "/v1/keys/{name}/sign",
+        "Sign messages with an api: key",
+    ),
+    (
+        "POST",
+        "/v1/keys/{name}/verify",
+        "Verify signatures of an api: key",
+    ),
+    (
         "GET",
         "/v1/keys/{name}/public",
         "The primary version's public key",
@@ -240,6 +250,8 @@ fn router(state: Shared, max_body: usize, timeout: Duration) -> Router {
         .route("/v1/keys/{name}/decrypt", post(decrypt))
         .route("/v1/keys/{name}/datakey", post(datakey))
         .route("/v1/keys/{name}/unwrap", post(unwrap))
+        .route("/v1/keys/{name}/sign", post(sign_raw))
+        .route("/v1/keys/{name}/verify", post(verify_raw))
         .route("/v1/keys/{name}/public", get(public_key))
         .route("/v1/keyspaces", post(create_keyspace))
         .route("/v1/poai/sign", post(poai_sign))
@@ -654,6 +666,141 @@ async fn unwrap(
         ));
     }
     ok(json!({"plaintext": enc(p.expose())}))
+}
+
+/// `{"message": b64}` or `{"messages": [b64…]}`, and `prehashed` for a secp256k1 digest.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignReq {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<String>>,
+    #[serde(default)]
+    prehashed: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyItem {
+    message: String,
+    signature: String,
+}
+
+/// `{"message": b64, "signature": "0x…"}` or `{"items": [{message, signature}…]}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyReq {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
+    items: Option<Vec<VerifyItem>>,
+    #[serde(default)]
+    prehashed: bool,
+}
+
+/// A signature as text: `0x`-hex (what `sign` returns) or base64.
+fn signature_bytes(
+    ctx: &RequestCtx,
+    field: &str,
+    s: &str,
+) -> std::result::Result<Vec<u8>, ApiError> {
+    match s.strip_prefix("0x") {
+        Some(h) => hex::decode(h).map_err(|_| {
+            ApiError::new(
+                Error::invalid(format!("request: {field}: not valid hex")),
+                &ctx.request_id,
+            )
+        }),
+        None => b64(ctx, field, s),
+    }
+}
+
+async fn sign_raw(
+    State(s): State<Shared>,
+    Authed(ctx): Authed,
+    Path(name): Path<String>,
+    body: BodyResult,
+) -> ApiResult {
+    let req: SignReq = parse(&ctx, body)?;
+    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let (single, texts) = match (req.message, req.messages) {
+        (Some(m), None) => (true, vec![m]),
+        (None, Some(ms)) if !ms.is_empty() => (false, ms),
+        _ => {
+            return Err(ApiError::new(
+                Error::invalid("request: give either message or a non-empty messages list"),
+                &ctx.request_id,
+            ));
+        }
+    };
+    let messages = texts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| b64(&ctx, &format!("messages[{i}]"), m))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut sigs = on(
+        &ctx,
+        s.kms
+            .sign_messages(&ctx, &name, &messages, req.prehashed)
+            .await,
+    )?;
+    if single {
+        ok(sigs.remove(0))
+    } else {
+        ok(json!({"signatures": sigs}))
+    }
+}
+
+async fn verify_raw(
+    State(s): State<Shared>,
+    Authed(ctx): Authed,
+    Path(name): Path<String>,
+    body: BodyResult,
+) -> ApiResult {
+    let req: VerifyReq = parse(&ctx, body)?;
+    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let (single, pairs) = match (req.message, req.signature, req.items) {
+        (Some(m), Some(sig), None) => (
+            true,
+            vec![VerifyItem {
+                message: m,
+                signature: sig,
+            }],
+        ),
+        (None, None, Some(items)) if !items.is_empty() => (false, items),
+        _ => {
+            return Err(ApiError::new(
+                Error::invalid(
+                    "request: give either message and signature, or a non-empty items list",
+                ),
+                &ctx.request_id,
+            ));
+        }
+    };
+    let items = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Ok((
+                b64(&ctx, &format!("items[{i}].message"), &p.message)?,
+                signature_bytes(&ctx, &format!("items[{i}].signature"), &p.signature)?,
+            ))
+        })
+        .collect::<std::result::Result<Vec<_>, ApiError>>()?;
+    let mut verdicts = on(
+        &ctx,
+        s.kms
+            .verify_messages(&ctx, &name, &items, req.prehashed)
+            .await,
+    )?;
+    if single {
+        ok(verdicts.remove(0))
+    } else {
+        ok(json!({"verdicts": verdicts}))
+    }
 }
 
 async fn public_key(

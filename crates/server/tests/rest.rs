@@ -602,3 +602,148 @@ async fn a_full_session_leaks_no_token_master_key_or_data_key() {
     assert_eq!(audit["valid"], true);
     r.stop().await;
 }
+
+#[tokio::test]
+async fn api_keys_sign_and_verify_messages_and_typed_keys_refuse_raw_signing() {
+    use sha3::Digest;
+    let r = start("", |_| {}).await;
+    let a = r.addr;
+    let t = Some(r.admin.as_str());
+    for (name, alg) in [
+        ("api:acme:eth", "secp256k1"),
+        ("api:acme:ed", "ed25519"),
+        ("api:acme:p", "p256"),
+    ] {
+        let body = json!({"name": name, "algorithm": alg}).to_string();
+        assert_eq!(call(a, "POST", "/v1/keys", t, &body).await.status, 200);
+    }
+    let msg = b"transfer 5 to bob";
+    let m64 = base64_of(msg);
+
+    // secp256k1 signs keccak256(message); the signature recovers to the key's address.
+    let s = call(
+        a,
+        "POST",
+        "/v1/keys/api:acme:eth/sign",
+        t,
+        &json!({ "message": m64 }).to_string(),
+    )
+    .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    let s = s.json();
+    let sig = hex::decode(s["signature"].as_str().unwrap().trim_start_matches("0x")).unwrap();
+    assert_eq!(sig.len(), 65);
+    let digest: [u8; 32] = sha3::Keccak256::digest(msg).into();
+    let rec = secp256k1::ecdsa::RecoverableSignature::from_compact(
+        &sig[..64],
+        secp256k1::ecdsa::RecoveryId::try_from(i32::from(sig[64]) - 27).unwrap(),
+    )
+    .unwrap();
+    let pk = rec
+        .recover_ecdsa(secp256k1::Message::from_digest(digest))
+        .unwrap();
+    let addr = sha3::Keccak256::digest(&pk.serialize_uncompressed()[1..]);
+    let public = call(a, "GET", "/v1/keys/api:acme:eth/public", t, "")
+        .await
+        .json();
+    assert_eq!(
+        public["address"].as_str().unwrap().to_ascii_lowercase(),
+        format!("0x{}", hex::encode(&addr[12..]))
+    );
+    assert_eq!(s["signer"], public["address"]);
+
+    // Verify: the right message is valid at version 1, another message is not.
+    let v = call(
+        a,
+        "POST",
+        "/v1/keys/api:acme:eth/verify",
+        t,
+        &json!({"message": m64, "signature": s["signature"]}).to_string(),
+    )
+    .await
+    .json();
+    assert_eq!(v, json!({"valid": true, "version": 1}));
+    let v = call(
+        a,
+        "POST",
+        "/v1/keys/api:acme:eth/verify",
+        t,
+        &json!({"message": base64_of(b"transfer 6 to bob"), "signature": s["signature"]})
+            .to_string(),
+    )
+    .await
+    .json();
+    assert_eq!(v, json!({"valid": false, "version": null}));
+
+    // Batches, on Ed25519 and P-256; a signature survives rotation.
+    for key in ["api:acme:ed", "api:acme:p"] {
+        let msgs = [base64_of(b"one"), base64_of(b"two")];
+        let b = call(
+            a,
+            "POST",
+            &format!("/v1/keys/{key}/sign"),
+            t,
+            &json!({ "messages": msgs }).to_string(),
+        )
+        .await
+        .json();
+        let sigs = b["signatures"].as_array().unwrap();
+        assert_eq!(sigs.len(), 2);
+        call(a, "POST", &format!("/v1/keys/{key}/rotate"), t, "").await;
+        let items = json!([
+            {"message": msgs[0], "signature": sigs[0]["signature"]},
+            {"message": msgs[1], "signature": sigs[0]["signature"]},
+            {"message": msgs[1], "signature": sigs[1]["signature"]},
+        ]);
+        let v = call(
+            a,
+            "POST",
+            &format!("/v1/keys/{key}/verify"),
+            t,
+            &json!({ "items": items }).to_string(),
+        )
+        .await
+        .json();
+        assert_eq!(
+            v["verdicts"],
+            json!([{"valid": true, "version": 1}, {"valid": false, "version": null}, {"valid": true, "version": 1}]),
+            "{key}"
+        );
+    }
+
+    // Misuse is refused with a reason: prehashed on Ed25519, raw signing with a PoAI key.
+    let e = call(
+        a,
+        "POST",
+        "/v1/keys/api:acme:ed/sign",
+        t,
+        &json!({"message": base64_of(&[0; 32]), "prehashed": true}).to_string(),
+    )
+    .await;
+    assert_eq!(e.status, 400);
+    assert!(e.body.contains("secp256k1 keys only"), "{}", e.body);
+    call(
+        a,
+        "POST",
+        "/v1/keyspaces",
+        t,
+        r#"{"customer":"acme","model":"m1"}"#,
+    )
+    .await;
+    let e = call(
+        a,
+        "POST",
+        "/v1/keys/poai:acme:m1/sign",
+        t,
+        &json!({ "message": m64 }).to_string(),
+    )
+    .await;
+    assert_eq!(e.status, 400);
+    assert!(e.body.contains("/v1/poai/sign"), "{}", e.body);
+    r.stop().await;
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}

@@ -24,6 +24,7 @@ pub mod data;
 mod info;
 pub mod model;
 pub mod ratelimit;
+pub mod raw;
 pub mod sign;
 pub mod tokens;
 

@@ -1,0 +1,227 @@
+//! General-purpose signing with `api:` keys (REST `/v1/keys/{name}/sign` and `/verify`, gRPC
+//! `Sign`, `SignBatch`, `Verify`, `VerifyBatch`).
+//!
+//! Only `api:` keys sign arbitrary messages. PoAI and HMM keys sign nothing but their typed
+//! EIP-712 objects: a raw digest signed with a PoAI key would be an attestation that skipped the
+//! time window and the replay guard, so those keys refuse here and name the route to use.
+//!
+//! What is signed, per algorithm:
+//!
+//! | algorithm | signed value | signature |
+//! |---|---|---|
+//! | secp256k1 | keccak256(message), or the message itself when `prehashed` (32 bytes) | 65 bytes r‖s‖v, low-S, v ∈ {27, 28} |
+//! | p256 | the message (ECDSA with SHA-256) | 64 bytes r‖s |
+//! | ed25519 | the message | 64 bytes |
+//! | ml-dsa-65 | the message | 3309 bytes |
+//!
+//! `prehashed` is only meaningful for secp256k1; other algorithms refuse it, so a caller cannot
+//! believe it signed a digest when the key hashed it again.
+
+use hanzo_kms_core::eip712::keccak256;
+use hanzo_kms_core::{Algorithm, Error, ErrorKind, KeyName, KeyRef, Purpose, Result};
+use serde::Serialize;
+
+use crate::sign::signer_of;
+use crate::{Kms, RequestCtx, Role};
+
+/// The largest message `sign` accepts (the server's body limit usually bites first).
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// A general-purpose signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RawSignature {
+    pub key: String,
+    pub version: u32,
+    pub algorithm: String,
+    /// Hex, `0x`-prefixed.
+    pub signature: String,
+    /// secp256k1: the Ethereum address; otherwise the public key in hex.
+    pub signer: String,
+}
+
+/// The answer of a general-purpose verification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RawVerdict {
+    pub valid: bool,
+    /// The key version whose public key verified the signature (`null` when invalid).
+    pub version: Option<u32>,
+}
+
+fn require_api_key(key: &KeyName) -> Result<()> {
+    match key.purpose() {
+        Purpose::Api => Ok(()),
+        Purpose::Poai => Err(Error::invalid(format!(
+            "{key} is a poai key: it signs only PoAI attestations (POST /v1/poai/sign); \
+             general signing uses api: keys"
+        ))),
+        Purpose::Hmm => Err(Error::invalid(format!(
+            "{key} is an hmm key: it signs only settlements (POST /v1/hmm/sign); \
+             general signing uses api: keys"
+        ))),
+        _ => Err(Error::invalid(format!(
+            "{key} is not a signing key; general signing uses api: keys with a signing algorithm"
+        ))),
+    }
+}
+
+/// The value handed to the provider (and to the verifier) for `message`.
+fn to_sign(algorithm: Algorithm, message: &[u8], prehashed: bool) -> Result<Vec<u8>> {
+    if message.len() > MAX_MESSAGE {
+        return Err(Error::invalid(format!(
+            "message: {} bytes is more than the {MAX_MESSAGE} bytes a signature may cover; \
+             hash it and sign the digest",
+            message.len()
+        )));
+    }
+    match (algorithm, prehashed) {
+        (Algorithm::Secp256k1, true) if message.len() == 32 => Ok(message.to_vec()),
+        (Algorithm::Secp256k1, true) => Err(Error::invalid(format!(
+            "message: a prehashed secp256k1 message is a 32-byte digest, not {} bytes",
+            message.len()
+        ))),
+        (Algorithm::Secp256k1, false) => Ok(keccak256(message).to_vec()),
+        (Algorithm::Aes256Gcm, _) => Err(Error::new(
+            ErrorKind::Unsupported,
+            "this key is aes-256-gcm: it encrypts and does not sign",
+        )),
+        (_, true) => Err(Error::invalid(format!(
+            "prehashed is for secp256k1 keys only; {algorithm} signs the message itself"
+        ))),
+        (_, false) => Ok(message.to_vec()),
+    }
+}
+
+impl Kms {
+    /// Sign each of `messages` with the primary version of an `api:` key. One audit record
+    /// covers the call; nothing is returned before it is durable.
+    pub async fn sign_messages(
+        &self,
+        ctx: &RequestCtx,
+        key: &KeyName,
+        messages: &[Vec<u8>],
+        prehashed: bool,
+    ) -> Result<Vec<RawSignature>> {
+        let operation = if messages.len() == 1 {
+            "key.sign"
+        } else {
+            "key.sign_batch"
+        };
+        let mut op = self.op(ctx, operation, Some(key));
+        let r = async {
+            require_api_key(key)?;
+            self.admit(ctx, &op, Role::Sign, Some(key))?;
+            let stored = self.load(ctx, key).await?;
+            let (version, handle) = Self::usable_version(&stored, None)?;
+            op.version = Some(version);
+            let algorithm = stored.meta.algorithm;
+            let public = stored
+                .version(version)
+                .and_then(|v| v.info.public_key.clone())
+                .unwrap_or_default();
+            let kref = KeyRef {
+                name: key,
+                version,
+                algorithm,
+                handle,
+            };
+            let mut out = Vec::with_capacity(messages.len());
+            for m in messages {
+                let value = to_sign(algorithm, m, prehashed)?;
+                let signature = self.provider().sign(&kref, &value)?.0;
+                out.push(RawSignature {
+                    key: key.to_string(),
+                    version,
+                    algorithm: algorithm.to_string(),
+                    signature: format!("0x{}", hex::encode(&signature)),
+                    signer: signer_of(algorithm, &public),
+                });
+            }
+            self.audit_only(&op, "ok").await?;
+            Ok(out)
+        }
+        .await;
+        self.close_op(&op, r).await
+    }
+
+    /// Verify `(message, signature)` pairs under any version of an `api:` key.
+    pub async fn verify_messages(
+        &self,
+        ctx: &RequestCtx,
+        key: &KeyName,
+        items: &[(Vec<u8>, Vec<u8>)],
+        prehashed: bool,
+    ) -> Result<Vec<RawVerdict>> {
+        let operation = if items.len() == 1 {
+            "key.verify"
+        } else {
+            "key.verify_batch"
+        };
+        let op = self.op(ctx, operation, Some(key));
+        let r = async {
+            require_api_key(key)?;
+            self.admit(ctx, &op, Role::Verify, Some(key))?;
+            let stored = self.load(ctx, key).await?;
+            let algorithm = stored.meta.algorithm;
+            let mut out = Vec::with_capacity(items.len());
+            for (message, signature) in items {
+                let value = to_sign(algorithm, message, prehashed)?;
+                let version = stored.versions.iter().find_map(|v| {
+                    let pk = v.info.public_key.as_deref()?;
+                    hanzo_kms_software::verify::verify(algorithm, pk, &value, signature)
+                        .then_some(v.info.version)
+                });
+                out.push(RawVerdict {
+                    valid: version.is_some(),
+                    version,
+                });
+            }
+            self.audit_only(&op, "ok").await?;
+            Ok(out)
+        }
+        .await;
+        self.close_op(&op, r).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secp256k1_hashes_unless_prehashed() {
+        let m = b"hello";
+        assert_eq!(
+            to_sign(Algorithm::Secp256k1, m, false).unwrap(),
+            keccak256(m).to_vec()
+        );
+        let d = [7u8; 32];
+        assert_eq!(to_sign(Algorithm::Secp256k1, &d, true).unwrap(), d.to_vec());
+        assert!(to_sign(Algorithm::Secp256k1, m, true).is_err());
+    }
+
+    #[test]
+    fn prehashed_is_refused_where_it_would_be_hashed_again() {
+        let e = to_sign(Algorithm::P256, &[0; 32], true).unwrap_err();
+        assert!(e.message().contains("secp256k1 keys only"), "{e}");
+        assert_eq!(
+            to_sign(Algorithm::Ed25519, b"m", false).unwrap(),
+            b"m".to_vec()
+        );
+        assert!(to_sign(Algorithm::Aes256Gcm, b"m", false).is_err());
+        assert!(to_sign(Algorithm::Ed25519, &vec![0; MAX_MESSAGE + 1], false).is_err());
+    }
+
+    #[test]
+    fn only_api_keys_sign_raw_messages() {
+        let sep = hanzo_kms_core::Separator::default();
+        let poai = KeyName::parse("poai:acme:k", sep).unwrap();
+        assert!(
+            require_api_key(&poai)
+                .unwrap_err()
+                .message()
+                .contains("/v1/poai/sign")
+        );
+        let api = KeyName::parse("api:acme:k", sep).unwrap();
+        assert!(require_api_key(&api).is_ok());
+    }
+}

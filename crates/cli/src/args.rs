@@ -47,7 +47,8 @@ pub enum Command {
     /// master key up: without it no key in the store can be used.
     Init,
 
-    /// Run the server: REST on server.rest_addr (default 127.0.0.1:8200).
+    /// Run the server: REST on server.rest_addr (default 127.0.0.1:8200) and gRPC on
+    /// server.grpc_addr (default 127.0.0.1:8201, with server reflection).
     ///
     /// On the first start with an empty data directory it initialises it, like `init`, and
     /// writes a first all-tenant admin token to DIR/admin.token (mode 0600); both paths are
@@ -57,6 +58,9 @@ pub enum Command {
         /// Listen here instead of server.rest_addr.
         #[arg(long, value_name = "ADDR")]
         rest_addr: Option<String>,
+        /// Serve gRPC here instead of server.grpc_addr ("off" serves REST only).
+        #[arg(long, value_name = "ADDR")]
+        grpc_addr: Option<String>,
     },
 
     /// Create, inspect, rotate, disable, enable and destroy keys.

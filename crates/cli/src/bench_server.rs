@@ -199,6 +199,7 @@ async fn start_local() -> Result<(
         .await?;
     let mut opts = Options::from_config(&config);
     opts.rest_addr = "127.0.0.1:0".into();
+    opts.grpc_addr = Some("127.0.0.1:0".into());
     opts.scheduler_every = None;
     let server = Server::bind(kms, None, &opts).await?;
     let addr = server.local_addr()?.to_string();

@@ -112,8 +112,12 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
         _ => {}
     }
     let settings = settings(cli)?;
-    if let Command::Serve { rest_addr } = &cli.command {
-        return serve(&settings, rest_addr.as_deref(), out)
+    if let Command::Serve {
+        rest_addr,
+        grpc_addr,
+    } = &cli.command
+    {
+        return serve(&settings, rest_addr.as_deref(), grpc_addr.as_deref(), out)
             .await
             .map_err(Failure::from);
     }
@@ -431,7 +435,12 @@ async fn tokens(
 
 /// `hanzo-kms serve`: open (or, the first time, initialise) the data directory and serve REST
 /// until SIGINT or SIGTERM.
-async fn serve(settings: &Settings, rest_addr: Option<&str>, out: &Out) -> Result<ExitCode> {
+async fn serve(
+    settings: &Settings,
+    rest_addr: Option<&str>,
+    grpc_addr: Option<&str>,
+    out: &Out,
+) -> Result<ExitCode> {
     use hanzo_kms_service::Role;
     let kms = match Kms::open(settings).await {
         Ok(kms) => kms,
@@ -470,13 +479,24 @@ async fn serve(settings: &Settings, rest_addr: Option<&str>, out: &Out) -> Resul
     if let Some(a) = rest_addr {
         opts.rest_addr = a.to_owned();
     }
+    match grpc_addr {
+        Some("off") => opts.grpc_addr = None,
+        Some(a) => opts.grpc_addr = Some(a.to_owned()),
+        None => {}
+    }
     let server = hanzo_kms_server::Server::bind(kms, Some(limiter), &opts).await?;
     let addr = server.local_addr()?;
+    let grpc = server.grpc_addr()?;
     if out.json {
-        out.json(&json!({"rest": format!("http://{addr}")}));
+        out.json(
+            &json!({"rest": format!("http://{addr}"), "grpc": grpc.map(|g| format!("http://{g}"))}),
+        );
     } else {
+        let grpc = grpc
+            .map(|g| format!(", http://{g} (gRPC)"))
+            .unwrap_or_default();
         out.line(format!(
-            "listening on http://{addr} (REST); SIGINT or SIGTERM stops"
+            "listening on http://{addr} (REST){grpc}; SIGINT or SIGTERM stops"
         ));
     }
     server.run(shutdown_signal()).await?;

@@ -12,6 +12,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod grpc;
+mod ops;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -77,6 +80,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "The primary version's public key",
     ),
     ("POST", "/v1/keyspaces", "CreateModelKeyspace"),
+    (
+        "POST",
+        "/v1/models/{name}/datakey",
+        "A new model-file header and its data key (the client encrypts the weights)",
+    ),
+    (
+        "POST",
+        "/v1/models/{name}/unwrap",
+        "The data key of a model-file header (the client decrypts the weights)",
+    ),
     ("POST", "/v1/poai/sign", "Sign a PoAI attestation (EIP-712)"),
     ("POST", "/v1/poai/verify", "Verify a signed attestation"),
     (
@@ -102,6 +115,8 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
 #[derive(Clone, Debug)]
 pub struct Options {
     pub rest_addr: String,
+    /// The gRPC listener; `None` serves REST only.
+    pub grpc_addr: Option<String>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     /// How often the rotation scheduler runs; `None` disables it.
@@ -112,6 +127,7 @@ impl Options {
     pub fn from_config(c: &hanzo_kms_core::Config) -> Self {
         Self {
             rest_addr: c.server.rest_addr.clone(),
+            grpc_addr: Some(c.server.grpc_addr.clone()).filter(|a| !a.is_empty()),
             max_body_bytes: usize::try_from(c.server.max_body_bytes).unwrap_or(usize::MAX),
             request_timeout: Duration::from_secs(c.server.request_timeout_secs.max(1)),
             scheduler_every: Some(Duration::from_secs(60)),
@@ -119,7 +135,7 @@ impl Options {
     }
 }
 
-struct AppState {
+pub(crate) struct AppState {
     kms: Kms,
     limiter: Option<Arc<ConfiguredLimiter>>,
     /// Requests by (route, status).
@@ -129,9 +145,24 @@ struct AppState {
 
 type Shared = Arc<AppState>;
 
+impl AppState {
+    /// Count a request for `/metrics`.
+    fn count(&self, route: &str, status: u16) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((route.to_owned(), status))
+            .or_insert(0) += 1;
+    }
+}
+
 /// A bound, not yet running server.
 pub struct Server {
     listener: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
+    request_timeout: Duration,
+    max_body_bytes: usize,
     app: Router,
     state: Shared,
     scheduler_every: Option<Duration>,
@@ -145,15 +176,11 @@ impl Server {
         limiter: Option<Arc<ConfiguredLimiter>>,
         opts: &Options,
     ) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind(&opts.rest_addr)
-            .await
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("server.rest_addr {}: cannot listen", opts.rest_addr),
-                )
-                .with_source(e)
-            })?;
+        let listener = listen("server.rest_addr", &opts.rest_addr).await?;
+        let grpc = match &opts.grpc_addr {
+            Some(a) => Some(listen("server.grpc_addr", a).await?),
+            None => None,
+        };
         let state = Arc::new(AppState {
             kms,
             limiter,
@@ -163,36 +190,105 @@ impl Server {
         let app = router(state.clone(), opts.max_body_bytes, opts.request_timeout);
         Ok(Self {
             listener,
+            grpc,
+            request_timeout: opts.request_timeout,
+            max_body_bytes: opts.max_body_bytes,
             app,
             state,
             scheduler_every: opts.scheduler_every,
         })
     }
 
+    /// The REST listener's address.
     pub fn local_addr(&self) -> Result<SocketAddr> {
         self.listener
             .local_addr()
             .map_err(|e| Error::new(ErrorKind::Io, "reading the listen address").with_source(e))
     }
 
-    /// Serve until `shutdown` completes, then finish the requests in flight.
+    /// The gRPC listener's address, if gRPC is served.
+    pub fn grpc_addr(&self) -> Result<Option<SocketAddr>> {
+        self.grpc
+            .as_ref()
+            .map(|l| {
+                l.local_addr().map_err(|e| {
+                    Error::new(ErrorKind::Io, "reading the listen address").with_source(e)
+                })
+            })
+            .transpose()
+    }
+
+    /// Serve REST and gRPC until `shutdown` completes, then finish the requests in flight on
+    /// both before returning.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let background = self
             .scheduler_every
             .map(|every| tokio::spawn(scheduler(self.state.clone(), every)));
-        let r = axum::serve(
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let grpc = self.grpc.map(|listener| {
+            let svc = grpc::service(self.state.clone(), self.max_body_bytes);
+            let reflection = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(hanzo_kms_proto::v1::FILE_DESCRIPTOR_SET)
+                .build_v1();
+            let builder = tonic::transport::Server::builder()
+                .timeout(self.request_timeout)
+                .add_service(svc);
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                let router = match reflection {
+                    Ok(r) => builder.add_service(r),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "gRPC reflection is unavailable");
+                        builder
+                    }
+                };
+                router
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
+                        stop,
+                    )
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Io, "serving gRPC").with_source(e))
+            })
+        });
+        let rest = axum::serve(
             self.listener,
             self.app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stopped(stop_rx))
         .await
         .map_err(|e| Error::new(ErrorKind::Io, "serving HTTP").with_source(e));
+        let grpc = match grpc {
+            Some(t) => t
+                .await
+                .map_err(|e| Error::internal(format!("the gRPC server task failed: {e}")))
+                .and_then(|r| r),
+            None => Ok(()),
+        };
         if let Some(b) = background {
             b.abort();
         }
         self.state.kms.close().await;
-        r
+        rest.and(grpc)
     }
+}
+
+async fn listen(setting: &str, addr: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!("{setting} {addr}: cannot listen"),
+        )
+        .with_source(e)
+    })
 }
 
 /// The rotation scheduler (`rotate --due`, `destroy --due`) and limiter housekeeping. Safe on
@@ -254,6 +350,8 @@ fn router(state: Shared, max_body: usize, timeout: Duration) -> Router {
         .route("/v1/keys/{name}/verify", post(verify_raw))
         .route("/v1/keys/{name}/public", get(public_key))
         .route("/v1/keyspaces", post(create_keyspace))
+        .route("/v1/models/{name}/datakey", post(model_datakey))
+        .route("/v1/models/{name}/unwrap", post(model_unwrap))
         .route("/v1/poai/sign", post(poai_sign))
         .route("/v1/poai/verify", post(poai_verify))
         .route("/v1/poai/sign-batch", post(poai_sign_batch))
@@ -301,24 +399,31 @@ impl ApiError {
     }
 }
 
-/// The one mapping from error kind to HTTP status.
-pub fn status_of(kind: ErrorKind) -> StatusCode {
+/// The one mapping from error kind to HTTP status and gRPC code, for both APIs.
+pub fn wire_status(kind: ErrorKind) -> (StatusCode, tonic::Code) {
+    use tonic::Code;
     match kind {
-        ErrorKind::AlreadyExists | ErrorKind::KeyState | ErrorKind::Replayed => {
-            StatusCode::CONFLICT
+        ErrorKind::AlreadyExists => (StatusCode::CONFLICT, Code::AlreadyExists),
+        ErrorKind::KeyState => (StatusCode::CONFLICT, Code::FailedPrecondition),
+        ErrorKind::Replayed => (StatusCode::CONFLICT, Code::Aborted),
+        ErrorKind::AuthenticationFailed | ErrorKind::InvalidArgument => {
+            (StatusCode::BAD_REQUEST, Code::InvalidArgument)
         }
-        ErrorKind::AuthenticationFailed | ErrorKind::InvalidArgument | ErrorKind::Unsupported => {
-            StatusCode::BAD_REQUEST
-        }
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
-        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Unsupported => (StatusCode::BAD_REQUEST, Code::Unimplemented),
+        ErrorKind::NotFound => (StatusCode::NOT_FOUND, Code::NotFound),
+        ErrorKind::PermissionDenied => (StatusCode::FORBIDDEN, Code::PermissionDenied),
+        ErrorKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, Code::ResourceExhausted),
+        ErrorKind::Unauthenticated => (StatusCode::UNAUTHORIZED, Code::Unauthenticated),
         ErrorKind::AuditFailure | ErrorKind::NotInitialized | ErrorKind::Unavailable => {
-            StatusCode::SERVICE_UNAVAILABLE
+            (StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable)
         }
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal),
     }
+}
+
+/// The HTTP status of an error kind (see [`wire_status`]).
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    wire_status(kind).0
 }
 
 impl IntoResponse for ApiError {
@@ -388,12 +493,7 @@ async fn count(State(state): State<Shared>, req: Request, next: Next) -> Respons
             .timeouts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    *state
-        .requests
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry((route, status))
-        .or_insert(0) += 1;
+    state.count(&route, status);
     resp
 }
 
@@ -625,8 +725,6 @@ async fn decrypt(
     ok(json!({"plaintext": enc(p.expose())}))
 }
 
-/// A data key: 32 random bytes, returned in the clear and encrypted under the key (the same
-/// `hkms:vN:` form as `encrypt`, so `unwrap` is `decrypt` that insists on 32 bytes).
 async fn datakey(
     State(s): State<Shared>,
     Authed(ctx): Authed,
@@ -636,11 +734,7 @@ async fn datakey(
     let req: DatakeyReq = parse(&ctx, body)?;
     let name = on(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
-    let dek = on(
-        &ctx,
-        hanzo_kms_software::SoftwareProvider::generate_master_key(),
-    )?;
-    let c = on(&ctx, s.kms.encrypt(&ctx, &name, dek.expose(), &aad).await)?;
+    let (c, dek) = on(&ctx, ops::data_key(&s.kms, &ctx, &name, &aad).await)?;
     ok(
         json!({"key": c.key, "version": c.version, "plaintext": enc(dek.expose()), "ciphertext": c.text}),
     )
@@ -657,15 +751,58 @@ async fn unwrap(
     let aad = b64(&ctx, "aad", &req.aad)?;
     let p = on(
         &ctx,
-        s.kms.decrypt(&ctx, &name, &req.ciphertext, &aad).await,
+        ops::unwrap_data_key(&s.kms, &ctx, &name, &req.ciphertext, &aad).await,
     )?;
-    if p.expose().len() != 32 {
-        return Err(ApiError::new(
-            Error::authentication_failed(),
-            &ctx.request_id,
-        ));
-    }
     ok(json!({"plaintext": enc(p.expose())}))
+}
+
+/// `{"metadata": b64, "segment_size": n}` → a model-file header and its data key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelKeyReq {
+    #[serde(default)]
+    metadata: String,
+    #[serde(default)]
+    segment_size: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelUnwrapReq {
+    header: String,
+}
+
+fn model_key_json(m: &ops::ModelKey) -> Value {
+    json!({"key": m.key, "version": m.version, "header": enc(&m.header), "data_key": enc(m.dek.expose())})
+}
+
+async fn model_datakey(
+    State(s): State<Shared>,
+    Authed(ctx): Authed,
+    Path(name): Path<String>,
+    body: BodyResult,
+) -> ApiResult {
+    let req: ModelKeyReq = parse(&ctx, body)?;
+    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let metadata = b64(&ctx, "metadata", &req.metadata)?;
+    let m = on(
+        &ctx,
+        ops::model_key(&s.kms, &ctx, &name, &metadata, req.segment_size).await,
+    )?;
+    Ok(axum::Json(model_key_json(&m)))
+}
+
+async fn model_unwrap(
+    State(s): State<Shared>,
+    Authed(ctx): Authed,
+    Path(name): Path<String>,
+    body: BodyResult,
+) -> ApiResult {
+    let req: ModelUnwrapReq = parse(&ctx, body)?;
+    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let header = b64(&ctx, "header", &req.header)?;
+    let m = on(&ctx, ops::model_unwrap(&s.kms, &ctx, &name, &header).await)?;
+    Ok(axum::Json(model_key_json(&m)))
 }
 
 /// `{"message": b64}` or `{"messages": [b64…]}`, and `prehashed` for a secp256k1 digest.
@@ -809,25 +946,7 @@ async fn public_key(
     Path(name): Path<String>,
 ) -> ApiResult {
     let name = on(&ctx, s.kms.parse_name(&name))?;
-    let info = on(&ctx, s.kms.show_key(&ctx, &name).await)?;
-    let v = info
-        .versions
-        .iter()
-        .find(|v| v.version == info.primary_version)
-        .filter(|v| v.public_key.is_some())
-        .ok_or_else(|| {
-            ApiError::new(
-                Error::new(
-                    ErrorKind::Unsupported,
-                    format!("key {name} has no public key"),
-                ),
-                &ctx.request_id,
-            )
-        })?;
-    ok(
-        json!({"key": info.name, "version": v.version, "algorithm": info.algorithm,
-              "public_key": v.public_key, "address": v.address}),
-    )
+    ok(on(&ctx, ops::public_key(&s.kms, &ctx, &name).await)?)
 }
 
 #[derive(Deserialize)]

@@ -10,7 +10,7 @@
 //! audited as `model.decrypt` with key and version, allowed or denied.
 
 use hanzo_kms_core::weights::Header;
-use hanzo_kms_core::{Error, ErrorKind, KeyName, KeyRef, Purpose, Result};
+use hanzo_kms_core::{Error, ErrorKind, KeyName, KeyRef, Purpose, Result, SecretKey32};
 use hanzo_kms_weights::{Draft, FileCipher, dek_aad};
 
 use crate::{Kms, RequestCtx, Role};
@@ -55,6 +55,23 @@ impl Kms {
         metadata: &[u8],
         segment_size: Option<u32>,
     ) -> Result<(Header, FileCipher)> {
+        let (header, dek) = self
+            .model_data_key(ctx, key, metadata, segment_size)
+            .await?;
+        let cipher = FileCipher::open(&header, &dek, None)?;
+        Ok((header, cipher))
+    }
+
+    /// [`Kms::model_seal_header`] for a remote client that encrypts the weights itself: the
+    /// header and its data key in the clear (which the server then forgets). The client builds
+    /// the cipher with [`FileCipher::open`], which checks the key against the header's commitment.
+    pub async fn model_data_key(
+        &self,
+        ctx: &RequestCtx,
+        key: &KeyName,
+        metadata: &[u8],
+        segment_size: Option<u32>,
+    ) -> Result<(Header, SecretKey32)> {
         let mut op = self.op(ctx, "model.encrypt", Some(key));
         let r = async {
             require_model_key(key)?;
@@ -73,9 +90,9 @@ impl Kms {
             let (dek, wrapped) = self
                 .provider
                 .generate_data_key(&kref, &draft.dek_aad(&name, version))?;
-            let made = draft.finish(&name, version, wrapped, &dek)?;
+            let (header, _) = draft.finish(&name, version, wrapped, &dek)?;
             self.audit_only(&op, "ok").await?;
-            Ok(made)
+            Ok((header, dek))
         }
         .await;
         self.close_op(&op, r).await
@@ -93,6 +110,17 @@ impl Kms {
         key: &KeyName,
         header: &Header,
     ) -> Result<FileCipher> {
+        let dek = self.model_unwrap_key(ctx, key, header).await?;
+        FileCipher::open(header, &dek, Some(&model_id_of(key)))
+    }
+
+    /// [`Kms::model_open_header`] for a remote client: the checked data key itself.
+    pub async fn model_unwrap_key(
+        &self,
+        ctx: &RequestCtx,
+        key: &KeyName,
+        header: &Header,
+    ) -> Result<SecretKey32> {
         let mut op = self.op(ctx, "model.decrypt", Some(key));
         op.version = Some(header.key_version);
         let r = async {
@@ -112,9 +140,10 @@ impl Kms {
             let dek =
                 self.provider
                     .unwrap_data_key(&kref, &header.wrapped_dek, &dek_aad(header))?;
-            let cipher = FileCipher::open(header, &dek, Some(&model_id_of(key)))?;
+            // The commitment and the model id are checked before the key is handed out.
+            FileCipher::open(header, &dek, Some(&model_id_of(key)))?;
             self.audit_only(&op, "ok").await?;
-            Ok(cipher)
+            Ok(dek)
         }
         .await;
         self.close_op(&op, r).await.map_err(opaque_key_state)

@@ -1,0 +1,560 @@
+//! The gRPC API (`proto/hanzo/kms/v1/kms.proto`), over the same pipeline as REST.
+//!
+//! Each RPC authenticates the `authorization` metadata into a [`RequestCtx`], turns the message
+//! into the service's types, and calls the same `Kms` method the REST handler and the CLI call.
+//! Messages with EIP-712 or key-report content are converted through their JSON form, which the
+//! generated messages share with the REST API (see `hanzo-kms-proto`), so both APIs accept and
+//! return exactly the same fields.
+//!
+//! Errors are mapped to a gRPC code by [`crate::wire_status`], the one table REST uses too. An
+//! INTERNAL or UNAVAILABLE message is generic; the detail goes to the log with the request id,
+//! which every response and error carries in the `x-request-id` metadata entry.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hanzo_kms_core::eip712::from_json;
+use hanzo_kms_core::{Algorithm, Error, Result};
+use hanzo_kms_proto::v1 as pb;
+use hanzo_kms_service::sign::{BatchItem, SignedAttestation, SignedSettlement};
+use hanzo_kms_service::{RequestCtx, Role, now_secs};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use crate::{AppState, ops, wire_status};
+
+/// The gRPC service: a handle on the server's shared state.
+pub struct Service {
+    state: Arc<AppState>,
+}
+
+impl Service {
+    pub(crate) fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+}
+
+/// The tonic service with message-size limits applied.
+pub(crate) fn service(
+    state: Arc<AppState>,
+    max_message: usize,
+) -> pb::kms_server::KmsServer<Service> {
+    pb::kms_server::KmsServer::new(Service::new(state))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(usize::MAX)
+}
+
+/// An error as a gRPC status: the code from the one table, a generic message for server
+/// errors, the request id and (for rate limits) `retry-after` in the metadata.
+pub fn status(e: &Error, request_id: &str) -> Status {
+    let (http, code) = wire_status(e.kind());
+    let message = if http.is_server_error() {
+        tracing::error!(request_id, code = e.kind().code(), error = %e, "gRPC request failed");
+        if http == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+            "service unavailable".to_owned()
+        } else {
+            "internal error".to_owned()
+        }
+    } else {
+        e.message().to_owned()
+    };
+    let mut st = Status::new(code, message);
+    if let Ok(v) = MetadataValue::try_from(request_id) {
+        st.metadata_mut().insert("x-request-id", v);
+    }
+    if let Some(wait) = e.retry_after() {
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        if let Ok(v) = MetadataValue::try_from(secs.to_string()) {
+            st.metadata_mut().insert("retry-after", v);
+        }
+    }
+    st
+}
+
+/// A service value as a wire message, through the JSON form they share.
+fn to_pb<T: Serialize, P: DeserializeOwned>(v: &T) -> Result<P> {
+    serde_json::to_value(v)
+        .and_then(serde_json::from_value)
+        .map_err(|e| Error::internal(format!("encoding a response message: {e}")))
+}
+
+/// A wire message as a service value, with the same field-path errors as a REST body.
+fn from_pb<P: Serialize, T: DeserializeOwned>(what: &str, p: &P) -> Result<T> {
+    let text = serde_json::to_string(p)
+        .map_err(|e| Error::internal(format!("reading a request message: {e}")))?;
+    from_json(what, &text)
+}
+
+fn missing(field: &str) -> Error {
+    Error::invalid(format!("request: {field}: missing"))
+}
+
+fn now_u64() -> u64 {
+    u64::try_from(now_secs()).unwrap_or(0)
+}
+
+impl Service {
+    /// Pipeline step 1 for a gRPC request: the bearer token in the metadata, the peer address.
+    async fn auth<T>(&self, req: Request<T>) -> std::result::Result<(RequestCtx, T), Status> {
+        let bearer = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        let peer = req.remote_addr().map(|a: SocketAddr| a.to_string());
+        let request_id = uuid::Uuid::new_v4().to_string();
+        match self
+            .state
+            .kms
+            .authenticate_as(&bearer, peer, request_id.clone())
+            .await
+        {
+            Ok(ctx) => Ok((ctx, req.into_inner())),
+            Err(e) => {
+                self.state.count("grpc", 401);
+                Err(status(&e, &request_id))
+            }
+        }
+    }
+
+    /// Answer: the message or the mapped status, with the request id, counted in `/metrics`.
+    fn reply<P>(&self, ctx: &RequestCtx, r: Result<P>) -> std::result::Result<Response<P>, Status> {
+        match r {
+            Ok(m) => {
+                self.state.count("grpc", 200);
+                let mut resp = Response::new(m);
+                if let Ok(v) = MetadataValue::try_from(ctx.request_id.as_str()) {
+                    resp.metadata_mut().insert("x-request-id", v);
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                self.state
+                    .count("grpc", crate::wire_status(e.kind()).0.as_u16());
+                Err(status(&e, &ctx.request_id))
+            }
+        }
+    }
+
+    fn kms(&self) -> &hanzo_kms_service::Kms {
+        &self.state.kms
+    }
+}
+
+type Rpc<P> = std::result::Result<Response<P>, Status>;
+
+#[tonic::async_trait]
+impl pb::kms_server::Kms for Service {
+    async fn create_key(&self, req: Request<pb::CreateKeyRequest>) -> Rpc<pb::KeyInfo> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.name)?;
+            let alg = match m.algorithm.as_str() {
+                "" => None,
+                a => Some(a.parse::<Algorithm>()?),
+            };
+            let info = self
+                .kms()
+                .create_key(&ctx, &name, alg, m.rotation_days)
+                .await?;
+            to_pb(&info)
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Rpc<pb::KeyList> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let keys = self.kms().list_keys(&ctx, &m.prefix).await?;
+            Ok(pb::KeyList {
+                keys: to_pb(&keys)?,
+            })
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn get_key(&self, req: Request<pb::KeyRequest>) -> Rpc<pb::KeyInfo> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.name)?;
+            to_pb(&self.kms().show_key(&ctx, &name).await?)
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn rotate_key(&self, req: Request<pb::KeyRequest>) -> Rpc<pb::KeyInfo> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.name)?;
+            to_pb(&self.kms().rotate_key(&ctx, &name).await?)
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn get_public_key(&self, req: Request<pb::KeyRequest>) -> Rpc<pb::PublicKey> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.name)?;
+            to_pb(&ops::public_key(self.kms(), &ctx, &name).await?)
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn create_model_keyspace(
+        &self,
+        req: Request<pb::CreateModelKeyspaceRequest>,
+    ) -> Rpc<pb::KeyList> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let keys = self
+                .kms()
+                .create_keyspace(&ctx, &m.customer, &m.model, m.signing_keys.unwrap_or(true))
+                .await?;
+            Ok(pb::KeyList {
+                keys: to_pb(&keys)?,
+            })
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn encrypt(&self, req: Request<pb::EncryptRequest>) -> Rpc<pb::EncryptResponse> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.key)?;
+            let c = self
+                .kms()
+                .encrypt(&ctx, &name, &m.plaintext, &m.aad)
+                .await?;
+            Ok(pb::EncryptResponse {
+                key: c.key,
+                version: c.version,
+                ciphertext: c.text,
+            })
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn decrypt(&self, req: Request<pb::DecryptRequest>) -> Rpc<pb::DecryptResponse> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.key)?;
+            let p = self
+                .kms()
+                .decrypt(&ctx, &name, &m.ciphertext, &m.aad)
+                .await?;
+            Ok(pb::DecryptResponse {
+                plaintext: p.expose().to_vec(),
+            })
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn generate_data_key(
+        &self,
+        req: Request<pb::GenerateDataKeyRequest>,
+    ) -> Rpc<pb::GenerateDataKeyResponse> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.key)?;
+            let (c, dek) = ops::data_key(self.kms(), &ctx, &name, &m.aad).await?;
+            Ok(pb::GenerateDataKeyResponse {
+                key: c.key,
+                version: c.version,
+                plaintext: dek.expose().to_vec(),
+                ciphertext: c.text,
+            })
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn unwrap_data_key(&self, req: Request<pb::DecryptRequest>) -> Rpc<pb::DecryptResponse> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.key)?;
+            let p = ops::unwrap_data_key(self.kms(), &ctx, &name, &m.ciphertext, &m.aad).await?;
+            Ok(pb::DecryptResponse {
+                plaintext: p.expose().to_vec(),
+            })
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn generate_model_key(
+        &self,
+        req: Request<pb::GenerateModelKeyRequest>,
+    ) -> Rpc<pb::ModelKey> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.key)?;
+            let seg = (m.segment_size != 0).then_some(m.segment_size);
+            let k = ops::model_key(self.kms(), &ctx, &name, &m.metadata, seg).await?;
+            Ok(model_key_pb(k))
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn unwrap_model_key(&self, req: Request<pb::UnwrapModelKeyRequest>) -> Rpc<pb::ModelKey> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.key)?;
+            let k = ops::model_unwrap(self.kms(), &ctx, &name, &m.header).await?;
+            Ok(model_key_pb(k))
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn sign(&self, req: Request<pb::SignRequest>) -> Rpc<pb::Signature> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.key)?;
+            let mut sigs = self
+                .kms()
+                .sign_messages(&ctx, &name, &[m.message], m.prehashed)
+                .await?;
+            to_pb(&sigs.remove(0))
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn sign_batch(&self, req: Request<pb::SignBatchRequest>) -> Rpc<pb::SignBatchResponse> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            if m.messages.is_empty() {
+                return Err(Error::invalid("request: messages: empty"));
+            }
+            let name = self.kms().parse_name(&m.key)?;
+            let sigs = self
+                .kms()
+                .sign_messages(&ctx, &name, &m.messages, m.prehashed)
+                .await?;
+            Ok(pb::SignBatchResponse {
+                signatures: to_pb(&sigs)?,
+            })
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn verify(&self, req: Request<pb::VerifyRequest>) -> Rpc<pb::VerifyResponse> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.key)?;
+            let mut v = self
+                .kms()
+                .verify_messages(&ctx, &name, &[(m.message, m.signature)], m.prehashed)
+                .await?;
+            to_pb(&v.remove(0))
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn verify_batch(
+        &self,
+        req: Request<pb::VerifyBatchRequest>,
+    ) -> Rpc<pb::VerifyBatchResponse> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            if m.items.is_empty() {
+                return Err(Error::invalid("request: items: empty"));
+            }
+            let name = self.kms().parse_name(&m.key)?;
+            let items: Vec<(Vec<u8>, Vec<u8>)> = m
+                .items
+                .into_iter()
+                .map(|i| (i.message, i.signature))
+                .collect();
+            let v = self
+                .kms()
+                .verify_messages(&ctx, &name, &items, m.prehashed)
+                .await?;
+            Ok(pb::VerifyBatchResponse {
+                verdicts: to_pb(&v)?,
+            })
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn sign_poai(&self, req: Request<pb::SignPoaiRequest>) -> Rpc<pb::SignedAttestation> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.key)?;
+            let att = m.attestation.ok_or_else(|| missing("attestation"))?;
+            let att = from_pb("attestation", &att)?;
+            to_pb(&self.kms().sign_poai(&ctx, &name, att, now_u64()).await?)
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn verify_poai(&self, req: Request<pb::SignedAttestation>) -> Rpc<pb::Verdict> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let signed: SignedAttestation = from_pb("request", &m)?;
+            to_pb(&self.kms().verify_poai(&ctx, &signed, now_u64()).await?)
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn sign_poai_batch(
+        &self,
+        req: Request<pb::SignPoaiBatchRequest>,
+    ) -> Rpc<pb::SignPoaiBatchResponse> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.key)?;
+            let atts = from_pb("attestations", &m.attestations)?;
+            let items = self
+                .kms()
+                .sign_poai_batch(&ctx, &name, atts, now_u64())
+                .await?;
+            Ok(pb::SignPoaiBatchResponse {
+                items: to_pb(&items)?,
+            })
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn verify_poai_batch_item(&self, req: Request<pb::BatchItem>) -> Rpc<pb::Verdict> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let item: BatchItem = from_pb("request", &m)?;
+            to_pb(&self.kms().verify_batch_item(&ctx, &item, now_u64()).await?)
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn sign_hmm_settlement(
+        &self,
+        req: Request<pb::SignHmmSettlementRequest>,
+    ) -> Rpc<pb::SignedSettlement> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let name = self.kms().parse_name(&m.key)?;
+            let s = m.settlement.ok_or_else(|| missing("settlement"))?;
+            let s = from_pb("settlement", &s)?;
+            let att: Option<SignedAttestation> = match &m.attestation {
+                Some(a) => Some(from_pb("attestation", a)?),
+                None => None,
+            };
+            let signed = self
+                .kms()
+                .sign_hmm(&ctx, &name, s, att.as_ref(), now_u64())
+                .await?;
+            to_pb(&signed)
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn verify_hmm_settlement(
+        &self,
+        req: Request<pb::VerifyHmmSettlementRequest>,
+    ) -> Rpc<pb::Verdict> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let signed = m.signed.ok_or_else(|| missing("signed"))?;
+            let signed: SignedSettlement = from_pb("signed", &signed)?;
+            let att: Option<SignedAttestation> = match &m.attestation {
+                Some(a) => Some(from_pb("attestation", a)?),
+                None => None,
+            };
+            let v = self
+                .kms()
+                .verify_hmm(&ctx, &signed, att.as_ref(), now_u64())
+                .await?;
+            to_pb(&v)
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Rpc<pb::AuditRecords> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let limit = if m.limit == 0 { 100 } else { m.limit.min(1000) };
+            let records = self.kms().audit_records(&ctx, m.after, limit).await?;
+            let json: Vec<_> = records.iter().map(|r| r.to_json()).collect();
+            Ok(pb::AuditRecords {
+                records: to_pb(&json)?,
+            })
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn verify_audit(&self, req: Request<pb::Empty>) -> Rpc<pb::AuditReport> {
+        let (ctx, _) = self.auth(req).await?;
+        let r = async { to_pb(&self.kms().audit_verify(&ctx).await?.to_json()) }.await;
+        self.reply(&ctx, r)
+    }
+
+    async fn create_token(&self, req: Request<pb::CreateTokenRequest>) -> Rpc<pb::CreatedToken> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async {
+            let roles = m
+                .roles
+                .iter()
+                .map(|r| Role::parse(r))
+                .collect::<Result<Vec<_>>>()?;
+            let (info, token) = self
+                .kms()
+                .create_token(&ctx, &m.tenant, &roles, &m.patterns, &m.description)
+                .await?;
+            Ok(pb::CreatedToken {
+                info: Some(to_pb(&info)?),
+                token: token.expose().to_owned(),
+            })
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn list_tokens(&self, req: Request<pb::Empty>) -> Rpc<pb::TokenList> {
+        let (ctx, _) = self.auth(req).await?;
+        let r = async {
+            Ok(pb::TokenList {
+                tokens: to_pb(&self.kms().list_tokens(&ctx).await?)?,
+            })
+        }
+        .await;
+        self.reply(&ctx, r)
+    }
+
+    async fn revoke_token(&self, req: Request<pb::RevokeTokenRequest>) -> Rpc<pb::TokenInfo> {
+        let (ctx, m) = self.auth(req).await?;
+        let r = async { to_pb(&self.kms().revoke_token(&ctx, &m.id).await?) }.await;
+        self.reply(&ctx, r)
+    }
+}
+
+fn model_key_pb(k: ops::ModelKey) -> pb::ModelKey {
+    pb::ModelKey {
+        header: k.header,
+        data_key: k.dek.expose().to_vec(),
+        key: k.key,
+        version: k.version,
+    }
+}

@@ -1,0 +1,74 @@
+//! A server on loopback ports for the REST and gRPC tests: a fresh data directory, an
+//! all-tenant admin token, the configured rate limits.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hanzo_kms_core::Config;
+use hanzo_kms_server::{Options, Server};
+use hanzo_kms_service::ratelimit::ConfiguredLimiter;
+use hanzo_kms_service::{Kms, RequestCtx, Role, Settings};
+
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The gRPC listener.
+    pub grpc: SocketAddr,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+pub async fn start(yaml: &str, tweak: impl FnOnce(&mut Options)) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_yaml(yaml, "test", std::iter::empty::<(&str, &str)>()).unwrap();
+    let settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        config: config.clone(),
+        master_key_env: None,
+    };
+    let (kms, _) = Kms::init(&settings).await.unwrap();
+    let (_, admin) = kms
+        .create_token(&RequestCtx::local(), "*", &[Role::Admin], &[], "test admin")
+        .await
+        .unwrap();
+    let limiter = Arc::new(ConfiguredLimiter::new(&config.rate_limits).unwrap());
+    let kms = kms.with_limiter(limiter.clone());
+    let mut opts = Options::from_config(&config);
+    opts.rest_addr = "127.0.0.1:0".into();
+    opts.grpc_addr = Some("127.0.0.1:0".into());
+    opts.scheduler_every = None;
+    tweak(&mut opts);
+    let server = Server::bind(kms, Some(limiter), &opts).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let grpc = server.grpc_addr().unwrap().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .run(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    Running {
+        addr,
+        grpc,
+        admin: admin.expose().to_owned(),
+        dir,
+        stop: Some(tx),
+        task: Some(task),
+    }
+}

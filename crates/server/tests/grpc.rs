@@ -1,0 +1,527 @@
+//! The gRPC API over real sockets with the generated client: the same operations as REST, the
+//! same refusals (missing/bad token, wrong role, foreign tenant as missing), malformed protobuf,
+//! message limits, rate limits as RESOURCE_EXHAUSTED, and server reflection.
+
+use hanzo_kms_proto::v1 as pb;
+use pb::kms_client::KmsClient;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+mod common;
+use common::start;
+
+async fn client(addr: std::net::SocketAddr) -> KmsClient<Channel> {
+    KmsClient::connect(format!("http://{addr}")).await.unwrap()
+}
+
+fn with_token<T>(token: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+    );
+    r
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn attestation(i: u64) -> pb::PoAiAttestation {
+    pb::PoAiAttestation {
+        model_id: "acme:gpt4".into(),
+        input_hash: format!("0x{:064x}", i + 1),
+        output_hash: format!("0x{:064x}", i + 2),
+        timestamp: now(),
+        compute_time_ms: 12,
+        node_id: "node-1".into(),
+        nonce: None,
+    }
+}
+
+#[tokio::test]
+async fn the_operations_work_over_grpc_and_match_rest() {
+    let r = start("", |_| {}).await;
+    let mut c = client(r.grpc).await;
+    let t = r.admin.as_str();
+
+    let keys = c
+        .create_model_keyspace(with_token(
+            t,
+            pb::CreateModelKeyspaceRequest {
+                customer: "acme".into(),
+                model: "gpt4".into(),
+                signing_keys: None,
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(keys.metadata().get("x-request-id").is_some());
+    let names: Vec<String> = keys.into_inner().keys.into_iter().map(|k| k.name).collect();
+    assert!(names.contains(&"model:acme:gpt4".to_owned()), "{names:?}");
+
+    // Small data round trip; the ciphertext is the REST form and decrypts there too.
+    let e = c
+        .encrypt(with_token(
+            t,
+            pb::EncryptRequest {
+                key: "model:acme:gpt4".into(),
+                plaintext: b"hello".to_vec(),
+                aad: b"ctx".to_vec(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(e.ciphertext.starts_with("hkms:v1:"), "{}", e.ciphertext);
+    let d = c
+        .decrypt(with_token(
+            t,
+            pb::DecryptRequest {
+                key: "model:acme:gpt4".into(),
+                ciphertext: e.ciphertext.clone(),
+                aad: b"ctx".to_vec(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.plaintext, b"hello");
+    let wrong_aad = c
+        .decrypt(with_token(
+            t,
+            pb::DecryptRequest {
+                key: "model:acme:gpt4".into(),
+                ciphertext: e.ciphertext,
+                aad: b"other".to_vec(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_aad.code(), Code::InvalidArgument);
+    assert_eq!(wrong_aad.message(), "authentication failed");
+
+    // PoAI: sign, verify, tamper; the signer is the key's address.
+    let signed = c
+        .sign_poai(with_token(
+            t,
+            pb::SignPoaiRequest {
+                key: "poai:acme:gpt4".into(),
+                attestation: Some(attestation(1)),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let public = c
+        .get_public_key(with_token(
+            t,
+            pb::KeyRequest {
+                name: "poai:acme:gpt4".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(Some(signed.signer.clone()), public.address);
+    assert_eq!(signed.signature.len(), 2 + 130);
+    let v = c
+        .verify_poai(with_token(t, signed.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid, "{v:?}");
+    let mut tampered = signed.clone();
+    tampered.attestation.as_mut().unwrap().compute_time_ms += 1;
+    let v = c
+        .verify_poai(with_token(t, tampered))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (v.valid, v.reason.as_deref()),
+        (false, Some("digest_mismatch"))
+    );
+
+    // A batch under one Merkle root; every item verifies on its own.
+    let batch = c
+        .sign_poai_batch(with_token(
+            t,
+            pb::SignPoaiBatchRequest {
+                key: "poai:acme:gpt4".into(),
+                attestations: (10..42).map(attestation).collect(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.items.len(), 32);
+    for item in [&batch.items[0], &batch.items[17], &batch.items[31]] {
+        let v = c
+            .verify_poai_batch_item(with_token(t, item.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(v.valid, "{v:?}");
+    }
+
+    // A settlement for the attestation, once; the second is ABORTED (replayed).
+    let settlement = pb::HmmSettlement {
+        job_id: "job-1".into(),
+        provider: format!("0x{}", "11".repeat(20)),
+        consumer: format!("0x{}", "22".repeat(20)),
+        amount: "1000000000000000000".into(),
+        attestation_digest: signed.digest.clone(),
+        timestamp: now(),
+        expiry: 0,
+        nonce: None,
+    };
+    let hmm = c
+        .sign_hmm_settlement(with_token(
+            t,
+            pb::SignHmmSettlementRequest {
+                key: "hmm:acme:gpt4".into(),
+                settlement: Some(settlement.clone()),
+                attestation: Some(signed.clone()),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let v = c
+        .verify_hmm_settlement(with_token(
+            t,
+            pb::VerifyHmmSettlementRequest {
+                signed: Some(hmm),
+                attestation: None,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid, "{v:?}");
+    let again = c
+        .sign_hmm_settlement(with_token(
+            t,
+            pb::SignHmmSettlementRequest {
+                key: "hmm:acme:gpt4".into(),
+                settlement: Some(pb::HmmSettlement {
+                    job_id: "job-2".into(),
+                    ..settlement
+                }),
+                attestation: Some(signed),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::Aborted, "{again:?}");
+
+    // General signing in batches with an api: key.
+    c.create_key(with_token(
+        t,
+        pb::CreateKeyRequest {
+            name: "api:acme:ed".into(),
+            algorithm: "ed25519".into(),
+            rotation_days: None,
+        },
+    ))
+    .await
+    .unwrap();
+    let sigs = c
+        .sign_batch(with_token(
+            t,
+            pb::SignBatchRequest {
+                key: "api:acme:ed".into(),
+                messages: vec![b"a".to_vec(), b"b".to_vec()],
+                prehashed: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .signatures;
+    let raw = |s: &str| hex::decode(s.trim_start_matches("0x")).unwrap();
+    let v = c
+        .verify_batch(with_token(
+            t,
+            pb::VerifyBatchRequest {
+                key: "api:acme:ed".into(),
+                items: vec![
+                    pb::VerifyItem {
+                        message: b"a".to_vec(),
+                        signature: raw(&sigs[0].signature),
+                    },
+                    pb::VerifyItem {
+                        message: b"a".to_vec(),
+                        signature: raw(&sigs[1].signature),
+                    },
+                ],
+                prehashed: false,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .verdicts;
+    assert_eq!(
+        v.iter().map(|v| (v.valid, v.version)).collect::<Vec<_>>(),
+        vec![(true, Some(1)), (false, None)]
+    );
+
+    // The audit chain holds every call and verifies.
+    let report = c
+        .verify_audit(with_token(t, pb::Empty {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(report.valid && report.records > 10, "{report:?}");
+    let records = c
+        .list_audit(with_token(t, pb::ListAuditRequest { after: 0, limit: 0 }))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    assert!(records.iter().any(|r| {
+        r.operation == "poai.sign_batch"
+            && r.outcome == "ok"
+            && r.peer
+                .as_deref()
+                .is_some_and(|p| p.starts_with("127.0.0.1:"))
+    }));
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_refuses_missing_bad_and_revoked_tokens_wrong_roles_and_foreign_keys() {
+    let r = start("", |_| {}).await;
+    let mut c = client(r.grpc).await;
+    let admin = r.admin.as_str();
+    c.create_model_keyspace(with_token(
+        admin,
+        pb::CreateModelKeyspaceRequest {
+            customer: "acme".into(),
+            model: "gpt4".into(),
+            signing_keys: Some(false),
+        },
+    ))
+    .await
+    .unwrap();
+    let token = |tenant: &str, roles: &[&str]| pb::CreateTokenRequest {
+        tenant: tenant.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        patterns: vec![],
+        description: String::new(),
+    };
+    let revoked = c
+        .create_token(with_token(admin, token("acme", &["admin"])))
+        .await
+        .unwrap()
+        .into_inner();
+    c.revoke_token(with_token(
+        admin,
+        pb::RevokeTokenRequest {
+            id: revoked.info.unwrap().id,
+        },
+    ))
+    .await
+    .unwrap();
+    let enc = || pb::EncryptRequest {
+        key: "model:acme:gpt4".into(),
+        plaintext: b"x".to_vec(),
+        aad: vec![],
+    };
+    let no_token = c.encrypt(tonic::Request::new(enc())).await.unwrap_err();
+    let bad = c.encrypt(with_token("hkms_nope", enc())).await.unwrap_err();
+    let rev = c
+        .encrypt(with_token(&revoked.token, enc()))
+        .await
+        .unwrap_err();
+    for s in [&no_token, &bad, &rev] {
+        assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+        assert_eq!(s.message(), no_token.message());
+        assert!(s.metadata().get("x-request-id").is_some());
+    }
+
+    // Wrong role: PERMISSION_DENIED. Foreign tenant: NOT_FOUND, the same as a missing key.
+    let verify_only = c
+        .create_token(with_token(admin, token("acme", &["verify"])))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let denied = c
+        .encrypt(with_token(&verify_only, enc()))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let globex = c
+        .create_token(with_token(admin, token("globex", &["encrypt"])))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let foreign = c.encrypt(with_token(&globex, enc())).await.unwrap_err();
+    let missing = c
+        .encrypt(with_token(
+            &globex,
+            pb::EncryptRequest {
+                key: "model:acme:nothing".into(),
+                ..enc()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound);
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(
+        foreign.message().replace("gpt4", "X"),
+        missing.message().replace("nothing", "X")
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_protobuf_oversized_messages_and_rate_limits_are_refused_cleanly() {
+    let r = start(
+        "rate_limits:\n  per_tenant: {per_second: 1, burst: 4}\n",
+        |o| o.max_body_bytes = 4096,
+    )
+    .await;
+    let mut c = client(r.grpc).await;
+    let t = r.admin.as_str();
+
+    // Malformed protobuf: bytes that are not a ListAuditRequest (field 1 is a varint there; this
+    // sends it length-delimited). gRPC's status for a message that does not parse is INTERNAL.
+    let mut raw = tonic::client::Grpc::new(
+        Channel::from_shared(format!("http://{}", r.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    raw.ready().await.unwrap();
+    let wrong: tonic::Result<tonic::Response<pb::AuditRecords>> = raw
+        .unary(
+            with_token(
+                t,
+                pb::DecryptResponse {
+                    plaintext: b"not a varint".to_vec(),
+                },
+            ),
+            "/hanzo.kms.v1.Kms/ListAudit".parse().unwrap(),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    let e = wrong.unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    assert!(e.message().contains("decode"), "{e:?}");
+
+    // Oversized: over server.max_body_bytes.
+    let big = c
+        .encrypt(with_token(
+            t,
+            pb::EncryptRequest {
+                key: "data:acme:x".into(),
+                plaintext: vec![0; 8192],
+                aad: vec![],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(big.code(), Code::OutOfRange, "{big:?}");
+
+    // Bad hex in an EIP-712 field names the field.
+    let bad = c
+        .sign_poai(with_token(
+            t,
+            pb::SignPoaiRequest {
+                key: "poai:acme:gpt4".into(),
+                attestation: Some(pb::PoAiAttestation {
+                    input_hash: "0xzz".into(),
+                    ..attestation(1)
+                }),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("input_hash"), "{bad:?}");
+
+    // Rate limit (per tenant; the all-tenant admin is not a tenant): RESOURCE_EXHAUSTED with
+    // retry-after.
+    c.create_key(with_token(
+        t,
+        pb::CreateKeyRequest {
+            name: "data:acme:x".into(),
+            algorithm: String::new(),
+            rotation_days: None,
+        },
+    ))
+    .await
+    .unwrap();
+    let acme = c
+        .create_token(with_token(
+            t,
+            pb::CreateTokenRequest {
+                tenant: "acme".into(),
+                roles: vec!["encrypt".into()],
+                patterns: vec![],
+                description: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let mut limited = None;
+    for _ in 0..8 {
+        let req = pb::EncryptRequest {
+            key: "data:acme:x".into(),
+            plaintext: b"x".to_vec(),
+            aad: vec![],
+        };
+        if let Err(s) = c.encrypt(with_token(&acme, req)).await {
+            limited = Some(s);
+            break;
+        }
+    }
+    let s = limited.expect("the burst of 4 was not enforced");
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    assert!(s.metadata().get("retry-after").is_some());
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn server_reflection_lists_the_kms_service() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let r = start("", |_| {}).await;
+    let channel = Channel::from_shared(format!("http://{}", r.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = c
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected reflection answer: {resp:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"hanzo.kms.v1.Kms".to_owned()), "{names:?}");
+    r.stop().await;
+}

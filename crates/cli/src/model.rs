@@ -1,11 +1,11 @@
 //! `hanzo-kms model …`: model-weight files through the service pipeline.
 
 use std::fs::File;
-use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{IsTerminal, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use hanzo_kms_core::weights::{Header, Layout, Parse};
+use hanzo_kms_core::weights::{Header, Layout};
 use hanzo_kms_core::{Error, ErrorKind, Result};
 use hanzo_kms_service::model::model_key;
 use hanzo_kms_service::{Kms, RequestCtx};
@@ -346,30 +346,9 @@ fn io(doing: &str, path: &Path, e: std::io::Error) -> Error {
 
 /// Read and parse the header at the start of `f`; returns it and its length.
 pub fn read_header(f: &mut File, path: &Path) -> Result<(Header, usize)> {
-    let mut buf = Vec::with_capacity(512);
-    let mut want = 64usize;
-    loop {
-        let have = buf.len();
-        buf.resize(want, 0);
-        let mut filled = have;
-        while filled < want {
-            match f.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io("reading", path, e)),
-            }
-        }
-        buf.truncate(filled);
-        match Header::parse_prefix(&buf) {
-            Ok(Parse::Done(h, n)) => return Ok((h, n)),
-            Ok(Parse::NeedMore(n)) if filled == want => want = n.max(want),
-            Ok(Parse::NeedMore(_)) if filled < 6 => {
-                return Err(hanzo_kms_core::weights::not_a_model_file().context(path.display()));
-            }
-            Ok(Parse::NeedMore(_)) => return Err(Error::authentication_failed()),
-            Err(e) if e.kind() == ErrorKind::AuthenticationFailed => return Err(e),
-            Err(e) => return Err(e.context(path.display())),
-        }
+    match hanzo_kms_weights::read_header(f) {
+        Ok((h, n, _)) => Ok((h, n)),
+        Err(e) if e.kind() == ErrorKind::AuthenticationFailed => Err(e),
+        Err(e) => Err(e.context(path.display())),
     }
 }

@@ -54,6 +54,32 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// A stable, snake_case code for machine consumers.
+    /// The kind whose [`ErrorKind::code`] is `code` (what a client reads back from an error
+    /// body or the gRPC `x-error-code` metadata).
+    pub fn from_code(code: &str) -> Option<Self> {
+        Some(match code {
+            "already_exists" => Self::AlreadyExists,
+            "audit_failure" => Self::AuditFailure,
+            "authentication_failed" => Self::AuthenticationFailed,
+            "config" => Self::Config,
+            "corrupt" => Self::Corrupt,
+            "internal" => Self::Internal,
+            "invalid_argument" => Self::InvalidArgument,
+            "io" => Self::Io,
+            "key_state" => Self::KeyState,
+            "master_key_mismatch" => Self::MasterKeyMismatch,
+            "not_initialized" => Self::NotInitialized,
+            "not_found" => Self::NotFound,
+            "permission_denied" => Self::PermissionDenied,
+            "rate_limited" => Self::RateLimited,
+            "replayed" => Self::Replayed,
+            "unavailable" => Self::Unavailable,
+            "unauthenticated" => Self::Unauthenticated,
+            "unsupported" => Self::Unsupported,
+            _ => return None,
+        })
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Self::AlreadyExists => "already_exists",
@@ -191,6 +217,35 @@ impl std::error::Error for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_reads_back_as_its_kind() {
+        use ErrorKind::*;
+        let all = [
+            AlreadyExists,
+            AuditFailure,
+            AuthenticationFailed,
+            Config,
+            Corrupt,
+            Internal,
+            InvalidArgument,
+            Io,
+            KeyState,
+            MasterKeyMismatch,
+            NotInitialized,
+            NotFound,
+            PermissionDenied,
+            RateLimited,
+            Replayed,
+            Unavailable,
+            Unauthenticated,
+            Unsupported,
+        ];
+        for k in all {
+            assert_eq!(ErrorKind::from_code(k.code()), Some(k));
+        }
+        assert_eq!(ErrorKind::from_code("nonsense"), None);
+    }
 
     #[test]
     fn display_includes_cause_chain() {

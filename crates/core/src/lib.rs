@@ -14,6 +14,7 @@ pub mod merkle;
 pub mod name;
 pub mod provider;
 pub mod secret;
+pub mod signed;
 pub mod weights;
 
 pub use algorithm::Algorithm;

@@ -64,6 +64,9 @@ pub fn status(e: &Error, request_id: &str) -> Status {
     if let Ok(v) = MetadataValue::try_from(request_id) {
         st.metadata_mut().insert("x-request-id", v);
     }
+    // The precise kind, as in a REST error body's `code` (gRPC codes are coarser).
+    st.metadata_mut()
+        .insert("x-error-code", MetadataValue::from_static(e.kind().code()));
     if let Some(wait) = e.retry_after() {
         let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
         if let Ok(v) = MetadataValue::try_from(secs.to_string()) {

@@ -14,39 +14,16 @@ use hanzo_kms_core::eip712::{
 use hanzo_kms_core::merkle;
 use hanzo_kms_core::{Algorithm, Error, ErrorKind, KeyName, KeyRef, Purpose, Result, eth};
 use hanzo_kms_store::StoredKey;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::{Kms, Op, RequestCtx, Role};
 
 /// How far in the future a timestamp may be.
 pub const MAX_FUTURE_SECS: u64 = 60;
 
-/// A signed attestation, as `poai sign` prints it and `poai verify` reads it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedAttestation {
-    pub attestation: PoAIAttestation,
-    pub digest: B32,
-    pub signature: HexBytes,
-    pub signer: String,
-    pub algorithm: String,
-    pub key: String,
-    pub version: u32,
-    /// Hybrid signing: the ML-DSA-65 partner's signature over the same digest.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pq: Option<PqSignature>,
-}
-
-/// The post-quantum half of a hybrid signature.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PqSignature {
-    pub key: String,
-    pub version: u32,
-    pub algorithm: String,
-    pub signature: HexBytes,
-    pub signer: String,
-}
+pub use hanzo_kms_core::signed::{
+    BatchItem, PqSignature, ProofStep, SignedAttestation, SignedSettlement,
+};
 
 /// The ML-DSA-65 partner of a PoAI key in hybrid mode: `poai:C:N` → `poai:C:N-pq`.
 pub fn pq_partner(key: &KeyName) -> Result<KeyName> {
@@ -56,44 +33,6 @@ pub fn pq_partner(key: &KeyName) -> Result<KeyName> {
         &format!("{}-pq", key.name()),
         key.separator(),
     )
-}
-
-/// A signed settlement.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignedSettlement {
-    pub settlement: HMMSettlement,
-    pub digest: B32,
-    pub signature: HexBytes,
-    pub signer: String,
-    pub algorithm: String,
-    pub key: String,
-    pub version: u32,
-}
-
-/// One step of an inclusion proof.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProofStep {
-    pub hash: B32,
-    pub left: bool,
-}
-
-/// One attestation of a batch with its proof: what `poai verify-item` reads.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchItem {
-    pub batch: PoAIBatch,
-    pub batch_digest: B32,
-    pub signature: HexBytes,
-    pub signer: String,
-    pub algorithm: String,
-    pub key: String,
-    pub version: u32,
-    pub attestation: PoAIAttestation,
-    pub digest: B32,
-    pub index: u64,
-    pub proof: Vec<ProofStep>,
 }
 
 /// A verification answer.

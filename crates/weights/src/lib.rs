@@ -24,7 +24,9 @@ pub mod safetensors;
 mod stream;
 
 pub use cipher::{Draft, FileCipher, dek_aad, encrypt_to_vec, file_part_hash};
-pub use stream::{DecryptingReader, ReadAt, decrypt_stream, encrypt_stream, unwrap_io};
+pub use stream::{
+    DecryptingReader, ReadAt, decrypt_stream, encrypt_stream, read_header, unwrap_io,
+};
 
 /// The number of worker threads to use by default: the available cores.
 pub fn default_threads() -> usize {

@@ -9,7 +9,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-use hanzo_kms_core::weights::{Header, Layout, TAG_LEN};
+use hanzo_kms_core::weights::{Header, Layout, Parse, TAG_LEN};
 use hanzo_kms_core::{Error, ErrorKind, Result};
 
 use crate::cipher::FileCipher;
@@ -496,5 +496,41 @@ pub fn unwrap_io(e: io::Error) -> Error {
     match e.into_inner().map(|b| b.downcast::<Error>()) {
         Some(Ok(err)) => *err,
         _ => Error::internal("reader error"),
+    }
+}
+
+/// Read a model file's header from the start of `input`, consuming exactly the header's bytes
+/// plus at most what one read returned past it; returns the header, its length and any bytes
+/// read past it (the start of the body), so that a stream need not seek.
+///
+/// Fewer than 6 bytes, or the wrong magic, is "not a Hanzo KMS model file"; a cut or
+/// malformed header is "authentication failed".
+pub fn read_header<R: Read>(input: &mut R) -> Result<(Header, usize, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(512);
+    let mut want = 64usize;
+    loop {
+        let have = buf.len();
+        buf.resize(want, 0);
+        let mut filled = have;
+        while filled < want {
+            match input.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error("reading the header", e)),
+            }
+        }
+        buf.truncate(filled);
+        match Header::parse_prefix(&buf)? {
+            Parse::Done(h, n) => {
+                let rest = buf.split_off(n);
+                return Ok((h, n, rest));
+            }
+            Parse::NeedMore(n) if filled == want => want = n.max(want),
+            Parse::NeedMore(_) if filled < 6 => {
+                return Err(hanzo_kms_core::weights::not_a_model_file());
+            }
+            Parse::NeedMore(_) => return Err(Error::authentication_failed()),
+        }
     }
 }

@@ -34,8 +34,41 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Run the command against this server instead of the data directory: the gRPC address
+    /// (http://127.0.0.1:8201), or the REST one with --protocol rest. Works for keys
+    /// (create, list, show, rotate), keyspace, encrypt, decrypt, model, poai, hmm and tokens.
+    #[arg(long, global = true, env = "HANZO_KMS_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+
+    /// The API token for --server (prefer HANZO_KMS_TOKEN or --token-file: a command line is
+    /// visible to other users of the machine).
+    #[arg(
+        long,
+        global = true,
+        env = "HANZO_KMS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+
+    /// Read the API token for --server from this file (e.g. DATA_DIR/admin.token).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// The API --server speaks.
+    #[arg(long, global = true, value_enum, default_value = "grpc")]
+    pub protocol: WireProtocol,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The API a `--server` speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WireProtocol {
+    Grpc,
+    Rest,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@
 
 mod args;
 mod atomic;
+mod backend;
 mod bench;
 mod bench_hsm;
 mod bench_server;
@@ -29,6 +30,7 @@ use serde_json::json;
 use crate::args::{
     AuditCommand, Cli, Command, ConfigCommand, CryptArgs, KeysCommand, KeyspaceCommand,
 };
+use crate::backend::Backend;
 use crate::output::Out;
 
 /// A failure, and whether it was the caller's usage (exit 2) or the operation (exit 1).
@@ -111,6 +113,9 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
         }
         _ => {}
     }
+    if let Some(url) = &cli.server {
+        return remote(cli, url, out).await;
+    }
     let settings = settings(cli)?;
     if let Command::Serve {
         rest_addr,
@@ -128,14 +133,54 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
         return Ok(ExitCode::SUCCESS);
     }
     let kms = Kms::open(&settings).await?;
-    let result = dispatch(&kms, &cli.command, out).await;
+    let result = dispatch(&Backend::Local(&kms), &cli.command, out).await;
     kms.close().await;
     result
 }
 
-async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, Failure> {
+/// `--server URL`: the same commands through the client.
+async fn remote(cli: &Cli, url: &str, out: &Out) -> Result<ExitCode, Failure> {
+    if matches!(
+        cli.command,
+        Command::Init | Command::Serve { .. } | Command::Audit(_)
+    ) {
+        return Err(usage(Error::invalid(
+            "this command works on the data directory, not with --server (over the API, read \
+             the audit log with GET /v1/audit and GET /v1/audit/verify)",
+        )));
+    }
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(t), _) => zeroize::Zeroizing::new(t.clone()),
+        (None, Some(f)) => zeroize::Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("reading the token file {}", f.display()),
+            )
+            .with_source(e)
+        })?),
+        (None, None) => {
+            return Err(usage(Error::invalid(
+                "--server needs a token: --token-file FILE, HANZO_KMS_TOKEN or --token",
+            )));
+        }
+    };
+    let protocol = match cli.protocol {
+        args::WireProtocol::Grpc => hanzo_kms_client::Protocol::Grpc,
+        args::WireProtocol::Rest => hanzo_kms_client::Protocol::Rest,
+    };
+    let client = hanzo_kms_client::Client::builder(url, token.trim())
+        .protocol(protocol)
+        .connect()
+        .await?;
+    dispatch(&Backend::Remote(&client), &cli.command, out).await
+}
+
+async fn dispatch(b: &Backend<'_>, command: &Command, out: &Out) -> Result<ExitCode, Failure> {
     let ctx = RequestCtx::local();
-    let name = |s: &str| kms.parse_name(s).map_err(usage);
+    fn checked<'s>(b: &Backend<'_>, s: &'s str) -> Result<&'s str, Failure> {
+        b.check_name(s).map(|_| s).map_err(usage)
+    }
+    let name = |s| checked(b, s);
     match command {
         Command::Keys(k) => match k {
             KeysCommand::Create {
@@ -144,39 +189,44 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
                 rotation_days,
             } => {
                 let n = name(n)?;
-                let alg = algorithm
-                    .as_deref()
-                    .map(str::parse::<Algorithm>)
-                    .transpose()
-                    .map_err(usage)?;
-                let info = kms.create_key(&ctx, &n, alg, *rotation_days).await?;
+                if let Some(a) = algorithm {
+                    a.parse::<Algorithm>().map_err(usage)?;
+                }
+                let info = b
+                    .create_key(n, algorithm.as_deref(), *rotation_days)
+                    .await?;
                 out.key_created(&info);
             }
             KeysCommand::List { prefix } => {
-                let keys = kms.list_keys(&ctx, prefix).await?;
+                let keys = b.list_keys(prefix).await?;
                 out.key_list(&keys);
             }
             KeysCommand::Show { name: n } => {
-                let info = kms.show_key(&ctx, &name(n)?).await?;
+                let info = b.show_key(name(n)?).await?;
                 out.key_show(&info);
             }
             KeysCommand::Rotate { name: n, due } => {
                 if *due {
+                    let kms = b.local("keys rotate --due").map_err(usage)?;
                     let outcomes = kms.rotate_due(&ctx, hanzo_kms_service::now_secs()).await?;
                     return Ok(out.due("rotated", &outcomes));
                 }
                 let n = n
                     .as_deref()
                     .ok_or_else(|| usage(Error::invalid("give a key NAME or --due")))?;
-                let info = kms.rotate_key(&ctx, &name(n)?).await?;
+                let info = b.rotate_key(name(n)?).await?;
                 out.key_changed("rotated", &info);
             }
             KeysCommand::Disable { name: n, version } => {
-                let info = kms.set_enabled(&ctx, &name(n)?, *version, false).await?;
+                let kms = b.local("keys disable").map_err(usage)?;
+                let n = kms.parse_name(n).map_err(usage)?;
+                let info = kms.set_enabled(&ctx, &n, *version, false).await?;
                 out.key_changed("disabled", &info);
             }
             KeysCommand::Enable { name: n, version } => {
-                let info = kms.set_enabled(&ctx, &name(n)?, *version, true).await?;
+                let kms = b.local("keys enable").map_err(usage)?;
+                let n = kms.parse_name(n).map_err(usage)?;
+                let info = kms.set_enabled(&ctx, &n, *version, true).await?;
                 out.key_changed("enabled", &info);
             }
             KeysCommand::Destroy {
@@ -186,6 +236,7 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
                 delay_days,
                 due,
             } => {
+                let kms = b.local("keys destroy").map_err(usage)?;
                 if *due {
                     let outcomes = kms.destroy_due(&ctx, hanzo_kms_service::now_secs()).await?;
                     return Ok(out.due("destroyed", &outcomes));
@@ -203,7 +254,8 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
                     }
                     DestroyMode::After(i64::from(*delay_days) * 86_400)
                 };
-                let info = kms.destroy(&ctx, &name(n)?, *version, mode).await?;
+                let n = kms.parse_name(n).map_err(usage)?;
+                let info = kms.destroy(&ctx, &n, *version, mode).await?;
                 let verb = if *now {
                     "destroyed"
                 } else {
@@ -217,21 +269,19 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
             model,
             no_signing_keys,
         }) => {
-            let keys = kms
-                .create_keyspace(&ctx, customer, model, !no_signing_keys)
-                .await?;
+            let keys = b.create_keyspace(customer, model, !no_signing_keys).await?;
             out.keyspace(&keys);
         }
         Command::Encrypt(CryptArgs { key, aad }) => {
             let n = name(key)?;
             let input = read_stdin(hanzo_kms_service::data::MAX_DATA_LEN)?;
-            let ct = kms
-                .encrypt(&ctx, &n, &input, aad.as_deref().unwrap_or("").as_bytes())
+            let (key, version, text) = b
+                .encrypt(n, &input, aad.as_deref().unwrap_or("").as_bytes())
                 .await?;
             if out.json {
-                out.json(&json!({"key": ct.key, "version": ct.version, "ciphertext": ct.text}));
+                out.json(&json!({"key": key, "version": version, "ciphertext": text}));
             } else {
-                out.line(&ct.text);
+                out.line(&text);
             }
         }
         Command::Decrypt(CryptArgs { key, aad }) => {
@@ -241,31 +291,33 @@ async fn dispatch(kms: &Kms, command: &Command, out: &Out) -> Result<ExitCode, F
                 Error::invalid("not a Hanzo KMS ciphertext: expected hkms:v<version>:<base64url>")
             })?;
             let (version, _) = hanzo_kms_service::data::parse_ciphertext(text)?;
-            let plain = kms
-                .decrypt(&ctx, &n, text, aad.as_deref().unwrap_or("").as_bytes())
+            let plain = b
+                .decrypt(n, text, aad.as_deref().unwrap_or("").as_bytes())
                 .await?;
             if out.json {
                 use base64::Engine;
                 let b64 = zeroize::Zeroizing::new(
                     base64::engine::general_purpose::STANDARD.encode(plain.expose()),
                 );
-                out.json(&json!({"key": n.to_string(), "version": version, "plaintext_base64": b64.as_str()}));
+                out.json(&json!({"key": n, "version": version, "plaintext_base64": b64.as_str()}));
             } else {
                 out.bytes(plain.expose())?;
             }
         }
         Command::Audit(AuditCommand::List { after, limit }) => {
+            let kms = b.local("audit list").map_err(usage)?;
             let records = kms.audit_records(&ctx, *after, *limit).await?;
             out.audit_list(&records);
         }
         Command::Audit(AuditCommand::Verify) => {
+            let kms = b.local("audit verify").map_err(usage)?;
             let report = kms.audit_verify(&ctx).await?;
             return Ok(out.audit_verify(&report));
         }
-        Command::Tokens(t) => tokens(kms, &ctx, t, out).await?,
-        Command::Model(m) => model::run(kms, m, out).await?,
-        Command::Poai(p) => return Ok(sign::poai(kms, p, out).await?),
-        Command::Hmm(h) => return Ok(sign::hmm(kms, h, out).await?),
+        Command::Tokens(t) => tokens(b, t, out).await?,
+        Command::Model(m) => model::run(b, m, out).await?,
+        Command::Poai(p) => return Ok(sign::poai(b, p, out).await?),
+        Command::Hmm(h) => return Ok(sign::hmm(b, h, out).await?),
         Command::Init
         | Command::Serve { .. }
         | Command::Config(_)
@@ -353,13 +405,7 @@ fn install_panic_hook() {
     }));
 }
 
-async fn tokens(
-    kms: &Kms,
-    ctx: &hanzo_kms_service::RequestCtx,
-    cmd: &args::TokensCommand,
-    out: &Out,
-) -> Result<()> {
-    use hanzo_kms_service::Role;
+async fn tokens(b: &Backend<'_>, cmd: &args::TokensCommand, out: &Out) -> Result<()> {
     match cmd {
         args::TokensCommand::Create {
             tenant,
@@ -367,17 +413,11 @@ async fn tokens(
             patterns,
             description,
         } => {
-            let roles = roles
-                .iter()
-                .map(|r| Role::parse(r))
-                .collect::<Result<Vec<_>>>()?;
-            let (info, token) = kms
-                .create_token(ctx, tenant, &roles, patterns, description)
-                .await?;
+            let (info, token) = b.create_token(tenant, roles, patterns, description).await?;
             if out.json {
                 let mut v = serde_json::to_value(&info)
                     .map_err(|e| Error::internal(format!("encoding JSON: {e}")))?;
-                v["token"] = serde_json::Value::String(token.expose().to_owned());
+                v["token"] = serde_json::Value::String(token.as_str().to_owned());
                 out.json(&v);
             } else {
                 out.line(format!(
@@ -386,12 +426,12 @@ async fn tokens(
                     info.tenant,
                     info.roles.join(", ")
                 ));
-                out.line(token.expose());
+                out.line(token.as_str());
                 out.line("  This is the only time the token is shown. Send it as: Authorization: Bearer <token>");
             }
         }
         args::TokensCommand::List => {
-            let list = kms.list_tokens(ctx).await?;
+            let list = b.list_tokens().await?;
             if out.json {
                 out.json(&serde_json::json!(list));
             } else if list.is_empty() {
@@ -419,7 +459,7 @@ async fn tokens(
             }
         }
         args::TokensCommand::Revoke { id } => {
-            let info = kms.revoke_token(ctx, id).await?;
+            let info = b.revoke_token(id).await?;
             if out.json {
                 out.json(&serde_json::json!(info));
             } else {

@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use hanzo_kms_core::weights::{Header, Layout};
 use hanzo_kms_core::{Error, ErrorKind, Result};
-use hanzo_kms_service::model::model_key;
-use hanzo_kms_service::{Kms, RequestCtx};
+use hanzo_kms_service::RequestCtx;
 use hanzo_kms_weights::{
     DecryptingReader, decrypt_stream, default_threads, encrypt_stream, safetensors,
 };
@@ -16,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::args::{ModelCommand, RunArgs, parse_size};
 use crate::atomic::AtomicOutput;
+use crate::backend::Backend;
 use crate::output::Out;
 
 /// Show a progress bar above this size, on a terminal only.
@@ -81,8 +81,7 @@ pub fn inspect(input: &Path, out: &Out) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(kms: &Kms, cmd: &ModelCommand, out: &Out) -> Result<()> {
-    let ctx = RequestCtx::local();
+pub async fn run(b: &Backend<'_>, cmd: &ModelCommand, out: &Out) -> Result<()> {
     match cmd {
         ModelCommand::Encrypt {
             model,
@@ -92,15 +91,14 @@ pub async fn run(kms: &Kms, cmd: &ModelCommand, out: &Out) -> Result<()> {
             segment_size,
             run,
         } => {
-            let key = model_key(kms, model)?;
+            let key = b.model_key(model)?;
             let seg = parse_size(segment_size).map_err(Error::invalid)?;
             let seg = u32::try_from(seg).map_err(|_| Error::invalid("segment size too large"))?;
             let src = open(input)?;
             let size = src.metadata().map_err(|e| io("reading", input, e))?.len();
             let started = Instant::now();
-            let (header, cipher) = kms
-                .model_seal_header(
-                    &ctx,
+            let (header, cipher) = b
+                .model_seal(
                     &key,
                     metadata.as_deref().unwrap_or("").as_bytes(),
                     Some(seg),
@@ -133,11 +131,11 @@ pub async fn run(kms: &Kms, cmd: &ModelCommand, out: &Out) -> Result<()> {
             tensor,
             run,
         } => {
-            let key = model_key(kms, model)?;
+            let key = b.model_key(model)?;
             let mut src = open(input)?;
             let started = Instant::now();
             let (header, header_len) = read_header(&mut src, input)?;
-            let cipher = kms.model_open_header(&ctx, &key, &header).await?;
+            let cipher = b.model_open(&key, &header).await?;
             let output = AtomicOutput::create(dest, true)?;
             let plain = match tensor {
                 None => {
@@ -194,7 +192,11 @@ pub async fn run(kms: &Kms, cmd: &ModelCommand, out: &Out) -> Result<()> {
         ModelCommand::Rewrap { input, out: dest } => {
             let mut src = open(input)?;
             let (header, header_len) = read_header(&mut src, input)?;
-            let Some(next) = kms.model_rewrap_header(&ctx, &header).await? else {
+            let kms = b.local("model rewrap")?;
+            let Some(next) = kms
+                .model_rewrap_header(&RequestCtx::local(), &header)
+                .await?
+            else {
                 if out.json {
                     out.json(&json!({"file": input.display().to_string(), "key": header.key_name, "version": header.key_version, "rewrapped": false}));
                 } else {
@@ -229,10 +231,10 @@ pub async fn run(kms: &Kms, cmd: &ModelCommand, out: &Out) -> Result<()> {
             }
         }
         ModelCommand::Tensors { model, input } => {
-            let key = model_key(kms, model)?;
+            let key = b.model_key(model)?;
             let mut src = open(input)?;
             let (header, header_len) = read_header(&mut src, input)?;
-            let cipher = kms.model_open_header(&ctx, &key, &header).await?;
+            let cipher = b.model_open(&key, &header).await?;
             let mut reader =
                 DecryptingReader::new(src, &header, header_len as u64, cipher, default_threads())?;
             let (tensors, metadata) = safetensors::read_index(&mut reader)?;

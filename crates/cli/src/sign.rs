@@ -4,17 +4,13 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use hanzo_kms_core::eip712::{HMMSettlement, PoAIAttestation, from_json};
+use hanzo_kms_core::signed::{BatchItem, SignedAttestation, SignedSettlement};
 use hanzo_kms_core::{Error, ErrorKind, Result};
-use hanzo_kms_service::sign::{BatchItem, SignedAttestation, SignedSettlement, Verdict};
-use hanzo_kms_service::{Kms, RequestCtx};
 use serde::Serialize;
 
 use crate::args::{HmmCommand, PoaiCommand};
+use crate::backend::{Backend, Verdict};
 use crate::output::Out;
-
-fn now() -> u64 {
-    hanzo_kms_service::now_secs().max(0) as u64
-}
 
 fn read(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).map_err(|e| io(path, e))?;
@@ -44,21 +40,20 @@ fn verdict(out: &Out, v: &Verdict) -> ExitCode {
     }
 }
 
-pub async fn poai(kms: &Kms, cmd: &PoaiCommand, out: &Out) -> Result<ExitCode> {
-    let ctx = RequestCtx::local();
+pub async fn poai(b: &Backend<'_>, cmd: &PoaiCommand, out: &Out) -> Result<ExitCode> {
     match cmd {
         PoaiCommand::Sign { key, input } => {
-            let key = kms.parse_name(key)?;
+            b.check_name(key)?;
             let att: PoAIAttestation = from_json("attestation", &read(input)?)?;
-            let signed = kms.sign_poai(&ctx, &key, att, now()).await?;
+            let signed = b.sign_poai(key, att).await?;
             print(out, &signed);
         }
         PoaiCommand::Verify { input } => {
             let signed: SignedAttestation = from_json("signed attestation", &read(input)?)?;
-            return Ok(verdict(out, &kms.verify_poai(&ctx, &signed, now()).await?));
+            return Ok(verdict(out, &b.verify_poai(&signed).await?));
         }
         PoaiCommand::SignBatch { key, input } => {
-            let key = kms.parse_name(key)?;
+            b.check_name(key)?;
             let text = read(input)?;
             let mut atts = Vec::new();
             for (i, line) in text
@@ -71,23 +66,19 @@ pub async fn poai(kms: &Kms, cmd: &PoaiCommand, out: &Out) -> Result<ExitCode> {
                     line,
                 )?);
             }
-            for item in kms.sign_poai_batch(&ctx, &key, atts, now()).await? {
+            for item in b.sign_poai_batch(key, atts).await? {
                 print(out, &item);
             }
         }
         PoaiCommand::VerifyItem { input } => {
             let item: BatchItem = from_json("batch item", &read(input)?)?;
-            return Ok(verdict(
-                out,
-                &kms.verify_batch_item(&ctx, &item, now()).await?,
-            ));
+            return Ok(verdict(out, &b.verify_batch_item(&item).await?));
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn hmm(kms: &Kms, cmd: &HmmCommand, out: &Out) -> Result<ExitCode> {
-    let ctx = RequestCtx::local();
+pub async fn hmm(b: &Backend<'_>, cmd: &HmmCommand, out: &Out) -> Result<ExitCode> {
     let attestation = |p: &Option<std::path::PathBuf>| -> Result<Option<SignedAttestation>> {
         p.as_deref()
             .map(|p| read(p).and_then(|t| from_json("attestation", &t)))
@@ -99,10 +90,10 @@ pub async fn hmm(kms: &Kms, cmd: &HmmCommand, out: &Out) -> Result<ExitCode> {
             input,
             attestation: att,
         } => {
-            let key = kms.parse_name(key)?;
+            b.check_name(key)?;
             let s: HMMSettlement = from_json("settlement", &read(input)?)?;
             let a = attestation(att)?;
-            let signed = kms.sign_hmm(&ctx, &key, s, a.as_ref(), now()).await?;
+            let signed = b.sign_hmm(key, s, a.as_ref()).await?;
             print(out, &signed);
         }
         HmmCommand::Verify {
@@ -111,10 +102,7 @@ pub async fn hmm(kms: &Kms, cmd: &HmmCommand, out: &Out) -> Result<ExitCode> {
         } => {
             let s: SignedSettlement = from_json("signed settlement", &read(input)?)?;
             let a = attestation(att)?;
-            return Ok(verdict(
-                out,
-                &kms.verify_hmm(&ctx, &s, a.as_ref(), now()).await?,
-            ));
+            return Ok(verdict(out, &b.verify_hmm(&s, a.as_ref()).await?));
         }
     }
     Ok(ExitCode::SUCCESS)

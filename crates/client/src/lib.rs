@@ -47,7 +47,7 @@ use tonic::transport::{Channel, Endpoint};
 use zeroize::Zeroizing;
 
 pub use hanzo_kms_core::signed::{BatchItem, SignedAttestation, SignedSettlement};
-pub use hanzo_kms_proto::v1::KeyInfo;
+pub use hanzo_kms_proto::v1::{KeyInfo, TokenInfo};
 
 /// A verification answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +157,7 @@ impl ClientBuilder {
             Protocol::Rest => Transport::Rest(rest::Rest::new(&url)?),
         };
         Ok(Client {
+            url,
             transport,
             token: self.token,
             timeout: self.timeout,
@@ -179,6 +180,7 @@ enum Answer<P> {
 
 /// A connection to a Hanzo KMS server. Cheap to share by reference across tasks.
 pub struct Client {
+    url: String,
     transport: Transport,
     token: Zeroizing<String>,
     timeout: Duration,
@@ -290,7 +292,7 @@ impl Client {
                 let m = self
                     .run(retry, || {
                         let f = grpc(c.clone());
-                        async move { f.await.map_err(from_status) }
+                        async move { f.await.map_err(|s| from_status(s, &self.url)) }
                     })
                     .await?;
                 Ok(Answer::Grpc(m.into_inner()))
@@ -330,6 +332,16 @@ impl Client {
     /// CreateModelKeyspace: the model's encryption key `model:customer:model`, and its PoAI and
     /// HMM signing keys.
     pub async fn create_model_keyspace(&self, customer: &str, model: &str) -> Result<Vec<KeyInfo>> {
+        self.create_keyspace(customer, model, true).await
+    }
+
+    /// [`Client::create_model_keyspace`], with or without the signing keys.
+    pub async fn create_keyspace(
+        &self,
+        customer: &str,
+        model: &str,
+        signing_keys: bool,
+    ) -> Result<Vec<KeyInfo>> {
         let (customer, model) = (customer.to_owned(), model.to_owned());
         let v = self
             .op(
@@ -338,14 +350,16 @@ impl Client {
                     let req = self.grpc_request(pb::CreateModelKeyspaceRequest {
                         customer: customer.clone(),
                         model: model.clone(),
-                        signing_keys: Some(true),
+                        signing_keys: Some(signing_keys),
                     });
                     async move { c.create_model_keyspace(req).await }
                 },
                 (
                     "POST",
                     "/v1/keyspaces".into(),
-                    Some(json!({"customer": customer, "model": model})),
+                    Some(
+                        json!({"customer": customer, "model": model, "signing_keys": signing_keys}),
+                    ),
                 ),
             )
             .await?;
@@ -664,11 +678,24 @@ impl Client {
 
     /// Create a key (`purpose:customer:name`); `algorithm` `None` takes the purpose's default.
     pub async fn create_key(&self, name: &str, algorithm: Option<&str>) -> Result<KeyInfo> {
+        self.create_key_with(name, algorithm, None).await
+    }
+
+    /// [`Client::create_key`] with a rotation period in days (0 = never rotate automatically).
+    pub async fn create_key_with(
+        &self,
+        name: &str,
+        algorithm: Option<&str>,
+        rotation_days: Option<u32>,
+    ) -> Result<KeyInfo> {
         let name = name.to_owned();
         let alg = algorithm.unwrap_or("").to_owned();
         let mut body = json!({ "name": name });
         if !alg.is_empty() {
             body["algorithm"] = json!(alg);
+        }
+        if let Some(d) = rotation_days {
+            body["rotation_days"] = json!(d);
         }
         let v = self
             .op(
@@ -677,7 +704,7 @@ impl Client {
                     let req = self.grpc_request(pb::CreateKeyRequest {
                         name: name.clone(),
                         algorithm: alg.clone(),
-                        rotation_days: None,
+                        rotation_days,
                     });
                     async move { c.create_key(req).await }
                 },
@@ -917,11 +944,115 @@ impl Client {
         Ok(v.get("valid").and_then(Value::as_bool).unwrap_or(false))
     }
 
+    // ---- API tokens ---------------------------------------------------------------------------
+
+    /// Create a token for `tenant` (`*` = all tenants) with `roles` and optional key-name
+    /// patterns. Returns its description and the token itself, which is shown only this once.
+    pub async fn create_token(
+        &self,
+        tenant: &str,
+        roles: &[String],
+        patterns: &[String],
+        description: &str,
+    ) -> Result<(TokenInfo, Zeroizing<String>)> {
+        let req_msg = pb::CreateTokenRequest {
+            tenant: tenant.to_owned(),
+            roles: roles.to_vec(),
+            patterns: patterns.to_vec(),
+            description: description.to_owned(),
+        };
+        let body = json!({"tenant": tenant, "roles": roles, "patterns": patterns, "description": description});
+        let a = self
+            .exchange(
+                Retry::Once,
+                |mut c| {
+                    let req = self.grpc_request(req_msg.clone());
+                    async move { c.create_token(req).await }
+                },
+                ("POST", "/v1/tokens".into(), Some(body)),
+            )
+            .await?;
+        match a {
+            Answer::Grpc(m) => {
+                let info = m
+                    .info
+                    .ok_or_else(|| Error::internal("the server's answer has no token info"))?;
+                Ok((info, Zeroizing::new(m.token)))
+            }
+            Answer::Rest(mut v) => {
+                let token = Zeroizing::new(text_field(&v, "token")?);
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("token");
+                }
+                Ok((read("token", v)?, token))
+            }
+        }
+    }
+
+    /// Tokens the caller may see.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
+        let v = self
+            .op(
+                Retry::Safe,
+                |mut c| {
+                    let req = self.grpc_request(pb::Empty {});
+                    async move { c.list_tokens(req).await }
+                },
+                ("GET", "/v1/tokens".into(), None),
+            )
+            .await?;
+        let list = v.get("tokens").cloned().unwrap_or(v);
+        read("tokens", list)
+    }
+
+    /// Revoke a token by id. A token already revoked is a `key_state` error.
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo> {
+        let id = id.to_owned();
+        let v = self
+            .op(
+                Retry::Once,
+                |mut c| {
+                    let req = self.grpc_request(pb::RevokeTokenRequest { id: id.clone() });
+                    async move { c.revoke_token(req).await }
+                },
+                ("DELETE", format!("/v1/tokens/{}", path_seg(&id)), None),
+            )
+            .await?;
+        read("token", v)
+    }
+
     // ---- model-key plumbing -----------------------------------------------------------------
 
-    /// A new header and cipher for a model file: the data key comes from the server, wrapped
-    /// there under the model's key; the cipher checks it against the header's commitment.
+    /// A new header and cipher for a model file, for callers with their own I/O pipeline: the
+    /// data key comes from the server, wrapped there under the model's key; the cipher checks
+    /// it against the header's commitment. Write `header.encode()` and then the segments.
+    pub async fn model_seal(
+        &self,
+        model: &str,
+        metadata: &[u8],
+        segment_size: Option<u32>,
+    ) -> Result<(Header, FileCipher)> {
+        self.seal_with(model, metadata, segment_size.unwrap_or(0))
+            .await
+    }
+
+    /// The cipher of an existing model file from its parsed header (only the header goes to
+    /// the server).
+    pub async fn model_open(&self, model: &str, header: &Header) -> Result<FileCipher> {
+        let bytes = header.encode()?;
+        self.open(model, header, &bytes).await
+    }
+
     async fn seal(&self, model: &str, metadata: &[u8]) -> Result<(Header, FileCipher)> {
+        self.seal_with(model, metadata, 0).await
+    }
+
+    async fn seal_with(
+        &self,
+        model: &str,
+        metadata: &[u8],
+        segment_size: u32,
+    ) -> Result<(Header, FileCipher)> {
         let key = model_key_name(model);
         let a = self
             .exchange(
@@ -930,14 +1061,18 @@ impl Client {
                     let req = self.grpc_request(pb::GenerateModelKeyRequest {
                         key: key.clone(),
                         metadata: metadata.to_vec(),
-                        segment_size: 0,
+                        segment_size,
                     });
                     async move { c.generate_model_key(req).await }
                 },
                 (
                     "POST",
                     format!("/v1/models/{}/datakey", path_seg(&key)),
-                    Some(json!({ "metadata": b64(metadata) })),
+                    Some(if segment_size == 0 {
+                        json!({ "metadata": b64(metadata) })
+                    } else {
+                        json!({ "metadata": b64(metadata), "segment_size": segment_size })
+                    }),
                 ),
             )
             .await?;
@@ -996,8 +1131,10 @@ fn path_seg(s: &str) -> String {
     out
 }
 
-/// A gRPC status as our error: the exact kind from `x-error-code`, else from the gRPC code.
-fn from_status(s: tonic::Status) -> Error {
+/// A gRPC status as our error: the exact kind from `x-error-code`, else from the gRPC code. A
+/// status that did not come from the server (no request id: the connection failed) names the
+/// server it could not reach.
+fn from_status(s: tonic::Status, server: &str) -> Error {
     use tonic::Code;
     let kind = s
         .metadata()
@@ -1023,7 +1160,9 @@ fn from_status(s: tonic::Status) -> Error {
         .and_then(|v| v.to_str().ok())
         .map(|id| format!(" (request {id})"))
         .unwrap_or_default();
-    let message = if s.message().is_empty() {
+    let message = if request_id.is_empty() && kind == ErrorKind::Unavailable {
+        format!("cannot reach the server at {server} ({})", s.message())
+    } else if s.message().is_empty() {
         format!("the server answered {:?}", s.code())
     } else {
         s.message().to_owned()
@@ -1220,16 +1359,21 @@ mod tests {
             "x-error-code",
             MetadataValue::from_static("authentication_failed"),
         );
-        assert_eq!(from_status(s).kind(), ErrorKind::AuthenticationFailed);
+        assert_eq!(from_status(s, "u").kind(), ErrorKind::AuthenticationFailed);
         let mut s = tonic::Status::resource_exhausted("slow down");
         s.metadata_mut()
             .insert("retry-after", MetadataValue::from_static("3"));
-        let e = from_status(s);
+        let e = from_status(s, "u");
         assert_eq!(e.kind(), ErrorKind::RateLimited);
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        let e = from_status(
+            tonic::Status::unavailable("tcp connect error"),
+            "http://h:1",
+        );
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert_eq!(
-            from_status(tonic::Status::unavailable("")).kind(),
-            ErrorKind::Unavailable
+            e.message(),
+            "cannot reach the server at http://h:1 (tcp connect error)"
         );
     }
 

@@ -1,12 +1,12 @@
 //! What `keys show` and `keys list` report, in a shape fit for `--json`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use hanzo_kms_core::{Algorithm, KeyState, eth};
 use hanzo_kms_store::StoredKey;
 
 /// A key as reported to callers. Holds no secret material.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeyInfo {
     pub name: String,
     pub purpose: String,
@@ -29,7 +29,7 @@ pub struct KeyInfo {
 }
 
 /// One version as reported.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VersionInfo {
     pub version: u32,
     pub state: String,

@@ -214,7 +214,11 @@ impl Kms {
 
 /// Map a model argument to its key: `customer:model` or a full `model:customer:model` name.
 pub fn model_key(kms: &Kms, arg: &str) -> Result<KeyName> {
-    let sep = kms.config().separator();
+    model_key_with(kms.config().separator(), arg)
+}
+
+/// [`model_key`] with an explicit namespace separator (a client talking to a server).
+pub fn model_key_with(sep: hanzo_kms_core::Separator, arg: &str) -> Result<KeyName> {
     if let Ok(k) = KeyName::parse(arg, sep) {
         require_model_key(&k)?;
         return Ok(k);

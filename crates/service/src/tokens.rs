@@ -18,7 +18,7 @@ use base64::Engine;
 use hanzo_kms_core::name::check_component;
 use hanzo_kms_core::{Error, ErrorKind, Result};
 use hanzo_kms_store::StoredToken;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::auth::{Principal, Role};
@@ -46,7 +46,7 @@ impl fmt::Debug for ApiToken {
 }
 
 /// A token as reported (never the secret).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TokenInfo {
     pub id: String,
     pub tenant: String,

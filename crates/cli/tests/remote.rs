@@ -1,0 +1,243 @@
+//! `hanzo-kms serve` as a real process, and the CLI's commands against it with `--server`
+//! (gRPC and REST): the same results as offline, the first-start init, graceful SIGTERM, and
+//! clear refusals for commands that only run on the data directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn clean(c: &mut std::process::Command) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HANZO_KMS") {
+            c.env_remove(k);
+        }
+    }
+}
+
+struct Served {
+    child: Child,
+    rest: String,
+    grpc: String,
+}
+
+impl Served {
+    fn start(dir: &Path) -> Self {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("hanzo-kms"));
+        clean(&mut c);
+        let mut child = c
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args([
+                "--json",
+                "serve",
+                "--rest-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("serve exited before listening")
+                .unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if let (Some(r), Some(g)) = (v["rest"].as_str(), v["grpc"].as_str()) {
+                return Self {
+                    child,
+                    rest: r.to_owned(),
+                    grpc: g.to_owned(),
+                };
+            }
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+fn kms(dir: &Path, server: &str, protocol: &str) -> Command {
+    let mut c = Command::cargo_bin("hanzo-kms").unwrap();
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HANZO_KMS") {
+            c.env_remove(k);
+        }
+    }
+    c.arg("--server")
+        .arg(server)
+        .arg("--protocol")
+        .arg(protocol)
+        .arg("--token-file")
+        .arg(dir.join("data").join("admin.token"))
+        // No data directory is touched: point it somewhere empty.
+        .arg("--data-dir")
+        .arg(dir.join("nowhere"));
+    c
+}
+
+fn json(c: &mut Command) -> Value {
+    let out = c.arg("--json").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_cli_works_against_a_server_over_grpc_and_rest() {
+    let d = tempfile::tempdir().unwrap();
+    let served = Served::start(d.path());
+    let (grpc, rest) = (served.grpc.clone(), served.rest.clone());
+
+    let keys = json(kms(d.path(), &grpc, "grpc").args([
+        "keyspace",
+        "create",
+        "--customer",
+        "acme",
+        "--model",
+        "gpt4",
+    ]));
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(3), "{keys}");
+    let shown = json(kms(d.path(), &rest, "rest").args(["keys", "show", "poai:acme:gpt4"]));
+    assert_eq!(shown["algorithm"], "secp256k1");
+    let address = shown["versions"][0]["address"].as_str().unwrap().to_owned();
+
+    // Small data: encrypted over gRPC, decrypted over REST.
+    let ct = kms(d.path(), &grpc, "grpc")
+        .args(["encrypt", "--key", "model:acme:gpt4"])
+        .write_stdin("secret payload")
+        .output()
+        .unwrap();
+    assert!(ct.status.success());
+    let pt = kms(d.path(), &rest, "rest")
+        .args(["decrypt", "--key", "model:acme:gpt4"])
+        .write_stdin(ct.stdout)
+        .output()
+        .unwrap();
+    assert_eq!(pt.stdout, b"secret payload");
+
+    // A model file: encrypted by the client process, decrypted over the other protocol.
+    let weights: Vec<u8> = (0..2_500_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(d.path().join("w.bin"), &weights).unwrap();
+    for (p, url) in [("grpc", &grpc), ("rest", &rest)] {
+        let enc = d.path().join(format!("w.{p}.hkms"));
+        let dec = d.path().join(format!("w.{p}.out"));
+        kms(d.path(), url, p)
+            .args(["model", "encrypt", "--model", "acme:gpt4", "--in"])
+            .arg(d.path().join("w.bin"))
+            .arg("--out")
+            .arg(&enc)
+            .assert()
+            .success();
+        let other = if p == "grpc" {
+            (&rest, "rest")
+        } else {
+            (&grpc, "grpc")
+        };
+        kms(d.path(), other.0, other.1)
+            .args(["model", "decrypt", "--model", "acme:gpt4", "--in"])
+            .arg(&enc)
+            .arg("--out")
+            .arg(&dec)
+            .assert()
+            .success();
+        assert_eq!(std::fs::read(&dec).unwrap(), weights, "{p}");
+    }
+
+    // PoAI sign over gRPC, verify over REST; the signer is the key's address.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let att = format!(
+        r#"{{"model_id":"acme:gpt4","input_hash":"0x{:064x}","output_hash":"0x{:064x}","timestamp":{now},"compute_time_ms":9,"node_id":"n1"}}"#,
+        1, 2
+    );
+    std::fs::write(d.path().join("att.json"), att).unwrap();
+    let signed = kms(d.path(), &grpc, "grpc")
+        .args(["poai", "sign", "--key", "poai:acme:gpt4", "--in"])
+        .arg(d.path().join("att.json"))
+        .output()
+        .unwrap();
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let s: Value = serde_json::from_slice(&signed.stdout).unwrap();
+    assert_eq!(s["signer"].as_str(), Some(address.as_str()));
+    std::fs::write(d.path().join("signed.json"), &signed.stdout).unwrap();
+    let v = json(
+        kms(d.path(), &rest, "rest")
+            .args(["poai", "verify", "--in"])
+            .arg(d.path().join("signed.json")),
+    );
+    assert_eq!(v["valid"], true);
+
+    // Tokens online: a narrower token sees only its tenant.
+    let created = json(kms(d.path(), &grpc, "grpc").args([
+        "tokens", "create", "--tenant", "globex", "--role", "encrypt",
+    ]));
+    let globex = created["token"].as_str().unwrap().to_owned();
+    let mut c = Command::cargo_bin("hanzo-kms").unwrap();
+    let out = c
+        .args(["--server", &grpc, "--token", &globex, "--data-dir"])
+        .arg(d.path().join("nowhere"))
+        .args(["encrypt", "--key", "model:acme:gpt4"])
+        .write_stdin("x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not found"), "{err}");
+    let id = created["id"].as_str().unwrap();
+    json(kms(d.path(), &rest, "rest").args(["tokens", "revoke", id]));
+    let listed = json(kms(d.path(), &rest, "rest").args(["tokens", "list"]));
+    assert!(listed.to_string().contains("revoked_at"));
+
+    // Commands that only run on the data directory say so (usage error), and touch nothing.
+    for args in [
+        vec!["keys", "destroy", "data:acme:x", "--now"],
+        vec!["audit", "verify"],
+        vec!["keys", "rotate", "--due"],
+    ] {
+        let out = kms(d.path(), &grpc, "grpc").args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("data directory"), "{args:?}: {err}");
+    }
+    assert!(!d.path().join("nowhere").exists());
+
+    // A server that is gone: a clear, retried "unavailable".
+    let status = served.stop();
+    assert!(
+        status.success(),
+        "serve did not stop cleanly on SIGTERM: {status:?}"
+    );
+    let out = kms(d.path(), &grpc, "grpc")
+        .args(["keys", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot reach the server at {grpc}")),
+        "{err}"
+    );
+}

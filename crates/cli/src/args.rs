@@ -60,6 +60,18 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value = "grpc")]
     pub protocol: WireProtocol,
 
+    /// For an https:// --server: trust this CA certificate (PEM) instead of the system's roots.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// For a server that requires mutual TLS: this client certificate (PEM; with --tls-key).
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -168,10 +168,19 @@ async fn remote(cli: &Cli, url: &str, out: &Out) -> Result<ExitCode, Failure> {
         args::WireProtocol::Grpc => hanzo_kms_client::Protocol::Grpc,
         args::WireProtocol::Rest => hanzo_kms_client::Protocol::Rest,
     };
-    let client = hanzo_kms_client::Client::builder(url, token.trim())
-        .protocol(protocol)
-        .connect()
-        .await?;
+    let read = |what: &str, p: &Path| {
+        std::fs::read(p).map_err(|e| {
+            Error::new(ErrorKind::Io, format!("reading {what} {}", p.display())).with_source(e)
+        })
+    };
+    let mut builder = hanzo_kms_client::Client::builder(url, token.trim()).protocol(protocol);
+    if let Some(ca) = &cli.tls_ca {
+        builder = builder.tls_ca_pem(read("--tls-ca", ca)?);
+    }
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        builder = builder.tls_identity(read("--tls-cert", cert)?, read("--tls-key", key)?);
+    }
+    let client = builder.connect().await?;
     dispatch(&Backend::Remote(&client), &cli.command, out).await
 }
 

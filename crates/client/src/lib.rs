@@ -99,6 +99,7 @@ pub enum Protocol {
 /// Settings for a [`Client`].
 pub struct ClientBuilder {
     url: String,
+    tls: rest::TlsFiles,
     token: Zeroizing<String>,
     protocol: Protocol,
     timeout: Duration,
@@ -130,6 +131,19 @@ impl ClientBuilder {
         self
     }
 
+    /// Trust only this CA (PEM) for an `https://` server, instead of the system's roots.
+    pub fn tls_ca_pem(mut self, pem: Vec<u8>) -> Self {
+        self.tls.ca = Some(pem);
+        self
+    }
+
+    /// Present this client certificate chain and key (PEM) to a server that asks for one
+    /// (mutual TLS, `server.tls.client_ca_file`).
+    pub fn tls_identity(mut self, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Self {
+        self.tls.identity = Some((cert_pem, Zeroizing::new(key_pem)));
+        self
+    }
+
     /// Threads for local model-weight encryption (default: all cores).
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
@@ -145,16 +159,31 @@ impl ClientBuilder {
                 "server URL '{url}': expected http://host:port (TLS: https://)"
             )));
         }
+        let https = url.starts_with("https://");
         let transport = match self.protocol {
             Protocol::Grpc => {
-                let endpoint = Endpoint::from_shared(url.clone())
+                let mut endpoint = Endpoint::from_shared(url.clone())
                     .map_err(|e| Error::invalid(format!("server URL '{url}': {e}")))?
                     .timeout(self.timeout)
                     .connect_timeout(self.timeout.min(Duration::from_secs(10)))
                     .tcp_nodelay(true);
+                if https {
+                    let mut tls = tonic::transport::ClientTlsConfig::new();
+                    tls = match &self.tls.ca {
+                        Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                        None => tls.with_native_roots(),
+                    };
+                    if let Some((cert, key)) = &self.tls.identity {
+                        tls = tls
+                            .identity(tonic::transport::Identity::from_pem(cert, key.as_slice()));
+                    }
+                    endpoint = endpoint
+                        .tls_config(tls)
+                        .map_err(|e| Error::invalid(format!("TLS settings: {e}")))?;
+                }
                 Transport::Grpc(pb::kms_client::KmsClient::new(endpoint.connect_lazy()))
             }
-            Protocol::Rest => Transport::Rest(rest::Rest::new(&url)?),
+            Protocol::Rest => Transport::Rest(rest::Rest::new(&url, &self.tls)?),
         };
         Ok(Client {
             url,
@@ -210,6 +239,7 @@ impl Client {
     pub fn builder(url: &str, token: &str) -> ClientBuilder {
         ClientBuilder {
             url: url.to_owned(),
+            tls: rest::TlsFiles::default(),
             token: Zeroizing::new(token.trim().to_owned()),
             protocol: Protocol::Grpc,
             timeout: Duration::from_secs(30),
@@ -1132,10 +1162,17 @@ fn path_seg(s: &str) -> String {
 }
 
 /// A gRPC status as our error: the exact kind from `x-error-code`, else from the gRPC code. A
-/// status that did not come from the server (no request id: the connection failed) names the
-/// server it could not reach.
+/// status that did not come from the server (no request id: the connection or the TLS
+/// handshake failed) is `unavailable`, naming the server and the cause.
 fn from_status(s: tonic::Status, server: &str) -> Error {
     use tonic::Code;
+    let request_id = s
+        .metadata()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|id| format!(" (request {id})"))
+        .unwrap_or_default();
+    let from_server = !request_id.is_empty();
     let kind = s
         .metadata()
         .get("x-error-code")
@@ -1152,16 +1189,17 @@ fn from_status(s: tonic::Status, server: &str) -> Error {
             Code::ResourceExhausted => ErrorKind::RateLimited,
             Code::Unimplemented => ErrorKind::Unsupported,
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ErrorKind::Unavailable,
+            Code::Unknown | Code::Internal if !from_server => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         });
-    let request_id = s
-        .metadata()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|id| format!(" (request {id})"))
-        .unwrap_or_default();
-    let message = if request_id.is_empty() && kind == ErrorKind::Unavailable {
-        format!("cannot reach the server at {server} ({})", s.message())
+    let message = if !from_server && kind == ErrorKind::Unavailable {
+        let mut cause = s.message().to_owned();
+        let mut src = std::error::Error::source(&s);
+        while let Some(e) = src {
+            cause.push_str(&format!(": {e}"));
+            src = e.source();
+        }
+        format!("cannot reach the server at {server} ({cause})")
     } else if s.message().is_empty() {
         format!("the server answered {:?}", s.code())
     } else {

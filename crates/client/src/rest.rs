@@ -3,28 +3,81 @@
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use hanzo_kms_core::{Error, ErrorKind, Result};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use zeroize::Zeroizing;
+
+/// TLS material for an `https://` server: a CA to trust instead of the system's roots, and a
+/// client identity for mutual TLS (PEM).
+#[derive(Default)]
+pub(crate) struct TlsFiles {
+    pub ca: Option<Vec<u8>>,
+    pub identity: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
+}
 
 pub(crate) struct Rest {
     base: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+fn tls_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("TLS settings: {what}: {e}"))
+}
+
+/// A rustls client config on aws-lc-rs from [`TlsFiles`].
+fn client_config(tls: &TlsFiles) -> Result<rustls::ClientConfig> {
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca {
+        Some(pem) => {
+            for c in CertificateDer::pem_slice_iter(pem) {
+                roots
+                    .add(c.map_err(|e| tls_error("CA", e))?)
+                    .map_err(|e| tls_error("CA", e))?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error("protocol versions", e))?
+        .with_root_certificates(roots);
+    match &tls.identity {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| tls_error("client certificate", e))?;
+            let key = PrivateKeyDer::from_pem_slice(key)
+                .map_err(|_| tls_error("client key", "no PEM private key"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| tls_error("client identity", e))
+        }
+        None => Ok(builder.with_no_client_auth()),
+    }
 }
 
 impl Rest {
-    pub(crate) fn new(base: &str) -> Result<Self> {
-        if base.starts_with("https://") {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "this client speaks REST over http:// only; use gRPC (the default) for TLS",
-            ));
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+    pub(crate) fn new(base: &str, tls: &TlsFiles) -> Result<Self> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_config(tls)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         Ok(Self {
             base: base.to_owned(),
             http: Client::builder(TokioExecutor::new()).build(connector),

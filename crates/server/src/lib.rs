@@ -14,6 +14,7 @@
 
 pub mod grpc;
 mod ops;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -121,6 +122,8 @@ pub struct Options {
     pub request_timeout: Duration,
     /// How often the rotation scheduler runs; `None` disables it.
     pub scheduler_every: Option<Duration>,
+    /// TLS for both listeners (`server.tls`); `None` serves plain HTTP.
+    pub tls: Option<hanzo_kms_core::config::TlsConfig>,
 }
 
 impl Options {
@@ -131,6 +134,7 @@ impl Options {
             max_body_bytes: usize::try_from(c.server.max_body_bytes).unwrap_or(usize::MAX),
             request_timeout: Duration::from_secs(c.server.request_timeout_secs.max(1)),
             scheduler_every: Some(Duration::from_secs(60)),
+            tls: c.server.tls.clone(),
         }
     }
 }
@@ -161,8 +165,9 @@ impl AppState {
 pub struct Server {
     listener: tokio::net::TcpListener,
     grpc: Option<tokio::net::TcpListener>,
-    request_timeout: Duration,
     max_body_bytes: usize,
+    tls: Option<(tls::Pem, Arc<tokio_rustls::rustls::ServerConfig>)>,
+    grpc_builder: tonic::transport::Server,
     app: Router,
     state: Shared,
     scheduler_every: Option<Duration>,
@@ -176,6 +181,19 @@ impl Server {
         limiter: Option<Arc<ConfiguredLimiter>>,
         opts: &Options,
     ) -> Result<Self> {
+        // Read the TLS files first: a bad certificate stops the start before anything listens.
+        let tls = opts.tls.as_ref().map(tls::load).transpose()?;
+        let mut grpc_builder = tonic::transport::Server::builder().timeout(opts.request_timeout);
+        if let Some((pem, _)) = &tls {
+            let mut c = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(&pem.cert, &pem.key));
+            if let Some(ca) = &pem.client_ca {
+                c = c.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            grpc_builder = grpc_builder
+                .tls_config(c)
+                .map_err(|e| Error::new(ErrorKind::Config, format!("server.tls: {e}")))?;
+        }
         let listener = listen("server.rest_addr", &opts.rest_addr).await?;
         let grpc = match &opts.grpc_addr {
             Some(a) => Some(listen("server.grpc_addr", a).await?),
@@ -191,8 +209,9 @@ impl Server {
         Ok(Self {
             listener,
             grpc,
-            request_timeout: opts.request_timeout,
             max_body_bytes: opts.max_body_bytes,
+            tls,
+            grpc_builder,
             app,
             state,
             scheduler_every: opts.scheduler_every,
@@ -204,6 +223,11 @@ impl Server {
         self.listener
             .local_addr()
             .map_err(|e| Error::new(ErrorKind::Io, "reading the listen address").with_source(e))
+    }
+
+    /// Whether the listeners speak TLS (`https://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The gRPC listener's address, if gRPC is served.
@@ -232,14 +256,14 @@ impl Server {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        let grpc_builder = self.grpc_builder;
         let grpc = self.grpc.map(|listener| {
             let svc = grpc::service(self.state.clone(), self.max_body_bytes);
             let reflection = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(hanzo_kms_proto::v1::FILE_DESCRIPTOR_SET)
                 .build_v1();
-            let builder = tonic::transport::Server::builder()
-                .timeout(self.request_timeout)
-                .add_service(svc);
+            let mut grpc_builder = grpc_builder;
+            let builder = grpc_builder.add_service(svc);
             let stop = stopped(stop_rx.clone());
             tokio::spawn(async move {
                 let router = match reflection {
@@ -259,12 +283,23 @@ impl Server {
                     .map_err(|e| Error::new(ErrorKind::Io, "serving gRPC").with_source(e))
             })
         });
-        let rest = axum::serve(
-            self.listener,
-            self.app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(stop_rx))
-        .await
+        let make = self.app.into_make_service_with_connect_info::<SocketAddr>();
+        let rest = match self.tls {
+            Some((_, config)) => {
+                use axum::serve::ListenerExt;
+                let listener = tls::TlsListener::new(self.listener, config)
+                    .map_err(|e| Error::new(ErrorKind::Io, "starting TLS").with_source(e))?
+                    .tap_io(|_| {});
+                axum::serve(listener, make)
+                    .with_graceful_shutdown(stopped(stop_rx))
+                    .await
+            }
+            None => {
+                axum::serve(self.listener, make)
+                    .with_graceful_shutdown(stopped(stop_rx))
+                    .await
+            }
+        }
         .map_err(|e| Error::new(ErrorKind::Io, "serving HTTP").with_source(e));
         let grpc = match grpc {
             Some(t) => t

@@ -58,10 +58,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let out = Out::new(cli.json);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The server (and the server benchmark, which runs one in-process) use every core; the
+    // other commands make a few calls and start faster on one thread.
+    let mut builder = match cli.command {
+        Command::Serve { .. } | Command::Bench(args::BenchCommand::Server { .. }) => {
+            tokio::runtime::Builder::new_multi_thread()
+        }
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             out.error(

@@ -133,6 +133,21 @@ async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>
     // Nonces recorded by earlier jobs of this batch, written together at the end (multi-row).
     let mut pending: HashMap<(&str, [u8; 32]), Pending<'_>> = HashMap::new();
     let mut rows: Vec<NonceRow<'_>> = Vec::new();
+    // Step 5's reads for the whole batch in one query (random nonces are almost never found).
+    let pairs: Vec<(&str, &[u8])> = jobs
+        .iter()
+        .flat_map(|j| {
+            j.records
+                .nonces
+                .iter()
+                .map(|(n, _)| (j.records.key.as_str(), &n.0[..]))
+        })
+        .collect();
+    let stored = if pairs.is_empty() {
+        HashMap::new()
+    } else {
+        tx.nonce_records(&pairs).await?
+    };
     'job: for Job { records: job, .. } in jobs {
         let mut ev = job.event.clone();
         // A job naming one nonce twice would break the whole transaction at insert time (and with
@@ -153,7 +168,7 @@ async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>
         for (nonce, msg) in &job.nonces {
             let seen = match pending.get(&(job.key.as_str(), nonce.0)) {
                 Some((d, rec)) => Some((d.to_vec(), rec.map(<[u8]>::to_vec))),
-                None => tx.nonce_record(&job.key, &nonce.0).await?,
+                None => stored.get(&(job.key.clone(), nonce.0.to_vec())).cloned(),
             };
             match seen {
                 Some((d, _)) if d != msg.as_slice() => {

@@ -12,9 +12,11 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod cache;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hanzo_kms_core::{
@@ -143,6 +145,8 @@ pub struct Store {
     backend: Backend,
     separator: Separator,
     location: String,
+    keys: Arc<cache::Cache<StoredKey>>,
+    tokens: Arc<cache::Cache<StoredToken>>,
 }
 
 impl Store {
@@ -202,6 +206,8 @@ impl Store {
             backend,
             separator,
             location,
+            keys: Arc::new(cache::Cache::new()),
+            tokens: Arc::new(cache::Cache::new()),
         })
     }
 
@@ -290,8 +296,20 @@ impl Store {
             .map_err(|e| self.err(e, "reading store metadata"))
     }
 
-    /// One API token by id.
+    /// One API token by id (through the read cache: see [`cache`]).
     pub async fn token(&self, id: &str) -> Result<Option<StoredToken>> {
+        let (hit, generation) = self.tokens.get(id);
+        if hit.is_some() {
+            return Ok(hit);
+        }
+        let t = self.token_uncached(id).await?;
+        if let Some(t) = &t {
+            self.tokens.put(id, t.clone(), generation);
+        }
+        Ok(t)
+    }
+
+    async fn token_uncached(&self, id: &str) -> Result<Option<StoredToken>> {
         let row = sqlx::query(concat!(
             "SELECT ",
             token_columns!(),
@@ -361,17 +379,28 @@ impl Store {
             head_seq: seq as u64,
             head_hash: parse_hash(&hash)
                 .ok_or_else(|| self.corrupt("the audit chain head hash is malformed"))?,
+            touched_keys: Vec::new(),
+            touched_tokens: Vec::new(),
         })
     }
 
-    /// Load a key with its versions and handles.
+    /// Load a key with its versions and handles (through the read cache: see [`cache`]).
     pub async fn load_key(&self, name: &KeyName) -> Result<Option<StoredKey>> {
+        let k = name.to_string();
+        let (hit, generation) = self.keys.get(&k);
+        if hit.is_some() {
+            return Ok(hit);
+        }
         let mut conn = self
             .pool
             .acquire()
             .await
             .map_err(|e| self.err(e, "reading a key"))?;
-        load_key_on(self, &mut conn, name).await
+        let loaded = load_key_on(self, &mut conn, name).await?;
+        if let Some(key) = &loaded {
+            self.keys.put(&k, key.clone(), generation);
+        }
+        Ok(loaded)
     }
 
     /// Keys whose name starts with `prefix`, ordered by name, without handles.
@@ -622,6 +651,9 @@ pub struct WriteTx {
     store: Store,
     head_seq: u64,
     head_hash: [u8; 32],
+    /// Keys and tokens this transaction changed: dropped from the read cache at commit.
+    touched_keys: Vec<String>,
+    touched_tokens: Vec<String>,
 }
 
 impl WriteTx {
@@ -674,6 +706,7 @@ impl WriteTx {
 
     /// Update a key's mutable fields: state, primary version, rotation and destruction times.
     pub async fn update_key(&mut self, m: &KeyMeta) -> Result<()> {
+        self.touched_keys.push(m.name.to_string());
         sqlx::query(
             "UPDATE keys SET state = $2, primary_version = $3, rotation_period_s = $4, rotated_at = $5, \
              destroy_at = $6 WHERE name = $1",
@@ -699,6 +732,7 @@ impl WriteTx {
         handle: &KeyHandle,
     ) -> Result<()> {
         let key = name.to_string();
+        self.touched_keys.push(key.clone());
         sqlx::query("INSERT INTO key_versions (key_name, version, state, created_at, public_key) VALUES ($1, $2, $3, $4, $5)")
             .bind(&key)
             .bind(i64::from(v.version))
@@ -725,6 +759,7 @@ impl WriteTx {
         version: u32,
         state: KeyState,
     ) -> Result<()> {
+        self.touched_keys.push(name.to_string());
         sqlx::query("UPDATE key_versions SET state = $3 WHERE key_name = $1 AND version = $2")
             .bind(name.to_string())
             .bind(i64::from(version))
@@ -740,6 +775,7 @@ impl WriteTx {
 
     /// Delete a version's material (its handle). The version row stays.
     pub async fn delete_material(&mut self, name: &KeyName, version: u32) -> Result<()> {
+        self.touched_keys.push(name.to_string());
         sqlx::query("DELETE FROM key_material WHERE key_name = $1 AND version = $2")
             .bind(name.to_string())
             .bind(i64::from(version))
@@ -776,6 +812,7 @@ impl WriteTx {
 
     /// Mark a token revoked at `now`; false if it does not exist or was already revoked.
     pub async fn revoke_token(&mut self, id: &str, now: i64) -> Result<bool> {
+        self.touched_tokens.push(id.to_owned());
         let done = sqlx::query(
             "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
         )
@@ -851,6 +888,48 @@ impl WriteTx {
                 .map_err(|e| db_error(e, "recording nonces"))?;
         }
         Ok(())
+    }
+
+    /// [`WriteTx::nonce_record`] for many `(key, nonce)` pairs at once (a few statements for a
+    /// whole group commit): the pairs found, with their message digest and signature record.
+    pub async fn nonce_records(
+        &mut self,
+        pairs: &[(&str, &[u8])],
+    ) -> Result<std::collections::HashMap<(String, Vec<u8>), (Vec<u8>, Option<Vec<u8>>)>> {
+        const PER_SELECT: usize = 400; // 2 parameters each
+        let mut found = std::collections::HashMap::new();
+        for chunk in pairs.chunks(PER_SELECT) {
+            let mut sql = String::from(
+                "SELECT key_name, nonce, message_digest, signature FROM used_nonces WHERE ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(" OR ");
+                }
+                sql.push_str(&format!(
+                    "(key_name = ${} AND nonce = ${})",
+                    2 * i + 1,
+                    2 * i + 2
+                ));
+            }
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (k, n) in chunk {
+                q = q.bind(k.to_string()).bind(n.to_vec());
+            }
+            let rows = q
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err(|e| self.store.err(e, "reading the replay guard"))?;
+            for r in rows {
+                let get = |e| self.store.err(e, "reading the replay guard");
+                let k: String = r.try_get(0).map_err(get)?;
+                let n: Vec<u8> = r.try_get(1).map_err(get)?;
+                let d: Vec<u8> = r.try_get(2).map_err(get)?;
+                let sig: Option<Vec<u8>> = r.try_get(3).map_err(get)?;
+                found.insert((k, n), (d, sig));
+            }
+        }
+        Ok(found)
     }
 
     /// Record that `key` signs `digest` under `nonce`. A second record for the same key and
@@ -982,6 +1061,8 @@ impl WriteTx {
             .commit()
             .await
             .map_err(|x| audit_error(self.store.err(x, "committing")))?;
+        self.store.keys.invalidate(&self.touched_keys);
+        self.store.tokens.invalidate(&self.touched_tokens);
         Ok(records)
     }
 }

@@ -391,12 +391,22 @@ pub enum BenchCommand {
         /// Bearer token for --url.
         #[arg(long)]
         token: Option<String>,
+        /// The same server's gRPC address (with --url), e.g. http://127.0.0.1:8201; without it
+        /// the gRPC figure is skipped.
+        #[arg(long, requires = "url")]
+        grpc_url: Option<String>,
         /// Concurrent connections (keep-alive), one request in flight each.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
         /// Seconds per measurement.
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// Attestations per gRPC SignPoaiBatch call.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Offered rate (requests/s, open loop) for the latency figures; 0 skips them.
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
     },
     /// Model-weight encryption: in memory against raw aws-lc-rs and `openssl speed`, and file
     /// to file against `cp` + `sync`, with peak RSS.

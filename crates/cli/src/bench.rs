@@ -38,15 +38,23 @@ pub async fn run(
         } => (size, file_size, dir, segment_size, threads, repeat),
         BenchCommand::Server {
             url,
+            grpc_url,
             token,
             concurrency,
             seconds,
+            batch,
+            rate,
         } => {
             return crate::bench_server::run(
-                url.as_deref(),
-                token.as_deref(),
-                *concurrency,
-                *seconds,
+                crate::bench_server::LoadSettings {
+                    url: url.as_deref(),
+                    grpc_url: grpc_url.as_deref(),
+                    token: token.as_deref(),
+                    concurrency: *concurrency,
+                    seconds: *seconds,
+                    batch: *batch,
+                    rate: *rate,
+                },
                 out,
             )
             .await;

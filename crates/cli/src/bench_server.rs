@@ -20,21 +20,49 @@ use tokio::net::TcpStream;
 
 use crate::output::Out;
 
-pub async fn run(
-    url: Option<&str>,
-    token: Option<&str>,
-    concurrency: usize,
-    secs: f64,
-    out: &Out,
-) -> Result<ExitCode> {
-    let concurrency = concurrency.max(1);
+/// What a load worker sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    /// `POST /v1/poai/sign`, a fresh nonce each time.
+    RestSign,
+    /// `POST /v1/keys/data:bench:d/encrypt` of 1 KiB.
+    RestEncrypt,
+    /// gRPC `SignPoaiBatch` of `batch` attestations (one signature over their Merkle root).
+    GrpcBatch(usize),
+}
+
+/// Settings of one run.
+pub struct LoadSettings<'a> {
+    pub url: Option<&'a str>,
+    pub grpc_url: Option<&'a str>,
+    pub token: Option<&'a str>,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub batch: usize,
+    /// Open-loop rate for the latency figures (0: skip them).
+    pub rate: f64,
+}
+
+/// One worker's connection.
+enum Client {
+    Rest(Conn),
+    Grpc(hanzo_kms_proto::v1::kms_client::KmsClient<tonic::transport::Channel>),
+}
+
+pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
+    let concurrency = s.concurrency.max(1);
+    let secs = s.seconds;
     let mut local = None;
-    let (addr, token) = match (url, token) {
-        (Some(u), Some(t)) => (addr_of(u)?, t.to_owned()),
+    let (addr, grpc, token) = match (s.url, s.token) {
+        (Some(u), Some(t)) => (
+            addr_of(u)?,
+            s.grpc_url.map(addr_of).transpose()?,
+            t.to_owned(),
+        ),
         _ => {
-            let (addr, token, dir, stop) = start_local().await?;
+            let (addr, grpc, token, dir, stop) = start_local().await?;
             local = Some((dir, stop));
-            (addr, token)
+            (addr, Some(grpc), token)
         }
     };
     let say = |s: String| {
@@ -43,7 +71,8 @@ pub async fn run(
         }
     };
     say(format!(
-        "bench server: {addr}, {concurrency} keep-alive connections, {secs} s per figure"
+        "bench server: REST {addr}, gRPC {}, {concurrency} connections, {secs} s per figure",
+        grpc.as_deref().unwrap_or("(not given: --grpc-url)")
     ));
     // Setup: a keyspace and a data key for tenant `bench` (ignore "already exists").
     let mut c = Conn::open(&addr).await?;
@@ -56,62 +85,76 @@ pub async fn run(
     .await?;
     c.call("POST", "/v1/keys", &token, r#"{"name":"data:bench:d"}"#)
         .await?;
-    let kib = base64::engine::general_purpose::STANDARD.encode([0x42u8; 1024]);
-    let encrypt_body = format!(r#"{{"plaintext":"{kib}"}}"#);
-    let now = hanzo_kms_service::now_secs();
-    let sign_body = move |w: usize, i: u64| {
-        format!(
-            r#"{{"key":"poai:bench:m","attestation":{{"model_id":"bench:m","input_hash":"0x{:064x}","output_hash":"0x{:064x}","timestamp":{now},"compute_time_ms":1,"node_id":"n{w}"}}}}"#,
-            i, w
-        )
-    };
+    let mut figures: Vec<(String, Workload, Option<f64>)> = vec![
+        ("poai_sign".into(), Workload::RestSign, None),
+        ("encrypt_1kib".into(), Workload::RestEncrypt, None),
+    ];
+    if grpc.is_some() {
+        figures.push((
+            format!("grpc_poai_batch_{}", s.batch),
+            Workload::GrpcBatch(s.batch.max(1)),
+            None,
+        ));
+    }
+    if s.rate > 0.0 {
+        figures.push((
+            format!("poai_sign@{}/s", s.rate),
+            Workload::RestSign,
+            Some(s.rate),
+        ));
+        figures.push((
+            format!("encrypt_1kib@{}/s", s.rate),
+            Workload::RestEncrypt,
+            Some(s.rate),
+        ));
+    }
     let mut report = serde_json::Map::new();
-    for (name, path) in [
-        ("poai_sign", "/v1/poai/sign".to_owned()),
-        ("encrypt_1kib", "/v1/keys/data:bench:d/encrypt".to_owned()),
-    ] {
+    for (name, work, pace) in figures {
         let before = commits(&addr).await?;
         let t = Instant::now();
         let deadline = t + Duration::from_secs_f64(secs);
         let tasks: Vec<_> = (0..concurrency)
             .map(|w| {
-                let (addr, token, path, enc) = (
-                    addr.clone(),
-                    token.clone(),
-                    path.clone(),
-                    encrypt_body.clone(),
-                );
+                let (addr, grpc, token) = (addr.clone(), grpc.clone(), token.clone());
                 tokio::spawn(async move {
-                    let mut c = Conn::open(&addr).await?;
-                    let mut lat = Vec::new();
-                    let mut i = 0u64;
-                    while Instant::now() < deadline {
-                        let body = if path.ends_with("/sign") {
-                            sign_body(w, i)
-                        } else {
-                            enc.clone()
-                        };
-                        let t0 = Instant::now();
-                        let status = c.call("POST", &path, &token, &body).await?;
-                        if status != 200 {
-                            return Err(Error::new(
-                                ErrorKind::Unavailable,
-                                format!("{path} answered {status}"),
-                            ));
+                    let mut client = match work {
+                        Workload::GrpcBatch(_) => {
+                            Client::Grpc(grpc_client(grpc.as_deref().unwrap_or_default()).await?)
                         }
-                        lat.push(t0.elapsed());
+                        _ => Client::Rest(Conn::open(&addr).await?),
+                    };
+                    let mut lat = Vec::new();
+                    let mut items = 0u64;
+                    let mut i = 0u64;
+                    // Open loop: request k of this worker is due at start + k / (rate / workers);
+                    // its latency counts from when it was due (no coordinated omission).
+                    let start = Instant::now();
+                    let every = pace.map(|r| Duration::from_secs_f64(concurrency as f64 / r));
+                    while Instant::now() < deadline {
+                        let due = match every {
+                            Some(e) => {
+                                let due = start + e * (i as u32);
+                                tokio::time::sleep_until(due.into()).await;
+                                due
+                            }
+                            None => Instant::now(),
+                        };
+                        items += one(&mut client, work, &token, w, i).await?;
+                        lat.push(due.elapsed());
                         i += 1;
                     }
-                    Ok::<_, Error>(lat)
+                    Ok::<_, Error>((lat, items))
                 })
             })
             .collect();
         let mut lat = Vec::new();
+        let mut items = 0u64;
         for task in tasks {
-            lat.extend(
-                task.await
-                    .map_err(|_| Error::internal("a load task panicked"))??,
-            );
+            let (l, n) = task
+                .await
+                .map_err(|_| Error::internal("a load task panicked"))??;
+            lat.extend(l);
+            items += n;
         }
         let elapsed = t.elapsed().as_secs_f64();
         let after = commits(&addr).await?;
@@ -121,6 +164,7 @@ pub async fn run(
                 .map_or(0.0, |d| d.as_secs_f64() * 1e3)
         };
         let rate = lat.len() as f64 / elapsed;
+        let item_rate = items as f64 / elapsed;
         // The group committer starts with the first signing request, so "before" may be absent.
         let per_request = match (before.or(Some((0, 0))), after) {
             (Some((r0, t0)), Some((r1, t1))) if r1 > r0 => {
@@ -129,19 +173,23 @@ pub async fn run(
             _ => None,
         };
         let commits_note = match per_request {
-            Some(c) => format!("{c:.3} commits (fsyncs) per request, group commit"),
+            Some(c) => format!("{c:.3} commits (fsyncs) per request"),
             None => "commits per request not reported by this server".to_owned(),
         };
+        let items_note = match work {
+            Workload::GrpcBatch(_) => format!("  = {item_rate:.0} attestations/s"),
+            _ => String::new(),
+        };
         say(format!(
-            "  {name:<13} {rate:>8.0} req/s   p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms   {commits_note}",
+            "  {name:<22} {rate:>8.0} req/s{items_note}   p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms   {commits_note}",
             pct(0.50),
             pct(0.95),
             pct(0.99)
         ));
         report.insert(
-            name.to_owned(),
-            json!({"requests_per_s": rate, "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
-                   "requests": lat.len(), "commits_per_request": per_request.unwrap_or(1.0)}),
+            name,
+            json!({"requests_per_s": rate, "items_per_s": item_rate, "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+                   "requests": lat.len(), "commits_per_request": per_request.unwrap_or(1.0), "offered_rate": pace}),
         );
     }
     if out.json {
@@ -153,6 +201,85 @@ pub async fn run(
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn grpc_client(
+    addr: &str,
+) -> Result<hanzo_kms_proto::v1::kms_client::KmsClient<tonic::transport::Channel>> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| Error::invalid(format!("--grpc-url: {e}")))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| {
+            Error::new(ErrorKind::Unavailable, format!("connecting to {addr}")).with_source(e)
+        })?;
+    Ok(hanzo_kms_proto::v1::kms_client::KmsClient::new(ch))
+}
+
+fn attestation(w: usize, i: u64, now: i64) -> hanzo_kms_proto::v1::PoAiAttestation {
+    hanzo_kms_proto::v1::PoAiAttestation {
+        model_id: "bench:m".into(),
+        input_hash: format!("0x{i:064x}"),
+        output_hash: format!("0x{w:064x}"),
+        timestamp: u64::try_from(now).unwrap_or(0),
+        compute_time_ms: 1,
+        node_id: format!("n{w}"),
+        nonce: None,
+    }
+}
+
+/// One request of `work`; returns the items it covered.
+async fn one(client: &mut Client, work: Workload, token: &str, w: usize, i: u64) -> Result<u64> {
+    let now = hanzo_kms_service::now_secs();
+    match (client, work) {
+        (Client::Rest(c), Workload::RestSign | Workload::RestEncrypt) => {
+            let (path, body) = if work == Workload::RestSign {
+                let a = attestation(w, i, now);
+                (
+                    "/v1/poai/sign".to_owned(),
+                    format!(
+                        r#"{{"key":"poai:bench:m","attestation":{{"model_id":"{}","input_hash":"{}","output_hash":"{}","timestamp":{},"compute_time_ms":1,"node_id":"{}"}}}}"#,
+                        a.model_id, a.input_hash, a.output_hash, a.timestamp, a.node_id
+                    ),
+                )
+            } else {
+                let kib = base64::engine::general_purpose::STANDARD.encode([0x42u8; 1024]);
+                (
+                    "/v1/keys/data:bench:d/encrypt".to_owned(),
+                    format!(r#"{{"plaintext":"{kib}"}}"#),
+                )
+            };
+            let status = c.call("POST", &path, token, &body).await?;
+            if status != 200 {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("{path} answered {status}"),
+                ));
+            }
+            Ok(1)
+        }
+        (Client::Grpc(g), Workload::GrpcBatch(n)) => {
+            let atts = (0..n as u64)
+                .map(|k| attestation(w, i * n as u64 + k, now))
+                .collect();
+            let mut req = tonic::Request::new(hanzo_kms_proto::v1::SignPoaiBatchRequest {
+                key: "poai:bench:m".into(),
+                attestations: atts,
+            });
+            if let Ok(v) = format!("Bearer {token}").parse() {
+                req.metadata_mut().insert("authorization", v);
+            }
+            let items = g
+                .sign_poai_batch(req)
+                .await
+                .map_err(|s| Error::new(ErrorKind::Unavailable, format!("SignPoaiBatch: {s}")))?
+                .into_inner()
+                .items;
+            Ok(items.len() as u64)
+        }
+        _ => Err(Error::internal("bench: workload and connection disagree")),
+    }
 }
 
 /// (group-commit requests, transactions) from `/metrics`, if the server reports them.
@@ -181,6 +308,7 @@ fn addr_of(url: &str) -> Result<String> {
 async fn start_local() -> Result<(
     String,
     String,
+    String,
     std::path::PathBuf,
     tokio::sync::oneshot::Sender<()>,
 )> {
@@ -203,6 +331,10 @@ async fn start_local() -> Result<(
     opts.scheduler_every = None;
     let server = Server::bind(kms, None, &opts).await?;
     let addr = server.local_addr()?.to_string();
+    let grpc = server
+        .grpc_addr()?
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = server
@@ -211,7 +343,7 @@ async fn start_local() -> Result<(
             })
             .await;
     });
-    Ok((addr, token.expose().to_owned(), dir, tx))
+    Ok((addr, grpc, token.expose().to_owned(), dir, tx))
 }
 
 /// One keep-alive HTTP/1.1 connection.

@@ -83,7 +83,7 @@ impl Kms {
             let (version, handle) = Self::usable_version(&key, None)?;
             op.version = Some(version);
             let kref = KeyRef { name, version, algorithm: key.meta.algorithm, handle };
-            let ct = self.provider.encrypt(&kref, plaintext, &data_aad(name, version, aad))?;
+            let ct = self.device(|p| p.encrypt(&kref, plaintext, &data_aad(name, version, aad)))?;
             self.audit_only(&op, "ok").await?;
             Ok(DataCiphertext {
                 key: name.to_string(),
@@ -118,9 +118,7 @@ impl Kms {
                 algorithm: key.meta.algorithm,
                 handle,
             };
-            let plain = self
-                .provider
-                .decrypt(&kref, &bytes, &data_aad(name, version, aad))?;
+            let plain = self.device(|p| p.decrypt(&kref, &bytes, &data_aad(name, version, aad)))?;
             // Step 7: the plaintext leaves only after the audit record is committed.
             self.audit_only(&op, "ok").await?;
             Ok(plain)

@@ -200,6 +200,20 @@ impl Kms {
         &self.store
     }
 
+    /// Run a provider call. A hardware provider's call may wait (for a free session, or on the
+    /// device): on a multi-threaded runtime it runs under `block_in_place`, so the worker's
+    /// other requests move to another worker meanwhile. Software calls (microseconds) run inline.
+    pub(crate) fn device<T>(&self, f: impl FnOnce(&dyn Provider) -> T) -> T {
+        let p = self.provider.as_ref();
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if p.capabilities().hardware && multi {
+            tokio::task::block_in_place(|| f(p))
+        } else {
+            f(p)
+        }
+    }
+
     pub(crate) fn provider(&self) -> &dyn Provider {
         self.provider.as_ref()
     }
@@ -378,7 +392,7 @@ impl Kms {
                     algorithm: key.meta.algorithm,
                     handle: &generated.handle,
                 };
-                if let Err(d) = self.provider.destroy(&r) {
+                if let Err(d) = self.device(|p| p.destroy(&r)) {
                     tracing::warn!(key = %name, error = %d, "could not release uncommitted key material");
                 }
                 return Err(e);
@@ -534,7 +548,7 @@ impl Kms {
             for v in &targets {
                 if let Some(h) = key.version(*v).and_then(|x| x.handle.clone()) {
                     let r = KeyRef { name, version: *v, algorithm: key.meta.algorithm, handle: &h };
-                    if let Err(e) = self.provider.destroy(&r) {
+                    if let Err(e) = self.device(|p| p.destroy(&r)) {
                         tracing::warn!(key = %name, version = v, error = %e, "provider did not destroy the material");
                     }
                 }
@@ -856,7 +870,7 @@ impl Kms {
                 algorithm: p.algorithm,
                 handle: &g.handle,
             };
-            if let Err(e) = self.provider.destroy(&r) {
+            if let Err(e) = self.device(|p| p.destroy(&r)) {
                 tracing::warn!(key = %p.name, error = %e, "could not release uncommitted key material");
             }
         }
@@ -869,11 +883,13 @@ impl Kms {
         algorithm: Algorithm,
     ) -> Result<hanzo_kms_core::GeneratedKey> {
         let label = provider_label(&self.config, name, version);
-        self.provider.generate(&KeySpec {
-            name,
-            version,
-            algorithm,
-            label: &label,
+        self.device(|p| {
+            p.generate(&KeySpec {
+                name,
+                version,
+                algorithm,
+                label: &label,
+            })
         })
     }
 

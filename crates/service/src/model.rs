@@ -87,9 +87,8 @@ impl Kms {
             };
             let draft = Draft::new(&model_id_of(key), metadata, segment_size)?;
             let name = key.to_string();
-            let (dek, wrapped) = self
-                .provider
-                .generate_data_key(&kref, &draft.dek_aad(&name, version))?;
+            let (dek, wrapped) =
+                self.device(|p| p.generate_data_key(&kref, &draft.dek_aad(&name, version)))?;
             let (header, _) = draft.finish(&name, version, wrapped, &dek)?;
             self.audit_only(&op, "ok").await?;
             Ok((header, dek))
@@ -138,8 +137,7 @@ impl Kms {
                 handle,
             };
             let dek =
-                self.provider
-                    .unwrap_data_key(&kref, &header.wrapped_dek, &dek_aad(header))?;
+                self.device(|p| p.unwrap_data_key(&kref, &header.wrapped_dek, &dek_aad(header)))?;
             // The commitment and the model id are checked before the key is handed out.
             FileCipher::open(header, &dek, Some(&model_id_of(key)))?;
             self.audit_only(&op, "ok").await?;
@@ -188,9 +186,8 @@ impl Kms {
                 algorithm: alg,
                 handle: old_handle,
             };
-            let dek =
-                self.provider
-                    .unwrap_data_key(&old_ref, &header.wrapped_dek, &dek_aad(header))?;
+            let dek = self
+                .device(|p| p.unwrap_data_key(&old_ref, &header.wrapped_dek, &dek_aad(header)))?;
             FileCipher::open(header, &dek, Some(&model_id_of(&key)))?;
             let mut next = header.clone();
             next.key_version = new;
@@ -200,9 +197,7 @@ impl Kms {
                 algorithm: alg,
                 handle: new_handle,
             };
-            next.wrapped_dek = self
-                .provider
-                .wrap_data_key(&new_ref, &dek, &dek_aad(&next))?;
+            next.wrapped_dek = self.device(|p| p.wrap_data_key(&new_ref, &dek, &dek_aad(&next)))?;
             op.version = Some(new);
             self.audit_only(&op, "ok").await?;
             Ok(Some(next))

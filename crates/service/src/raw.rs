@@ -127,7 +127,7 @@ impl Kms {
             let mut out = Vec::with_capacity(messages.len());
             for m in messages {
                 let value = to_sign(algorithm, m, prehashed)?;
-                let signature = self.provider().sign(&kref, &value)?.0;
+                let signature = self.device(|p| p.sign(&kref, &value))?.0;
                 out.push(RawSignature {
                     key: key.to_string(),
                     version,

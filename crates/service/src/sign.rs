@@ -574,7 +574,7 @@ impl Kms {
             algorithm,
             handle,
         };
-        let signature = self.provider().sign(&kref, &digest)?.0;
+        let signature = self.device(|p| p.sign(&kref, &digest))?.0;
         let mut record = version.to_be_bytes().to_vec();
         record.extend_from_slice(&signature);
         let records = crate::commit::Records {

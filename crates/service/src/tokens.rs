@@ -357,7 +357,7 @@ impl Kms {
         msg.extend_from_slice(id.as_bytes());
         msg.push(0);
         msg.extend_from_slice(secret.as_bytes());
-        self.provider.mac(&msg)
+        self.device(|p| p.mac(&msg))
     }
 
     /// A token's key pattern: `purpose:tenant:name`, where purpose and name may contain `*` and

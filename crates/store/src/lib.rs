@@ -215,6 +215,17 @@ impl Store {
         self.backend
     }
 
+    /// Placeholder `n` (1-based) for SQL built with many parameters: `$n` on PostgreSQL, `?` on
+    /// SQLite. SQLite looks a named parameter up by a linear scan of all names, so thousands of
+    /// `$n` in one multi-row statement cost O(n²) (measured: 30 % of the CPU of a batch of
+    /// 256 signatures); anonymous `?` are numbered in order and cost nothing to bind.
+    fn placeholder(&self, n: usize) -> String {
+        match self.backend {
+            Backend::Sqlite => "?".to_owned(),
+            _ => format!("${n}"),
+        }
+    }
+
     /// Where the store is (a path, or the URL with its password redacted).
     pub fn location(&self) -> &str {
         &self.location
@@ -865,13 +876,14 @@ impl WriteTx {
                 if i > 0 {
                     sql.push_str(", ");
                 }
+                let ph = |k| self.store.placeholder(b + k);
                 sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
+                    "({}, {}, {}, {}, {})",
+                    ph(1),
+                    ph(2),
+                    ph(3),
+                    ph(4),
+                    ph(5)
                 ));
             }
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -1024,8 +1036,7 @@ impl WriteTx {
                     if k > 1 {
                         sql.push_str(", ");
                     }
-                    sql.push('$');
-                    sql.push_str(&(b + k).to_string());
+                    sql.push_str(&self.store.placeholder(b + k));
                 }
                 sql.push(')');
             }

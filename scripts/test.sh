@@ -63,6 +63,28 @@ addr_of() { "$kms" --json keys show "$1" | "$venv/bin/python" -c 'import json,sy
 "$venv/bin/python" scripts/eip712_interop.py "$work/settled.json" --address "$(addr_of hmm:acme:gpt4)"
 unset HANZO_KMS_DATA_DIR
 
+# The spec's "complete AI inference flow" (crates/client/examples/inference_flow.rs) against a real
+# `hanzo-kms serve`, over gRPC and REST; the settlement it prints must verify with eth-account
+# under the HMM key's address, which the CLI reads from the same server with --server.
+cargo build --locked -p hanzo-kms-client --example inference_flow --quiet
+"$kms" --data-dir "$work/served" --json serve --rest-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 \
+  > "$work/serve.out" 2> "$work/serve.err" &
+serve_pid=$!
+for _ in $(seq 100); do grep -q '"grpc"' "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+field() { "$venv/bin/python" -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "\"grpc\"" in l][0][sys.argv[2]])' "$work/serve.out" "$1"; }
+grpc_url=$(field grpc); rest_url=$(field rest)
+for proto in grpc rest; do
+  url=$grpc_url; [ "$proto" = rest ] && url=$rest_url
+  HANZO_KMS_URL=$url HANZO_KMS_PROTOCOL=$proto HANZO_KMS_MODEL="flow-$proto" \
+    HANZO_KMS_TOKEN_FILE="$work/served/admin.token" \
+    target/debug/examples/inference_flow > "$work/flow-$proto.json"
+  hmm_addr=$("$kms" --server "$grpc_url" --token-file "$work/served/admin.token" --json keys show "hmm:acme:flow-$proto" \
+    | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["versions"][0]["address"])')
+  "$venv/bin/python" scripts/eip712_interop.py "$work/flow-$proto.json" --address "$hmm_addr"
+done
+kill -TERM "$serve_pid"
+wait "$serve_pid"
+
 # SoftHSM2 tokens made by earlier runs (target/softhsm2, see .cargo/config.toml) are throwaway.
 rm -rf target/softhsm2
 

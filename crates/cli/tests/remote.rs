@@ -18,7 +18,7 @@ fn clean(c: &mut std::process::Command) {
 }
 
 struct Served {
-    child: Child,
+    child: Option<Child>,
     rest: String,
     grpc: String,
 }
@@ -27,7 +27,7 @@ impl Served {
     fn start(dir: &Path) -> Self {
         let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("hanzo-kms"));
         clean(&mut c);
-        let mut child = c
+        let child = c
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args([
@@ -42,31 +42,41 @@ impl Served {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            let line = lines
-                .next()
-                .expect("serve exited before listening")
-                .unwrap();
-            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        // From here on, Drop kills and reaps the server whatever happens.
+        let mut served = Self {
+            child: Some(child),
+            rest: String::new(),
+            grpc: String::new(),
+        };
+        let stdout = served.child.as_mut().and_then(|c| c.stdout.take()).unwrap();
+        for line in BufReader::new(stdout).lines() {
+            let v: Value = serde_json::from_str(&line.unwrap()).unwrap_or(Value::Null);
             if let (Some(r), Some(g)) = (v["rest"].as_str(), v["grpc"].as_str()) {
-                return Self {
-                    child,
-                    rest: r.to_owned(),
-                    grpc: g.to_owned(),
-                };
+                served.rest = r.to_owned();
+                served.grpc = g.to_owned();
+                return served;
             }
         }
+        panic!("serve exited before listening");
     }
 
     /// SIGTERM, and the exit status.
     fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+        let mut child = self.child.take().unwrap();
         std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
-        self.child.wait().unwrap()
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

@@ -214,10 +214,6 @@ impl Kms {
         }
     }
 
-    pub(crate) fn provider(&self) -> &dyn Provider {
-        self.provider.as_ref()
-    }
-
     pub(crate) fn committer(&self) -> &commit::GroupCommit {
         self.committer
             .get_or_init(|| commit::GroupCommit::start(self.store.clone()))

@@ -25,8 +25,22 @@ struct Served {
 
 impl Served {
     fn start(dir: &Path) -> Self {
+        Self::start_logging(dir, None)
+    }
+
+    /// Start `serve`; with `log`, at debug level with stderr (the logs) written there.
+    fn start_logging(dir: &Path, log: Option<&Path>) -> Self {
         let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("hanzo-kms"));
         clean(&mut c);
+        match log {
+            Some(path) => {
+                c.env("HANZO_KMS_LOG", "debug")
+                    .stderr(std::fs::File::create(path).unwrap());
+            }
+            None => {
+                c.stderr(Stdio::null());
+            }
+        }
         let child = c
             .arg("--data-dir")
             .arg(dir.join("data"))
@@ -39,7 +53,6 @@ impl Served {
                 "127.0.0.1:0",
             ])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         // From here on, Drop kills and reaps the server whatever happens.
@@ -250,4 +263,149 @@ fn the_cli_works_against_a_server_over_grpc_and_rest() {
         err.contains(&format!("cannot reach the server at {grpc}")),
         "{err}"
     );
+}
+
+#[test]
+fn a_session_over_grpc_and_rest_leaks_no_secret_into_logs_audit_outputs_or_the_store() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("serve.log");
+    let served = Served::start_logging(d.path(), Some(&log));
+    let (grpc, rest) = (served.grpc.clone(), served.rest.clone());
+    let admin = std::fs::read_to_string(d.path().join("data").join("admin.token")).unwrap();
+    let admin = admin.trim().to_owned();
+    let said = std::cell::RefCell::new(String::new());
+    let run = |c: &mut Command, stdin: Option<&[u8]>| {
+        if let Some(i) = stdin {
+            c.write_stdin(i.to_vec());
+        }
+        let out = c.output().unwrap();
+        said.borrow_mut()
+            .push_str(&String::from_utf8_lossy(&out.stdout));
+        said.borrow_mut()
+            .push_str(&String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    run(
+        kms(d.path(), &grpc, "grpc").args([
+            "keyspace",
+            "create",
+            "--customer",
+            "acme",
+            "--model",
+            "m",
+        ]),
+        None,
+    );
+    let created = run(
+        kms(d.path(), &rest, "rest").args([
+            "--json", "tokens", "create", "--tenant", "acme", "--role", "admin",
+        ]),
+        None,
+    );
+    let tenant: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let tenant_token = tenant["token"].as_str().unwrap().to_owned();
+    // `tokens create` shows the new token once, on purpose; from here on nothing may.
+    said.borrow_mut().clear();
+    // A data key through the client: its plaintext is the secret to look for.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dek = rt.block_on(async {
+        let c = hanzo_kms_client::Client::builder(&grpc, &tenant_token)
+            .connect()
+            .await
+            .unwrap();
+        let dk = c.generate_data_key("model:acme:m", b"").await.unwrap();
+        let back = c
+            .unwrap_data_key("model:acme:m", &dk.ciphertext, b"")
+            .await
+            .unwrap();
+        assert_eq!(back.expose(), dk.plaintext.expose());
+        // Failures on purpose: a bad ciphertext, a foreign key, a bad token.
+        assert!(
+            c.decrypt("model:acme:m", "hkms:v1:AAAA", b"")
+                .await
+                .is_err()
+        );
+        assert!(c.get_key("model:globex:x").await.is_err());
+        dk.plaintext.expose().to_vec()
+    });
+    std::fs::write(d.path().join("w.bin"), vec![7u8; 300_000]).unwrap();
+    for (p, url) in [("grpc", &grpc), ("rest", &rest)] {
+        run(
+            kms(d.path(), url, p)
+                .args(["model", "encrypt", "--model", "acme:m", "--in"])
+                .arg(d.path().join("w.bin"))
+                .arg("--out")
+                .arg(d.path().join(format!("w.{p}"))),
+            None,
+        );
+        run(
+            kms(d.path(), url, p).args(["encrypt", "--key", "model:acme:m"]),
+            Some(b"x"),
+        );
+        let mut bad = Command::cargo_bin("hanzo-kms").unwrap();
+        run(
+            bad.args([
+                "--server",
+                url,
+                "--protocol",
+                p,
+                "--token",
+                "hkms_0000000000000000_wrong",
+            ])
+            .args(["keys", "list"]),
+            None,
+        );
+    }
+    // The client's connection closes with its runtime; a server also stops without that, after
+    // its grace period.
+    drop(rt);
+    let status = served.stop();
+    assert!(status.success());
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logs.contains("DEBUG") || logs.contains("debug"),
+        "no debug logs were captured"
+    );
+    let db = std::fs::read(d.path().join("data").join("kms.db")).unwrap();
+    let wal = std::fs::read(d.path().join("data").join("kms.db-wal")).unwrap_or_default();
+    let master = std::fs::read_to_string(d.path().join("data").join("master.key")).unwrap();
+    let master = master.trim().to_owned();
+    let b64 = |b: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(b)
+    };
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let said = said.borrow().clone();
+    let texts = [("logs", logs.as_str()), ("CLI output", said.as_str())];
+    let secrets: Vec<(&str, Vec<u8>)> = vec![
+        ("admin token secret", admin.as_bytes()[22..].to_vec()),
+        (
+            "tenant token secret",
+            tenant_token.as_bytes()[22..].to_vec(),
+        ),
+        ("master key (hex)", master.as_bytes().to_vec()),
+        ("data key (base64)", b64(&dek).into_bytes()),
+        ("data key (hex)", hex(&dek).into_bytes()),
+        ("data key (raw)", dek.clone()),
+    ];
+    for (what, secret) in &secrets {
+        for (place, text) in texts {
+            assert!(
+                !text
+                    .as_bytes()
+                    .windows(secret.len())
+                    .any(|w| w == secret.as_slice()),
+                "{what} leaked into the {place}"
+            );
+        }
+        for (place, bytes) in [("store", &db), ("store WAL", &wal)] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_slice()),
+                "{what} is in the {place}"
+            );
+        }
+    }
 }

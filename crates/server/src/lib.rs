@@ -166,6 +166,8 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     grpc: Option<tokio::net::TcpListener>,
     max_body_bytes: usize,
+    /// How long a stopping server waits for requests in flight.
+    grace: Duration,
     tls: Option<(tls::Pem, Arc<tokio_rustls::rustls::ServerConfig>)>,
     grpc_builder: tonic::transport::Server,
     app: Router,
@@ -210,6 +212,7 @@ impl Server {
             listener,
             grpc,
             max_body_bytes: opts.max_body_bytes,
+            grace: opts.request_timeout + Duration::from_secs(1),
             tls,
             grpc_builder,
             app,
@@ -284,35 +287,54 @@ impl Server {
             })
         });
         let make = self.app.into_make_service_with_connect_info::<SocketAddr>();
-        let rest = match self.tls {
-            Some((_, config)) => {
-                use axum::serve::ListenerExt;
-                let listener = tls::TlsListener::new(self.listener, config)
-                    .map_err(|e| Error::new(ErrorKind::Io, "starting TLS").with_source(e))?
-                    .tap_io(|_| {});
-                axum::serve(listener, make)
-                    .with_graceful_shutdown(stopped(stop_rx))
-                    .await
+        let grace_rx = stop_rx.clone();
+        let serving = async move {
+            let rest = match self.tls {
+                Some((_, config)) => {
+                    use axum::serve::ListenerExt;
+                    let listener = tls::TlsListener::new(self.listener, config)
+                        .map_err(|e| Error::new(ErrorKind::Io, "starting TLS").with_source(e))?
+                        .tap_io(|_| {});
+                    axum::serve(listener, make)
+                        .with_graceful_shutdown(stopped(stop_rx))
+                        .await
+                }
+                None => {
+                    axum::serve(self.listener, make)
+                        .with_graceful_shutdown(stopped(stop_rx))
+                        .await
+                }
             }
-            None => {
-                axum::serve(self.listener, make)
-                    .with_graceful_shutdown(stopped(stop_rx))
+            .map_err(|e| Error::new(ErrorKind::Io, "serving HTTP").with_source(e));
+            let grpc = match grpc {
+                Some(t) => t
                     .await
+                    .map_err(|e| Error::internal(format!("the gRPC server task failed: {e}")))
+                    .and_then(|r| r),
+                None => Ok(()),
+            };
+            rest.and(grpc)
+        };
+        // Graceful, but bounded: after the signal, requests in flight get the request timeout
+        // (plus a second) to finish; idle keep-alive connections and clients that never close
+        // their HTTP/2 connection do not hold the process up past that.
+        let grace = self.grace;
+        let deadline = async move {
+            stopped(grace_rx).await;
+            tokio::time::sleep(grace).await;
+        };
+        let r = tokio::select! {
+            r = serving => r,
+            () = deadline => {
+                tracing::warn!(?grace, "shutdown: connections still open after the grace period were closed");
+                Ok(())
             }
-        }
-        .map_err(|e| Error::new(ErrorKind::Io, "serving HTTP").with_source(e));
-        let grpc = match grpc {
-            Some(t) => t
-                .await
-                .map_err(|e| Error::internal(format!("the gRPC server task failed: {e}")))
-                .and_then(|r| r),
-            None => Ok(()),
         };
         if let Some(b) = background {
             b.abort();
         }
         self.state.kms.close().await;
-        rest.and(grpc)
+        r
     }
 }
 

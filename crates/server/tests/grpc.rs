@@ -525,3 +525,179 @@ async fn server_reflection_lists_the_kms_service() {
     assert!(names.contains(&"hanzo.kms.v1.Kms".to_owned()), "{names:?}");
     r.stop().await;
 }
+
+/// Every RPC of the service, called with an empty message: (name, the call's status).
+async fn every_rpc(c: &mut KmsClient<Channel>, token: Option<&str>) -> Vec<(&'static str, Code)> {
+    fn r<T>(token: Option<&str>, m: T) -> tonic::Request<T> {
+        match token {
+            Some(t) => with_token(t, m),
+            None => tonic::Request::new(m),
+        }
+    }
+    fn code<T>(x: Result<tonic::Response<T>, tonic::Status>) -> Code {
+        x.map(|_| Code::Ok).unwrap_or_else(|s| s.code())
+    }
+    let t = token;
+    vec![
+        (
+            "CreateKey",
+            code(c.create_key(r(t, Default::default())).await),
+        ),
+        (
+            "ListKeys",
+            code(c.list_keys(r(t, Default::default())).await),
+        ),
+        ("GetKey", code(c.get_key(r(t, Default::default())).await)),
+        (
+            "RotateKey",
+            code(c.rotate_key(r(t, Default::default())).await),
+        ),
+        (
+            "GetPublicKey",
+            code(c.get_public_key(r(t, Default::default())).await),
+        ),
+        (
+            "CreateModelKeyspace",
+            code(c.create_model_keyspace(r(t, Default::default())).await),
+        ),
+        ("Encrypt", code(c.encrypt(r(t, Default::default())).await)),
+        ("Decrypt", code(c.decrypt(r(t, Default::default())).await)),
+        (
+            "GenerateDataKey",
+            code(c.generate_data_key(r(t, Default::default())).await),
+        ),
+        (
+            "UnwrapDataKey",
+            code(c.unwrap_data_key(r(t, Default::default())).await),
+        ),
+        (
+            "GenerateModelKey",
+            code(c.generate_model_key(r(t, Default::default())).await),
+        ),
+        (
+            "UnwrapModelKey",
+            code(c.unwrap_model_key(r(t, Default::default())).await),
+        ),
+        ("Sign", code(c.sign(r(t, Default::default())).await)),
+        (
+            "SignBatch",
+            code(c.sign_batch(r(t, Default::default())).await),
+        ),
+        ("Verify", code(c.verify(r(t, Default::default())).await)),
+        (
+            "VerifyBatch",
+            code(c.verify_batch(r(t, Default::default())).await),
+        ),
+        (
+            "SignPoai",
+            code(c.sign_poai(r(t, Default::default())).await),
+        ),
+        (
+            "VerifyPoai",
+            code(c.verify_poai(r(t, Default::default())).await),
+        ),
+        (
+            "SignPoaiBatch",
+            code(c.sign_poai_batch(r(t, Default::default())).await),
+        ),
+        (
+            "VerifyPoaiBatchItem",
+            code(c.verify_poai_batch_item(r(t, Default::default())).await),
+        ),
+        (
+            "SignHmmSettlement",
+            code(c.sign_hmm_settlement(r(t, Default::default())).await),
+        ),
+        (
+            "VerifyHmmSettlement",
+            code(c.verify_hmm_settlement(r(t, Default::default())).await),
+        ),
+        (
+            "ListAudit",
+            code(c.list_audit(r(t, Default::default())).await),
+        ),
+        (
+            "VerifyAudit",
+            code(c.verify_audit(r(t, pb::Empty {})).await),
+        ),
+        (
+            "CreateToken",
+            code(c.create_token(r(t, Default::default())).await),
+        ),
+        ("ListTokens", code(c.list_tokens(r(t, pb::Empty {})).await)),
+        (
+            "RevokeToken",
+            code(c.revoke_token(r(t, Default::default())).await),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_rpc_refuses_a_missing_or_bad_token_and_an_unknown_method_is_unimplemented() {
+    let r = start("", |_| {}).await;
+    let mut c = client(r.grpc).await;
+    for token in [None, Some("hkms_bad"), Some("hkms_0000000000000000_x")] {
+        let answers = every_rpc(&mut c, token).await;
+        assert_eq!(answers.len(), 27, "every RPC of kms.proto is listed");
+        for (rpc, code) in answers {
+            assert_eq!(code, Code::Unauthenticated, "{rpc} with {token:?}");
+        }
+    }
+    // With the admin token the same empty messages are refused for what they are, never
+    // answered as if they were something else: no RPC returns OK for an empty request except
+    // the listings.
+    for (rpc, code) in every_rpc(&mut c, Some(&r.admin)).await {
+        let listing = matches!(rpc, "ListKeys" | "ListAudit" | "VerifyAudit" | "ListTokens");
+        assert_eq!(code == Code::Ok, listing, "{rpc}: {code:?}");
+        assert_ne!(code, Code::Internal, "{rpc}");
+    }
+    // An unknown method: UNIMPLEMENTED.
+    let mut raw = tonic::client::Grpc::new(
+        Channel::from_shared(format!("http://{}", r.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    raw.ready().await.unwrap();
+    let e = raw
+        .unary::<pb::Empty, pb::Empty, _>(
+            with_token(&r.admin, pb::Empty {}),
+            "/hanzo.kms.v1.Kms/NoSuchMethod".parse().unwrap(),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_stopping_server_does_not_wait_forever_for_a_client_that_keeps_its_connection() {
+    use tokio::io::AsyncWriteExt;
+    let r = start("", |o| {
+        o.request_timeout = std::time::Duration::from_millis(500)
+    })
+    .await;
+    // An HTTP/2 client that says hello and then never reads or writes again (what a client whose
+    // runtime stopped polling looks like from the server).
+    let mut idle = tokio::net::TcpStream::connect(r.grpc).await.unwrap();
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let mut c = client(r.grpc).await;
+    c.list_keys(with_token(&r.admin, pb::ListKeysRequest::default()))
+        .await
+        .unwrap();
+    // The grace period (request timeout + 1 s) bounds the wait.
+    let t = std::time::Instant::now();
+    tokio::time::timeout(std::time::Duration::from_secs(10), r.stop())
+        .await
+        .expect("the server did not stop within 10 s");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+    drop((c, idle));
+}

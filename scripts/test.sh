@@ -70,7 +70,7 @@ cargo build --locked -p hanzo-kms-client --example inference_flow --quiet
 "$kms" --data-dir "$work/served" --json serve --rest-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 \
   > "$work/serve.out" 2> "$work/serve.err" &
 serve_pid=$!
-trap 'kill "$serve_pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$serve_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do grep -q '"grpc"' "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
 field() { "$venv/bin/python" -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "\"grpc\"" in l][0][sys.argv[2]])' "$work/serve.out" "$1"; }
 grpc_url=$(field grpc); rest_url=$(field rest)

@@ -149,7 +149,7 @@ pub enum Command {
     Bench(BenchCommand),
 
     /// API tokens for the server: bearer credentials scoped to a tenant, with roles and optional
-    /// key-name patterns. Works offline on the data directory. A token is printed once, at
+    /// key-name patterns. Works offline on the data directory, or online with --server. A token is printed once, at
     /// creation; only an HMAC of it (under a provider key) is stored.
     #[command(subcommand)]
     Tokens(TokensCommand),

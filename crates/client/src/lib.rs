@@ -823,29 +823,47 @@ impl Client {
     }
 
     pub async fn decrypt(&self, key: &str, ciphertext: &str, aad: &[u8]) -> Result<SecretBytes> {
+        Ok(
+            match self.decrypt_call(false, key, ciphertext, aad).await? {
+                Answer::Grpc(mut m) => SecretBytes::new(std::mem::take(&mut m.plaintext)),
+                Answer::Rest(v) => SecretBytes::new(b64_field(&v, "plaintext")?.to_vec()),
+            },
+        )
+    }
+
+    /// Decrypt (`unwrap` false) or UnwrapDataKey (true): the same request on either transport.
+    async fn decrypt_call(
+        &self,
+        unwrap: bool,
+        key: &str,
+        ciphertext: &str,
+        aad: &[u8],
+    ) -> Result<Answer<pb::DecryptResponse>> {
         let (key, ct) = (key.to_owned(), ciphertext.to_owned());
-        let a = self
-            .exchange(
-                Retry::Safe,
-                |mut c| {
-                    let req = self.grpc_request(pb::DecryptRequest {
-                        key: key.clone(),
-                        ciphertext: ct.clone(),
-                        aad: aad.to_vec(),
-                    });
-                    async move { c.decrypt(req).await }
-                },
-                (
-                    "POST",
-                    format!("/v1/keys/{}/decrypt", path_seg(&key)),
-                    Some(json!({"ciphertext": ct, "aad": b64(aad)})),
-                ),
-            )
-            .await?;
-        Ok(match a {
-            Answer::Grpc(mut m) => SecretBytes::new(std::mem::take(&mut m.plaintext)),
-            Answer::Rest(v) => SecretBytes::new(b64_field(&v, "plaintext")?.to_vec()),
-        })
+        let route = if unwrap { "unwrap" } else { "decrypt" };
+        self.exchange(
+            Retry::Safe,
+            |mut c| {
+                let req = self.grpc_request(pb::DecryptRequest {
+                    key: key.clone(),
+                    ciphertext: ct.clone(),
+                    aad: aad.to_vec(),
+                });
+                async move {
+                    if unwrap {
+                        c.unwrap_data_key(req).await
+                    } else {
+                        c.decrypt(req).await
+                    }
+                }
+            },
+            (
+                "POST",
+                format!("/v1/keys/{}/{route}", path_seg(&key)),
+                Some(json!({"ciphertext": ct, "aad": b64(aad)})),
+            ),
+        )
+        .await
     }
 
     /// A fresh 256-bit data key, in the clear and wrapped under `key`.
@@ -890,26 +908,7 @@ impl Client {
         ciphertext: &str,
         aad: &[u8],
     ) -> Result<SecretKey32> {
-        let (key, ct) = (key.to_owned(), ciphertext.to_owned());
-        let a = self
-            .exchange(
-                Retry::Safe,
-                |mut c| {
-                    let req = self.grpc_request(pb::DecryptRequest {
-                        key: key.clone(),
-                        ciphertext: ct.clone(),
-                        aad: aad.to_vec(),
-                    });
-                    async move { c.unwrap_data_key(req).await }
-                },
-                (
-                    "POST",
-                    format!("/v1/keys/{}/unwrap", path_seg(&key)),
-                    Some(json!({"ciphertext": ct, "aad": b64(aad)})),
-                ),
-            )
-            .await?;
-        match a {
+        match self.decrypt_call(true, key, ciphertext, aad).await? {
             Answer::Grpc(mut m) => take_key32(&mut m.plaintext),
             Answer::Rest(v) => key32(&b64_field(&v, "plaintext")?),
         }

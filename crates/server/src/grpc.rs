@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hanzo_kms_core::eip712::from_json;
+use hanzo_kms_core::eip712::{B32, PoAIAttestation, from_json};
 use hanzo_kms_core::{Algorithm, Error, Result};
 use hanzo_kms_proto::v1 as pb;
 use hanzo_kms_service::sign::{BatchItem, SignedAttestation, SignedSettlement};
@@ -426,13 +426,18 @@ impl pb::kms_server::Kms for Service {
         let (ctx, m) = self.auth(req).await?;
         let r = async {
             let name = self.kms().parse_name(&m.key)?;
-            let atts = from_pb("attestations", &m.attestations)?;
+            let atts = m
+                .attestations
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| attestation_from_pb(i, a))
+                .collect::<Result<Vec<_>>>()?;
             let items = self
                 .kms()
                 .sign_poai_batch(&ctx, &name, atts, now_u64())
                 .await?;
             Ok(pb::SignPoaiBatchResponse {
-                items: to_pb(&items)?,
+                items: items.into_iter().map(batch_item_to_pb).collect(),
             })
         }
         .await;
@@ -559,5 +564,62 @@ fn model_key_pb(k: ops::ModelKey) -> pb::ModelKey {
         data_key: k.dek.expose().to_vec(),
         key: k.key,
         version: k.version,
+    }
+}
+
+// The batch path converts directly, without the JSON detour of `to_pb`/`from_pb`: it carries
+// hundreds of items per call (the detour was ~15 % of its CPU). The field forms are the same.
+
+fn attestation_from_pb(i: usize, a: pb::PoAiAttestation) -> Result<PoAIAttestation> {
+    let b32 = |field: &str, s: &str| {
+        B32::parse(s).map_err(|e| Error::invalid(format!("attestations[{i}].{field}: {e}")))
+    };
+    Ok(PoAIAttestation {
+        input_hash: b32("input_hash", &a.input_hash)?,
+        output_hash: b32("output_hash", &a.output_hash)?,
+        nonce: a.nonce.as_deref().map(|n| b32("nonce", n)).transpose()?,
+        model_id: a.model_id,
+        timestamp: a.timestamp,
+        compute_time_ms: a.compute_time_ms,
+        node_id: a.node_id,
+    })
+}
+
+fn attestation_to_pb(a: PoAIAttestation) -> pb::PoAiAttestation {
+    pb::PoAiAttestation {
+        input_hash: a.input_hash.to_hex(),
+        output_hash: a.output_hash.to_hex(),
+        nonce: a.nonce.map(|n| n.to_hex()),
+        model_id: a.model_id,
+        timestamp: a.timestamp,
+        compute_time_ms: a.compute_time_ms,
+        node_id: a.node_id,
+    }
+}
+
+fn batch_item_to_pb(it: BatchItem) -> pb::BatchItem {
+    pb::BatchItem {
+        batch: Some(pb::PoAiBatch {
+            root: it.batch.root.to_hex(),
+            count: it.batch.count,
+            timestamp: it.batch.timestamp,
+        }),
+        batch_digest: it.batch_digest.to_hex(),
+        signature: it.signature.to_hex(),
+        signer: it.signer,
+        algorithm: it.algorithm,
+        key: it.key,
+        version: it.version,
+        attestation: Some(attestation_to_pb(it.attestation)),
+        digest: it.digest.to_hex(),
+        index: it.index,
+        proof: it
+            .proof
+            .into_iter()
+            .map(|p| pb::ProofStep {
+                hash: p.hash.to_hex(),
+                left: p.left,
+            })
+            .collect(),
     }
 }

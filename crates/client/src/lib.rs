@@ -599,33 +599,48 @@ impl Client {
 
     /// VerifyPoAI: signature, digest, time window and signer.
     pub async fn verify_poai(&self, signed: &SignedAttestation) -> Result<Verdict> {
-        let body = to_value(signed)?;
-        let msg: pb::SignedAttestation = from_value("signed attestation", body.clone())?;
-        let v = self
-            .op(
-                Retry::Safe,
-                |mut c| {
-                    let req = self.grpc_request(msg.clone());
-                    async move { c.verify_poai(req).await }
-                },
-                ("POST", "/v1/poai/verify".into(), Some(body.clone())),
-            )
-            .await?;
-        read("verdict", v)
+        self.verify_message(
+            "signed attestation",
+            signed,
+            "/v1/poai/verify",
+            |mut c, r| async move { c.verify_poai(r).await },
+        )
+        .await
     }
 
     /// Verify one item of a PoAI batch with its inclusion proof.
     pub async fn verify_poai_batch_item(&self, item: &BatchItem) -> Result<Verdict> {
-        let body = to_value(item)?;
-        let msg: pb::BatchItem = from_value("batch item", body.clone())?;
+        self.verify_message(
+            "batch item",
+            item,
+            "/v1/poai/verify-item",
+            |mut c, r| async move { c.verify_poai_batch_item(r).await },
+        )
+        .await
+    }
+
+    /// A verification whose request is `value` itself on both transports (its JSON form is the
+    /// REST body and, read as `M`, the gRPC message).
+    async fn verify_message<T, M, G, Fut>(
+        &self,
+        what: &str,
+        value: &T,
+        path: &str,
+        call: G,
+    ) -> Result<Verdict>
+    where
+        T: Serialize,
+        M: DeserializeOwned + Clone,
+        G: Fn(pb::kms_client::KmsClient<Channel>, tonic::Request<M>) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<pb::Verdict>, tonic::Status>>,
+    {
+        let body = to_value(value)?;
+        let msg: M = from_value(what, body.clone())?;
         let v = self
             .op(
                 Retry::Safe,
-                |mut c| {
-                    let req = self.grpc_request(msg.clone());
-                    async move { c.verify_poai_batch_item(req).await }
-                },
-                ("POST", "/v1/poai/verify-item".into(), Some(body.clone())),
+                |c| call(c, self.grpc_request(msg.clone())),
+                ("POST", path.to_owned(), Some(body)),
             )
             .await?;
         read("verdict", v)

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hanzo_kms_client::{Client, Protocol};
+use hanzo_kms_core::ErrorKind;
 use hanzo_kms_core::eip712::{B32, PoAIAttestation};
-use hanzo_kms_core::{Config, ErrorKind};
-use hanzo_kms_server::{Options, Server};
-use hanzo_kms_service::{Kms, RequestCtx, Role, Settings};
+
+mod common;
 
 struct Running {
     rest: SocketAddr,
@@ -22,22 +22,7 @@ struct Running {
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::from_yaml("", "test", std::iter::empty::<(&str, &str)>()).unwrap();
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        config: config.clone(),
-        master_key_env: None,
-    };
-    let (kms, _) = Kms::init(&settings).await.unwrap();
-    let (_, admin) = kms
-        .create_token(&RequestCtx::local(), "*", &[Role::Admin], &[], "test")
-        .await
-        .unwrap();
-    let mut opts = Options::from_config(&config);
-    opts.rest_addr = "127.0.0.1:0".into();
-    opts.grpc_addr = Some("127.0.0.1:0".into());
-    opts.scheduler_every = None;
-    let server = Server::bind(kms, None, &opts).await.unwrap();
+    let (server, admin) = common::bind(dir.path(), None).await.unwrap();
     let rest = server.local_addr().unwrap();
     let grpc = server.grpc_addr().unwrap().unwrap();
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -52,7 +37,7 @@ async fn start() -> Running {
     Running {
         rest,
         grpc,
-        admin: admin.expose().to_owned(),
+        admin,
         _dir: dir,
         stop,
         task,

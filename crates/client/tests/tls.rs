@@ -5,10 +5,11 @@
 use std::path::Path;
 
 use hanzo_kms_client::{Client, Protocol};
+use hanzo_kms_core::ErrorKind;
 use hanzo_kms_core::config::TlsConfig;
-use hanzo_kms_core::{Config, ErrorKind};
-use hanzo_kms_server::{Options, Server};
-use hanzo_kms_service::{Kms, RequestCtx, Role, Settings};
+use hanzo_kms_server::Server;
+
+mod common;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
@@ -60,26 +61,7 @@ fn pki() -> Pki {
 }
 
 async fn start(dir: &Path, tls: TlsConfig) -> hanzo_kms_core::Result<(Server, String)> {
-    let config = Config::from_yaml("", "test", std::iter::empty::<(&str, &str)>()).unwrap();
-    let settings = Settings {
-        data_dir: dir.join("data"),
-        config: config.clone(),
-        master_key_env: None,
-    };
-    let (kms, _) = Kms::init(&settings).await.unwrap();
-    let (_, admin) = kms
-        .create_token(&RequestCtx::local(), "*", &[Role::Admin], &[], "t")
-        .await
-        .unwrap();
-    let mut opts = Options::from_config(&config);
-    opts.rest_addr = "127.0.0.1:0".into();
-    opts.grpc_addr = Some("127.0.0.1:0".into());
-    opts.scheduler_every = None;
-    opts.tls = Some(tls);
-    Ok((
-        Server::bind(kms, None, &opts).await?,
-        admin.expose().to_owned(),
-    ))
+    common::bind(dir, Some(tls)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,15 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests need: a C compiler; SoftHSM2 (the PKCS#11 provider's conformance
-# suite runs against a real token) and OpenSC (pkcs11-tool inspects what we created).
-PACKAGES=(gcc softhsm2 opensc)
-# Files or programs that tell whether each package is present.
-PROGRAMS=(cc /usr/lib/softhsm/libsofthsm2.so pkcs11-tool)
+# suite runs against a real token) and OpenSC (pkcs11-tool inspects what we created);
+# PostgreSQL (the HA tests start their own throw-away servers with initdb and pg_ctl).
+PACKAGES=(gcc softhsm2 opensc postgresql)
+# Files (globs allowed) or programs that tell whether each package is present.
+PROGRAMS=(cc /usr/lib/softhsm/libsofthsm2.so pkcs11-tool '/usr/lib/postgresql/*/bin/initdb')
 
 missing=()
 for i in "${!PACKAGES[@]}"; do
   p="${PROGRAMS[$i]}"
-  if [[ "$p" == /* ]]; then [ -e "$p" ] && continue; else command -v "$p" >/dev/null 2>&1 && continue; fi
+  if [[ "$p" == /* ]]; then compgen -G "$p" >/dev/null && continue; else command -v "$p" >/dev/null 2>&1 && continue; fi
   missing+=("${PACKAGES[$i]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then

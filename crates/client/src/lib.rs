@@ -196,6 +196,7 @@ impl ClientBuilder {
     }
 }
 
+#[derive(Clone)]
 enum Transport {
     Grpc(pb::kms_client::KmsClient<Channel>),
     Rest(rest::Rest),
@@ -207,7 +208,9 @@ enum Answer<P> {
     Rest(Value),
 }
 
-/// A connection to a Hanzo KMS server. Cheap to share by reference across tasks.
+/// A connection to a Hanzo KMS server. Cheap to share by reference across tasks, and cheap to
+/// clone: clones share the connection (HTTP/2 multiplexes their calls).
+#[derive(Clone)]
 pub struct Client {
     url: String,
     transport: Transport,

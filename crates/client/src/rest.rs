@@ -22,6 +22,7 @@ pub(crate) struct TlsFiles {
     pub identity: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
 }
 
+#[derive(Clone)]
 pub(crate) struct Rest {
     base: String,
     http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,

@@ -318,12 +318,28 @@ impl Default for Eip712Config {
 }
 
 /// `storage:` — where keys, versions and audit records live.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// `sqlite://PATH` or `postgres://…`. Default: `sqlite://<data-dir>/kms.db`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<StorageUrl>,
+    /// PostgreSQL only: how long to keep retrying an unreachable database when a node starts,
+    /// with back-off from 250 ms to 5 s, before giving up. 0 tries once.
+    pub connect_timeout_secs: u64,
+    /// PostgreSQL only: connections per node. The server's `max_connections` must cover every
+    /// node's pool plus maintenance (see docs/operations.md).
+    pub max_connections: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            connect_timeout_secs: 60,
+            max_connections: 16,
+        }
+    }
 }
 
 /// `server:` — used by `hanzo-kms serve`.
@@ -618,6 +634,12 @@ impl Config {
                     url.redacted()
                 )));
             }
+        }
+        if !(1..=1000).contains(&self.storage.max_connections) {
+            return Err(Error::invalid(format!(
+                "storage.max_connections is {}; it must be between 1 and 1000",
+                self.storage.max_connections
+            )));
         }
         Ok(())
     }

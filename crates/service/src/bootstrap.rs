@@ -248,7 +248,7 @@ async fn init_store(
         // inherit the mode.
         create_private_file(&settings.data_dir.join("kms.db"))?;
     }
-    let store = Store::connect(&settings.storage_url(), settings.config.separator(), true).await?;
+    let store = connect_store(settings, true).await?;
     if store.is_initialized().await? {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
@@ -296,7 +296,7 @@ pub async fn open(settings: &Settings) -> Result<(Store, Arc<dyn Provider>, Stri
             ),
         ));
     }
-    let store = Store::connect(&settings.storage_url(), settings.config.separator(), false).await?;
+    let store = connect_store(settings, false).await?;
     let not_ours = || {
         Error::new(
             ErrorKind::Corrupt,
@@ -307,7 +307,18 @@ pub async fn open(settings: &Settings) -> Result<(Store, Arc<dyn Provider>, Stri
         )
     };
     if !store.is_initialized().await? {
-        return Err(not_ours());
+        if settings.uses_default_sqlite() {
+            return Err(not_ours());
+        }
+        // An empty PostgreSQL database: the first node initialises it.
+        return Err(Error::new(
+            ErrorKind::NotInitialized,
+            format!(
+                "the database at {} is empty; run `hanzo-kms init` (or start `hanzo-kms serve`) on one node \
+                 first, then give the other nodes the same master key",
+                store.location()
+            ),
+        ));
     }
     if store.meta("format").await?.as_deref() != Some(hanzo_kms_store::STORE_FORMAT) {
         return Err(not_ours());
@@ -369,6 +380,49 @@ pub async fn open(settings: &Settings) -> Result<(Store, Arc<dyn Provider>, Stri
     }
     store.migrate().await?;
     Ok((store, provider, store_id))
+}
+
+/// Connect to the configured store. An unreachable PostgreSQL server is retried with back-off
+/// (250 ms doubling to 5 s) for `storage.connect_timeout_secs`, each attempt logged, so nodes
+/// may start before their database.
+async fn connect_store(settings: &Settings, create: bool) -> Result<Store> {
+    let url = settings.storage_url();
+    let sep = settings.config.separator();
+    let storage = &settings.config.storage;
+    let started = std::time::Instant::now();
+    let budget = std::time::Duration::from_secs(storage.connect_timeout_secs);
+    let mut next = std::time::Duration::from_millis(250);
+    let mut attempt = 1u32;
+    loop {
+        match Store::connect_with(&url, sep, create, storage.max_connections).await {
+            Err(e)
+                if e.kind() == ErrorKind::Unavailable
+                    && !settings.uses_default_sqlite()
+                    && started.elapsed() < budget =>
+            {
+                let delay = next.min(budget.saturating_sub(started.elapsed()));
+                tracing::warn!(
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "storage unreachable, retrying: {e}"
+                );
+                tokio::time::sleep(delay).await;
+                next = (next * 2).min(std::time::Duration::from_secs(5));
+                attempt += 1;
+            }
+            Err(e) if e.kind() == ErrorKind::Unavailable && attempt > 1 => {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "{e} (gave up after {attempt} attempts in {} s; storage.connect_timeout_secs is {})",
+                        started.elapsed().as_secs(),
+                        storage.connect_timeout_secs
+                    ),
+                ));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Equality of two byte strings in time that depends only on their lengths (fingerprints, MACs).

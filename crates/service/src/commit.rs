@@ -108,10 +108,15 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: Arc<CommitStats>)
                 }
             }
             Err(e) => {
+                // An unreachable store stays `unavailable` (retryable); see `audit_failure`.
+                let kind = match e.kind() {
+                    ErrorKind::Unavailable => ErrorKind::Unavailable,
+                    _ => ErrorKind::AuditFailure,
+                };
                 let msg = e.to_string();
                 for job in jobs {
                     let _ = job.reply.send(Err(Error::new(
-                        ErrorKind::AuditFailure,
+                        kind,
                         format!("the audit log could not be written, so the request was not carried out: {msg}"),
                     )));
                 }

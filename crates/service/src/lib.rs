@@ -711,6 +711,8 @@ impl Kms {
         match r {
             Ok(v) => Ok(v),
             Err(e) if e.kind() == ErrorKind::AuditFailure => Err(e),
+            // The store is unreachable: the record could not be written either (fail closed).
+            Err(e) if e.kind() == ErrorKind::Unavailable && self.store.unreachable() => Err(e),
             Err(e) => {
                 let outcome = match e.kind() {
                     ErrorKind::NotFound
@@ -942,8 +944,11 @@ fn version_not_found(name: &KeyName, v: u32) -> Error {
     )
 }
 
+/// A request whose audit record could not be written fails with `audit_failure`, except when
+/// the store is unreachable: that stays `unavailable` (503 / UNAVAILABLE), which clients and
+/// load balancers treat as retryable. Either way nothing was carried out.
 pub(crate) fn audit_failure(e: Error) -> Error {
-    if e.kind() == ErrorKind::AuditFailure {
+    if e.kind() == ErrorKind::AuditFailure || e.kind() == ErrorKind::Unavailable {
         e
     } else {
         Error::new(

@@ -18,6 +18,9 @@ use base64::Engine;
 use hanzo_kms_core::name::check_component;
 use hanzo_kms_core::{Error, ErrorKind, Result};
 use hanzo_kms_store::StoredToken;
+
+/// Why a bearer could not be checked when the token store is down (not a refusal).
+const STORE_UNAVAILABLE: &str = "store unavailable";
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -271,8 +274,9 @@ impl Kms {
         self.close_op(&op, r).await
     }
 
-    /// Pipeline step 1: turn a bearer token into a request context. Every failure is the same
-    /// `unauthenticated` error; the reason goes to the audit log only.
+    /// Pipeline step 1: turn a bearer token into a request context. Every refusal is the same
+    /// `unauthenticated` error; the reason goes to the audit log only. A store that cannot be
+    /// reached is `unavailable` instead: a valid token is not refused because of a database blip.
     pub async fn authenticate(&self, bearer: &str, peer: Option<String>) -> Result<RequestCtx> {
         self.authenticate_as(bearer, peer, uuid::Uuid::new_v4().to_string())
             .await
@@ -303,6 +307,14 @@ impl Kms {
                     ..anonymous
                 });
             }
+            // Not a refusal: the token could not be looked up. The caller may retry; nothing is
+            // audited because the store that holds the audit log is the one that is down.
+            Err(STORE_UNAVAILABLE) => {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "the store is unreachable, so the request could not be authenticated",
+                ));
+            }
             Err(reason) => reason,
         };
         let op = Op {
@@ -321,11 +333,7 @@ impl Kms {
         if id.len() != 2 * ID_BYTES || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err("malformed token");
         }
-        let found = self
-            .store
-            .token(id)
-            .await
-            .map_err(|_| "store unavailable")?;
+        let found = self.store.token(id).await.map_err(|_| STORE_UNAVAILABLE)?;
         // The MAC is computed whether or not the id exists, so timing does not tell them apart.
         let mac = self
             .token_mac(id, secret)

@@ -50,6 +50,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// The PostgreSQL advisory lock taken while migrating ("hanzo-km" in ASCII).
+const MIGRATION_LOCK: i64 = 0x68616e7a6f2d6b6d;
+
 /// Which engine a store runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -147,6 +150,9 @@ pub struct Store {
     location: String,
     keys: Arc<cache::Cache<StoredKey>>,
     tokens: Arc<cache::Cache<StoredToken>>,
+    /// Set when the last store operation found the database unreachable; cleared by the next
+    /// transaction that starts. See [`Store::unreachable`].
+    unreachable: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -158,6 +164,16 @@ impl Store {
     /// Connect. With `create`, a missing SQLite file is created (for `init`); without it, a
     /// missing file is [`ErrorKind::NotInitialized`].
     pub async fn connect(url: &str, separator: Separator, create: bool) -> Result<Self> {
+        Self::connect_with(url, separator, create, 16).await
+    }
+
+    /// [`connect`](Self::connect) with a pool of `max_connections` (PostgreSQL; SQLite uses 4).
+    pub async fn connect_with(
+        url: &str,
+        separator: Separator,
+        create: bool,
+        max_connections: u32,
+    ) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let (backend, conn_url, location) = if let Some(path) = url
             .strip_prefix("sqlite://")
@@ -195,8 +211,18 @@ impl Store {
             .map_err(|e| db_error(e, &format!("opening the store at {location}")))?;
         let _ = probe.close().await;
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
-            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(if backend == Backend::Sqlite {
+                4
+            } else {
+                max_connections.max(1)
+            })
+            // SQLite waits out a long writer; an unreachable PostgreSQL fails the request
+            // sooner, so a load balancer or client can react.
+            .acquire_timeout(Duration::from_secs(if backend == Backend::Sqlite {
+                10
+            } else {
+                5
+            }))
             .after_connect(move |conn, _meta| Box::pin(prepare_connection(backend, conn)))
             .connect(&conn_url)
             .await
@@ -208,6 +234,7 @@ impl Store {
             location,
             keys: Arc::new(cache::Cache::new()),
             tokens: Arc::new(cache::Cache::new()),
+            unreachable: Arc::default(),
         })
     }
 
@@ -260,6 +287,15 @@ impl Store {
             .begin()
             .await
             .map_err(|e| self.err(e, "migrating"))?;
+        if self.backend == Backend::Postgres {
+            // Nodes starting together on one database migrate one at a time; the lock ends
+            // with the transaction. (SQLite's write lock does the same.)
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e, "migrating"))?;
+        }
         sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
             .execute(&mut *tx)
             .await
@@ -373,6 +409,8 @@ impl Store {
             .begin()
             .await
             .map_err(|e| self.err(e, "starting a transaction"))?;
+        self.unreachable
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
             .fetch_optional(&mut *tx)
             .await
@@ -523,7 +561,19 @@ impl Store {
     }
 
     fn err(&self, e: sqlx::Error, doing: &str) -> Error {
-        db_error(e, &format!("{doing} (store {})", self.location))
+        let e = db_error(e, &format!("{doing} (store {})", self.location));
+        if e.kind() == ErrorKind::Unavailable {
+            self.unreachable
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        e
+    }
+
+    /// Whether the database was unreachable at the last attempt (PostgreSQL down or cut off).
+    /// A request that failed for that reason cannot be audited either, so the service does not
+    /// spend another connection time-out trying.
+    pub fn unreachable(&self) -> bool {
+        self.unreachable.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn corrupt(&self, what: &str) -> Error {
@@ -1098,8 +1148,13 @@ async fn prepare_connection(
 }
 
 fn audit_error(e: Error) -> Error {
+    // An unreachable store stays `unavailable` (retryable); the request fails either way.
+    let kind = match e.kind() {
+        ErrorKind::Unavailable => ErrorKind::Unavailable,
+        _ => ErrorKind::AuditFailure,
+    };
     Error::new(
-        ErrorKind::AuditFailure,
+        kind,
         format!("the audit log could not be written, so the request was not carried out: {e}"),
     )
 }

@@ -158,6 +158,11 @@ pub enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
 
+    /// Back every key up into one authenticated bundle, and restore it (into this provider or
+    /// another). The bundle format is in docs/backup.md.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -296,6 +301,55 @@ pub enum AuditCommand {
     },
     /// Recompute the hash chain; exit 1 if any record was edited, deleted or reordered.
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Write a bundle: every key's metadata and versions, each version's material sealed under
+    /// a backup key. The backup key comes from a passphrase (argon2id; --passphrase-file or
+    /// HANZO_KMS_BACKUP_PASSPHRASE) or is random and split into Shamir shares (--shares N
+    /// --threshold T), written to FILE.share-1 … FILE.share-N (mode 0600; hand them to N
+    /// different people). Keys that cannot leave their HSM are named and stop the backup,
+    /// unless --skip-unexportable.
+    ///
+    /// Example: hanzo-kms backup create --out kms.bundle --shares 5 --threshold 3
+    #[command(group(clap::ArgGroup::new("secret").args(["passphrase_file", "shares"])))]
+    Create {
+        /// Where to write the bundle (mode 0600). It must not exist yet.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Read the passphrase from this file (first line). Default: HANZO_KMS_BACKUP_PASSPHRASE.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+        /// Split the backup key into this many shares (2 to 255) instead of a passphrase.
+        #[arg(long, value_name = "N", requires = "threshold")]
+        shares: Option<u8>,
+        /// Shares needed to restore (2 to --shares).
+        #[arg(long, value_name = "T", requires = "shares")]
+        threshold: Option<u8>,
+        /// Leave out keys that cannot be exported (listed in the output) instead of failing.
+        #[arg(long)]
+        skip_unexportable: bool,
+    },
+    /// Restore a bundle into this data directory's store and provider, in one transaction.
+    ///
+    /// An uninitialised data directory is initialised first (a new master key, as `init`).
+    /// Keys already present exactly as in the bundle are skipped, so restoring twice changes
+    /// nothing. A store that holds other keys is refused unless --merge; keys present with other
+    /// contents are conflicts, listed, and refuse the whole restore.
+    Restore {
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Read the passphrase from this file. Default: HANZO_KMS_BACKUP_PASSPHRASE.
+        #[arg(long, value_name = "FILE", conflicts_with = "shares")]
+        passphrase_file: Option<PathBuf>,
+        /// A share file (FILE.share-K). Repeat until the threshold is met.
+        #[arg(long = "share", value_name = "FILE")]
+        shares: Vec<PathBuf>,
+        /// Add the bundle's keys to a store that already holds other keys.
+        #[arg(long)]
+        merge: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

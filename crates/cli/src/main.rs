@@ -9,6 +9,7 @@
 mod args;
 mod atomic;
 mod backend;
+mod backup;
 mod bench;
 mod bench_hsm;
 mod bench_server;
@@ -137,6 +138,10 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
         out.init(&report);
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Backup(b) = &cli.command {
+        backup::run(&settings, b, out).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let kms = Kms::open(&settings).await?;
     let result = dispatch(&Backend::Local(&kms), &cli.command, out).await;
     kms.close().await;
@@ -147,7 +152,7 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
 async fn remote(cli: &Cli, url: &str, out: &Out) -> Result<ExitCode, Failure> {
     if matches!(
         cli.command,
-        Command::Init | Command::Serve { .. } | Command::Audit(_)
+        Command::Init | Command::Serve { .. } | Command::Audit(_) | Command::Backup(_)
     ) {
         return Err(usage(Error::invalid(
             "this command works on the data directory, not with --server (over the API, read \
@@ -334,6 +339,7 @@ async fn dispatch(b: &Backend<'_>, command: &Command, out: &Out) -> Result<ExitC
         Command::Hmm(h) => return Ok(sign::hmm(b, h, out).await?),
         Command::Init
         | Command::Serve { .. }
+        | Command::Backup(_)
         | Command::Config(_)
         | Command::Demo
         | Command::Bench(_) => {

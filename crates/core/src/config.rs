@@ -188,6 +188,10 @@ pub struct Pkcs11Config {
     /// What to do with an algorithm the device lacks (ML-DSA-65 everywhere today): `wrap` (default)
     /// makes the key hsm-wrapped; `refuse` fails the request.
     pub fallback: Pkcs11Fallback,
+    /// AES keys made from now on (generated or restored) may leave the token wrapped, for
+    /// `backup create` and migration (CKA_EXTRACTABLE true; CKA_SENSITIVE stays true, so only
+    /// wrapped). Default false: AES keys and hsm-resident signing keys never leave the device.
+    pub exportable: bool,
 }
 
 /// `kms.lux.<pkcs11 provider>.signing_keys`.

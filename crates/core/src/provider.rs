@@ -147,6 +147,45 @@ pub trait Provider: Send + Sync {
     /// where it can (DESIGN.md §5: "HSM-backed API keys").
     fn mac(&self, data: &[u8]) -> Result<[u8; 32]>;
 
+    /// Export one key version for a backup bundle: its material sealed with AES-256-GCM under
+    /// `kek` and bound to `aad` (see docs/backup.md). The key bytes never leave the provider
+    /// unsealed. A key that cannot leave its device (an HSM key generated non-extractable) is
+    /// [`crate::ErrorKind::Unsupported`], with a message naming the key.
+    fn export_wrapped(&self, key: &KeyRef<'_>, kek: &SecretKey32, aad: &[u8]) -> Result<Vec<u8>> {
+        let _ = (kek, aad);
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!(
+                "key {} version {} cannot be exported from provider {}",
+                key.name,
+                key.version,
+                self.name()
+            ),
+        ))
+    }
+
+    /// Take in one key version exported by [`Provider::export_wrapped`] (by this or any other
+    /// provider) and return its new handle. A `wrapped` value that does not open under `kek`
+    /// and `aad` is `authentication failed`.
+    fn import_wrapped(
+        &self,
+        spec: &KeySpec<'_>,
+        kek: &SecretKey32,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<GeneratedKey> {
+        let _ = (kek, wrapped, aad);
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!(
+                "provider {} cannot import keys ({} version {})",
+                self.name(),
+                spec.name,
+                spec.version
+            ),
+        ))
+    }
+
     /// A value that identifies this provider's secret state (the master key, the HSM's KEK) for a
     /// store, bound to `context` (the store id). Recorded at `init` and compared on every open,
     /// so that a wrong master key is refused before anything is changed.

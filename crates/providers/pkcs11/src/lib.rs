@@ -111,6 +111,7 @@ pub struct Pkcs11Settings {
     pub max_sessions: usize,
     pub signing_keys: SigningKeys,
     pub fallback: Pkcs11Fallback,
+    pub exportable: bool,
 }
 
 impl fmt::Debug for Pkcs11Settings {
@@ -251,6 +252,7 @@ impl Pkcs11Settings {
             max_sessions,
             signing_keys: c.signing_keys,
             fallback: c.fallback,
+            exportable: c.exportable,
         })
     }
 }
@@ -268,6 +270,8 @@ pub struct Pkcs11Provider {
     resident: Vec<Algorithm>,
     signing_keys: SigningKeys,
     fallback: Pkcs11Fallback,
+    /// AES keys are created extractable (wrapped only): `exportable` in the config.
+    exportable: bool,
     /// Whether the token holds the root MAC key (profile and mechanisms have HMAC).
     has_mac: bool,
     /// Object handles by (class, CKA_ID), valid for one pool generation.
@@ -376,6 +380,7 @@ impl Pkcs11Provider {
             resident,
             signing_keys: settings.signing_keys,
             fallback: settings.fallback,
+            exportable: settings.exportable,
             has_mac: hmac,
             objects: Mutex::new(ObjectCache::default()),
         })
@@ -634,6 +639,71 @@ impl Pkcs11Provider {
         }
     }
 
+    fn not_exportable(&self, key: &KeyRef<'_>) -> Error {
+        Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "key {} version {} is hsm-resident on {} token '{}' and not extractable, so it \
+                 cannot be exported; clone it with the device's own tools under a wrapping key \
+                 both devices share, or rotate to a new key (AES keys made with \
+                 kms.lux.{}.exportable: true can be exported)",
+                key.name, key.version, self.vendor, self.token_label, self.vendor
+            ),
+        )
+    }
+
+    /// Export an AES key object made extractable (`exportable: true`): the backup KEK goes into
+    /// the token as a session object, C_WrapKey wraps the key under it with AES key wrap with
+    /// padding (RFC 5649), the session object is destroyed, and the result is unwrapped here
+    /// only to be sealed again in the bundle's format.
+    fn export_aes(
+        &self,
+        key: &KeyRef<'_>,
+        id: &[u8; ID_LEN],
+        kek: &SecretKey32,
+        aad: &[u8],
+    ) -> Result<Vec<u8>> {
+        let wrapped = self.with_object(key, ObjectClass::SECRET_KEY, id, "exporting", |s, h| {
+            let mut t = [
+                Attribute::Token(false),
+                Attribute::Private(true),
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Wrap(true),
+                Attribute::Value(kek.expose().to_vec()),
+            ];
+            let made = s.create_object(&t);
+            for a in &mut t {
+                if let Attribute::Value(v) = a {
+                    zeroize::Zeroize::zeroize(v);
+                }
+            }
+            let wrapping = made?;
+            let r = s.wrap_key(&Mechanism::AesKeyWrapPad, wrapping, h);
+            let _ = s.destroy_object(wrapping);
+            r
+        });
+        let wrapped = match wrapped {
+            Ok(w) => w,
+            Err(OpError::Module(CkError::Pkcs11(RvError::KeyUnextractable, _))) => {
+                return Err(self.not_exportable(key));
+            }
+            Err(e) => return Err(self.module_error(e, format!("exporting {}", key.name))),
+        };
+        let material = hanzo_kms_software::kwp_unwrap(kek, &wrapped).map_err(|_| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "token '{}' returned a wrapped key for {} that does not unwrap",
+                    self.token_label, key.name
+                ),
+            )
+        })?;
+        hanzo_kms_software::backup_seal(kek, aad, material.expose())
+    }
+
     fn is_bad_tag(&self, e: &CkError) -> bool {
         match e {
             CkError::Pkcs11(RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange, _) => {
@@ -664,6 +734,8 @@ impl Pkcs11Provider {
         ];
         if spec.algorithm == Algorithm::Aes256Gcm {
             let mut t = private.to_vec();
+            t.retain(|a| !matches!(a, Attribute::Extractable(_)));
+            t.push(Attribute::Extractable(self.exportable));
             t.extend([
                 Attribute::Class(ObjectClass::SECRET_KEY),
                 Attribute::KeyType(KeyType::AES),
@@ -967,6 +1039,81 @@ impl Provider for Pkcs11Provider {
                 hanzo_kms_software::sign_with(key.algorithm, &material, message).map(Signature)
             }
         }
+    }
+
+    fn export_wrapped(&self, key: &KeyRef<'_>, kek: &SecretKey32, aad: &[u8]) -> Result<Vec<u8>> {
+        match Handle::parse(key)? {
+            Handle::Wrapped { iv, ct } => {
+                let material = self.unwrap_material(key, iv, ct)?;
+                hanzo_kms_software::backup_seal(kek, aad, material.expose())
+            }
+            Handle::Resident { id, .. } if key.algorithm == Algorithm::Aes256Gcm => {
+                self.export_aes(key, &id, kek, aad)
+            }
+            Handle::Resident { .. } => Err(self.not_exportable(key)),
+        }
+    }
+
+    /// Signing keys come in hsm-wrapped (under this token's KEK); AES keys become token objects
+    /// (sensitive, non-extractable), as keys generated here are.
+    fn import_wrapped(
+        &self,
+        spec: &KeySpec<'_>,
+        kek: &SecretKey32,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<GeneratedKey> {
+        let material = hanzo_kms_software::backup_open(kek, aad, wrapped)?;
+        if spec.algorithm != Algorithm::Aes256Gcm {
+            let public = hanzo_kms_software::public_from_material(spec.algorithm, &material)?;
+            let handle = self.wrap_material(spec, material.expose())?;
+            return Ok(GeneratedKey {
+                handle,
+                public_key: public.map(|bytes| PublicKey {
+                    algorithm: spec.algorithm,
+                    bytes,
+                }),
+                origin: Origin::HsmWrapped,
+            });
+        }
+        if material.len() != 32 {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!("the AES material of {} is not 32 bytes", spec.name),
+            ));
+        }
+        let mut id = [0u8; ID_LEN];
+        aead::random(&mut id)?;
+        let mut t = vec![
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(self.exportable),
+            Attribute::Label(spec.label.as_bytes().to_vec()),
+            Attribute::Id(id.to_vec()),
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Value(material.expose().to_vec()),
+        ];
+        t.extend(usage(Usage::EncryptDecrypt));
+        let created = self.pool.run(|s| s.create_object(&t));
+        // The attribute list held a copy of the key: wipe it.
+        for a in &mut t {
+            if let Attribute::Value(v) = a {
+                zeroize::Zeroize::zeroize(v);
+            }
+        }
+        created.map_err(|e| {
+            self.call_error(
+                e,
+                format!("importing {} version {}", spec.name, spec.version),
+            )
+        })?;
+        Ok(GeneratedKey {
+            handle: resident_handle(&id, &[]),
+            public_key: None,
+            origin: Origin::HsmResident,
+        })
     }
 
     fn destroy(&self, key: &KeyRef<'_>) -> Result<()> {

@@ -153,6 +153,42 @@ impl SoftwareProvider {
     }
 }
 
+/// Seal key material for a backup bundle: `nonce ‖ AES-256-GCM(kek, aad, material) ‖ tag`
+/// (docs/backup.md). Shared by every provider's [`Provider::export_wrapped`].
+pub fn backup_seal(kek: &SecretKey32, aad: &[u8], material: &[u8]) -> Result<Vec<u8>> {
+    let k = AesGcmKey::new(kek.expose())?;
+    let nonce = aead::random_nonce()?;
+    let ct = k.seal(&nonce, aad, material)?;
+    let mut out = Vec::with_capacity(NONCE + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+/// Open what [`backup_seal`] made. Any failure is `authentication failed`.
+pub fn backup_open(kek: &SecretKey32, aad: &[u8], sealed: &[u8]) -> Result<SecretBytes> {
+    if sealed.len() < NONCE + aead::TAG {
+        return Err(Error::authentication_failed());
+    }
+    AesGcmKey::new(kek.expose())?
+        .open(&sealed[..NONCE], aad, &sealed[NONCE..])
+        .map_err(|_| Error::authentication_failed())
+}
+
+/// Undo AES key wrap with padding (RFC 5649, what PKCS#11's CKM_AES_KEY_WRAP_PAD makes) under
+/// an AES-256 key. Any failure is `authentication failed`.
+pub fn kwp_unwrap(kek: &SecretKey32, wrapped: &[u8]) -> Result<SecretBytes> {
+    use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded};
+    let k = AesKek::new(&AES_256, kek.expose()).map_err(|_| Error::authentication_failed())?;
+    let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);
+    let n = k
+        .unwrap_with_padding(wrapped, &mut out)
+        .map_err(|_| Error::authentication_failed())?
+        .len();
+    out.truncate(n);
+    Ok(SecretBytes::new(std::mem::take(&mut *out)))
+}
+
 /// The AAD that binds sealed or wrapped material to its key name, version and algorithm.
 pub fn sealing_aad(name: &KeyName, version: u32, alg: Algorithm) -> Vec<u8> {
     let name = name.to_string();
@@ -404,6 +440,31 @@ impl Provider for SoftwareProvider {
         // The material exists only as the sealed blob in the store; deleting that row (which the
         // service does in the same transaction) is the destruction.
         Ok(())
+    }
+
+    fn export_wrapped(&self, key: &KeyRef<'_>, kek: &SecretKey32, aad: &[u8]) -> Result<Vec<u8>> {
+        backup_seal(kek, aad, self.unseal(key)?.expose())
+    }
+
+    fn import_wrapped(
+        &self,
+        spec: &KeySpec<'_>,
+        kek: &SecretKey32,
+        wrapped: &[u8],
+        aad: &[u8],
+    ) -> Result<GeneratedKey> {
+        let material = backup_open(kek, aad, wrapped)?;
+        let public = public_from_material(spec.algorithm, &material)?;
+        let handle =
+            self.seal_material(spec.name, spec.version, spec.algorithm, material.expose())?;
+        Ok(GeneratedKey {
+            handle,
+            public_key: public.map(|bytes| PublicKey {
+                algorithm: spec.algorithm,
+                bytes,
+            }),
+            origin: Origin::Software,
+        })
     }
 
     fn health(&self) -> Health {

@@ -234,6 +234,24 @@ pub enum KeysCommand {
         #[arg(long, conflicts_with_all = ["name", "now", "version"])]
         due: bool,
     },
+    /// Move every key of the store to another provider, in one transaction (stop every node
+    /// first). Each version is exported wrapped under a one-time key and imported into the
+    /// target: signing keys become hsm-wrapped on a PKCS#11 token, AES keys token objects. The
+    /// target comes from its section of the config (kms.lux.softhsm2, …; `software` uses the
+    /// master key file, created if missing). Keys that cannot leave their HSM stop it before
+    /// anything changes. Afterwards set kms.lux.provider to the target.
+    ///
+    /// Example: hanzo-kms --config kms.yaml keys migrate --to softhsm2 --revoke-tokens
+    Migrate {
+        /// The target provider: software, softhsm2, thales-luna, aws-cloudhsm, fortanix,
+        /// yubihsm2, zymbit or nitrokey.
+        #[arg(long, value_name = "PROVIDER")]
+        to: String,
+        /// API tokens are MACs under the old provider's key and cannot move: revoke them in the
+        /// same transaction (create new ones afterwards). Without this, active tokens refuse.
+        #[arg(long)]
+        revoke_tokens: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -138,6 +138,11 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
         out.init(&report);
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Keys(KeysCommand::Migrate { to, revoke_tokens }) = &cli.command {
+        return migrate(&settings, to, *revoke_tokens, out)
+            .await
+            .map(|_| ExitCode::SUCCESS);
+    }
     if let Command::Backup(b) = &cli.command {
         backup::run(&settings, b, out).await?;
         return Ok(ExitCode::SUCCESS);
@@ -148,11 +153,66 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
     result
 }
 
+/// `keys migrate --to PROVIDER` (see its help).
+async fn migrate(
+    settings: &Settings,
+    to: &str,
+    revoke_tokens: bool,
+    out: &Out,
+) -> Result<(), Failure> {
+    let kind: hanzo_kms_core::config::ProviderKind =
+        serde_json::from_value(serde_json::Value::String(to.to_owned())).map_err(|_| {
+            usage(Error::invalid(format!(
+                "--to {to}: expected software, softhsm2, thales-luna, aws-cloudhsm, fortanix, yubihsm2, zymbit or nitrokey"
+            )))
+        })?;
+    let kms = Kms::open(settings).await?;
+    let r = async {
+        let (target, source) = hanzo_kms_service::bootstrap::open_provider(settings, kind)?;
+        kms.migrate_to(&RequestCtx::local(), target, revoke_tokens)
+            .await
+            .map(|report| (report, source))
+    }
+    .await;
+    kms.close().await;
+    let (report, source) = r?;
+    if out.json {
+        out.json(&json!({
+            "from": report.from,
+            "to": report.to,
+            "keys": report.keys,
+            "versions": report.versions,
+            "revoked_tokens": report.revoked_tokens,
+            "root_of_trust": source.to_string(),
+        }));
+    } else {
+        out.line(format!(
+            "migrated {} keys ({} versions) from {} to {} (root of trust: {source})",
+            report.keys, report.versions, report.from, report.to
+        ));
+        if report.revoked_tokens > 0 {
+            out.line(format!(
+                "  revoked {} API tokens; create new ones with `hanzo-kms tokens create`",
+                report.revoked_tokens
+            ));
+        }
+        out.line(format!(
+            "  now set kms.lux.provider: {} in the config of every node before starting them",
+            report.to
+        ));
+    }
+    Ok(())
+}
+
 /// `--server URL`: the same commands through the client.
 async fn remote(cli: &Cli, url: &str, out: &Out) -> Result<ExitCode, Failure> {
     if matches!(
         cli.command,
-        Command::Init | Command::Serve { .. } | Command::Audit(_) | Command::Backup(_)
+        Command::Init
+            | Command::Serve { .. }
+            | Command::Audit(_)
+            | Command::Backup(_)
+            | Command::Keys(KeysCommand::Migrate { .. })
     ) {
         return Err(usage(Error::invalid(
             "this command works on the data directory, not with --server (over the API, read \
@@ -281,6 +341,9 @@ async fn dispatch(b: &Backend<'_>, command: &Command, out: &Out) -> Result<ExitC
                     "scheduled for destruction"
                 };
                 out.key_changed(verb, &info);
+            }
+            KeysCommand::Migrate { .. } => {
+                return Err(Failure::from(Error::internal("command dispatched twice")));
             }
         },
         Command::Keyspace(KeyspaceCommand::Create {

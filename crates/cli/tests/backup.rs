@@ -574,3 +574,72 @@ fn migration_software_to_softhsm2_and_back_keeps_every_file_and_signature() {
     assert_eq!(skipped.len(), 3, "{partial}");
     assert_eq!(partial["keys"], 0, "{partial}");
 }
+
+#[test]
+fn keys_migrate_moves_the_store_to_softhsm2_and_back_in_place() {
+    let t = Token::create(&format!("mig-{}", std::process::id())).unwrap_or_else(|e| {
+        panic!("SoftHSM2 is needed for this test (apt-get install softhsm2 opensc): {e}")
+    });
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let mut d = Dir::softhsm(r, "d", &t, true);
+    let config = d.config.clone().unwrap();
+    let with_provider = |p: &str| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("provider:") {
+                    format!("    provider: {p}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&config, text + "\n").unwrap();
+    };
+    with_provider("software");
+    d.ok(&["init"]);
+    let made = populate(&d, r);
+    d.ok(&["tokens", "create", "--tenant", "acme", "--role", "sign"]);
+
+    // Active tokens cannot move: refused, and nothing changed.
+    let o = d.run(&["keys", "migrate", "--to", "softhsm2"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--revoke-tokens"), "{}", stderr(&o));
+    assert_eq!(
+        d.ok(&["keys", "show", "model:acme:gpt4"])["provider"],
+        "software"
+    );
+
+    let report = d.ok(&["keys", "migrate", "--to", "softhsm2", "--revoke-tokens"]);
+    assert_eq!(report["keys"], 4, "{report}");
+    assert_eq!(report["versions"], 5, "{report}");
+    assert_eq!(report["revoked_tokens"], 1, "{report}");
+    // The store now belongs to the token: the old config is refused, naming both.
+    let o = d.run(&["keys", "list"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("softhsm2"), "{}", stderr(&o));
+    with_provider("softhsm2");
+    check_restored(&d, &made, r, "migrated to softhsm2");
+    assert_eq!(
+        d.ok(&["keys", "show", "model:acme:gpt4"])["origin"],
+        "hsm-resident"
+    );
+    let tokens = d.ok(&["tokens", "list"]);
+    assert!(
+        tokens.to_string().contains("revoked"),
+        "the token was revoked: {tokens}"
+    );
+
+    // And back to software, under the data directory's master key.
+    d.ok(&["keys", "migrate", "--to", "software"]);
+    with_provider("software");
+    d.pin = None;
+    check_restored(&d, &made, r, "migrated back to software");
+    assert_eq!(
+        d.ok(&["keys", "show", "model:acme:gpt4"])["origin"],
+        "software"
+    );
+}

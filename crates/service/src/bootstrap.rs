@@ -382,6 +382,50 @@ pub async fn open(settings: &Settings) -> Result<(Store, Arc<dyn Provider>, Stri
     Ok((store, provider, store_id))
 }
 
+/// Open the provider `kind` from its section of the config, as the target of a migration:
+/// a PKCS#11 token (its root keys made if missing), or the software provider with the master
+/// key from `HANZO_KMS_MASTER_KEY` or the master key file, which is created (mode 0600) if
+/// missing. Returns the provider and where its root of trust is.
+pub fn open_provider(
+    settings: &Settings,
+    kind: ProviderKind,
+) -> Result<(Arc<dyn Provider>, MasterKeySource)> {
+    if kind.is_pkcs11() {
+        let section = settings
+            .config
+            .kms
+            .lux
+            .pkcs11_section(kind)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("there is no kms.lux.{kind} section in the config to migrate to"),
+                )
+            })?;
+        let hsm = Pkcs11Provider::open(&Pkcs11Settings::from_config(kind, Some(section))?, true)?;
+        let source = MasterKeySource::Token {
+            provider: hsm.name().to_owned(),
+            label: hsm.token_label().to_owned(),
+        };
+        return Ok((Arc::new(hsm), source));
+    }
+    if kind != ProviderKind::Software {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("this build of hanzo-kms cannot use provider {kind}"),
+        ));
+    }
+    let path = settings.master_key_path();
+    if settings.master_key_env.is_none() && !path.exists() {
+        let k = SoftwareProvider::generate_master_key()?;
+        let mut text = k.to_hex();
+        text.push('\n');
+        write_private_file(&path, text.as_bytes())?;
+    }
+    let (master, source) = settings.master_key()?;
+    Ok((Arc::new(SoftwareProvider::new(&master)?), source))
+}
+
 /// Connect to the configured store. An unreachable PostgreSQL server is retried with back-off
 /// (250 ms doubling to 5 s) for `storage.connect_timeout_secs`, each attempt logged, so nodes
 /// may start before their database.

@@ -23,6 +23,7 @@ pub mod bootstrap;
 mod commit;
 pub mod data;
 mod info;
+pub mod migrate;
 pub mod model;
 pub mod ratelimit;
 pub mod raw;

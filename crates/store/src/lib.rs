@@ -784,6 +784,62 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Move a key to another provider: its `provider` and `origin` (migration).
+    pub async fn set_key_provider(
+        &mut self,
+        name: &KeyName,
+        provider: &str,
+        origin: Origin,
+    ) -> Result<()> {
+        self.touched_keys.push(name.to_string());
+        sqlx::query("UPDATE keys SET provider = $2, origin = $3 WHERE name = $1")
+            .bind(name.to_string())
+            .bind(provider)
+            .bind(origin.as_str())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| self.store.err(e, &format!("moving key {name}")))?;
+        Ok(())
+    }
+
+    /// Replace one version's material with a handle of another provider (migration).
+    pub async fn replace_material(
+        &mut self,
+        name: &KeyName,
+        version: u32,
+        provider: &str,
+        handle: &KeyHandle,
+    ) -> Result<()> {
+        self.touched_keys.push(name.to_string());
+        let done = sqlx::query(
+            "UPDATE key_material SET provider = $3, handle = $4 WHERE key_name = $1 AND version = $2",
+        )
+        .bind(name.to_string())
+        .bind(i64::from(version))
+        .bind(provider)
+        .bind(handle.as_bytes().to_vec())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| self.store.err(e, &format!("moving {name} version {version}")))?;
+        if done.rows_affected() != 1 {
+            return Err(self
+                .store
+                .corrupt(&format!("{name} version {version} has no material to move")));
+        }
+        Ok(())
+    }
+
+    /// Change an existing `meta` value.
+    pub async fn update_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("UPDATE meta SET v = $2 WHERE k = $1")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| self.store.err(e, &format!("writing store metadata {key}")))?;
+        Ok(())
+    }
+
     /// Insert a version and its provider handle.
     pub async fn insert_version(
         &mut self,

@@ -16,6 +16,9 @@ use serde::Serialize;
 
 use crate::{Kms, RequestCtx, audit_event, provider_label};
 
+/// One key's new origin and new handles by version.
+type Moved = (KeyName, Origin, Vec<(u32, KeyHandle)>);
+
 /// What a migration did.
 #[derive(Debug, Serialize)]
 pub struct MigrationReport {
@@ -64,7 +67,7 @@ impl Kms {
         let kek = SecretKey32::from_bytes(*kek);
 
         // Export and import everything first; the store changes only at the end.
-        let mut moved: Vec<(KeyName, Origin, Vec<(u32, KeyHandle)>)> = Vec::new();
+        let mut moved: Vec<Moved> = Vec::new();
         let mut made: Vec<(KeyName, u32, Algorithm, KeyHandle)> = Vec::new();
         let mut refused = Vec::new();
         let result: Result<()> = async {

@@ -115,6 +115,95 @@ pub struct LuxConfig {
     pub zymbit: Option<Pkcs11Config>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nitrokey: Option<Pkcs11Config>,
+    /// LP-325's high availability: a backup device, health checks, failover and failback.
+    pub failover: FailoverConfig,
+}
+
+/// `kms.lux.failover` (LP-325): route to a backup device after `failure_threshold` failed health
+/// checks of the primary, and ramp traffic back when it recovers. The backup must hold the same
+/// key material (a clone: an HSM HA group or a cloned partition); keys made later are
+/// replicated to it by hanzo-kms (docs/operations.md).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverConfig {
+    pub enabled: bool,
+    /// The backup's provider kind (LP-325); default: the same as `provider`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_provider: Option<ProviderKind>,
+    /// The backup device's settings (fields of a PKCS#11 section); default: the
+    /// `kms.lux.<backup_provider>` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Pkcs11Config>,
+    /// `30s`, `500ms`, `2m`, or seconds as a number.
+    pub health_check_interval: Duration,
+    pub failure_threshold: u32,
+    /// LP-325's primary/backup split while both are healthy, e.g. `{primary: 70, backup: 30}`;
+    /// default: everything to the primary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<FailoverWeights>,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            backup_provider: None,
+            backup: None,
+            health_check_interval: Duration(std::time::Duration::from_secs(30)),
+            failure_threshold: 3,
+            weights: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverWeights {
+    pub primary: u32,
+    pub backup: u32,
+}
+
+/// A duration written `30s`, `500ms`, `2m`, `1h`, or as a number of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Duration(pub std::time::Duration);
+
+impl Serialize for Duration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", self.0.as_millis()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        let bad = |t: &str| {
+            serde::de::Error::custom(format!(
+                "'{t}' is not a duration (write 30s, 500ms, 2m or 1h)"
+            ))
+        };
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(Self(std::time::Duration::from_secs(n))),
+            Raw::Text(t) => {
+                let t = t.trim();
+                let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+                let (num, unit) = t.split_at(split);
+                let n: u64 = num.parse().map_err(|_| bad(t))?;
+                let ms = match unit.trim() {
+                    "ms" => n,
+                    "s" | "" => n.saturating_mul(1000),
+                    "m" => n.saturating_mul(60_000),
+                    "h" => n.saturating_mul(3_600_000),
+                    _ => return Err(bad(t)),
+                };
+                Ok(Self(std::time::Duration::from_millis(ms)))
+            }
+        }
+    }
 }
 
 impl LuxConfig {
@@ -637,6 +726,32 @@ impl Config {
                     "storage.url: '{}' is neither sqlite:PATH nor postgres://…",
                     url.redacted()
                 )));
+            }
+        }
+        let f = &self.kms.lux.failover;
+        if f.enabled {
+            let backup = f.backup_provider.unwrap_or(self.kms.lux.provider);
+            if !self.kms.lux.provider.is_pkcs11() || !backup.is_pkcs11() {
+                return Err(Error::invalid(
+                    "kms.lux.failover needs PKCS#11 devices for both provider and backup_provider",
+                ));
+            }
+            if f.failure_threshold == 0 {
+                return Err(Error::invalid(
+                    "kms.lux.failover.failure_threshold must be at least 1",
+                ));
+            }
+            if f.health_check_interval.0 < std::time::Duration::from_millis(10) {
+                return Err(Error::invalid(
+                    "kms.lux.failover.health_check_interval must be at least 10ms",
+                ));
+            }
+            if let Some(w) = f.weights
+                && w.primary + w.backup == 0
+            {
+                return Err(Error::invalid(
+                    "kms.lux.failover.weights: primary and backup cannot both be 0",
+                ));
             }
         }
         if !(1..=1000).contains(&self.storage.max_connections) {

@@ -251,6 +251,18 @@ impl Server {
         let background = self
             .scheduler_every
             .map(|every| tokio::spawn(scheduler(self.state.clone(), every)));
+        let health_checks = self.state.kms.failover().map(|_| {
+            let every = self
+                .state
+                .kms
+                .config()
+                .kms
+                .lux
+                .failover
+                .health_check_interval
+                .0;
+            tokio::spawn(failover_checks(self.state.clone(), every))
+        });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -330,7 +342,7 @@ impl Server {
                 Ok(())
             }
         };
-        if let Some(b) = background {
+        for b in [background, health_checks].into_iter().flatten() {
             b.abort();
         }
         self.state.kms.close().await;
@@ -346,6 +358,17 @@ async fn listen(setting: &str, addr: &str) -> Result<tokio::net::TcpListener> {
         )
         .with_source(e)
     })
+}
+
+/// Failover health checks (`kms.lux.failover.health_check_interval`); transitions are logged
+/// and audited by the service, and counted in `/metrics`.
+async fn failover_checks(state: Shared, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        state.kms.failover_check().await;
+    }
 }
 
 /// The rotation scheduler (`rotate --due`, `destroy --due`) and limiter housekeeping. Safe on
@@ -1285,6 +1308,39 @@ async fn metrics(State(s): State<Shared>) -> Response {
     out.push_str("# HELP hanzo_kms_provider_up Whether the provider's health check passes.\n");
     out.push_str("# TYPE hanzo_kms_provider_up gauge\n");
     out.push_str(&format!("hanzo_kms_provider_up {up}\n"));
+    if let Some(fo) = s.kms.failover() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mode = fo.mode();
+        out.push_str(
+            "# HELP hanzo_kms_failover_mode Where device calls go: 1 for the current mode.\n",
+        );
+        out.push_str("# TYPE hanzo_kms_failover_mode gauge\n");
+        for m in ["primary", "failed-over", "recovering"] {
+            let v = u8::from(mode.as_str() == m);
+            out.push_str(&format!("hanzo_kms_failover_mode{{mode=\"{m}\"}} {v}\n"));
+        }
+        for (name, help, v) in [
+            (
+                "hanzo_kms_failovers_total",
+                "Switches of all traffic to the backup device.",
+                fo.failovers.load(Relaxed),
+            ),
+            (
+                "hanzo_kms_failbacks_total",
+                "Returns of traffic to the recovered primary.",
+                fo.failbacks.load(Relaxed),
+            ),
+            (
+                "hanzo_kms_failover_rerouted_total",
+                "Device calls retried on the other device after it was unavailable.",
+                fo.rerouted.load(Relaxed),
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         Body::from(out),

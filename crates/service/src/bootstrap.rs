@@ -285,7 +285,7 @@ async fn init_store(
 
 /// Open an initialised data directory, checking the master key and the separator before
 /// changing anything, then applying migrations.
-pub async fn open(settings: &Settings) -> Result<(Store, Arc<dyn Provider>, String)> {
+pub async fn open(settings: &Settings) -> Result<Opened> {
     settings.check_provider_supported()?;
     if settings.uses_default_sqlite() && !settings.data_dir.join("kms.db").exists() {
         return Err(Error::new(
@@ -365,6 +365,7 @@ pub async fn open(settings: &Settings) -> Result<(Store, Arc<dyn Provider>, Stri
                 (Arc::new(SoftwareProvider::new(&master)?), source)
             }
         };
+    let (provider, failover) = with_failover(settings, provider)?;
     let actual = provider.fingerprint(store_id.as_bytes())?;
     let matches = hex::decode(&recorded)
         .ok()
@@ -379,7 +380,52 @@ pub async fn open(settings: &Settings) -> Result<(Store, Arc<dyn Provider>, Stri
         ));
     }
     store.migrate().await?;
-    Ok((store, provider, store_id))
+    Ok(Opened {
+        store,
+        provider,
+        store_id,
+        failover,
+    })
+}
+
+/// An opened data directory.
+pub struct Opened {
+    pub store: Store,
+    /// The provider every operation uses (the failover provider when failover is on).
+    pub provider: Arc<dyn Provider>,
+    pub store_id: String,
+    pub failover: Option<Arc<crate::failover::Failover>>,
+}
+
+/// The provider to use, and the failover provider when that is what it is.
+type WithFailover = (Arc<dyn Provider>, Option<Arc<crate::failover::Failover>>);
+
+/// With `kms.lux.failover.enabled`, put the primary and the backup device behind a failover
+/// provider. Both must open at start.
+fn with_failover(settings: &Settings, primary: Arc<dyn Provider>) -> Result<WithFailover> {
+    let lux = &settings.config.kms.lux;
+    let f = &lux.failover;
+    if !f.enabled {
+        return Ok((primary, None));
+    }
+    let kind = f.backup_provider.unwrap_or(lux.provider);
+    let section = f.backup.as_ref().or(lux.pkcs11_section(kind)).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "kms.lux.failover is enabled but names no backup device: add kms.lux.failover.backup or a kms.lux.{kind} section"
+            ),
+        )
+    })?;
+    let backup = Pkcs11Provider::open(&Pkcs11Settings::from_config(kind, Some(section))?, false)
+        .map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!("opening the failover backup device: {}", e.message()),
+            )
+        })?;
+    let fo = Arc::new(crate::failover::Failover::new(primary, Arc::new(backup), f));
+    Ok((fo.clone(), Some(fo)))
 }
 
 /// Open the provider `kind` from its section of the config, as the target of a migration:

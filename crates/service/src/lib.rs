@@ -22,6 +22,7 @@ pub mod backup;
 pub mod bootstrap;
 mod commit;
 pub mod data;
+pub mod failover;
 mod info;
 pub mod migrate;
 pub mod model;
@@ -110,6 +111,8 @@ pub struct Kms {
     committer: Arc<std::sync::OnceLock<commit::GroupCommit>>,
     /// The EIP-712 domain, computed on first use.
     pub(crate) domain: Arc<std::sync::OnceLock<hanzo_kms_core::eip712::Domain>>,
+    /// The failover provider, when `kms.lux.failover` is on (also `provider`).
+    failover: Option<Arc<failover::Failover>>,
 }
 
 impl std::fmt::Debug for Kms {
@@ -173,8 +176,10 @@ impl Kms {
 
     /// Open an initialised data directory.
     pub async fn open(settings: &Settings) -> Result<Self> {
-        let (store, provider, _id) = bootstrap::open(settings).await?;
-        Ok(Self::new(store, provider, settings.config.clone()))
+        let o = bootstrap::open(settings).await?;
+        let mut kms = Self::new(o.store, o.provider, settings.config.clone());
+        kms.failover = o.failover;
+        Ok(kms)
     }
 
     pub fn new(store: Store, provider: Arc<dyn Provider>, config: Config) -> Self {
@@ -185,7 +190,52 @@ impl Kms {
             limiter: Arc::new(Unlimited),
             committer: Arc::new(std::sync::OnceLock::new()),
             domain: Arc::new(std::sync::OnceLock::new()),
+            failover: None,
         }
+    }
+
+    /// The failover provider, when `kms.lux.failover` is on.
+    pub fn failover(&self) -> Option<&Arc<failover::Failover>> {
+        self.failover.as_ref()
+    }
+
+    /// One health check of the failover primary (the server runs this every
+    /// `health_check_interval`). A transition is logged and written to the audit log.
+    pub async fn failover_check(&self) -> Option<failover::Transition> {
+        let fo = self.failover.clone()?;
+        let t = tokio::task::spawn_blocking(move || fo.check())
+            .await
+            .ok()??;
+        let operation = match t.to {
+            failover::Mode::FailedOver => "provider.failover",
+            failover::Mode::Recovering { .. } => "provider.recovering",
+            failover::Mode::Primary => "provider.failback",
+        };
+        match t.to {
+            failover::Mode::FailedOver => tracing::error!(
+                from = t.from.as_str(),
+                to = t.to.as_str(),
+                "failover: all traffic to the backup device: {}",
+                t.reason
+            ),
+            _ => tracing::warn!(
+                from = t.from.as_str(),
+                to = t.to.as_str(),
+                "failover: {}",
+                t.reason
+            ),
+        }
+        let ctx = RequestCtx::local();
+        let event = audit_event(&ctx, operation, None, None, "ok", Some(&t.reason));
+        let written = async {
+            let tx = self.store.begin_write().await?;
+            tx.commit(&[event]).await
+        }
+        .await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, "failover: the transition could not be audited");
+        }
+        Some(t)
     }
 
     /// Replace the rate limiter (the server does this).

@@ -1147,14 +1147,38 @@ impl Provider for Pkcs11Provider {
         Ok(())
     }
 
+    /// The token answers, the login holds, and the root KEK is still there (a token that lost
+    /// its objects is not healthy). After an outage, the pooled probe rebuilds the sessions and
+    /// login and finds the token's slot afresh, so a recovered device passes again.
     fn health(&self) -> Health {
-        let check = self
+        let probe = |s: &Session| {
+            let found = s.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Id(ROOT_KEK_ID.to_vec()),
+            ])?;
+            if !found.is_empty() {
+                return Ok(());
+            }
+            Err(CkError::Pkcs11(
+                if logged_in(s)? {
+                    RvError::KeyHandleInvalid
+                } else {
+                    RvError::UserNotLoggedIn
+                },
+                cryptoki::context::Function::FindObjects,
+            ))
+        };
+        let first = self
             .ctx
             .get_token_info(self.pool.slot())
             .and_then(|_| self.pool.anchor_alive());
-        match check {
-            Ok(()) => Health::Ok,
-            Err(e) => Health::Down(format!("token '{}': {e}", self.token_label)),
+        match (first, self.pool.run(probe)) {
+            (_, Ok(())) => Health::Ok,
+            (Err(e), Err(_)) => Health::Down(format!("token '{}': {e}", self.token_label)),
+            (Ok(()), Err(e)) => Health::Down(format!(
+                "token '{}': its root key is missing ({e:?})",
+                self.token_label
+            )),
         }
     }
 

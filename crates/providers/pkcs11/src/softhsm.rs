@@ -109,6 +109,86 @@ impl Token {
         })
     }
 
+    /// This token's directory inside SoftHSM2's token directory (found by its label).
+    pub fn directory(&self) -> Result<PathBuf> {
+        let conf = ensure_conf()?;
+        let text = std::fs::read_to_string(&conf).map_err(|e| io(e, &conf))?;
+        let tokendir = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("directories.tokendir"))
+            .map(|v| PathBuf::from(v.trim_start_matches([' ', '=']).trim()))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("{}: no directories.tokendir", conf.display()),
+                )
+            })?;
+        let want = padded_label(&self.label);
+        for entry in std::fs::read_dir(&tokendir).map_err(|e| io(e, &tokendir))? {
+            let dir = entry.map_err(|e| io(e, &tokendir))?.path();
+            let object = std::fs::read(dir.join("token.object")).unwrap_or_default();
+            if object.windows(want.len()).any(|w| w == want) {
+                return Ok(dir);
+            }
+        }
+        Err(Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "no directory of token '{}' in {}",
+                self.label,
+                tokendir.display()
+            ),
+        ))
+    }
+
+    /// Clone this token as SoftHSM2 stores it (a copy of its directory with a new serial number
+    /// and label): the same objects, root keys and PINs, as an HSM HA group's members or a cloned
+    /// partition have. For failover tests; processes started afterwards see the clone.
+    pub fn clone_as(&self, label: &str) -> Result<Self> {
+        let from = self.directory()?;
+        let parent = from.parent().unwrap_or(Path::new("."));
+        let mut rnd = [0u8; 16];
+        hanzo_kms_software::aead::random(&mut rnd)?;
+        let h = hex::encode(rnd);
+        let name = format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        );
+        let serial = format!("{}{}", &h[16..20], &h[20..]);
+        let to = parent.join(&name);
+        std::fs::create_dir(&to).map_err(|e| io(e, &to))?;
+        let old_serial = from
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.replace('-', ""))
+            .filter(|n| n.len() == 32)
+            .map(|n| n[16..].to_owned())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Corrupt,
+                    format!("{}: not a SoftHSM2 token directory", from.display()),
+                )
+            })?;
+        for entry in std::fs::read_dir(&from).map_err(|e| io(e, &from))? {
+            let src = entry.map_err(|e| io(e, &from))?.path();
+            let dst = to.join(src.file_name().unwrap_or_default());
+            let mut bytes = std::fs::read(&src).map_err(|e| io(e, &src))?;
+            if src.file_name().is_some_and(|n| n == "token.object") {
+                replace_all(&mut bytes, old_serial.as_bytes(), serial.as_bytes());
+                replace_all(&mut bytes, &padded_label(&self.label), &padded_label(label));
+            }
+            std::fs::write(&dst, bytes).map_err(|e| io(e, &dst))?;
+        }
+        Ok(Self {
+            label: label.to_owned(),
+            ..self.clone()
+        })
+    }
+
     /// The YAML for `kms.lux.softhsm2` that uses this token with the PIN inline.
     pub fn config_yaml(&self, extra: &str) -> String {
         format!(
@@ -128,6 +208,25 @@ impl Token {
                 self.user_pin.clone(),
             )),
             ..Default::default()
+        }
+    }
+}
+
+fn padded_label(label: &str) -> Vec<u8> {
+    let mut v = label.as_bytes().to_vec();
+    v.resize(32, b' ');
+    v
+}
+
+fn replace_all(bytes: &mut [u8], from: &[u8], to: &[u8]) {
+    debug_assert_eq!(from.len(), to.len());
+    let mut i = 0;
+    while i + from.len() <= bytes.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
         }
     }
 }

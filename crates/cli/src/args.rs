@@ -457,9 +457,10 @@ pub enum BenchCommand {
     /// provider); with --url and --token it drives a running `hanzo-kms serve` (the token needs
     /// admin on tenant `bench`, or all tenants).
     Server {
-        /// A running server, e.g. http://127.0.0.1:8200.
+        /// A running server, e.g. http://127.0.0.1:8200. Repeat for several nodes of one
+        /// store (PostgreSQL): the connections are spread over them in turn.
         #[arg(long, requires = "token")]
-        url: Option<String>,
+        url: Vec<String>,
         /// Bearer token for --url.
         #[arg(long)]
         token: Option<String>,

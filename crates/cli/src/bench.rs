@@ -47,7 +47,7 @@ pub async fn run(
         } => {
             return crate::bench_server::run(
                 crate::bench_server::LoadSettings {
-                    url: url.as_deref(),
+                    urls: url,
                     grpc_url: grpc_url.as_deref(),
                     token: token.as_deref(),
                     concurrency: *concurrency,

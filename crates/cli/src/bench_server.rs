@@ -2,8 +2,10 @@
 //!
 //! A small keep-alive HTTP/1.1 client of our own (one request in flight per connection) drives
 //! `POST /v1/poai/sign` (fresh nonce each time: a durable nonce record per request) and
-//! `POST /v1/keys/{name}/encrypt` of 1 KiB (a durable audit record per request), both group
-//! committed. It
+//! `POST /v1/keys/{name}/encrypt` of 1 KiB (a durable audit record per request), and
+//! `POST /v1/hmm/sign` (a settlement of a fresh attestation digest: a nonce record and a
+//! consumed-attestation row), all group committed. With several `--url`s (nodes of one
+//! PostgreSQL store) the connections are spread over the nodes. It
 //! reports requests per second, latency percentiles, and commits per request from the server's
 //! own `/metrics` (each commit is one fsync on SQLite with `synchronous=FULL`).
 
@@ -27,13 +29,16 @@ enum Workload {
     RestSign,
     /// `POST /v1/keys/data:bench:d/encrypt` of 1 KiB.
     RestEncrypt,
+    /// `POST /v1/hmm/sign`: a settlement of a fresh attestation digest.
+    RestSettle,
     /// gRPC `SignPoaiBatch` of `batch` attestations (one signature over their Merkle root).
     GrpcBatch(usize),
 }
 
 /// Settings of one run.
 pub struct LoadSettings<'a> {
-    pub url: Option<&'a str>,
+    /// Running servers (nodes of one store); empty starts one in-process.
+    pub urls: &'a [String],
     pub grpc_url: Option<&'a str>,
     pub token: Option<&'a str>,
     pub concurrency: usize,
@@ -53,25 +58,29 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
     let concurrency = s.concurrency.max(1);
     let secs = s.seconds;
     let mut local = None;
-    let (addr, grpc, token) = match (s.url, s.token) {
-        (Some(u), Some(t)) => (
-            addr_of(u)?,
+    let (addrs, grpc, token) = match (s.urls, s.token) {
+        (urls, Some(t)) if !urls.is_empty() => (
+            urls.iter()
+                .map(|u| addr_of(u))
+                .collect::<Result<Vec<_>>>()?,
             s.grpc_url.map(addr_of).transpose()?,
             t.to_owned(),
         ),
         _ => {
             let (addr, grpc, token, dir, stop) = start_local().await?;
             local = Some((dir, stop));
-            (addr, Some(grpc), token)
+            (vec![addr], Some(grpc), token)
         }
     };
+    let addr = addrs[0].clone();
     let say = |s: String| {
         if !out.json {
             out.line(s);
         }
     };
     say(format!(
-        "bench server: REST {addr}, gRPC {}, {concurrency} connections, {secs} s per figure",
+        "bench server: REST {}, gRPC {}, {concurrency} connections, {secs} s per figure",
+        addrs.join(" + "),
         grpc.as_deref().unwrap_or("(not given: --grpc-url)")
     ));
     // Setup: a keyspace and a data key for tenant `bench` (ignore "already exists").
@@ -88,6 +97,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
     let mut figures: Vec<(String, Workload, Option<f64>)> = vec![
         ("poai_sign".into(), Workload::RestSign, None),
         ("encrypt_1kib".into(), Workload::RestEncrypt, None),
+        ("hmm_settle".into(), Workload::RestSettle, None),
     ];
     if grpc.is_some() {
         figures.push((
@@ -110,12 +120,13 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
     }
     let mut report = serde_json::Map::new();
     for (name, work, pace) in figures {
-        let before = commits(&addr).await?;
+        let before = commits(&addrs).await?;
         let t = Instant::now();
         let deadline = t + Duration::from_secs_f64(secs);
         let tasks: Vec<_> = (0..concurrency)
             .map(|w| {
-                let (addr, grpc, token) = (addr.clone(), grpc.clone(), token.clone());
+                let addr = addrs[w % addrs.len()].clone();
+                let (grpc, token) = (grpc.clone(), token.clone());
                 tokio::spawn(async move {
                     let mut client = match work {
                         Workload::GrpcBatch(_) => {
@@ -157,7 +168,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
             items += n;
         }
         let elapsed = t.elapsed().as_secs_f64();
-        let after = commits(&addr).await?;
+        let after = commits(&addrs).await?;
         lat.sort();
         let pct = |p: f64| {
             lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -233,6 +244,25 @@ fn attestation(w: usize, i: u64, now: i64) -> hanzo_kms_proto::v1::PoAiAttestati
 async fn one(client: &mut Client, work: Workload, token: &str, w: usize, i: u64) -> Result<u64> {
     let now = hanzo_kms_service::now_secs();
     match (client, work) {
+        (Client::Rest(c), Workload::RestSettle) => {
+            // A fresh attestation digest per request: each settlement consumes its own.
+            let mut digest = [0u8; 32];
+            digest[..8].copy_from_slice(&(w as u64).to_be_bytes());
+            digest[8..16].copy_from_slice(&i.to_be_bytes());
+            digest[16..24].copy_from_slice(&(now as u64).to_be_bytes());
+            let body = format!(
+                r#"{{"key":"hmm:bench:m","settlement":{{"job_id":"job-{w}-{i}","provider":"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed","consumer":"0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359","amount":"1000","attestation_digest":"0x{}","timestamp":{now}}}}}"#,
+                hex::encode(digest)
+            );
+            let status = c.call("POST", "/v1/hmm/sign", token, &body).await?;
+            if status != 200 {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!("/v1/hmm/sign answered {status}"),
+                ));
+            }
+            Ok(1)
+        }
         (Client::Rest(c), Workload::RestSign | Workload::RestEncrypt) => {
             let (path, body) = if work == Workload::RestSign {
                 let a = attestation(w, i, now);
@@ -282,8 +312,20 @@ async fn one(client: &mut Client, work: Workload, token: &str, w: usize, i: u64)
     }
 }
 
-/// (group-commit requests, transactions) from `/metrics`, if the server reports them.
-async fn commits(addr: &str) -> Result<Option<(u64, u64)>> {
+/// (group-commit requests, transactions) from every node's `/metrics`, summed, if the servers
+/// report them.
+async fn commits(addrs: &[String]) -> Result<Option<(u64, u64)>> {
+    let mut sum: Option<(u64, u64)> = None;
+    for a in addrs {
+        if let Some((r, t)) = commits_of(a).await? {
+            let (r0, t0) = sum.unwrap_or((0, 0));
+            sum = Some((r0 + r, t0 + t));
+        }
+    }
+    Ok(sum)
+}
+
+async fn commits_of(addr: &str) -> Result<Option<(u64, u64)>> {
     let mut c = Conn::open(addr).await?;
     c.call("GET", "/metrics", "", "").await?;
     let text = String::from_utf8_lossy(&c.last_body).to_string();

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Two `hanzo-kms serve` nodes on one PostgreSQL against one node on SQLite, in the same run:
+# `hanzo-kms bench server` (PoAI sign, 1 KiB encrypt, HMM settlement) on each setup.
+#
+#   scripts/bench-ha.sh [SECONDS_PER_FIGURE] [CONCURRENCY]
+#
+# Needs Debian's postgresql (initdb, pg_ctl, psql). PostgreSQL runs with its defaults
+# (fsync on, synchronous_commit on), like SQLite's synchronous=FULL here: both durable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-3}
+conc=${2:-16}
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -x "$pg_bin/initdb" ] || { echo "bench-ha: PostgreSQL is missing (apt-get install -y postgresql)" >&2; exit 1; }
+cargo build --release --locked -p hanzo-kms-cli --quiet
+kms=$PWD/target/release/hanzo-kms
+
+work=$(mktemp -d)
+chmod 755 "$work"  # the postgres user must reach its directory inside
+pids=()
+as_pg=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/pg"
+if [ "$(id -u)" = 0 ]; then chown postgres "$work/pg"; as_pg=(runuser -u postgres --); fi
+"${as_pg[@]}" "$pg_bin/initdb" -D "$work/pg/data" -A trust -U kms -E UTF8 >/dev/null
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
+  -o "-p $port -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
+"$pg_bin/psql" -X -q -h 127.0.0.1 -p "$port" -U kms -d postgres -c 'CREATE DATABASE kms'
+
+# serve DIR CONFIG: start a node, wait for its addresses, print its REST URL.
+serve() {
+  "$kms" --data-dir "$1" ${2:+--config "$2"} --json serve --rest-addr 127.0.0.1:0 --grpc-addr off \
+    > "$1.out" 2> "$1.err" &
+  pids+=($!)
+  for _ in $(seq 200); do grep -q '"rest"' "$1.out" 2>/dev/null && break; sleep 0.05; done
+  python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "rest" in l][0]["rest"])' "$1.out"
+}
+
+printf 'storage:\n  url: postgres://kms@127.0.0.1:%s/kms\n' "$port" > "$work/pg.yaml"
+a=$(serve "$work/a" "$work/pg.yaml")
+mkdir -m 700 "$work/b"
+install -m 600 "$work/a/master.key" "$work/b/master.key"
+b=$(serve "$work/b" "$work/pg.yaml")
+s=$(serve "$work/s" "")
+
+echo "== two nodes on PostgreSQL ($("$pg_bin/postgres" --version)), $conc connections spread over both"
+"$kms" bench server --url "$a" --url "$b" --token "$(cat "$work/a/admin.token")" \
+  --seconds "$secs" --concurrency "$conc" --rate 0
+echo "== one node on SQLite (the embedded default), $conc connections"
+"$kms" bench server --url "$s" --token "$(cat "$work/s/admin.token")" \
+  --seconds "$secs" --concurrency "$conc" --rate 0

@@ -46,7 +46,10 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import eth_account" 2
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check eth-account
 fi
-cargo build --locked -p hanzo-kms-cli --quiet
+# Build every target once, with the workspace's feature set (building one package first would
+# resolve features differently and compile much of the tree twice): the binary, the example and
+# every test.
+cargo test --workspace --all-targets --locked --no-run
 kms=target/debug/hanzo-kms
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -67,7 +70,6 @@ unset HANZO_KMS_DATA_DIR
 # The spec's "complete AI inference flow" (crates/client/examples/inference_flow.rs) against a real
 # `hanzo-kms serve`, over gRPC and REST; the settlement it prints must verify with eth-account
 # under the HMM key's address, which the CLI reads from the same server with --server.
-cargo build --locked -p hanzo-kms-client --example inference_flow --quiet
 "$kms" --data-dir "$work/served" --json serve --rest-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 \
   > "$work/serve.out" 2> "$work/serve.err" &
 serve_pid=$!

@@ -192,6 +192,14 @@ async fn failover_to_a_cloned_softhsm2_token_and_back_under_load() {
     let signer = first.signer;
     // A key made while failover is on is put on both devices.
     c.create_key("data:acme:late", None).await.unwrap();
+    // A signing key generated inside the primary (hsm-resident) cannot be copied to the backup:
+    // refused, saying which setting would allow it; nothing is left behind.
+    let e = c
+        .create_key("api:acme:resident", Some("secp256k1"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("signing_keys: hsm-wrapped"), "{e}");
+    assert!(c.get_key("api:acme:resident").await.is_err());
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));

@@ -286,12 +286,17 @@ impl Provider for Failover {
             let _ = self.primary.destroy(&r);
             e
         };
-        // A handle that already works on the backup (wrapped under the clone's shared KEK).
+        // A handle that already works on the backup: material wrapped under the clone's shared
+        // KEK. Proven by signing on the backup and checking the signature under the primary's
+        // public key (a resident handle carries its public key, so asking the backup for the
+        // public key proves nothing). AES keys are always objects in the primary: replicate.
         let works = match &g.public_key {
-            Some(pk) => self
-                .backup
-                .public_key(&r)
-                .is_ok_and(|b| b.bytes == pk.bytes),
+            Some(pk) => {
+                let probe = [0x5au8; 32];
+                self.backup.sign(&r, &probe).is_ok_and(|sig| {
+                    hanzo_kms_software::verify::verify(spec.algorithm, &pk.bytes, &probe, &sig.0)
+                })
+            }
             None => false,
         };
         if works {

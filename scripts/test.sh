@@ -47,9 +47,9 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import eth_account" 2
   "$venv/bin/pip" install --quiet --disable-pip-version-check eth-account
 fi
 # Build every target once, with the workspace's feature set (building one package first would
-# resolve features differently and compile much of the tree twice): the binary, the example and
-# every test.
-cargo test --workspace --all-targets --locked --no-run
+# resolve features differently and compile much of the tree twice): the binary, the example
+# (target/debug/examples/) and every test harness, which `cargo test` below reuses.
+cargo build --workspace --all-targets --locked
 kms=target/debug/hanzo-kms
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -4,9 +4,8 @@
 //! Fewer than 0.1 % of requests may fail, signatures stay valid under the same address, and
 //! the transitions show in `/metrics` and in the audit log.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hanzo_kms_client::Client;
 use hanzo_kms_core::eip712::{B32, PoAIAttestation};
 use hanzo_kms_pkcs11::softhsm::Token;
+use hanzo_kms_testkit::Served;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -24,74 +24,30 @@ fn now() -> u64 {
         .as_secs()
 }
 
-struct Node {
-    child: Option<Child>,
-    rest: String,
-    grpc: String,
-}
-
-impl Node {
-    fn start(data: &Path, config: &Path, pin: &str) -> Self {
-        let mut c = Command::new(assert_cmd::cargo::cargo_bin("hanzo-kms"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("HANZO_KMS") {
-                c.env_remove(k);
-            }
-        }
-        let child = c
-            .env("TEST_HSM_PIN", pin)
-            .env("HANZO_KMS_LOG", "warn")
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--config")
-            .arg(config)
-            .args([
-                "--json",
-                "serve",
-                "--rest-addr",
-                "127.0.0.1:0",
-                "--grpc-addr",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut node = Self {
-            child: Some(child),
-            rest: String::new(),
-            grpc: String::new(),
-        };
-        let out = node.child.as_mut().and_then(|c| c.stdout.take()).unwrap();
-        for line in BufReader::new(out).lines() {
-            let v: Value = serde_json::from_str(&line.unwrap()).unwrap_or(Value::Null);
-            if let (Some(r), Some(g)) = (v["rest"].as_str(), v["grpc"].as_str()) {
-                node.rest = r.to_owned();
-                node.grpc = g.to_owned();
-                return node;
-            }
-        }
-        panic!("serve exited before listening");
-    }
-
-    fn stop(mut self) {
-        if let Some(mut c) = self.child.take() {
-            Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status()
-                .unwrap();
-            c.wait().unwrap();
+/// `hanzo-kms serve` on `data` with `config`; the token's PIN comes from the environment.
+fn start_node(data: &Path, config: &Path, pin: &str) -> Served {
+    let mut c = Command::new(assert_cmd::cargo::cargo_bin("hanzo-kms"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HANZO_KMS") {
+            c.env_remove(k);
         }
     }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    c.env("TEST_HSM_PIN", pin)
+        .env("HANZO_KMS_LOG", "warn")
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--config")
+        .arg(config)
+        .args([
+            "--json",
+            "serve",
+            "--rest-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .stderr(Stdio::null());
+    Served::start(c, false)
 }
 
 /// A plain HTTP/1.1 GET (for /metrics and /v1/audit).
@@ -119,7 +75,7 @@ fn mode(metrics: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-async fn wait_for_mode(node: &Node, token: &str, want: &str, within: Duration) {
+async fn wait_for_mode(node: &Served, token: &str, want: &str, within: Duration) {
     let start = Instant::now();
     loop {
         let m = get(&node.rest, "/metrics", token).await;
@@ -159,13 +115,13 @@ async fn failover_to_a_cloned_softhsm2_token_and_back_under_load() {
     )
     .unwrap();
     // The first start initialises the data directory on the primary; make the keys there.
-    let node = Node::start(&data, &plain, &primary.user_pin);
+    let node = start_node(&data, &plain, &primary.user_pin);
     let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
     let token = token.trim().to_owned();
     let c = Client::builder(&node.grpc, &token).connect().await.unwrap();
     c.create_model_keyspace("acme", "gpt4").await.unwrap();
     drop(c);
-    node.stop();
+    assert!(node.terminate().success());
 
     // The backup: a clone of the primary, as an HSM HA group member would be.
     let backup = primary
@@ -181,7 +137,7 @@ async fn failover_to_a_cloned_softhsm2_token_and_back_under_load() {
         ),
     )
     .unwrap();
-    let node = Node::start(&data, &with_failover, &primary.user_pin);
+    let node = start_node(&data, &with_failover, &primary.user_pin);
     let c = Client::builder(&node.grpc, &token)
         .retries(0)
         .connect()
@@ -345,7 +301,7 @@ async fn failover_to_a_cloned_softhsm2_token_and_back_under_load() {
     );
     let verify = get(&node.rest, "/v1/audit/verify", &token).await;
     assert!(verify.contains("\"valid\":true"), "{verify}");
-    node.stop();
+    assert!(node.terminate().success());
 }
 
 fn att(node: &str) -> PoAIAttestation {

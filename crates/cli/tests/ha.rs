@@ -3,9 +3,8 @@
 //! audit chain; a node killed with SIGKILL mid-load loses no acknowledged key; PostgreSQL down at
 //! start is retried; PostgreSQL lost mid-request fails the request cleanly and the node recovers.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -13,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hanzo_kms_client::Client;
 use hanzo_kms_core::ErrorKind;
 use hanzo_kms_core::eip712::{Address, B32, HMMSettlement, PoAIAttestation, U256};
-use hanzo_kms_testkit::Postgres;
+use hanzo_kms_testkit::{Postgres, Served};
 use serde_json::Value;
 
 fn now() -> u64 {
@@ -66,84 +65,24 @@ fn cli(dir: &Path) -> Command {
     c
 }
 
-/// A `hanzo-kms serve` process; Drop kills and reaps it.
-struct Node {
-    child: Option<Child>,
-    grpc: String,
-    stderr: Arc<std::sync::Mutex<String>>,
+/// A `hanzo-kms serve` process on a node's data directory (standard error collected).
+type Node = Served;
+
+fn serve_cmd(dir: &Path) -> Command {
+    let mut c = cli(dir);
+    c.args([
+        "--json",
+        "serve",
+        "--rest-addr",
+        "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
+    ]);
+    c
 }
 
-impl Node {
-    /// Start `serve` and wait until it listens (or panic with its stderr).
-    fn start(dir: &Path) -> Self {
-        let mut node = Self::spawn(dir);
-        node.wait_listening();
-        node
-    }
-
-    fn spawn(dir: &Path) -> Self {
-        let child = cli(dir)
-            .args([
-                "--json",
-                "serve",
-                "--rest-addr",
-                "127.0.0.1:0",
-                "--grpc-addr",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut node = Self {
-            child: Some(child),
-            grpc: String::new(),
-            stderr: Arc::default(),
-        };
-        let err = node.child.as_mut().and_then(|c| c.stderr.take()).unwrap();
-        let sink = node.stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        node
-    }
-
-    fn wait_listening(&mut self) {
-        let out = self.child.as_mut().and_then(|c| c.stdout.take()).unwrap();
-        for line in BufReader::new(out).lines() {
-            let v: Value = serde_json::from_str(&line.unwrap()).unwrap_or(Value::Null);
-            if let Some(g) = v["grpc"].as_str() {
-                self.grpc = g.to_owned();
-                return;
-            }
-        }
-        let status = self.child.as_mut().unwrap().wait().unwrap();
-        panic!(
-            "serve exited ({status}) before listening:\n{}",
-            self.stderr.lock().unwrap()
-        );
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn sigkill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
+fn start_node(dir: &Path) -> Node {
+    Served::start(serve_cmd(dir), true)
 }
 
 async fn client(node: &Node, token_dir: &Path) -> Client {
@@ -201,9 +140,9 @@ fn audit_verify(dir: &Path) -> Value {
 fn two_nodes(pg: &Postgres, root: &Path) -> (PathBuf, Node, PathBuf, Node) {
     let url = pg.create_database("kms");
     let a_dir = node_dir(root, "a", &url, "", None);
-    let a = Node::start(&a_dir);
+    let a = start_node(&a_dir);
     let b_dir = node_dir(root, "b", &url, "", Some(&a_dir));
-    let b = Node::start(&b_dir);
+    let b = start_node(&b_dir);
     (a_dir, a, b_dir, b)
 }
 
@@ -406,7 +345,7 @@ async fn a_node_killed_mid_load_loses_no_acknowledged_key() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    a.sigkill();
+    a.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     let mut acked = Vec::new();
@@ -440,7 +379,7 @@ async fn postgres_down_at_start_is_retried_with_back_off_until_it_returns() {
     let url = pg.create_database("kms");
     let dir = node_dir(root.path(), "a", &url, "  connect_timeout_secs: 60\n", None);
     // The first start initialises the database and writes the admin token.
-    Node::start(&dir).sigkill();
+    start_node(&dir).kill();
     pg.stop();
 
     // With a short budget the node gives up, says why and exits non-zero.
@@ -459,7 +398,7 @@ async fn postgres_down_at_start_is_retried_with_back_off_until_it_returns() {
     assert!(!err.contains("panicked"), "{err}");
 
     // With the default budget it keeps retrying, and serves once PostgreSQL is back.
-    let mut node = Node::spawn(&dir);
+    let mut node = Served::spawn(serve_cmd(&dir), true);
     let waiting = Instant::now();
     while !node.stderr().contains("storage unreachable, retrying") {
         assert!(
@@ -488,7 +427,7 @@ async fn postgres_lost_mid_request_fails_cleanly_and_the_node_recovers() {
     let root = tempfile::tempdir().unwrap();
     let url = pg.create_database("kms");
     let dir = node_dir(root.path(), "a", &url, "", None);
-    let node = Node::start(&dir);
+    let node = start_node(&dir);
     let c = client(&node, &dir).await;
     c.create_model_keyspace("acme", "gpt4").await.unwrap();
 

@@ -2,11 +2,11 @@
 //! (gRPC and REST): the same results as offline, the first-start init, graceful SIGTERM, and
 //! clear refusals for commands that only run on the data directory.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use assert_cmd::Command;
+use hanzo_kms_testkit::Served;
 use serde_json::Value;
 
 fn clean(c: &mut std::process::Command) {
@@ -17,80 +17,28 @@ fn clean(c: &mut std::process::Command) {
     }
 }
 
-struct Served {
-    child: Option<Child>,
-    rest: String,
-    grpc: String,
-}
-
-impl Served {
-    fn start(dir: &Path) -> Self {
-        Self::start_logging(dir, None)
-    }
-
-    /// Start `serve`; with `log`, at debug level with stderr (the logs) written there.
-    fn start_logging(dir: &Path, log: Option<&Path>) -> Self {
-        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("hanzo-kms"));
-        clean(&mut c);
-        match log {
-            Some(path) => {
-                c.env("HANZO_KMS_LOG", "debug")
-                    .stderr(std::fs::File::create(path).unwrap());
-            }
-            None => {
-                c.stderr(Stdio::null());
-            }
+/// Start `serve` on DIR/data; with `log`, at debug level with stderr (the logs) written there.
+fn start_logging(dir: &Path, log: Option<&Path>) -> Served {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("hanzo-kms"));
+    clean(&mut c);
+    match log {
+        Some(path) => {
+            c.env("HANZO_KMS_LOG", "debug")
+                .stderr(std::fs::File::create(path).unwrap());
         }
-        let child = c
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args([
-                "--json",
-                "serve",
-                "--rest-addr",
-                "127.0.0.1:0",
-                "--grpc-addr",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // From here on, Drop kills and reaps the server whatever happens.
-        let mut served = Self {
-            child: Some(child),
-            rest: String::new(),
-            grpc: String::new(),
-        };
-        let stdout = served.child.as_mut().and_then(|c| c.stdout.take()).unwrap();
-        for line in BufReader::new(stdout).lines() {
-            let v: Value = serde_json::from_str(&line.unwrap()).unwrap_or(Value::Null);
-            if let (Some(r), Some(g)) = (v["rest"].as_str(), v["grpc"].as_str()) {
-                served.rest = r.to_owned();
-                served.grpc = g.to_owned();
-                return served;
-            }
-        }
-        panic!("serve exited before listening");
-    }
-
-    /// SIGTERM, and the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        child.wait().unwrap()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        None => {
+            c.stderr(Stdio::null());
         }
     }
+    c.arg("--data-dir").arg(dir.join("data")).args([
+        "--json",
+        "serve",
+        "--rest-addr",
+        "127.0.0.1:0",
+        "--grpc-addr",
+        "127.0.0.1:0",
+    ]);
+    Served::start(c, false)
 }
 
 fn kms(dir: &Path, server: &str, protocol: &str) -> Command {
@@ -125,7 +73,7 @@ fn json(c: &mut Command) -> Value {
 #[test]
 fn the_cli_works_against_a_server_over_grpc_and_rest() {
     let d = tempfile::tempdir().unwrap();
-    let served = Served::start(d.path());
+    let served = start_logging(d.path(), None);
     let (grpc, rest) = (served.grpc.clone(), served.rest.clone());
 
     let keys = json(kms(d.path(), &grpc, "grpc").args([
@@ -248,7 +196,7 @@ fn the_cli_works_against_a_server_over_grpc_and_rest() {
     assert!(!d.path().join("nowhere").exists());
 
     // A server that is gone: a clear, retried "unavailable".
-    let status = served.stop();
+    let status = served.terminate();
     assert!(
         status.success(),
         "serve did not stop cleanly on SIGTERM: {status:?}"
@@ -269,7 +217,7 @@ fn the_cli_works_against_a_server_over_grpc_and_rest() {
 fn a_session_over_grpc_and_rest_leaks_no_secret_into_logs_audit_outputs_or_the_store() {
     let d = tempfile::tempdir().unwrap();
     let log = d.path().join("serve.log");
-    let served = Served::start_logging(d.path(), Some(&log));
+    let served = start_logging(d.path(), Some(&log));
     let (grpc, rest) = (served.grpc.clone(), served.rest.clone());
     let admin = std::fs::read_to_string(d.path().join("data").join("admin.token")).unwrap();
     let admin = admin.trim().to_owned();
@@ -362,7 +310,7 @@ fn a_session_over_grpc_and_rest_leaks_no_secret_into_logs_audit_outputs_or_the_s
     // The client's connection closes with its runtime; a server also stops without that, after
     // its grace period.
     drop(rt);
-    let status = served.stop();
+    let status = served.terminate();
     assert!(status.success());
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -630,17 +630,7 @@ impl Kms {
                 already_present: present,
             }),
             Err(e) => {
-                for (name, version, algorithm, handle) in &made {
-                    let r = KeyRef {
-                        name,
-                        version: *version,
-                        algorithm: *algorithm,
-                        handle,
-                    };
-                    if let Err(x) = self.device(|p| p.destroy(&r)) {
-                        tracing::warn!(key = %name, error = %x, "could not release restored key material");
-                    }
-                }
+                self.device(|p| crate::release_made(p, &made));
                 Err(e)
             }
         }

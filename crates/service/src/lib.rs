@@ -996,6 +996,26 @@ fn version_not_found(name: &KeyName, v: u32) -> Error {
     )
 }
 
+/// Destroy material a provider made for key versions that were never committed (a failed
+/// restore or migration). Best effort: a failure leaves an unreferenced object in an HSM, and is
+/// logged.
+pub(crate) fn release_made(
+    provider: &dyn Provider,
+    made: &[(KeyName, u32, Algorithm, hanzo_kms_core::KeyHandle)],
+) {
+    for (name, version, algorithm, handle) in made {
+        let r = KeyRef {
+            name,
+            version: *version,
+            algorithm: *algorithm,
+            handle,
+        };
+        if let Err(e) = provider.destroy(&r) {
+            tracing::warn!(key = %name, error = %e, "could not release uncommitted key material");
+        }
+    }
+}
+
 /// A request whose audit record could not be written fails with `audit_failure`, except when
 /// the store is unreachable: that stays `unavailable` (503 / UNAVAILABLE), which clients and
 /// load balancers treat as retryable. Either way nothing was carried out.

@@ -194,17 +194,7 @@ impl Kms {
         }
         .await;
         if let Err(e) = result {
-            for (name, version, algorithm, handle) in &made {
-                let r = KeyRef {
-                    name,
-                    version: *version,
-                    algorithm: *algorithm,
-                    handle,
-                };
-                if let Err(x) = target.destroy(&r) {
-                    tracing::warn!(key = %name, error = %x, "could not release migrated key material");
-                }
-            }
+            crate::release_made(target.as_ref(), &made);
             return Err(e);
         }
         Ok(MigrationReport {

@@ -1,4 +1,5 @@
-//! Test support: a real, throw-away PostgreSQL server for the HA tests.
+//! Test support: a real, throw-away PostgreSQL server for the HA tests, and [`Served`], a
+//! `hanzo-kms serve` process that a test starts, waits for and stops.
 //!
 //! [`Postgres::start`] runs `initdb` into a temporary directory and `pg_ctl start` on 127.0.0.1
 //! and a free port (Debian's `postgresql` package; `scripts/test.sh` installs it). As root, the
@@ -266,4 +267,117 @@ fn chown_to_postgres(dir: &Path) {
         "chown postgres {}: running as root needs the postgres user (Debian's postgresql package creates it)",
         dir.display()
     );
+}
+
+/// A `hanzo-kms serve` process started by a test. Drop kills and reaps it.
+pub struct Served {
+    child: Option<std::process::Child>,
+    /// `http://127.0.0.1:PORT` of the REST API, once listening.
+    pub rest: String,
+    /// `http://127.0.0.1:PORT` of the gRPC API, once listening.
+    pub grpc: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Served {
+    /// Spawn `cmd`, a `hanzo-kms … --json serve …` command, with its standard output piped.
+    /// With `capture_stderr` its standard error is collected too (see [`Served::stderr`]);
+    /// otherwise it goes wherever `cmd` says.
+    ///
+    /// # Panics
+    /// When the process cannot be started: this is test support.
+    pub fn spawn(mut cmd: Command, capture_stderr: bool) -> Self {
+        cmd.stdout(std::process::Stdio::piped());
+        if capture_stderr {
+            cmd.stderr(std::process::Stdio::piped());
+        }
+        let child = cmd.spawn().expect("starting hanzo-kms serve");
+        let mut served = Self {
+            child: Some(child),
+            rest: String::new(),
+            grpc: String::new(),
+            stderr: std::sync::Arc::default(),
+        };
+        if let Some(err) = served.child.as_mut().and_then(|c| c.stderr.take()) {
+            let sink = served.stderr.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(err).lines().map_while(|l| l.ok()) {
+                    let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+        }
+        served
+    }
+
+    /// [`spawn`](Self::spawn), then [`wait_listening`](Self::wait_listening).
+    pub fn start(cmd: Command, capture_stderr: bool) -> Self {
+        let mut s = Self::spawn(cmd, capture_stderr);
+        s.wait_listening();
+        s
+    }
+
+    /// Wait for the JSON line with both addresses.
+    ///
+    /// # Panics
+    /// When the process exits first (with its collected standard error).
+    pub fn wait_listening(&mut self) {
+        use std::io::BufRead;
+        let out = self
+            .child
+            .as_mut()
+            .and_then(|c| c.stdout.take())
+            .expect("serve's standard output is piped once");
+        for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if let (Some(r), Some(g)) = (v["rest"].as_str(), v["grpc"].as_str()) {
+                self.rest = r.to_owned();
+                self.grpc = g.to_owned();
+                return;
+            }
+        }
+        let status = self.child.as_mut().map(|c| c.wait());
+        panic!(
+            "serve exited ({status:?}) before listening:\n{}",
+            self.stderr()
+        );
+    }
+
+    /// Standard error so far (with `capture_stderr`).
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM (a graceful stop), and the exit status.
+    ///
+    /// # Panics
+    /// When the process is already gone or cannot be signalled.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("serve is running");
+        let ok = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -TERM failed");
+        c.wait().expect("reaping serve")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

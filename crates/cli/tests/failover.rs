@@ -8,21 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hanzo_kms_client::Client;
-use hanzo_kms_core::eip712::{B32, PoAIAttestation};
 use hanzo_kms_pkcs11::softhsm::Token;
-use hanzo_kms_testkit::Served;
+use hanzo_kms_testkit::{SERVE_ARGS, Served, attestation as att};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// `hanzo-kms serve` on `data` with `config`; the token's PIN comes from the environment.
 fn start_node(data: &Path, config: &Path, pin: &str) -> Served {
@@ -38,14 +30,7 @@ fn start_node(data: &Path, config: &Path, pin: &str) -> Served {
         .arg(data)
         .arg("--config")
         .arg(config)
-        .args([
-            "--json",
-            "serve",
-            "--rest-addr",
-            "127.0.0.1:0",
-            "--grpc-addr",
-            "127.0.0.1:0",
-        ])
+        .args(SERVE_ARGS)
         .stderr(Stdio::null());
     Served::start(c, false)
 }
@@ -302,18 +287,6 @@ async fn failover_to_a_cloned_softhsm2_token_and_back_under_load() {
     let verify = get(&node.rest, "/v1/audit/verify", &token).await;
     assert!(verify.contains("\"valid\":true"), "{verify}");
     assert!(node.terminate().success());
-}
-
-fn att(node: &str) -> PoAIAttestation {
-    PoAIAttestation {
-        model_id: "acme:gpt4".into(),
-        input_hash: B32([1; 32]),
-        output_hash: B32([2; 32]),
-        timestamp: now(),
-        compute_time_ms: 5,
-        node_id: node.into(),
-        nonce: None,
-    }
 }
 
 /// SoftHSM2 rereads a token's objects when the token's generation counter moves.

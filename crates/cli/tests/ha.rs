@@ -7,20 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hanzo_kms_client::Client;
 use hanzo_kms_core::ErrorKind;
-use hanzo_kms_core::eip712::{Address, B32, HMMSettlement, PoAIAttestation, U256};
-use hanzo_kms_testkit::{Postgres, Served};
+use hanzo_kms_core::eip712::{Address, B32, HMMSettlement, U256};
+use hanzo_kms_testkit::{Postgres, SERVE_ARGS, Served, attestation, now};
 use serde_json::Value;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn clean(c: &mut Command) {
     for (k, _) in std::env::vars() {
@@ -70,14 +63,7 @@ type Node = Served;
 
 fn serve_cmd(dir: &Path) -> Command {
     let mut c = cli(dir);
-    c.args([
-        "--json",
-        "serve",
-        "--rest-addr",
-        "127.0.0.1:0",
-        "--grpc-addr",
-        "127.0.0.1:0",
-    ]);
+    c.args(SERVE_ARGS);
     c
 }
 
@@ -93,18 +79,6 @@ async fn client(node: &Node, token_dir: &Path) -> Client {
         .connect()
         .await
         .unwrap()
-}
-
-fn attestation(node: &str) -> PoAIAttestation {
-    PoAIAttestation {
-        model_id: "acme:gpt4".into(),
-        input_hash: B32([1; 32]),
-        output_hash: B32([2; 32]),
-        timestamp: now(),
-        compute_time_ms: 5,
-        node_id: node.into(),
-        nonce: None,
-    }
 }
 
 fn settlement(job: &str, digest: B32) -> HMMSettlement {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use assert_cmd::Command;
-use hanzo_kms_testkit::Served;
+use hanzo_kms_testkit::{SERVE_ARGS, Served};
 use serde_json::Value;
 
 fn clean(c: &mut std::process::Command) {
@@ -30,14 +30,7 @@ fn start_logging(dir: &Path, log: Option<&Path>) -> Served {
             c.stderr(Stdio::null());
         }
     }
-    c.arg("--data-dir").arg(dir.join("data")).args([
-        "--json",
-        "serve",
-        "--rest-addr",
-        "127.0.0.1:0",
-        "--grpc-addr",
-        "127.0.0.1:0",
-    ]);
+    c.arg("--data-dir").arg(dir.join("data")).args(SERVE_ARGS);
     Served::start(c, false)
 }
 

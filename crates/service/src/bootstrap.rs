@@ -138,6 +138,24 @@ impl Settings {
     }
 }
 
+impl MasterKeySource {
+    fn token(hsm: &Pkcs11Provider) -> Self {
+        Self::Token {
+            provider: hsm.name().to_owned(),
+            label: hsm.token_label().to_owned(),
+        }
+    }
+}
+
+/// Generate a master key and write it to `path` (mode 0600, as hex and a newline).
+fn write_new_master_key(path: &Path) -> Result<SecretKey32> {
+    let k = SoftwareProvider::generate_master_key()?;
+    let mut text = k.to_hex();
+    text.push('\n');
+    write_private_file(path, text.as_bytes())?;
+    Ok(k)
+}
+
 /// What `init` did.
 #[derive(Clone, Debug)]
 pub struct InitReport {
@@ -165,10 +183,7 @@ pub async fn init(settings: &Settings) -> Result<(InitReport, Store, Arc<dyn Pro
         ));
     }
     if let Some(hsm) = settings.pkcs11_provider(true)? {
-        let source = MasterKeySource::Token {
-            provider: hsm.name().to_owned(),
-            label: hsm.token_label().to_owned(),
-        };
+        let source = MasterKeySource::token(&hsm);
         return match init_store(settings, hsm).await {
             Ok((store, provider, store_id)) => Ok((
                 InitReport {
@@ -199,10 +214,7 @@ pub async fn init(settings: &Settings) -> Result<(InitReport, Store, Arc<dyn Pro
                 ),
             ));
         }
-        let k = SoftwareProvider::generate_master_key()?;
-        let mut text = k.to_hex();
-        text.push('\n');
-        write_private_file(&key_path, text.as_bytes())?;
+        let k = write_new_master_key(&key_path)?;
         (k, MasterKeySource::File(key_path.clone()), true)
     };
     let result = match SoftwareProvider::new(&master) {
@@ -354,10 +366,7 @@ pub async fn open(settings: &Settings) -> Result<Opened> {
     let (provider, source): (Arc<dyn Provider>, MasterKeySource) =
         match settings.pkcs11_provider(false)? {
             Some(hsm) => {
-                let source = MasterKeySource::Token {
-                    provider: hsm.name().to_owned(),
-                    label: hsm.token_label().to_owned(),
-                };
+                let source = MasterKeySource::token(&hsm);
                 (hsm, source)
             }
             None => {
@@ -449,10 +458,7 @@ pub fn open_provider(
                 )
             })?;
         let hsm = Pkcs11Provider::open(&Pkcs11Settings::from_config(kind, Some(section))?, true)?;
-        let source = MasterKeySource::Token {
-            provider: hsm.name().to_owned(),
-            label: hsm.token_label().to_owned(),
-        };
+        let source = MasterKeySource::token(&hsm);
         return Ok((Arc::new(hsm), source));
     }
     if kind != ProviderKind::Software {
@@ -463,10 +469,7 @@ pub fn open_provider(
     }
     let path = settings.master_key_path();
     if settings.master_key_env.is_none() && !path.exists() {
-        let k = SoftwareProvider::generate_master_key()?;
-        let mut text = k.to_hex();
-        text.push('\n');
-        write_private_file(&path, text.as_bytes())?;
+        write_new_master_key(&path)?;
     }
     let (master, source) = settings.master_key()?;
     Ok((Arc::new(SoftwareProvider::new(&master)?), source))

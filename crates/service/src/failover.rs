@@ -208,23 +208,13 @@ impl Failover {
         key: &KeyRef<'_>,
         f: impl Fn(&dyn Provider, &KeyRef<'_>) -> Result<T>,
     ) -> Result<T> {
-        let first = self.pick();
-        let attempt = |on_primary: bool| {
+        self.either(|on_primary| {
             let h = match composite::split(key.handle.as_bytes()) {
                 Some((p, b)) => KeyHandle::new(if on_primary { p } else { b }.to_vec()),
                 None => key.handle.clone(),
             };
-            let r = KeyRef { handle: &h, ..*key };
-            f(self.device(on_primary), &r)
-        };
-        match attempt(first) {
-            Err(e) if device_trouble(&e) => {
-                self.rerouted.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(error = %e, "failover: retrying on the other device");
-                attempt(!first)
-            }
-            other => other,
-        }
+            f(self.device(on_primary), &KeyRef { handle: &h, ..*key })
+        })
     }
 
     fn device(&self, primary: bool) -> &dyn Provider {
@@ -235,13 +225,15 @@ impl Failover {
         }
     }
 
-    /// Run a call that needs no key on the chosen device, then on the other if unavailable.
-    fn either<T>(&self, f: impl Fn(&dyn Provider) -> Result<T>) -> Result<T> {
+    /// Run `f(on_primary)` for the chosen device, then once for the other if the first had
+    /// device trouble.
+    fn either<T>(&self, f: impl Fn(bool) -> Result<T>) -> Result<T> {
         let first = self.pick();
-        match f(self.device(first)) {
+        match f(first) {
             Err(e) if device_trouble(&e) => {
                 self.rerouted.fetch_add(1, Ordering::Relaxed);
-                f(self.device(!first))
+                tracing::debug!(error = %e, "failover: retrying on the other device");
+                f(!first)
             }
             other => other,
         }
@@ -410,11 +402,11 @@ impl Provider for Failover {
     }
 
     fn mac(&self, data: &[u8]) -> Result<[u8; 32]> {
-        self.either(|p| p.mac(data))
+        self.either(|on_primary| self.device(on_primary).mac(data))
     }
 
     fn fingerprint(&self, context: &[u8]) -> Result<[u8; 32]> {
-        self.either(|p| p.fingerprint(context))
+        self.either(|on_primary| self.device(on_primary).fingerprint(context))
     }
 }
 

@@ -381,3 +381,33 @@ impl Drop for Served {
         self.kill();
     }
 }
+
+/// `--json serve` on free loopback ports for REST and gRPC: what [`Served`] expects to read.
+pub const SERVE_ARGS: [&str; 6] = [
+    "--json",
+    "serve",
+    "--rest-addr",
+    "127.0.0.1:0",
+    "--grpc-addr",
+    "127.0.0.1:0",
+];
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A PoAI attestation for model `acme:gpt4` from `node`, timestamped now, without a nonce.
+pub fn attestation(node: &str) -> hanzo_kms_core::eip712::PoAIAttestation {
+    hanzo_kms_core::eip712::PoAIAttestation {
+        model_id: "acme:gpt4".into(),
+        input_hash: hanzo_kms_core::eip712::B32([1; 32]),
+        output_hash: hanzo_kms_core::eip712::B32([2; 32]),
+        timestamp: now(),
+        compute_time_ms: 5,
+        node_id: node.into(),
+        nonce: None,
+    }
+}

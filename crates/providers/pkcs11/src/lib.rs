@@ -639,6 +639,23 @@ impl Pkcs11Provider {
         }
     }
 
+    /// A token AES key's template, without CKA_VALUE or CKA_VALUE_LEN: private, sensitive,
+    /// extractable (wrapped only) just when `exportable`, for encryption and decryption.
+    fn aes_template(&self, label: Vec<u8>, id: &[u8; ID_LEN]) -> Vec<Attribute> {
+        let mut t = vec![
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(self.exportable),
+            Attribute::Label(label),
+            Attribute::Id(id.to_vec()),
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+        ];
+        t.extend(usage(Usage::EncryptDecrypt));
+        t
+    }
+
     fn not_exportable(&self, key: &KeyRef<'_>) -> Error {
         Error::new(
             ErrorKind::Unsupported,
@@ -675,11 +692,7 @@ impl Pkcs11Provider {
                 Attribute::Value(kek.expose().to_vec()),
             ];
             let made = s.create_object(&t);
-            for a in &mut t {
-                if let Attribute::Value(v) = a {
-                    zeroize::Zeroize::zeroize(v);
-                }
-            }
+            wipe_values(&mut t);
             let wrapping = made?;
             let r = s.wrap_key(&Mechanism::AesKeyWrapPad, wrapping, h);
             let _ = s.destroy_object(wrapping);
@@ -733,15 +746,8 @@ impl Pkcs11Provider {
             Attribute::Id(id.to_vec()),
         ];
         if spec.algorithm == Algorithm::Aes256Gcm {
-            let mut t = private.to_vec();
-            t.retain(|a| !matches!(a, Attribute::Extractable(_)));
-            t.push(Attribute::Extractable(self.exportable));
-            t.extend([
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(32.into()),
-            ]);
-            t.extend(usage(Usage::EncryptDecrypt));
+            let mut t = self.aes_template(label, &id);
+            t.push(Attribute::ValueLen(32.into()));
             self.pool
                 .run(|s| s.generate_key(&Mechanism::AesKeyGen, &t))
                 .map_err(|e| self.call_error(e, what()))?;
@@ -829,6 +835,16 @@ impl Pkcs11Provider {
 
     fn generate_wrapped(&self, spec: &KeySpec<'_>) -> Result<GeneratedKey> {
         let (material, public) = hanzo_kms_software::generate_material(spec.algorithm)?;
+        self.keep_wrapped(spec, &material, public)
+    }
+
+    /// Wrap new signing-key material (generated or imported) under the root KEK.
+    fn keep_wrapped(
+        &self,
+        spec: &KeySpec<'_>,
+        material: &SecretBytes,
+        public: Option<Vec<u8>>,
+    ) -> Result<GeneratedKey> {
         let handle = self.wrap_material(spec, material.expose())?;
         Ok(GeneratedKey {
             handle,
@@ -1066,15 +1082,7 @@ impl Provider for Pkcs11Provider {
         let material = hanzo_kms_software::backup_open(kek, aad, wrapped)?;
         if spec.algorithm != Algorithm::Aes256Gcm {
             let public = hanzo_kms_software::public_from_material(spec.algorithm, &material)?;
-            let handle = self.wrap_material(spec, material.expose())?;
-            return Ok(GeneratedKey {
-                handle,
-                public_key: public.map(|bytes| PublicKey {
-                    algorithm: spec.algorithm,
-                    bytes,
-                }),
-                origin: Origin::HsmWrapped,
-            });
+            return self.keep_wrapped(spec, &material, public);
         }
         if material.len() != 32 {
             return Err(Error::new(
@@ -1084,25 +1092,10 @@ impl Provider for Pkcs11Provider {
         }
         let mut id = [0u8; ID_LEN];
         aead::random(&mut id)?;
-        let mut t = vec![
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(self.exportable),
-            Attribute::Label(spec.label.as_bytes().to_vec()),
-            Attribute::Id(id.to_vec()),
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::Value(material.expose().to_vec()),
-        ];
-        t.extend(usage(Usage::EncryptDecrypt));
+        let mut t = self.aes_template(spec.label.as_bytes().to_vec(), &id);
+        t.push(Attribute::Value(material.expose().to_vec()));
         let created = self.pool.run(|s| s.create_object(&t));
-        // The attribute list held a copy of the key: wipe it.
-        for a in &mut t {
-            if let Attribute::Value(v) = a {
-                zeroize::Zeroize::zeroize(v);
-            }
-        }
+        wipe_values(&mut t);
         created.map_err(|e| {
             self.call_error(
                 e,
@@ -1272,6 +1265,15 @@ impl<'a> Handle<'a> {
                 })
             }
             _ => Err(bad()),
+        }
+    }
+}
+
+/// Wipe the key bytes (CKA_VALUE) a template carried into the module.
+fn wipe_values(t: &mut [Attribute]) {
+    for a in t {
+        if let Attribute::Value(v) = a {
+            zeroize::Zeroize::zeroize(v);
         }
     }
 }

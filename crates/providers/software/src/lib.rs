@@ -114,6 +114,25 @@ impl SoftwareProvider {
         Ok(KeyHandle::new(blob))
     }
 
+    /// Seal new material (generated or imported) as the handle of `spec`.
+    fn keep(
+        &self,
+        spec: &KeySpec<'_>,
+        material: &SecretBytes,
+        public: Option<Vec<u8>>,
+    ) -> Result<GeneratedKey> {
+        let handle =
+            self.seal_material(spec.name, spec.version, spec.algorithm, material.expose())?;
+        Ok(GeneratedKey {
+            handle,
+            public_key: public.map(|bytes| PublicKey {
+                algorithm: spec.algorithm,
+                bytes,
+            }),
+            origin: Origin::Software,
+        })
+    }
+
     /// Open a key's sealed material. A blob that does not open (wrong master key, another key's
     /// blob, tampering) is reported as corrupt material for that key, never with any bytes.
     fn unseal(&self, key: &KeyRef<'_>) -> Result<SecretBytes> {
@@ -378,16 +397,7 @@ impl Provider for SoftwareProvider {
 
     fn generate(&self, spec: &KeySpec<'_>) -> Result<GeneratedKey> {
         let (material, public) = generate_material(spec.algorithm)?;
-        let handle =
-            self.seal_material(spec.name, spec.version, spec.algorithm, material.expose())?;
-        Ok(GeneratedKey {
-            handle,
-            public_key: public.map(|bytes| PublicKey {
-                algorithm: spec.algorithm,
-                bytes,
-            }),
-            origin: Origin::Software,
-        })
+        self.keep(spec, &material, public)
     }
 
     fn public_key(&self, key: &KeyRef<'_>) -> Result<PublicKey> {
@@ -455,16 +465,7 @@ impl Provider for SoftwareProvider {
     ) -> Result<GeneratedKey> {
         let material = backup_open(kek, aad, wrapped)?;
         let public = public_from_material(spec.algorithm, &material)?;
-        let handle =
-            self.seal_material(spec.name, spec.version, spec.algorithm, material.expose())?;
-        Ok(GeneratedKey {
-            handle,
-            public_key: public.map(|bytes| PublicKey {
-                algorithm: spec.algorithm,
-                bytes,
-            }),
-            origin: Origin::Software,
-        })
+        self.keep(spec, &material, public)
     }
 
     fn health(&self) -> Health {

@@ -6,8 +6,9 @@
 //! `POST /v1/hmm/sign` (a settlement of a fresh attestation digest: a nonce record and a
 //! consumed-attestation row), all group committed. With several `--url`s (nodes of one
 //! PostgreSQL store) the connections are spread over the nodes. It
-//! reports requests per second, latency percentiles, and commits per request from the server's
-//! own `/metrics` (each commit is one fsync on SQLite with `synchronous=FULL`).
+//! reports requests per second, latency percentiles, and commits and fsyncs per request from the
+//! server's own `/metrics` (on SQLite one fsync of the WAL covers every commit before it; on
+//! PostgreSQL each commit is one WAL flush of the database server).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -177,15 +178,22 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         let rate = lat.len() as f64 / elapsed;
         let item_rate = items as f64 / elapsed;
         // The group committer starts with the first signing request, so "before" may be absent.
-        let per_request = match (before.or(Some((0, 0))), after) {
-            (Some((r0, t0)), Some((r1, t1))) if r1 > r0 => {
-                Some((t1 - t0) as f64 / (r1 - r0) as f64)
+        let (per_request, fsyncs_per_request) = match (before.unwrap_or_default(), after) {
+            (b, Some(a)) if a.requests > b.requests => {
+                let n = (a.requests - b.requests) as f64;
+                (
+                    Some((a.transactions - b.transactions) as f64 / n),
+                    a.fsyncs
+                        .zip(b.fsyncs.or(Some(0)))
+                        .map(|(x, y)| x.saturating_sub(y) as f64 / n),
+                )
             }
-            _ => None,
+            _ => (None, None),
         };
-        let commits_note = match per_request {
-            Some(c) => format!("{c:.3} commits (fsyncs) per request"),
-            None => "commits per request not reported by this server".to_owned(),
+        let commits_note = match (per_request, fsyncs_per_request) {
+            (Some(c), Some(f)) => format!("{c:.3} commits, {f:.3} fsyncs per request"),
+            (Some(c), None) => format!("{c:.3} commits (WAL flushes) per request"),
+            _ => "commits per request not reported by this server".to_owned(),
         };
         let items_note = match work {
             Workload::GrpcBatch(_) => format!("  = {item_rate:.0} attestations/s"),
@@ -200,7 +208,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         report.insert(
             name,
             json!({"requests_per_s": rate, "items_per_s": item_rate, "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
-                   "requests": lat.len(), "commits_per_request": per_request.unwrap_or(1.0), "offered_rate": pace}),
+                   "requests": lat.len(), "commits_per_request": per_request, "fsyncs_per_request": fsyncs_per_request.or(per_request), "offered_rate": pace}),
         );
     }
     if out.json {
@@ -312,20 +320,35 @@ async fn one(client: &mut Client, work: Workload, token: &str, w: usize, i: u64)
     }
 }
 
-/// (group-commit requests, transactions) from every node's `/metrics`, summed, if the servers
-/// report them.
-async fn commits(addrs: &[String]) -> Result<Option<(u64, u64)>> {
-    let mut sum: Option<(u64, u64)> = None;
+/// The group committer's and the store's counters from a node's `/metrics`.
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    requests: u64,
+    transactions: u64,
+    /// WAL syncs (SQLite only).
+    fsyncs: Option<u64>,
+}
+
+/// [`Counters`] from every node's `/metrics`, summed, if the servers report them.
+async fn commits(addrs: &[String]) -> Result<Option<Counters>> {
+    let mut sum: Option<Counters> = None;
     for a in addrs {
-        if let Some((r, t)) = commits_of(a).await? {
-            let (r0, t0) = sum.unwrap_or((0, 0));
-            sum = Some((r0 + r, t0 + t));
+        if let Some(c) = commits_of(a).await? {
+            let s = sum.unwrap_or_default();
+            sum = Some(Counters {
+                requests: s.requests + c.requests,
+                transactions: s.transactions + c.transactions,
+                fsyncs: match (s.fsyncs, c.fsyncs) {
+                    (None, None) => None,
+                    (x, y) => Some(x.unwrap_or(0) + y.unwrap_or(0)),
+                },
+            });
         }
     }
     Ok(sum)
 }
 
-async fn commits_of(addr: &str) -> Result<Option<(u64, u64)>> {
+async fn commits_of(addr: &str) -> Result<Option<Counters>> {
     let mut c = Conn::open(addr).await?;
     c.call("GET", "/metrics", "", "").await?;
     let text = String::from_utf8_lossy(&c.last_body).to_string();
@@ -335,7 +358,12 @@ async fn commits_of(addr: &str) -> Result<Option<(u64, u64)>> {
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
     Ok(get("hanzo_kms_group_commit_requests_total ")
-        .zip(get("hanzo_kms_group_commit_transactions_total ")))
+        .zip(get("hanzo_kms_group_commit_transactions_total "))
+        .map(|(requests, transactions)| Counters {
+            requests,
+            transactions,
+            fsyncs: get("hanzo_kms_store_fsyncs_total "),
+        }))
 }
 
 fn addr_of(url: &str) -> Result<String> {

@@ -1293,12 +1293,17 @@ async fn metrics(State(s): State<Shared>) -> Response {
             "hanzo_kms_group_commit_requests_total {}\n",
             c.requests.load(Relaxed)
         ));
-        out.push_str("# HELP hanzo_kms_group_commit_transactions_total Transactions (fsyncs) of the group committer.\n");
+        out.push_str("# HELP hanzo_kms_group_commit_transactions_total Transactions of the group committer.\n");
         out.push_str("# TYPE hanzo_kms_group_commit_transactions_total counter\n");
         out.push_str(&format!(
             "hanzo_kms_group_commit_transactions_total {}\n",
             c.transactions.load(Relaxed)
         ));
+    }
+    if let Some(n) = s.kms.store_fsyncs() {
+        out.push_str("# HELP hanzo_kms_store_fsyncs_total Syncs of the SQLite write-ahead log to disk (one covers every commit before it).\n");
+        out.push_str("# TYPE hanzo_kms_store_fsyncs_total counter\n");
+        out.push_str(&format!("hanzo_kms_store_fsyncs_total {n}\n"));
     }
     let up = if s.kms.provider_health() == Health::Ok {
         1

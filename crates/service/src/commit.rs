@@ -7,15 +7,21 @@
 //! records and audit events in one transaction with one fsync, and only then answers each request.
 //! Nothing is weakened: every answer still follows its own durable commit. While one batch
 //! commits, the next fills up, so the batch size adapts to the load.
+//!
+//! On SQLite the disk sync is taken off the committer's path: a batch's answers go to a task
+//! that waits until the WAL is synced past that batch's commit (`Pending::durable`), while the
+//! committer starts the next batch. One sync then covers every batch committed before it began.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hanzo_kms_core::eip712::B32;
 use hanzo_kms_core::{Error, ErrorKind, Result};
-use std::collections::HashMap;
-
-use hanzo_kms_store::{AuditEvent, NonceRow, Store};
+use hanzo_kms_store::{
+    AuditEvent, BatchQuery, BatchReads, BatchWriter, BatchWrites, ConsumeRow, NonceRow, Pending,
+    Store,
+};
 use tokio::sync::{mpsc, oneshot};
 
 /// The most requests one transaction carries.
@@ -61,11 +67,33 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Start the committer on the current tokio runtime.
+    /// Start the committer. On SQLite it is a thread of its own with a dedicated connection
+    /// (see [`BatchWriter`]); elsewhere, or if that connection cannot be opened, a task on the
+    /// current tokio runtime.
     pub fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
         let stats = Arc::new(CommitStats::default());
-        tokio::spawn(run(store, rx, stats.clone()));
+        let runtime = tokio::runtime::Handle::current();
+        let writer = store.batch_writer().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no dedicated SQLite writer; group commits go through the pool");
+            None
+        });
+        match writer {
+            Some(writer) => {
+                let st = stats.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("hanzo-kms-commit".into())
+                    .spawn(move || run_blocking(writer, rx, st, runtime));
+                if let Err(e) = spawned {
+                    // Without the thread, the receiver is gone and every submit fails closed
+                    // with `stopped()`.
+                    tracing::error!(error = %e, "could not start the group-commit thread");
+                }
+            }
+            None => {
+                tokio::spawn(run(store, rx, stats.clone()));
+            }
+        }
         Self { tx, stats }
     }
 
@@ -86,73 +114,143 @@ fn stopped() -> Error {
     )
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: Arc<CommitStats>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
+/// Take the first waiting job and every job behind it, up to [`MAX_BATCH`].
+fn fill(first: Job, rx: &mut mpsc::Receiver<Job>, stats: &CommitStats) -> Vec<Job> {
+    let mut batch = Vec::with_capacity(MAX_BATCH.min(rx.len() + 1));
+    batch.push(first);
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(j) => batch.push(j),
+            Err(_) => break,
         }
-        stats
-            .requests
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        stats.transactions.fetch_add(1, Ordering::Relaxed);
-        let jobs = std::mem::take(&mut batch);
-        match commit_batch(&store, &jobs).await {
-            Ok(outcomes) => {
-                for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(outcome);
+    }
+    stats
+        .requests
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    stats.transactions.fetch_add(1, Ordering::Relaxed);
+    batch
+}
+
+/// Answer a committed batch once its commit is on disk, without holding up the next batch.
+fn finish(
+    jobs: Vec<Job>,
+    committed: Result<(Vec<Result<Outcome>>, Option<Pending>)>,
+    runtime: &tokio::runtime::Handle,
+) {
+    match committed {
+        Ok((outcomes, None)) => answer(jobs, outcomes),
+        Ok((outcomes, Some(pending))) => {
+            runtime.spawn(async move {
+                match pending.durable().await {
+                    Ok(()) => answer(jobs, outcomes),
+                    Err(e) => fail(jobs, &e),
                 }
-            }
-            Err(e) => {
-                // An unreachable store stays `unavailable` (retryable); see `audit_failure`.
-                let kind = match e.kind() {
-                    ErrorKind::Unavailable => ErrorKind::Unavailable,
-                    _ => ErrorKind::AuditFailure,
-                };
-                let msg = e.to_string();
-                for job in jobs {
-                    let _ = job.reply.send(Err(Error::new(
-                        kind,
-                        format!("the audit log could not be written, so the request was not carried out: {msg}"),
-                    )));
-                }
-            }
+            });
+        }
+        Err(e) => fail(jobs, &e),
+    }
+}
+
+/// The committer as a task, through the store's pool (PostgreSQL).
+async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: Arc<CommitStats>) {
+    let runtime = tokio::runtime::Handle::current();
+    while let Some(first) = rx.recv().await {
+        let jobs = fill(first, &mut rx, &stats);
+        let (q, now) = (query(&jobs), crate::now_secs());
+        let committed = store
+            .commit_batch(q.as_query(now), |reads| decide(&jobs, reads))
+            .await;
+        drop(q);
+        finish(jobs, committed, &runtime);
+    }
+}
+
+/// The committer as a thread with its own SQLite connection.
+fn run_blocking(
+    mut writer: BatchWriter,
+    mut rx: mpsc::Receiver<Job>,
+    stats: Arc<CommitStats>,
+    runtime: tokio::runtime::Handle,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let jobs = fill(first, &mut rx, &stats);
+        let (q, now) = (query(&jobs), crate::now_secs());
+        let committed = writer.commit_batch(q.as_query(now), |reads| decide(&jobs, reads));
+        drop(q);
+        finish(jobs, committed, &runtime);
+    }
+}
+
+/// What a batch asks the store.
+struct Query<'a> {
+    nonces: Vec<(&'a str, &'a [u8])>,
+    attestations: Vec<&'a [u8]>,
+}
+
+impl Query<'_> {
+    fn as_query(&self, now: i64) -> BatchQuery<'_> {
+        BatchQuery {
+            nonces: &self.nonces,
+            attestations: &self.attestations,
+            now,
         }
     }
 }
 
-/// A nonce recorded earlier in the same batch: (message digest, the stored signature record).
-type Pending<'a> = ([u8; 32], Option<&'a [u8]>);
+fn query(jobs: &[Job]) -> Query<'_> {
+    Query {
+        nonces: jobs
+            .iter()
+            .flat_map(|j| {
+                j.records
+                    .nonces
+                    .iter()
+                    .map(|(n, _)| (j.records.key.as_str(), &n.0[..]))
+            })
+            .collect(),
+        attestations: jobs
+            .iter()
+            .filter_map(|j| j.records.consume.as_ref().map(|(a, _)| &a[..]))
+            .collect(),
+    }
+}
 
-/// One transaction for the whole batch. Returns one outcome per job; replay refusals are
-/// per job (and audited as denied), store failures fail the batch.
-async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>>> {
-    let mut tx = store.begin_write().await?;
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    let mut events = Vec::with_capacity(jobs.len());
-    let now = crate::now_secs();
-    // Nonces recorded by earlier jobs of this batch, written together at the end (multi-row).
-    let mut pending: HashMap<(&str, [u8; 32]), Pending<'_>> = HashMap::new();
-    let mut rows: Vec<NonceRow<'_>> = Vec::new();
-    // Step 5's reads for the whole batch in one query (random nonces are almost never found).
-    let pairs: Vec<(&str, &[u8])> = jobs
-        .iter()
-        .flat_map(|j| {
-            j.records
-                .nonces
-                .iter()
-                .map(|(n, _)| (j.records.key.as_str(), &n.0[..]))
-        })
-        .collect();
-    let stored = if pairs.is_empty() {
-        HashMap::new()
-    } else {
-        tx.nonce_records(&pairs).await?
+fn answer(jobs: Vec<Job>, outcomes: Vec<Result<Outcome>>) {
+    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        let _ = job.reply.send(outcome);
+    }
+}
+
+fn fail(jobs: Vec<Job>, e: &Error) {
+    // An unreachable store stays `unavailable` (retryable); see `audit_failure`.
+    let kind = match e.kind() {
+        ErrorKind::Unavailable => ErrorKind::Unavailable,
+        _ => ErrorKind::AuditFailure,
     };
+    let msg = e.to_string();
+    for job in jobs {
+        let _ = job.reply.send(Err(Error::new(
+            kind,
+            format!(
+                "the audit log could not be written, so the request was not carried out: {msg}"
+            ),
+        )));
+    }
+}
+
+/// A nonce recorded earlier in the same batch: (message digest, the stored signature record).
+type Earlier<'a> = ([u8; 32], Option<&'a [u8]>);
+
+/// Steps 5 and 7 for a batch, without I/O: from what the store holds, decide each job in
+/// arrival order (seeing the jobs before it in the batch), and what the transaction writes.
+/// Returns one outcome per job. Replay refusals are per job (the callers audit their denials);
+/// a batch of only refusals writes nothing.
+fn decide<'a>(jobs: &'a [Job], stored: &BatchReads) -> (BatchWrites<'a>, Vec<Result<Outcome>>) {
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut writes = BatchWrites::default();
+    // Nonces and attestations taken by earlier jobs of this batch.
+    let mut earlier: HashMap<(&str, [u8; 32]), Earlier<'_>> = HashMap::new();
+    let mut consumed: HashSet<&[u8]> = HashSet::new();
     'job: for Job { records: job, .. } in jobs {
         let mut ev = job.event.clone();
         // A job naming one nonce twice would break the whole transaction at insert time (and with
@@ -168,12 +266,15 @@ async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>
             )));
             continue 'job;
         }
-        // Step 5: the replay guard, in arrival order, seeing earlier jobs of this batch.
+        // Step 5: the replay guard.
         let mut absent = Vec::with_capacity(job.nonces.len());
         for (nonce, msg) in &job.nonces {
-            let seen = match pending.get(&(job.key.as_str(), nonce.0)) {
+            let seen = match earlier.get(&(job.key.as_str(), nonce.0)) {
                 Some((d, rec)) => Some((d.to_vec(), rec.map(<[u8]>::to_vec))),
-                None => stored.get(&(job.key.clone(), nonce.0.to_vec())).cloned(),
+                None => stored
+                    .nonces
+                    .get(&(job.key.clone(), nonce.0.to_vec()))
+                    .cloned(),
             };
             match seen {
                 Some((d, _)) if d != msg.as_slice() => {
@@ -190,7 +291,7 @@ async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>
                 }
                 Some((_, Some(rec))) if job.nonces.len() == 1 && rec.len() > 4 => {
                     ev.reason = Some("retry".into());
-                    events.push(ev);
+                    writes.events.push(ev);
                     outcomes.push(Ok(Outcome::Retry(rec)));
                     continue 'job;
                 }
@@ -198,35 +299,33 @@ async fn commit_batch(store: &Store, jobs: &[Job]) -> Result<Vec<Result<Outcome>
                 None => absent.push((nonce, msg)),
             }
         }
-        if let Some((att, settlement)) = job.consume {
-            if tx.attestation_consumed(&att).await? {
+        if let Some((att, settlement)) = &job.consume {
+            if consumed.contains(&att[..]) || stored.consumed.contains(&att[..]) {
                 outcomes.push(Err(Error::new(
                     ErrorKind::Replayed,
-                    format!("attestation {} was already settled", B32(att).to_hex()),
+                    format!("attestation {} was already settled", B32(*att).to_hex()),
                 )));
                 continue;
             }
-            tx.consume_attestation(&att, &job.key, &settlement, now)
-                .await?;
+            consumed.insert(&att[..]);
+            writes.consumed.push(ConsumeRow {
+                attestation: att,
+                settlement_key: &job.key,
+                settlement,
+            });
         }
         for (nonce, msg) in absent {
             let rec = (job.nonces.len() == 1).then_some(job.record.as_slice());
-            pending.insert((job.key.as_str(), nonce.0), (*msg, rec));
-            rows.push(NonceRow {
+            earlier.insert((job.key.as_str(), nonce.0), (*msg, rec));
+            writes.nonces.push(NonceRow {
                 key: &job.key,
                 nonce: &nonce.0,
                 digest: msg,
                 signature: rec,
             });
         }
-        events.push(ev);
+        writes.events.push(ev);
         outcomes.push(Ok(Outcome::Recorded));
     }
-    // Step 7: one commit, one fsync, for every job's nonce and audit records. A batch of only
-    // refusals writes nothing (the callers audit their denials).
-    if !events.is_empty() {
-        tx.insert_nonces(&rows, now).await?;
-        tx.commit(&events).await?;
-    }
-    Ok(outcomes)
+    (writes, outcomes)
 }

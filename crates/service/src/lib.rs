@@ -288,6 +288,11 @@ impl Kms {
         self.committer.get().map(|c| c.stats.clone())
     }
 
+    /// How many times the store synced its SQLite WAL (`None` on PostgreSQL).
+    pub fn store_fsyncs(&self) -> Option<u64> {
+        self.store.fsyncs()
+    }
+
     /// Close the store cleanly.
     pub async fn close(&self) {
         self.store.close().await;

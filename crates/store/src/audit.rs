@@ -103,6 +103,26 @@ pub fn canonical(seq: u64, e: &AuditEvent) -> Vec<u8> {
 }
 
 /// `SHA-256(prev ‖ canonical(seq, e))`.
+/// `events` chained after the record `seq` whose hash is `prev`: records `seq + 1`, ….
+pub fn chain_from(seq: u64, prev: [u8; 32], events: &[AuditEvent]) -> Vec<AuditRecord> {
+    let (mut seq, mut prev) = (seq, prev);
+    events
+        .iter()
+        .map(|e| {
+            seq += 1;
+            let hash = chain_hash(&prev, seq, e);
+            let r = AuditRecord {
+                seq,
+                event: e.clone(),
+                prev_hash: prev,
+                hash,
+            };
+            prev = hash;
+            r
+        })
+        .collect()
+}
+
 pub fn chain_hash(prev: &[u8; 32], seq: u64, e: &AuditEvent) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(prev);

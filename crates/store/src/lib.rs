@@ -12,7 +12,9 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod batch;
 pub mod cache;
+mod durable;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -27,6 +29,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Connection, Row, Transaction};
 
 pub use audit::{AuditEvent, AuditRecord, AuditReport};
+pub use batch::{BatchQuery, BatchReads, BatchWriter, BatchWrites, ConsumeRow};
+pub use durable::Pending;
 
 /// The store's format marker, written at init.
 pub const STORE_FORMAT: &str = "hanzo-kms-store/1";
@@ -153,6 +157,8 @@ pub struct Store {
     /// Set when the last store operation found the database unreachable; cleared by the next
     /// transaction that starts. See [`Store::unreachable`].
     unreachable: Arc<std::sync::atomic::AtomicBool>,
+    /// SQLite: makes commits durable by syncing the WAL (see [`durable`]).
+    wal: Option<Arc<durable::WalSync>>,
 }
 
 impl Store {
@@ -227,11 +233,13 @@ impl Store {
             .connect(&conn_url)
             .await
             .map_err(|e| db_error(e, &format!("opening the store at {location}")))?;
+        let wal = (backend == Backend::Sqlite).then(|| Arc::new(durable::WalSync::new(&location)));
         Ok(Self {
             pool,
             backend,
             separator,
             location,
+            wal,
             keys: Arc::new(cache::Cache::new()),
             tokens: Arc::new(cache::Cache::new()),
             unreachable: Arc::default(),
@@ -331,7 +339,22 @@ impl Store {
                 .await
                 .map_err(|e| self.err(e, "migrating"))?;
         }
-        tx.commit().await.map_err(|e| self.err(e, "migrating"))
+        tx.commit().await.map_err(|e| self.err(e, "migrating"))?;
+        self.pending().durable().await
+    }
+
+    /// A ticket for a commit that has just returned.
+    fn pending(&self) -> Pending {
+        match &self.wal {
+            Some(wal) => wal.committed(),
+            None => Pending::done(),
+        }
+    }
+
+    /// How many times the store synced its SQLite WAL to disk (`None` on PostgreSQL, whose
+    /// server syncs at each commit).
+    pub fn fsyncs(&self) -> Option<u64> {
+        self.wal.as_ref().map(|w| w.syncs())
     }
 
     /// Read a `meta` value.
@@ -404,6 +427,9 @@ impl Store {
 
     /// Start a write transaction (see the crate docs).
     pub async fn begin_write(&self) -> Result<WriteTx> {
+        if let Some(wal) = &self.wal {
+            wal.check()?;
+        }
         let mut tx = self
             .pool
             .begin()
@@ -1085,6 +1111,42 @@ impl WriteTx {
         Ok(n > 0)
     }
 
+    /// [`WriteTx::attestation_consumed`] for many digests at once: the ones already consumed.
+    pub async fn consumed_attestations(
+        &mut self,
+        digests: &[&[u8]],
+    ) -> Result<std::collections::HashSet<Vec<u8>>> {
+        const PER_SELECT: usize = 500;
+        let mut found = std::collections::HashSet::new();
+        for chunk in digests.chunks(PER_SELECT) {
+            let mut sql = String::from(
+                "SELECT attestation_digest FROM consumed_attestations WHERE attestation_digest IN (",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&self.store.placeholder(i + 1));
+            }
+            sql.push(')');
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for d in chunk {
+                q = q.bind(d.to_vec());
+            }
+            let rows = q
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err(|e| self.store.err(e, "reading consumed attestations"))?;
+            for r in rows {
+                let d: Vec<u8> = r
+                    .try_get(0)
+                    .map_err(|e| self.store.err(e, "reading consumed attestations"))?;
+                found.insert(d);
+            }
+        }
+        Ok(found)
+    }
+
     /// Mark an attestation as paid for. A second time is [`ErrorKind::AlreadyExists`].
     pub async fn consume_attestation(
         &mut self,
@@ -1104,27 +1166,30 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Append `events` to the audit chain and commit everything at once. Without at least one
-    /// event the transaction is refused: no state change goes unaudited.
-    pub async fn commit(mut self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>> {
+    /// Append `events` to the audit chain and commit everything at once, durably. Without at
+    /// least one event the transaction is refused: no state change goes unaudited.
+    pub async fn commit(self, events: &[AuditEvent]) -> Result<Vec<AuditRecord>> {
+        let (records, pending) = self.commit_pending(events).await?;
+        pending.durable().await?;
+        Ok(records)
+    }
+
+    /// [`commit`](Self::commit) without waiting for the disk: the changes are visible to other
+    /// transactions at once, and durable when the returned [`Pending`] says so. Nothing that
+    /// depends on them may be acknowledged before that (see [`durable`]).
+    pub async fn commit_pending(
+        mut self,
+        events: &[AuditEvent],
+    ) -> Result<(Vec<AuditRecord>, Pending)> {
         if events.is_empty() {
             return Err(Error::internal(
                 "a write transaction must carry an audit record",
             ));
         }
-        let mut records = Vec::with_capacity(events.len());
-        let (mut seq, mut prev) = (self.head_seq, self.head_hash);
-        for e in events {
-            seq += 1;
-            let hash = audit::chain_hash(&prev, seq, e);
-            records.push(AuditRecord {
-                seq,
-                event: e.clone(),
-                prev_hash: prev,
-                hash,
-            });
-            prev = hash;
-        }
+        let records = audit::chain_from(self.head_seq, self.head_hash, events);
+        let (seq, prev) = records
+            .last()
+            .map_or((self.head_seq, self.head_hash), |r| (r.seq, r.hash));
         // Multi-row inserts: a group commit of hundreds of records costs a few statements, not
         // hundreds. The SQL text is built only from constant fragments and placeholders.
         for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
@@ -1178,9 +1243,10 @@ impl WriteTx {
             .commit()
             .await
             .map_err(|x| audit_error(self.store.err(x, "committing")))?;
+        let pending = self.store.pending();
         self.store.keys.invalidate(&self.touched_keys);
         self.store.tokens.invalidate(&self.touched_tokens);
-        Ok(records)
+        Ok((records, pending))
     }
 }
 
@@ -1190,15 +1256,14 @@ async fn prepare_connection(
     conn: &mut sqlx::AnyConnection,
 ) -> Result<(), sqlx::Error> {
     if backend == Backend::Sqlite {
-        // FULL: a committed transaction (a nonce record, an audit record) survives power loss.
-        // WAL lets readers proceed during a write. The first query also reads the file header,
-        // so a file that is not a database fails here.
-        sqlx::raw_sql(
-            "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-             PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-        )
-        .execute(&mut *conn)
-        .await?;
+        // NORMAL: a COMMIT does not wait for the disk; the store syncs the WAL itself before
+        // a commit counts (see `durable`), so a committed transaction (a nonce record, an audit
+        // record) still survives power loss, and one sync serves many commits. WAL lets
+        // readers proceed during a write. The first query also reads the file header, so a
+        // file that is not a database fails here.
+        sqlx::raw_sql(batch::SQLITE_PRAGMAS)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

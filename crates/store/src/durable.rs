@@ -1,0 +1,188 @@
+//! When a SQLite commit is on disk.
+//!
+//! The store's SQLite connections run `PRAGMA synchronous = NORMAL`: a COMMIT appends its WAL
+//! frames (a `pwrite` into the page cache) and returns without waiting for the disk. The
+//! commit is then made durable here, by an `fdatasync` of the WAL file, and nobody is told it
+//! happened before that. [`crate::WriteTx::commit`] does both, so every caller keeps the
+//! guarantee of `synchronous = FULL`. The group committer uses the two halves apart: it commits
+//! batch N, hands N's answers to a task that waits for the sync, and starts batch N+1 while the
+//! disk works. One `fdatasync` then covers every commit finished before it started, however many
+//! batches that is.
+//!
+//! Why this is as durable as FULL: in WAL mode every commit of the database goes to the one WAL
+//! file, in order. An fdatasync of that file that starts after a COMMIT returned covers that
+//! commit's frames, the WAL header and the file's length. SQLite itself syncs the WAL before it
+//! checkpoints into the database, syncs the database after a checkpoint, and syncs the WAL
+//! header when it starts to reuse the file (all in NORMAL), so a checkpoint never loses what an
+//! earlier sync made durable. A crash before the sync loses only commits that were never
+//! acknowledged.
+//!
+//! A failed fdatasync is not retried: after one, Linux may have dropped the dirty pages, and a
+//! later sync can succeed without them. The store then refuses every later commit until the
+//! process restarts (and SQLite recovers the WAL from disk).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use hanzo_kms_core::{Error, ErrorKind, Result};
+
+/// The WAL file of one SQLite database and how far it is known to be on disk.
+#[derive(Debug)]
+pub(crate) struct WalSync {
+    wal: PathBuf,
+    /// Commits finished (their COMMIT returned), counted from 1.
+    committed: AtomicU64,
+    /// Every commit up to this number is on disk.
+    synced: AtomicU64,
+    /// Calls of fdatasync: the benchmark's "fsyncs per request".
+    syncs: AtomicU64,
+    failed: AtomicBool,
+    /// One sync at a time; a waiter that gets it after another sync finds itself covered.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl WalSync {
+    /// For the database file at `db` (its WAL is `db-wal`).
+    pub fn new(db: &str) -> Self {
+        Self {
+            wal: PathBuf::from(format!("{db}-wal")),
+            committed: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Refuse to start a transaction after a failed sync.
+    pub fn check(&self) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(sync_failed(&self.wal, "an earlier sync failed"));
+        }
+        Ok(())
+    }
+
+    /// Count a commit that has just returned; the ticket waits for a sync that covers it.
+    pub fn committed(self: &Arc<Self>) -> Pending {
+        let n = self.committed.fetch_add(1, Ordering::AcqRel) + 1;
+        Pending {
+            wait: Some((self.clone(), n)),
+        }
+    }
+
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    async fn wait(&self, n: u64) -> Result<()> {
+        if self.synced.load(Ordering::Acquire) >= n {
+            return Ok(());
+        }
+        let _turn = self.turn.lock().await;
+        self.check()?;
+        if self.synced.load(Ordering::Acquire) >= n {
+            return Ok(());
+        }
+        // Every commit counted so far has returned, so this sync covers all of them.
+        let upto = self.committed.load(Ordering::Acquire);
+        let wal = self.wal.clone();
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        let done = tokio::task::spawn_blocking(move || sync_file(&wal))
+            .await
+            .map_err(|_| std::io::Error::other("the sync task stopped"))
+            .and_then(|r| r);
+        match done {
+            Ok(()) => {
+                self.synced.fetch_max(upto, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed.store(true, Ordering::Release);
+                tracing::error!(wal = %self.wal.display(), error = %e, "fdatasync of the store's WAL failed; every later write is refused until restart");
+                Err(sync_failed(&self.wal, &e.to_string()))
+            }
+        }
+    }
+}
+
+fn sync_file(wal: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::File::open(wal) {
+        Ok(f) => f.sync_data(),
+        // No WAL: the last connection closed, which checkpoints the WAL into the database and
+        // syncs it (SQLite does this in NORMAL too) before deleting the file.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_failed(wal: &std::path::Path, why: &str) -> Error {
+    Error::new(
+        ErrorKind::AuditFailure,
+        format!(
+            "the store's write-ahead log {} could not be synced to disk ({why}); restart the node",
+            wal.display()
+        ),
+    )
+}
+
+/// A commit that is visible but may not be on disk yet. [`Pending::durable`] waits until it is.
+#[must_use = "a commit is not durable until `durable()` returns"]
+#[derive(Debug)]
+pub struct Pending {
+    /// `None` when the commit was durable when it returned (PostgreSQL).
+    wait: Option<(Arc<WalSync>, u64)>,
+}
+
+impl Pending {
+    /// A commit that was durable on return.
+    pub(crate) fn done() -> Self {
+        Self { wait: None }
+    }
+
+    /// Wait until the commit is on disk.
+    pub async fn durable(self) -> Result<()> {
+        match self.wait {
+            None => Ok(()),
+            Some((sync, n)) => sync.wait(n).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_sync_covers_every_commit_before_it_and_a_failure_sticks() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        std::fs::write(format!("{}-wal", db.display()), b"frames").unwrap();
+        let sync = Arc::new(WalSync::new(&db.display().to_string()));
+        let tickets: Vec<Pending> = (0..5).map(|_| sync.committed()).collect();
+        for t in tickets {
+            t.durable().await.unwrap();
+        }
+        assert_eq!(sync.syncs(), 1, "the first sync covered all five commits");
+        sync.committed().durable().await.unwrap();
+        assert_eq!(sync.syncs(), 2, "a later commit needs a sync of its own");
+
+        // A missing WAL is fine (checkpointed and removed on close).
+        std::fs::remove_file(format!("{}-wal", db.display())).unwrap();
+        sync.committed().durable().await.unwrap();
+
+        // A WAL that cannot be opened (here: its directory is a file, which fails even for
+        // root) fails the commit, and every later one, without another attempt.
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        let broken = Arc::new(WalSync::new(
+            &dir.path().join("file").join("y.db").display().to_string(),
+        ));
+        let e = broken.committed().durable().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AuditFailure);
+        assert!(e.to_string().contains("restart"), "{e}");
+        let e = broken.committed().durable().await.unwrap_err();
+        assert!(e.to_string().contains("an earlier sync failed"), "{e}");
+        assert_eq!(broken.syncs(), 1, "a failed sync is not retried");
+        assert!(broken.check().is_err());
+    }
+}

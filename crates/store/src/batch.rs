@@ -21,12 +21,15 @@ use hanzo_kms_core::{Error, ErrorKind, Result};
 use crate::durable::{Pending, WalSync};
 use crate::{AuditEvent, AuditRecord, NonceRow, Store, audit};
 
+/// Recorded nonces: `(key, nonce)` → (message digest, stored signature record).
+pub type NonceRecords = HashMap<(String, Vec<u8>), (Vec<u8>, Option<Vec<u8>>)>;
+
 /// What a batch's transaction found before deciding.
 #[derive(Debug, Default)]
 pub struct BatchReads {
     /// `(key, nonce)` → (message digest, stored signature record), for the pairs asked about
     /// that are recorded.
-    pub nonces: HashMap<(String, Vec<u8>), (Vec<u8>, Option<Vec<u8>>)>,
+    pub nonces: NonceRecords,
     /// The attestation digests asked about that a settlement already consumed.
     pub consumed: HashSet<Vec<u8>>,
 }
@@ -118,9 +121,12 @@ impl Store {
 }
 
 /// Per-connection settings of every SQLite connection. NORMAL: a COMMIT does not wait for the
-/// disk; the store syncs the WAL itself before a commit counts (see [`crate::durable`]).
+/// disk; the store syncs the WAL itself before a commit counts. No automatic checkpoints: the
+/// store runs them in the background. A WAL that was reset is cut back to 64 MiB. See
+/// [`crate::durable`].
 pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; \
+     PRAGMA journal_size_limit = 67108864;";
 
 /// Group commits on SQLite without sqlx's worker thread. See the module docs.
 pub struct BatchWriter {
@@ -300,4 +306,179 @@ fn sqlite_error(e: rusqlite::Error, doing: &str) -> Error {
         _ => doing.to_owned(),
     };
     Error::new(kind, msg).with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hanzo_kms_core::Separator;
+
+    fn event(op: &str) -> AuditEvent {
+        AuditEvent {
+            time_ms: 1,
+            request_id: "r".into(),
+            principal: "p".into(),
+            tenant: "t".into(),
+            operation: op.into(),
+            key_name: Some("poai:t:k".into()),
+            key_version: Some(1),
+            outcome: "ok".into(),
+            reason: None,
+            peer: None,
+        }
+    }
+
+    async fn store(dir: &std::path::Path) -> Store {
+        let s = Store::connect(&Store::sqlite_url(dir), Separator::default(), true)
+            .await
+            .unwrap();
+        s.migrate().await.unwrap();
+        s
+    }
+
+    /// Both implementations read what the other wrote, extend one audit chain, and refuse a
+    /// duplicate nonce whole; a large WAL is checkpointed in the background.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writer_and_pool_share_one_chain_and_the_wal_is_checkpointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path()).await;
+        let mut w = s.batch_writer().unwrap().expect("SQLite has a writer");
+        let nonce = [7u8; 32];
+        let att = [9u8; 32];
+        let pairs = [("poai:t:k", &nonce[..])];
+        let atts = [&att[..]];
+        let q = |now| BatchQuery {
+            nonces: &pairs,
+            attestations: &atts,
+            now,
+        };
+        // The writer records a nonce and consumes an attestation.
+        let ((), p) = tokio::task::block_in_place(|| {
+            w.commit_batch(q(1), |reads| {
+                assert!(reads.nonces.is_empty() && reads.consumed.is_empty());
+                let writes = BatchWrites {
+                    nonces: vec![NonceRow {
+                        key: "poai:t:k",
+                        nonce: &nonce,
+                        digest: &[1; 32],
+                        signature: Some(&[2; 69]),
+                    }],
+                    consumed: vec![ConsumeRow {
+                        attestation: &att,
+                        settlement_key: "hmm:t:k",
+                        settlement: &[3; 32],
+                    }],
+                    events: vec![event("poai.sign")],
+                };
+                (writes, ())
+            })
+        })
+        .unwrap();
+        p.expect("it wrote").durable().await.unwrap();
+        // The pool's path sees both, and writes nothing when told so.
+        let (seen, p) = s
+            .commit_batch(q(2), |reads| {
+                (
+                    BatchWrites::default(),
+                    (
+                        reads
+                            .nonces
+                            .get(&("poai:t:k".to_owned(), nonce.to_vec()))
+                            .cloned(),
+                        reads.consumed.contains(&att[..]),
+                    ),
+                )
+            })
+            .await
+            .unwrap();
+        assert!(p.is_none());
+        assert_eq!(seen, (Some((vec![1; 32], Some(vec![2; 69]))), true));
+        // A duplicate nonce fails the writer's whole batch: its audit record is not written.
+        let dup = tokio::task::block_in_place(|| {
+            w.commit_batch(q(3), |_| {
+                let writes = BatchWrites {
+                    nonces: vec![NonceRow {
+                        key: "poai:t:k",
+                        nonce: &nonce,
+                        digest: &[4; 32],
+                        signature: None,
+                    }],
+                    consumed: vec![],
+                    events: vec![event("poai.sign")],
+                };
+                (writes, ())
+            })
+        });
+        assert_eq!(dup.unwrap_err().kind(), ErrorKind::AlreadyExists);
+        // The pool's path appends after the writer's record; the chain verifies.
+        let (_, p) = s
+            .commit_batch(q(4), |_| {
+                let writes = BatchWrites {
+                    events: vec![event("data.encrypt")],
+                    ..BatchWrites::default()
+                };
+                (writes, ())
+            })
+            .await
+            .unwrap();
+        p.unwrap().durable().await.unwrap();
+        let report = s.verify_audit().await.unwrap();
+        assert!(report.problem.is_none(), "{:?}", report.problem);
+        let ops: Vec<String> = s
+            .audit_records(0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event.operation)
+            .collect();
+        assert_eq!(ops, ["poai.sign", "data.encrypt"]);
+
+        // Past CHECKPOINT_BYTES of WAL, a sync starts a background checkpoint: the database
+        // file grows while the writer keeps going.
+        let db = dir.path().join("kms.db");
+        let before = std::fs::metadata(&db).unwrap().len();
+        let events: Vec<AuditEvent> = (0..2000).map(|_| event("data.encrypt")).collect();
+        let mut synced = 0;
+        while std::fs::metadata(dir.path().join("kms.db-wal"))
+            .unwrap()
+            .len()
+            <= crate::durable::CHECKPOINT_BYTES
+        {
+            let (_, p) = tokio::task::block_in_place(|| {
+                w.commit_batch(q(5), |_| {
+                    let writes = BatchWrites {
+                        events: events.clone(),
+                        ..BatchWrites::default()
+                    };
+                    (writes, ())
+                })
+            })
+            .unwrap();
+            p.unwrap().durable().await.unwrap();
+            synced += 1;
+            assert!(synced < 100, "the WAL does not grow");
+        }
+        // One more sync notices the size.
+        let (_, p) = tokio::task::block_in_place(|| {
+            w.commit_batch(q(6), |_| {
+                let writes = BatchWrites {
+                    events: vec![event("data.encrypt")],
+                    ..BatchWrites::default()
+                };
+                (writes, ())
+            })
+        })
+        .unwrap();
+        p.unwrap().durable().await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::metadata(&db).unwrap().len() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint copied the WAL into the database"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(s.fsyncs().unwrap() >= synced);
+        assert!(s.verify_audit().await.unwrap().problem.is_none());
+    }
 }

@@ -17,6 +17,15 @@
 //! earlier sync made durable. A crash before the sync loses only commits that were never
 //! acknowledged.
 //!
+//! Checkpoints are taken off the request path too. Every connection runs with
+//! `wal_autocheckpoint = 0`: SQLite's automatic checkpoint runs inside the COMMIT of whichever
+//! connection crosses 1000 pages, so one batch in every few hundred waited for a copy of the WAL
+//! into the database and two fsyncs (measured: p99 of PoAI signing at a fifth of capacity went
+//! from 4 ms to 28 ms). Instead, after a sync, when the WAL has grown past
+//! [`CHECKPOINT_BYTES`], a background thread runs a PASSIVE checkpoint on a connection of its
+//! own; PASSIVE waits for no reader or writer. A connection that closes last still checkpoints
+//! and removes the WAL, as before.
+//!
 //! A failed fdatasync is not retried: after one, Linux may have dropped the dirty pages, and a
 //! later sync can succeed without them. The store then refuses every later commit until the
 //! process restarts (and SQLite recovers the WAL from disk).
@@ -27,10 +36,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hanzo_kms_core::{Error, ErrorKind, Result};
 
+/// The WAL size past which a background checkpoint starts. Small and frequent: a checkpoint
+/// ends with an fsync of the database file, and the WAL syncs that answers wait for queue
+/// behind it on the same disk. `hanzo-kms bench server`, PoAI sign at a fifth of capacity, p99:
+/// 4.3 ms at 1 MiB, 5.8 ms at 4 MiB, 4.5 ms with no checkpoint at all, 149 ms at 32 MiB.
+pub(crate) const CHECKPOINT_BYTES: u64 = 1 << 20;
+
+/// The background checkpointer's state.
+#[derive(Debug, Default)]
+struct Checkpointer {
+    running: AtomicBool,
+    /// Its connection, opened on first use.
+    conn: std::sync::Mutex<Option<rusqlite::Connection>>,
+}
+
 /// The WAL file of one SQLite database and how far it is known to be on disk.
 #[derive(Debug)]
 pub(crate) struct WalSync {
+    db: PathBuf,
     wal: PathBuf,
+    checkpointer: Arc<Checkpointer>,
     /// Commits finished (their COMMIT returned), counted from 1.
     committed: AtomicU64,
     /// Every commit up to this number is on disk.
@@ -46,7 +71,9 @@ impl WalSync {
     /// For the database file at `db` (its WAL is `db-wal`).
     pub fn new(db: &str) -> Self {
         Self {
+            db: PathBuf::from(db),
             wal: PathBuf::from(format!("{db}-wal")),
+            checkpointer: Arc::default(),
             committed: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
@@ -95,6 +122,7 @@ impl WalSync {
         match done {
             Ok(()) => {
                 self.synced.fetch_max(upto, Ordering::AcqRel);
+                self.maybe_checkpoint();
                 Ok(())
             }
             Err(e) => {
@@ -104,6 +132,43 @@ impl WalSync {
             }
         }
     }
+}
+
+impl WalSync {
+    /// Start a background checkpoint if the WAL is large and none is running.
+    fn maybe_checkpoint(&self) {
+        let large = std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > CHECKPOINT_BYTES);
+        if !large || self.checkpointer.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (db, cp) = (self.db.clone(), self.checkpointer.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = checkpoint(&db, &cp) {
+                // Harmless for now: the WAL grows until a later checkpoint succeeds.
+                tracing::warn!(store = %db.display(), error = %e, "background checkpoint failed");
+                if let Ok(mut c) = cp.conn.lock() {
+                    *c = None;
+                }
+            }
+            cp.running.store(false, Ordering::Release);
+        });
+    }
+}
+
+fn checkpoint(db: &std::path::Path, cp: &Checkpointer) -> rusqlite::Result<()> {
+    let mut guard = cp.conn.lock().map_err(|_| rusqlite::Error::InvalidQuery)?;
+    if guard.is_none() {
+        let c = rusqlite::Connection::open_with_flags(
+            db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.execute_batch(crate::batch::SQLITE_PRAGMAS)?;
+        *guard = Some(c);
+    }
+    if let Some(c) = guard.as_ref() {
+        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 fn sync_file(wal: &std::path::Path) -> std::io::Result<()> {

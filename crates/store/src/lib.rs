@@ -1036,10 +1036,7 @@ impl WriteTx {
 
     /// [`WriteTx::nonce_record`] for many `(key, nonce)` pairs at once (a few statements for a
     /// whole group commit): the pairs found, with their message digest and signature record.
-    pub async fn nonce_records(
-        &mut self,
-        pairs: &[(&str, &[u8])],
-    ) -> Result<std::collections::HashMap<(String, Vec<u8>), (Vec<u8>, Option<Vec<u8>>)>> {
+    pub async fn nonce_records(&mut self, pairs: &[(&str, &[u8])]) -> Result<batch::NonceRecords> {
         const PER_SELECT: usize = 400; // 2 parameters each
         let mut found = std::collections::HashMap::new();
         for chunk in pairs.chunks(PER_SELECT) {

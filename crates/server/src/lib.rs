@@ -448,6 +448,10 @@ fn router(state: Shared, max_body: usize, timeout: Duration) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit_refusals,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(timeout, with_timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
@@ -462,6 +466,9 @@ pub struct ApiError {
     error: Error,
     request_id: String,
     status: Option<StatusCode>,
+    /// Set when an authenticated request was refused by this layer's own checks, before any
+    /// service operation could audit it; [`audit_refusals`] records it.
+    unaudited: Option<Box<RequestCtx>>,
 }
 
 impl ApiError {
@@ -470,6 +477,16 @@ impl ApiError {
             error,
             request_id: request_id.to_owned(),
             status: None,
+            unaudited: None,
+        }
+    }
+
+    /// A refusal of an authenticated request by the API layer itself (a body that is not the
+    /// route's JSON, a field that is not base64): audited on its way out.
+    fn refused(error: Error, ctx: &RequestCtx) -> Self {
+        Self {
+            unaudited: Some(Box::new(ctx.clone())),
+            ..Self::new(error, &ctx.request_id)
         }
     }
 
@@ -526,7 +543,12 @@ impl IntoResponse for ApiError {
         let body =
             json!({"error": {"code": code, "message": message, "request_id": self.request_id}});
         let mut resp = (status, axum::Json(body)).into_response();
-        if let Some(wait) = self.error.retry_after() {
+        if let Some(ctx) = self.unaudited {
+            resp.extensions_mut().insert(Unaudited {
+                ctx,
+                error: Arc::new(self.error),
+            });
+        } else if let Some(wait) = self.error.retry_after() {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -544,6 +566,75 @@ fn fresh_id() -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Middleware.
+
+/// A refusal [`audit_refusals`] still has to record (see [`ApiError::refused`]).
+#[derive(Clone)]
+struct Unaudited {
+    ctx: Box<RequestCtx>,
+    error: Arc<Error>,
+}
+
+/// Every request is audited, allowed or denied (DESIGN.md §5). The service audits everything
+/// that reaches an operation; this records the rest: authenticated requests the REST layer
+/// refused itself. If the record cannot be written, the client gets the audit failure instead
+/// of the refusal.
+async fn audit_refusals(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let operation = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("request", |p| operation_of(req.method(), p.as_str()));
+    let (mut parts, body) = req.into_parts();
+    let key = axum::extract::RawPathParams::from_request_parts(&mut parts, &())
+        .await
+        .ok()
+        .and_then(|p| {
+            p.iter()
+                .find(|(k, _)| *k == "name")
+                .map(|(_, v)| v.to_owned())
+        });
+    let mut resp = next.run(Request::from_parts(parts, body)).await;
+    let Some(u) = resp.extensions_mut().remove::<Unaudited>() else {
+        return resp;
+    };
+    match state
+        .kms
+        .audit_refusal(&u.ctx, operation, key, &u.error)
+        .await
+    {
+        Ok(()) => resp,
+        Err(e) => ApiError::new(e, &u.ctx.request_id).into_response(),
+    }
+}
+
+/// The audit operation of a route: the name the service records when the request reaches it.
+fn operation_of(method: &Method, route: &str) -> &'static str {
+    match (method.as_str(), route) {
+        ("POST", "/v1/keys") => "key.create",
+        ("GET", "/v1/keys") => "key.list",
+        ("GET", "/v1/keys/{name}") => "key.show",
+        ("POST", "/v1/keys/{name}/rotate") => "key.rotate",
+        ("POST", "/v1/keys/{name}/encrypt" | "/v1/keys/{name}/datakey") => "data.encrypt",
+        ("POST", "/v1/keys/{name}/decrypt" | "/v1/keys/{name}/unwrap") => "data.decrypt",
+        ("POST", "/v1/keys/{name}/sign") => "key.sign",
+        ("POST", "/v1/keys/{name}/verify") => "key.verify",
+        ("GET", "/v1/keys/{name}/public") => "key.show",
+        ("POST", "/v1/keyspaces") => "keyspace.create",
+        ("POST", "/v1/models/{name}/datakey") => "model.encrypt",
+        ("POST", "/v1/models/{name}/unwrap") => "model.decrypt",
+        ("POST", "/v1/poai/sign") => "poai.sign",
+        ("POST", "/v1/poai/verify") => "poai.verify",
+        ("POST", "/v1/poai/sign-batch") => "poai.sign_batch",
+        ("POST", "/v1/poai/verify-item") => "poai.verify_item",
+        ("POST", "/v1/hmm/sign") => "hmm.sign",
+        ("POST", "/v1/hmm/verify") => "hmm.verify",
+        ("GET", "/v1/audit") => "audit.list",
+        ("GET", "/v1/audit/verify") => "audit.verify",
+        ("POST", "/v1/tokens") => "token.create",
+        ("GET", "/v1/tokens") => "token.list",
+        ("DELETE", "/v1/tokens/{id}") => "token.revoke",
+        _ => "request",
+    }
+}
 
 async fn with_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
@@ -635,13 +726,13 @@ fn body_text(
 ) -> std::result::Result<String, ApiError> {
     let bytes = body.map_err(|r| {
         let too_large = r.status() == StatusCode::PAYLOAD_TOO_LARGE;
-        let e = ApiError::new(
+        let e = ApiError::refused(
             Error::invalid(if too_large {
                 "the request body is larger than server.max_body_bytes".to_owned()
             } else {
                 format!("reading the request body: {r}")
             }),
-            &ctx.request_id,
+            ctx,
         );
         if too_large {
             e.with_status(StatusCode::PAYLOAD_TOO_LARGE)
@@ -649,12 +740,8 @@ fn body_text(
             e
         }
     })?;
-    String::from_utf8(bytes.to_vec()).map_err(|_| {
-        ApiError::new(
-            Error::invalid("the request body is not UTF-8"),
-            &ctx.request_id,
-        )
-    })
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::refused(Error::invalid("the request body is not UTF-8"), ctx))
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(
@@ -662,16 +749,16 @@ fn parse<T: for<'de> Deserialize<'de>>(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> std::result::Result<T, ApiError> {
     let text = body_text(ctx, body)?;
-    from_json("request", &text).map_err(|e| ApiError::new(e, &ctx.request_id))
+    from_json("request", &text).map_err(|e| ApiError::refused(e, ctx))
 }
 
 fn b64(ctx: &RequestCtx, field: &str, s: &str) -> std::result::Result<Vec<u8>, ApiError> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .map_err(|_| {
-            ApiError::new(
+            ApiError::refused(
                 Error::invalid(format!("request: {field}: not valid base64")),
-                &ctx.request_id,
+                ctx,
             )
         })
 }
@@ -684,6 +771,12 @@ fn ok(v: impl serde::Serialize) -> ApiResult {
     serde_json::to_value(v)
         .map(axum::Json)
         .map_err(|e| ApiError::new(Error::internal(format!("encoding JSON: {e}")), &fresh_id()))
+}
+
+/// The API layer's own check of a request (a key name, an algorithm): a refusal is audited
+/// (see [`ApiError::refused`]).
+fn check<T>(ctx: &RequestCtx, r: Result<T>) -> std::result::Result<T, ApiError> {
+    r.map_err(|e| ApiError::refused(e, ctx))
 }
 
 /// Run a service call and attach the request id to its error.
@@ -708,9 +801,9 @@ struct CreateKey {
 
 async fn create_key(State(s): State<Shared>, Authed(ctx): Authed, body: BodyResult) -> ApiResult {
     let req: CreateKey = parse(&ctx, body)?;
-    let name = on(&ctx, s.kms.parse_name(&req.name))?;
+    let name = check(&ctx, s.kms.parse_name(&req.name))?;
     let alg = match req.algorithm {
-        Some(a) => Some(on(&ctx, a.parse::<Algorithm>())?),
+        Some(a) => Some(check(&ctx, a.parse::<Algorithm>())?),
         None => None,
     };
     ok(on(
@@ -730,7 +823,7 @@ async fn list_keys(
     Authed(ctx): Authed,
     q: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let Query(q) = q.map_err(|e| ApiError::new(Error::invalid(e.body_text()), &ctx.request_id))?;
+    let Query(q) = q.map_err(|e| ApiError::refused(Error::invalid(e.body_text()), &ctx))?;
     ok(on(&ctx, s.kms.list_keys(&ctx, &q.prefix).await)?)
 }
 
@@ -739,7 +832,7 @@ async fn show_key(
     Authed(ctx): Authed,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let name = check(&ctx, s.kms.parse_name(&name))?;
     ok(on(&ctx, s.kms.show_key(&ctx, &name).await)?)
 }
 
@@ -748,7 +841,7 @@ async fn rotate_key(
     Authed(ctx): Authed,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let name = check(&ctx, s.kms.parse_name(&name))?;
     ok(on(&ctx, s.kms.rotate_key(&ctx, &name).await)?)
 }
 
@@ -782,7 +875,7 @@ async fn encrypt(
     body: BodyResult,
 ) -> ApiResult {
     let req: EncryptReq = parse(&ctx, body)?;
-    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let name = check(&ctx, s.kms.parse_name(&name))?;
     let plaintext = b64(&ctx, "plaintext", &req.plaintext)?;
     let aad = b64(&ctx, "aad", &req.aad)?;
     let c = on(&ctx, s.kms.encrypt(&ctx, &name, &plaintext, &aad).await)?;
@@ -796,7 +889,7 @@ async fn decrypt(
     body: BodyResult,
 ) -> ApiResult {
     let req: DecryptReq = parse(&ctx, body)?;
-    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let name = check(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
     let p = on(
         &ctx,
@@ -812,7 +905,7 @@ async fn datakey(
     body: BodyResult,
 ) -> ApiResult {
     let req: DatakeyReq = parse(&ctx, body)?;
-    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let name = check(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
     let (c, dek) = on(&ctx, ops::data_key(&s.kms, &ctx, &name, &aad).await)?;
     ok(
@@ -827,7 +920,7 @@ async fn unwrap(
     body: BodyResult,
 ) -> ApiResult {
     let req: DecryptReq = parse(&ctx, body)?;
-    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let name = check(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
     let p = on(
         &ctx,
@@ -863,7 +956,7 @@ async fn model_datakey(
     body: BodyResult,
 ) -> ApiResult {
     let req: ModelKeyReq = parse(&ctx, body)?;
-    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let name = check(&ctx, s.kms.parse_name(&name))?;
     let metadata = b64(&ctx, "metadata", &req.metadata)?;
     let m = on(
         &ctx,
@@ -879,7 +972,7 @@ async fn model_unwrap(
     body: BodyResult,
 ) -> ApiResult {
     let req: ModelUnwrapReq = parse(&ctx, body)?;
-    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let name = check(&ctx, s.kms.parse_name(&name))?;
     let header = b64(&ctx, "header", &req.header)?;
     let m = on(&ctx, ops::model_unwrap(&s.kms, &ctx, &name, &header).await)?;
     Ok(axum::Json(model_key_json(&m)))
@@ -942,7 +1035,7 @@ async fn sign_raw(
     body: BodyResult,
 ) -> ApiResult {
     let req: SignReq = parse(&ctx, body)?;
-    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let name = check(&ctx, s.kms.parse_name(&name))?;
     let (single, texts) = match (req.message, req.messages) {
         (Some(m), None) => (true, vec![m]),
         (None, Some(ms)) if !ms.is_empty() => (false, ms),
@@ -978,7 +1071,7 @@ async fn verify_raw(
     body: BodyResult,
 ) -> ApiResult {
     let req: VerifyReq = parse(&ctx, body)?;
-    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let name = check(&ctx, s.kms.parse_name(&name))?;
     let (single, pairs) = match (req.message, req.signature, req.items) {
         (Some(m), Some(sig), None) => (
             true,
@@ -1025,7 +1118,7 @@ async fn public_key(
     Authed(ctx): Authed,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let name = on(&ctx, s.kms.parse_name(&name))?;
+    let name = check(&ctx, s.kms.parse_name(&name))?;
     ok(on(&ctx, ops::public_key(&s.kms, &ctx, &name).await)?)
 }
 
@@ -1092,7 +1185,7 @@ struct HmmVerifyReq {
 
 async fn poai_sign(State(s): State<Shared>, Authed(ctx): Authed, body: BodyResult) -> ApiResult {
     let req: PoaiSignReq = parse(&ctx, body)?;
-    let key = on(&ctx, s.kms.parse_name(&req.key))?;
+    let key = check(&ctx, s.kms.parse_name(&req.key))?;
     ok(on(
         &ctx,
         s.kms
@@ -1112,7 +1205,7 @@ async fn poai_sign_batch(
     body: BodyResult,
 ) -> ApiResult {
     let req: PoaiBatchReq = parse(&ctx, body)?;
-    let key = on(&ctx, s.kms.parse_name(&req.key))?;
+    let key = check(&ctx, s.kms.parse_name(&req.key))?;
     ok(on(
         &ctx,
         s.kms
@@ -1135,7 +1228,7 @@ async fn poai_verify_item(
 
 async fn hmm_sign(State(s): State<Shared>, Authed(ctx): Authed, body: BodyResult) -> ApiResult {
     let req: HmmSignReq = parse(&ctx, body)?;
-    let key = on(&ctx, s.kms.parse_name(&req.key))?;
+    let key = check(&ctx, s.kms.parse_name(&req.key))?;
     ok(on(
         &ctx,
         s.kms
@@ -1184,7 +1277,7 @@ async fn audit_list(
     Authed(ctx): Authed,
     q: std::result::Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let Query(q) = q.map_err(|e| ApiError::new(Error::invalid(e.body_text()), &ctx.request_id))?;
+    let Query(q) = q.map_err(|e| ApiError::refused(Error::invalid(e.body_text()), &ctx))?;
     let records = on(
         &ctx,
         s.kms.audit_records(&ctx, q.after, q.limit.min(1000)).await,

@@ -298,6 +298,49 @@ async fn malformed_json_base64_and_oversized_bodies_get_clear_errors() {
     // A bad key name is a 400 naming it.
     let resp = call(a, "GET", "/v1/keys/not-a-name", t, "").await;
     assert_eq!(resp.status, 400, "{}", resp.body);
+    let resp = call(a, "POST", "/v1/poai/sign", t, "[1,").await;
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    let poai_request_id = resp.json()["error"]["request_id"].clone();
+
+    // Every one of those refusals is in the audit log, under the route's operation and the
+    // key its path names, as `denied` with the error's kind as the reason.
+    let records = call(a, "GET", "/v1/audit?after=0", t, "").await.json();
+    let denied: Vec<&Value> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "denied")
+        .collect();
+    let encrypts = denied
+        .iter()
+        .filter(|r| r["operation"] == "data.encrypt" && r["key"] == "data:acme:x")
+        .count();
+    assert_eq!(
+        encrypts, 5,
+        "4 malformed bodies and 1 oversized: {denied:#?}"
+    );
+    assert!(
+        denied
+            .iter()
+            .all(|r| r["reason"] == "invalid_argument" && r["principal"].is_string()),
+        "{denied:#?}"
+    );
+    assert!(
+        denied
+            .iter()
+            .any(|r| r["operation"] == "key.show" && r["key"] == "not-a-name"),
+        "{denied:#?}"
+    );
+    assert!(
+        denied
+            .iter()
+            .any(|r| r["operation"] == "poai.sign" && r["request_id"] == poai_request_id),
+        "{denied:#?}"
+    );
+    assert_eq!(
+        call(a, "GET", "/v1/audit/verify", t, "").await.json()["valid"],
+        true
+    );
     r.stop().await;
 }
 

@@ -762,6 +762,27 @@ impl Kms {
             .map_err(audit_failure)
     }
 
+    /// Record a request that was refused before it reached an operation: its body was not the
+    /// JSON the route takes, a field was not base64, and so on (the API layer's own checks).
+    /// The record is `denied` with the error's kind as the reason, like any refusal. Returns
+    /// the audit failure if even that record cannot be written.
+    pub async fn audit_refusal(
+        &self,
+        ctx: &RequestCtx,
+        operation: &'static str,
+        key: Option<String>,
+        error: &Error,
+    ) -> Result<()> {
+        let op = Op {
+            ctx,
+            operation,
+            key,
+            version: None,
+        };
+        self.audit_event_only(&op, "denied", Some(error.kind().code()))
+            .await
+    }
+
     /// Record a failed or denied request, then return its error. If even that record cannot be
     /// written, the audit failure is what the caller sees.
     async fn close_op<T>(&self, op: &Op<'_>, r: Result<T>) -> Result<T> {

@@ -90,8 +90,26 @@ fn from_pb<P: Serialize, T: DeserializeOwned>(what: &str, p: &P) -> Result<T> {
     from_json(what, &text)
 }
 
-fn missing(field: &str) -> Error {
-    Error::invalid(format!("request: {field}: missing"))
+fn missing(field: &str) -> Fail {
+    Fail::Local(Error::invalid(format!("request: {field}: missing")))
+}
+
+/// Why an RPC failed: in the service (which audited it), or in this layer's own checks of the
+/// message (which [`Service::reply`] audits).
+enum Fail {
+    Service(Error),
+    Local(Error),
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        Fail::Service(e)
+    }
+}
+
+/// This layer's own check: a failure is a [`Fail::Local`].
+fn local<T>(r: Result<T>) -> std::result::Result<T, Fail> {
+    r.map_err(Fail::Local)
 }
 
 fn now_u64() -> u64 {
@@ -126,7 +144,23 @@ impl Service {
     }
 
     /// Answer: the message or the mapped status, with the request id, counted in `/metrics`.
-    fn reply<P>(&self, ctx: &RequestCtx, r: Result<P>) -> std::result::Result<Response<P>, Status> {
+    /// A refusal by this layer's own checks is audited here (`operation` is the name the
+    /// service records for the RPC); the service audits everything else. If that record cannot
+    /// be written, the answer is the audit failure.
+    async fn reply<P>(
+        &self,
+        ctx: &RequestCtx,
+        operation: &'static str,
+        r: std::result::Result<P, Fail>,
+    ) -> std::result::Result<Response<P>, Status> {
+        let r = match r {
+            Ok(m) => Ok(m),
+            Err(Fail::Service(e)) => Err(e),
+            Err(Fail::Local(e)) => match self.kms().audit_refusal(ctx, operation, None, &e).await {
+                Ok(()) => Err(e),
+                Err(audit) => Err(audit),
+            },
+        };
         match r {
             Ok(m) => {
                 self.state.count("grpc", 200);
@@ -155,62 +189,62 @@ type Rpc<P> = std::result::Result<Response<P>, Status>;
 impl pb::kms_server::Kms for Service {
     async fn create_key(&self, req: Request<pb::CreateKeyRequest>) -> Rpc<pb::KeyInfo> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.name)?;
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.name))?;
             let alg = match m.algorithm.as_str() {
                 "" => None,
-                a => Some(a.parse::<Algorithm>()?),
+                a => Some(local(a.parse::<Algorithm>())?),
             };
             let info = self
                 .kms()
                 .create_key(&ctx, &name, alg, m.rotation_days)
                 .await?;
-            to_pb(&info)
+            Ok(to_pb(&info)?)
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "key.create", r).await
     }
 
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Rpc<pb::KeyList> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
+        let r: std::result::Result<_, Fail> = async {
             let keys = self.kms().list_keys(&ctx, &m.prefix).await?;
             Ok(pb::KeyList {
                 keys: to_pb(&keys)?,
             })
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "key.list", r).await
     }
 
     async fn get_key(&self, req: Request<pb::KeyRequest>) -> Rpc<pb::KeyInfo> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.name)?;
-            to_pb(&self.kms().show_key(&ctx, &name).await?)
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.name))?;
+            Ok(to_pb(&self.kms().show_key(&ctx, &name).await?)?)
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "key.show", r).await
     }
 
     async fn rotate_key(&self, req: Request<pb::KeyRequest>) -> Rpc<pb::KeyInfo> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.name)?;
-            to_pb(&self.kms().rotate_key(&ctx, &name).await?)
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.name))?;
+            Ok(to_pb(&self.kms().rotate_key(&ctx, &name).await?)?)
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "key.rotate", r).await
     }
 
     async fn get_public_key(&self, req: Request<pb::KeyRequest>) -> Rpc<pb::PublicKey> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.name)?;
-            to_pb(&ops::public_key(self.kms(), &ctx, &name).await?)
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.name))?;
+            Ok(to_pb(&ops::public_key(self.kms(), &ctx, &name).await?)?)
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "key.show", r).await
     }
 
     async fn create_model_keyspace(
@@ -218,7 +252,7 @@ impl pb::kms_server::Kms for Service {
         req: Request<pb::CreateModelKeyspaceRequest>,
     ) -> Rpc<pb::KeyList> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
+        let r: std::result::Result<_, Fail> = async {
             let keys = self
                 .kms()
                 .create_keyspace(&ctx, &m.customer, &m.model, m.signing_keys.unwrap_or(true))
@@ -228,13 +262,13 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "keyspace.create", r).await
     }
 
     async fn encrypt(&self, req: Request<pb::EncryptRequest>) -> Rpc<pb::EncryptResponse> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.key)?;
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.key))?;
             let c = self
                 .kms()
                 .encrypt(&ctx, &name, &m.plaintext, &m.aad)
@@ -246,13 +280,13 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "data.encrypt", r).await
     }
 
     async fn decrypt(&self, req: Request<pb::DecryptRequest>) -> Rpc<pb::DecryptResponse> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.key)?;
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.key))?;
             let p = self
                 .kms()
                 .decrypt(&ctx, &name, &m.ciphertext, &m.aad)
@@ -262,7 +296,7 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "data.decrypt", r).await
     }
 
     async fn generate_data_key(
@@ -270,8 +304,8 @@ impl pb::kms_server::Kms for Service {
         req: Request<pb::GenerateDataKeyRequest>,
     ) -> Rpc<pb::GenerateDataKeyResponse> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.key)?;
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.key))?;
             let (c, dek) = ops::data_key(self.kms(), &ctx, &name, &m.aad).await?;
             Ok(pb::GenerateDataKeyResponse {
                 key: c.key,
@@ -281,20 +315,20 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "data.encrypt", r).await
     }
 
     async fn unwrap_data_key(&self, req: Request<pb::DecryptRequest>) -> Rpc<pb::DecryptResponse> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.key)?;
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.key))?;
             let p = ops::unwrap_data_key(self.kms(), &ctx, &name, &m.ciphertext, &m.aad).await?;
             Ok(pb::DecryptResponse {
                 plaintext: p.expose().to_vec(),
             })
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "data.decrypt", r).await
     }
 
     async fn generate_model_key(
@@ -302,48 +336,48 @@ impl pb::kms_server::Kms for Service {
         req: Request<pb::GenerateModelKeyRequest>,
     ) -> Rpc<pb::ModelKey> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.key)?;
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.key))?;
             let seg = (m.segment_size != 0).then_some(m.segment_size);
             let k = ops::model_key(self.kms(), &ctx, &name, &m.metadata, seg).await?;
             Ok(model_key_pb(k))
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "model.encrypt", r).await
     }
 
     async fn unwrap_model_key(&self, req: Request<pb::UnwrapModelKeyRequest>) -> Rpc<pb::ModelKey> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.key)?;
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.key))?;
             let k = ops::model_unwrap(self.kms(), &ctx, &name, &m.header).await?;
             Ok(model_key_pb(k))
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "model.decrypt", r).await
     }
 
     async fn sign(&self, req: Request<pb::SignRequest>) -> Rpc<pb::Signature> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.key)?;
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.key))?;
             let mut sigs = self
                 .kms()
                 .sign_messages(&ctx, &name, &[m.message], m.prehashed)
                 .await?;
-            to_pb(&sigs.remove(0))
+            Ok(to_pb(&sigs.remove(0))?)
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "key.sign", r).await
     }
 
     async fn sign_batch(&self, req: Request<pb::SignBatchRequest>) -> Rpc<pb::SignBatchResponse> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
+        let r: std::result::Result<_, Fail> = async {
             if m.messages.is_empty() {
-                return Err(Error::invalid("request: messages: empty"));
+                return Err(Fail::Local(Error::invalid("request: messages: empty")));
             }
-            let name = self.kms().parse_name(&m.key)?;
+            let name = local(self.kms().parse_name(&m.key))?;
             let sigs = self
                 .kms()
                 .sign_messages(&ctx, &name, &m.messages, m.prehashed)
@@ -353,21 +387,21 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "key.sign_batch", r).await
     }
 
     async fn verify(&self, req: Request<pb::VerifyRequest>) -> Rpc<pb::VerifyResponse> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.key)?;
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.key))?;
             let mut v = self
                 .kms()
                 .verify_messages(&ctx, &name, &[(m.message, m.signature)], m.prehashed)
                 .await?;
-            to_pb(&v.remove(0))
+            Ok(to_pb(&v.remove(0))?)
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "key.verify", r).await
     }
 
     async fn verify_batch(
@@ -375,11 +409,11 @@ impl pb::kms_server::Kms for Service {
         req: Request<pb::VerifyBatchRequest>,
     ) -> Rpc<pb::VerifyBatchResponse> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
+        let r: std::result::Result<_, Fail> = async {
             if m.items.is_empty() {
-                return Err(Error::invalid("request: items: empty"));
+                return Err(Fail::Local(Error::invalid("request: items: empty")));
             }
-            let name = self.kms().parse_name(&m.key)?;
+            let name = local(self.kms().parse_name(&m.key))?;
             let items: Vec<(Vec<u8>, Vec<u8>)> = m
                 .items
                 .into_iter()
@@ -394,29 +428,33 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "key.verify_batch", r).await
     }
 
     async fn sign_poai(&self, req: Request<pb::SignPoaiRequest>) -> Rpc<pb::SignedAttestation> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.key)?;
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.key))?;
             let att = m.attestation.ok_or_else(|| missing("attestation"))?;
-            let att = from_pb("attestation", &att)?;
-            to_pb(&self.kms().sign_poai(&ctx, &name, att, now_u64()).await?)
+            let att = local(from_pb("attestation", &att))?;
+            Ok(to_pb(
+                &self.kms().sign_poai(&ctx, &name, att, now_u64()).await?,
+            )?)
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "poai.sign", r).await
     }
 
     async fn verify_poai(&self, req: Request<pb::SignedAttestation>) -> Rpc<pb::Verdict> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let signed: SignedAttestation = from_pb("request", &m)?;
-            to_pb(&self.kms().verify_poai(&ctx, &signed, now_u64()).await?)
+        let r: std::result::Result<_, Fail> = async {
+            let signed: SignedAttestation = local(from_pb("request", &m))?;
+            Ok(to_pb(
+                &self.kms().verify_poai(&ctx, &signed, now_u64()).await?,
+            )?)
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "poai.verify", r).await
     }
 
     async fn sign_poai_batch(
@@ -424,14 +462,15 @@ impl pb::kms_server::Kms for Service {
         req: Request<pb::SignPoaiBatchRequest>,
     ) -> Rpc<pb::SignPoaiBatchResponse> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.key)?;
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.key))?;
             let atts = m
                 .attestations
                 .into_iter()
                 .enumerate()
                 .map(|(i, a)| attestation_from_pb(i, a))
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>>>()
+                .map_err(Fail::Local)?;
             let items = self
                 .kms()
                 .sign_poai_batch(&ctx, &name, atts, now_u64())
@@ -441,17 +480,19 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "poai.sign_batch", r).await
     }
 
     async fn verify_poai_batch_item(&self, req: Request<pb::BatchItem>) -> Rpc<pb::Verdict> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let item: BatchItem = from_pb("request", &m)?;
-            to_pb(&self.kms().verify_batch_item(&ctx, &item, now_u64()).await?)
+        let r: std::result::Result<_, Fail> = async {
+            let item: BatchItem = local(from_pb("request", &m))?;
+            Ok(to_pb(
+                &self.kms().verify_batch_item(&ctx, &item, now_u64()).await?,
+            )?)
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "poai.verify_item", r).await
     }
 
     async fn sign_hmm_settlement(
@@ -459,22 +500,22 @@ impl pb::kms_server::Kms for Service {
         req: Request<pb::SignHmmSettlementRequest>,
     ) -> Rpc<pb::SignedSettlement> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
-            let name = self.kms().parse_name(&m.key)?;
+        let r: std::result::Result<_, Fail> = async {
+            let name = local(self.kms().parse_name(&m.key))?;
             let s = m.settlement.ok_or_else(|| missing("settlement"))?;
-            let s = from_pb("settlement", &s)?;
+            let s = local(from_pb("settlement", &s))?;
             let att: Option<SignedAttestation> = match &m.attestation {
-                Some(a) => Some(from_pb("attestation", a)?),
+                Some(a) => Some(local(from_pb("attestation", a))?),
                 None => None,
             };
             let signed = self
                 .kms()
                 .sign_hmm(&ctx, &name, s, att.as_ref(), now_u64())
                 .await?;
-            to_pb(&signed)
+            Ok(to_pb(&signed)?)
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "hmm.sign", r).await
     }
 
     async fn verify_hmm_settlement(
@@ -482,26 +523,26 @@ impl pb::kms_server::Kms for Service {
         req: Request<pb::VerifyHmmSettlementRequest>,
     ) -> Rpc<pb::Verdict> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
+        let r: std::result::Result<_, Fail> = async {
             let signed = m.signed.ok_or_else(|| missing("signed"))?;
-            let signed: SignedSettlement = from_pb("signed", &signed)?;
+            let signed: SignedSettlement = local(from_pb("signed", &signed))?;
             let att: Option<SignedAttestation> = match &m.attestation {
-                Some(a) => Some(from_pb("attestation", a)?),
+                Some(a) => Some(local(from_pb("attestation", a))?),
                 None => None,
             };
             let v = self
                 .kms()
                 .verify_hmm(&ctx, &signed, att.as_ref(), now_u64())
                 .await?;
-            to_pb(&v)
+            Ok(to_pb(&v)?)
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "hmm.verify", r).await
     }
 
     async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Rpc<pb::AuditRecords> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
+        let r: std::result::Result<_, Fail> = async {
             let limit = if m.limit == 0 { 100 } else { m.limit.min(1000) };
             let records = self.kms().audit_records(&ctx, m.after, limit).await?;
             let json: Vec<_> = records.iter().map(|r| r.to_json()).collect();
@@ -510,23 +551,25 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "audit.list", r).await
     }
 
     async fn verify_audit(&self, req: Request<pb::Empty>) -> Rpc<pb::AuditReport> {
         let (ctx, _) = self.auth(req).await?;
-        let r = async { to_pb(&self.kms().audit_verify(&ctx).await?.to_json()) }.await;
-        self.reply(&ctx, r)
+        let r: std::result::Result<_, Fail> =
+            async { Ok(to_pb(&self.kms().audit_verify(&ctx).await?.to_json())?) }.await;
+        self.reply(&ctx, "audit.verify", r).await
     }
 
     async fn create_token(&self, req: Request<pb::CreateTokenRequest>) -> Rpc<pb::CreatedToken> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async {
+        let r: std::result::Result<_, Fail> = async {
             let roles = m
                 .roles
                 .iter()
                 .map(|r| Role::parse(r))
-                .collect::<Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>>>()
+                .map_err(Fail::Local)?;
             let (info, token) = self
                 .kms()
                 .create_token(&ctx, &m.tenant, &roles, &m.patterns, &m.description)
@@ -537,24 +580,25 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "token.create", r).await
     }
 
     async fn list_tokens(&self, req: Request<pb::Empty>) -> Rpc<pb::TokenList> {
         let (ctx, _) = self.auth(req).await?;
-        let r = async {
+        let r: std::result::Result<_, Fail> = async {
             Ok(pb::TokenList {
                 tokens: to_pb(&self.kms().list_tokens(&ctx).await?)?,
             })
         }
         .await;
-        self.reply(&ctx, r)
+        self.reply(&ctx, "token.list", r).await
     }
 
     async fn revoke_token(&self, req: Request<pb::RevokeTokenRequest>) -> Rpc<pb::TokenInfo> {
         let (ctx, m) = self.auth(req).await?;
-        let r = async { to_pb(&self.kms().revoke_token(&ctx, &m.id).await?) }.await;
-        self.reply(&ctx, r)
+        let r: std::result::Result<_, Fail> =
+            async { Ok(to_pb(&self.kms().revoke_token(&ctx, &m.id).await?)?) }.await;
+        self.reply(&ctx, "token.revoke", r).await
     }
 }
 

@@ -1302,7 +1302,7 @@ struct TokenReq {
 
 async fn create_token(State(s): State<Shared>, Authed(ctx): Authed, body: BodyResult) -> ApiResult {
     let req: TokenReq = parse(&ctx, body)?;
-    let roles = on(
+    let roles = check(
         &ctx,
         req.roles
             .iter()

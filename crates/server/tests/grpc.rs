@@ -450,6 +450,33 @@ async fn malformed_protobuf_oversized_messages_and_rate_limits_are_refused_clean
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("input_hash"), "{bad:?}");
+    // That refusal, made by the gRPC layer before the service saw the request, is audited
+    // under the RPC's operation, with the request id the error carried.
+    let id = bad
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let records = c
+        .list_audit(with_token(
+            t,
+            pb::ListAuditRequest {
+                after: 0,
+                limit: 1000,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let refusal = records
+        .iter()
+        .find(|r| r.request_id == id)
+        .unwrap_or_else(|| panic!("no audit record for {id}: {records:#?}"));
+    assert_eq!(refusal.operation, "poai.sign");
+    assert_eq!(refusal.outcome, "denied");
+    assert_eq!(refusal.reason.as_deref(), Some("invalid_argument"));
 
     // Rate limit (per tenant; the all-tenant admin is not a tenant): RESOURCE_EXHAUSTED with
     // retry-after.

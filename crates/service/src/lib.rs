@@ -145,6 +145,20 @@ impl Op<'_> {
     }
 }
 
+/// Run an operation that makes key material in a provider on a task of its own, so that it ends
+/// the same way whether or not its caller is still waiting. A request future is dropped when the
+/// client disconnects or the server's request timeout fires; dropped between the provider's
+/// `generate` and the commit, it would leave an HSM object no key record points to (the error
+/// paths release it, but a dropped future runs no error path). On its own task the operation
+/// either commits, or fails and releases what it made, and is audited either way.
+async fn to_completion<T: Send + 'static>(
+    op: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(op)
+        .await
+        .map_err(|_| Error::internal("a key operation's task stopped before it finished"))?
+}
+
 pub(crate) fn audit_event(
     ctx: &RequestCtx,
     operation: &str,
@@ -308,7 +322,24 @@ impl Kms {
     /// Create a key. `algorithm` defaults by purpose (model and data: aes-256-gcm; poai and hmm:
     /// the configured algorithm). `rotation_days` defaults to `key_rotation_days` for model keys
     /// and to never for others; `Some(0)` means never.
+    ///
+    /// It runs to its end even if the caller stops waiting (see [`to_completion`]).
     pub async fn create_key(
+        &self,
+        ctx: &RequestCtx,
+        name: &KeyName,
+        algorithm: Option<Algorithm>,
+        rotation_days: Option<u32>,
+    ) -> Result<KeyInfo> {
+        let (kms, ctx, name) = (self.clone(), ctx.clone(), name.clone());
+        to_completion(async move {
+            kms.create_key_now(&ctx, &name, algorithm, rotation_days)
+                .await
+        })
+        .await
+    }
+
+    async fn create_key_now(
         &self,
         ctx: &RequestCtx,
         name: &KeyName,
@@ -329,8 +360,25 @@ impl Kms {
     }
 
     /// The spec's CreateModelKeyspace: `model:C:M` (aes-256-gcm) and, with `signing_keys`,
-    /// `poai:C:M` and `hmm:C:M` with the configured algorithms. All or nothing.
+    /// `poai:C:M` and `hmm:C:M` with the configured algorithms. All or nothing, and run to its
+    /// end even if the caller stops waiting (see [`to_completion`]).
     pub async fn create_keyspace(
+        &self,
+        ctx: &RequestCtx,
+        customer: &str,
+        model: &str,
+        signing_keys: bool,
+    ) -> Result<Vec<KeyInfo>> {
+        let (kms, ctx) = (self.clone(), ctx.clone());
+        let (customer, model) = (customer.to_owned(), model.to_owned());
+        to_completion(async move {
+            kms.create_keyspace_now(&ctx, &customer, &model, signing_keys)
+                .await
+        })
+        .await
+    }
+
+    async fn create_keyspace_now(
         &self,
         ctx: &RequestCtx,
         customer: &str,
@@ -405,8 +453,14 @@ impl Kms {
         self.close_op(&op, r).await
     }
 
-    /// Make a new primary version. Older versions still decrypt and verify.
+    /// Make a new primary version. Older versions still decrypt and verify. It runs to its end
+    /// even if the caller stops waiting (see [`to_completion`]).
     pub async fn rotate_key(&self, ctx: &RequestCtx, name: &KeyName) -> Result<KeyInfo> {
+        let (kms, ctx, name) = (self.clone(), ctx.clone(), name.clone());
+        to_completion(async move { kms.rotate_key_now(&ctx, &name).await }).await
+    }
+
+    async fn rotate_key_now(&self, ctx: &RequestCtx, name: &KeyName) -> Result<KeyInfo> {
         let mut op = self.op(ctx, "key.rotate", Some(name));
         let r = async {
             self.admit(ctx, &op, Role::Admin, Some(name))?;

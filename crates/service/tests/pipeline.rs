@@ -623,3 +623,61 @@ async fn debug_output_holds_no_secrets() {
     }
     assert!(dumps[0].contains("<redacted>"));
 }
+
+/// A key operation whose caller stops waiting (a client that disconnects, a request timeout:
+/// the request's future is dropped) still runs to its end: the key is made, recorded and
+/// audited. Dropped half-way instead, the provider's new material would have nothing pointing
+/// to it (on an HSM, an orphaned object).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_operations_whose_caller_gives_up_still_finish() {
+    let (_dir, kms) = fresh().await;
+    let k = name("poai:acme:gone");
+    // `timeout` polls the operation once, then gives up on it at once and drops it.
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::ZERO,
+        kms.create_key(&local(), &k, None, None),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "the first poll should not finish a create"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let info = loop {
+        match kms.show_key(&local(), &k).await {
+            Ok(info) => break info,
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::NotFound);
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the create never finished"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert_eq!(info.versions.len(), 1);
+
+    let gave_up =
+        tokio::time::timeout(std::time::Duration::ZERO, kms.rotate_key(&local(), &k)).await;
+    assert!(gave_up.is_err());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while kms.show_key(&local(), &k).await.unwrap().versions.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotation never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let records = kms.audit_records(&local(), 0, 1000).await.unwrap();
+    for op in ["key.create", "key.rotate"] {
+        assert!(
+            records.iter().any(|r| r.event.operation == op
+                && r.event.outcome == "ok"
+                && r.event.key_name.as_deref() == Some("poai:acme:gone")),
+            "{op} is not in the audit log"
+        );
+    }
+    assert!(kms.audit_verify(&local()).await.unwrap().is_ok());
+}

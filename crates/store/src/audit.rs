@@ -158,10 +158,11 @@ impl AuditReport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ev(op: &str) -> AuditEvent {
+    /// An event for tests (also used by `batch`'s).
+    pub(crate) fn ev(op: &str) -> AuditEvent {
         AuditEvent {
             time_ms: 1,
             request_id: "r".into(),

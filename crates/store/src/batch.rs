@@ -299,13 +299,7 @@ fn sqlite_error(e: rusqlite::Error, doing: &str) -> Error {
         },
         _ => ErrorKind::Internal,
     };
-    let msg = match kind {
-        ErrorKind::Corrupt => {
-            format!("{doing}: the database is corrupt, truncated or not a Hanzo KMS store")
-        }
-        _ => doing.to_owned(),
-    };
-    Error::new(kind, msg).with_source(e)
+    crate::store_error(kind, doing, e)
 }
 
 #[cfg(test)]
@@ -315,16 +309,9 @@ mod tests {
 
     fn event(op: &str) -> AuditEvent {
         AuditEvent {
-            time_ms: 1,
-            request_id: "r".into(),
-            principal: "p".into(),
-            tenant: "t".into(),
-            operation: op.into(),
             key_name: Some("poai:t:k".into()),
             key_version: Some(1),
-            outcome: "ok".into(),
-            reason: None,
-            peer: None,
+            ..crate::audit::tests::ev(op)
         }
     }
 

@@ -1298,13 +1298,22 @@ fn db_error(e: sqlx::Error, doing: &str) -> Error {
         | sqlx::Error::Tls(_) => ErrorKind::Unavailable,
         _ => ErrorKind::Internal,
     };
+    store_error(kind, doing, e)
+}
+
+/// A store error of `kind` while `doing`, keeping the driver's error as its source.
+fn store_error(
+    kind: ErrorKind,
+    doing: &str,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
     let msg = match kind {
         ErrorKind::Corrupt => {
             format!("{doing}: the database is corrupt, truncated or not a Hanzo KMS store")
         }
         _ => doing.to_owned(),
     };
-    Error::new(kind, msg).with_source(e)
+    Error::new(kind, msg).with_source(source)
 }
 
 fn parse_hash(s: &str) -> Option<[u8; 32]> {

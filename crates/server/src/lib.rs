@@ -39,8 +39,9 @@ use hanzo_kms_core::{Algorithm, Error, ErrorKind, Health, Result};
 use hanzo_kms_service::ratelimit::ConfiguredLimiter;
 use hanzo_kms_service::sign::{BatchItem, SignedAttestation, SignedSettlement};
 use hanzo_kms_service::{Kms, Principal, RequestCtx, Role, now_secs};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use zeroize::Zeroizing;
 
 /// The REST routes: method, path, summary. The router and `/v1/openapi.json` are both built
 /// from this table, and a test checks every entry against the running server.
@@ -882,12 +883,80 @@ async fn encrypt(
     ok(json!({"key": c.key, "version": c.version, "ciphertext": c.text}))
 }
 
+/// An answer that carries secret material: a plaintext or a data key.
+type SecretResult = std::result::Result<Response, ApiError>;
+
+/// `{"plaintext": b64}`.
+#[derive(Serialize)]
+struct PlaintextOut<'a> {
+    plaintext: &'a str,
+}
+
+/// A data key, in the clear and wrapped.
+#[derive(Serialize)]
+struct DataKeyOut<'a> {
+    key: &'a str,
+    version: u32,
+    plaintext: &'a str,
+    ciphertext: &'a str,
+}
+
+/// A model file's header and its data key.
+#[derive(Serialize)]
+struct ModelKeyOut<'a> {
+    key: &'a str,
+    version: u32,
+    header: &'a str,
+    data_key: &'a str,
+}
+
+/// Base64 of secret bytes, wiped when dropped.
+fn enc_secret(bytes: &[u8]) -> Zeroizing<String> {
+    Zeroizing::new(enc(bytes))
+}
+
+/// A JSON answer holding secret material, without copies left behind in freed memory: `v` is
+/// measured first, then written into one buffer of exactly that size, so the buffer never grows
+/// (growing frees the old one unwiped), and the buffer is wiped when hyper has sent the body and
+/// lets go of it (hyper queues the body's bytes for a vectored write; it does not copy them).
+/// The secret's base64 is a [`Zeroizing`] string too. What TLS copies into its own records, and
+/// the kernel's socket buffers, are outside this process's reach.
+fn secret_json(v: &impl Serialize) -> SecretResult {
+    let fail = |e: serde_json::Error| {
+        ApiError::new(Error::internal(format!("encoding JSON: {e}")), &fresh_id())
+    };
+    let mut size = Counter(0);
+    serde_json::to_writer(&mut size, v).map_err(fail)?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(size.0));
+    serde_json::to_writer(&mut *buf, v).map_err(fail)?;
+    let mut resp = Response::new(Body::from(Bytes::from_owner(buf)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+/// A writer that only counts.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len();
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 async fn decrypt(
     State(s): State<Shared>,
     Authed(ctx): Authed,
     Path(name): Path<String>,
     body: BodyResult,
-) -> ApiResult {
+) -> SecretResult {
     let req: DecryptReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
@@ -895,7 +964,10 @@ async fn decrypt(
         &ctx,
         s.kms.decrypt(&ctx, &name, &req.ciphertext, &aad).await,
     )?;
-    ok(json!({"plaintext": enc(p.expose())}))
+    let plaintext = enc_secret(p.expose());
+    secret_json(&PlaintextOut {
+        plaintext: &plaintext,
+    })
 }
 
 async fn datakey(
@@ -903,14 +975,18 @@ async fn datakey(
     Authed(ctx): Authed,
     Path(name): Path<String>,
     body: BodyResult,
-) -> ApiResult {
+) -> SecretResult {
     let req: DatakeyReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
     let (c, dek) = on(&ctx, ops::data_key(&s.kms, &ctx, &name, &aad).await)?;
-    ok(
-        json!({"key": c.key, "version": c.version, "plaintext": enc(dek.expose()), "ciphertext": c.text}),
-    )
+    let plaintext = enc_secret(dek.expose());
+    secret_json(&DataKeyOut {
+        key: &c.key,
+        version: c.version,
+        plaintext: &plaintext,
+        ciphertext: &c.text,
+    })
 }
 
 async fn unwrap(
@@ -918,7 +994,7 @@ async fn unwrap(
     Authed(ctx): Authed,
     Path(name): Path<String>,
     body: BodyResult,
-) -> ApiResult {
+) -> SecretResult {
     let req: DecryptReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
@@ -926,7 +1002,10 @@ async fn unwrap(
         &ctx,
         ops::unwrap_data_key(&s.kms, &ctx, &name, &req.ciphertext, &aad).await,
     )?;
-    ok(json!({"plaintext": enc(p.expose())}))
+    let plaintext = enc_secret(p.expose());
+    secret_json(&PlaintextOut {
+        plaintext: &plaintext,
+    })
 }
 
 /// `{"metadata": b64, "segment_size": n}` → a model-file header and its data key.
@@ -945,8 +1024,14 @@ struct ModelUnwrapReq {
     header: String,
 }
 
-fn model_key_json(m: &ops::ModelKey) -> Value {
-    json!({"key": m.key, "version": m.version, "header": enc(&m.header), "data_key": enc(m.dek.expose())})
+fn model_key_json(m: &ops::ModelKey) -> SecretResult {
+    let (header, data_key) = (enc(&m.header), enc_secret(m.dek.expose()));
+    secret_json(&ModelKeyOut {
+        key: &m.key,
+        version: m.version,
+        header: &header,
+        data_key: &data_key,
+    })
 }
 
 async fn model_datakey(
@@ -954,7 +1039,7 @@ async fn model_datakey(
     Authed(ctx): Authed,
     Path(name): Path<String>,
     body: BodyResult,
-) -> ApiResult {
+) -> SecretResult {
     let req: ModelKeyReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     let metadata = b64(&ctx, "metadata", &req.metadata)?;
@@ -962,7 +1047,7 @@ async fn model_datakey(
         &ctx,
         ops::model_key(&s.kms, &ctx, &name, &metadata, req.segment_size).await,
     )?;
-    Ok(axum::Json(model_key_json(&m)))
+    model_key_json(&m)
 }
 
 async fn model_unwrap(
@@ -970,12 +1055,12 @@ async fn model_unwrap(
     Authed(ctx): Authed,
     Path(name): Path<String>,
     body: BodyResult,
-) -> ApiResult {
+) -> SecretResult {
     let req: ModelUnwrapReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     let header = b64(&ctx, "header", &req.header)?;
     let m = on(&ctx, ops::model_unwrap(&s.kms, &ctx, &name, &header).await)?;
-    Ok(axum::Json(model_key_json(&m)))
+    model_key_json(&m)
 }
 
 /// `{"message": b64}` or `{"messages": [b64…]}`, and `prehashed` for a secp256k1 digest.
@@ -1501,4 +1586,37 @@ pub fn openapi_document() -> Value {
 
 async fn openapi() -> axum::Json<Value> {
     axum::Json(openapi_document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A secret answer is exactly the JSON serde writes, labelled as JSON, and the measuring
+    /// pass agrees with the writing pass (so the buffer was allocated at its final size).
+    #[tokio::test]
+    async fn secret_answers_are_plain_json_in_a_buffer_of_their_exact_size() {
+        let plaintext = enc_secret(&[0xA5; 1000]);
+        let out = DataKeyOut {
+            key: "data:acme:x",
+            version: 3,
+            plaintext: &plaintext,
+            ciphertext: "hkms:v3:abc\"def",
+        };
+        let mut size = Counter(0);
+        serde_json::to_writer(&mut size, &out).unwrap();
+        let expected = serde_json::to_vec(&out).unwrap();
+        assert_eq!(size.0, expected.len());
+        let Ok(resp) = secret_json(&out) else {
+            panic!("encoding failed")
+        };
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], &expected[..]);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["version"], 3);
+        assert_eq!(v["ciphertext"], "hkms:v3:abc\"def");
+    }
 }

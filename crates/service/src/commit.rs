@@ -160,7 +160,6 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: Arc<CommitStats>)
         let committed = store
             .commit_batch(q.as_query(now), |reads| decide(&jobs, reads))
             .await;
-        drop(q);
         finish(jobs, committed, &runtime);
     }
 }
@@ -176,7 +175,6 @@ fn run_blocking(
         let jobs = fill(first, &mut rx, &stats);
         let (q, now) = (query(&jobs), crate::now_secs());
         let committed = writer.commit_batch(q.as_query(now), |reads| decide(&jobs, reads));
-        drop(q);
         finish(jobs, committed, &runtime);
     }
 }

@@ -152,10 +152,10 @@ impl BatchWriter {
         decide: impl FnOnce(&BatchReads) -> (BatchWrites<'a>, T),
     ) -> Result<(T, Option<Pending>)> {
         self.wal.check()?;
-        let location = self.location.clone();
-        let fail = |doing: &str| {
-            let doing = format!("{doing} (store {location})");
-            move |e: rusqlite::Error| sqlite_error(e, &doing)
+        // Messages are built only on failure: this runs for every statement of every batch.
+        let location = &self.location;
+        let fail = |doing: &'static str| {
+            move |e: rusqlite::Error| sqlite_error(e, &format!("{doing} (store {location})"))
         };
         let tx = self
             .conn

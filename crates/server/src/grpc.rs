@@ -12,18 +12,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hanzo_kms_core::eip712::{B32, PoAIAttestation, from_json};
-use hanzo_kms_core::{Algorithm, Error, Result};
+use hanzo_kms_core::{Algorithm, Error, ErrorKind, Result};
 use hanzo_kms_proto::v1 as pb;
 use hanzo_kms_service::sign::{BatchItem, SignedAttestation, SignedSettlement};
 use hanzo_kms_service::{RequestCtx, Role, now_secs};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tonic::codegen::http;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::{AppState, ops, wire_status};
+use crate::{AppState, operation, ops, wire_status};
 
 /// The gRPC service: a handle on the server's shared state.
 pub struct Service {
@@ -36,14 +38,165 @@ impl Service {
     }
 }
 
-/// The tonic service with message-size limits applied.
-pub(crate) fn service(
-    state: Arc<AppState>,
-    max_message: usize,
-) -> pb::kms_server::KmsServer<Service> {
-    pb::kms_server::KmsServer::new(Service::new(state))
+/// The tonic service with message-size limits applied, behind [`Audited`].
+pub(crate) fn service(state: Arc<AppState>, max_message: usize) -> Audited {
+    let inner = pb::kms_server::KmsServer::new(Service::new(state.clone()))
         .max_decoding_message_size(max_message)
-        .max_encoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    Audited { inner, state }
+}
+
+/// Set, in a request's extensions, once an RPC body runs: from then on the body (through
+/// [`Service::reply`]) or the service audits the request.
+#[derive(Clone, Default)]
+struct Reached(Arc<AtomicBool>);
+
+/// The `Kms` service behind a layer that audits what tonic refuses before any RPC body runs: a
+/// message that does not decode, one over `server.max_body_bytes`, an unsupported compression.
+///
+/// Such a request never reaches [`Service::auth`], so without this layer it would get its
+/// error with no audit record, where REST audits the same refusals (a body that is not the
+/// route's JSON, an oversized body). Here the request's token is authenticated (a request
+/// that does not authenticate gets the authentication error instead, as on REST), the refusal
+/// is recorded as `denied` under the method's operation, and the error is reworded in this
+/// API's terms: INVALID_ARGUMENT (tonic answers INTERNAL for a message that does not decode,
+/// and OUT_OF_RANGE for an oversized one), with the request id. If the record cannot be
+/// written, the answer is the audit failure. Unknown methods pass through: they are
+/// UNIMPLEMENTED and, as REST's unknown routes, not audited.
+#[derive(Clone)]
+pub(crate) struct Audited {
+    inner: pb::kms_server::KmsServer<Service>,
+    state: Arc<AppState>,
+}
+
+impl tonic::server::NamedService for Audited {
+    const NAME: &'static str =
+        <pb::kms_server::KmsServer<Service> as tonic::server::NamedService>::NAME;
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        tonic::codegen::Service::<http::Request<tonic::body::Body>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        let reached = Reached::default();
+        req.extensions_mut().insert(reached.clone());
+        let operation = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .and_then(operation::of_rpc);
+        let bearer = bearer(req.headers());
+        let peer = peer(req.extensions());
+        let mut inner = self.inner.clone();
+        let state = self.state.clone();
+        Box::pin(async move {
+            let resp = inner.call(req).await?;
+            if reached.0.load(Ordering::Acquire) {
+                return Ok(resp);
+            }
+            let (Some(operation), Some(refused)) =
+                (operation, Status::from_header_map(resp.headers()))
+            else {
+                return Ok(resp);
+            };
+            if refused.code() == tonic::Code::Ok {
+                return Ok(resp);
+            }
+            Ok(audit_unreached(&state, operation, &bearer, peer, &refused).await)
+        })
+    }
+}
+
+/// [`Audited`]'s answer to a request tonic refused before its RPC body ran.
+async fn audit_unreached(
+    state: &AppState,
+    operation: &'static str,
+    bearer: &str,
+    peer: Option<String>,
+    refused: &Status,
+) -> http::Response<tonic::body::Body> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let ctx = match state
+        .kms
+        .authenticate_as(bearer, peer, request_id.clone())
+        .await
+    {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            state.count("grpc", 401);
+            return status(&e, &request_id).into_http();
+        }
+    };
+    let too_large = matches!(
+        refused.code(),
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+    );
+    let error = match refused.code() {
+        _ if too_large => {
+            Error::invalid("the request message is larger than server.max_body_bytes")
+        }
+        tonic::Code::Unimplemented => Error::new(
+            ErrorKind::Unsupported,
+            format!("the request message: {}", refused.message()),
+        ),
+        _ => Error::invalid(format!(
+            "the request message does not decode: {}",
+            refused.message()
+        )),
+    };
+    if let Err(audit) = state.kms.audit_refusal(&ctx, operation, None, &error).await {
+        state.count("grpc", wire_status(audit.kind()).0.as_u16());
+        return status(&audit, &request_id).into_http();
+    }
+    let mut st = status(&error, &request_id);
+    if too_large {
+        st.metadata_mut().insert(
+            "x-error-code",
+            MetadataValue::from_static("payload_too_large"),
+        );
+    }
+    state.count(
+        "grpc",
+        if too_large {
+            413
+        } else {
+            wire_status(error.kind()).0.as_u16()
+        },
+    );
+    st.into_http()
+}
+
+/// The bearer token of a request's `authorization` header, or "" (which does not authenticate).
+fn bearer(headers: &http::HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+/// The peer address tonic's transport put in a request's extensions, with or without TLS.
+fn peer(ext: &http::Extensions) -> Option<String> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    ext.get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        })
+        .map(|a| a.to_string())
 }
 
 /// An error as a gRPC status: the code from the one table, a generic message for server
@@ -119,14 +272,10 @@ fn now_u64() -> u64 {
 impl Service {
     /// Pipeline step 1 for a gRPC request: the bearer token in the metadata, the peer address.
     async fn auth<T>(&self, req: Request<T>) -> std::result::Result<(RequestCtx, T), Status> {
-        let bearer = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("")
-            .trim()
-            .to_owned();
+        if let Some(r) = req.extensions().get::<Reached>() {
+            r.0.store(true, Ordering::Release);
+        }
+        let bearer = bearer(req.metadata().as_ref());
         let peer = req.remote_addr().map(|a: SocketAddr| a.to_string());
         let request_id = uuid::Uuid::new_v4().to_string();
         match self
@@ -144,15 +293,16 @@ impl Service {
     }
 
     /// Answer: the message or the mapped status, with the request id, counted in `/metrics`.
-    /// A refusal by this layer's own checks is audited here (`operation` is the name the
-    /// service records for the RPC); the service audits everything else. If that record cannot
-    /// be written, the answer is the audit failure.
+    /// A refusal by this layer's own checks is audited here, under the operation of `rpc` (the
+    /// method's name); the service audits everything else. If that record cannot be written,
+    /// the answer is the audit failure.
     async fn reply<P>(
         &self,
         ctx: &RequestCtx,
-        operation: &'static str,
+        rpc: &'static str,
         r: std::result::Result<P, Fail>,
     ) -> std::result::Result<Response<P>, Status> {
+        let operation = operation::of_rpc(rpc).unwrap_or(operation::UNKNOWN);
         let r = match r {
             Ok(m) => Ok(m),
             Err(Fail::Service(e)) => Err(e),
@@ -202,7 +352,7 @@ impl pb::kms_server::Kms for Service {
             Ok(to_pb(&info)?)
         }
         .await;
-        self.reply(&ctx, "key.create", r).await
+        self.reply(&ctx, "CreateKey", r).await
     }
 
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Rpc<pb::KeyList> {
@@ -214,7 +364,7 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, "key.list", r).await
+        self.reply(&ctx, "ListKeys", r).await
     }
 
     async fn get_key(&self, req: Request<pb::KeyRequest>) -> Rpc<pb::KeyInfo> {
@@ -224,7 +374,7 @@ impl pb::kms_server::Kms for Service {
             Ok(to_pb(&self.kms().show_key(&ctx, &name).await?)?)
         }
         .await;
-        self.reply(&ctx, "key.show", r).await
+        self.reply(&ctx, "GetKey", r).await
     }
 
     async fn rotate_key(&self, req: Request<pb::KeyRequest>) -> Rpc<pb::KeyInfo> {
@@ -234,7 +384,7 @@ impl pb::kms_server::Kms for Service {
             Ok(to_pb(&self.kms().rotate_key(&ctx, &name).await?)?)
         }
         .await;
-        self.reply(&ctx, "key.rotate", r).await
+        self.reply(&ctx, "RotateKey", r).await
     }
 
     async fn get_public_key(&self, req: Request<pb::KeyRequest>) -> Rpc<pb::PublicKey> {
@@ -244,7 +394,7 @@ impl pb::kms_server::Kms for Service {
             Ok(to_pb(&ops::public_key(self.kms(), &ctx, &name).await?)?)
         }
         .await;
-        self.reply(&ctx, "key.show", r).await
+        self.reply(&ctx, "GetPublicKey", r).await
     }
 
     async fn create_model_keyspace(
@@ -262,7 +412,7 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, "keyspace.create", r).await
+        self.reply(&ctx, "CreateModelKeyspace", r).await
     }
 
     async fn encrypt(&self, req: Request<pb::EncryptRequest>) -> Rpc<pb::EncryptResponse> {
@@ -280,7 +430,7 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, "data.encrypt", r).await
+        self.reply(&ctx, "Encrypt", r).await
     }
 
     async fn decrypt(&self, req: Request<pb::DecryptRequest>) -> Rpc<pb::DecryptResponse> {
@@ -296,7 +446,7 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, "data.decrypt", r).await
+        self.reply(&ctx, "Decrypt", r).await
     }
 
     async fn generate_data_key(
@@ -315,7 +465,7 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, "data.encrypt", r).await
+        self.reply(&ctx, "GenerateDataKey", r).await
     }
 
     async fn unwrap_data_key(&self, req: Request<pb::DecryptRequest>) -> Rpc<pb::DecryptResponse> {
@@ -328,7 +478,7 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, "data.decrypt", r).await
+        self.reply(&ctx, "UnwrapDataKey", r).await
     }
 
     async fn generate_model_key(
@@ -343,7 +493,7 @@ impl pb::kms_server::Kms for Service {
             Ok(model_key_pb(k))
         }
         .await;
-        self.reply(&ctx, "model.encrypt", r).await
+        self.reply(&ctx, "GenerateModelKey", r).await
     }
 
     async fn unwrap_model_key(&self, req: Request<pb::UnwrapModelKeyRequest>) -> Rpc<pb::ModelKey> {
@@ -354,7 +504,7 @@ impl pb::kms_server::Kms for Service {
             Ok(model_key_pb(k))
         }
         .await;
-        self.reply(&ctx, "model.decrypt", r).await
+        self.reply(&ctx, "UnwrapModelKey", r).await
     }
 
     async fn sign(&self, req: Request<pb::SignRequest>) -> Rpc<pb::Signature> {
@@ -368,7 +518,7 @@ impl pb::kms_server::Kms for Service {
             Ok(to_pb(&sigs.remove(0))?)
         }
         .await;
-        self.reply(&ctx, "key.sign", r).await
+        self.reply(&ctx, "Sign", r).await
     }
 
     async fn sign_batch(&self, req: Request<pb::SignBatchRequest>) -> Rpc<pb::SignBatchResponse> {
@@ -387,7 +537,7 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, "key.sign_batch", r).await
+        self.reply(&ctx, "SignBatch", r).await
     }
 
     async fn verify(&self, req: Request<pb::VerifyRequest>) -> Rpc<pb::VerifyResponse> {
@@ -401,7 +551,7 @@ impl pb::kms_server::Kms for Service {
             Ok(to_pb(&v.remove(0))?)
         }
         .await;
-        self.reply(&ctx, "key.verify", r).await
+        self.reply(&ctx, "Verify", r).await
     }
 
     async fn verify_batch(
@@ -428,7 +578,7 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, "key.verify_batch", r).await
+        self.reply(&ctx, "VerifyBatch", r).await
     }
 
     async fn sign_poai(&self, req: Request<pb::SignPoaiRequest>) -> Rpc<pb::SignedAttestation> {
@@ -442,7 +592,7 @@ impl pb::kms_server::Kms for Service {
             )?)
         }
         .await;
-        self.reply(&ctx, "poai.sign", r).await
+        self.reply(&ctx, "SignPoai", r).await
     }
 
     async fn verify_poai(&self, req: Request<pb::SignedAttestation>) -> Rpc<pb::Verdict> {
@@ -454,7 +604,7 @@ impl pb::kms_server::Kms for Service {
             )?)
         }
         .await;
-        self.reply(&ctx, "poai.verify", r).await
+        self.reply(&ctx, "VerifyPoai", r).await
     }
 
     async fn sign_poai_batch(
@@ -480,7 +630,7 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, "poai.sign_batch", r).await
+        self.reply(&ctx, "SignPoaiBatch", r).await
     }
 
     async fn verify_poai_batch_item(&self, req: Request<pb::BatchItem>) -> Rpc<pb::Verdict> {
@@ -492,7 +642,7 @@ impl pb::kms_server::Kms for Service {
             )?)
         }
         .await;
-        self.reply(&ctx, "poai.verify_item", r).await
+        self.reply(&ctx, "VerifyPoaiBatchItem", r).await
     }
 
     async fn sign_hmm_settlement(
@@ -515,7 +665,7 @@ impl pb::kms_server::Kms for Service {
             Ok(to_pb(&signed)?)
         }
         .await;
-        self.reply(&ctx, "hmm.sign", r).await
+        self.reply(&ctx, "SignHmmSettlement", r).await
     }
 
     async fn verify_hmm_settlement(
@@ -537,7 +687,7 @@ impl pb::kms_server::Kms for Service {
             Ok(to_pb(&v)?)
         }
         .await;
-        self.reply(&ctx, "hmm.verify", r).await
+        self.reply(&ctx, "VerifyHmmSettlement", r).await
     }
 
     async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> Rpc<pb::AuditRecords> {
@@ -551,14 +701,14 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, "audit.list", r).await
+        self.reply(&ctx, "ListAudit", r).await
     }
 
     async fn verify_audit(&self, req: Request<pb::Empty>) -> Rpc<pb::AuditReport> {
         let (ctx, _) = self.auth(req).await?;
         let r: std::result::Result<_, Fail> =
             async { Ok(to_pb(&self.kms().audit_verify(&ctx).await?.to_json())?) }.await;
-        self.reply(&ctx, "audit.verify", r).await
+        self.reply(&ctx, "VerifyAudit", r).await
     }
 
     async fn create_token(&self, req: Request<pb::CreateTokenRequest>) -> Rpc<pb::CreatedToken> {
@@ -580,7 +730,7 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, "token.create", r).await
+        self.reply(&ctx, "CreateToken", r).await
     }
 
     async fn list_tokens(&self, req: Request<pb::Empty>) -> Rpc<pb::TokenList> {
@@ -591,14 +741,14 @@ impl pb::kms_server::Kms for Service {
             })
         }
         .await;
-        self.reply(&ctx, "token.list", r).await
+        self.reply(&ctx, "ListTokens", r).await
     }
 
     async fn revoke_token(&self, req: Request<pb::RevokeTokenRequest>) -> Rpc<pb::TokenInfo> {
         let (ctx, m) = self.auth(req).await?;
         let r: std::result::Result<_, Fail> =
             async { Ok(to_pb(&self.kms().revoke_token(&ctx, &m.id).await?)?) }.await;
-        self.reply(&ctx, "token.revoke", r).await
+        self.reply(&ctx, "RevokeToken", r).await
     }
 }
 

@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod grpc;
+mod operation;
 mod ops;
 pub mod tls;
 
@@ -583,7 +584,9 @@ async fn audit_refusals(State(state): State<Shared>, req: Request, next: Next) -
     let operation = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or("request", |p| operation_of(req.method(), p.as_str()));
+        .map_or(operation::UNKNOWN, |p| {
+            operation::of_route(req.method().as_str(), p.as_str())
+        });
     let (mut parts, body) = req.into_parts();
     let key = axum::extract::RawPathParams::from_request_parts(&mut parts, &())
         .await
@@ -604,36 +607,6 @@ async fn audit_refusals(State(state): State<Shared>, req: Request, next: Next) -
     {
         Ok(()) => resp,
         Err(e) => ApiError::new(e, &u.ctx.request_id).into_response(),
-    }
-}
-
-/// The audit operation of a route: the name the service records when the request reaches it.
-fn operation_of(method: &Method, route: &str) -> &'static str {
-    match (method.as_str(), route) {
-        ("POST", "/v1/keys") => "key.create",
-        ("GET", "/v1/keys") => "key.list",
-        ("GET", "/v1/keys/{name}") => "key.show",
-        ("POST", "/v1/keys/{name}/rotate") => "key.rotate",
-        ("POST", "/v1/keys/{name}/encrypt" | "/v1/keys/{name}/datakey") => "data.encrypt",
-        ("POST", "/v1/keys/{name}/decrypt" | "/v1/keys/{name}/unwrap") => "data.decrypt",
-        ("POST", "/v1/keys/{name}/sign") => "key.sign",
-        ("POST", "/v1/keys/{name}/verify") => "key.verify",
-        ("GET", "/v1/keys/{name}/public") => "key.show",
-        ("POST", "/v1/keyspaces") => "keyspace.create",
-        ("POST", "/v1/models/{name}/datakey") => "model.encrypt",
-        ("POST", "/v1/models/{name}/unwrap") => "model.decrypt",
-        ("POST", "/v1/poai/sign") => "poai.sign",
-        ("POST", "/v1/poai/verify") => "poai.verify",
-        ("POST", "/v1/poai/sign-batch") => "poai.sign_batch",
-        ("POST", "/v1/poai/verify-item") => "poai.verify_item",
-        ("POST", "/v1/hmm/sign") => "hmm.sign",
-        ("POST", "/v1/hmm/verify") => "hmm.verify",
-        ("GET", "/v1/audit") => "audit.list",
-        ("GET", "/v1/audit/verify") => "audit.verify",
-        ("POST", "/v1/tokens") => "token.create",
-        ("GET", "/v1/tokens") => "token.list",
-        ("DELETE", "/v1/tokens/{id}") => "token.revoke",
-        _ => "request",
     }
 }
 

@@ -24,6 +24,16 @@ fn with_token<T>(token: &str, msg: T) -> tonic::Request<T> {
     r
 }
 
+/// The request id a refusal carries in its metadata.
+fn request_id(s: &tonic::Status) -> String {
+    s.metadata()
+        .get("x-request-id")
+        .expect("x-request-id")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -395,32 +405,45 @@ async fn malformed_protobuf_oversized_messages_and_rate_limits_are_refused_clean
     let t = r.admin.as_str();
 
     // Malformed protobuf: bytes that are not a ListAuditRequest (field 1 is a varint there; this
-    // sends it length-delimited). gRPC's status for a message that does not parse is INTERNAL.
-    let mut raw = tonic::client::Grpc::new(
+    // sends it length-delimited). tonic refuses it before the RPC body runs (with INTERNAL);
+    // the server answers INVALID_ARGUMENT, as REST answers 400 for a body that does not parse.
+    let raw = tonic::client::Grpc::new(
         Channel::from_shared(format!("http://{}", r.grpc))
             .unwrap()
             .connect()
             .await
             .unwrap(),
     );
-    raw.ready().await.unwrap();
-    let wrong: tonic::Result<tonic::Response<pb::AuditRecords>> = raw
-        .unary(
-            with_token(
-                t,
-                pb::DecryptResponse {
-                    plaintext: b"not a varint".to_vec(),
-                },
-            ),
-            "/hanzo.kms.v1.Kms/ListAudit".parse().unwrap(),
-            tonic_prost::ProstCodec::default(),
-        )
-        .await;
-    let e = wrong.unwrap_err();
-    assert_eq!(e.code(), Code::Internal, "{e:?}");
-    assert!(e.message().contains("decode"), "{e:?}");
+    let not_a_message = |token: &str| {
+        let req = with_token(
+            token,
+            pb::DecryptResponse {
+                plaintext: b"not a varint".to_vec(),
+            },
+        );
+        let mut raw = raw.clone();
+        async move {
+            raw.ready().await.unwrap();
+            let r: tonic::Result<tonic::Response<pb::AuditRecords>> = raw
+                .unary(
+                    req,
+                    "/hanzo.kms.v1.Kms/ListAudit".parse().unwrap(),
+                    tonic_prost::ProstCodec::default(),
+                )
+                .await;
+            r.unwrap_err()
+        }
+    };
+    let e = not_a_message(t).await;
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("does not decode"), "{e:?}");
+    let malformed_id = request_id(&e);
+    // Without a valid token the answer is the authentication error, as on REST.
+    let e = not_a_message("hkms_not-a-token").await;
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
 
-    // Oversized: over server.max_body_bytes.
+    // Oversized: over server.max_body_bytes. INVALID_ARGUMENT (tonic's own answer would be
+    // OUT_OF_RANGE), with REST's code for a 413.
     let big = c
         .encrypt(with_token(
             t,
@@ -432,7 +455,13 @@ async fn malformed_protobuf_oversized_messages_and_rate_limits_are_refused_clean
         ))
         .await
         .unwrap_err();
-    assert_eq!(big.code(), Code::OutOfRange, "{big:?}");
+    assert_eq!(big.code(), Code::InvalidArgument, "{big:?}");
+    assert!(big.message().contains("max_body_bytes"), "{big:?}");
+    assert_eq!(
+        big.metadata().get("x-error-code").unwrap(),
+        "payload_too_large"
+    );
+    let oversized_id = request_id(&big);
 
     // Bad hex in an EIP-712 field names the field.
     let bad = c
@@ -452,12 +481,7 @@ async fn malformed_protobuf_oversized_messages_and_rate_limits_are_refused_clean
     assert!(bad.message().contains("input_hash"), "{bad:?}");
     // That refusal, made by the gRPC layer before the service saw the request, is audited
     // under the RPC's operation, with the request id the error carried.
-    let id = bad
-        .metadata()
-        .get("x-request-id")
-        .unwrap()
-        .to_str()
-        .unwrap();
+    let id = request_id(&bad);
     let records = c
         .list_audit(with_token(
             t,
@@ -477,6 +501,29 @@ async fn malformed_protobuf_oversized_messages_and_rate_limits_are_refused_clean
     assert_eq!(refusal.operation, "poai.sign");
     assert_eq!(refusal.outcome, "denied");
     assert_eq!(refusal.reason.as_deref(), Some("invalid_argument"));
+    // So are the two that tonic refused before any RPC body ran, under their RPC's operation.
+    for (id, operation) in [
+        (&malformed_id, "audit.list"),
+        (&oversized_id, "data.encrypt"),
+    ] {
+        let refusal = records
+            .iter()
+            .find(|r| &r.request_id == id)
+            .unwrap_or_else(|| panic!("no audit record for {id}: {records:#?}"));
+        assert_eq!(refusal.operation, operation);
+        assert_eq!(refusal.outcome, "denied");
+        assert_eq!(refusal.reason.as_deref(), Some("invalid_argument"));
+        assert!(!refusal.principal.is_empty(), "{refusal:?}");
+        assert!(refusal.peer.is_some(), "{refusal:?}");
+    }
+    // The refusal without a valid token is not (an unauthenticated request never is).
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.operation == "audit.list" && r.outcome == "denied")
+            .count(),
+        1
+    );
 
     // Rate limit (per tenant; the all-tenant admin is not a tenant): RESOURCE_EXHAUSTED with
     // retry-after.

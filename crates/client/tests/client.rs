@@ -2,65 +2,31 @@
 //! weights encrypted locally (the server sees only headers), errors read back as their kinds,
 //! retries and timeouts, and the `inference_flow` example binary.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hanzo_kms_client::{Client, Protocol};
 use hanzo_kms_core::ErrorKind;
 use hanzo_kms_core::eip712::{B32, PoAIAttestation};
 
+#[path = "../../server/tests/common/mod.rs"]
 mod common;
-
-struct Running {
-    rest: SocketAddr,
-    grpc: SocketAddr,
-    admin: String,
-    _dir: tempfile::TempDir,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
+use common::Running;
 
 async fn start() -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, admin) = common::bind(dir.path(), None).await.unwrap();
-    let rest = server.local_addr().unwrap();
-    let grpc = server.grpc_addr().unwrap().unwrap();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        server
-            .run(async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-    });
-    Running {
-        rest,
-        grpc,
-        admin,
-        _dir: dir,
-        stop,
-        task,
-    }
+    common::start("", |_| {}).await
 }
 
-impl Running {
-    async fn client(&self, p: Protocol, token: &str) -> Client {
-        let addr = match p {
-            Protocol::Grpc => self.grpc,
-            Protocol::Rest => self.rest,
-        };
-        Client::builder(&format!("http://{addr}"), token)
-            .protocol(p)
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
-    }
+/// A client of the running server, over `p`.
+async fn client(r: &Running, p: Protocol, token: &str) -> Client {
+    let addr = match p {
+        Protocol::Grpc => r.grpc,
+        Protocol::Rest => r.addr,
+    };
+    Client::builder(&format!("http://{addr}"), token)
+        .protocol(p)
+        .connect()
+        .await
+        .unwrap()
 }
 
 fn now() -> u64 {
@@ -73,8 +39,8 @@ fn now() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hip005_api_works_the_same_over_grpc_and_rest() {
     let r = start().await;
-    let grpc = r.client(Protocol::Grpc, &r.admin).await;
-    let rest = r.client(Protocol::Rest, &r.admin).await;
+    let grpc = client(&r, Protocol::Grpc, &r.admin).await;
+    let rest = client(&r, Protocol::Rest, &r.admin).await;
     let keys = grpc.create_model_keyspace("acme", "gpt4").await.unwrap();
     assert_eq!(keys.len(), 3, "{keys:?}");
     let again = rest
@@ -225,15 +191,14 @@ async fn the_hip005_api_works_the_same_over_grpc_and_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_come_back_as_their_kinds_on_both_transports() {
     let r = start().await;
-    let admin = r.client(Protocol::Grpc, &r.admin).await;
+    let admin = client(&r, Protocol::Grpc, &r.admin).await;
     admin.create_model_keyspace("acme", "gpt4").await.unwrap();
     for p in [Protocol::Grpc, Protocol::Rest] {
-        let bad = r.client(p, "hkms_0000000000000000_nope").await;
+        let bad = client(&r, p, "hkms_0000000000000000_nope").await;
         let e = bad.get_key("model:acme:gpt4").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{p:?}: {e}");
         assert!(e.message().contains("(request "), "{e}");
-        let e = r
-            .client(p, &r.admin)
+        let e = client(&r, p, &r.admin)
             .await
             .get_key("model:acme:missing")
             .await
@@ -297,7 +262,7 @@ async fn the_inference_flow_example_runs_against_a_server() {
         example.display()
     );
     let r = start().await;
-    for (p, addr) in [("grpc", r.grpc), ("rest", r.rest)] {
+    for (p, addr) in [("grpc", r.grpc), ("rest", r.addr)] {
         let out = tokio::process::Command::new(&example)
             .env("HANZO_KMS_URL", format!("http://{addr}"))
             .env("HANZO_KMS_PROTOCOL", p)

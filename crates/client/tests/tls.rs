@@ -9,6 +9,7 @@ use hanzo_kms_core::ErrorKind;
 use hanzo_kms_core::config::TlsConfig;
 use hanzo_kms_server::Server;
 
+#[path = "../../server/tests/common/mod.rs"]
 mod common;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -61,7 +62,7 @@ fn pki() -> Pki {
 }
 
 async fn start(dir: &Path, tls: TlsConfig) -> hanzo_kms_core::Result<(Server, String)> {
-    common::bind(dir, Some(tls)).await
+    common::bind(&dir.join("data"), "", |o| o.tls = Some(tls)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -219,20 +219,15 @@ fn answer(jobs: Vec<Job>, outcomes: Vec<Result<Outcome>>) {
     }
 }
 
+/// Every job of a batch that could not be committed gets the error, worded as an audit failure
+/// once (by [`crate::audit_failure`], as the unbatched path words it): an error the store already
+/// worded so, or an unreachable store (which stays `unavailable`, retryable), is passed on as it is.
 fn fail(jobs: Vec<Job>, e: &Error) {
-    // An unreachable store stays `unavailable` (retryable); see `audit_failure`.
-    let kind = match e.kind() {
-        ErrorKind::Unavailable => ErrorKind::Unavailable,
-        _ => ErrorKind::AuditFailure,
-    };
     let msg = e.to_string();
     for job in jobs {
-        let _ = job.reply.send(Err(Error::new(
-            kind,
-            format!(
-                "the audit log could not be written, so the request was not carried out: {msg}"
-            ),
-        )));
+        let _ = job
+            .reply
+            .send(Err(crate::audit_failure(Error::new(e.kind(), msg.clone()))));
     }
 }
 
@@ -326,4 +321,65 @@ fn decide<'a>(jobs: &'a [Job], stored: &BatchReads) -> (BatchWrites<'a>, Vec<Res
         outcomes.push(Ok(Outcome::Recorded));
     }
     (writes, outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> (Job, oneshot::Receiver<Result<Outcome>>) {
+        let (reply, rx) = oneshot::channel();
+        let records = Records {
+            key: "poai:acme:m".into(),
+            nonces: Vec::new(),
+            record: Vec::new(),
+            consume: None,
+            event: AuditEvent {
+                time_ms: 0,
+                request_id: "r".into(),
+                principal: "p".into(),
+                tenant: "acme".into(),
+                operation: "poai.sign".into(),
+                key_name: None,
+                key_version: None,
+                outcome: "ok".into(),
+                reason: None,
+                peer: None,
+            },
+        };
+        (Job { records, reply }, rx)
+    }
+
+    fn failed(e: &Error) -> Error {
+        let (j, mut rx) = job();
+        fail(vec![j], e);
+        match rx.try_recv() {
+            Ok(Err(e)) => e,
+            _ => panic!("no error was sent"),
+        }
+    }
+
+    #[test]
+    fn a_failed_batch_is_worded_as_an_audit_failure_once() {
+        let e = failed(&Error::new(ErrorKind::Corrupt, "the chain head is missing"));
+        assert_eq!(e.kind(), ErrorKind::AuditFailure);
+        assert_eq!(
+            e.message(),
+            "the audit log could not be written, so the request was not carried out: \
+             the chain head is missing"
+        );
+        // The store's own audit failure is not prefixed a second time.
+        let worded = crate::audit_failure(Error::new(ErrorKind::Io, "disk full"));
+        let e = failed(&worded);
+        assert_eq!(e.kind(), ErrorKind::AuditFailure);
+        assert_eq!(e.message(), worded.message());
+        assert_eq!(e.message().matches("could not be written").count(), 1);
+        // An unreachable store stays retryable.
+        let e = failed(&Error::new(
+            ErrorKind::Unavailable,
+            "the store is unreachable",
+        ));
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert_eq!(e.message(), "the store is unreachable");
+    }
 }

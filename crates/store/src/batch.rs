@@ -165,14 +165,8 @@ impl BatchWriter {
             .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")
             .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
             .map_err(fail("reading the audit chain head"))?;
-        let head = crate::parse_hash(&hash).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Corrupt,
-                format!(
-                    "the store at {location} is damaged: the audit chain head hash is malformed"
-                ),
-            )
-        })?;
+        let head = crate::parse_hash(&hash)
+            .ok_or_else(|| crate::damaged(location, "the audit chain head hash is malformed"))?;
         let mut reads = BatchReads::default();
         {
             let mut s = tx

@@ -132,9 +132,7 @@ impl WalSync {
             }
         }
     }
-}
 
-impl WalSync {
     /// Start a background checkpoint if the WAL is large and none is running.
     fn maybe_checkpoint(&self) {
         let large = std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > CHECKPOINT_BYTES);

@@ -603,10 +603,7 @@ impl Store {
     }
 
     fn corrupt(&self, what: &str) -> Error {
-        Error::new(
-            ErrorKind::Corrupt,
-            format!("the store at {} is damaged: {what}", self.location),
-        )
+        damaged(&self.location, what)
     }
 
     fn key_from_row(&self, row: &AnyRow) -> Result<KeyMeta> {
@@ -1314,6 +1311,14 @@ fn store_error(
         _ => doing.to_owned(),
     };
     Error::new(kind, msg).with_source(source)
+}
+
+/// The store at `location` holds something this code never writes: `what` says what.
+pub(crate) fn damaged(location: &str, what: &str) -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        format!("the store at {location} is damaged: {what}"),
+    )
 }
 
 fn parse_hash(s: &str) -> Option<[u8; 32]> {

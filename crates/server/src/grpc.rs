@@ -95,7 +95,8 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
             .rsplit('/')
             .next()
             .and_then(operation::of_rpc);
-        let bearer = bearer(req.headers());
+        // A handle on the header's bytes, not a copy of the token.
+        let authorization = req.headers().get("authorization").cloned();
         let peer = peer(req.extensions());
         let mut inner = self.inner.clone();
         let state = self.state.clone();
@@ -112,6 +113,7 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
             if refused.code() == tonic::Code::Ok {
                 return Ok(resp);
             }
+            let bearer = bearer(authorization.as_ref());
             Ok(audit_unreached(&state, operation, &bearer, peer, &refused).await)
         })
     }
@@ -177,9 +179,8 @@ async fn audit_unreached(
 }
 
 /// The bearer token of a request's `authorization` header, or "" (which does not authenticate).
-fn bearer(headers: &http::HeaderMap) -> String {
-    headers
-        .get("authorization")
+fn bearer(authorization: Option<&http::HeaderValue>) -> String {
+    authorization
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("")
@@ -275,7 +276,7 @@ impl Service {
         if let Some(r) = req.extensions().get::<Reached>() {
             r.0.store(true, Ordering::Release);
         }
-        let bearer = bearer(req.metadata().as_ref());
+        let bearer = bearer(req.metadata().as_ref().get("authorization"));
         let peer = req.remote_addr().map(|a: SocketAddr| a.to_string());
         let request_id = uuid::Uuid::new_v4().to_string();
         match self

@@ -48,6 +48,11 @@ use hanzo_kms_core::{Error, ErrorKind, Result};
 /// database fsync per checkpoint. Spacing checkpoints at least 100 ms or 250 ms apart was
 /// measured (`bench server --url`, three rounds each, alternating) and moved neither throughput
 /// nor p99 beyond this host's noise, so they stay as they are.
+///
+/// Checkpoints are what remains of PoAI signing's latency tail. With them switched off (an
+/// experiment) sign's p99 at a fifth of capacity was 3.7–4.9 ms, against 31–102 ms with them:
+/// the nonce table's inserts land at random pages, so a checkpoint ends in an fsync of scattered
+/// pages that the WAL syncs queue behind. docs/benchmarks.md has the runs and the ideas left.
 pub(crate) const CHECKPOINT_BYTES: u64 = 1 << 20;
 
 /// The background checkpointer's state.

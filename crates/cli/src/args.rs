@@ -480,6 +480,12 @@ pub enum BenchCommand {
         /// Offered rate (requests/s, open loop) for the latency figures; 0 skips them.
         #[arg(long, default_value_t = 5000.0)]
         rate: f64,
+        /// Seconds each latency figure first runs at its rate without counting, so that it
+        /// measures the steady state at that rate, not the recovery from the throughput figure
+        /// before it (whose backlog of WAL pages the background checkpoint is still copying).
+        /// 0 measures from the first request.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
     },
     /// Model-weight encryption: in memory against raw aws-lc-rs and `openssl speed`, and file
     /// to file against `cp` + `sync`, with peak RSS.

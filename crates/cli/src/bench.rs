@@ -44,6 +44,7 @@ pub async fn run(
             seconds,
             batch,
             rate,
+            warmup,
         } => {
             return crate::bench_server::run(
                 crate::bench_server::LoadSettings {
@@ -54,6 +55,7 @@ pub async fn run(
                     seconds: *seconds,
                     batch: *batch,
                     rate: *rate,
+                    warmup: *warmup,
                 },
                 out,
             )

@@ -68,6 +68,8 @@ pub struct LoadSettings<'a> {
     pub batch: usize,
     /// Open-loop rate for the latency figures (0: skip them).
     pub rate: f64,
+    /// Seconds each latency figure runs at its rate before it counts.
+    pub warmup: f64,
 }
 
 /// One worker's connection.
@@ -101,9 +103,10 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         }
     };
     say(format!(
-        "bench server: REST {}, gRPC {}, {concurrency} connections, {secs} s per figure",
+        "bench server: REST {}, gRPC {}, {concurrency} connections, {secs} s per figure (latency figures after {} s at their rate, not counted)",
         addrs.join(" + "),
-        grpc.as_deref().unwrap_or("(not given: --grpc-url)")
+        grpc.as_deref().unwrap_or("(not given: --grpc-url)"),
+        s.warmup.max(0.0)
     ));
     // Setup: a keyspace and a data key for tenant `bench` (ignore "already exists").
     let mut c = Conn::open(&addr).await?;
@@ -161,8 +164,18 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
     }
     let mut report = serde_json::Map::new();
     for (name, work, pace) in figures {
-        let before = commits(&addrs).await?;
-        let t = Instant::now();
+        // A latency figure first runs `warmup` seconds at its rate; requests due before `t`
+        // are not counted.
+        let warmup = match pace {
+            Some(_) => Duration::from_secs_f64(s.warmup.max(0.0)),
+            None => Duration::ZERO,
+        };
+        let mut before = if warmup.is_zero() {
+            Some(commits(&addrs).await?)
+        } else {
+            None
+        };
+        let t = Instant::now() + warmup;
         let deadline = t + Duration::from_secs_f64(secs);
         let tasks: Vec<_> = (0..concurrency)
             .map(|w| {
@@ -195,14 +208,24 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
                             }
                             None => Instant::now(),
                         };
-                        items += one(&mut client, work, &token, w, i).await?;
-                        lat.push(due.elapsed());
+                        let n = one(&mut client, work, &token, w, i).await?;
+                        if due >= t {
+                            items += n;
+                            lat.push(due.elapsed());
+                        }
                         i += 1;
                     }
                     Ok::<_, Error>((lat, items))
                 })
             })
             .collect();
+        let before = match before.take() {
+            Some(b) => b,
+            None => {
+                tokio::time::sleep_until(t.into()).await;
+                commits(&addrs).await?
+            }
+        };
         let mut lat = Vec::new();
         let mut items = 0u64;
         for task in tasks {

@@ -108,9 +108,25 @@ fn bench_server_runs_and_reports_its_figures() {
     let d = tempfile::tempdir().unwrap();
     let v = json(
         d.path(),
-        &["bench", "server", "--seconds", "0.3", "--concurrency", "2"],
+        &[
+            "bench",
+            "server",
+            "--seconds",
+            "0.3",
+            "--concurrency",
+            "2",
+            "--rate",
+            "200",
+            "--warmup",
+            "0.2",
+        ],
     );
-    for route in ["poai_sign", "encrypt_1kib"] {
+    for route in [
+        "poai_sign",
+        "encrypt_1kib",
+        "poai_sign@200/s",
+        "encrypt_1kib@200/s",
+    ] {
         let r = &v["results"][route];
         assert!(r["requests"].as_u64().unwrap() > 0, "{v}");
         for f in [

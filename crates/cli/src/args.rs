@@ -486,6 +486,12 @@ pub enum BenchCommand {
         /// 0 measures from the first request.
         #[arg(long, default_value_t = 2.0)]
         warmup: f64,
+        /// Send each PoAI attestation with a nonce that sorts by time (the time in nanoseconds,
+        /// big-endian, then the worker and request numbers) instead of none, which the server
+        /// fills with 32 random bytes. The replay index then grows at its end instead of at
+        /// random places; docs/benchmarks.md compares the two.
+        #[arg(long)]
+        ordered_nonces: bool,
     },
     /// Model-weight encryption: in memory against raw aws-lc-rs and `openssl speed`, and file
     /// to file against `cp` + `sync`, with peak RSS.

@@ -45,6 +45,7 @@ pub async fn run(
             batch,
             rate,
             warmup,
+            ordered_nonces,
         } => {
             return crate::bench_server::run(
                 crate::bench_server::LoadSettings {
@@ -56,6 +57,7 @@ pub async fn run(
                     batch: *batch,
                     rate: *rate,
                     warmup: *warmup,
+                    ordered_nonces: *ordered_nonces,
                 },
                 out,
             )

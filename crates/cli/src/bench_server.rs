@@ -70,6 +70,8 @@ pub struct LoadSettings<'a> {
     pub rate: f64,
     /// Seconds each latency figure runs at its rate before it counts.
     pub warmup: f64,
+    /// Attestations carry nonces that sort by time (else none: the server fills random ones).
+    pub ordered_nonces: bool,
 }
 
 /// One worker's connection.
@@ -103,10 +105,15 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         }
     };
     say(format!(
-        "bench server: REST {}, gRPC {}, {concurrency} connections, {secs} s per figure (latency figures after {} s at their rate, not counted)",
+        "bench server: REST {}, gRPC {}, {concurrency} connections, {secs} s per figure (latency figures after {} s at their rate, not counted); PoAI nonces {}",
         addrs.join(" + "),
         grpc.as_deref().unwrap_or("(not given: --grpc-url)"),
-        s.warmup.max(0.0)
+        s.warmup.max(0.0),
+        if s.ordered_nonces {
+            "sorted by time (--ordered-nonces)"
+        } else {
+            "filled by the server (random)"
+        }
     ));
     // Setup: a keyspace and a data key for tenant `bench` (ignore "already exists").
     let mut c = Conn::open(&addr).await?;
@@ -181,6 +188,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
             .map(|w| {
                 let addr = addrs[w % addrs.len()].clone();
                 let (grpc, token) = (grpc.clone(), token.clone());
+                let ordered = s.ordered_nonces;
                 tokio::spawn(async move {
                     let mut client = match work {
                         Workload::GrpcBatch(_) => {
@@ -208,7 +216,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
                             }
                             None => Instant::now(),
                         };
-                        let n = one(&mut client, work, &token, w, i).await?;
+                        let n = one(&mut client, work, &token, (w, i), ordered).await?;
                         if due >= t {
                             items += n;
                             lat.push(due.elapsed());
@@ -337,7 +345,20 @@ async fn grpc_client(
     Ok(hanzo_kms_proto::v1::kms_client::KmsClient::new(ch))
 }
 
-fn attestation(w: usize, i: u64, now: i64) -> hanzo_kms_proto::v1::PoAiAttestation {
+/// A nonce that sorts by time: nanoseconds since the epoch (big-endian), then the worker and
+/// the request number, so it is also unique within the run.
+fn ordered_nonce(w: usize, i: u64) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut n = [0u8; 32];
+    n[..16].copy_from_slice(&nanos.to_be_bytes());
+    n[16..24].copy_from_slice(&(w as u64).to_be_bytes());
+    n[24..].copy_from_slice(&i.to_be_bytes());
+    format!("0x{}", hex::encode(n))
+}
+
+fn attestation(w: usize, i: u64, now: i64, ordered: bool) -> hanzo_kms_proto::v1::PoAiAttestation {
     hanzo_kms_proto::v1::PoAiAttestation {
         model_id: "bench:m".into(),
         input_hash: format!("0x{i:064x}"),
@@ -345,12 +366,18 @@ fn attestation(w: usize, i: u64, now: i64) -> hanzo_kms_proto::v1::PoAiAttestati
         timestamp: u64::try_from(now).unwrap_or(0),
         compute_time_ms: 1,
         node_id: format!("n{w}"),
-        nonce: None,
+        nonce: ordered.then(|| ordered_nonce(w, i)),
     }
 }
 
 /// One request of `work`; returns the items it covered.
-async fn one(client: &mut Client, work: Workload, token: &str, w: usize, i: u64) -> Result<u64> {
+async fn one(
+    client: &mut Client,
+    work: Workload,
+    token: &str,
+    (w, i): (usize, u64),
+    ordered: bool,
+) -> Result<u64> {
     let now = hanzo_kms_service::now_secs();
     match (client, work) {
         (Client::Rest(c), Workload::RestSettle) => {
@@ -374,11 +401,15 @@ async fn one(client: &mut Client, work: Workload, token: &str, w: usize, i: u64)
         }
         (Client::Rest(c), Workload::RestSign | Workload::RestEncrypt) => {
             let (path, body) = if work == Workload::RestSign {
-                let a = attestation(w, i, now);
+                let a = attestation(w, i, now, ordered);
+                let nonce = a
+                    .nonce
+                    .map(|n| format!(r#","nonce":"{n}""#))
+                    .unwrap_or_default();
                 (
                     "/v1/poai/sign".to_owned(),
                     format!(
-                        r#"{{"key":"poai:bench:m","attestation":{{"model_id":"{}","input_hash":"{}","output_hash":"{}","timestamp":{},"compute_time_ms":1,"node_id":"{}"}}}}"#,
+                        r#"{{"key":"poai:bench:m","attestation":{{"model_id":"{}","input_hash":"{}","output_hash":"{}","timestamp":{},"compute_time_ms":1,"node_id":"{}"{nonce}}}}}"#,
                         a.model_id, a.input_hash, a.output_hash, a.timestamp, a.node_id
                     ),
                 )
@@ -400,7 +431,7 @@ async fn one(client: &mut Client, work: Workload, token: &str, w: usize, i: u64)
         }
         (Client::Grpc(g), Workload::GrpcBatch(n)) => {
             let atts = (0..n as u64)
-                .map(|k| attestation(w, i * n as u64 + k, now))
+                .map(|k| attestation(w, i * n as u64 + k, now, ordered))
                 .collect();
             let mut req = tonic::Request::new(hanzo_kms_proto::v1::SignPoaiBatchRequest {
                 key: "poai:bench:m".into(),

@@ -486,10 +486,10 @@ pub enum BenchCommand {
         /// 0 measures from the first request.
         #[arg(long, default_value_t = 2.0)]
         warmup: f64,
-        /// Send each PoAI attestation with a nonce that sorts by time (the time in nanoseconds,
-        /// big-endian, then the worker and request numbers) instead of none, which the server
-        /// fills with 32 random bytes. The replay index then grows at its end instead of at
-        /// random places; docs/benchmarks.md compares the two.
+        /// Send each PoAI attestation with a nonce that sorts by time (as the client crate's
+        /// `time_ordered_nonce` makes them: nanoseconds, big-endian, then 16 random bytes)
+        /// instead of none, which the server fills with 32 random bytes. The replay index then
+        /// grows at its end instead of at random places; docs/benchmarks.md compares the two.
         #[arg(long)]
         ordered_nonces: bool,
     },
@@ -571,7 +571,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub enum PoaiCommand {
     /// Sign an attestation (JSON: model_id, input_hash, output_hash, timestamp, compute_time_ms,
     /// node_id, optional nonce). Prints {attestation, digest, signature, signer, algorithm, key,
-    /// version}. A missing nonce is filled with 32 random bytes.
+    /// version}. A missing nonce is filled in: with 32 random bytes locally, or, with --server,
+    /// by the client with one that sorts by time (docs/signing.md).
     Sign {
         #[arg(long)]
         key: String,

@@ -345,19 +345,6 @@ async fn grpc_client(
     Ok(hanzo_kms_proto::v1::kms_client::KmsClient::new(ch))
 }
 
-/// A nonce that sorts by time: nanoseconds since the epoch (big-endian), then the worker and
-/// the request number, so it is also unique within the run.
-fn ordered_nonce(w: usize, i: u64) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut n = [0u8; 32];
-    n[..16].copy_from_slice(&nanos.to_be_bytes());
-    n[16..24].copy_from_slice(&(w as u64).to_be_bytes());
-    n[24..].copy_from_slice(&i.to_be_bytes());
-    format!("0x{}", hex::encode(n))
-}
-
 fn attestation(w: usize, i: u64, now: i64, ordered: bool) -> hanzo_kms_proto::v1::PoAiAttestation {
     hanzo_kms_proto::v1::PoAiAttestation {
         model_id: "bench:m".into(),
@@ -366,7 +353,10 @@ fn attestation(w: usize, i: u64, now: i64, ordered: bool) -> hanzo_kms_proto::v1
         timestamp: u64::try_from(now).unwrap_or(0),
         compute_time_ms: 1,
         node_id: format!("n{w}"),
-        nonce: ordered.then(|| ordered_nonce(w, i)),
+        nonce: ordered
+            .then(hanzo_kms_client::time_ordered_nonce)
+            .and_then(|n| n.ok())
+            .map(|n| format!("0x{}", hex::encode(n.0))),
     }
 }
 

@@ -532,15 +532,15 @@ impl Client {
         Ok(n)
     }
 
-    /// SignPoAI. The nonce is fixed here before the first attempt (32 random bytes when the
-    /// attestation has none), so a retried call returns the signature the server recorded.
+    /// SignPoAI. The nonce is fixed here before the first attempt ([`time_ordered_nonce`] when
+    /// the attestation has none), so a retried call returns the signature the server recorded.
     pub async fn sign_poai(
         &self,
         key: &str,
         mut attestation: PoAIAttestation,
     ) -> Result<SignedAttestation> {
         if attestation.nonce.is_none() {
-            attestation.nonce = Some(random_b32()?);
+            attestation.nonce = Some(time_ordered_nonce()?);
         }
         let att = to_value(&attestation)?;
         let pb_att: pb::PoAiAttestation = from_value("attestation", att.clone())?;
@@ -573,7 +573,7 @@ impl Client {
     ) -> Result<Vec<BatchItem>> {
         for a in &mut attestations {
             if a.nonce.is_none() {
-                a.nonce = Some(random_b32()?);
+                a.nonce = Some(time_ordered_nonce()?);
             }
         }
         let atts = to_value(&attestations)?;
@@ -658,7 +658,7 @@ impl Client {
         attestation: Option<&SignedAttestation>,
     ) -> Result<SignedSettlement> {
         if settlement.nonce.is_none() {
-            settlement.nonce = Some(random_b32()?);
+            settlement.nonce = Some(time_ordered_nonce()?);
         }
         let s = to_value(&settlement)?;
         let pb_s: pb::HmmSettlement = from_value("settlement", s.clone())?;
@@ -1305,9 +1305,22 @@ fn key32(b: &[u8]) -> Result<SecretKey32> {
     SecretKey32::from_slice(b).map_err(|_| Error::internal("the server's data key is not 32 bytes"))
 }
 
-fn random_b32() -> Result<B32> {
+/// A fresh nonce that sorts by time: the time in nanoseconds since the Unix epoch (16 bytes,
+/// big-endian), then 16 random bytes. The client fills these into attestations and settlements
+/// that have no nonce; use it for your own too.
+///
+/// The server records every `(key, nonce)` it signs under, for good. Nonces that sort by time
+/// land at the end of that index instead of at random places, and the server records them much
+/// faster: a gRPC batch of 256 ran at 64k attestations/s against 41k with random nonces
+/// (docs/signing.md). They stay unique: 128 random bits per nanosecond.
+pub fn time_ordered_nonce() -> Result<B32> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| Error::internal("the system clock is before 1970"))?
+        .as_nanos();
     let mut n = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut n).map_err(|_| Error::internal("random generator failed"))?;
+    n[..16].copy_from_slice(&nanos.to_be_bytes());
+    aws_lc_rs::rand::fill(&mut n[16..]).map_err(|_| Error::internal("random generator failed"))?;
     Ok(B32(n))
 }
 
@@ -1398,6 +1411,35 @@ impl Drop for TempOut {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonces_sort_by_time_and_do_not_repeat() {
+        let ns: Vec<B32> = (0..1000).map(|_| time_ordered_nonce().unwrap()).collect();
+        for w in ns.windows(2) {
+            // The clock part never goes back; within one nanosecond the random part differs.
+            assert!(
+                w[0].0[..16] <= w[1].0[..16],
+                "{:?} then {:?}",
+                w[0].0,
+                w[1].0
+            );
+            assert_ne!(w[0].0, w[1].0);
+        }
+        let mut tails: Vec<&[u8]> = ns.iter().map(|n| &n.0[16..]).collect();
+        tails.sort();
+        tails.dedup();
+        assert_eq!(tails.len(), ns.len(), "the random halves repeat");
+        // The clock part is the time now, in nanoseconds.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let first = u128::from_be_bytes(ns[0].0[..16].try_into().unwrap());
+        assert!(
+            first <= now && now - first < 60_000_000_000,
+            "{first} vs {now}"
+        );
+    }
 
     #[test]
     fn model_names_and_path_segments() {

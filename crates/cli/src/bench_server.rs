@@ -345,19 +345,26 @@ async fn grpc_client(
     Ok(hanzo_kms_proto::v1::kms_client::KmsClient::new(ch))
 }
 
-fn attestation(w: usize, i: u64, now: i64, ordered: bool) -> hanzo_kms_proto::v1::PoAiAttestation {
-    hanzo_kms_proto::v1::PoAiAttestation {
+fn attestation(
+    w: usize,
+    i: u64,
+    now: i64,
+    ordered: bool,
+) -> Result<hanzo_kms_proto::v1::PoAiAttestation> {
+    let nonce = if ordered {
+        Some(hanzo_kms_client::time_ordered_nonce()?.to_hex())
+    } else {
+        None
+    };
+    Ok(hanzo_kms_proto::v1::PoAiAttestation {
         model_id: "bench:m".into(),
         input_hash: format!("0x{i:064x}"),
         output_hash: format!("0x{w:064x}"),
         timestamp: u64::try_from(now).unwrap_or(0),
         compute_time_ms: 1,
         node_id: format!("n{w}"),
-        nonce: ordered
-            .then(hanzo_kms_client::time_ordered_nonce)
-            .and_then(|n| n.ok())
-            .map(|n| format!("0x{}", hex::encode(n.0))),
-    }
+        nonce,
+    })
 }
 
 /// One request of `work`; returns the items it covered.
@@ -391,7 +398,7 @@ async fn one(
         }
         (Client::Rest(c), Workload::RestSign | Workload::RestEncrypt) => {
             let (path, body) = if work == Workload::RestSign {
-                let a = attestation(w, i, now, ordered);
+                let a = attestation(w, i, now, ordered)?;
                 let nonce = a
                     .nonce
                     .map(|n| format!(r#","nonce":"{n}""#))
@@ -422,7 +429,7 @@ async fn one(
         (Client::Grpc(g), Workload::GrpcBatch(n)) => {
             let atts = (0..n as u64)
                 .map(|k| attestation(w, i * n as u64 + k, now, ordered))
-                .collect();
+                .collect::<Result<_>>()?;
             let mut req = tonic::Request::new(hanzo_kms_proto::v1::SignPoaiBatchRequest {
                 key: "poai:bench:m".into(),
                 attestations: atts,

@@ -113,8 +113,8 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
             if refused.code() == tonic::Code::Ok {
                 return Ok(resp);
             }
-            let bearer = bearer(authorization.as_ref());
-            Ok(audit_unreached(&state, operation, &bearer, peer, &refused).await)
+            let bearer = crate::bearer(authorization.as_ref());
+            Ok(audit_unreached(&state, operation, bearer, peer, &refused).await)
         })
     }
 }
@@ -176,16 +176,6 @@ async fn audit_unreached(
         },
     );
     st.into_http()
-}
-
-/// The bearer token of a request's `authorization` header, or "" (which does not authenticate).
-fn bearer(authorization: Option<&http::HeaderValue>) -> String {
-    authorization
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .trim()
-        .to_owned()
 }
 
 /// The peer address tonic's transport put in a request's extensions, with or without TLS.
@@ -276,15 +266,15 @@ impl Service {
         if let Some(r) = req.extensions().get::<Reached>() {
             r.0.store(true, Ordering::Release);
         }
-        let bearer = bearer(req.metadata().as_ref().get("authorization"));
+        let bearer = crate::bearer(req.metadata().as_ref().get("authorization"));
         let peer = req.remote_addr().map(|a: SocketAddr| a.to_string());
         let request_id = uuid::Uuid::new_v4().to_string();
-        match self
+        let authed = self
             .state
             .kms
-            .authenticate_as(&bearer, peer, request_id.clone())
-            .await
-        {
+            .authenticate_as(bearer, peer, request_id.clone())
+            .await;
+        match authed {
             Ok(ctx) => Ok((ctx, req.into_inner())),
             Err(e) => {
                 self.state.count("grpc", 401);

@@ -562,6 +562,16 @@ impl IntoResponse for ApiError {
 
 type ApiResult = std::result::Result<axum::Json<Value>, ApiError>;
 
+/// The bearer token of a request's `authorization` header (REST and gRPC alike), or "", which
+/// does not authenticate.
+fn bearer(authorization: Option<&HeaderValue>) -> &str {
+    authorization
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim()
+}
+
 fn fresh_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -674,12 +684,7 @@ impl FromRequestParts<Shared> for Authed {
         parts: &mut Parts,
         state: &Shared,
     ) -> std::result::Result<Self, ApiError> {
-        let bearer = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let bearer = bearer(parts.headers.get(header::AUTHORIZATION));
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -687,7 +692,7 @@ impl FromRequestParts<Shared> for Authed {
         let request_id = fresh_id();
         state
             .kms
-            .authenticate_as(bearer.trim(), peer, request_id.clone())
+            .authenticate_as(bearer, peer, request_id.clone())
             .await
             .map(Authed)
             .map_err(|e| ApiError::new(e, &request_id))

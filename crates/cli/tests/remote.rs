@@ -310,6 +310,14 @@ fn a_session_over_grpc_and_rest_leaks_no_secret_into_logs_audit_outputs_or_the_s
         logs.contains("DEBUG") || logs.contains("debug"),
         "no debug logs were captured"
     );
+    assert!(!logs.contains('\u{1b}'), "colour codes in a log file");
+    // gRPC answers with a data key: tonic's buffer was wiped after each was sent.
+    let wiped: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("wiped the encoded answer of a secret-bearing RPC"))
+        .collect();
+    assert!(wiped.len() >= 3, "{wiped:?}");
+    assert!(wiped.iter().all(|l| l.contains("unwiped=0")), "{wiped:?}");
     let db = std::fs::read(d.path().join("data").join("kms.db")).unwrap();
     let wal = std::fs::read(d.path().join("data").join("kms.db-wal")).unwrap_or_default();
     let master = std::fs::read_to_string(d.path().join("data").join("master.key")).unwrap();

@@ -907,9 +907,9 @@ impl Client {
         match a {
             Answer::Grpc(mut m) => Ok(DataKey {
                 plaintext: take_key32(&mut m.plaintext)?,
-                key: m.key,
+                key: std::mem::take(&mut m.key),
                 version: m.version,
-                ciphertext: m.ciphertext,
+                ciphertext: std::mem::take(&mut m.ciphertext),
             }),
             Answer::Rest(v) => Ok(DataKey {
                 key: text_field(&v, "key")?,
@@ -1020,11 +1020,12 @@ impl Client {
             )
             .await?;
         match a {
-            Answer::Grpc(m) => {
+            Answer::Grpc(mut m) => {
                 let info = m
                     .info
+                    .take()
                     .ok_or_else(|| Error::internal("the server's answer has no token info"))?;
-                Ok((info, Zeroizing::new(m.token)))
+                Ok((info, Zeroizing::new(std::mem::take(&mut m.token))))
             }
             Answer::Rest(mut v) => {
                 let token = Zeroizing::new(text_field(&v, "token")?);
@@ -1286,7 +1287,7 @@ fn model_key_of(a: Answer<pb::ModelKey>) -> Result<(Vec<u8>, SecretKey32)> {
     match a {
         Answer::Grpc(mut m) => {
             let dek = take_key32(&mut m.data_key)?;
-            Ok((m.header, dek))
+            Ok((std::mem::take(&mut m.header), dek))
         }
         Answer::Rest(v) => Ok((
             b64_field(&v, "header")?.to_vec(),

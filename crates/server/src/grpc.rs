@@ -11,6 +11,8 @@
 //! which every response and error carries in the `x-request-id` metadata entry.
 
 use std::net::SocketAddr;
+
+use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -89,12 +91,9 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
         let reached = Reached::default();
         req.extensions_mut().insert(reached.clone());
-        let operation = req
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .and_then(operation::of_rpc);
+        let method = req.uri().path().rsplit('/').next().unwrap_or_default();
+        let operation = operation::of_rpc(method);
+        let secret = SECRET_ANSWERS.contains(&method);
         // A handle on the header's bytes, not a copy of the token.
         let authorization = req.headers().get("authorization").cloned();
         let peer = peer(req.extensions());
@@ -103,6 +102,9 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
         Box::pin(async move {
             let resp = inner.call(req).await?;
             if reached.0.load(Ordering::Acquire) {
+                if secret {
+                    return Ok(resp.map(|body| tonic::body::Body::new(Wiped::new(body))));
+                }
                 return Ok(resp);
             }
             let (Some(operation), Some(refused)) =
@@ -117,6 +119,118 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
             Ok(audit_unreached(&state, operation, bearer, peer, &refused).await)
         })
     }
+}
+
+/// The RPCs whose answer carries a secret: a plaintext, a data key or a token (their messages
+/// are `hanzo_kms_proto::SECRET_MESSAGES`; a test checks the two lists against kms.proto).
+const SECRET_ANSWERS: [&str; 6] = [
+    "Decrypt",
+    "GenerateDataKey",
+    "UnwrapDataKey",
+    "GenerateModelKey",
+    "UnwrapModelKey",
+    "CreateToken",
+];
+
+/// The body of an answer that carries a secret, so that no copy of it is left in freed memory.
+///
+/// tonic encodes the message into a buffer of its own and hands out frames cut from it; that
+/// buffer is freed, unwiped, when tonic's body is dropped. So each frame is passed on as a copy
+/// in memory that is wiped when hyper lets go of it, and tonic's frames are kept until tonic's
+/// body is gone, then wiped in place (they are its buffer's last handles by then). What hyper's
+/// HTTP/2 layer copies into its own write buffer (frames under a few hundred bytes), what TLS
+/// copies into its records, and the kernel's socket buffers are out of this process's reach,
+/// as on REST.
+struct Wiped {
+    inner: Option<tonic::body::Body>,
+    /// tonic's frames, to wipe once `inner` is dropped.
+    sent: Vec<Bytes>,
+}
+
+impl Wiped {
+    fn new(inner: tonic::body::Body) -> Self {
+        Self {
+            inner: Some(inner),
+            sent: Vec::new(),
+        }
+    }
+
+    fn wipe(&mut self) {
+        self.inner = None;
+        if self.sent.is_empty() {
+            return;
+        }
+        let frames = self.sent.len();
+        let unwiped = self
+            .sent
+            .drain(..)
+            .map(wipe)
+            .filter(Option::is_none)
+            .count();
+        tracing::debug!(
+            frames,
+            unwiped,
+            "wiped the encoded answer of a secret-bearing RPC"
+        );
+    }
+}
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
+impl http_body::Body for Wiped {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, Status>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match std::pin::Pin::new(inner).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(frame) => frame,
+        };
+        Poll::Ready(match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let copy = Bytes::from_owner(zeroize::Zeroizing::new(data.to_vec()));
+                    this.sent.push(data);
+                    Some(Ok(http_body::Frame::data(copy)))
+                }
+                Err(trailers) => Some(Ok(trailers)),
+            },
+            Some(Err(e)) => Some(Err(e)),
+            None => {
+                this.wipe();
+                None
+            }
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+/// Wipe `frame`'s bytes if it is the last handle on them; returns them (zeroed) if it was.
+fn wipe(frame: Bytes) -> Option<bytes::BytesMut> {
+    let mut bytes = frame.try_into_mut().ok()?;
+    zeroize::Zeroize::zeroize(&mut bytes[..]);
+    Some(bytes)
 }
 
 /// [`Audited`]'s answer to a request tonic refused before its RPC body ran.
@@ -806,5 +920,87 @@ fn batch_item_to_pb(it: BatchItem) -> pb::BatchItem {
                 left: p.left,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use http_body::{Body as _, Frame};
+
+    use super::*;
+
+    /// A body of one data frame and trailers, as tonic's unary answer is.
+    struct Answer(Vec<Frame<Bytes>>);
+
+    impl http_body::Body for Answer {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<std::result::Result<Frame<Bytes>, Status>>> {
+            Poll::Ready((!self.0.is_empty()).then(|| Ok(self.0.remove(0))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_secret_answer_is_passed_on_whole_and_only_a_last_handle_is_wiped() {
+        // Cut from a buffer that is then dropped: the frame is its last handle.
+        let mut buf = bytes::BytesMut::from(&b"\0\0\0\0\x07secret!"[..]);
+        let frame = buf.split().freeze();
+        drop(buf);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let mut body = Wiped::new(tonic::body::Body::new(Answer(vec![
+            Frame::data(frame.clone()),
+            Frame::trailers(trailers),
+        ])));
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let Poll::Ready(Some(Ok(first))) = Pin::new(&mut body).poll_frame(&mut cx) else {
+            panic!("no data frame");
+        };
+        assert_eq!(first.into_data().unwrap(), frame);
+        let Poll::Ready(Some(Ok(second))) = Pin::new(&mut body).poll_frame(&mut cx) else {
+            panic!("no trailers");
+        };
+        assert_eq!(second.trailers_ref().unwrap()["grpc-status"], "0");
+        assert!(matches!(
+            Pin::new(&mut body).poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
+        assert!(body.is_end_stream());
+
+        // The wipe itself: a last handle is zeroed in place, a shared one is left alone.
+        let wiped = wipe(frame).expect("the test's clone was the last handle");
+        assert_eq!(&wiped[..], &[0u8; 12][..]);
+        let shared = Bytes::from(b"secret".to_vec());
+        let other = shared.clone();
+        assert!(wipe(shared).is_none());
+        assert_eq!(&other[..], b"secret");
+    }
+
+    /// `SECRET_ANSWERS` is every RPC that returns one of `SECRET_MESSAGES`, and only those.
+    #[test]
+    fn the_secret_answers_are_the_rpcs_that_return_a_secret_message() {
+        let proto = include_str!("../../../proto/hanzo/kms/v1/kms.proto");
+        let mut found: Vec<&str> = proto
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("rpc "))
+            .filter(|l| {
+                let returns = l.split("returns (").nth(1).unwrap_or_default();
+                let message = returns.split(')').next().unwrap_or_default();
+                hanzo_kms_proto::SECRET_MESSAGES.contains(&message)
+            })
+            .map(|l| l.split('(').next().unwrap_or_default())
+            .collect();
+        found.sort_unstable();
+        let mut listed = SECRET_ANSWERS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(found, listed);
     }
 }

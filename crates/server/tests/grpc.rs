@@ -334,7 +334,7 @@ async fn grpc_refuses_missing_bad_and_revoked_tokens_wrong_roles_and_foreign_key
     c.revoke_token(with_token(
         admin,
         pb::RevokeTokenRequest {
-            id: revoked.info.unwrap().id,
+            id: revoked.info.clone().unwrap().id,
         },
     ))
     .await
@@ -362,7 +362,8 @@ async fn grpc_refuses_missing_bad_and_revoked_tokens_wrong_roles_and_foreign_key
         .await
         .unwrap()
         .into_inner()
-        .token;
+        .token
+        .clone();
     let denied = c
         .encrypt(with_token(&verify_only, enc()))
         .await
@@ -373,14 +374,16 @@ async fn grpc_refuses_missing_bad_and_revoked_tokens_wrong_roles_and_foreign_key
         .await
         .unwrap()
         .into_inner()
-        .token;
+        .token
+        .clone();
     let foreign = c.encrypt(with_token(&globex, enc())).await.unwrap_err();
     let missing = c
         .encrypt(with_token(
             &globex,
             pb::EncryptRequest {
                 key: "model:acme:nothing".into(),
-                ..enc()
+                plaintext: b"x".to_vec(),
+                aad: Vec::new(),
             },
         ))
         .await
@@ -550,7 +553,8 @@ async fn malformed_protobuf_oversized_messages_and_rate_limits_are_refused_clean
         .await
         .unwrap()
         .into_inner()
-        .token;
+        .token
+        .clone();
     let mut limited = None;
     for _ in 0..8 {
         let req = pb::EncryptRequest {

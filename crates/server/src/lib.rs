@@ -824,7 +824,8 @@ async fn rotate_key(
     ok(on(&ctx, s.kms.rotate_key(&ctx, &name).await)?)
 }
 
-#[derive(Deserialize)]
+/// Its plaintext (base64) is wiped when the request is done.
+#[derive(Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 #[serde(deny_unknown_fields)]
 struct EncryptReq {
     plaintext: String,
@@ -855,7 +856,7 @@ async fn encrypt(
 ) -> ApiResult {
     let req: EncryptReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
-    let plaintext = b64(&ctx, "plaintext", &req.plaintext)?;
+    let plaintext = Zeroizing::new(b64(&ctx, "plaintext", &req.plaintext)?);
     let aad = b64(&ctx, "aad", &req.aad)?;
     let c = on(&ctx, s.kms.encrypt(&ctx, &name, &plaintext, &aad).await)?;
     ok(json!({"key": c.key, "version": c.version, "ciphertext": c.text}))

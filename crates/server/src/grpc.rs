@@ -11,11 +11,10 @@
 //! which every response and error carries in the `x-request-id` metadata entry.
 
 use std::net::SocketAddr;
-
-use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::Bytes;
 use hanzo_kms_core::eip712::{B32, PoAIAttestation, from_json};
 use hanzo_kms_core::{Algorithm, Error, ErrorKind, Result};
 use hanzo_kms_proto::v1 as pb;

@@ -205,7 +205,32 @@ enum Transport {
 /// What one call returned, by transport.
 enum Answer<P> {
     Grpc(P),
-    Rest(Value),
+    Rest(Json),
+}
+
+/// A REST answer's JSON. Its strings are wiped when it is dropped: some answers carry a
+/// plaintext, a data key or a token.
+struct Json(Value);
+
+impl Json {
+    /// The JSON of an answer without secrets, to keep.
+    fn take(mut self) -> Value {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for Json {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.0
+    }
+}
+
+impl Drop for Json {
+    fn drop(&mut self) {
+        hanzo_kms_core::secret::wipe_json(&mut self.0);
+    }
 }
 
 /// A connection to a Hanzo KMS server. Cheap to share by reference across tasks, and cheap to
@@ -331,11 +356,15 @@ impl Client {
                 Ok(Answer::Grpc(m.into_inner()))
             }
             Transport::Rest(_) => {
-                let (method, path, body) = rest;
+                let (method, path, mut body) = rest;
                 let v = self
                     .run(retry, || self.rest_call(method, &path, body.as_ref()))
-                    .await?;
-                Ok(Answer::Rest(v))
+                    .await;
+                // An encrypt request carries a plaintext.
+                if let Some(b) = body.as_mut() {
+                    hanzo_kms_core::secret::wipe_json(b);
+                }
+                Ok(Answer::Rest(Json(v?)))
             }
         }
     }
@@ -356,7 +385,7 @@ impl Client {
         match self.exchange(retry, grpc, rest).await? {
             Answer::Grpc(m) => serde_json::to_value(m)
                 .map_err(|e| Error::internal(format!("reading a response: {e}"))),
-            Answer::Rest(v) => Ok(v),
+            Answer::Rest(v) => Ok(v.take()),
         }
     }
 
@@ -1027,12 +1056,13 @@ impl Client {
                     .ok_or_else(|| Error::internal("the server's answer has no token info"))?;
                 Ok((info, Zeroizing::new(std::mem::take(&mut m.token))))
             }
-            Answer::Rest(mut v) => {
+            Answer::Rest(v) => {
                 let token = Zeroizing::new(text_field(&v, "token")?);
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("token");
+                let mut info = v.take();
+                if let Some(mut t) = info.as_object_mut().and_then(|o| o.remove("token")) {
+                    hanzo_kms_core::secret::wipe_json(&mut t);
                 }
-                Ok((read("token", v)?, token))
+                Ok((read("token", info)?, token))
             }
         }
     }

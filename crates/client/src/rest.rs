@@ -95,17 +95,18 @@ impl Rest {
     ) -> Result<Value> {
         let method = Method::from_bytes(method.as_bytes())
             .map_err(|_| Error::internal(format!("bad HTTP method {method}")))?;
+        // Wiped once sent: an encrypt request carries a plaintext.
         let bytes = match body {
-            Some(v) => serde_json::to_vec(v)
+            Some(v) => hanzo_kms_core::secret::secret_json(v)
                 .map_err(|e| Error::internal(format!("encoding a request: {e}")))?,
-            None => Vec::new(),
+            None => Zeroizing::new(Vec::new()),
         };
         let req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(bytes)))
+            .body(Full::new(Bytes::from_owner(bytes)))
             .map_err(|e| Error::invalid(format!("building the request for {path}: {e}")))?;
         let resp = self.http.request(req).await.map_err(|e| {
             Error::new(
@@ -128,12 +129,19 @@ impl Rest {
                 Error::new(ErrorKind::Unavailable, "reading the server's answer").with_source(e)
             })?
             .to_bytes();
-        let json: Value = serde_json::from_slice(&body).map_err(|_| {
+        let json: Result<Value> = serde_json::from_slice(&body).map_err(|_| {
             Error::new(
                 kind_of_status(status),
                 format!("the server answered {status} without a JSON body"),
             )
-        })?;
+        });
+        // The answer may carry a secret. Its bytes are wiped here when this is their last
+        // handle (an answer read in several pieces was joined into a buffer of its own); one
+        // that still shares hyper's read buffer is not ours to wipe.
+        if let Ok(mut b) = body.try_into_mut() {
+            zeroize::Zeroize::zeroize(&mut b[..]);
+        }
+        let json = json?;
         if status.is_success() {
             return Ok(json);
         }

@@ -113,6 +113,41 @@ impl fmt::Debug for SecretKey32 {
     }
 }
 
+/// `v` as JSON in memory that is wiped when dropped, for a body that carries secret material.
+/// `v` is measured first and then written into a buffer of exactly that size: a buffer that
+/// grows frees its old allocation unwiped.
+pub fn secret_json(v: &impl serde::Serialize) -> serde_json::Result<Zeroizing<Vec<u8>>> {
+    let mut size = Counter(0);
+    serde_json::to_writer(&mut size, v)?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(size.0));
+    serde_json::to_writer(&mut *buf, v)?;
+    Ok(buf)
+}
+
+/// A writer that only counts.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len();
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Wipe every string in `v` (object keys are field names and stay).
+pub fn wipe_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe_json),
+        serde_json::Value::Object(o) => o.values_mut().for_each(wipe_json),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +179,18 @@ mod tests {
         let a = SecretKey32::from_bytes([1; 32]);
         assert!(a.ct_eq(&SecretKey32::from_bytes([1; 32])));
         assert!(!a.ct_eq(&SecretKey32::from_bytes([2; 32])));
+    }
+
+    #[test]
+    fn secret_json_is_serde_json_in_a_buffer_of_its_exact_size_and_wipe_json_clears_strings() {
+        let mut v = serde_json::json!({"plaintext": "c2VjcmV0", "n": 3, "list": ["a", {"k": "b"}]});
+        let out = secret_json(&v).unwrap();
+        assert_eq!(&out[..], serde_json::to_vec(&v).unwrap().as_slice());
+        assert_eq!(out.capacity(), out.len());
+        wipe_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"plaintext": "", "n": 3, "list": ["", {"k": ""}]})
+        );
     }
 }

@@ -21,6 +21,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::bench_sign;
 use crate::output::Out;
 
 /// The server issue's targets were set for DESIGN.md §2's machine (2 vCPU Zen 4), where raw
@@ -40,18 +41,12 @@ const TARGET_P99_MS: f64 = 5.0;
 /// … at this offered rate (req/s on the design machine).
 const TARGET_P99_RATE: f64 = 5_000.0;
 
-/// Raw libsecp256k1 signatures per second on two threads, measured off the async runtime: as
-/// DESIGN.md measured them (`as_design`, the reference), or as the server signs.
-async fn reference(secs: f64, as_design: bool) -> Result<f64> {
-    tokio::task::spawn_blocking(move || {
-        if as_design {
-            crate::bench_sign::design_sign_rate(2, secs)
-        } else {
-            crate::bench_sign::raw_sign_rate(2, secs)
-        }
-    })
-    .await
-    .map_err(|_| Error::internal("the reference measurement panicked"))
+/// Raw libsecp256k1 signatures per second on two threads by `sign_rate`, measured off the
+/// async runtime.
+async fn reference(secs: f64, sign_rate: fn(usize, f64) -> f64) -> Result<f64> {
+    tokio::task::spawn_blocking(move || sign_rate(2, secs))
+        .await
+        .map_err(|_| Error::internal("the reference measurement panicked"))
 }
 
 /// What a load worker sends.
@@ -137,8 +132,8 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
     c.call("POST", "/v1/keys", &token, r#"{"name":"data:bench:d"}"#)
         .await?;
     // The same-run reference (see DESIGN_RAW_SIGN_2), again at the end.
-    let ref_before = reference(secs.min(2.0), true).await?;
-    let rerandomized = reference(secs.min(2.0), false).await?;
+    let ref_before = reference(secs.min(2.0), bench_sign::design_sign_rate).await?;
+    let rerandomized = reference(secs.min(2.0), bench_sign::raw_sign_rate).await?;
     let speed = ref_before / DESIGN_RAW_SIGN_2;
     say(format!(
         "  reference: raw libsecp256k1 sign, 2 threads, context randomized once (as DESIGN.md measured): {ref_before:.0}/s = {speed:.2}× DESIGN.md's machine (85,000/s); targets below are scaled by {speed:.2}"
@@ -328,7 +323,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
                    "scaled_target": target.as_ref().map(|t| t.0), "target_met": target.as_ref().map(|t| t.1)}),
         );
     }
-    let ref_after = reference(secs.min(2.0), true).await?;
+    let ref_after = reference(secs.min(2.0), bench_sign::design_sign_rate).await?;
     say(format!(
         "  reference again: {ref_after:.0}/s ({:+.0} % against the start; a large drift means the machine's load changed during the run)",
         (ref_after / ref_before - 1.0) * 100.0

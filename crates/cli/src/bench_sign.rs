@@ -40,6 +40,14 @@ pub(crate) fn rate(threads: usize, secs: f64, f: impl Fn(usize, u64) + Sync) -> 
     done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64()
 }
 
+/// The digest the raw references sign on thread `w`, iteration `i`: a different one each time.
+fn raw_digest(w: usize, i: u64) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    d[..8].copy_from_slice(&i.to_be_bytes());
+    d[8] = w as u8;
+    d
+}
+
 /// Raw libsecp256k1 signatures of a 32-byte digest per second on `threads` threads: the
 /// reference every signing figure is compared with, on the machine it runs on.
 pub(crate) fn raw_sign_rate(threads: usize, secs: f64) -> f64 {
@@ -48,11 +56,8 @@ pub(crate) fn raw_sign_rate(threads: usize, secs: f64) -> f64 {
         return 0.0;
     };
     rate(threads, secs, |w, i| {
-        let mut d = [0u8; 32];
-        d[..8].copy_from_slice(&i.to_be_bytes());
-        d[8] = w as u8;
         let _ = secp256k1::ecdsa::RecoverableSignature::sign_ecdsa_recoverable(
-            secp256k1::Message::from_digest(d),
+            secp256k1::Message::from_digest(raw_digest(w, i)),
             &sk,
         );
     })
@@ -76,10 +81,7 @@ pub(crate) fn design_sign_rate(threads: usize, secs: f64) -> f64 {
     let mut ctx = secp::Secp256k1::signing_only();
     ctx.seeded_randomize(&seed);
     rate(threads, secs, |w, i| {
-        let mut d = [0u8; 32];
-        d[..8].copy_from_slice(&i.to_be_bytes());
-        d[8] = w as u8;
-        let _ = ctx.sign_ecdsa_recoverable(secp::Message::from_digest(d), &sk);
+        let _ = ctx.sign_ecdsa_recoverable(secp::Message::from_digest(raw_digest(w, i)), &sk);
     })
 }
 
@@ -314,11 +316,9 @@ pub fn count(n: u64, out: &Out) -> Result<ExitCode> {
 #[inline(never)]
 fn raw_sign_path(sk: &secp256k1::SecretKey, n: u64) {
     for i in 0..n {
-        let mut d = [0u8; 32];
-        d[..8].copy_from_slice(&i.to_be_bytes());
         std::hint::black_box(
             secp256k1::ecdsa::RecoverableSignature::sign_ecdsa_recoverable(
-                secp256k1::Message::from_digest(d),
+                secp256k1::Message::from_digest(raw_digest(0, i)),
                 sk,
             ),
         );

@@ -19,7 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[derive(serde::Serialize, serde::Deserialize)]",
         )
         .skip_debug(SECRET_MESSAGES.map(|m| format!(".hanzo.kms.v1.{m}")))
-        // The token's description is not secret, and a message can't derive Zeroize anyway.
+        // The token's info (id, tenant, roles) is not secret, and `TokenInfo` does not derive
+        // Zeroize.
         .field_attribute(".hanzo.kms.v1.CreatedToken.info", "#[zeroize(skip)]")
         // Encodes each message into a buffer reserved at its size (src/codec.rs).
         .codec_path("crate::codec::SizedCodec")

@@ -1555,7 +1555,7 @@ mod tests {
     /// A secret answer is exactly the JSON serde writes, labelled as JSON (the buffer's exact
     /// size is `hanzo_kms_core::secret::secret_json`'s test).
     #[tokio::test]
-    async fn secret_answers_are_plain_json_in_a_buffer_of_their_exact_size() {
+    async fn secret_answers_are_the_json_serde_writes_labelled_as_json() {
         let plaintext = enc_secret(&[0xA5; 1000]);
         let out = DataKeyOut {
             key: "data:acme:x",

@@ -492,6 +492,13 @@ pub enum BenchCommand {
         /// grows at its end instead of at random places; docs/benchmarks.md compares the two.
         #[arg(long)]
         ordered_nonces: bool,
+        /// Where to measure the disk reference: appends of 4 KiB, each followed by fdatasync,
+        /// as the server's WAL is written. Every durable request waits for at least one such
+        /// sync, so the disk's own p99 bounds the latency figures from below. Default: the
+        /// in-process server's data directory, or the system's temporary directory with --url
+        /// (give the server's data directory if that is on another disk).
+        #[arg(long, value_name = "DIR")]
+        disk_dir: Option<std::path::PathBuf>,
     },
     /// Model-weight encryption: in memory against raw aws-lc-rs and `openssl speed`, and file
     /// to file against `cp` + `sync`, with peak RSS.

@@ -46,6 +46,7 @@ pub async fn run(
             rate,
             warmup,
             ordered_nonces,
+            disk_dir,
         } => {
             return crate::bench_server::run(
                 crate::bench_server::LoadSettings {
@@ -58,6 +59,7 @@ pub async fn run(
                     rate: *rate,
                     warmup: *warmup,
                     ordered_nonces: *ordered_nonces,
+                    disk_dir: disk_dir.as_deref(),
                 },
                 out,
             )

@@ -9,7 +9,14 @@
 //! reports requests per second, latency percentiles, and commits and fsyncs per request from the
 //! server's own `/metrics` (on SQLite one fsync of the WAL covers every commit before it; on
 //! PostgreSQL each commit is one WAL flush of the database server).
+//!
+//! Two references are measured in the same run, at its start and again at its end: raw
+//! libsecp256k1 signing (the CPU; the rate targets are scaled by it, see [`DESIGN_RAW_SIGN_2`])
+//! and the disk's own `fdatasync` latency after a 4 KiB append (every durable request waits for
+//! at least one such sync, so the latency figures cannot be lower; the p99 target stays absolute).
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -49,6 +56,103 @@ async fn reference(secs: f64, sign_rate: fn(usize, f64) -> f64) -> Result<f64> {
         .map_err(|_| Error::internal("the reference measurement panicked"))
 }
 
+/// Seconds (at most) each disk reference runs.
+const DISK_REFERENCE_SECS: f64 = 1.0;
+
+/// The disk's own latency for what every durable commit waits on: appends of 4 KiB (a WAL
+/// frame's page) to a fresh file in `dir`, each followed by `fdatasync`, for up to `secs` and
+/// between 100 and 5,000 times. Returns the latencies in ms, sorted; the file is removed.
+fn disk_sync_latencies(dir: &Path, secs: f64) -> Result<Vec<f64>> {
+    let mut rnd = [0u8; 6];
+    hanzo_kms_software::aead::random(&mut rnd)?;
+    let path = dir.join(format!(".hanzo-kms-bench-fsync-{}", hex::encode(rnd)));
+    let measured = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let page = [0x5au8; 4096];
+        let (start, mut lat) = (Instant::now(), Vec::new());
+        while lat.len() < 100 || (lat.len() < 5_000 && start.elapsed().as_secs_f64() < secs) {
+            f.write_all(&page)?;
+            let t = Instant::now();
+            f.sync_data()?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(lat)
+    })();
+    let _ = std::fs::remove_file(&path);
+    let mut lat = measured.map_err(|e: std::io::Error| {
+        Error::new(
+            ErrorKind::Io,
+            format!("measuring fdatasync in {} (--disk-dir)", dir.display()),
+        )
+        .with_source(e)
+    })?;
+    lat.sort_by(f64::total_cmp);
+    Ok(lat)
+}
+
+/// The `p` quantile of sorted figures (0 for none).
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// Durations in ms, sorted.
+fn sorted_ms(d: &[Duration]) -> Vec<f64> {
+    let mut ms: Vec<f64> = d.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    ms
+}
+
+/// [`disk_sync_latencies`] off the async runtime: (p50, p99, syncs) in ms.
+async fn disk_reference(dir: PathBuf) -> Result<(f64, f64, usize)> {
+    let lat = tokio::task::spawn_blocking(move || disk_sync_latencies(&dir, DISK_REFERENCE_SECS))
+        .await
+        .map_err(|_| Error::internal("the disk reference panicked"))??;
+    Ok((quantile(&lat, 0.50), quantile(&lat, 0.99), lat.len()))
+}
+
+/// Open-loop pacing. Request k (counted over all workers) is due at start + k / `rate` and
+/// goes to worker k mod `workers`, so the workers' requests interleave evenly. A thread of its
+/// own sleeps until each due time and hands it to that worker, until `deadline`; a worker still
+/// busy with its previous request finds it waiting and sends at once. tokio's timer would not
+/// do: it rounds every sleep up to a whole millisecond, and requests were measured going out
+/// 1.1 ms after they were due at p50 (up to 2 ms), which the latency figures would have charged
+/// to the server.
+fn pacer(
+    rate: f64,
+    workers: usize,
+    deadline: Instant,
+) -> Result<Vec<tokio::sync::mpsc::UnboundedReceiver<Instant>>> {
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| tokio::sync::mpsc::unbounded_channel())
+        .unzip();
+    let start = Instant::now();
+    std::thread::Builder::new()
+        .name("bench-pacer".into())
+        .spawn(move || {
+            for k in 0u64.. {
+                let due = start + Duration::from_secs_f64(k as f64 / rate);
+                if due >= deadline {
+                    break;
+                }
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                // A worker that stopped (its request failed) ends the run.
+                if txs[(k % txs.len() as u64) as usize].send(due).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| Error::internal("could not start the bench's pacer thread").with_source(e))?;
+    Ok(rxs)
+}
+
 /// What a load worker sends.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Workload {
@@ -77,6 +181,9 @@ pub struct LoadSettings<'a> {
     pub warmup: f64,
     /// Attestations carry nonces that sort by time (else none: the server fills random ones).
     pub ordered_nonces: bool,
+    /// Where to measure the disk reference (default: the in-process server's data directory,
+    /// or the system's temporary directory).
+    pub disk_dir: Option<&'a Path>,
 }
 
 /// One worker's connection.
@@ -142,6 +249,19 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         "  as the server signs (secp256k1 0.33, context re-randomized after each signature): {rerandomized:.0}/s ({:.2}× the reference)",
         rerandomized / ref_before
     ));
+    let disk_dir = match (s.disk_dir, &local) {
+        (Some(d), _) => d.to_path_buf(),
+        (None, Some((dir, _))) => dir.clone(),
+        (None, None) => std::env::temp_dir(),
+    };
+    let disk_before = disk_reference(disk_dir.clone()).await?;
+    say(format!(
+        "  reference: this disk's fdatasync after a 4 KiB append, in {}: p50 {:.2} ms, p99 {:.2} ms ({} syncs). Every durable request waits for at least one; the p99 target is not scaled by it",
+        disk_dir.display(),
+        disk_before.0,
+        disk_before.1,
+        disk_before.2
+    ));
     let scaled_rate = (TARGET_P99_RATE * speed).round().max(1.0);
     let mut figures: Vec<(String, Workload, Option<f64>)> = vec![
         ("poai_sign".into(), Workload::RestSign, None),
@@ -194,46 +314,55 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         };
         let t = Instant::now() + warmup;
         let deadline = t + Duration::from_secs_f64(secs);
-        let tasks: Vec<_> = (0..concurrency)
-            .map(|w| {
-                let addr = addrs[w % addrs.len()].clone();
-                let (grpc, token) = (grpc.clone(), token.clone());
+        // Every connection is open before the first request is due.
+        let mut clients = Vec::with_capacity(concurrency);
+        for w in 0..concurrency {
+            clients.push(match work {
+                Workload::GrpcBatch(_) => {
+                    Client::Grpc(grpc_client(grpc.as_deref().unwrap_or_default()).await?)
+                }
+                _ => Client::Rest(Conn::open(&addrs[w % addrs.len()]).await?),
+            });
+        }
+        let dues: Vec<Option<_>> = match pace {
+            Some(r) => pacer(r, concurrency, deadline)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => std::iter::repeat_with(|| None).take(concurrency).collect(),
+        };
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .zip(dues)
+            .enumerate()
+            .map(|(w, (mut client, mut due_times))| {
+                let token = token.clone();
                 let ordered = s.ordered_nonces;
                 tokio::spawn(async move {
-                    let mut client = match work {
-                        Workload::GrpcBatch(_) => {
-                            Client::Grpc(grpc_client(grpc.as_deref().unwrap_or_default()).await?)
-                        }
-                        _ => Client::Rest(Conn::open(&addr).await?),
-                    };
-                    let mut lat = Vec::new();
+                    let (mut lat, mut late) = (Vec::new(), Vec::new());
                     let mut items = 0u64;
                     let mut i = 0u64;
-                    // Open loop: request k of worker w is due at start + (k + w / workers) / (rate /
-                    // workers), so the workers' requests interleave evenly instead of arriving in
-                    // bursts of `workers`; its latency counts from when it was due (no
-                    // coordinated omission).
-                    let every = pace.map(|r| Duration::from_secs_f64(concurrency as f64 / r));
-                    let start = Instant::now()
-                        + every
-                            .map_or(Duration::ZERO, |e| e.mul_f64(w as f64 / concurrency as f64));
-                    while Instant::now() < deadline {
-                        let due = match every {
-                            Some(e) => {
-                                let due = start + e * (i as u32);
-                                tokio::time::sleep_until(due.into()).await;
-                                due
-                            }
-                            None => Instant::now(),
+                    loop {
+                        // Open loop: the pacer says when each request was due, and its latency
+                        // counts from then (no coordinated omission). Closed loop: now.
+                        let due = match due_times.as_mut() {
+                            Some(rx) => match rx.recv().await {
+                                Some(due) => due,
+                                None => break,
+                            },
+                            None if Instant::now() < deadline => Instant::now(),
+                            None => break,
                         };
+                        let sent = Instant::now();
                         let n = one(&mut client, work, &token, (w, i), ordered).await?;
                         if due >= t {
                             items += n;
                             lat.push(due.elapsed());
+                            late.push(sent.saturating_duration_since(due));
                         }
                         i += 1;
                     }
-                    Ok::<_, Error>((lat, items))
+                    Ok::<_, Error>((lat, late, items))
                 })
             })
             .collect();
@@ -244,22 +373,20 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
                 commits(&addrs).await?
             }
         };
-        let mut lat = Vec::new();
+        let (mut lat, mut late) = (Vec::new(), Vec::new());
         let mut items = 0u64;
         for task in tasks {
-            let (l, n) = task
+            let (l, s, n) = task
                 .await
                 .map_err(|_| Error::internal("a load task panicked"))??;
             lat.extend(l);
+            late.extend(s);
             items += n;
         }
         let elapsed = t.elapsed().as_secs_f64();
         let after = commits(&addrs).await?;
-        lat.sort();
-        let pct = |p: f64| {
-            lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-        };
+        let (lat, late) = (sorted_ms(&lat), sorted_ms(&late));
+        let pct = |p: f64| quantile(&lat, p);
         let rate = lat.len() as f64 / elapsed;
         let item_rate = items as f64 / elapsed;
         // The group committer starts with the first signing request, so "before" may be absent.
@@ -283,6 +410,17 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         let items_note = match work {
             Workload::GrpcBatch(_) => format!("  = {item_rate:.0} attestations/s"),
             _ => String::new(),
+        };
+        // How late the requests went out (open loop only). Latency counts from when a request
+        // was due, so this is part of it: at the median, the pacer's and the bench runtime's
+        // wake-ups; in the tail, mostly a connection still waiting for its previous answer.
+        let late_note = match pace {
+            Some(_) => format!(
+                "   (sent after due: p50 {:.2} ms, p99 {:.2} ms)",
+                quantile(&late, 0.50),
+                quantile(&late, 0.99)
+            ),
+            None => String::new(),
         };
         // The target for this figure, scaled to this machine.
         let target = match (work, pace) {
@@ -311,7 +449,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
             None => String::new(),
         };
         say(format!(
-            "  {name:<22} {rate:>8.0} req/s{items_note}   p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms   {commits_note}{target_note}",
+            "  {name:<22} {rate:>8.0} req/s{items_note}   p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms   {commits_note}{target_note}{late_note}",
             pct(0.50),
             pct(0.95),
             pct(0.99)
@@ -320,7 +458,8 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
             name,
             json!({"requests_per_s": rate, "items_per_s": item_rate, "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
                    "requests": lat.len(), "commits_per_request": per_request, "fsyncs_per_request": fsyncs_per_request.or(per_request), "offered_rate": pace,
-                   "scaled_target": target.as_ref().map(|t| t.0), "target_met": target.as_ref().map(|t| t.1)}),
+                   "scaled_target": target.as_ref().map(|t| t.0), "target_met": target.as_ref().map(|t| t.1),
+                   "sent_after_due_p50_ms": pace.map(|_| quantile(&late, 0.50)), "sent_after_due_p99_ms": pace.map(|_| quantile(&late, 0.99))}),
         );
     }
     let ref_after = reference(secs.min(2.0), bench_sign::design_sign_rate).await?;
@@ -328,11 +467,18 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         "  reference again: {ref_after:.0}/s ({:+.0} % against the start; a large drift means the machine's load changed during the run)",
         (ref_after / ref_before - 1.0) * 100.0
     ));
+    let disk_after = disk_reference(disk_dir.clone()).await?;
+    say(format!(
+        "  disk reference again: fdatasync p50 {:.2} ms, p99 {:.2} ms ({} syncs)",
+        disk_after.0, disk_after.1, disk_after.2
+    ));
     if out.json {
+        let disk = |d: (f64, f64, usize)| json!({"p50_ms": d.0, "p99_ms": d.1, "syncs": d.2});
         out.json(&json!({"concurrency": concurrency, "seconds": secs, "results": report,
                          "reference": {"raw_sign_2_threads_before": ref_before, "raw_sign_2_threads_after": ref_after,
                                        "rerandomized_sign_2_threads": rerandomized,
-                                       "design_machine": DESIGN_RAW_SIGN_2, "speed": speed}}));
+                                       "design_machine": DESIGN_RAW_SIGN_2, "speed": speed,
+                                       "disk_fdatasync_4kib": {"dir": disk_dir, "before": disk(disk_before), "after": disk(disk_after)}}}));
     }
     if let Some((dir, stop)) = local {
         let _ = stop.send(());

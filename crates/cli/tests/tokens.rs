@@ -138,5 +138,22 @@ fn bench_server_runs_and_reports_its_figures() {
         ] {
             assert!(r[f].as_f64().is_some(), "{route}.{f} in {v}");
         }
+        // How late the bench sent its requests is reported for the open-loop figures only.
+        let late = r["sent_after_due_p99_ms"].as_f64();
+        assert_eq!(late.is_some(), route.contains('@'), "{route} in {v}");
+        assert!(late.is_none_or(|l| l >= 0.0), "{route} in {v}");
+    }
+    // The pacer hands out each due time once and stops at the deadline: 200/s for 0.3 s is
+    // 60 requests (one either way for where the warm-up's end falls), however slow the build.
+    for route in ["poai_sign@200/s", "encrypt_1kib@200/s"] {
+        let n = v["results"][route]["requests"].as_u64().unwrap();
+        assert!((59..=61).contains(&n), "{route}: {n} requests in {v}");
+    }
+    // The disk reference, at the start and at the end: at least 100 syncs each.
+    for when in ["before", "after"] {
+        let d = &v["reference"]["disk_fdatasync_4kib"][when];
+        let (p50, p99) = (d["p50_ms"].as_f64().unwrap(), d["p99_ms"].as_f64().unwrap());
+        assert!(0.0 < p50 && p50 <= p99, "{when}: {d}");
+        assert!(d["syncs"].as_u64().unwrap() >= 100, "{when}: {d}");
     }
 }

@@ -93,12 +93,16 @@ fn disk_sync_latencies(dir: &Path, secs: f64) -> Result<Vec<f64>> {
     Ok(lat)
 }
 
-/// The `p` quantile of sorted figures (0 for none).
-fn quantile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile of sorted figures (`None` for none).
+fn quantile(sorted: &[f64], p: f64) -> Option<f64> {
     sorted
         .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
         .copied()
-        .unwrap_or(0.0)
+}
+
+/// A latency for the text report; "–" when nothing was measured.
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2} ms"))
 }
 
 /// Durations in ms, sorted.
@@ -113,7 +117,9 @@ async fn disk_reference(dir: PathBuf) -> Result<(f64, f64, usize)> {
     let lat = tokio::task::spawn_blocking(move || disk_sync_latencies(&dir, DISK_REFERENCE_SECS))
         .await
         .map_err(|_| Error::internal("the disk reference panicked"))??;
-    Ok((quantile(&lat, 0.50), quantile(&lat, 0.99), lat.len()))
+    // At least 100 syncs were timed.
+    let q = |p| quantile(&lat, p).unwrap_or_default();
+    Ok((q(0.50), q(0.99), lat.len()))
 }
 
 /// Open-loop pacing. Request k (counted over all workers) is due at start + k / `rate` and
@@ -314,6 +320,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         };
         let t = Instant::now() + warmup;
         let deadline = t + Duration::from_secs_f64(secs);
+        let give_up = deadline + Duration::from_secs_f64(secs);
         // Every connection is open before the first request is due.
         let mut clients = Vec::with_capacity(concurrency);
         for w in 0..concurrency {
@@ -340,13 +347,20 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
                 let ordered = s.ordered_nonces;
                 tokio::spawn(async move {
                     let (mut lat, mut late) = (Vec::new(), Vec::new());
-                    let mut items = 0u64;
-                    let mut i = 0u64;
+                    let (mut items, mut completed) = (0u64, 0u64);
+                    let (mut i, mut unsent) = (0u64, 0usize);
                     loop {
                         // Open loop: the pacer says when each request was due, and its latency
-                        // counts from then (no coordinated omission). Closed loop: now.
+                        // counts from then (no coordinated omission). A server that cannot keep
+                        // up leaves a backlog, which is still sent, for as long again as the
+                        // figure itself; what is left then is counted as not sent. Closed loop:
+                        // now, until the deadline.
                         let due = match due_times.as_mut() {
                             Some(rx) => match rx.recv().await {
+                                Some(_) if Instant::now() > give_up => {
+                                    unsent = 1 + rx.len();
+                                    break;
+                                }
                                 Some(due) => due,
                                 None => break,
                             },
@@ -355,14 +369,19 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
                         };
                         let sent = Instant::now();
                         let n = one(&mut client, work, &token, (w, i), ordered).await?;
-                        if due >= t {
+                        // Throughput counts what completed in the measured time, even a backlog
+                        // left from the warm-up; latency only what was due in it.
+                        if Instant::now() >= t {
                             items += n;
+                            completed += 1;
+                        }
+                        if due >= t {
                             lat.push(due.elapsed());
                             late.push(sent.saturating_duration_since(due));
                         }
                         i += 1;
                     }
-                    Ok::<_, Error>((lat, late, items))
+                    Ok::<_, Error>((lat, late, items, completed, unsent))
                 })
             })
             .collect();
@@ -374,20 +393,22 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
             }
         };
         let (mut lat, mut late) = (Vec::new(), Vec::new());
-        let mut items = 0u64;
+        let (mut items, mut completed, mut unsent) = (0u64, 0u64, 0usize);
         for task in tasks {
-            let (l, s, n) = task
+            let (l, s, n, c, u) = task
                 .await
                 .map_err(|_| Error::internal("a load task panicked"))??;
             lat.extend(l);
             late.extend(s);
             items += n;
+            completed += c;
+            unsent += u;
         }
         let elapsed = t.elapsed().as_secs_f64();
         let after = commits(&addrs).await?;
         let (lat, late) = (sorted_ms(&lat), sorted_ms(&late));
         let pct = |p: f64| quantile(&lat, p);
-        let rate = lat.len() as f64 / elapsed;
+        let rate = completed as f64 / elapsed;
         let item_rate = items as f64 / elapsed;
         // The group committer starts with the first signing request, so "before" may be absent.
         let (per_request, fsyncs_per_request) = match (before.unwrap_or_default(), after) {
@@ -416,9 +437,13 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         // wake-ups; in the tail, mostly a connection still waiting for its previous answer.
         let late_note = match pace {
             Some(_) => format!(
-                "   (sent after due: p50 {:.2} ms, p99 {:.2} ms)",
-                quantile(&late, 0.50),
-                quantile(&late, 0.99)
+                "   (sent after due: p50 {}, p99 {}{})",
+                ms(quantile(&late, 0.50)),
+                ms(quantile(&late, 0.99)),
+                match unsent {
+                    0 => String::new(),
+                    n => format!("; {n} due requests never sent: the server fell behind"),
+                }
             ),
             None => String::new(),
         };
@@ -436,7 +461,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
             )),
             (Workload::RestSign | Workload::RestEncrypt, Some(p)) if p == scaled_rate => Some((
                 TARGET_P99_MS,
-                pct(0.99) < TARGET_P99_MS && rate >= 0.98 * p,
+                pct(0.99).is_some_and(|p99| p99 < TARGET_P99_MS) && rate >= 0.98 * p && unsent == 0,
                 format!("p99 < {TARGET_P99_MS} ms, sustained"),
             )),
             _ => None,
@@ -449,17 +474,18 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
             None => String::new(),
         };
         say(format!(
-            "  {name:<22} {rate:>8.0} req/s{items_note}   p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms   {commits_note}{target_note}{late_note}",
-            pct(0.50),
-            pct(0.95),
-            pct(0.99)
+            "  {name:<22} {rate:>8.0} req/s{items_note}   p50 {}  p95 {}  p99 {}   {commits_note}{target_note}{late_note}",
+            ms(pct(0.50)),
+            ms(pct(0.95)),
+            ms(pct(0.99))
         ));
         report.insert(
             name,
             json!({"requests_per_s": rate, "items_per_s": item_rate, "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
-                   "requests": lat.len(), "commits_per_request": per_request, "fsyncs_per_request": fsyncs_per_request.or(per_request), "offered_rate": pace,
+                   "requests": lat.len(), "completed": completed, "commits_per_request": per_request, "fsyncs_per_request": fsyncs_per_request.or(per_request), "offered_rate": pace,
                    "scaled_target": target.as_ref().map(|t| t.0), "target_met": target.as_ref().map(|t| t.1),
-                   "sent_after_due_p50_ms": pace.map(|_| quantile(&late, 0.50)), "sent_after_due_p99_ms": pace.map(|_| quantile(&late, 0.99))}),
+                   "sent_after_due_p50_ms": pace.map(|_| quantile(&late, 0.50)), "sent_after_due_p99_ms": pace.map(|_| quantile(&late, 0.99)),
+                   "unsent": pace.map(|_| unsent)}),
         );
     }
     let ref_after = reference(secs.min(2.0), bench_sign::design_sign_rate).await?;

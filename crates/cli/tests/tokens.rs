@@ -144,9 +144,11 @@ fn bench_server_runs_and_reports_its_figures() {
         assert!(late.is_none_or(|l| l >= 0.0), "{route} in {v}");
     }
     // The pacer hands out each due time once and stops at the deadline: 200/s for 0.3 s is
-    // 60 requests (one either way for where the warm-up's end falls), however slow the build.
+    // 60 requests (one either way for where the warm-up's end falls), sent or, on a server
+    // that fell far behind, counted as never sent.
     for route in ["poai_sign@200/s", "encrypt_1kib@200/s"] {
-        let n = v["results"][route]["requests"].as_u64().unwrap();
+        let r = &v["results"][route];
+        let n = r["requests"].as_u64().unwrap() + r["unsent"].as_u64().unwrap();
         assert!((59..=61).contains(&n), "{route}: {n} requests in {v}");
     }
     // The disk reference, at the start and at the end: at least 100 syncs each.

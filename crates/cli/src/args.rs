@@ -465,7 +465,7 @@ pub enum BenchCommand {
         #[arg(long)]
         token: Option<String>,
         /// The same server's gRPC address (with --url), e.g. http://127.0.0.1:8201; without it
-        /// the gRPC figure is skipped.
+        /// the gRPC figures are skipped.
         #[arg(long, requires = "url")]
         grpc_url: Option<String>,
         /// Concurrent connections (keep-alive), one request in flight each.
@@ -477,7 +477,10 @@ pub enum BenchCommand {
         /// Attestations per gRPC SignPoaiBatch call.
         #[arg(long, default_value_t = 256)]
         batch: usize,
-        /// Offered rate (requests/s, open loop) for the latency figures; 0 skips them.
+        /// Offered rate (requests/s, open loop) for the latency figures; 0 skips them. A thread
+        /// of its own paces the requests, and each latency counts from when its request was
+        /// due. If the server falls behind, the backlog is still sent for as long again as the
+        /// figure; what is left then is reported as never sent.
         #[arg(long, default_value_t = 5000.0)]
         rate: f64,
         /// Seconds each latency figure first runs at its rate without counting, so that it
@@ -494,7 +497,7 @@ pub enum BenchCommand {
         ordered_nonces: bool,
         /// Where to measure the disk reference: appends of 4 KiB, each followed by fdatasync,
         /// as the server's WAL is written. Every durable request waits for at least one such
-        /// sync, so the disk's own p99 bounds the latency figures from below. Default: the
+        /// sync, so the disk's own latency is a floor under the latency figures. Default: the
         /// in-process server's data directory, or the system's temporary directory with --url
         /// (give the server's data directory if that is on another disk).
         #[arg(long, value_name = "DIR")]

@@ -168,6 +168,9 @@ enum Workload {
     RestEncrypt,
     /// `POST /v1/hmm/sign`: a settlement of a fresh attestation digest.
     RestSettle,
+    /// gRPC `SignPoai`, one attestation a call: the REST figure's work over HTTP/2 and
+    /// protobuf instead of HTTP/1.1 and JSON.
+    GrpcSign,
     /// gRPC `SignPoaiBatch` of `batch` attestations (one signature over their Merkle root).
     GrpcBatch(usize),
 }
@@ -275,6 +278,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         ("hmm_settle".into(), Workload::RestSettle, None),
     ];
     if grpc.is_some() {
+        figures.push(("grpc_poai_sign".into(), Workload::GrpcSign, None));
         figures.push((
             format!("grpc_poai_batch_{}", s.batch),
             Workload::GrpcBatch(s.batch.max(1)),
@@ -325,7 +329,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         let mut clients = Vec::with_capacity(concurrency);
         for w in 0..concurrency {
             clients.push(match work {
-                Workload::GrpcBatch(_) => {
+                Workload::GrpcSign | Workload::GrpcBatch(_) => {
                     Client::Grpc(grpc_client(grpc.as_deref().unwrap_or_default()).await?)
                 }
                 _ => Client::Rest(Conn::open(&addrs[w % addrs.len()]).await?),
@@ -607,6 +611,19 @@ async fn one(
                     format!("{path} answered {status}"),
                 ));
             }
+            Ok(1)
+        }
+        (Client::Grpc(g), Workload::GrpcSign) => {
+            let mut req = tonic::Request::new(hanzo_kms_proto::v1::SignPoaiRequest {
+                key: "poai:bench:m".into(),
+                attestation: Some(attestation(w, i, now, ordered)?),
+            });
+            if let Ok(v) = format!("Bearer {token}").parse() {
+                req.metadata_mut().insert("authorization", v);
+            }
+            g.sign_poai(req)
+                .await
+                .map_err(|s| Error::new(ErrorKind::Unavailable, format!("SignPoai: {s}")))?;
             Ok(1)
         }
         (Client::Grpc(g), Workload::GrpcBatch(n)) => {

@@ -123,6 +123,7 @@ fn bench_server_runs_and_reports_its_figures() {
     );
     for route in [
         "poai_sign",
+        "grpc_poai_sign",
         "encrypt_1kib",
         "poai_sign@200/s",
         "encrypt_1kib@200/s",

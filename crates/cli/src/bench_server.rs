@@ -554,6 +554,15 @@ fn attestation(
     })
 }
 
+/// A gRPC request carrying `token` as its bearer token.
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
+}
+
 /// One request of `work`; returns the items it covered.
 async fn one(
     client: &mut Client,
@@ -614,13 +623,13 @@ async fn one(
             Ok(1)
         }
         (Client::Grpc(g), Workload::GrpcSign) => {
-            let mut req = tonic::Request::new(hanzo_kms_proto::v1::SignPoaiRequest {
-                key: "poai:bench:m".into(),
-                attestation: Some(attestation(w, i, now, ordered)?),
-            });
-            if let Ok(v) = format!("Bearer {token}").parse() {
-                req.metadata_mut().insert("authorization", v);
-            }
+            let req = bearer(
+                hanzo_kms_proto::v1::SignPoaiRequest {
+                    key: "poai:bench:m".into(),
+                    attestation: Some(attestation(w, i, now, ordered)?),
+                },
+                token,
+            );
             g.sign_poai(req)
                 .await
                 .map_err(|s| Error::new(ErrorKind::Unavailable, format!("SignPoai: {s}")))?;
@@ -630,13 +639,13 @@ async fn one(
             let atts = (0..n as u64)
                 .map(|k| attestation(w, i * n as u64 + k, now, ordered))
                 .collect::<Result<_>>()?;
-            let mut req = tonic::Request::new(hanzo_kms_proto::v1::SignPoaiBatchRequest {
-                key: "poai:bench:m".into(),
-                attestations: atts,
-            });
-            if let Ok(v) = format!("Bearer {token}").parse() {
-                req.metadata_mut().insert("authorization", v);
-            }
+            let req = bearer(
+                hanzo_kms_proto::v1::SignPoaiBatchRequest {
+                    key: "poai:bench:m".into(),
+                    attestations: atts,
+                },
+                token,
+            );
             let items = g
                 .sign_poai_batch(req)
                 .await

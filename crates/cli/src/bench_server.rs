@@ -28,6 +28,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::atomic::AtomicOutput;
 use crate::bench_sign;
 use crate::output::Out;
 
@@ -61,36 +62,27 @@ const DISK_REFERENCE_SECS: f64 = 1.0;
 
 /// The disk's own latency for what every durable commit waits on: appends of 4 KiB (a WAL
 /// frame's page) to a fresh file in `dir`, each followed by `fdatasync`, for up to `secs` and
-/// between 100 and 5,000 times. Returns the latencies in ms, sorted; the file is removed.
+/// between 100 and 5,000 times. Returns the latencies in ms, sorted. The file is a temporary
+/// [`AtomicOutput`] that is never committed, so it is removed when done, also on an error.
 fn disk_sync_latencies(dir: &Path, secs: f64) -> Result<Vec<f64>> {
-    let mut rnd = [0u8; 6];
-    hanzo_kms_software::aead::random(&mut rnd)?;
-    let path = dir.join(format!(".hanzo-kms-bench-fsync-{}", hex::encode(rnd)));
-    let measured = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        let page = [0x5au8; 4096];
-        let (start, mut lat) = (Instant::now(), Vec::new());
-        while lat.len() < 100 || (lat.len() < 5_000 && start.elapsed().as_secs_f64() < secs) {
-            f.write_all(&page)?;
-            let t = Instant::now();
-            f.sync_data()?;
-            lat.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        Ok(lat)
-    })();
-    let _ = std::fs::remove_file(&path);
-    let mut lat = measured.map_err(|e: std::io::Error| {
+    let probe = AtomicOutput::create(&dir.join("hanzo-kms-bench-fsync"), false)?;
+    let mut f = probe.file();
+    let fail = |e: std::io::Error| {
         Error::new(
             ErrorKind::Io,
             format!("measuring fdatasync in {} (--disk-dir)", dir.display()),
         )
         .with_source(e)
-    })?;
-    lat.sort_by(f64::total_cmp);
-    Ok(lat)
+    };
+    let page = [0x5au8; 4096];
+    let (start, mut lat) = (Instant::now(), Vec::new());
+    while lat.len() < 100 || (lat.len() < 5_000 && start.elapsed().as_secs_f64() < secs) {
+        f.write_all(&page).map_err(fail)?;
+        let t = Instant::now();
+        f.sync_data().map_err(fail)?;
+        lat.push(t.elapsed());
+    }
+    Ok(sorted_ms(&lat))
 }
 
 /// The `p` quantile of sorted figures (`None` for none).

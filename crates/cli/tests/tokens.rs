@@ -106,6 +106,7 @@ fn bench_server_runs_and_reports_its_figures() {
     // A smoke test of the benchmark tool itself (figures are recorded in docs/benchmarks.md,
     // never asserted): it must start, drive both routes, and report every field.
     let d = tempfile::tempdir().unwrap();
+    let probe = tempfile::tempdir().unwrap();
     let v = json(
         d.path(),
         &[
@@ -119,6 +120,8 @@ fn bench_server_runs_and_reports_its_figures() {
             "200",
             "--warmup",
             "0.2",
+            "--disk-dir",
+            probe.path().to_str().unwrap(),
         ],
     );
     for route in [
@@ -159,4 +162,10 @@ fn bench_server_runs_and_reports_its_figures() {
         assert!(0.0 < p50 && p50 <= p99, "{when}: {d}");
         assert!(d["syncs"].as_u64().unwrap() >= 100, "{when}: {d}");
     }
+    assert_eq!(
+        v["reference"]["disk_fdatasync_4kib"]["dir"],
+        probe.path().to_str().unwrap()
+    );
+    // The probe's file is gone: --disk-dir is left as it was.
+    assert_eq!(std::fs::read_dir(probe.path()).unwrap().count(), 0);
 }

@@ -8,9 +8,14 @@
 //! Nothing is weakened: every answer still follows its own durable commit. While one batch
 //! commits, the next fills up, so the batch size adapts to the load.
 //!
-//! On SQLite the disk sync is taken off the committer's path: a batch's answers go to a task
-//! that waits until the WAL is synced past that batch's commit (`Pending::durable`), while the
-//! committer starts the next batch. One sync then covers every batch committed before it began.
+//! On SQLite the committer is a thread with a connection of its own. It commits a batch with
+//! `synchronous = NORMAL` and then syncs the WAL itself (`Pending::durable_blocking`) before it
+//! answers; the requests that arrive during the commit and the sync are the next batch. So a
+//! batch is everything that arrived during one commit-and-sync cycle, and there is one commit per
+//! sync. (Until session 8 the sync ran in a task of its own while the committer started the next
+//! batch: twice the commits for the same syncs, and three more thread hand-offs per batch. The
+//! measured difference is in docs/benchmarks.md.) Elsewhere (PostgreSQL) a commit is durable
+//! when it returns.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -131,51 +136,53 @@ fn fill(first: Job, rx: &mut mpsc::Receiver<Job>, stats: &CommitStats) -> Vec<Jo
     batch
 }
 
-/// Answer a committed batch once its commit is on disk, without holding up the next batch.
-fn finish(
-    jobs: Vec<Job>,
-    committed: Result<(Vec<Result<Outcome>>, Option<Pending>)>,
-    runtime: &tokio::runtime::Handle,
-) {
-    match committed {
-        Ok((outcomes, None)) => answer(jobs, outcomes),
-        Ok((outcomes, Some(pending))) => {
-            runtime.spawn(async move {
-                match pending.durable().await {
-                    Ok(()) => answer(jobs, outcomes),
-                    Err(e) => fail(jobs, &e),
-                }
-            });
-        }
+/// Answer a batch whose commit is on disk, or fail every job of it.
+fn settle(jobs: Vec<Job>, durable: Result<Vec<Result<Outcome>>>) {
+    match durable {
+        Ok(outcomes) => answer(jobs, outcomes),
         Err(e) => fail(jobs, &e),
     }
 }
 
-/// The committer as a task, through the store's pool (PostgreSQL).
+/// The committer as a task, through the store's pool (PostgreSQL, where a commit is durable
+/// when it returns).
 async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: Arc<CommitStats>) {
-    let runtime = tokio::runtime::Handle::current();
     while let Some(first) = rx.recv().await {
         let jobs = fill(first, &mut rx, &stats);
         let (q, now) = (query(&jobs), crate::now_secs());
-        let committed = store
+        let durable = match store
             .commit_batch(q.as_query(now), |reads| decide(&jobs, reads))
-            .await;
-        finish(jobs, committed, &runtime);
+            .await
+        {
+            Ok((outcomes, Some(pending))) => pending.durable().await.map(|()| outcomes),
+            Ok((outcomes, None)) => Ok(outcomes),
+            Err(e) => Err(e),
+        };
+        settle(jobs, durable);
     }
 }
 
-/// The committer as a thread with its own SQLite connection.
+/// The committer as a thread with its own SQLite connection. It syncs the WAL itself after each
+/// commit: the jobs that arrive meanwhile wait in the channel and make up the next batch.
 fn run_blocking(
     mut writer: BatchWriter,
     mut rx: mpsc::Receiver<Job>,
     stats: Arc<CommitStats>,
     runtime: tokio::runtime::Handle,
 ) {
+    // A sync may start a background checkpoint on the runtime's blocking pool.
+    let _runtime = runtime.enter();
     while let Some(first) = rx.blocking_recv() {
         let jobs = fill(first, &mut rx, &stats);
         let (q, now) = (query(&jobs), crate::now_secs());
-        let committed = writer.commit_batch(q.as_query(now), |reads| decide(&jobs, reads));
-        finish(jobs, committed, &runtime);
+        let durable = writer
+            .commit_batch(q.as_query(now), |reads| decide(&jobs, reads))
+            .and_then(|(outcomes, pending)| {
+                pending
+                    .map_or(Ok(()), Pending::durable_blocking)
+                    .map(|()| outcomes)
+            });
+        settle(jobs, durable);
     }
 }
 

@@ -4,10 +4,10 @@
 //! frames (a `pwrite` into the page cache) and returns without waiting for the disk. The
 //! commit is then made durable here, by an `fdatasync` of the WAL file, and nobody is told it
 //! happened before that. [`crate::WriteTx::commit`] does both, so every caller keeps the
-//! guarantee of `synchronous = FULL`. The group committer uses the two halves apart: it commits
-//! batch N, hands N's answers to a task that waits for the sync, and starts batch N+1 while the
-//! disk works. One `fdatasync` then covers every commit finished before it started, however many
-//! batches that is.
+//! guarantee of `synchronous = FULL`. Every waiter shares one sync at a time: one `fdatasync`
+//! covers every commit finished before it started, however many there are. The group committer
+//! runs the two halves on its own thread ([`Pending::durable_blocking`]): it commits a batch,
+//! syncs, answers, and takes what arrived meanwhile as the next batch.
 //!
 //! Why this is as durable as FULL: in WAL mode every commit of the database goes to the one WAL
 //! file, in order. An fdatasync of that file that starts after a COMMIT returned covers that
@@ -132,6 +132,28 @@ impl WalSync {
             .await
             .map_err(|_| std::io::Error::other("the sync task stopped"))
             .and_then(|r| r);
+        self.synced_upto(upto, done)
+    }
+
+    /// [`Self::wait`] on a thread outside the runtime (the group committer's), which syncs
+    /// itself instead of handing the sync to the blocking pool.
+    fn wait_blocking(&self, n: u64) -> Result<()> {
+        if self.synced.load(Ordering::Acquire) >= n {
+            return Ok(());
+        }
+        let _turn = self.turn.blocking_lock();
+        self.check()?;
+        if self.synced.load(Ordering::Acquire) >= n {
+            return Ok(());
+        }
+        let upto = self.committed.load(Ordering::Acquire);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        let done = sync_file(&self.wal);
+        self.synced_upto(upto, done)
+    }
+
+    /// Record the outcome of a sync that covered every commit up to `upto`.
+    fn synced_upto(&self, upto: u64, done: std::io::Result<()>) -> Result<()> {
         match done {
             Ok(()) => {
                 self.synced.fetch_max(upto, Ordering::AcqRel);
@@ -223,6 +245,15 @@ impl Pending {
             Some((sync, n)) => sync.wait(n).await,
         }
     }
+
+    /// Wait until the commit is on disk, on a thread that is not a runtime's (it blocks, and
+    /// panics inside an async context).
+    pub fn durable_blocking(self) -> Result<()> {
+        match self.wait {
+            None => Ok(()),
+            Some((sync, n)) => sync.wait_blocking(n),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -260,5 +291,47 @@ mod tests {
         assert!(e.to_string().contains("an earlier sync failed"), "{e}");
         assert_eq!(broken.syncs(), 1, "a failed sync is not retried");
         assert!(broken.check().is_err());
+    }
+
+    /// The group committer's blocking waits share the syncs and the failure with async waiters.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_blocking_wait_shares_syncs_and_failures_with_async_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x.db");
+        std::fs::write(format!("{}-wal", db.display()), b"frames").unwrap();
+        let sync = Arc::new(WalSync::new(&db.display().to_string()));
+        let (a, b, c) = (sync.committed(), sync.committed(), sync.committed());
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::spawn(move || {
+            let _rt = runtime.enter();
+            b.durable_blocking()
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        assert_eq!(sync.syncs(), 1);
+        a.durable().await.unwrap();
+        c.durable().await.unwrap();
+        assert_eq!(sync.syncs(), 1, "the blocking sync covered the commits counted before it");
+        let d = sync.committed();
+        std::thread::spawn(move || d.durable_blocking())
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(sync.syncs(), 2);
+
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        let broken = Arc::new(WalSync::new(
+            &dir.path().join("file").join("y.db").display().to_string(),
+        ));
+        let (first, second) = (broken.committed(), broken.committed());
+        let e = std::thread::spawn(move || first.durable_blocking())
+            .join()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AuditFailure);
+        let e = second.durable().await.unwrap_err();
+        assert!(e.to_string().contains("an earlier sync failed"), "{e}");
+        assert_eq!(broken.syncs(), 1, "a failed sync is not retried");
     }
 }

@@ -48,29 +48,13 @@ fn raw_digest(w: usize, i: u64) -> [u8; 32] {
     d
 }
 
-/// Raw libsecp256k1 signatures of a 32-byte digest per second on `threads` threads: the
-/// reference every signing figure is compared with, on the machine it runs on.
+/// Raw libsecp256k1 signatures of a 32-byte digest per second on `threads` threads, as
+/// DESIGN.md §2 measured them: the reference every signing figure is compared with, on the
+/// machine it runs on. One context (`secp256k1` 0.31, with explicit contexts), randomized once
+/// when made.
 pub(crate) fn raw_sign_rate(threads: usize, secs: f64) -> f64 {
+    use secp256k1_ctx as secp;
     // A fixed, valid key: 0x42…42 is below the curve order.
-    let Ok(sk) = secp256k1::SecretKey::from_secret_bytes([0x42; 32]) else {
-        return 0.0;
-    };
-    rate(threads, secs, |w, i| {
-        let _ = secp256k1::ecdsa::RecoverableSignature::sign_ecdsa_recoverable(
-            secp256k1::Message::from_digest(raw_digest(w, i)),
-            &sk,
-        );
-    })
-}
-
-/// Raw libsecp256k1 signatures per second on `threads` threads as DESIGN.md §2 measured them,
-/// the figure its targets were set with: one context, randomized once when made (`secp256k1`
-/// 0.31, the last release with explicit contexts). The server signs with `secp256k1` 0.33,
-/// which re-randomizes its context after every signature as a side-channel defence; that costs
-/// about as much as the signature itself (1.9–2.1× on one core here), and [`raw_sign_rate`]
-/// pays it as the server does.
-pub(crate) fn design_sign_rate(threads: usize, secs: f64) -> f64 {
-    use secp256k1_ref as secp;
     let Ok(sk) = secp::SecretKey::from_byte_array([0x42; 32]) else {
         return 0.0;
     };
@@ -82,6 +66,15 @@ pub(crate) fn design_sign_rate(threads: usize, secs: f64) -> f64 {
     ctx.seeded_randomize(&seed);
     rate(threads, secs, |w, i| {
         let _ = ctx.sign_ecdsa_recoverable(secp::Message::from_digest(raw_digest(w, i)), &sk);
+    })
+}
+
+/// Signatures per second as the server makes them: the software provider's libsecp256k1 call
+/// (`hanzo_kms_software::secp`), whose per-thread context gets a fresh blinding every
+/// [`hanzo_kms_software::secp::SIGNATURES_PER_SEED`] signatures, without unsealing or hashing.
+pub(crate) fn server_sign_rate(threads: usize, secs: f64) -> f64 {
+    rate(threads, secs, |w, i| {
+        let _ = hanzo_kms_software::secp::sign_recoverable(raw_digest(w, i), &[0x42; 32]);
     })
 }
 
@@ -272,8 +265,13 @@ pub(crate) fn batch_rate(
 /// provider sign), each path in its own never-inlined function so that callgrind's inclusive
 /// instruction counts of `raw_sign_path` and `our_sign_path` compare them exactly.
 pub fn count(n: u64, out: &Out) -> Result<ExitCode> {
-    let sk = secp256k1::SecretKey::from_secret_bytes([0x42; 32])
+    use secp256k1_ctx as secp;
+    let sk = secp::SecretKey::from_byte_array([0x42; 32])
         .map_err(|_| hanzo_kms_core::Error::internal("key"))?;
+    let mut ctx = secp::Secp256k1::signing_only();
+    let mut seed = [0u8; 32];
+    hanzo_kms_software::aead::random(&mut seed)?;
+    ctx.seeded_randomize(&seed);
     let provider = SoftwareProvider::new(&SoftwareProvider::generate_master_key()?)?;
     let name = KeyName::parse("poai:bench:model", Separator::default())?;
     let g = provider.generate(&KeySpec {
@@ -291,7 +289,7 @@ pub fn count(n: u64, out: &Out) -> Result<ExitCode> {
     let domain = Domain::new(96369, None);
     let atts: Vec<PoAIAttestation> = (0..n).map(|i| attestation(0, i)).collect();
     let t = Instant::now();
-    raw_sign_path(&sk, n);
+    raw_sign_path(&ctx, &sk, n);
     let raw = t.elapsed();
     let t = Instant::now();
     our_sign_path(&provider, &kref, &domain, &atts)?;
@@ -313,14 +311,16 @@ pub fn count(n: u64, out: &Out) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Raw signing as [`raw_sign_rate`] does it: one context, randomized once.
 #[inline(never)]
-fn raw_sign_path(sk: &secp256k1::SecretKey, n: u64) {
+fn raw_sign_path(
+    ctx: &secp256k1_ctx::Secp256k1<secp256k1_ctx::SignOnly>,
+    sk: &secp256k1_ctx::SecretKey,
+    n: u64,
+) {
     for i in 0..n {
         std::hint::black_box(
-            secp256k1::ecdsa::RecoverableSignature::sign_ecdsa_recoverable(
-                secp256k1::Message::from_digest(raw_digest(0, i)),
-                sk,
-            ),
+            ctx.sign_ecdsa_recoverable(secp256k1_ctx::Message::from_digest(raw_digest(0, i)), sk),
         );
     }
 }

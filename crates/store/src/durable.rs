@@ -312,7 +312,11 @@ mod tests {
         assert_eq!(sync.syncs(), 1);
         a.durable().await.unwrap();
         c.durable().await.unwrap();
-        assert_eq!(sync.syncs(), 1, "the blocking sync covered the commits counted before it");
+        assert_eq!(
+            sync.syncs(),
+            1,
+            "the blocking sync covered the commits counted before it"
+        );
         let d = sync.committed();
         std::thread::spawn(move || d.durable_blocking())
             .join()

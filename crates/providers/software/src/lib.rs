@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aead;
+pub mod secp;
 pub mod verify;
 
 use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
@@ -342,15 +343,13 @@ pub fn sign_with(alg: Algorithm, material: &SecretBytes, message: &[u8]) -> Resu
                     message.len()
                 ))
             })?;
-            let sk = secp256k1_secret(material)?;
-            let sig = secp256k1::ecdsa::RecoverableSignature::sign_ecdsa_recoverable(
-                secp256k1::Message::from_digest(digest),
-                &sk,
-            );
-            let (recid, rs) = sig.serialize_compact();
+            let secret: &[u8; 32] = material.expose().try_into().map_err(|_| {
+                Error::new(ErrorKind::Corrupt, "secp256k1 material is not 32 bytes")
+            })?;
+            let (rs, recid) = secp::sign_recoverable(digest, secret)?;
             // libsecp256k1 always produces low-S signatures; the recovery id of a low-S
             // signature is 0 or 1 except with negligible probability (r ≥ n), refused here.
-            let v = match recid.to_u8() {
+            let v = match recid {
                 0 => 27,
                 1 => 28,
                 _ => return Err(Error::internal("secp256k1 recovery id out of range")),

@@ -502,6 +502,12 @@ pub enum BenchCommand {
         /// (give the server's data directory if that is on another disk).
         #[arg(long, value_name = "DIR")]
         disk_dir: Option<std::path::PathBuf>,
+        /// Before the figures, sign this many PoAI attestations through gRPC SignPoaiBatch
+        /// (1,024 per call), so that the replay index already holds that many nonce records, as
+        /// a store in service does. A fresh store's index is small and cheap to insert into;
+        /// docs/benchmarks.md shows how much a large one costs. Needs the gRPC address.
+        #[arg(long, default_value_t = 0, value_name = "NONCES")]
+        prefill: u64,
     },
     /// Model-weight encryption: in memory against raw aws-lc-rs and `openssl speed`, and file
     /// to file against `cp` + `sync`, with peak RSS.

@@ -47,6 +47,7 @@ pub async fn run(
             warmup,
             ordered_nonces,
             disk_dir,
+            prefill,
         } => {
             return crate::bench_server::run(
                 crate::bench_server::LoadSettings {
@@ -60,6 +61,7 @@ pub async fn run(
                     warmup: *warmup,
                     ordered_nonces: *ordered_nonces,
                     disk_dir: disk_dir.as_deref(),
+                    prefill: *prefill,
                 },
                 out,
             )

@@ -18,6 +18,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -185,6 +187,8 @@ pub struct LoadSettings<'a> {
     /// Where to measure the disk reference (default: the in-process server's data directory,
     /// or the system's temporary directory).
     pub disk_dir: Option<&'a Path>,
+    /// Nonce records to sign into the store before the figures.
+    pub prefill: u64,
 }
 
 /// One worker's connection.
@@ -239,6 +243,21 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
     .await?;
     c.call("POST", "/v1/keys", &token, r#"{"name":"data:bench:d"}"#)
         .await?;
+    let prefilled = if s.prefill > 0 {
+        let g = grpc.as_deref().ok_or_else(|| {
+            Error::invalid("--prefill signs through gRPC: give the server's --grpc-url too")
+        })?;
+        let t = Instant::now();
+        prefill(g, &token, s.prefill, s.ordered_nonces).await?;
+        let took = t.elapsed().as_secs_f64();
+        say(format!(
+            "  prefilled the replay index with {} nonce records (SignPoaiBatch of {PREFILL_BATCH}) in {took:.1} s",
+            s.prefill
+        ));
+        Some(json!({"nonces": s.prefill, "seconds": took}))
+    } else {
+        None
+    };
     // The same-run reference (see DESIGN_RAW_SIGN_2), again at the end.
     let ref_before = reference(secs.min(2.0), bench_sign::raw_sign_rate).await?;
     let as_server = reference(secs.min(2.0), bench_sign::server_sign_rate).await?;
@@ -497,7 +516,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
     ));
     if out.json {
         let disk = |d: (f64, f64, usize)| json!({"p50_ms": d.0, "p99_ms": d.1, "syncs": d.2});
-        out.json(&json!({"concurrency": concurrency, "seconds": secs, "results": report,
+        out.json(&json!({"concurrency": concurrency, "seconds": secs, "results": report, "prefill": prefilled,
                          "reference": {"raw_sign_2_threads_before": ref_before, "raw_sign_2_threads_after": ref_after,
                                        "server_sign_2_threads": as_server,
                                        "design_machine": DESIGN_RAW_SIGN_2, "speed": speed,
@@ -545,6 +564,48 @@ fn attestation(
         node_id: format!("n{w}"),
         nonce,
     })
+}
+
+/// Attestations per SignPoaiBatch call of `--prefill`.
+const PREFILL_BATCH: u64 = 1024;
+
+/// Sign `n` attestations through SignPoaiBatch on eight connections: `n` nonce records.
+async fn prefill(addr: &str, token: &str, n: u64, ordered: bool) -> Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let mut g = grpc_client(addr).await?;
+        let (next, token) = (next.clone(), token.to_owned());
+        tasks.spawn(async move {
+            let now = hanzo_kms_service::now_secs();
+            loop {
+                let from = next.fetch_add(PREFILL_BATCH, Ordering::Relaxed);
+                if from >= n {
+                    return Ok::<_, Error>(());
+                }
+                let atts = (from..n.min(from + PREFILL_BATCH))
+                    .map(|i| attestation(w, i, now, ordered))
+                    .collect::<Result<_>>()?;
+                let req = bearer(
+                    hanzo_kms_proto::v1::SignPoaiBatchRequest {
+                        key: "poai:bench:m".into(),
+                        attestations: atts,
+                    },
+                    &token,
+                );
+                g.sign_poai_batch(req).await.map_err(|s| {
+                    Error::new(
+                        ErrorKind::Unavailable,
+                        format!("--prefill: SignPoaiBatch: {s}"),
+                    )
+                })?;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|_| Error::internal("a --prefill task stopped"))??;
+    }
+    Ok(())
 }
 
 /// A gRPC request carrying `token` as its bearer token.

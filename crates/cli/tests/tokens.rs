@@ -122,8 +122,13 @@ fn bench_server_runs_and_reports_its_figures() {
             "0.2",
             "--disk-dir",
             probe.path().to_str().unwrap(),
+            "--prefill",
+            "3000",
         ],
     );
+    // --prefill signed its nonce records (three calls of 1,024) before the figures.
+    assert_eq!(v["prefill"]["nonces"], 3000, "{v}");
+    assert!(v["prefill"]["seconds"].as_f64().unwrap() > 0.0, "{v}");
     for route in [
         "poai_sign",
         "grpc_poai_sign",

@@ -505,7 +505,9 @@ pub enum BenchCommand {
         /// Before the figures, sign this many PoAI attestations through gRPC SignPoaiBatch
         /// (1,024 per call), so that the replay index already holds that many nonce records, as
         /// a store in service does. A fresh store's index is small and cheap to insert into;
-        /// docs/benchmarks.md shows how much a large one costs. Needs the gRPC address.
+        /// docs/benchmarks.md shows how much a large one costs. Then it waits half the prefill's
+        /// time (2 to 60 s) while the server writes the backlog out. Needs the gRPC
+        /// address.
         #[arg(long, default_value_t = 0, value_name = "NONCES")]
         prefill: u64,
     },

@@ -250,11 +250,17 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         let t = Instant::now();
         prefill(g, &token, s.prefill, s.ordered_nonces).await?;
         let took = t.elapsed().as_secs_f64();
+        // The prefill leaves the server's background checkpoint a large backlog of scattered
+        // pages (on SQLite the WAL grew to 6 GB during 60 s of it, and took about a third of
+        // that time to be written out); measured without a long enough pause, the first figure
+        // ran at a third of its rate while the ones a few seconds later did not.
+        let settle = (took / 2.0).clamp(PREFILL_SETTLE_SECS.0, PREFILL_SETTLE_SECS.1);
         say(format!(
-            "  prefilled the replay index with {} nonce records (SignPoaiBatch of {PREFILL_BATCH}) in {took:.1} s",
+            "  prefilled the replay index with {} nonce records (SignPoaiBatch of {PREFILL_BATCH}) in {took:.1} s; waiting {settle:.1} s for the server to write them out",
             s.prefill
         ));
-        Some(json!({"nonces": s.prefill, "seconds": took}))
+        tokio::time::sleep(Duration::from_secs_f64(settle)).await;
+        Some(json!({"nonces": s.prefill, "seconds": took, "settle_seconds": settle}))
     } else {
         None
     };
@@ -568,6 +574,9 @@ fn attestation(
 
 /// Attestations per SignPoaiBatch call of `--prefill`.
 const PREFILL_BATCH: u64 = 1024;
+/// After `--prefill`, the bench waits half the prefill's time, within these bounds (seconds),
+/// before the first figure.
+const PREFILL_SETTLE_SECS: (f64, f64) = (2.0, 60.0);
 
 /// Sign `n` attestations through SignPoaiBatch on eight connections: `n` nonce records.
 async fn prefill(addr: &str, token: &str, n: u64, ordered: bool) -> Result<()> {

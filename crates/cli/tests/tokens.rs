@@ -129,6 +129,10 @@ fn bench_server_runs_and_reports_its_figures() {
     // --prefill signed its nonce records (three calls of 1,024) before the figures.
     assert_eq!(v["prefill"]["nonces"], 3000, "{v}");
     assert!(v["prefill"]["seconds"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(
+        v["prefill"]["settle_seconds"], 2.0,
+        "the shortest pause: {v}"
+    );
     for route in [
         "poai_sign",
         "grpc_poai_sign",

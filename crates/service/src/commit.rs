@@ -183,6 +183,10 @@ fn run_blocking(
                     .map(|()| outcomes)
             });
         settle(jobs, durable);
+        // Before the next batch: a WAL past its limit is checkpointed here, whole.
+        if let Err(e) = writer.bound_wal() {
+            tracing::warn!(error = %e, "the WAL could not be checkpointed; it keeps growing until a later attempt succeeds");
+        }
     }
 }
 

@@ -116,6 +116,7 @@ impl Store {
             conn,
             wal: wal.clone(),
             location: self.location.clone(),
+            wal_limit: crate::durable::WAL_LIMIT_BYTES,
         }))
     }
 }
@@ -133,6 +134,8 @@ pub struct BatchWriter {
     conn: rusqlite::Connection,
     wal: Arc<WalSync>,
     location: String,
+    /// See [`BatchWriter::bound_wal`].
+    wal_limit: u64,
 }
 
 impl std::fmt::Debug for BatchWriter {
@@ -144,6 +147,41 @@ impl std::fmt::Debug for BatchWriter {
 }
 
 impl BatchWriter {
+    /// Keep the WAL bounded under sustained load: when it has grown past
+    /// [`crate::durable::WAL_LIMIT_BYTES`], checkpoint all of it on this connection and cut the
+    /// file to nothing (`PRAGMA wal_checkpoint(TRUNCATE)`, which syncs the database before it
+    /// lets go of the WAL). The caller is the only regular writer, so nothing is appended
+    /// meanwhile and the checkpoint catches up; the batches waiting behind it wait for the disk.
+    /// Returns whether it ran and completed (a checkpoint blocked by a reader for the whole busy
+    /// timeout is tried again after a later batch).
+    pub fn bound_wal(&mut self) -> Result<bool> {
+        let len = self.wal.wal_len();
+        if len <= self.wal_limit {
+            return Ok(false);
+        }
+        let started = std::time::Instant::now();
+        let (busy, frames): (i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(|e| {
+                sqlite_error(
+                    e,
+                    &format!("checkpointing the WAL (store {})", self.location),
+                )
+            })?;
+        tracing::info!(
+            store = %self.location,
+            wal_bytes = len,
+            frames,
+            completed = busy == 0,
+            ms = started.elapsed().as_millis() as u64,
+            "the WAL outgrew its limit; writes waited for a full checkpoint"
+        );
+        Ok(busy == 0)
+    }
+
     /// [`Store::commit_batch`] on this writer's connection. It blocks (on the database's write
     /// lock, and on the statements themselves); it never waits for the disk.
     pub fn commit_batch<'a, T>(
@@ -461,5 +499,33 @@ mod tests {
         }
         assert!(s.fsyncs().unwrap() >= synced);
         assert!(s.verify_audit().await.unwrap().problem.is_none());
+
+        // Past its limit the writer checkpoints the whole WAL itself and cuts it to nothing;
+        // below the limit it does not.
+        let wal = dir.path().join("kms.db-wal");
+        let grown = std::fs::metadata(&wal).unwrap().len();
+        w.wal_limit = grown + 1;
+        assert!(!tokio::task::block_in_place(|| w.bound_wal()).unwrap());
+        w.wal_limit = grown - 1;
+        assert!(tokio::task::block_in_place(|| w.bound_wal()).unwrap());
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+        // The writer goes on, and nothing was lost.
+        let (_, p) = tokio::task::block_in_place(|| {
+            w.commit_batch(q(7), |_| {
+                let writes = BatchWrites {
+                    events: vec![event("data.encrypt")],
+                    ..BatchWrites::default()
+                };
+                (writes, ())
+            })
+        })
+        .unwrap();
+        p.unwrap().durable().await.unwrap();
+        let report = s.verify_audit().await.unwrap();
+        assert!(report.problem.is_none(), "{:?}", report.problem);
+        assert_eq!(
+            s.audit_records(0, 1_000_000).await.unwrap().len(),
+            2 + 2000 * synced as usize + 2
+        );
     }
 }

@@ -55,6 +55,15 @@ use hanzo_kms_core::{Error, ErrorKind, Result};
 /// pages that the WAL syncs queue behind. docs/benchmarks.md has the runs and the ideas left.
 pub(crate) const CHECKPOINT_BYTES: u64 = 1 << 20;
 
+/// The WAL size past which the group committer stops and checkpoints the whole WAL itself
+/// (`TRUNCATE`) before its next batch ([`crate::BatchWriter::bound_wal`]). The background
+/// checkpoint copies scattered pages more slowly than sustained batch signing with random nonces
+/// writes them, and the WAL can only start again from its beginning once a checkpoint has caught
+/// up with it: measured, it grew to 6–8 GB during 60 s of `bench server --prefill` (SignPoaiBatch
+/// of 1,024, about 33,000 nonce records per second). Past this size, writes wait for the disk
+/// instead of filling it. Unbatched signing at capacity kept the WAL at 64–190 MB.
+pub(crate) const WAL_LIMIT_BYTES: u64 = 512 << 20;
+
 /// The background checkpointer's state.
 #[derive(Debug, Default)]
 struct Checkpointer {
@@ -113,6 +122,11 @@ impl WalSync {
 
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// The WAL file's size in bytes (0 when it does not exist).
+    pub fn wal_len(&self) -> u64 {
+        std::fs::metadata(&self.wal).map_or(0, |m| m.len())
     }
 
     async fn wait(&self, n: u64) -> Result<()> {

@@ -357,6 +357,21 @@ mod tests {
 
     /// Both implementations read what the other wrote, extend one audit chain, and refuse a
     /// duplicate nonce whole; a large WAL is checkpointed in the background.
+
+    /// Commit one audit event through the writer and wait until it is on disk.
+    async fn one_event(w: &mut BatchWriter, q: BatchQuery<'_>) {
+        let (_, p) = tokio::task::block_in_place(|| {
+            w.commit_batch(q, |_| {
+                let writes = BatchWrites {
+                    events: vec![event("data.encrypt")],
+                    ..BatchWrites::default()
+                };
+                (writes, ())
+            })
+        })
+        .unwrap();
+        p.unwrap().durable().await.unwrap();
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writer_and_pool_share_one_chain_and_the_wal_is_checkpointed() {
         let dir = tempfile::tempdir().unwrap();
@@ -478,17 +493,7 @@ mod tests {
             assert!(synced < 100, "the WAL does not grow");
         }
         // One more sync notices the size.
-        let (_, p) = tokio::task::block_in_place(|| {
-            w.commit_batch(q(6), |_| {
-                let writes = BatchWrites {
-                    events: vec![event("data.encrypt")],
-                    ..BatchWrites::default()
-                };
-                (writes, ())
-            })
-        })
-        .unwrap();
-        p.unwrap().durable().await.unwrap();
+        one_event(&mut w, q(6)).await;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::fs::metadata(&db).unwrap().len() <= before {
             assert!(
@@ -510,17 +515,7 @@ mod tests {
         assert!(tokio::task::block_in_place(|| w.bound_wal()).unwrap());
         assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
         // The writer goes on, and nothing was lost.
-        let (_, p) = tokio::task::block_in_place(|| {
-            w.commit_batch(q(7), |_| {
-                let writes = BatchWrites {
-                    events: vec![event("data.encrypt")],
-                    ..BatchWrites::default()
-                };
-                (writes, ())
-            })
-        })
-        .unwrap();
-        p.unwrap().durable().await.unwrap();
+        one_event(&mut w, q(7)).await;
         let report = s.verify_audit().await.unwrap();
         assert!(report.problem.is_none(), "{:?}", report.problem);
         assert_eq!(

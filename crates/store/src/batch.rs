@@ -355,9 +355,6 @@ mod tests {
         s
     }
 
-    /// Both implementations read what the other wrote, extend one audit chain, and refuse a
-    /// duplicate nonce whole; a large WAL is checkpointed in the background.
-
     /// Commit one audit event through the writer and wait until it is on disk.
     async fn one_event(w: &mut BatchWriter, q: BatchQuery<'_>) {
         let (_, p) = tokio::task::block_in_place(|| {
@@ -372,6 +369,10 @@ mod tests {
         .unwrap();
         p.unwrap().durable().await.unwrap();
     }
+
+    /// Both implementations read what the other wrote, extend one audit chain, and refuse a
+    /// duplicate nonce whole; a large WAL is checkpointed in the background,
+    /// and one past its limit by the writer itself.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writer_and_pool_share_one_chain_and_the_wal_is_checkpointed() {
         let dir = tempfile::tempdir().unwrap();

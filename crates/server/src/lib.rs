@@ -1437,6 +1437,12 @@ async fn metrics(State(s): State<Shared>) -> Response {
             "hanzo_kms_group_commit_transactions_total {}\n",
             c.transactions.load(Relaxed)
         ));
+        out.push_str("# HELP hanzo_kms_wal_limit_checkpoints_total Whole-WAL checkpoints the group committer ran because the SQLite WAL passed its limit (writes waited meanwhile).\n");
+        out.push_str("# TYPE hanzo_kms_wal_limit_checkpoints_total counter\n");
+        out.push_str(&format!(
+            "hanzo_kms_wal_limit_checkpoints_total {}\n",
+            c.wal_limit_checkpoints.load(Relaxed)
+        ));
     }
     if let Some(n) = s.kms.store_fsyncs() {
         out.push_str("# HELP hanzo_kms_store_fsyncs_total Syncs of the SQLite write-ahead log to disk (one covers every commit before it).\n");

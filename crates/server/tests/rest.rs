@@ -560,6 +560,16 @@ async fn a_full_session_leaks_no_token_master_key_or_data_key() {
         .json()["valid"],
         true
     );
+    // The signature went through the group committer; a small WAL never made it wait.
+    let metrics = go(call(a, "GET", "/metrics", None, "").await).body;
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert!(counter("hanzo_kms_group_commit_requests_total") >= 1);
+    assert_eq!(counter("hanzo_kms_wal_limit_checkpoints_total"), 0);
     go(call(
         a,
         "POST",

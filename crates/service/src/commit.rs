@@ -62,6 +62,9 @@ pub(crate) enum Outcome {
 pub struct CommitStats {
     pub requests: AtomicU64,
     pub transactions: AtomicU64,
+    /// Whole-WAL checkpoints the committer ran because the SQLite WAL passed its limit; writes
+    /// waited meanwhile.
+    pub wal_limit_checkpoints: AtomicU64,
 }
 
 /// The handle requests use.
@@ -184,8 +187,14 @@ fn run_blocking(
             });
         settle(jobs, durable);
         // Before the next batch: a WAL past its limit is checkpointed here, whole.
-        if let Err(e) = writer.bound_wal() {
-            tracing::warn!(error = %e, "the WAL could not be checkpointed; it keeps growing until a later attempt succeeds");
+        match writer.bound_wal() {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                stats.wal_limit_checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the WAL could not be checkpointed; it keeps growing until a later attempt succeeds");
+            }
         }
     }
 }

@@ -152,12 +152,12 @@ impl BatchWriter {
     /// file to nothing (`PRAGMA wal_checkpoint(TRUNCATE)`, which syncs the database before it
     /// lets go of the WAL). The caller is the only regular writer, so nothing is appended
     /// meanwhile and the checkpoint catches up; the batches waiting behind it wait for the disk.
-    /// Returns whether it ran and completed (a checkpoint blocked by a reader for the whole busy
-    /// timeout is tried again after a later batch).
-    pub fn bound_wal(&mut self) -> Result<bool> {
+    /// Returns `None` when the WAL is within its limit, else whether the checkpoint completed (one
+    /// blocked by a reader for the whole busy timeout is tried again after a later batch).
+    pub fn bound_wal(&mut self) -> Result<Option<bool>> {
         let len = self.wal.wal_len();
         if len <= self.wal_limit {
-            return Ok(false);
+            return Ok(None);
         }
         let started = std::time::Instant::now();
         let (busy, frames): (i64, i64) = self
@@ -179,7 +179,7 @@ impl BatchWriter {
             ms = started.elapsed().as_millis() as u64,
             "the WAL outgrew its limit; writes waited for a full checkpoint"
         );
-        Ok(busy == 0)
+        Ok(Some(busy == 0))
     }
 
     /// [`Store::commit_batch`] on this writer's connection. It blocks (on the database's write
@@ -511,9 +511,12 @@ mod tests {
         let wal = dir.path().join("kms.db-wal");
         let grown = std::fs::metadata(&wal).unwrap().len();
         w.wal_limit = grown + 1;
-        assert!(!tokio::task::block_in_place(|| w.bound_wal()).unwrap());
+        assert_eq!(tokio::task::block_in_place(|| w.bound_wal()).unwrap(), None);
         w.wal_limit = grown - 1;
-        assert!(tokio::task::block_in_place(|| w.bound_wal()).unwrap());
+        assert_eq!(
+            tokio::task::block_in_place(|| w.bound_wal()).unwrap(),
+            Some(true)
+        );
         assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
         // The writer goes on, and nothing was lost.
         one_event(&mut w, q(7)).await;

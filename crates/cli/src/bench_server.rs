@@ -583,31 +583,25 @@ async fn prefill(addr: &str, token: &str, n: u64, ordered: bool) -> Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..8 {
-        let mut g = grpc_client(addr).await?;
+        let mut client = Client::Grpc(grpc_client(addr).await?);
         let (next, token) = (next.clone(), token.to_owned());
         tasks.spawn(async move {
-            let now = hanzo_kms_service::now_secs();
             loop {
                 let from = next.fetch_add(PREFILL_BATCH, Ordering::Relaxed);
                 if from >= n {
                     return Ok::<_, Error>(());
                 }
-                let atts = (from..n.min(from + PREFILL_BATCH))
-                    .map(|i| attestation(w, i, now, ordered))
-                    .collect::<Result<_>>()?;
-                let req = bearer(
-                    hanzo_kms_proto::v1::SignPoaiBatchRequest {
-                        key: "poai:bench:m".into(),
-                        attestations: atts,
-                    },
+                let size = (n - from).min(PREFILL_BATCH) as usize;
+                let work = Workload::GrpcBatch(size);
+                one(
+                    &mut client,
+                    work,
                     &token,
-                );
-                g.sign_poai_batch(req).await.map_err(|s| {
-                    Error::new(
-                        ErrorKind::Unavailable,
-                        format!("--prefill: SignPoaiBatch: {s}"),
-                    )
-                })?;
+                    (w, from / PREFILL_BATCH),
+                    ordered,
+                )
+                .await
+                .map_err(|e| Error::new(e.kind(), format!("--prefill: {}", e.message())))?;
             }
         });
     }

@@ -53,20 +53,28 @@ fn raw_digest(w: usize, i: u64) -> [u8; 32] {
 /// machine it runs on. One context (`secp256k1` 0.31, with explicit contexts), randomized once
 /// when made.
 pub(crate) fn raw_sign_rate(threads: usize, secs: f64) -> f64 {
-    use secp256k1_ctx as secp;
-    // A fixed, valid key: 0x42…42 is below the curve order.
-    let Ok(sk) = secp::SecretKey::from_byte_array([0x42; 32]) else {
+    let Ok((ctx, sk)) = raw_signer() else {
         return 0.0;
     };
-    let mut seed = [0u8; 32];
-    if aws_lc_rs::rand::fill(&mut seed).is_err() {
-        return 0.0;
-    }
-    let mut ctx = secp::Secp256k1::signing_only();
-    ctx.seeded_randomize(&seed);
     rate(threads, secs, |w, i| {
-        let _ = ctx.sign_ecdsa_recoverable(secp::Message::from_digest(raw_digest(w, i)), &sk);
+        let _ =
+            ctx.sign_ecdsa_recoverable(secp256k1_ctx::Message::from_digest(raw_digest(w, i)), &sk);
     })
+}
+
+/// The raw references' signer: one context, randomized once, and a fixed, valid key (0x42…42
+/// is below the curve order).
+fn raw_signer() -> Result<(
+    secp256k1_ctx::Secp256k1<secp256k1_ctx::SignOnly>,
+    secp256k1_ctx::SecretKey,
+)> {
+    let sk = secp256k1_ctx::SecretKey::from_byte_array([0x42; 32])
+        .map_err(|_| hanzo_kms_core::Error::internal("the bench's fixed key is not a scalar"))?;
+    let mut seed = [0u8; 32];
+    hanzo_kms_software::aead::random(&mut seed)?;
+    let mut ctx = secp256k1_ctx::Secp256k1::signing_only();
+    ctx.seeded_randomize(&seed);
+    Ok((ctx, sk))
 }
 
 /// Signatures per second as the server makes them: the software provider's libsecp256k1 call
@@ -265,13 +273,7 @@ pub(crate) fn batch_rate(
 /// provider sign), each path in its own never-inlined function so that callgrind's inclusive
 /// instruction counts of `raw_sign_path` and `our_sign_path` compare them exactly.
 pub fn count(n: u64, out: &Out) -> Result<ExitCode> {
-    use secp256k1_ctx as secp;
-    let sk = secp::SecretKey::from_byte_array([0x42; 32])
-        .map_err(|_| hanzo_kms_core::Error::internal("key"))?;
-    let mut ctx = secp::Secp256k1::signing_only();
-    let mut seed = [0u8; 32];
-    hanzo_kms_software::aead::random(&mut seed)?;
-    ctx.seeded_randomize(&seed);
+    let (ctx, sk) = raw_signer()?;
     let provider = SoftwareProvider::new(&SoftwareProvider::generate_master_key()?)?;
     let name = KeyName::parse("poai:bench:model", Separator::default())?;
     let g = provider.generate(&KeySpec {

@@ -221,12 +221,16 @@ pub fn sealing_aad(name: &KeyName, version: u32, alg: Algorithm) -> Vec<u8> {
     aad
 }
 
-fn secp256k1_secret(material: &SecretBytes) -> Result<secp256k1::SecretKey> {
-    let bytes: [u8; 32] = material
+/// secp256k1 material: its 32 raw bytes.
+fn secp256k1_bytes(material: &SecretBytes) -> Result<&[u8; 32]> {
+    material
         .expose()
         .try_into()
-        .map_err(|_| Error::new(ErrorKind::Corrupt, "secp256k1 material is not 32 bytes"))?;
-    secp256k1::SecretKey::from_secret_bytes(bytes).map_err(|_| {
+        .map_err(|_| Error::new(ErrorKind::Corrupt, "secp256k1 material is not 32 bytes"))
+}
+
+fn secp256k1_secret(material: &SecretBytes) -> Result<secp256k1::SecretKey> {
+    secp256k1::SecretKey::from_secret_bytes(*secp256k1_bytes(material)?).map_err(|_| {
         Error::new(
             ErrorKind::Corrupt,
             "secp256k1 material is not a valid scalar",
@@ -343,10 +347,7 @@ pub fn sign_with(alg: Algorithm, material: &SecretBytes, message: &[u8]) -> Resu
                     message.len()
                 ))
             })?;
-            let secret: &[u8; 32] = material.expose().try_into().map_err(|_| {
-                Error::new(ErrorKind::Corrupt, "secp256k1 material is not 32 bytes")
-            })?;
-            let (rs, recid) = secp::sign_recoverable(digest, secret)?;
+            let (rs, recid) = secp::sign_recoverable(digest, secp256k1_bytes(material)?)?;
             // libsecp256k1 always produces low-S signatures; the recovery id of a low-S
             // signature is 0 or 1 except with negligible probability (r ≥ n), refused here.
             let v = match recid {

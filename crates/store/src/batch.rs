@@ -155,6 +155,7 @@ impl BatchWriter {
     /// Returns `None` when the WAL is within its limit, else whether the checkpoint completed (one
     /// blocked by a reader for the whole busy timeout is tried again after a later batch).
     pub fn bound_wal(&mut self) -> Result<Option<bool>> {
+        // As the last sync found it: the committer calls this right after its own sync.
         let len = self.wal.wal_len();
         if len <= self.wal_limit {
             return Ok(None);
@@ -179,6 +180,9 @@ impl BatchWriter {
             ms = started.elapsed().as_millis() as u64,
             "the WAL outgrew its limit; writes waited for a full checkpoint"
         );
+        if busy == 0 {
+            self.wal.wal_cut();
+        }
         Ok(Some(busy == 0))
     }
 
@@ -518,6 +522,8 @@ mod tests {
             Some(true)
         );
         assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+        // Until the next sync, the writer knows the WAL is empty and does not checkpoint again.
+        assert_eq!(tokio::task::block_in_place(|| w.bound_wal()).unwrap(), None);
         // The writer goes on, and nothing was lost.
         one_event(&mut w, q(7)).await;
         let report = s.verify_audit().await.unwrap();

@@ -86,6 +86,8 @@ pub(crate) struct WalSync {
     synced: AtomicU64,
     /// Calls of fdatasync: the benchmark's "fsyncs per request".
     syncs: AtomicU64,
+    /// The WAL file's size when the last sync ended (it decides on checkpoints).
+    wal_len: AtomicU64,
     failed: AtomicBool,
     /// One sync at a time; a waiter that gets it after another sync finds itself covered.
     turn: tokio::sync::Mutex<()>,
@@ -101,6 +103,7 @@ impl WalSync {
             committed: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            wal_len: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             turn: tokio::sync::Mutex::new(()),
         }
@@ -126,9 +129,15 @@ impl WalSync {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    /// The WAL file's size in bytes (0 when it does not exist).
+    /// The WAL file's size in bytes when the last successful sync ended (0 before the first,
+    /// or when the file did not exist).
     pub fn wal_len(&self) -> u64 {
-        std::fs::metadata(&self.wal).map_or(0, |m| m.len())
+        self.wal_len.load(Ordering::Relaxed)
+    }
+
+    /// The WAL was checkpointed whole and cut to nothing.
+    pub fn wal_cut(&self) {
+        self.wal_len.store(0, Ordering::Relaxed);
     }
 
     async fn wait(&self, n: u64) -> Result<()> {
@@ -186,7 +195,9 @@ impl WalSync {
 
     /// Start a background checkpoint if the WAL is large and none is running.
     fn maybe_checkpoint(&self) {
-        let large = std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > CHECKPOINT_BYTES);
+        let len = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        self.wal_len.store(len, Ordering::Relaxed);
+        let large = len > CHECKPOINT_BYTES;
         if !large || self.checkpointer.running.swap(true, Ordering::AcqRel) {
             return;
         }

@@ -7,8 +7,9 @@
 //! consumed-attestation row), all group committed. With several `--url`s (nodes of one
 //! PostgreSQL store) the connections are spread over the nodes. It
 //! reports requests per second, latency percentiles, and commits and fsyncs per request from the
-//! server's own `/metrics` (on SQLite one fsync of the WAL covers every commit before it; on
-//! PostgreSQL each commit is one WAL flush of the database server).
+//! server's own `/metrics` (on SQLite one fsync of the WAL covers every commit before it; the
+//! checkpoints that copy the WAL into the database run beside them and are counted too, at one
+//! or two fsyncs each; on PostgreSQL each commit is one WAL flush of the database server).
 //!
 //! Two references are measured in the same run, at its start and again at its end: raw
 //! libsecp256k1 signing (the CPU; the rate targets are scaled by it, see [`DESIGN_RAW_SIGN_2`])
@@ -433,21 +434,30 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         let rate = completed as f64 / elapsed;
         let item_rate = items as f64 / elapsed;
         // The group committer starts with the first signing request, so "before" may be absent.
-        let (per_request, fsyncs_per_request) = match (before.unwrap_or_default(), after) {
-            (b, Some(a)) if a.requests > b.requests => {
-                let n = (a.requests - b.requests) as f64;
-                (
-                    Some((a.transactions - b.transactions) as f64 / n),
-                    a.fsyncs
-                        .zip(b.fsyncs.or(Some(0)))
-                        .map(|(x, y)| x.saturating_sub(y) as f64 / n),
-                )
-            }
-            _ => (None, None),
-        };
-        let commits_note = match (per_request, fsyncs_per_request) {
-            (Some(c), Some(f)) => format!("{c:.3} commits, {f:.3} fsyncs per request"),
-            (Some(c), None) => format!("{c:.3} commits (WAL flushes) per request"),
+        // SQLite: the WAL syncs that answers wait for, and the checkpoints that run beside them
+        // on the same disk with syncs of their own.
+        let (per_request, fsyncs_per_request, checkpoints) =
+            match (before.unwrap_or_default(), after) {
+                (b, Some(a)) if a.requests > b.requests => {
+                    let n = (a.requests - b.requests) as f64;
+                    let per = |x: Option<u64>, y: Option<u64>| {
+                        x.zip(y.or(Some(0)))
+                            .map(|(x, y)| x.saturating_sub(y) as f64 / n)
+                    };
+                    (
+                        Some((a.transactions - b.transactions) as f64 / n),
+                        per(a.fsyncs, b.fsyncs),
+                        per(a.checkpoints, b.checkpoints),
+                    )
+                }
+                _ => (None, None, None),
+            };
+        let commits_note = match (per_request, fsyncs_per_request, checkpoints) {
+            (Some(c), Some(f), Some(k)) => format!(
+                "{c:.3} commits, {f:.3} fsyncs + {k:.3} checkpoints (1–2 fsyncs each) per request"
+            ),
+            (Some(c), Some(f), None) => format!("{c:.3} commits, {f:.3} fsyncs per request"),
+            (Some(c), None, _) => format!("{c:.3} commits (WAL flushes) per request"),
             _ => "commits per request not reported by this server".to_owned(),
         };
         let items_note = match work {
@@ -504,7 +514,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         report.insert(
             name,
             json!({"requests_per_s": rate, "items_per_s": item_rate, "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
-                   "requests": lat.len(), "completed": completed, "commits_per_request": per_request, "fsyncs_per_request": fsyncs_per_request.or(per_request), "offered_rate": pace,
+                   "requests": lat.len(), "completed": completed, "commits_per_request": per_request, "fsyncs_per_request": fsyncs_per_request.or(per_request), "checkpoints_per_request": checkpoints, "offered_rate": pace,
                    "scaled_target": target.as_ref().map(|t| t.0), "target_met": target.as_ref().map(|t| t.1),
                    "sent_after_due_p50_ms": pace.map(|_| quantile(&late, 0.50)), "sent_after_due_p99_ms": pace.map(|_| quantile(&late, 0.99)),
                    "unsent": pace.map(|_| unsent)}),
@@ -722,10 +732,16 @@ struct Counters {
     transactions: u64,
     /// WAL syncs (SQLite only).
     fsyncs: Option<u64>,
+    /// Checkpoints that copied WAL frames (SQLite only).
+    checkpoints: Option<u64>,
 }
 
 /// [`Counters`] from every node's `/metrics`, summed, if the servers report them.
 async fn commits(addrs: &[String]) -> Result<Option<Counters>> {
+    let add = |x: Option<u64>, y: Option<u64>| match (x, y) {
+        (None, None) => None,
+        (x, y) => Some(x.unwrap_or(0) + y.unwrap_or(0)),
+    };
     let mut sum: Option<Counters> = None;
     for a in addrs {
         if let Some(c) = commits_of(a).await? {
@@ -733,10 +749,8 @@ async fn commits(addrs: &[String]) -> Result<Option<Counters>> {
             sum = Some(Counters {
                 requests: s.requests + c.requests,
                 transactions: s.transactions + c.transactions,
-                fsyncs: match (s.fsyncs, c.fsyncs) {
-                    (None, None) => None,
-                    (x, y) => Some(x.unwrap_or(0) + y.unwrap_or(0)),
-                },
+                fsyncs: add(s.fsyncs, c.fsyncs),
+                checkpoints: add(s.checkpoints, c.checkpoints),
             });
         }
     }
@@ -758,6 +772,7 @@ async fn commits_of(addr: &str) -> Result<Option<Counters>> {
             requests,
             transactions,
             fsyncs: get("hanzo_kms_store_fsyncs_total "),
+            checkpoints: get("hanzo_kms_store_checkpoints_total "),
         }))
 }
 

@@ -148,6 +148,8 @@ fn bench_server_runs_and_reports_its_figures() {
             "p95_ms",
             "p99_ms",
             "commits_per_request",
+            "fsyncs_per_request",
+            "checkpoints_per_request",
         ] {
             assert!(r[f].as_f64().is_some(), "{route}.{f} in {v}");
         }

@@ -1449,6 +1449,11 @@ async fn metrics(State(s): State<Shared>) -> Response {
         out.push_str("# TYPE hanzo_kms_store_fsyncs_total counter\n");
         out.push_str(&format!("hanzo_kms_store_fsyncs_total {n}\n"));
     }
+    if let Some(n) = s.kms.store_checkpoints() {
+        out.push_str("# HELP hanzo_kms_store_checkpoints_total Checkpoints that copied SQLite write-ahead log frames into the database; each synced the WAL, and the database too when it caught up with the WAL's end.\n");
+        out.push_str("# TYPE hanzo_kms_store_checkpoints_total counter\n");
+        out.push_str(&format!("hanzo_kms_store_checkpoints_total {n}\n"));
+    }
     let up = if s.kms.provider_health() == Health::Ok {
         1
     } else {

@@ -570,6 +570,8 @@ async fn a_full_session_leaks_no_token_master_key_or_data_key() {
     };
     assert!(counter("hanzo_kms_group_commit_requests_total") >= 1);
     assert_eq!(counter("hanzo_kms_wal_limit_checkpoints_total"), 0);
+    // Reported beside the WAL syncs (it panics when missing).
+    counter("hanzo_kms_store_checkpoints_total");
     go(call(
         a,
         "POST",

@@ -307,6 +307,11 @@ impl Kms {
         self.store.fsyncs()
     }
 
+    /// Checkpoint passes of the SQLite WAL that copied frames (`None` on PostgreSQL).
+    pub fn store_checkpoints(&self) -> Option<u64> {
+        self.store.checkpoints()
+    }
+
     /// Close the store cleanly.
     pub async fn close(&self) {
         self.store.close().await;

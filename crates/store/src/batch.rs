@@ -161,11 +161,10 @@ impl BatchWriter {
             return Ok(None);
         }
         let started = std::time::Instant::now();
-        let (busy, frames): (i64, i64) = self
+        // (A completed TRUNCATE reports 0 for both of its frame counts.)
+        let busy: i64 = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
             .map_err(|e| {
                 sqlite_error(
                     e,
@@ -175,12 +174,12 @@ impl BatchWriter {
         tracing::info!(
             store = %self.location,
             wal_bytes = len,
-            frames,
             completed = busy == 0,
             ms = started.elapsed().as_millis() as u64,
             "the WAL outgrew its limit; writes waited for a full checkpoint"
         );
         if busy == 0 {
+            self.wal.count_full_checkpoint();
             self.wal.wal_cut();
         }
         Ok(Some(busy == 0))
@@ -500,7 +499,7 @@ mod tests {
         // One more sync notices the size.
         one_event(&mut w, q(6)).await;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::fs::metadata(&db).unwrap().len() <= before {
+        while std::fs::metadata(&db).unwrap().len() <= before || s.checkpoints() == Some(0) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "no checkpoint copied the WAL into the database"
@@ -517,9 +516,15 @@ mod tests {
         w.wal_limit = grown + 1;
         assert_eq!(tokio::task::block_in_place(|| w.bound_wal()).unwrap(), None);
         w.wal_limit = grown - 1;
+        let passes = s.checkpoints().unwrap();
         assert_eq!(
             tokio::task::block_in_place(|| w.bound_wal()).unwrap(),
             Some(true)
+        );
+        assert_eq!(
+            s.checkpoints(),
+            Some(passes + 1),
+            "the writer's checkpoint counts"
         );
         assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
         // Until the next sync, the writer knows the WAL is empty and does not checkpoint again.

@@ -70,8 +70,34 @@ pub(crate) const WAL_LIMIT_BYTES: u64 = 512 << 20;
 #[derive(Debug, Default)]
 struct Checkpointer {
     running: AtomicBool,
-    /// Its connection, opened on first use.
-    conn: std::sync::Mutex<Option<rusqlite::Connection>>,
+    /// Checkpoint passes that copied frames ([`PassResult::copied_since`]).
+    passes: AtomicU64,
+    /// Its connection, opened on first use, and what its last pass reported.
+    conn: std::sync::Mutex<(Option<rusqlite::Connection>, PassResult)>,
+}
+
+/// What `PRAGMA wal_checkpoint` reported: frames in the WAL, and frames copied into the
+/// database so far (SQLite's `nBackfill`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PassResult {
+    pub log: i64,
+    pub done: i64,
+}
+
+impl PassResult {
+    /// Whether a pass that reported `self` copied frames, when the pass before it reported
+    /// `prev`. Such a pass syncs the WAL before it copies; it also syncs the database if it finds
+    /// it has copied the whole WAL (no commit came in meanwhile), and the next commit then starts
+    /// the WAL over and syncs its new header (`walCheckpoint` and `sqlite3WalFrames` in SQLite).
+    /// A pass with nothing new to copy syncs nothing.
+    pub fn copied_since(self, prev: PassResult) -> bool {
+        if self.log < prev.log {
+            // The log shrank: it started over since, and everything in it is new.
+            self.done > 0
+        } else {
+            self.done > prev.done
+        }
+    }
 }
 
 /// The WAL file of one SQLite database and how far it is known to be on disk.
@@ -127,6 +153,18 @@ impl WalSync {
 
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoint passes that copied WAL frames into the database, the background ones and the
+    /// writer's: each synced the WAL, and the database too when it caught up with the WAL's end
+    /// (see [`PassResult::copied_since`]).
+    pub fn checkpoints(&self) -> u64 {
+        self.checkpointer.passes.load(Ordering::Relaxed)
+    }
+
+    /// Count a whole-WAL checkpoint that completed on another connection (the writer's).
+    pub(crate) fn count_full_checkpoint(&self) {
+        self.checkpointer.passes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The WAL file's size in bytes when the last successful sync ended (0 before the first,
@@ -203,11 +241,16 @@ impl WalSync {
         }
         let (db, cp) = (self.db.clone(), self.checkpointer.clone());
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = checkpoint(&db, &cp) {
-                // Harmless for now: the WAL grows until a later checkpoint succeeds.
-                tracing::warn!(store = %db.display(), error = %e, "background checkpoint failed");
-                if let Ok(mut c) = cp.conn.lock() {
-                    *c = None;
+            match checkpoint(&db, &cp) {
+                Ok(copied) => {
+                    cp.passes.fetch_add(u64::from(copied), Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // Harmless for now: the WAL grows until a later checkpoint succeeds.
+                    tracing::warn!(store = %db.display(), error = %e, "background checkpoint failed");
+                    if let Ok(mut c) = cp.conn.lock() {
+                        c.0 = None;
+                    }
                 }
             }
             cp.running.store(false, Ordering::Release);
@@ -215,20 +258,37 @@ impl WalSync {
     }
 }
 
-fn checkpoint(db: &std::path::Path, cp: &Checkpointer) -> rusqlite::Result<()> {
+/// One PASSIVE pass; returns whether it copied frames.
+fn checkpoint(db: &std::path::Path, cp: &Checkpointer) -> rusqlite::Result<bool> {
     let mut guard = cp.conn.lock().map_err(|_| rusqlite::Error::InvalidQuery)?;
-    if guard.is_none() {
+    let (conn, last) = &mut *guard;
+    if conn.is_none() {
         let c = rusqlite::Connection::open_with_flags(
             db,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         c.execute_batch(crate::batch::SQLITE_PRAGMAS)?;
-        *guard = Some(c);
+        *conn = Some(c);
     }
-    if let Some(c) = guard.as_ref() {
-        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    let Some(c) = conn.as_ref() else {
+        return Ok(false);
+    };
+    let (busy, now): (i64, PassResult) =
+        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((
+                r.get(0)?,
+                PassResult {
+                    log: r.get(1)?,
+                    done: r.get(2)?,
+                },
+            ))
+        })?;
+    if busy != 0 {
+        return Ok(false);
     }
-    Ok(())
+    let copied = now.copied_since(*last);
+    *last = now;
+    Ok(copied)
 }
 
 fn sync_file(wal: &std::path::Path) -> std::io::Result<()> {
@@ -318,6 +378,25 @@ mod tests {
         assert!(e.to_string().contains("an earlier sync failed"), "{e}");
         assert_eq!(broken.syncs(), 1, "a failed sync is not retried");
         assert!(broken.check().is_err());
+    }
+
+    /// A checkpoint pass counts when SQLite's count of copied frames moved on, or when the WAL
+    /// started over since the last pass and this one copied any of the new frames.
+    #[test]
+    fn a_pass_counts_when_it_copied_frames() {
+        let r = |log, done| PassResult { log, done };
+        assert!(r(10, 10).copied_since(r(0, 0)));
+        assert!(r(25, 20).copied_since(r(10, 10)));
+        assert!(!r(25, 20).copied_since(r(25, 20)), "nothing new");
+        assert!(
+            !r(30, 20).copied_since(r(25, 20)),
+            "new frames, none copied"
+        );
+        assert!(r(8, 8).copied_since(r(40, 40)), "the WAL started over");
+        assert!(
+            !r(8, 0).copied_since(r(40, 40)),
+            "started over, nothing copied"
+        );
     }
 
     /// The group committer's blocking waits share the syncs and the failure with async waiters.

@@ -357,6 +357,12 @@ impl Store {
         self.wal.as_ref().map(|w| w.syncs())
     }
 
+    /// Checkpoint passes that copied the SQLite WAL into the database (`None` on PostgreSQL).
+    /// Each synced the WAL, and the database too when it caught up with the WAL's end.
+    pub fn checkpoints(&self) -> Option<u64> {
+        self.wal.as_ref().map(|w| w.checkpoints())
+    }
+
     /// Read a `meta` value.
     pub async fn meta(&self, key: &str) -> Result<Option<String>> {
         sqlx::query_scalar::<Any, String>("SELECT v FROM meta WHERE k = $1")

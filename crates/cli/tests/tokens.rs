@@ -153,6 +153,14 @@ fn bench_server_runs_and_reports_its_figures() {
         ] {
             assert!(r[f].as_f64().is_some(), "{route}.{f} in {v}");
         }
+        // The committer's share of the wall time, and its cycle per transaction.
+        let busy = r["committer_busy"].as_f64().unwrap();
+        assert!(0.0 < busy && busy < 1.5, "{route}: {busy} in {v}");
+        assert!(
+            r["commit_us_per_transaction"].as_f64().unwrap() > 0.0,
+            "{v}"
+        );
+        assert!(r["sync_us_per_transaction"].as_f64().unwrap() > 0.0, "{v}");
         // How late the bench sent its requests is reported for the open-loop figures only.
         let late = r["sent_after_due_p99_ms"].as_f64();
         assert_eq!(late.is_some(), route.contains('@'), "{route} in {v}");

@@ -1443,6 +1443,18 @@ async fn metrics(State(s): State<Shared>) -> Response {
             "hanzo_kms_wal_limit_checkpoints_total {}\n",
             c.wal_limit_checkpoints.load(Relaxed)
         ));
+        out.push_str("# HELP hanzo_kms_group_commit_seconds_total Time the group committer spent per phase: its transactions (commit), waiting for them to be durable (sync), answering (answer). Their sum against wall time is how busy it is; near 1, it is the signing ceiling.\n");
+        out.push_str("# TYPE hanzo_kms_group_commit_seconds_total counter\n");
+        for (phase, ns) in [
+            ("commit", &c.commit_nanos),
+            ("sync", &c.sync_nanos),
+            ("answer", &c.answer_nanos),
+        ] {
+            out.push_str(&format!(
+                "hanzo_kms_group_commit_seconds_total{{phase=\"{phase}\"}} {:.6}\n",
+                ns.load(Relaxed) as f64 / 1e9
+            ));
+        }
     }
     if let Some(n) = s.kms.store_fsyncs() {
         out.push_str("# HELP hanzo_kms_store_fsyncs_total Syncs of the SQLite write-ahead log to disk (one covers every commit before it).\n");

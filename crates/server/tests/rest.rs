@@ -572,6 +572,16 @@ async fn a_full_session_leaks_no_token_master_key_or_data_key() {
     assert_eq!(counter("hanzo_kms_wal_limit_checkpoints_total"), 0);
     // Reported beside the WAL syncs (it panics when missing).
     counter("hanzo_kms_store_checkpoints_total");
+    // The committer's time per phase: the signature's transaction took some.
+    let seconds = |phase: &str| -> f64 {
+        let name = format!("hanzo_kms_group_commit_seconds_total{{phase=\"{phase}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name.as_str())?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert!(seconds("commit") > 0.0 && seconds("sync") > 0.0);
+    assert!(seconds("answer") >= 0.0);
     go(call(
         a,
         "POST",

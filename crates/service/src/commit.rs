@@ -20,6 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use hanzo_kms_core::eip712::B32;
 use hanzo_kms_core::{Error, ErrorKind, Result};
@@ -65,6 +66,25 @@ pub struct CommitStats {
     /// Whole-WAL checkpoints the committer ran because the SQLite WAL passed its limit; writes
     /// waited meanwhile.
     pub wal_limit_checkpoints: AtomicU64,
+    /// Nanoseconds the committer spent in its transactions (reads, decisions, writes, COMMIT).
+    pub commit_nanos: AtomicU64,
+    /// Nanoseconds it spent waiting for its commits to be durable (on SQLite, the WAL syncs).
+    pub sync_nanos: AtomicU64,
+    /// Nanoseconds it spent answering, and checkpointing a WAL past its limit.
+    pub answer_nanos: AtomicU64,
+}
+
+impl CommitStats {
+    /// Count one batch's phases, from the instants that end them.
+    fn phases(&self, started: Instant, committed: Instant, durable: Instant, done: Instant) {
+        let ns = |a: Instant, b: Instant| b.saturating_duration_since(a).as_nanos() as u64;
+        self.commit_nanos
+            .fetch_add(ns(started, committed), Ordering::Relaxed);
+        self.sync_nanos
+            .fetch_add(ns(committed, durable), Ordering::Relaxed);
+        self.answer_nanos
+            .fetch_add(ns(durable, done), Ordering::Relaxed);
+    }
 }
 
 /// The handle requests use.
@@ -151,17 +171,21 @@ fn settle(jobs: Vec<Job>, durable: Result<Vec<Result<Outcome>>>) {
 /// when it returns).
 async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: Arc<CommitStats>) {
     while let Some(first) = rx.recv().await {
+        let started = Instant::now();
         let jobs = fill(first, &mut rx, &stats);
         let (q, now) = (query(&jobs), crate::now_secs());
-        let durable = match store
+        let committed = store
             .commit_batch(q.as_query(now), |reads| decide(&jobs, reads))
-            .await
-        {
+            .await;
+        let commit_end = Instant::now();
+        let durable = match committed {
             Ok((outcomes, Some(pending))) => pending.durable().await.map(|()| outcomes),
             Ok((outcomes, None)) => Ok(outcomes),
             Err(e) => Err(e),
         };
+        let sync_end = Instant::now();
         settle(jobs, durable);
+        stats.phases(started, commit_end, sync_end, Instant::now());
     }
 }
 
@@ -176,15 +200,17 @@ fn run_blocking(
     // A sync may start a background checkpoint on the runtime's blocking pool.
     let _runtime = runtime.enter();
     while let Some(first) = rx.blocking_recv() {
+        let started = Instant::now();
         let jobs = fill(first, &mut rx, &stats);
         let (q, now) = (query(&jobs), crate::now_secs());
-        let durable = writer
-            .commit_batch(q.as_query(now), |reads| decide(&jobs, reads))
-            .and_then(|(outcomes, pending)| {
-                pending
-                    .map_or(Ok(()), Pending::durable_blocking)
-                    .map(|()| outcomes)
-            });
+        let committed = writer.commit_batch(q.as_query(now), |reads| decide(&jobs, reads));
+        let commit_end = Instant::now();
+        let durable = committed.and_then(|(outcomes, pending)| {
+            pending
+                .map_or(Ok(()), Pending::durable_blocking)
+                .map(|()| outcomes)
+        });
+        let sync_end = Instant::now();
         settle(jobs, durable);
         // Before the next batch: a WAL past its limit is checkpointed here, whole.
         match writer.bound_wal() {
@@ -196,6 +222,7 @@ fn run_blocking(
                 tracing::warn!(error = %e, "the WAL could not be checkpointed; it keeps growing until a later attempt succeeds");
             }
         }
+        stats.phases(started, commit_end, sync_end, Instant::now());
     }
 }
 

@@ -544,6 +544,11 @@ async fn group_commit_batches_and_every_acknowledged_nonce_is_durable() {
         txs < requests,
         "no batching happened: {txs} transactions for {requests} requests"
     );
+    // Every transaction spent time committing and waiting for its WAL sync.
+    for (phase, ns) in [("commit", &stats.commit_nanos), ("sync", &stats.sync_nanos)] {
+        let ns = ns.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(ns > 0, "{phase}: {ns} ns");
+    }
     kms.close().await;
     drop(kms);
     // After a restart every acknowledged nonce is still recorded: another message is refused.

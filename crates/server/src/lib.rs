@@ -1401,6 +1401,7 @@ async fn readyz(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut out = String::new();
     out.push_str("# HELP hanzo_kms_requests_total REST requests by route and status.\n");
     out.push_str("# TYPE hanzo_kms_requests_total counter\n");
@@ -1409,40 +1410,37 @@ async fn metrics(State(s): State<Shared>) -> Response {
             "hanzo_kms_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}\n"
         ));
     }
-    out.push_str("# HELP hanzo_kms_rate_limited_total Requests refused by a rate limit.\n");
-    out.push_str("# TYPE hanzo_kms_rate_limited_total counter\n");
-    out.push_str(&format!(
-        "hanzo_kms_rate_limited_total {}\n",
-        s.limiter.as_ref().map_or(0, |l| l.rejected())
-    ));
-    out.push_str(
-        "# HELP hanzo_kms_request_timeouts_total Requests cancelled by the request timeout.\n",
+    counter(
+        &mut out,
+        "hanzo_kms_rate_limited_total",
+        "Requests refused by a rate limit.",
+        s.limiter.as_ref().map_or(0, |l| l.rejected()),
     );
-    out.push_str("# TYPE hanzo_kms_request_timeouts_total counter\n");
-    out.push_str(&format!(
-        "hanzo_kms_request_timeouts_total {}\n",
-        s.timeouts.load(std::sync::atomic::Ordering::Relaxed)
-    ));
+    counter(
+        &mut out,
+        "hanzo_kms_request_timeouts_total",
+        "Requests cancelled by the request timeout.",
+        s.timeouts.load(Relaxed),
+    );
     if let Some(c) = s.kms.commit_stats() {
-        use std::sync::atomic::Ordering::Relaxed;
-        out.push_str("# HELP hanzo_kms_group_commit_requests_total Signing records committed by the group committer.\n");
-        out.push_str("# TYPE hanzo_kms_group_commit_requests_total counter\n");
-        out.push_str(&format!(
-            "hanzo_kms_group_commit_requests_total {}\n",
-            c.requests.load(Relaxed)
-        ));
-        out.push_str("# HELP hanzo_kms_group_commit_transactions_total Transactions of the group committer.\n");
-        out.push_str("# TYPE hanzo_kms_group_commit_transactions_total counter\n");
-        out.push_str(&format!(
-            "hanzo_kms_group_commit_transactions_total {}\n",
-            c.transactions.load(Relaxed)
-        ));
-        out.push_str("# HELP hanzo_kms_wal_limit_checkpoints_total Whole-WAL checkpoints the group committer ran because the SQLite WAL passed its limit (writes waited meanwhile).\n");
-        out.push_str("# TYPE hanzo_kms_wal_limit_checkpoints_total counter\n");
-        out.push_str(&format!(
-            "hanzo_kms_wal_limit_checkpoints_total {}\n",
-            c.wal_limit_checkpoints.load(Relaxed)
-        ));
+        counter(
+            &mut out,
+            "hanzo_kms_group_commit_requests_total",
+            "Signing records committed by the group committer.",
+            c.requests.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "hanzo_kms_group_commit_transactions_total",
+            "Transactions of the group committer.",
+            c.transactions.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "hanzo_kms_wal_limit_checkpoints_total",
+            "Whole-WAL checkpoints the group committer ran because the SQLite WAL passed its limit (writes waited meanwhile).",
+            c.wal_limit_checkpoints.load(Relaxed),
+        );
         out.push_str("# HELP hanzo_kms_group_commit_seconds_total Time the group committer spent per phase: its transactions (commit), waiting for them to be durable (sync), answering (answer). Their sum against wall time is how busy it is; near 1, it is the signing ceiling.\n");
         out.push_str("# TYPE hanzo_kms_group_commit_seconds_total counter\n");
         for (phase, ns) in [
@@ -1457,14 +1455,20 @@ async fn metrics(State(s): State<Shared>) -> Response {
         }
     }
     if let Some(n) = s.kms.store_fsyncs() {
-        out.push_str("# HELP hanzo_kms_store_fsyncs_total Syncs of the SQLite write-ahead log to disk (one covers every commit before it).\n");
-        out.push_str("# TYPE hanzo_kms_store_fsyncs_total counter\n");
-        out.push_str(&format!("hanzo_kms_store_fsyncs_total {n}\n"));
+        counter(
+            &mut out,
+            "hanzo_kms_store_fsyncs_total",
+            "Syncs of the SQLite write-ahead log to disk (one covers every commit before it).",
+            n,
+        );
     }
     if let Some(n) = s.kms.store_checkpoints() {
-        out.push_str("# HELP hanzo_kms_store_checkpoints_total Checkpoints that copied SQLite write-ahead log frames into the database; each synced the WAL, and the database too when it caught up with the WAL's end.\n");
-        out.push_str("# TYPE hanzo_kms_store_checkpoints_total counter\n");
-        out.push_str(&format!("hanzo_kms_store_checkpoints_total {n}\n"));
+        counter(
+            &mut out,
+            "hanzo_kms_store_checkpoints_total",
+            "Checkpoints that copied SQLite write-ahead log frames into the database; each synced the WAL, and the database too when it caught up with the WAL's end.",
+            n,
+        );
     }
     let up = if s.kms.provider_health() == Health::Ok {
         1
@@ -1475,7 +1479,6 @@ async fn metrics(State(s): State<Shared>) -> Response {
     out.push_str("# TYPE hanzo_kms_provider_up gauge\n");
     out.push_str(&format!("hanzo_kms_provider_up {up}\n"));
     if let Some(fo) = s.kms.failover() {
-        use std::sync::atomic::Ordering::Relaxed;
         let mode = fo.mode();
         out.push_str(
             "# HELP hanzo_kms_failover_mode Where device calls go: 1 for the current mode.\n",
@@ -1485,33 +1488,37 @@ async fn metrics(State(s): State<Shared>) -> Response {
             let v = u8::from(mode.as_str() == m);
             out.push_str(&format!("hanzo_kms_failover_mode{{mode=\"{m}\"}} {v}\n"));
         }
-        for (name, help, v) in [
-            (
-                "hanzo_kms_failovers_total",
-                "Switches of all traffic to the backup device.",
-                fo.failovers.load(Relaxed),
-            ),
-            (
-                "hanzo_kms_failbacks_total",
-                "Returns of traffic to the recovered primary.",
-                fo.failbacks.load(Relaxed),
-            ),
-            (
-                "hanzo_kms_failover_rerouted_total",
-                "Device calls retried on the other device after it was unavailable.",
-                fo.rerouted.load(Relaxed),
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            ));
-        }
+        counter(
+            &mut out,
+            "hanzo_kms_failovers_total",
+            "Switches of all traffic to the backup device.",
+            fo.failovers.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "hanzo_kms_failbacks_total",
+            "Returns of traffic to the recovered primary.",
+            fo.failbacks.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "hanzo_kms_failover_rerouted_total",
+            "Device calls retried on the other device after it was unavailable.",
+            fo.rerouted.load(Relaxed),
+        );
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         Body::from(out),
     )
         .into_response()
+}
+
+/// One unlabelled Prometheus counter: its HELP and TYPE lines and its value.
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    out.push_str(&format!(
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+    ));
 }
 
 /// The OpenAPI document, built from [`ROUTES`].

@@ -125,6 +125,11 @@ impl Store {
 /// disk; the store syncs the WAL itself before a commit counts. No automatic checkpoints: the
 /// store runs them in the background. A WAL that was reset is cut back to 64 MiB. See
 /// [`crate::durable`].
+///
+/// The page cache stays at SQLite's default (2 MiB). A larger one for the group committer's
+/// connection was measured and made signing slower: SQLite trims the page cache at the end of
+/// every write transaction, and that scan grows with the cache (128 MiB on a store of 2,000,000
+/// nonces: 705–811 µs per commit against 216–286 µs; docs/benchmarks.md, session 10).
 pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; \
      PRAGMA journal_size_limit = 67108864;";

@@ -127,9 +127,10 @@ impl Store {
 /// [`crate::durable`].
 ///
 /// The page cache stays at SQLite's default (2 MiB). A larger one for the group committer's
-/// connection was measured and made signing slower: SQLite trims the page cache at the end of
-/// every write transaction, and that scan grows with the cache (128 MiB on a store of 2,000,000
-/// nonces: 705–811 µs per commit against 216–286 µs; docs/benchmarks.md, session 10).
+/// connection was measured and made signing slower (128 MiB on a store of 2,000,000 nonces:
+/// 705–811 µs per commit against 216–286 µs). The profile points at the trim of the page cache
+/// that ends every write transaction, a scan that grows with the cache (docs/benchmarks.md,
+/// session 10).
 pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; \
      PRAGMA journal_size_limit = 67108864;";

@@ -37,8 +37,14 @@ pub struct Cli {
     /// Run the command against this server instead of the data directory: the gRPC address
     /// (http://127.0.0.1:8201), or the REST one with --protocol rest. Works for keys
     /// (create, list, show, rotate), keyspace, encrypt, decrypt, model, poai, hmm and tokens.
+    /// `init` and `serve` always work on the data directory: they ignore HANZO_KMS_SERVER (and
+    /// refuse --server). An empty HANZO_KMS_SERVER counts as unset.
     #[arg(long, global = true, env = "HANZO_KMS_SERVER", value_name = "URL")]
     pub server: Option<String>,
+
+    /// Whether `server` came from HANZO_KMS_SERVER rather than the command line (set by `main`).
+    #[arg(skip)]
+    pub server_from_env: bool,
 
     /// The API token for --server (prefer HANZO_KMS_TOKEN or --token-file: a command line is
     /// visible to other users of the machine).

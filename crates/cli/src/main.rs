@@ -23,7 +23,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
 use hanzo_kms_core::{Algorithm, Config, Error, ErrorKind, Result};
 use hanzo_kms_service::{DestroyMode, Kms, MASTER_KEY_ENV, RequestCtx, Settings};
 use serde_json::json;
@@ -49,6 +48,30 @@ impl From<Error> for Failure {
     }
 }
 
+/// The command line, noting whether `--server` came from HANZO_KMS_SERVER (which `init` and
+/// `serve` ignore) and treating an empty HANZO_KMS_SERVER as unset.
+fn parse_cli() -> Cli {
+    use clap::parser::ValueSource;
+    use clap::{CommandFactory, FromArgMatches};
+    let mut matches = Cli::command().get_matches();
+    // `--server` is global: clap records its source at the level of the subcommand that took
+    // it, so look at every level (before `from_arg_matches_mut` takes the values out).
+    let mut sources = Vec::new();
+    let mut level = Some(&matches);
+    while let Some(m) = level {
+        sources.extend(m.value_source("server"));
+        level = m.subcommand().map(|(_, sub)| sub);
+    }
+    let mut cli = Cli::from_arg_matches_mut(&mut matches)
+        .unwrap_or_else(|e| e.format(&mut Cli::command()).exit());
+    cli.server_from_env =
+        sources.contains(&ValueSource::EnvVariable) && !sources.contains(&ValueSource::CommandLine);
+    if cli.server.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        cli.server = None;
+    }
+    cli
+}
+
 /// Mark an error in a command-line argument as a usage error.
 fn usage(error: Error) -> Failure {
     Failure { error, usage: true }
@@ -56,7 +79,7 @@ fn usage(error: Error) -> Failure {
 
 fn main() -> ExitCode {
     install_panic_hook();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     init_tracing();
     let out = Out::new(cli.json);
     // The server (and the server benchmark, which runs one in-process) use every core; the
@@ -119,7 +142,13 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
         }
         _ => {}
     }
-    if let Some(url) = &cli.server {
+    // `init` and `serve` only ever work on the data directory; a server named in the
+    // environment (for the other commands) does not stop them. `--server` given to them on the
+    // command line is refused in `remote`.
+    let local_only = matches!(cli.command, Command::Init | Command::Serve { .. });
+    if let Some(url) = cli.server.as_deref()
+        && !(local_only && cli.server_from_env)
+    {
         return remote(cli, url, out).await;
     }
     let settings = settings(cli)?;
@@ -214,10 +243,14 @@ async fn remote(cli: &Cli, url: &str, out: &Out) -> Result<ExitCode, Failure> {
             | Command::Backup(_)
             | Command::Keys(KeysCommand::Migrate { .. })
     ) {
-        return Err(usage(Error::invalid(
-            "this command works on the data directory, not with --server (over the API, read \
-             the audit log with GET /v1/audit and GET /v1/audit/verify)",
-        )));
+        let hint = if matches!(cli.command, Command::Audit(_)) {
+            " (over the API, read the audit log with GET /v1/audit and GET /v1/audit/verify)"
+        } else {
+            ""
+        };
+        return Err(usage(Error::invalid(format!(
+            "this command works on the data directory, not with --server{hint}"
+        ))));
     }
     let token = match (&cli.token, &cli.token_file) {
         (Some(t), _) => zeroize::Zeroizing::new(t.clone()),

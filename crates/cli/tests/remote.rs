@@ -358,3 +358,91 @@ fn a_session_over_grpc_and_rest_leaks_no_secret_into_logs_audit_outputs_or_the_s
         }
     }
 }
+
+/// HANZO_KMS_SERVER, exported for the other commands (as the README's tour does), does not stop
+/// `init` or `serve`, which only ever work on the data directory; `--server` on their command
+/// line is still refused. An empty HANZO_KMS_SERVER counts as unset.
+#[test]
+fn init_and_serve_ignore_a_server_named_in_the_environment() {
+    let d = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9 (discard): a command that used it would fail to connect.
+    let elsewhere = "http://127.0.0.1:9";
+
+    let mut init = Command::cargo_bin("hanzo-kms").unwrap();
+    clean_cmd(&mut init);
+    let out = init
+        .env("HANZO_KMS_SERVER", elsewhere)
+        .arg("--data-dir")
+        .arg(d.path().join("initialised"))
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.path().join("initialised").join("kms.db").exists());
+
+    // `serve` on an empty directory initialises it itself and writes the first admin token.
+
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("hanzo-kms"));
+    clean(&mut c);
+    c.env("HANZO_KMS_SERVER", elsewhere)
+        .stderr(Stdio::null())
+        .arg("--data-dir")
+        .arg(d.path().join("data"))
+        .args(SERVE_ARGS);
+    let served = Served::start(c, false);
+
+    // The other commands do use the server from the environment.
+    let mut list = Command::cargo_bin("hanzo-kms").unwrap();
+    clean_cmd(&mut list);
+    let keys = json(
+        list.env("HANZO_KMS_SERVER", &served.grpc)
+            .arg("--token-file")
+            .arg(d.path().join("data").join("admin.token"))
+            .arg("--data-dir")
+            .arg(d.path().join("nowhere"))
+            .args(["keys", "list"]),
+    );
+    assert!(keys["keys"].is_array(), "{keys}");
+    assert!(!d.path().join("nowhere").exists());
+
+    // An empty HANZO_KMS_SERVER is unset: the command runs on the data directory, no token asked.
+    let mut offline = Command::cargo_bin("hanzo-kms").unwrap();
+    clean_cmd(&mut offline);
+    let keys = json(
+        offline
+            .env("HANZO_KMS_SERVER", "")
+            .arg("--data-dir")
+            .arg(d.path().join("data"))
+            .args(["keys", "list"]),
+    );
+    assert!(keys["keys"].is_array(), "{keys}");
+
+    // `--server` on init's own command line is a usage error that touches nothing.
+    let mut explicit = Command::cargo_bin("hanzo-kms").unwrap();
+    clean_cmd(&mut explicit);
+    let out = explicit
+        .args(["--server", elsewhere, "--data-dir"])
+        .arg(d.path().join("other"))
+        .arg("init")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("data directory"), "{err}");
+    assert!(!d.path().join("other").exists());
+
+    let status = served.terminate();
+    assert!(status.success(), "serve did not stop cleanly: {status:?}");
+}
+
+fn clean_cmd(c: &mut Command) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HANZO_KMS") {
+            c.env_remove(k);
+        }
+    }
+}

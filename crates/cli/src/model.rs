@@ -266,9 +266,9 @@ pub async fn run(b: &Backend<'_>, cmd: &ModelCommand, out: &Out) -> Result<()> {
                     ));
                 }
                 out.line(format!(
-                    "({} tensors; decrypted {segments} of {} segments)",
-                    tensors.len(),
-                    reader.layout().segments
+                    "({}; decrypted {segments} of {})",
+                    count(tensors.len() as u64, "tensor"),
+                    count(reader.layout().segments, "segment")
                 ));
             }
         }
@@ -322,11 +322,20 @@ fn report(
         }));
     } else {
         out.line(format!(
-            "{verb} {} ({plaintext} bytes, {} segments) with {key} v{} in {secs:.2} s",
+            "{verb} {} ({plaintext} bytes, {}) with {key} v{} in {secs:.2} s",
             dest.display(),
-            layout.segments,
+            count(layout.segments, "segment"),
             header.key_version
         ));
+    }
+}
+
+/// `1 segment`, `3 segments`.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 

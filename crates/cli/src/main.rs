@@ -117,6 +117,9 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
                 ))
             })?;
             let config = load_config(Some(path))?;
+            // What `serve` checks when it starts, so that a file that passes here starts.
+            hanzo_kms_service::ratelimit::ConfiguredLimiter::new(&config.rate_limits)
+                .map_err(|e| Error::new(ErrorKind::Config, format!("{}: {e}", path.display())))?;
             if out.json {
                 out.json(&config.to_redacted_json());
             } else {
@@ -600,6 +603,10 @@ async fn serve(
     out: &Out,
 ) -> Result<ExitCode> {
     use hanzo_kms_service::Role;
+    // Checked before anything is opened or initialised: a bad `rate_limits` leaves no trace.
+    let limiter = std::sync::Arc::new(hanzo_kms_service::ratelimit::ConfiguredLimiter::new(
+        &settings.config.rate_limits,
+    )?);
     let kms = match Kms::open(settings).await {
         Ok(kms) => kms,
         Err(e) if e.kind() == ErrorKind::NotInitialized => {
@@ -629,9 +636,6 @@ async fn serve(
         Err(e) => return Err(e),
     };
     let config = kms.config().clone();
-    let limiter = std::sync::Arc::new(hanzo_kms_service::ratelimit::ConfiguredLimiter::new(
-        &config.rate_limits,
-    )?);
     let kms = kms.with_limiter(limiter.clone());
     let mut opts = hanzo_kms_server::Options::from_config(&config);
     if let Some(a) = rest_addr {

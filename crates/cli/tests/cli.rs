@@ -415,6 +415,21 @@ fn config_check_loads_the_seed_and_names_bad_paths() {
         one_line(&e).contains("kms.hanzo.model_encryption.algoritm: unknown field"),
         "{e}"
     );
+    // What `serve` would refuse at start, `config check` refuses too; and `serve` refuses it
+    // before it initialises anything.
+    std::fs::write(
+        &bad,
+        "rate_limits:\n  per_tenant: {per_second: 100, burst: 0}\n",
+    )
+    .unwrap();
+    let e = fails(kms(d.path()).args(["config", "check"]).arg(&bad), 1);
+    assert!(
+        one_line(&e).contains("rate_limits.per_tenant: burst must be at least 1"),
+        "{e}"
+    );
+    let e = fails(kms(d.path()).arg("--config").arg(&bad).arg("serve"), 1);
+    assert!(one_line(&e).contains("burst must be at least 1"), "{e}");
+    assert!(!d.path().join("data").exists());
 
     let secret = d.path().join("secret.yaml");
     std::fs::write(&secret, "kms:\n  lux:\n    provider: softhsm2\n    softhsm2:\n      pin: \"pin-0000-secret\"\nstorage:\n  url: postgres://kms:pw-secret@127.0.0.1/kms\n").unwrap();

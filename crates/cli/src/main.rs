@@ -117,9 +117,15 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
                 ))
             })?;
             let config = load_config(Some(path))?;
-            // What `serve` checks when it starts, so that a file that passes here starts.
+            // What `serve` checks when it starts (rate limits, the TLS files), so that a file that
+            // passes here starts.
+            let in_file =
+                |e: Error| Error::new(ErrorKind::Config, format!("{}: {e}", path.display()));
             hanzo_kms_service::ratelimit::ConfiguredLimiter::new(&config.rate_limits)
-                .map_err(|e| Error::new(ErrorKind::Config, format!("{}: {e}", path.display())))?;
+                .map_err(in_file)?;
+            if let Some(tls) = &config.server.tls {
+                hanzo_kms_server::tls::load(tls).map_err(in_file)?;
+            }
             if out.json {
                 out.json(&config.to_redacted_json());
             } else {

@@ -430,6 +430,17 @@ fn config_check_loads_the_seed_and_names_bad_paths() {
     let e = fails(kms(d.path()).arg("--config").arg(&bad).arg("serve"), 1);
     assert!(one_line(&e).contains("burst must be at least 1"), "{e}");
     assert!(!d.path().join("data").exists());
+    let missing = d.path().join("missing.pem");
+    std::fs::write(
+        &bad,
+        format!(
+            "server:\n  tls: {{cert_file: {0}, key_file: {0}}}\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let e = fails(kms(d.path()).args(["config", "check"]).arg(&bad), 1);
+    assert!(one_line(&e).contains("server.tls.cert_file"), "{e}");
 
     let secret = d.path().join("secret.yaml");
     std::fs::write(&secret, "kms:\n  lux:\n    provider: softhsm2\n    softhsm2:\n      pin: \"pin-0000-secret\"\nstorage:\n  url: postgres://kms:pw-secret@127.0.0.1/kms\n").unwrap();

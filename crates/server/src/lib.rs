@@ -189,8 +189,9 @@ impl Server {
         let tls = opts.tls.as_ref().map(tls::load).transpose()?;
         let mut grpc_builder = tonic::transport::Server::builder().timeout(opts.request_timeout);
         if let Some((pem, _)) = &tls {
-            let mut c = tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(&pem.cert, &pem.key));
+            let mut c = tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(&pem.cert, pem.key.as_slice()),
+            );
             if let Some(ca) = &pem.client_ca {
                 c = c.client_ca_root(tonic::transport::Certificate::from_pem(ca));
             }

@@ -44,17 +44,18 @@ fn certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-/// The PEM files of `server.tls`, checked: (certificate chain, private key, client CA).
+/// The PEM files of `server.tls`, checked: (certificate chain, private key, client CA). The
+/// key's PEM is wiped when this is dropped.
 pub struct Pem {
     pub cert: Vec<u8>,
-    pub key: Vec<u8>,
+    pub key: zeroize::Zeroizing<Vec<u8>>,
     pub client_ca: Option<Vec<u8>>,
 }
 
 /// Read and check the files; errors name the setting and file, never the key's bytes.
 pub fn load(tls: &TlsConfig) -> Result<(Pem, Arc<rustls::ServerConfig>)> {
     let chain = certs("cert_file", &tls.cert_file)?;
-    let key_pem = read("key_file", &tls.key_file)?;
+    let key_pem = zeroize::Zeroizing::new(read("key_file", &tls.key_file)?);
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
         config_error(
             "key_file",

@@ -207,18 +207,21 @@ pub enum KeysCommand {
     #[command(group(clap::ArgGroup::new("target").required(true).args(["name", "due"])))]
     Rotate {
         name: Option<String>,
+        /// Rotate every key whose rotation period has passed (model keys: 90 days by default).
         #[arg(long)]
         due: bool,
     },
     /// Refuse every operation with a key (or one non-primary version) until enabled again.
     Disable {
         name: String,
+        /// Disable only this version (not the primary one); the others stay usable.
         #[arg(long)]
         version: Option<u32>,
     },
     /// Enable a disabled key or version; cancels a scheduled destruction.
     Enable {
         name: String,
+        /// Enable only this version.
         #[arg(long)]
         version: Option<u32>,
     },
@@ -265,10 +268,13 @@ pub enum KeyspaceCommand {
     /// Create model:C:M (aes-256-gcm) and, unless --no-signing-keys, poai:C:M and hmm:C:M with
     /// the configured signing algorithms. All or nothing.
     Create {
+        /// The customer (tenant), e.g. acme.
         #[arg(long)]
         customer: String,
+        /// The model, e.g. gpt4.
         #[arg(long)]
         model: String,
+        /// Create only the model key, not poai:C:M and hmm:C:M.
         #[arg(long)]
         no_signing_keys: bool,
     },
@@ -362,6 +368,7 @@ pub enum BackupCommand {
     /// nothing. A store that holds other keys is refused unless --merge; keys present with other
     /// contents are conflicts, listed, and refuse the whole restore.
     Restore {
+        /// The bundle `backup create` wrote.
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
         /// Read the passphrase from this file. Default: HANZO_KMS_BACKUP_PASSPHRASE.
@@ -393,8 +400,11 @@ pub enum ModelCommand {
         /// The model: customer:model (e.g. acme:gpt4) or its key name model:acme:gpt4.
         #[arg(long)]
         model: String,
+        /// The weights file to encrypt (any format; .safetensors keeps `model tensors` usable).
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
+        /// Where to write the encrypted file. It appears only when complete, replacing any
+        /// file there.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Text stored, authenticated but not encrypted, in the header (at most 64 KiB).
@@ -409,10 +419,14 @@ pub enum ModelCommand {
     /// Decrypt a model file (the spec's DecryptModelWeights), or with --tensor only one tensor
     /// of a .safetensors file, decrypting only the segments that hold it.
     Decrypt {
+        /// The model: customer:model (e.g. acme:gpt4) or its key name model:acme:gpt4.
         #[arg(long)]
         model: String,
+        /// The encrypted file.
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
+        /// Where to write the plaintext (owner-only). It appears only when complete and
+        /// authenticated, replacing any file there.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Write only this tensor's raw bytes (safetensors files).
@@ -424,6 +438,7 @@ pub enum ModelCommand {
     /// Move a file to its key's primary version by rewriting only the header (after
     /// `keys rotate`). The segments are copied unchanged.
     Rewrap {
+        /// The encrypted file.
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
         /// Write here instead of replacing the input.
@@ -432,13 +447,16 @@ pub enum ModelCommand {
     },
     /// Print a model file's header: key, version, model, sizes, segments. Needs no key.
     Inspect {
+        /// The encrypted file.
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
     },
     /// List the tensors of an encrypted .safetensors file, decrypting only its header segments.
     Tensors {
+        /// The model: customer:model (e.g. acme:gpt4) or its key name model:acme:gpt4.
         #[arg(long)]
         model: String,
+        /// The encrypted .safetensors file.
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
     },
@@ -598,26 +616,32 @@ pub enum PoaiCommand {
     /// version}. A missing nonce is filled in: with 32 random bytes locally, or, with --server,
     /// by the client with one that sorts by time (docs/signing.md).
     Sign {
+        /// The signing key, e.g. poai:acme:gpt4.
         #[arg(long)]
         key: String,
+        /// The attestation, a JSON file.
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
     },
     /// Verify a signed attestation; prints {valid, reason} and exits 0 only if valid.
     Verify {
+        /// The signed attestation, as `poai sign` printed it.
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
     },
     /// Sign many attestations (JSON lines) with one signature over their Merkle root. Prints one
     /// JSON line per item: the item with its inclusion proof and the batch signature.
     SignBatch {
+        /// The signing key, e.g. poai:acme:gpt4.
         #[arg(long)]
         key: String,
+        /// The attestations, one JSON object per line.
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
     },
     /// Verify one batch item (a line printed by sign-batch) on its own.
     VerifyItem {
+        /// One line of `poai sign-batch`'s output, in a file of its own.
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
     },
@@ -629,17 +653,22 @@ pub enum HmmCommand {
     /// timestamp, optional expiry and nonce). With --attestation, that signed attestation must
     /// verify and match attestation_digest. An attestation can be settled only once.
     Sign {
+        /// The signing key, e.g. hmm:acme:gpt4.
         #[arg(long)]
         key: String,
+        /// The settlement, a JSON file.
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
+        /// The signed attestation it pays for, as `poai sign` printed it.
         #[arg(long, value_name = "FILE")]
         attestation: Option<PathBuf>,
     },
     /// Verify a signed settlement; prints {valid, reason} and exits 0 only if valid.
     Verify {
+        /// The signed settlement, as `hmm sign` printed it.
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
+        /// Also check that this signed attestation verifies and is the one the settlement pays for.
         #[arg(long, value_name = "FILE")]
         attestation: Option<PathBuf>,
     },

@@ -197,6 +197,7 @@ pub enum KeysCommand {
     },
     /// List keys, optionally only those whose name starts with a prefix.
     List {
+        /// Only keys whose name starts with this, e.g. `model:acme:`.
         #[arg(long, default_value = "")]
         prefix: String,
     },
@@ -326,6 +327,7 @@ pub enum AuditCommand {
         /// Only records with a sequence number above SEQ.
         #[arg(long, default_value_t = 0, value_name = "SEQ")]
         after: u64,
+        /// At most this many records.
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -672,4 +674,28 @@ pub enum HmmCommand {
         #[arg(long, value_name = "FILE")]
         attestation: Option<PathBuf>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every option of every command says what it takes in `--help`.
+    #[test]
+    fn every_option_has_help() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if a.get_long().is_some() && !builtin && a.get_help().is_none() {
+                    missing.push(format!("{path} --{}", a.get_long().unwrap_or_default()));
+                }
+            }
+            for sub in c.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "hanzo-kms", &mut missing);
+        assert!(missing.is_empty(), "options without help: {missing:?}");
+    }
 }

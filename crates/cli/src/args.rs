@@ -124,7 +124,7 @@ pub enum Command {
 
     /// Encrypt stdin to stdout with an aes-256-gcm key (small data, at most 4 MiB).
     ///
-    /// Prints hkms:v<version>:<base64url>. The version lets `decrypt` find the right key version
+    /// Prints `hkms:v<version>:<base64url>`. The version lets `decrypt` find the right key version
     /// after rotation.
     Encrypt(CryptArgs),
 
@@ -293,7 +293,7 @@ pub struct CryptArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
-    /// Create a token. Prints it once (hkms_<id>_<secret>); store it like a password.
+    /// Create a token. Prints it once (`hkms_<id>_<secret>`); store it like a password.
     ///
     /// Example: hanzo-kms tokens create --tenant acme --role decrypt --keys 'model:acme:*'
     Create {
@@ -575,7 +575,7 @@ pub enum BenchCommand {
         /// Measure a PKCS#11 provider instead (e.g. softhsm2): secp256k1 and P-256 signs through
         /// the provider against a raw C_Sign loop on the same token, at 1 and max_sessions
         /// threads, plus Merkle-batched PoAI on the HSM key. The token comes from the config's
-        /// kms.lux.<provider> section; for softhsm2 without one, a throwaway token is made.
+        /// `kms.lux.<provider>` section; for softhsm2 without one, a throwaway token is made.
         #[arg(long, value_name = "PROVIDER")]
         provider: Option<String>,
         /// Instead of timing, run exactly N signatures per path on one thread, each path in its

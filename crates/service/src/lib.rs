@@ -328,7 +328,7 @@ impl Kms {
     /// the configured algorithm). `rotation_days` defaults to `key_rotation_days` for model keys
     /// and to never for others; `Some(0)` means never.
     ///
-    /// It runs to its end even if the caller stops waiting (see [`to_completion`]).
+    /// It runs to its end even if the caller stops waiting (a task of its own: a request that is cancelled cannot leave it half done).
     pub async fn create_key(
         &self,
         ctx: &RequestCtx,
@@ -366,7 +366,7 @@ impl Kms {
 
     /// The spec's CreateModelKeyspace: `model:C:M` (aes-256-gcm) and, with `signing_keys`,
     /// `poai:C:M` and `hmm:C:M` with the configured algorithms. All or nothing, and run to its
-    /// end even if the caller stops waiting (see [`to_completion`]).
+    /// end even if the caller stops waiting (a task of its own: a request that is cancelled cannot leave it half done).
     pub async fn create_keyspace(
         &self,
         ctx: &RequestCtx,
@@ -459,7 +459,7 @@ impl Kms {
     }
 
     /// Make a new primary version. Older versions still decrypt and verify. It runs to its end
-    /// even if the caller stops waiting (see [`to_completion`]).
+    /// even if the caller stops waiting (a task of its own: a request that is cancelled cannot leave it half done).
     pub async fn rotate_key(&self, ctx: &RequestCtx, name: &KeyName) -> Result<KeyInfo> {
         let (kms, ctx, name) = (self.clone(), ctx.clone(), name.clone());
         to_completion(async move { kms.rotate_key_now(&ctx, &name).await }).await

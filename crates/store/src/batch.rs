@@ -154,7 +154,7 @@ impl std::fmt::Debug for BatchWriter {
 
 impl BatchWriter {
     /// Keep the WAL bounded under sustained load: when it has grown past
-    /// [`crate::durable::WAL_LIMIT_BYTES`], checkpoint all of it on this connection and cut the
+    /// `WAL_LIMIT_BYTES` (512 MiB), checkpoint all of it on this connection and cut the
     /// file to nothing (`PRAGMA wal_checkpoint(TRUNCATE)`, which syncs the database before it
     /// lets go of the WAL). The caller is the only regular writer, so nothing is appended
     /// meanwhile and the checkpoint catches up; the batches waiting behind it wait for the disk.

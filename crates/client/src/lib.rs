@@ -25,6 +25,7 @@
 //!   ([`ClientBuilder::retries`], default 3). Key creation, rotation and token changes are not.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod rest;
 
@@ -52,6 +53,7 @@ pub use hanzo_kms_proto::v1::{KeyInfo, TokenInfo};
 /// A verification answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
+    /// Whether the signature verified and every check passed.
     pub valid: bool,
     /// When invalid: bad_proof, bad_signature, digest_mismatch, expired, not_yet_valid,
     /// replayed or unknown_key.
@@ -62,18 +64,25 @@ pub struct Verdict {
 /// A general-purpose signature (`api:` keys).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signature {
+    /// The key that signed.
     pub key: String,
+    /// The key version that signed.
     pub version: u32,
+    /// secp256k1, p256, ed25519 or ml-dsa-65.
     pub algorithm: String,
     /// `0x`-hex.
     pub signature: String,
+    /// Who signed: the EIP-55 address for secp256k1, else `0x` + keccak256(public key).
     pub signer: String,
 }
 
 /// A data key from [`Client::generate_data_key`]: use `plaintext`, store `ciphertext`.
 pub struct DataKey {
+    /// The key that wrapped it.
     pub key: String,
+    /// The key version that wrapped it.
     pub version: u32,
+    /// The data key itself: use it, never store it (wiped on drop).
     pub plaintext: SecretKey32,
     /// `hkms:vN:…`; [`Client::unwrap_data_key`] turns it back into the plaintext.
     pub ciphertext: String,
@@ -92,7 +101,9 @@ impl std::fmt::Debug for DataKey {
 /// Which API the client speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
+    /// gRPC (`http://host:8201`), the default.
     Grpc,
+    /// REST and JSON (`http://host:8200`).
     Rest,
 }
 
@@ -114,6 +125,7 @@ impl ClientBuilder {
         self
     }
 
+    /// Speak `p`.
     pub fn protocol(mut self, p: Protocol) -> Self {
         self.protocol = p;
         self
@@ -276,6 +288,7 @@ impl Client {
         }
     }
 
+    /// The API this client speaks.
     pub fn protocol(&self) -> Protocol {
         match self.transport {
             Transport::Grpc(_) => Protocol::Grpc,
@@ -791,6 +804,8 @@ impl Client {
         read("key", v)
     }
 
+    /// A key's metadata: versions, state, origin, public keys. A key of another tenant is
+    /// `NotFound`, like a missing one.
     pub async fn get_key(&self, name: &str) -> Result<KeyInfo> {
         let name = name.to_owned();
         let v = self
@@ -829,6 +844,8 @@ impl Client {
         read("keys", list)
     }
 
+    /// Make a new primary version; older versions still decrypt and verify. Not retried: a
+    /// retry after a lost answer would rotate twice.
     pub async fn rotate_key(&self, name: &str) -> Result<KeyInfo> {
         let name = name.to_owned();
         let v = self
@@ -869,6 +886,8 @@ impl Client {
         text_field(&v, "ciphertext")
     }
 
+    /// Decrypt what [`Client::encrypt`] returned, with the same `aad`; the plaintext is wiped on
+    /// drop.
     pub async fn decrypt(&self, key: &str, ciphertext: &str, aad: &[u8]) -> Result<SecretBytes> {
         Ok(
             match self.decrypt_call(false, key, ciphertext, aad).await? {
@@ -949,6 +968,8 @@ impl Client {
         }
     }
 
+    /// The plaintext of a [`DataKey::ciphertext`], given the same `aad` as
+    /// [`Client::generate_data_key`].
     pub async fn unwrap_data_key(
         &self,
         key: &str,

@@ -17,6 +17,13 @@ fn clean(c: &mut std::process::Command) {
     }
 }
 
+/// `hanzo-kms` with no inherited HANZO_KMS settings.
+fn bare() -> Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("hanzo-kms"));
+    clean(&mut c);
+    Command::from_std(c)
+}
+
 /// Start `serve` on DIR/data; with `log`, at debug level with stderr (the logs) written there.
 fn start_logging(dir: &Path, log: Option<&Path>) -> Served {
     let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("hanzo-kms"));
@@ -368,8 +375,7 @@ fn init_and_serve_ignore_a_server_named_in_the_environment() {
     // Nothing listens on port 9 (discard): a command that used it would fail to connect.
     let elsewhere = "http://127.0.0.1:9";
 
-    let mut init = Command::cargo_bin("hanzo-kms").unwrap();
-    clean_cmd(&mut init);
+    let mut init = bare();
     let out = init
         .env("HANZO_KMS_SERVER", elsewhere)
         .arg("--data-dir")
@@ -396,8 +402,7 @@ fn init_and_serve_ignore_a_server_named_in_the_environment() {
     let served = Served::start(c, false);
 
     // The other commands do use the server from the environment.
-    let mut list = Command::cargo_bin("hanzo-kms").unwrap();
-    clean_cmd(&mut list);
+    let mut list = bare();
     let keys = json(
         list.env("HANZO_KMS_SERVER", &served.grpc)
             .arg("--token-file")
@@ -410,8 +415,7 @@ fn init_and_serve_ignore_a_server_named_in_the_environment() {
     assert!(!d.path().join("nowhere").exists());
 
     // An empty HANZO_KMS_SERVER is unset: the command runs on the data directory, no token asked.
-    let mut offline = Command::cargo_bin("hanzo-kms").unwrap();
-    clean_cmd(&mut offline);
+    let mut offline = bare();
     let keys = json(
         offline
             .env("HANZO_KMS_SERVER", "")
@@ -422,8 +426,7 @@ fn init_and_serve_ignore_a_server_named_in_the_environment() {
     assert!(keys["keys"].is_array(), "{keys}");
 
     // `--server` on init's own command line is a usage error that touches nothing.
-    let mut explicit = Command::cargo_bin("hanzo-kms").unwrap();
-    clean_cmd(&mut explicit);
+    let mut explicit = bare();
     let out = explicit
         .args(["--server", elsewhere, "--data-dir"])
         .arg(d.path().join("other"))
@@ -437,12 +440,4 @@ fn init_and_serve_ignore_a_server_named_in_the_environment() {
 
     let status = served.terminate();
     assert!(status.success(), "serve did not stop cleanly: {status:?}");
-}
-
-fn clean_cmd(c: &mut Command) {
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HANZO_KMS") {
-            c.env_remove(k);
-        }
-    }
 }

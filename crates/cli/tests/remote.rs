@@ -195,6 +195,20 @@ fn the_cli_works_against_a_server_over_grpc_and_rest() {
     }
     assert!(!d.path().join("nowhere").exists());
 
+    // Each protocol pointed at the other's address: the error says which address it was.
+    for (url, protocol, says) in [
+        (&grpc, "rest", "is this the gRPC address?"),
+        (&rest, "grpc", "is this the REST address?"),
+    ] {
+        let out = kms(d.path(), url, protocol)
+            .args(["keys", "list"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{protocol} at {url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{protocol} at {url}: {err}");
+    }
+
     // A server that is gone: a clear, retried "unavailable".
     let status = served.terminate();
     assert!(

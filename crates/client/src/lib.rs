@@ -1268,7 +1268,22 @@ fn from_status(s: tonic::Status, server: &str) -> Error {
             cause.push_str(&format!(": {e}"));
             src = e.source();
         }
-        format!("cannot reach the server at {server} ({cause})")
+        // A plain HTTP server (the REST listener) answers a gRPC call with a JSON 404, which
+        // tonic reads as a malformed frame or a missing gRPC status.
+        let hint = if [
+            "invalid compression flag",
+            "404 Not Found",
+            "invalid content-type",
+        ]
+        .iter()
+        .any(|t| cause.contains(t))
+        {
+            "; it did not answer gRPC: is this the REST address? gRPC listens on \
+             server.grpc_addr, 127.0.0.1:8201 by default; or speak REST to it"
+        } else {
+            ""
+        };
+        format!("cannot reach the server at {server} ({cause}{hint})")
     } else if s.message().is_empty() {
         format!("the server answered {:?}", s.code())
     } else {

@@ -109,9 +109,25 @@ impl Rest {
             .body(Full::new(Bytes::from_owner(bytes)))
             .map_err(|e| Error::invalid(format!("building the request for {path}: {e}")))?;
         let resp = self.http.request(req).await.map_err(|e| {
+            // An HTTP/2-only peer (the gRPC listener) sends its SETTINGS frame at once, which
+            // hyper reads either as a message nobody asked for or as a bad status line.
+            let mut chain = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                chain.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            let hint = if chain.contains("invalid HTTP version")
+                || chain.contains("received unexpected message")
+            {
+                " (it did not answer HTTP/1.1: is this the gRPC address? REST listens on \
+                 server.rest_addr, 127.0.0.1:8200 by default; or use the gRPC protocol)"
+            } else {
+                ""
+            };
             Error::new(
                 ErrorKind::Unavailable,
-                format!("cannot reach the server at {}", self.base),
+                format!("cannot reach the server at {}{hint}", self.base),
             )
             .with_source(e)
         })?;

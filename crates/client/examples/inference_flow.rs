@@ -87,6 +87,7 @@ async fn run() -> Result<()> {
     // 2. Run inference (here: a hash stands in for the model).
     let input = b"What is the capital of France?";
     let output = keccak256(&[loaded.as_slice(), input].concat());
+    eprintln!("2. ran inference (a hash stands in for the model)");
 
     // 3. A PoAI attestation, signed by the KMS.
     let now = SystemTime::now()

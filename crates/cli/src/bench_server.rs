@@ -464,21 +464,22 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         // commit and sync per transaction are the ceiling of the durable operations.
         let committer = match (before.unwrap_or_default(), after) {
             (b, Some(a)) if a.transactions > b.transactions => {
-                a.phases.zip(b.phases.or(Some([0.0; 3]))).map(|(x, y)| {
+                a.phases.zip(b.phases.or(Some([0.0; 4]))).map(|(x, y)| {
                     let d: Vec<f64> = x.iter().zip(y).map(|(x, y)| (x - y).max(0.0)).collect();
                     let per_tx = |s: f64| s * 1e6 / (a.transactions - b.transactions) as f64;
                     (
                         d.iter().sum::<f64>() / elapsed / addrs.len() as f64,
                         per_tx(d[0]),
                         per_tx(d[1]),
+                        per_tx(d[3]),
                     )
                 })
             }
             _ => None,
         };
         let commits_note = match committer {
-            Some((busy, commit, sync)) => format!(
-                "{commits_note}; committer busy {:.0} % ({commit:.0} µs commit + {sync:.0} µs sync per transaction)",
+            Some((busy, commit, sync, checkpoint)) => format!(
+                "{commits_note}; committer busy {:.0} % ({commit:.0} µs commit + {sync:.0} µs sync + {checkpoint:.0} µs checkpoint per transaction)",
                 busy * 100.0
             ),
             None => commits_note,
@@ -537,7 +538,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         report.insert(
             name,
             json!({"requests_per_s": rate, "items_per_s": item_rate, "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
-                   "requests": lat.len(), "completed": completed, "commits_per_request": per_request, "fsyncs_per_request": fsyncs_per_request.or(per_request), "checkpoints_per_request": checkpoints, "committer_busy": committer.map(|c| c.0), "commit_us_per_transaction": committer.map(|c| c.1), "sync_us_per_transaction": committer.map(|c| c.2), "offered_rate": pace,
+                   "requests": lat.len(), "completed": completed, "commits_per_request": per_request, "fsyncs_per_request": fsyncs_per_request.or(per_request), "checkpoints_per_request": checkpoints, "committer_busy": committer.map(|c| c.0), "commit_us_per_transaction": committer.map(|c| c.1), "sync_us_per_transaction": committer.map(|c| c.2), "checkpoint_us_per_transaction": committer.map(|c| c.3), "offered_rate": pace,
                    "scaled_target": target.as_ref().map(|t| t.0), "target_met": target.as_ref().map(|t| t.1),
                    "sent_after_due_p50_ms": pace.map(|_| quantile(&late, 0.50)), "sent_after_due_p99_ms": pace.map(|_| quantile(&late, 0.99)),
                    "unsent": pace.map(|_| unsent)}),
@@ -757,8 +758,8 @@ struct Counters {
     fsyncs: Option<u64>,
     /// Checkpoints that copied WAL frames (SQLite only).
     checkpoints: Option<u64>,
-    /// The committer's seconds in its commit, sync and answer phases.
-    phases: Option<[f64; 3]>,
+    /// The committer's seconds in its commit, sync, answer and checkpoint phases.
+    phases: Option<[f64; 4]>,
 }
 
 /// [`Counters`] from every node's `/metrics`, summed, if the servers report them.
@@ -777,7 +778,7 @@ async fn commits(addrs: &[String]) -> Result<Option<Counters>> {
                 fsyncs: add(s.fsyncs, c.fsyncs),
                 checkpoints: add(s.checkpoints, c.checkpoints),
                 phases: match (s.phases, c.phases) {
-                    (Some(x), Some(y)) => Some([x[0] + y[0], x[1] + y[1], x[2] + y[2]]),
+                    (Some(x), Some(y)) => Some(std::array::from_fn(|i| x[i] + y[i])),
                     (x, y) => x.or(y),
                 },
             });
@@ -807,15 +808,18 @@ async fn commits_of(addr: &str) -> Result<Option<Counters>> {
             transactions,
             fsyncs: get("hanzo_kms_store_fsyncs_total "),
             checkpoints: get("hanzo_kms_store_checkpoints_total "),
-            phases: ["commit", "sync", "answer"]
+            // (A server before session 11 reports no checkpoint phase: 0 there.)
+            phases: ["commit", "sync", "answer", "checkpoint"]
                 .map(|p| {
                     seconds(&format!(
                         "hanzo_kms_group_commit_seconds_total{{phase=\"{p}\"}} "
                     ))
                 })
                 .into_iter()
+                .enumerate()
+                .map(|(i, v)| if i == 3 { v.or(Some(0.0)) } else { v })
                 .collect::<Option<Vec<f64>>>()
-                .map(|v| [v[0], v[1], v[2]]),
+                .map(|v| [v[0], v[1], v[2], v[3]]),
         }))
 }
 

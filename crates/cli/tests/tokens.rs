@@ -161,6 +161,10 @@ fn bench_server_runs_and_reports_its_figures() {
             "{v}"
         );
         assert!(r["sync_us_per_transaction"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(
+            r["checkpoint_us_per_transaction"].as_f64().unwrap() >= 0.0,
+            "{v}"
+        );
         // How late the bench sent its requests is reported for the open-loop figures only.
         let late = r["sent_after_due_p99_ms"].as_f64();
         assert_eq!(late.is_some(), route.contains('@'), "{route} in {v}");

@@ -1442,12 +1442,19 @@ async fn metrics(State(s): State<Shared>) -> Response {
             "Whole-WAL checkpoints the group committer ran because the SQLite WAL passed its limit (writes waited meanwhile).",
             c.wal_limit_checkpoints.load(Relaxed),
         );
-        out.push_str("# HELP hanzo_kms_group_commit_seconds_total Time the group committer spent per phase: its transactions (commit), waiting for them to be durable (sync), answering (answer). Their sum against wall time is how busy it is; near 1, it is the signing ceiling.\n");
+        counter(
+            &mut out,
+            "hanzo_kms_group_commit_catch_ups_total",
+            "Background checkpoint passes the group committer finished on its own connection between two batches, so that the SQLite WAL starts over.",
+            c.catch_ups.load(Relaxed),
+        );
+        out.push_str("# HELP hanzo_kms_group_commit_seconds_total Time the group committer spent per phase: its transactions (commit), waiting for them to be durable (sync), answering (answer), checkpoints between batches (checkpoint). Their sum against wall time is how busy it is; near 1, it is the signing ceiling.\n");
         out.push_str("# TYPE hanzo_kms_group_commit_seconds_total counter\n");
         for (phase, ns) in [
             ("commit", &c.commit_nanos),
             ("sync", &c.sync_nanos),
             ("answer", &c.answer_nanos),
+            ("checkpoint", &c.checkpoint_nanos),
         ] {
             out.push_str(&format!(
                 "hanzo_kms_group_commit_seconds_total{{phase=\"{phase}\"}} {:.6}\n",

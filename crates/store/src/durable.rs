@@ -22,10 +22,27 @@
 //! connection crosses 1000 pages, so one batch in every few hundred waited for a copy of the WAL
 //! into the database and two fsyncs (measured: p99 of PoAI signing at a fifth of capacity went
 //! from 4 ms to 28 ms). Instead, after a sync, when the WAL file is larger than
-//! [`CHECKPOINT_BYTES`], a background thread runs a PASSIVE checkpoint on a connection of its
-//! own; PASSIVE waits for no reader or writer. A connection that closes last still checkpoints
-//! and removes the WAL, as before.
+//! [`CHECKPOINT_BYTES`] and the last pass started at least [`CHECKPOINT_INTERVAL`] ago, a
+//! background thread runs a PASSIVE checkpoint on a connection of its own (PASSIVE waits for no
+//! reader or writer) and then syncs the database file itself, so that the pages it copied are on
+//! disk before anyone waits for them. A connection that closes last still checkpoints and
+//! removes the WAL, as before.
 //!
+//! A PASSIVE pass copies the frames that were in the WAL when it started; the writer goes on
+//! appending meanwhile, so under load no background pass ever reaches the WAL's end, and SQLite
+//! starts the WAL over from its beginning only when one has. The group committer therefore
+//! finishes each background pass on its own connection, between two batches
+//! ([`crate::BatchWriter::catch_up`]): nothing is appended during that pass, so it copies the
+//! few frames committed since the background pass started and completes, and the committer's
+//! next transaction starts the WAL over. The WAL stays at a few MiB, and each pass copies every
+//! page once however often the batches rewrote it (the audit table's last leaf, the chain head).
+//!
+//! A failed fdatasync is not retried: after one, Linux may have dropped the dirty pages, and a
+//! later sync can succeed without them. The store then refuses every later commit until the
+//! process restarts (and SQLite recovers the WAL from disk). That holds for the background
+//! pass's sync of the database file too: SQLite would go on to start the WAL over, trusting
+//! pages that may not be on disk.
+
 //! A failed fdatasync is not retried: after one, Linux may have dropped the dirty pages, and a
 //! later sync can succeed without them. The store then refuses every later commit until the
 //! process restarts (and SQLite recovers the WAL from disk).
@@ -36,26 +53,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hanzo_kms_core::{Error, ErrorKind, Result};
 
-/// The WAL size past which a background checkpoint starts. Small and frequent: a checkpoint
-/// ends with an fsync of the database file, and the WAL syncs that answers wait for queue
-/// behind it on the same disk. `hanzo-kms bench server`, PoAI sign at a fifth of capacity, p99:
-/// 4.3 ms at 1 MiB, 5.8 ms at 4 MiB, 4.5 ms with no checkpoint at all, 149 ms at 32 MiB.
-///
+/// The WAL size past which a background checkpoint starts (see also [`CHECKPOINT_INTERVAL`]).
 /// This is the WAL *file's* size, and SQLite keeps that size when it restarts the WAL from its
-/// beginning (up to `journal_size_limit`). So once the file has grown past this, a checkpoint
-/// starts after every sync that finds none running: under load they run back to back, each
-/// copying only the frames since the previous one. That costs one more WAL fsync and one
-/// database fsync per checkpoint. Spacing checkpoints at least 100 ms or 250 ms apart was
-/// measured (`bench server --url`, three rounds each, alternating) and moved neither throughput
-/// nor p99 beyond this host's noise, so they stay as they are. Measured again in session 8, a
-/// 400 ms spacing raised sign throughput but let the WAL grow without bound under load (the
-/// checkpoint never caught up again), so it is not used; see [`WAL_LIMIT_BYTES`] for the bound.
-///
-/// Checkpoints are what remains of PoAI signing's latency tail. With them switched off (an
-/// experiment) sign's p99 at a fifth of capacity was 3.7–4.9 ms, against 31–102 ms with them:
-/// the nonce table's inserts land at random pages, so a checkpoint ends in an fsync of scattered
-/// pages that the WAL syncs queue behind. docs/benchmarks.md has the runs and the ideas left.
+/// beginning (up to `journal_size_limit`): once the file has grown past this, every sync may
+/// start a pass, and [`CHECKPOINT_INTERVAL`] alone spaces them. Measured in sessions 5–7,
+/// PoAI sign at a fifth of capacity, p99: 4.3 ms at 1 MiB, 5.8 ms at 4 MiB, 149 ms at 32 MiB (a
+/// large pass ends in an fsync of many scattered pages that the WAL syncs queue behind).
 pub(crate) const CHECKPOINT_BYTES: u64 = 1 << 20;
+
+/// The shortest time between the starts of two background checkpoint passes.
+///
+/// Until session 11 passes ran back to back, one after every WAL sync that found none running:
+/// about 1,300 passes a second under signing load, each copying one or two batches' frames,
+/// each with one or two fsyncs of its own and a sort of the whole WAL's frame index, and the
+/// WAL itself never started over (it sat at 64–400 MiB). That was 17–26 % of the server's CPU and
+/// the reason the committer's WAL sync took 1.5–2× the disk's own (docs/benchmarks.md, session
+/// 11). Spaced passes, each finished by the committer (see the module docs), copy a page once
+/// per pass instead of once per batch, and keep the WAL at a few MiB. 30 ms was the best of
+/// 10, 30, 50 and 100 ms in the same runs. Spacing without the committer's catch-up (tried in
+/// sessions 6 and 8) let the WAL grow without bound, since no pass ever reached its end.
+pub(crate) const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(30);
 
 /// The WAL size past which the group committer stops and checkpoints the whole WAL itself
 /// (`TRUNCATE`) before its next batch ([`crate::BatchWriter::bound_wal`]). The background
@@ -70,10 +87,54 @@ pub(crate) const WAL_LIMIT_BYTES: u64 = 512 << 20;
 #[derive(Debug, Default)]
 struct Checkpointer {
     running: AtomicBool,
+    /// When the last background pass started.
+    last_start: std::sync::Mutex<Option<std::time::Instant>>,
+    /// A background pass copied frames since the writer last finished one.
+    catch_up: AtomicBool,
+    /// The background pass could not sync the database file (see the module docs).
+    failed: AtomicBool,
     /// Checkpoint passes that copied frames ([`PassResult::copied_since`]).
     passes: AtomicU64,
-    /// Its connection, opened on first use, and what its last pass reported.
-    conn: std::sync::Mutex<(Option<rusqlite::Connection>, PassResult)>,
+    /// What the last pass, background or the writer's, reported.
+    last: std::sync::Mutex<PassResult>,
+    /// The background pass's connection, opened on first use.
+    conn: std::sync::Mutex<Option<rusqlite::Connection>>,
+}
+
+impl Checkpointer {
+    /// Take the next background pass if none runs and the last one started long enough ago.
+    fn take_turn(&self) -> bool {
+        if self.running.load(Ordering::Acquire) {
+            return false;
+        }
+        let Ok(mut last) = self.last_start.lock() else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < CHECKPOINT_INTERVAL)
+            || self.running.swap(true, Ordering::AcqRel)
+        {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// Count a pass that reported `now`; returns whether it copied frames.
+    fn record(&self, now: PassResult) -> bool {
+        let copied = match self.last.lock() {
+            Ok(mut last) => {
+                let copied = now.copied_since(*last);
+                *last = now;
+                copied
+            }
+            Err(_) => false,
+        };
+        if copied {
+            self.passes.fetch_add(1, Ordering::Relaxed);
+        }
+        copied
+    }
 }
 
 /// What `PRAGMA wal_checkpoint` reported: frames in the WAL, and frames copied into the
@@ -143,6 +204,12 @@ impl WalSync {
         if self.failed.load(Ordering::Acquire) {
             return Err(sync_failed(&self.wal, "an earlier sync failed"));
         }
+        if self.checkpointer.failed.load(Ordering::Acquire) {
+            return Err(sync_failed(
+                &self.db,
+                "an earlier sync of the database file after a checkpoint failed",
+            ));
+        }
         Ok(())
     }
 
@@ -168,6 +235,22 @@ impl WalSync {
     /// Count a whole-WAL checkpoint that completed on another connection (the writer's).
     pub(crate) fn count_full_checkpoint(&self) {
         self.checkpointer.passes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a background pass copied frames since the writer last finished one; clears it.
+    pub(crate) fn take_catch_up(&self) -> bool {
+        self.checkpointer.catch_up.swap(false, Ordering::AcqRel)
+    }
+
+    /// Hand over to the writer as a background pass does (tests only).
+    #[cfg(test)]
+    pub(crate) fn checkpointer_hand_over(&self) {
+        self.checkpointer.catch_up.store(true, Ordering::Release);
+    }
+
+    /// Count a pass the writer ran on its own connection, which reported `now`.
+    pub(crate) fn record_pass(&self, now: PassResult) -> bool {
+        self.checkpointer.record(now)
     }
 
     /// The WAL file's size in bytes when the last successful sync ended (0 before the first,
@@ -234,25 +317,32 @@ impl WalSync {
         }
     }
 
-    /// Start a background checkpoint if the WAL is large and none is running.
+    /// Start a background checkpoint if the WAL is large, none is running and the last one
+    /// started at least [`CHECKPOINT_INTERVAL`] ago.
     fn maybe_checkpoint(&self) {
         let len = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
         self.wal_len.store(len, Ordering::Relaxed);
-        let large = len > CHECKPOINT_BYTES;
-        if !large || self.checkpointer.running.swap(true, Ordering::AcqRel) {
+        if len <= CHECKPOINT_BYTES || !self.checkpointer.take_turn() {
             return;
         }
         let (db, cp) = (self.db.clone(), self.checkpointer.clone());
         tokio::task::spawn_blocking(move || {
             match checkpoint(&db, &cp) {
-                Ok(copied) => {
-                    cp.passes.fetch_add(u64::from(copied), Ordering::Relaxed);
-                }
+                Ok(false) => {}
+                // The pages it copied go to disk now, off the request path, so the writer's
+                // pass that finishes this one (and syncs the database) waits only for its own.
+                Ok(true) => match sync_file(&db) {
+                    Ok(()) => cp.catch_up.store(true, Ordering::Release),
+                    Err(e) => {
+                        cp.failed.store(true, Ordering::Release);
+                        tracing::error!(store = %db.display(), error = %e, "fdatasync of the store's database file after a checkpoint failed; every later write is refused until restart");
+                    }
+                },
                 Err(e) => {
                     // Harmless for now: the WAL grows until a later checkpoint succeeds.
                     tracing::warn!(store = %db.display(), error = %e, "background checkpoint failed");
                     if let Ok(mut c) = cp.conn.lock() {
-                        c.0 = None;
+                        *c = None;
                     }
                 }
             }
@@ -263,8 +353,7 @@ impl WalSync {
 
 /// One PASSIVE pass; returns whether it copied frames.
 fn checkpoint(db: &std::path::Path, cp: &Checkpointer) -> rusqlite::Result<bool> {
-    let mut guard = cp.conn.lock().map_err(|_| rusqlite::Error::InvalidQuery)?;
-    let (conn, last) = &mut *guard;
+    let mut conn = cp.conn.lock().map_err(|_| rusqlite::Error::InvalidQuery)?;
     if conn.is_none() {
         let c = rusqlite::Connection::open_with_flags(
             db,
@@ -276,8 +365,14 @@ fn checkpoint(db: &std::path::Path, cp: &Checkpointer) -> rusqlite::Result<bool>
     let Some(c) = conn.as_ref() else {
         return Ok(false);
     };
+    Ok(passive_pass(c)?.is_some_and(|now| cp.record(now)))
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)` on `conn`: what it reported, or `None` when it could not
+/// run (another checkpoint held the lock).
+pub(crate) fn passive_pass(conn: &rusqlite::Connection) -> rusqlite::Result<Option<PassResult>> {
     let (busy, now): (i64, PassResult) =
-        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((
                 r.get(0)?,
                 PassResult {
@@ -286,12 +381,7 @@ fn checkpoint(db: &std::path::Path, cp: &Checkpointer) -> rusqlite::Result<bool>
                 },
             ))
         })?;
-    if busy != 0 {
-        return Ok(false);
-    }
-    let copied = now.copied_since(*last);
-    *last = now;
-    Ok(copied)
+    Ok((busy == 0).then_some(now))
 }
 
 fn sync_file(wal: &std::path::Path) -> std::io::Result<()> {

@@ -561,7 +561,24 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = std::result::Result<axum::Json<Value>, ApiError>;
+type ApiResult = std::result::Result<JsonBody, ApiError>;
+
+/// A JSON answer, serialized once (`axum::Json` of a `serde_json::Value` built the value and
+/// then serialized it: two passes and an allocation per field, on every signing request).
+struct JsonBody(Vec<u8>);
+
+impl IntoResponse for JsonBody {
+    fn into_response(self) -> Response {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.0,
+        )
+            .into_response()
+    }
+}
 
 /// The bearer token of a request's `authorization` header (REST and gRPC alike), or "", which
 /// does not authenticate.
@@ -748,8 +765,8 @@ fn enc(bytes: &[u8]) -> String {
 }
 
 fn ok(v: impl serde::Serialize) -> ApiResult {
-    serde_json::to_value(v)
-        .map(axum::Json)
+    serde_json::to_vec(&v)
+        .map(JsonBody)
         .map_err(|e| ApiError::new(Error::internal(format!("encoding JSON: {e}")), &fresh_id()))
 }
 
@@ -1364,7 +1381,7 @@ async fn create_token(State(s): State<Shared>, Authed(ctx): Authed, body: BodyRe
     let mut v = serde_json::to_value(&info)
         .map_err(|e| ApiError::new(Error::internal(e.to_string()), &ctx.request_id))?;
     v["token"] = Value::String(token.expose().to_owned());
-    Ok(axum::Json(v))
+    ok(v)
 }
 
 async fn list_tokens(State(s): State<Shared>, Authed(ctx): Authed) -> ApiResult {

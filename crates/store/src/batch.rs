@@ -196,7 +196,7 @@ impl BatchWriter {
     /// It copies what was committed while the background pass ran (that pass copied the rest
     /// and synced the database), and completes; the next transaction then starts the WAL over
     /// from its beginning. Without it, under load, no pass reaches the WAL's end and the WAL
-    /// only grows (see [`crate::durable`]). Returns whether a pass ran.
+    /// only grows (see the `durable` module). Returns whether a pass ran.
     pub fn catch_up(&mut self) -> Result<bool> {
         if !self.wal.take_catch_up() {
             return Ok(false);

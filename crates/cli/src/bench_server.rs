@@ -796,9 +796,10 @@ async fn commits_of(addr: &str) -> Result<Option<Counters>> {
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
-    let seconds = |name: &str| {
+    let phase = |p: &str| {
+        let name = format!("hanzo_kms_group_commit_seconds_total{{phase=\"{p}\"}} ");
         text.lines()
-            .find_map(|l| l.strip_prefix(name))
+            .find_map(|l| l.strip_prefix(name.as_str()))
             .and_then(|v| v.trim().parse::<f64>().ok())
     };
     Ok(get("hanzo_kms_group_commit_requests_total ")
@@ -808,18 +809,12 @@ async fn commits_of(addr: &str) -> Result<Option<Counters>> {
             transactions,
             fsyncs: get("hanzo_kms_store_fsyncs_total "),
             checkpoints: get("hanzo_kms_store_checkpoints_total "),
-            // (A server before session 11 reports no checkpoint phase: 0 there.)
-            phases: ["commit", "sync", "answer", "checkpoint"]
-                .map(|p| {
-                    seconds(&format!(
-                        "hanzo_kms_group_commit_seconds_total{{phase=\"{p}\"}} "
-                    ))
-                })
+            phases: ["commit", "sync", "answer"]
+                .map(&phase)
                 .into_iter()
-                .enumerate()
-                .map(|(i, v)| if i == 3 { v.or(Some(0.0)) } else { v })
                 .collect::<Option<Vec<f64>>>()
-                .map(|v| [v[0], v[1], v[2], v[3]]),
+                // A server before session 11 reports no checkpoint phase: 0 there.
+                .map(|v| [v[0], v[1], v[2], phase("checkpoint").unwrap_or(0.0)]),
         }))
 }
 

@@ -43,10 +43,6 @@
 //! pass's sync of the database file too: SQLite would go on to start the WAL over, trusting
 //! pages that may not be on disk.
 
-//! A failed fdatasync is not retried: after one, Linux may have dropped the dirty pages, and a
-//! later sync can succeed without them. The store then refuses every later commit until the
-//! process restarts (and SQLite recovers the WAL from disk).
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,12 +62,14 @@ pub(crate) const CHECKPOINT_BYTES: u64 = 1 << 20;
 /// Until session 11 passes ran back to back, one after every WAL sync that found none running:
 /// about 1,300 passes a second under signing load, each copying one or two batches' frames,
 /// each with one or two fsyncs of its own and a sort of the whole WAL's frame index, and the
-/// WAL itself never started over (it sat at 64–400 MiB). That was 17–26 % of the server's CPU and
-/// the reason the committer's WAL sync took 1.5–2× the disk's own (docs/benchmarks.md, session
-/// 11). Spaced passes, each finished by the committer (see the module docs), copy a page once
-/// per pass instead of once per batch, and keep the WAL at a few MiB. 30 ms was the best of
-/// 10, 30, 50 and 100 ms in the same runs. Spacing without the committer's catch-up (tried in
-/// sessions 6 and 8) let the WAL grow without bound, since no pass ever reached its end.
+/// WAL itself never started over (it sat at 64–400 MiB). The checkpoint thread was 11 % of the
+/// server's profile samples, and the committer's WAL sync took about 1.5× the disk's own
+/// (docs/benchmarks.md, session 11). Spaced passes, each finished by the committer (see the
+/// module docs), copy a page once per pass instead of once per batch, and keep the WAL at a few
+/// MiB. Of 15, 30, 60, 120, 250 and 500 ms, longer intervals signed faster but their larger
+/// passes pushed the open-loop p99 of signing at 5,000/s past 5 ms from 60 ms on; 30 ms is the
+/// longest that kept it under. Spacing without the committer's catch-up (tried in sessions 6
+/// and 8) let the WAL grow without bound, since no pass ever reached its end.
 pub(crate) const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(30);
 
 /// The WAL size past which the group committer stops and checkpoints the whole WAL itself

@@ -62,8 +62,8 @@ pub(crate) const CHECKPOINT_BYTES: u64 = 1 << 20;
 /// Until session 11 passes ran back to back, one after every WAL sync that found none running:
 /// about 1,300 passes a second under signing load, each copying one or two batches' frames,
 /// each with one or two fsyncs of its own and a sort of the whole WAL's frame index, and the
-/// WAL itself never started over (it sat at 64–400 MiB). The checkpoint thread was 11 % of the
-/// server's profile samples, and the committer's WAL sync took about 1.5× the disk's own
+/// WAL itself never started over (it sat at 64–400 MiB). The passes were 18 % of the runtime
+/// threads' profile samples, and the committer's WAL sync took about 1.5× the disk's own
 /// (docs/benchmarks.md, session 11). Spaced passes, each finished by the committer (see the
 /// module docs), copy a page once per pass instead of once per batch, and keep the WAL at a few
 /// MiB. Of 15, 30, 60, 120, 250 and 500 ms, longer intervals signed faster but their larger

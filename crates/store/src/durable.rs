@@ -300,11 +300,11 @@ impl WalSync {
     }
 
     /// Record the outcome of a sync that covered every commit up to `upto`.
-    fn synced_upto(&self, upto: u64, done: std::io::Result<()>) -> Result<()> {
+    fn synced_upto(&self, upto: u64, done: std::io::Result<u64>) -> Result<()> {
         match done {
-            Ok(()) => {
+            Ok(len) => {
                 self.synced.fetch_max(upto, Ordering::AcqRel);
-                self.maybe_checkpoint();
+                self.maybe_checkpoint(len);
                 Ok(())
             }
             Err(e) => {
@@ -315,10 +315,9 @@ impl WalSync {
         }
     }
 
-    /// Start a background checkpoint if the WAL is large, none is running and the last one
-    /// started at least [`CHECKPOINT_INTERVAL`] ago.
-    fn maybe_checkpoint(&self) {
-        let len = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+    /// Start a background checkpoint if the WAL (`len` bytes as the sync found it) is large,
+    /// none is running and the last one started at least [`CHECKPOINT_INTERVAL`] ago.
+    fn maybe_checkpoint(&self, len: u64) {
         self.wal_len.store(len, Ordering::Relaxed);
         if len <= CHECKPOINT_BYTES || !self.checkpointer.take_turn() {
             return;
@@ -330,7 +329,7 @@ impl WalSync {
                 // The pages it copied go to disk now, off the request path, so the writer's
                 // pass that finishes this one (and syncs the database) waits only for its own.
                 Ok(true) => match sync_file(&db) {
-                    Ok(()) => cp.catch_up.store(true, Ordering::Release),
+                    Ok(_) => cp.catch_up.store(true, Ordering::Release),
                     Err(e) => {
                         cp.failed.store(true, Ordering::Release);
                         tracing::error!(store = %db.display(), error = %e, "fdatasync of the store's database file after a checkpoint failed; every later write is refused until restart");
@@ -382,12 +381,25 @@ pub(crate) fn passive_pass(conn: &rusqlite::Connection) -> rusqlite::Result<Opti
     Ok((busy == 0).then_some(now))
 }
 
-fn sync_file(wal: &std::path::Path) -> std::io::Result<()> {
-    match std::fs::File::open(wal) {
-        Ok(f) => f.sync_data(),
+/// `fdatasync` the file at `path`; returns its length (0 if it does not exist).
+///
+/// The length comes from `lseek(SEEK_END)` on the same handle, not from `stat`. Since Linux
+/// 6.13, a `stat` that reports a file's times marks them as seen, and the next write then stamps
+/// the file with a fine-grained time, which dirties its inode; on ext4 without a journal every
+/// `fdatasync` then writes the inode block too, a second synchronous write before the flush.
+/// The store used to `stat` the WAL after every sync, so every WAL sync paid for that write
+/// (docs/benchmarks.md, session 12). Unobserved, the times move only with the coarse clock
+/// tick, and most syncs write just the WAL's pages.
+fn sync_file(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::io::Seek;
+    match std::fs::File::open(path) {
+        Ok(mut f) => {
+            f.sync_data()?;
+            f.seek(std::io::SeekFrom::End(0))
+        }
         // No WAL: the last connection closed, which checkpoints the WAL into the database and
         // syncs it (SQLite does this in NORMAL too) before deleting the file.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(e),
     }
 }

@@ -463,10 +463,16 @@ mod tests {
         assert_eq!(sync.syncs(), 1, "the first sync covered all five commits");
         sync.committed().durable().await.unwrap();
         assert_eq!(sync.syncs(), 2, "a later commit needs a sync of its own");
+        // The sync reports the WAL's length (from lseek on the synced handle, not stat).
+        assert_eq!(sync.wal_len(), b"frames".len() as u64);
+        std::fs::write(format!("{}-wal", db.display()), vec![7u8; 5000]).unwrap();
+        sync.committed().durable().await.unwrap();
+        assert_eq!(sync.wal_len(), 5000);
 
         // A missing WAL is fine (checkpointed and removed on close).
         std::fs::remove_file(format!("{}-wal", db.display())).unwrap();
         sync.committed().durable().await.unwrap();
+        assert_eq!(sync.wal_len(), 0);
 
         // A WAL that cannot be opened (here: its directory is a file, which fails even for
         // root) fails the commit, and every later one, without another attempt.

@@ -192,6 +192,166 @@ pub struct LoadSettings<'a> {
     pub prefill: u64,
 }
 
+/// The load of one figure: which requests, to where, and when.
+struct Load {
+    work: Workload,
+    addrs: Vec<String>,
+    grpc: Option<String>,
+    token: String,
+    ordered: bool,
+    /// One worker per entry: its due times (open loop), or none (closed loop).
+    dues: Vec<Option<tokio::sync::mpsc::UnboundedReceiver<Instant>>>,
+    /// Requests due (open loop) or completed (closed loop) before this are not counted.
+    t: Instant,
+    deadline: Instant,
+    /// An open-loop backlog still unsent by then is counted as never sent.
+    give_up: Instant,
+}
+
+/// What the load of one figure measured.
+struct Outcome {
+    lat: Vec<Duration>,
+    late: Vec<Duration>,
+    items: u64,
+    completed: u64,
+    unsent: usize,
+    /// Every request sent, the warm-up's and the backlog's too.
+    sent: u64,
+    /// The load thread's CPU time from its first request to its last answer, where the
+    /// kernel reports it.
+    cpu: Option<Duration>,
+}
+
+/// Runs `load` on a thread of its own with a single-threaded async runtime, and returns its
+/// outcome when every worker is done.
+///
+/// Client and server share the machine's cores, and each microsecond the load generator spends
+/// is one the server does not get. On one thread the generator's connections wake no other
+/// thread of its own, and its CPU time can be read from the kernel: it is reported with each
+/// figure (µs per request), so that a generator that became the bottleneck, or took a large
+/// share of the cores, would show. In session 13's A/B against tokio's default runtime (a
+/// worker per core) the figures did not move beyond this host's noise; the generator took
+/// 14–19 µs of CPU per REST request, about a tenth of the server's (docs/benchmarks.md).
+fn spawn_load(load: Load) -> Result<tokio::sync::oneshot::Receiver<Result<Outcome>>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bench-load".into())
+        .spawn(move || {
+            let outcome = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::internal("starting the bench's load runtime").with_source(e))
+                .and_then(|rt| rt.block_on(run_load(load)));
+            let _ = tx.send(outcome);
+        })
+        .map_err(|e| Error::internal("could not start the bench's load thread").with_source(e))?;
+    Ok(rx)
+}
+
+async fn run_load(load: Load) -> Result<Outcome> {
+    let Load {
+        work,
+        addrs,
+        grpc,
+        token,
+        ordered,
+        dues,
+        t,
+        deadline,
+        give_up,
+    } = load;
+    // Every connection is open before the first request is due.
+    let mut clients = Vec::with_capacity(dues.len());
+    for w in 0..dues.len() {
+        clients.push(match work {
+            Workload::GrpcSign | Workload::GrpcBatch(_) => {
+                Client::Grpc(grpc_client(grpc.as_deref().unwrap_or_default()).await?)
+            }
+            _ => Client::Rest(Conn::open(&addrs[w % addrs.len()]).await?),
+        });
+    }
+    let cpu_before = thread_cpu();
+    let token: Arc<str> = token.into();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .zip(dues)
+        .enumerate()
+        .map(|(w, (mut client, mut due_times))| {
+            let token = token.clone();
+            tokio::spawn(async move {
+                let (mut lat, mut late) = (Vec::new(), Vec::new());
+                let (mut items, mut completed) = (0u64, 0u64);
+                let (mut i, mut unsent) = (0u64, 0usize);
+                loop {
+                    // Open loop: the pacer says when each request was due, and its latency
+                    // counts from then (no coordinated omission). A server that cannot keep
+                    // up leaves a backlog, which is still sent, for as long again as the
+                    // figure itself; what is left then is counted as not sent. Closed loop:
+                    // now, until the deadline.
+                    let due = match due_times.as_mut() {
+                        Some(rx) => match rx.recv().await {
+                            Some(_) if Instant::now() > give_up => {
+                                unsent = 1 + rx.len();
+                                break;
+                            }
+                            Some(due) => due,
+                            None => break,
+                        },
+                        None if Instant::now() < deadline => Instant::now(),
+                        None => break,
+                    };
+                    let sent = Instant::now();
+                    let n = one(&mut client, work, &token, (w, i), ordered).await?;
+                    // Throughput counts what completed in the measured time, even a backlog
+                    // left from the warm-up; latency only what was due in it.
+                    if Instant::now() >= t {
+                        items += n;
+                        completed += 1;
+                    }
+                    if due >= t {
+                        lat.push(due.elapsed());
+                        late.push(sent.saturating_duration_since(due));
+                    }
+                    i += 1;
+                }
+                Ok::<_, Error>((lat, late, items, completed, unsent, i))
+            })
+        })
+        .collect();
+    let mut o = Outcome {
+        lat: Vec::new(),
+        late: Vec::new(),
+        items: 0,
+        completed: 0,
+        unsent: 0,
+        sent: 0,
+        cpu: None,
+    };
+    for task in tasks {
+        let (l, s, n, c, u, i) = task
+            .await
+            .map_err(|_| Error::internal("a load task panicked"))??;
+        o.lat.extend(l);
+        o.late.extend(s);
+        o.items += n;
+        o.completed += c;
+        o.unsent += u;
+        o.sent += i;
+    }
+    o.cpu = cpu_before
+        .zip(thread_cpu())
+        .map(|(b, a)| a.saturating_sub(b));
+    Ok(o)
+}
+
+/// The calling thread's CPU time so far, from the kernel's scheduler statistics
+/// (`/proc/thread-self/schedstat`, nanoseconds on a CPU), if it has them.
+fn thread_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns = s.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
 /// One worker's connection.
 enum Client {
     Rest(Conn),
@@ -344,16 +504,6 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         let t = Instant::now() + warmup;
         let deadline = t + Duration::from_secs_f64(secs);
         let give_up = deadline + Duration::from_secs_f64(secs);
-        // Every connection is open before the first request is due.
-        let mut clients = Vec::with_capacity(concurrency);
-        for w in 0..concurrency {
-            clients.push(match work {
-                Workload::GrpcSign | Workload::GrpcBatch(_) => {
-                    Client::Grpc(grpc_client(grpc.as_deref().unwrap_or_default()).await?)
-                }
-                _ => Client::Rest(Conn::open(&addrs[w % addrs.len()]).await?),
-            });
-        }
         let dues: Vec<Option<_>> = match pace {
             Some(r) => pacer(r, concurrency, deadline)?
                 .into_iter()
@@ -361,53 +511,17 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
                 .collect(),
             None => std::iter::repeat_with(|| None).take(concurrency).collect(),
         };
-        let tasks: Vec<_> = clients
-            .into_iter()
-            .zip(dues)
-            .enumerate()
-            .map(|(w, (mut client, mut due_times))| {
-                let token = token.clone();
-                let ordered = s.ordered_nonces;
-                tokio::spawn(async move {
-                    let (mut lat, mut late) = (Vec::new(), Vec::new());
-                    let (mut items, mut completed) = (0u64, 0u64);
-                    let (mut i, mut unsent) = (0u64, 0usize);
-                    loop {
-                        // Open loop: the pacer says when each request was due, and its latency
-                        // counts from then (no coordinated omission). A server that cannot keep
-                        // up leaves a backlog, which is still sent, for as long again as the
-                        // figure itself; what is left then is counted as not sent. Closed loop:
-                        // now, until the deadline.
-                        let due = match due_times.as_mut() {
-                            Some(rx) => match rx.recv().await {
-                                Some(_) if Instant::now() > give_up => {
-                                    unsent = 1 + rx.len();
-                                    break;
-                                }
-                                Some(due) => due,
-                                None => break,
-                            },
-                            None if Instant::now() < deadline => Instant::now(),
-                            None => break,
-                        };
-                        let sent = Instant::now();
-                        let n = one(&mut client, work, &token, (w, i), ordered).await?;
-                        // Throughput counts what completed in the measured time, even a backlog
-                        // left from the warm-up; latency only what was due in it.
-                        if Instant::now() >= t {
-                            items += n;
-                            completed += 1;
-                        }
-                        if due >= t {
-                            lat.push(due.elapsed());
-                            late.push(sent.saturating_duration_since(due));
-                        }
-                        i += 1;
-                    }
-                    Ok::<_, Error>((lat, late, items, completed, unsent))
-                })
-            })
-            .collect();
+        let load = spawn_load(Load {
+            work,
+            addrs: addrs.clone(),
+            grpc: grpc.clone(),
+            token: token.clone(),
+            ordered: s.ordered_nonces,
+            dues,
+            t,
+            deadline,
+            give_up,
+        })?;
         let before = match before.take() {
             Some(b) => b,
             None => {
@@ -415,18 +529,17 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
                 commits(&addrs).await?
             }
         };
-        let (mut lat, mut late) = (Vec::new(), Vec::new());
-        let (mut items, mut completed, mut unsent) = (0u64, 0u64, 0usize);
-        for task in tasks {
-            let (l, s, n, c, u) = task
-                .await
-                .map_err(|_| Error::internal("a load task panicked"))??;
-            lat.extend(l);
-            late.extend(s);
-            items += n;
-            completed += c;
-            unsent += u;
-        }
+        let Outcome {
+            lat,
+            late,
+            items,
+            completed,
+            unsent,
+            sent,
+            cpu,
+        } = load
+            .await
+            .map_err(|_| Error::internal("the bench's load thread stopped"))??;
         let elapsed = t.elapsed().as_secs_f64();
         let after = commits(&addrs).await?;
         let (lat, late) = (sorted_ms(&lat), sorted_ms(&late));
@@ -482,6 +595,14 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
                 "{commits_note}; committer busy {:.0} % ({commit:.0} µs commit + {sync:.0} µs sync + {checkpoint:.0} µs checkpoint per transaction)",
                 busy * 100.0
             ),
+            None => commits_note,
+        };
+        // The load generator's own CPU per request, taken from the server's two cores.
+        let generator_us = cpu
+            .filter(|_| sent > 0)
+            .map(|c| c.as_secs_f64() * 1e6 / sent as f64);
+        let commits_note = match generator_us {
+            Some(us) => format!("{commits_note}; load generator {us:.1} µs CPU per request"),
             None => commits_note,
         };
         let items_note = match work {
@@ -541,7 +662,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
                    "requests": lat.len(), "completed": completed, "commits_per_request": per_request, "fsyncs_per_request": fsyncs_per_request.or(per_request), "checkpoints_per_request": checkpoints, "committer_busy": committer.map(|c| c.0), "commit_us_per_transaction": committer.map(|c| c.1), "sync_us_per_transaction": committer.map(|c| c.2), "checkpoint_us_per_transaction": committer.map(|c| c.3), "offered_rate": pace,
                    "scaled_target": target.as_ref().map(|t| t.0), "target_met": target.as_ref().map(|t| t.1),
                    "sent_after_due_p50_ms": pace.map(|_| quantile(&late, 0.50)), "sent_after_due_p99_ms": pace.map(|_| quantile(&late, 0.99)),
-                   "unsent": pace.map(|_| unsent)}),
+                   "unsent": pace.map(|_| unsent), "generator_cpu_us_per_request": generator_us}),
         );
     }
     let ref_after = reference(secs.min(2.0), bench_sign::raw_sign_rate).await?;

@@ -217,27 +217,29 @@ struct Outcome {
     unsent: usize,
     /// Every request sent, the warm-up's and the backlog's too.
     sent: u64,
-    /// The load thread's CPU time from its first request to its last answer, where the
+    /// The load threads' CPU time from the first request to the last answer, where the
     /// kernel reports it.
     cpu: Option<Duration>,
 }
 
-/// Runs `load` on a thread of its own with a single-threaded async runtime, and returns its
-/// outcome when every worker is done.
+/// Runs `load` on an async runtime of its own, whose threads are all named
+/// [`LOAD_THREAD`], and returns its outcome when every worker is done.
 ///
 /// Client and server share the machine's cores, and each microsecond the load generator spends
-/// is one the server does not get. On one thread the generator's connections wake no other
-/// thread of its own, and its CPU time can be read from the kernel: it is reported with each
-/// figure (µs per request), so that a generator that became the bottleneck, or took a large
-/// share of the cores, would show. In session 13's A/B against tokio's default runtime (a
-/// worker per core) the figures did not move beyond this host's noise; the generator took
-/// 14–19 µs of CPU per REST request, about a tenth of the server's (docs/benchmarks.md).
+/// is one the server does not get. On a runtime of its own the generator's CPU time can be read
+/// from the kernel, thread by thread; it is reported with each figure (µs per request), so that
+/// a generator that became the bottleneck, or took a large share of the cores, would show.
+/// The runtime keeps tokio's default of a worker per core. A single thread was tried in session
+/// 13: the closed-loop figures did not move beyond this host's noise, and the open-loop ones got
+/// worse, their requests going out up to 67 ms (p99) after they were due, because the one thread
+/// waited for a core behind the server's (docs/benchmarks.md).
 fn spawn_load(load: Load) -> Result<tokio::sync::oneshot::Receiver<Result<Outcome>>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
-        .name("bench-load".into())
+        .name(LOAD_THREAD.into())
         .spawn(move || {
-            let outcome = tokio::runtime::Builder::new_current_thread()
+            let outcome = tokio::runtime::Builder::new_multi_thread()
+                .thread_name(LOAD_THREAD)
                 .enable_all()
                 .build()
                 .map_err(|e| Error::internal("starting the bench's load runtime").with_source(e))
@@ -270,7 +272,7 @@ async fn run_load(load: Load) -> Result<Outcome> {
             _ => Client::Rest(Conn::open(&addrs[w % addrs.len()]).await?),
         });
     }
-    let cpu_before = thread_cpu();
+    let cpu_before = generator_cpu();
     let token: Arc<str> = token.into();
     let tasks: Vec<_> = clients
         .into_iter()
@@ -339,17 +341,47 @@ async fn run_load(load: Load) -> Result<Outcome> {
         o.sent += i;
     }
     o.cpu = cpu_before
-        .zip(thread_cpu())
-        .map(|(b, a)| a.saturating_sub(b));
+        .zip(generator_cpu())
+        .map(|(b, a)| generator_cpu_since(&b, &a));
     Ok(o)
 }
 
-/// The calling thread's CPU time so far, from the kernel's scheduler statistics
-/// (`/proc/thread-self/schedstat`, nanoseconds on a CPU), if it has them.
-fn thread_cpu() -> Option<Duration> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns = s.split_whitespace().next()?.parse().ok()?;
-    Some(Duration::from_nanos(ns))
+/// The name of every thread of the load generator's runtime.
+const LOAD_THREAD: &str = "bench-load";
+
+/// CPU time so far of each of this process's [`LOAD_THREAD`]s, by thread id, from the kernel's
+/// scheduler statistics (`/proc/self/task/*/schedstat`, nanoseconds on a CPU), if it has them.
+fn generator_cpu() -> Option<std::collections::HashMap<u64, u64>> {
+    let mut by_thread = std::collections::HashMap::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let dir = task.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("schedstat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+        let ns = stat.split_whitespace().next().and_then(|n| n.parse().ok());
+        if let (true, Some(tid), Some(ns)) = (comm.trim_end() == LOAD_THREAD, tid, ns) {
+            by_thread.insert(tid, ns);
+        }
+    }
+    (!by_thread.is_empty()).then_some(by_thread)
+}
+
+/// The load threads' CPU time between two [`generator_cpu`] readings (a thread started since
+/// counts from zero; one that ended since is not counted).
+fn generator_cpu_since(
+    before: &std::collections::HashMap<u64, u64>,
+    after: &std::collections::HashMap<u64, u64>,
+) -> Duration {
+    Duration::from_nanos(
+        after
+            .iter()
+            .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+            .sum(),
+    )
 }
 
 /// One worker's connection.

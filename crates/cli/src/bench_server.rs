@@ -10,6 +10,9 @@
 //! server's own `/metrics` (on SQLite one fsync of the WAL covers every commit before it; the
 //! checkpoints that copy the WAL into the database run beside them and are counted too, at one
 //! or two fsyncs each; on PostgreSQL each commit is one WAL flush of the database server).
+//! The load runs on an async runtime of the bench's own, and the CPU time its threads took is
+//! reported per request beside each figure: the share of the cores that the generator, not the
+//! server, used.
 //!
 //! Two references are measured in the same run, at its start and again at its end: raw
 //! libsecp256k1 signing (the CPU; the rate targets are scaled by it, see [`DESIGN_RAW_SIGN_2`])

@@ -478,7 +478,8 @@ pub struct RunArgs {
 pub enum BenchCommand {
     /// The REST server under load on loopback: PoAI sign and 1 KiB encrypt at a given
     /// concurrency, with req/s, p50/p95/p99 latency and commits (fsyncs) per request, and the
-    /// CPU the load generator itself took per request (it shares the cores with the server).
+    /// CPU the load generator itself took per request (on loopback it shares the cores with the
+    /// server).
     ///
     /// Without --url it starts a server in this process on a throwaway data directory (software
     /// provider); with --url and --token it drives a running `hanzo-kms serve` (the token needs

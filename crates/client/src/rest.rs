@@ -6,7 +6,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::Value;
 
 use hanzo_kms_core::{Error, ErrorKind, Result};
@@ -69,6 +69,9 @@ fn client_config(tls: &TlsFiles) -> Result<rustls::ClientConfig> {
     }
 }
 
+/// How long an idle keep-alive connection stays in the pool.
+const POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Rest {
     pub(crate) fn new(base: &str, tls: &TlsFiles) -> Result<Self> {
         let mut http = HttpConnector::new();
@@ -81,7 +84,12 @@ impl Rest {
             .wrap_connector(http);
         Ok(Self {
             base: base.to_owned(),
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            // Idle connections are dropped before the server's idle timeout
+            // (server.header_read_timeout_secs, 10 s by default) could close one under a request.
+            http: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE)
+                .pool_timer(TokioTimer::new())
+                .build(connector),
         })
     }
 

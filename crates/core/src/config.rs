@@ -447,6 +447,10 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// A request that takes longer is cancelled.
     pub request_timeout_secs: u64,
+    /// REST: a request's headers must arrive within this many seconds of the server starting to
+    /// wait for them, or the connection is closed (slow clients). On a keep-alive connection
+    /// the wait starts when the previous response is sent, so this is also the idle timeout.
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -457,6 +461,7 @@ impl Default for ServerConfig {
             tls: None,
             max_body_bytes: 1 << 20,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
         }
     }
 }

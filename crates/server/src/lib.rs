@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod grpc;
+mod http;
 mod operation;
 mod ops;
 pub mod tls;
@@ -103,7 +104,12 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v1/poai/verify-item", "Verify one batch item"),
     ("POST", "/v1/hmm/sign", "Sign an HMM settlement"),
     ("POST", "/v1/hmm/verify", "Verify a signed settlement"),
-    ("GET", "/v1/audit", "Audit records (?after=SEQ&limit=N)"),
+    (
+        "GET",
+        "/v1/audit",
+        "Audit records after SEQ, oldest first (?after=SEQ&limit=N, N at most 1000). Each listing \
+         is audited itself, so the log never runs dry: a page shorter than N is the end for now",
+    ),
     ("GET", "/v1/audit/verify", "Verify the audit hash chain"),
     ("POST", "/v1/tokens", "Create an API token"),
     ("GET", "/v1/tokens", "List API tokens"),
@@ -122,6 +128,9 @@ pub struct Options {
     pub grpc_addr: Option<String>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// REST: how long a request's headers may take to arrive, and how long a keep-alive
+    /// connection may sit idle (`server.header_read_timeout_secs`).
+    pub header_read_timeout: Duration,
     /// How often the rotation scheduler runs; `None` disables it.
     pub scheduler_every: Option<Duration>,
     /// TLS for both listeners (`server.tls`); `None` serves plain HTTP.
@@ -135,6 +144,7 @@ impl Options {
             grpc_addr: Some(c.server.grpc_addr.clone()).filter(|a| !a.is_empty()),
             max_body_bytes: usize::try_from(c.server.max_body_bytes).unwrap_or(usize::MAX),
             request_timeout: Duration::from_secs(c.server.request_timeout_secs.max(1)),
+            header_read_timeout: Duration::from_secs(c.server.header_read_timeout_secs.max(1)),
             scheduler_every: Some(Duration::from_secs(60)),
             tls: c.server.tls.clone(),
         }
@@ -170,6 +180,7 @@ pub struct Server {
     max_body_bytes: usize,
     /// How long a stopping server waits for requests in flight.
     grace: Duration,
+    header_read_timeout: Duration,
     tls: Option<(tls::Pem, Arc<tokio_rustls::rustls::ServerConfig>)>,
     grpc_builder: tonic::transport::Server,
     app: Router,
@@ -216,6 +227,7 @@ impl Server {
             grpc,
             max_body_bytes: opts.max_body_bytes,
             grace: opts.request_timeout + Duration::from_secs(1),
+            header_read_timeout: opts.header_read_timeout,
             tls,
             grpc_builder,
             app,
@@ -301,34 +313,31 @@ impl Server {
                     .map_err(|e| Error::new(ErrorKind::Io, "serving gRPC").with_source(e))
             })
         });
-        let make = self.app.into_make_service_with_connect_info::<SocketAddr>();
+        let app = self.app;
+        let header_timeout = self.header_read_timeout;
         let grace_rx = stop_rx.clone();
         let serving = async move {
-            let rest = match self.tls {
+            match self.tls {
                 Some((_, config)) => {
-                    use axum::serve::ListenerExt;
                     let listener = tls::TlsListener::new(self.listener, config)
-                        .map_err(|e| Error::new(ErrorKind::Io, "starting TLS").with_source(e))?
-                        .tap_io(|_| {});
-                    axum::serve(listener, make)
-                        .with_graceful_shutdown(stopped(stop_rx))
-                        .await
+                        .map_err(|e| Error::new(ErrorKind::Io, "starting TLS").with_source(e))?;
+                    http::serve(listener, app, header_timeout, stopped(stop_rx)).await;
                 }
                 None => {
-                    axum::serve(self.listener, make)
-                        .with_graceful_shutdown(stopped(stop_rx))
-                        .await
+                    use axum::serve::ListenerExt;
+                    let listener = self.listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    http::serve(listener, app, header_timeout, stopped(stop_rx)).await;
                 }
             }
-            .map_err(|e| Error::new(ErrorKind::Io, "serving HTTP").with_source(e));
-            let grpc = match grpc {
+            match grpc {
                 Some(t) => t
                     .await
                     .map_err(|e| Error::internal(format!("the gRPC server task failed: {e}")))
                     .and_then(|r| r),
                 None => Ok(()),
-            };
-            rest.and(grpc)
+            }
         };
         // Graceful, but bounded: after the signal, requests in flight get the request timeout
         // (plus a second) to finish; idle keep-alive connections and clients that never close
@@ -541,6 +550,7 @@ impl IntoResponse for ApiError {
         let code = match self.status {
             Some(StatusCode::PAYLOAD_TOO_LARGE) => "payload_too_large",
             Some(StatusCode::REQUEST_TIMEOUT) => "timeout",
+            Some(StatusCode::METHOD_NOT_ALLOWED) => "method_not_allowed",
             _ => self.error.kind().code(),
         };
         let body =
@@ -638,7 +648,16 @@ async fn audit_refusals(State(state): State<Shared>, req: Request, next: Next) -
     }
 }
 
+/// `GET /v1/audit/verify` reads the whole log (about 40,000 records a second on SQLite), so it
+/// gets at least this long rather than the request timeout. Past that, `hanzo-kms audit verify`
+/// checks the store offline, with no time limit.
+const AUDIT_VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
+
 async fn with_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    let limit = match req.extensions().get::<MatchedPath>() {
+        Some(p) if p.as_str() == "/v1/audit/verify" => limit.max(AUDIT_VERIFY_TIMEOUT),
+        _ => limit,
+    };
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(
@@ -717,6 +736,35 @@ impl FromRequestParts<Shared> for Authed {
     }
 }
 
+/// A route's path parameter (`{name}`, `{id}`). Taken after [`Authed`] and never rejected by
+/// itself: a parameter that is not UTF-8 once percent-decoded (`/v1/keys/data:acme:%FF`) is
+/// refused by [`Param::get`] with the API's JSON error and audited, like any bad argument.
+struct Param(std::result::Result<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Param {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        Ok(Param(
+            Path::<String>::from_request_parts(parts, state)
+                .await
+                .map(|Path(p)| p)
+                .map_err(|r| r.body_text()),
+        ))
+    }
+}
+
+impl Param {
+    fn get(self, ctx: &RequestCtx) -> std::result::Result<String, ApiError> {
+        self.0.map_err(|detail| {
+            ApiError::refused(Error::invalid(format!("the request path: {detail}")), ctx)
+        })
+    }
+}
+
 fn body_text(
     ctx: &RequestCtx,
     body: std::result::Result<Bytes, BytesRejection>,
@@ -746,6 +794,14 @@ fn parse<T: for<'de> Deserialize<'de>>(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> std::result::Result<T, ApiError> {
     let text = body_text(ctx, body)?;
+    // serde reads a struct from a JSON array too (its fields in order); every request body of
+    // this API is an object, so an array is refused rather than read by position.
+    if !text.trim_start().starts_with('{') {
+        return Err(ApiError::refused(
+            Error::invalid("request: the body must be a JSON object"),
+            ctx,
+        ));
+    }
     from_json("request", &text).map_err(|e| ApiError::refused(e, ctx))
 }
 
@@ -824,20 +880,14 @@ async fn list_keys(
     ok(on(&ctx, s.kms.list_keys(&ctx, &q.prefix).await)?)
 }
 
-async fn show_key(
-    State(s): State<Shared>,
-    Authed(ctx): Authed,
-    Path(name): Path<String>,
-) -> ApiResult {
+async fn show_key(State(s): State<Shared>, Authed(ctx): Authed, name: Param) -> ApiResult {
+    let name = name.get(&ctx)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     ok(on(&ctx, s.kms.show_key(&ctx, &name).await)?)
 }
 
-async fn rotate_key(
-    State(s): State<Shared>,
-    Authed(ctx): Authed,
-    Path(name): Path<String>,
-) -> ApiResult {
+async fn rotate_key(State(s): State<Shared>, Authed(ctx): Authed, name: Param) -> ApiResult {
+    let name = name.get(&ctx)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     ok(on(&ctx, s.kms.rotate_key(&ctx, &name).await)?)
 }
@@ -869,9 +919,10 @@ struct DatakeyReq {
 async fn encrypt(
     State(s): State<Shared>,
     Authed(ctx): Authed,
-    Path(name): Path<String>,
+    name: Param,
     body: BodyResult,
 ) -> ApiResult {
+    let name = name.get(&ctx)?;
     let req: EncryptReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     let plaintext = Zeroizing::new(b64(&ctx, "plaintext", &req.plaintext)?);
@@ -932,9 +983,10 @@ fn secret_json(v: &impl Serialize) -> SecretResult {
 async fn decrypt(
     State(s): State<Shared>,
     Authed(ctx): Authed,
-    Path(name): Path<String>,
+    name: Param,
     body: BodyResult,
 ) -> SecretResult {
+    let name = name.get(&ctx)?;
     let req: DecryptReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
@@ -951,9 +1003,10 @@ async fn decrypt(
 async fn datakey(
     State(s): State<Shared>,
     Authed(ctx): Authed,
-    Path(name): Path<String>,
+    name: Param,
     body: BodyResult,
 ) -> SecretResult {
+    let name = name.get(&ctx)?;
     let req: DatakeyReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
@@ -970,9 +1023,10 @@ async fn datakey(
 async fn unwrap(
     State(s): State<Shared>,
     Authed(ctx): Authed,
-    Path(name): Path<String>,
+    name: Param,
     body: BodyResult,
 ) -> SecretResult {
+    let name = name.get(&ctx)?;
     let req: DecryptReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     let aad = b64(&ctx, "aad", &req.aad)?;
@@ -1015,9 +1069,10 @@ fn model_key_json(m: &ops::ModelKey) -> SecretResult {
 async fn model_datakey(
     State(s): State<Shared>,
     Authed(ctx): Authed,
-    Path(name): Path<String>,
+    name: Param,
     body: BodyResult,
 ) -> SecretResult {
+    let name = name.get(&ctx)?;
     let req: ModelKeyReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     let metadata = b64(&ctx, "metadata", &req.metadata)?;
@@ -1031,9 +1086,10 @@ async fn model_datakey(
 async fn model_unwrap(
     State(s): State<Shared>,
     Authed(ctx): Authed,
-    Path(name): Path<String>,
+    name: Param,
     body: BodyResult,
 ) -> SecretResult {
+    let name = name.get(&ctx)?;
     let req: ModelUnwrapReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     let header = b64(&ctx, "header", &req.header)?;
@@ -1082,9 +1138,9 @@ fn signature_bytes(
 ) -> std::result::Result<Vec<u8>, ApiError> {
     match s.strip_prefix("0x") {
         Some(h) => hex::decode(h).map_err(|_| {
-            ApiError::new(
+            ApiError::refused(
                 Error::invalid(format!("request: {field}: not valid hex")),
-                &ctx.request_id,
+                ctx,
             )
         }),
         None => b64(ctx, field, s),
@@ -1094,25 +1150,33 @@ fn signature_bytes(
 async fn sign_raw(
     State(s): State<Shared>,
     Authed(ctx): Authed,
-    Path(name): Path<String>,
+    name: Param,
     body: BodyResult,
 ) -> ApiResult {
+    let name = name.get(&ctx)?;
     let req: SignReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     let (single, texts) = match (req.message, req.messages) {
         (Some(m), None) => (true, vec![m]),
         (None, Some(ms)) if !ms.is_empty() => (false, ms),
         _ => {
-            return Err(ApiError::new(
+            return Err(ApiError::refused(
                 Error::invalid("request: give either message or a non-empty messages list"),
-                &ctx.request_id,
+                &ctx,
             ));
         }
     };
     let messages = texts
         .iter()
         .enumerate()
-        .map(|(i, m)| b64(&ctx, &format!("messages[{i}]"), m))
+        .map(|(i, m)| {
+            let field = if single {
+                "message".to_owned()
+            } else {
+                format!("messages[{i}]")
+            };
+            b64(&ctx, &field, m)
+        })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let mut sigs = on(
         &ctx,
@@ -1130,9 +1194,10 @@ async fn sign_raw(
 async fn verify_raw(
     State(s): State<Shared>,
     Authed(ctx): Authed,
-    Path(name): Path<String>,
+    name: Param,
     body: BodyResult,
 ) -> ApiResult {
+    let name = name.get(&ctx)?;
     let req: VerifyReq = parse(&ctx, body)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     let (single, pairs) = match (req.message, req.signature, req.items) {
@@ -1145,11 +1210,11 @@ async fn verify_raw(
         ),
         (None, None, Some(items)) if !items.is_empty() => (false, items),
         _ => {
-            return Err(ApiError::new(
+            return Err(ApiError::refused(
                 Error::invalid(
                     "request: give either message and signature, or a non-empty items list",
                 ),
-                &ctx.request_id,
+                &ctx,
             ));
         }
     };
@@ -1157,9 +1222,16 @@ async fn verify_raw(
         .iter()
         .enumerate()
         .map(|(i, p)| {
+            let field = |f: &str| {
+                if single {
+                    f.to_owned()
+                } else {
+                    format!("items[{i}].{f}")
+                }
+            };
             Ok((
-                b64(&ctx, &format!("items[{i}].message"), &p.message)?,
-                signature_bytes(&ctx, &format!("items[{i}].signature"), &p.signature)?,
+                b64(&ctx, &field("message"), &p.message)?,
+                signature_bytes(&ctx, &field("signature"), &p.signature)?,
             ))
         })
         .collect::<std::result::Result<Vec<_>, ApiError>>()?;
@@ -1176,11 +1248,8 @@ async fn verify_raw(
     }
 }
 
-async fn public_key(
-    State(s): State<Shared>,
-    Authed(ctx): Authed,
-    Path(name): Path<String>,
-) -> ApiResult {
+async fn public_key(State(s): State<Shared>, Authed(ctx): Authed, name: Param) -> ApiResult {
+    let name = name.get(&ctx)?;
     let name = check(&ctx, s.kms.parse_name(&name))?;
     ok(on(&ctx, ops::public_key(&s.kms, &ctx, &name).await)?)
 }
@@ -1388,11 +1457,8 @@ async fn list_tokens(State(s): State<Shared>, Authed(ctx): Authed) -> ApiResult 
     ok(on(&ctx, s.kms.list_tokens(&ctx).await)?)
 }
 
-async fn revoke_token(
-    State(s): State<Shared>,
-    Authed(ctx): Authed,
-    Path(id): Path<String>,
-) -> ApiResult {
+async fn revoke_token(State(s): State<Shared>, Authed(ctx): Authed, id: Param) -> ApiResult {
+    let id = id.get(&ctx)?;
     ok(on(&ctx, s.kms.revoke_token(&ctx, &id).await)?)
 }
 

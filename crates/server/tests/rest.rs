@@ -266,7 +266,23 @@ async fn openapi_lists_exactly_the_routes_and_every_route_is_served() {
     );
     let resp = call(r.addr, "PUT", "/v1/keys", Some(&r.admin), "").await;
     assert_eq!(resp.status, 405);
-    assert_eq!(resp.json()["error"]["code"], "invalid_argument");
+    assert_eq!(resp.json()["error"]["code"], "method_not_allowed");
+    let allow = resp.headers.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("allow:")
+            .map(|v| v.trim().to_owned())
+    });
+    let allow: Vec<String> = allow
+        .unwrap_or_else(|| panic!("no Allow header: {}", resp.headers))
+        .split(',')
+        .map(|m| m.trim().to_owned())
+        .collect();
+    assert!(
+        allow.contains(&"get".into())
+            && allow.contains(&"post".into())
+            && !allow.contains(&"put".into()),
+        "{allow:?}"
+    );
     r.stop().await;
 }
 
@@ -754,4 +770,213 @@ async fn api_keys_sign_and_verify_messages_and_typed_keys_refuse_raw_signing() {
 fn base64_of(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[tokio::test]
+async fn undecodable_paths_json_arrays_and_far_audit_positions_get_clear_answers() {
+    let r = start("", |_| {}).await;
+    let a = r.addr;
+    let t = Some(r.admin.as_str());
+    call(a, "POST", "/v1/keys", t, r#"{"name":"data:acme:x"}"#).await;
+
+    // A path parameter that is not UTF-8 once percent-decoded: the API's JSON error, audited.
+    for (method, path, operation) in [
+        ("GET", "/v1/keys/data:acme:%FF", "key.show"),
+        ("POST", "/v1/keys/data:acme:%C3%28/encrypt", "data.encrypt"),
+        ("DELETE", "/v1/tokens/%FF", "token.revoke"),
+    ] {
+        let resp = call(a, method, path, t, r#"{"plaintext":"aGk="}"#).await;
+        assert_eq!(resp.status, 400, "{path}: {}", resp.body);
+        let v = resp.json();
+        assert_eq!(v["error"]["code"], "invalid_argument", "{path}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("UTF-8"),
+            "{path}: {v}"
+        );
+        let id = v["error"]["request_id"].as_str().unwrap().to_owned();
+        let records = call(a, "GET", "/v1/audit?after=0&limit=1000", t, "")
+            .await
+            .json();
+        assert!(
+            records
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|rec| rec["request_id"] == id
+                    && rec["operation"] == operation
+                    && rec["outcome"] == "denied"
+                    && rec["reason"] == "invalid_argument"),
+            "{path}: not audited as a denied {operation}: {records:#}"
+        );
+    }
+
+    // serde would read a struct from an array by position; every body is an object.
+    for (path, body) in [
+        ("/v1/keys", r#"["data:acme:y"]"#),
+        ("/v1/tokens", r#"["acme", ["admin"]]"#),
+        ("/v1/keyspaces", r#"["acme", "m1"]"#),
+        ("/v1/keys/data:acme:x/encrypt", r#"["aGk="]"#),
+        ("/v1/keys/data:acme:x/datakey", r#"  [""]"#),
+        ("/v1/poai/sign", "[]"),
+    ] {
+        let resp = call(a, "POST", path, t, body).await;
+        assert_eq!(resp.status, 400, "{path} {body}: {}", resp.body);
+        let v = resp.json();
+        assert_eq!(v["error"]["code"], "invalid_argument");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("must be a JSON object"),
+            "{path}: {v}"
+        );
+    }
+    assert_eq!(
+        call(a, "GET", "/v1/keys/data:acme:y", t, "").await.status,
+        404
+    );
+    assert_eq!(
+        call(a, "GET", "/v1/keys?prefix=model:acme:m1", t, "")
+            .await
+            .json(),
+        json!([])
+    );
+
+    // A single message or signature is named as given, not as the first of a list, and the
+    // refusal is audited.
+    for (route, body, needle) in [
+        (
+            "sign",
+            r#"{"message":"%%%"}"#,
+            "request: message: not valid base64",
+        ),
+        (
+            "sign",
+            r#"{"messages":["aGk=","%%%"]}"#,
+            "request: messages[1]: not valid base64",
+        ),
+        (
+            "verify",
+            r#"{"message":"aGk=","signature":"0xZZ"}"#,
+            "request: signature: not valid hex",
+        ),
+        (
+            "verify",
+            r#"{"items":[{"message":"%","signature":"0x00"}]}"#,
+            "request: items[0].message: not valid base64",
+        ),
+        (
+            "verify",
+            r#"{"message":"aGk="}"#,
+            "request: give either message and signature, or a non-empty items list",
+        ),
+    ] {
+        let resp = call(a, "POST", &format!("/v1/keys/data:acme:x/{route}"), t, body).await;
+        assert_eq!(resp.status, 400, "{body}: {}", resp.body);
+        let v = resp.json();
+        assert_eq!(v["error"]["message"], needle, "{body}");
+        let id = v["error"]["request_id"].clone();
+        let records = call(a, "GET", "/v1/audit?after=0&limit=1000", t, "")
+            .await
+            .json();
+        assert!(
+            records
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|rec| rec["request_id"] == id && rec["outcome"] == "denied"),
+            "{body}: not audited"
+        );
+    }
+
+    // A position past every record is past the end (a wrapping cast once read the log again
+    // from its start).
+    for after in [
+        "9223372036854775807",
+        "9223372036854775808",
+        "18446744073709551615",
+    ] {
+        let resp = call(a, "GET", &format!("/v1/audit?after={after}"), t, "").await;
+        assert_eq!(resp.status, 200, "{after}: {}", resp.body);
+        assert_eq!(resp.json(), json!([]), "after={after}");
+    }
+    let resp = call(a, "GET", "/v1/audit?after=18446744073709551616", t, "").await;
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert_eq!(
+        call(a, "GET", "/v1/audit/verify", t, "").await.json()["valid"],
+        true
+    );
+    r.stop().await;
+}
+
+/// Read from `s` until the peer closes, for at most `limit`; `None` if it was still open.
+async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut raw = Vec::new();
+    tokio::time::timeout(limit, s.read_to_end(&mut raw))
+        .await
+        .ok()
+        .map(|r| {
+            r.unwrap_or(0);
+            raw
+        })
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed() {
+    let r = start("", |o| o.header_read_timeout = Duration::from_millis(300)).await;
+    // Slowloris: the headers never finish.
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let raw = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    assert!(
+        raw.is_some(),
+        "a connection with unfinished headers was kept open"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // A keep-alive connection, answered and then idle, is closed as well.
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let raw = read_until_closed(&mut s, Duration::from_secs(10))
+        .await
+        .expect("an idle keep-alive connection was kept open");
+    let resp = parse_response(&raw);
+    assert_eq!((resp.status, resp.body.as_str()), (200, "ok\n"));
+    // The server is still serving.
+    assert_eq!(call(r.addr, "GET", "/healthz", None, "").await.status, 200);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_half_sent_request_does_not_hold_up_shutdown() {
+    let r = start("", |o| {
+        o.header_read_timeout = Duration::from_secs(5);
+        o.request_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut idle = TcpStream::connect(r.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    r.stop().await;
+    // At most the header timeout, not the 31 s grace for requests in flight.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "shutdown took {took:?}");
+    assert!(
+        read_until_closed(&mut s, Duration::from_secs(1))
+            .await
+            .is_some()
+    );
+    assert!(
+        read_until_closed(&mut idle, Duration::from_secs(1))
+            .await
+            .is_some()
+    );
 }

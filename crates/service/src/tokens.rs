@@ -102,6 +102,11 @@ fn unauthenticated() -> Error {
     )
 }
 
+/// Patterns are checked on every request the token makes: a bounded number, of bounded length.
+const MAX_PATTERNS: usize = 32;
+/// The longest key name (three parts of at most 128 characters and two separators).
+const MAX_PATTERN_LEN: usize = 3 * hanzo_kms_core::name::MAX_COMPONENT_LEN + 2;
+
 impl Kms {
     /// Create a token for `tenant`. The caller needs the admin role; a tenant-scoped admin may
     /// create tokens only for its own tenant and only with roles it has itself.
@@ -150,6 +155,12 @@ impl Kms {
                     ErrorKind::PermissionDenied,
                     format!("{} cannot grant the {r} role it lacks", ctx.principal.id),
                 ));
+            }
+            if patterns.len() > MAX_PATTERNS {
+                return Err(Error::invalid(format!(
+                    "a token has at most {MAX_PATTERNS} key patterns; this one has {}",
+                    patterns.len()
+                )));
             }
             for p in patterns {
                 self.check_pattern(tenant, p)?;
@@ -373,6 +384,12 @@ impl Kms {
     fn check_pattern(&self, tenant: &str, pattern: &str) -> Result<()> {
         let sep = self.config.separator().as_char();
         let parts: Vec<&str> = pattern.split(sep).collect();
+        if pattern.len() > MAX_PATTERN_LEN {
+            return Err(Error::invalid(format!(
+                "a key pattern is at most {MAX_PATTERN_LEN} characters; this one has {}",
+                pattern.len()
+            )));
+        }
         let bad = |why: &str| Error::invalid(format!("key pattern '{pattern}': {why}"));
         if parts.len() != 3 {
             return Err(bad(&format!(

@@ -445,6 +445,9 @@ async fn audit_chain_detects_edits_deletions_and_reordering() {
         "DELETE FROM audit_log WHERE seq = 3",
         "DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)",
         "UPDATE audit_log SET seq = -seq WHERE seq IN (2, 3); UPDATE audit_log SET seq = 5 - (-seq) WHERE seq < 0",
+        // The last record cut and the head moved back to match its count: the head's hash
+        // still names the record that was cut.
+        "DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log); UPDATE audit_head SET seq = seq - 1",
     ] {
         let (dir, kms) = fresh().await;
         let k = name("data:acme:x");
@@ -460,6 +463,47 @@ async fn audit_chain_detects_edits_deletions_and_reordering() {
         let after = kms.audit_verify(&local()).await.unwrap();
         assert!(!after.is_ok(), "not detected: {tamper}");
     }
+}
+
+/// A live server appends while the chain is checked: those records are not "deleted from the
+/// end" (the check reads the head first and covers the log up to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_while_records_are_appended_reports_no_tampering() {
+    let (_dir, kms) = fresh().await;
+    let kms = std::sync::Arc::new(kms);
+    let k = name("data:acme:x");
+    kms.create_key(&local(), &k, None, None).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let (kms, k, stop) = (kms.clone(), k.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    kms.encrypt(&local(), &k, b"x", b"").await.unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut checks = 0;
+    let mut covered = 0;
+    while checks < 30 {
+        let r = kms.audit_verify(&local()).await.unwrap();
+        assert!(r.is_ok(), "a live append read as tampering: {r:?}");
+        assert!(r.records >= covered, "the verified prefix shrank");
+        covered = r.records;
+        checks += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut appended = 0;
+    for w in writers {
+        appended += w.await.unwrap();
+    }
+    assert!(appended > 0, "no record was appended during the checks");
+    let last = kms.audit_verify(&local()).await.unwrap();
+    assert!(last.is_ok() && last.records > covered, "{last:?}");
 }
 
 #[tokio::test]

@@ -280,6 +280,30 @@ async fn a_pattern_limited_admin_cannot_mint_a_broader_token_and_lists_only_its_
 }
 
 #[tokio::test]
+async fn token_patterns_are_bounded_in_number_and_length() {
+    let (_d, kms) = fresh("").await;
+    let many: Vec<String> = (0..33).map(|i| format!("model:acme:m{i}-*")).collect();
+    let e = kms
+        .create_token(&local(), "acme", &[Role::Decrypt], &many, "")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("at most 32 key patterns"), "{e}");
+    kms.create_token(&local(), "acme", &[Role::Decrypt], &many[..32], "")
+        .await
+        .unwrap();
+    let long = format!("model:acme:{}", "*".repeat(380));
+    let e = kms
+        .create_token(&local(), "acme", &[Role::Decrypt], &[long], "")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("at most 386 characters"), "{e}");
+    // Nothing was created by the refusals: the one token made is the only one.
+    assert_eq!(kms.list_tokens(&local()).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn a_batch_naming_one_nonce_twice_is_refused_alone() {
     use hanzo_kms_core::eip712::{B32, PoAIAttestation};
     let (_d, kms) = fresh("").await;

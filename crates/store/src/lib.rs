@@ -516,7 +516,9 @@ impl Store {
             "SELECT seq, time_ms, request_id, principal, tenant, operation, key_name, key_version, \
              outcome, reason, peer, prev_hash, hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
-        .bind(after as i64)
+        // Sequence numbers are positive i64s: a position past i64::MAX is past every record
+        // (a plain cast would wrap it to a negative number, the start of the log).
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
@@ -525,16 +527,35 @@ impl Store {
     }
 
     /// Recompute the whole chain and compare it with the stored hashes and the chain head.
+    ///
+    /// The head is read first. Records a live server appends while the chain is being checked
+    /// come after it and are left for the next check; reading the head last would take them for
+    /// records deleted from the end.
     pub async fn verify_audit(&self) -> Result<AuditReport> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e, "reading the audit chain head"))?
+            .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
+        let head_seq: i64 = row
+            .try_get(0)
+            .map_err(|e| self.err(e, "reading the audit chain head"))?;
+        let head_hash: String = row
+            .try_get(1)
+            .map_err(|e| self.err(e, "reading the audit chain head"))?;
+        let head_seq = u64::try_from(head_seq)
+            .map_err(|_| self.corrupt("the audit chain head has a negative sequence number"))?;
         let mut expected_seq = 1u64;
         let mut prev = [0u8; 32];
-        let mut after = 0u64;
-        loop {
-            let batch = self.audit_records(after, 1000).await?;
+        'chain: while expected_seq <= head_seq {
+            let batch = self.audit_records(expected_seq - 1, 1000).await?;
             if batch.is_empty() {
                 break;
             }
             for r in &batch {
+                if expected_seq > head_seq {
+                    break 'chain;
+                }
                 let fail = |what: &str| AuditReport {
                     records: expected_seq - 1,
                     problem: Some((r.seq, what.to_owned())),
@@ -558,22 +579,10 @@ impl Store {
                 }
                 prev = r.hash;
                 expected_seq += 1;
-                after = r.seq;
             }
         }
         let records = expected_seq - 1;
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "reading the audit chain head"))?
-            .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
-        let head_seq: i64 = row
-            .try_get(0)
-            .map_err(|e| self.err(e, "reading the audit chain head"))?;
-        let head_hash: String = row
-            .try_get(1)
-            .map_err(|e| self.err(e, "reading the audit chain head"))?;
-        if head_seq as u64 != records || parse_hash(&head_hash) != Some(prev) {
+        if records != head_seq {
             return Ok(AuditReport {
                 records,
                 problem: Some((
@@ -581,6 +590,17 @@ impl Store {
                     format!(
                         "the chain head says {head_seq} records but the log ends at {records}: records were deleted from the end"
                     ),
+                )),
+                head: prev,
+            });
+        }
+        if parse_hash(&head_hash) != Some(prev) {
+            return Ok(AuditReport {
+                records,
+                problem: Some((
+                    records,
+                    "the chain head's hash does not match the last record: the log's end was replaced"
+                        .to_owned(),
                 )),
                 head: prev,
             });

@@ -297,10 +297,12 @@ pub enum TokensCommand {
     ///
     /// Example: hanzo-kms tokens create --tenant acme --role decrypt --keys 'model:acme:*'
     Create {
-        /// The tenant (customer) the token acts for; it sees only this tenant's keys.
+        /// The tenant (customer) the token acts for; it sees only this tenant's keys. `*` makes
+        /// an all-tenant token (only an all-tenant admin may create one).
         #[arg(long)]
         tenant: String,
-        /// A role: admin, audit, decrypt, encrypt, sign or verify. Repeat for several.
+        /// A role: admin, audit, decrypt, encrypt, sign or verify. Repeat for several. `audit`
+        /// needs `--tenant '*'`: the audit log spans all tenants.
         #[arg(long = "role", required = true, value_name = "ROLE")]
         roles: Vec<String>,
         /// Limit the token to keys matching PATTERN (purpose:tenant:name, `*` allowed in

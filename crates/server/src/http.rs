@@ -1,5 +1,5 @@
-//! The REST listener's connection loop: hyper's HTTP/1.1 server with a header-read timeout, and
-//! a graceful shutdown.
+//! The REST listener's connection loop: hyper's server (HTTP/1.1, and HTTP/2 with prior
+//! knowledge, as `axum::serve` had it) with a header-read timeout, and a graceful shutdown.
 //!
 //! `axum::serve` gives hyper no timer, so it has no header-read timeout: a client that sends its
 //! headers a byte at a time (slowloris) holds a connection, and a shutdown, for as long as it
@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tower_service::Service;
 
@@ -29,8 +29,9 @@ pub(crate) async fn serve<L>(
 ) where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
@@ -44,7 +45,10 @@ pub(crate) async fn serve<L>(
             req.extensions_mut().insert(ConnectInfo(peer));
             app.clone().call(req)
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(io), service));
+        let conn = graceful.watch(
+            http.serve_connection(TokioIo::new(io), service)
+                .into_owned(),
+        );
         tokio::spawn(async move {
             // A client that hung up, sent garbage or was too slow with its headers.
             if let Err(e) = conn.await {

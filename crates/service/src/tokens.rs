@@ -150,6 +150,12 @@ impl Kms {
             if roles.is_empty() {
                 return Err(Error::invalid("a token needs at least one role (--role)"));
             }
+            if tenant != ALL_TENANTS && roles.contains(&Role::Audit) {
+                // It could do nothing: the audit log and its chain span all tenants.
+                return Err(Error::invalid(
+                    "the audit role needs an all-tenant token (--tenant '*'): the audit log spans all tenants",
+                ));
+            }
             if let Some(r) = roles.iter().find(|r| !ctx.principal.has_role(**r)) {
                 return Err(Error::new(
                     ErrorKind::PermissionDenied,

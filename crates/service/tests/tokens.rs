@@ -280,6 +280,25 @@ async fn a_pattern_limited_admin_cannot_mint_a_broader_token_and_lists_only_its_
 }
 
 #[tokio::test]
+async fn the_audit_role_is_only_for_all_tenant_tokens() {
+    let (_d, kms) = fresh("").await;
+    let e = kms
+        .create_token(&local(), "acme", &[Role::Sign, Role::Audit], &[], "")
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("--tenant '*'"), "{e}");
+    assert!(kms.list_tokens(&local()).await.unwrap().is_empty());
+    let (_, t) = kms
+        .create_token(&local(), "*", &[Role::Audit], &[], "auditor")
+        .await
+        .unwrap();
+    let auditor = kms.authenticate(t.expose(), None).await.unwrap();
+    kms.audit_records(&auditor, 0, 10).await.unwrap();
+    assert!(kms.audit_verify(&auditor).await.unwrap().is_ok());
+}
+
+#[tokio::test]
 async fn token_patterns_are_bounded_in_number_and_length() {
     let (_d, kms) = fresh("").await;
     let many: Vec<String> = (0..33).map(|i| format!("model:acme:m{i}-*")).collect();

@@ -484,16 +484,14 @@ pub enum BenchCommand {
     /// server).
     ///
     /// Without --url it starts a server in this process on a throwaway data directory (software
-    /// provider); with --url and --token it drives a running `hanzo-kms serve` (the token needs
-    /// admin on tenant `bench`, or all tenants).
+    /// provider); with --url it drives a running `hanzo-kms serve`, with the token from
+    /// --token-file, HANZO_KMS_TOKEN or --token (it needs admin on tenant `bench`, or all
+    /// tenants).
     Server {
         /// A running server, e.g. http://127.0.0.1:8200. Repeat for several nodes of one
         /// store (PostgreSQL): the connections are spread over them in turn.
-        #[arg(long, requires = "token")]
-        url: Vec<String>,
-        /// Bearer token for --url.
         #[arg(long)]
-        token: Option<String>,
+        url: Vec<String>,
         /// The same server's gRPC address (with --url), e.g. http://127.0.0.1:8201; without it
         /// the gRPC figures are skipped.
         #[arg(long, requires = "url")]

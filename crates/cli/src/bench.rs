@@ -22,8 +22,10 @@ use serde_json::{Value, json};
 use crate::args::{BenchCommand, parse_size};
 use crate::output::Out;
 
+/// `token`: the global --token, HANZO_KMS_TOKEN or --token-file, for `bench server --url`.
 pub async fn run(
     cmd: &BenchCommand,
+    token: Option<&str>,
     config: Option<&std::path::Path>,
     out: &Out,
 ) -> Result<ExitCode> {
@@ -39,7 +41,6 @@ pub async fn run(
         BenchCommand::Server {
             url,
             grpc_url,
-            token,
             concurrency,
             seconds,
             batch,
@@ -53,7 +54,7 @@ pub async fn run(
                 crate::bench_server::LoadSettings {
                     urls: url,
                     grpc_url: grpc_url.as_deref(),
-                    token: token.as_deref(),
+                    token,
                     concurrency: *concurrency,
                     seconds: *seconds,
                     batch: *batch,

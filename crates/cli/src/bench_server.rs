@@ -414,6 +414,11 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
     let secs = s.seconds;
     let mut local = None;
     let (addrs, grpc, token) = match (s.urls, s.token) {
+        (urls, None) if !urls.is_empty() => {
+            return Err(Error::invalid(
+                "--url needs a token: --token-file FILE, HANZO_KMS_TOKEN or --token",
+            ));
+        }
         (urls, Some(t)) if !urls.is_empty() => (
             urls.iter()
                 .map(|u| addr_of(u))

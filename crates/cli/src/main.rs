@@ -145,9 +145,15 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Bench(b) => {
-            return bench::run(b, cli.config.as_deref(), out)
-                .await
-                .map_err(Failure::from);
+            let token = api_token(cli)?;
+            return bench::run(
+                b,
+                token.as_deref().map(|t| t.trim()),
+                cli.config.as_deref(),
+                out,
+            )
+            .await
+            .map_err(Failure::from);
         }
         _ => {}
     }
@@ -261,20 +267,10 @@ async fn remote(cli: &Cli, url: &str, out: &Out) -> Result<ExitCode, Failure> {
             "this command works on the data directory, not with --server{hint}"
         ))));
     }
-    let token = match (&cli.token, &cli.token_file) {
-        (Some(t), _) => zeroize::Zeroizing::new(t.clone()),
-        (None, Some(f)) => zeroize::Zeroizing::new(std::fs::read_to_string(f).map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                format!("reading the token file {}", f.display()),
-            )
-            .with_source(e)
-        })?),
-        (None, None) => {
-            return Err(usage(Error::invalid(
-                "--server needs a token: --token-file FILE, HANZO_KMS_TOKEN or --token",
-            )));
-        }
+    let Some(token) = api_token(cli)? else {
+        return Err(usage(Error::invalid(
+            "--server needs a token: --token-file FILE, HANZO_KMS_TOKEN or --token",
+        )));
     };
     let protocol = match cli.protocol {
         args::WireProtocol::Grpc => hanzo_kms_client::Protocol::Grpc,
@@ -294,6 +290,23 @@ async fn remote(cli: &Cli, url: &str, out: &Out) -> Result<ExitCode, Failure> {
     }
     let client = builder.connect().await?;
     dispatch(&Backend::Remote(&client), &cli.command, out).await
+}
+
+/// The API token from --token (or HANZO_KMS_TOKEN) or --token-file, if one was given.
+fn api_token(cli: &Cli) -> Result<Option<zeroize::Zeroizing<String>>> {
+    Ok(match (&cli.token, &cli.token_file) {
+        (Some(t), _) => Some(zeroize::Zeroizing::new(t.clone())),
+        (None, Some(f)) => Some(zeroize::Zeroizing::new(
+            std::fs::read_to_string(f).map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!("reading the token file {}", f.display()),
+                )
+                .with_source(e)
+            })?,
+        )),
+        (None, None) => None,
+    })
 }
 
 async fn dispatch(b: &Backend<'_>, command: &Command, out: &Out) -> Result<ExitCode, Failure> {

@@ -205,3 +205,32 @@ fn bench_server_runs_and_reports_its_figures() {
     // The probe's file is gone: --disk-dir is left as it was.
     assert_eq!(std::fs::read_dir(probe.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn bench_server_takes_its_token_like_every_remote_command() {
+    let d = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9 of loopback: the bench fails on connecting, after it took the
+    // token (it once required its own --token and refused --token-file at parsing).
+    let token_file = d.path().join("admin.token");
+    std::fs::write(&token_file, "hkms_0000000000000000_x\n").unwrap();
+    let url = "http://127.0.0.1:9";
+    let out = kms(d.path())
+        .args(["bench", "server", "--url", url, "--token-file"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("required arguments"), "{err}");
+    assert!(err.contains("connecting to 127.0.0.1:9"), "{err}");
+    let out = kms(d.path())
+        .args(["bench", "server", "--url", url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        err.contains("--url needs a token: --token-file FILE, HANZO_KMS_TOKEN or --token"),
+        "{err}"
+    );
+}

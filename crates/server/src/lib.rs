@@ -648,7 +648,7 @@ async fn audit_refusals(State(state): State<Shared>, req: Request, next: Next) -
     }
 }
 
-/// `GET /v1/audit/verify` reads the whole log (about 40,000 records a second on SQLite), so it
+/// `GET /v1/audit/verify` reads the whole log (40,000–140,000 records a second on SQLite), so it
 /// gets at least this long rather than the request timeout. Past that, `hanzo-kms audit verify`
 /// checks the store offline, with no time limit.
 const AUDIT_VERIFY_TIMEOUT: Duration = Duration::from_secs(600);

@@ -886,8 +886,22 @@ async fn show_key(State(s): State<Shared>, Authed(ctx): Authed, name: Param) -> 
     ok(on(&ctx, s.kms.show_key(&ctx, &name).await)?)
 }
 
-async fn rotate_key(State(s): State<Shared>, Authed(ctx): Authed, name: Param) -> ApiResult {
+/// Rotation takes no options: its body is empty or `{}`, and anything else is refused rather
+/// than ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateReq {}
+
+async fn rotate_key(
+    State(s): State<Shared>,
+    Authed(ctx): Authed,
+    name: Param,
+    body: BodyResult,
+) -> ApiResult {
     let name = name.get(&ctx)?;
+    if !matches!(&body, Ok(b) if b.iter().all(u8::is_ascii_whitespace)) {
+        let RotateReq {} = parse(&ctx, body)?;
+    }
     let name = check(&ctx, s.kms.parse_name(&name))?;
     ok(on(&ctx, s.kms.rotate_key(&ctx, &name).await)?)
 }
@@ -1628,12 +1642,22 @@ pub fn openapi_document() -> Value {
                 "401": {"$ref": "#/components/responses/Error"},
                 "403": {"$ref": "#/components/responses/Error"},
                 "404": {"$ref": "#/components/responses/Error"},
+                "408": {"$ref": "#/components/responses/Error"},
+                "409": {"$ref": "#/components/responses/Error"},
                 "413": {"$ref": "#/components/responses/Error"},
-                "429": {"$ref": "#/components/responses/Error"}
+                "429": {"$ref": "#/components/responses/Error"},
+                "503": {"$ref": "#/components/responses/Error"}
             }
         });
         if public {
             op["security"] = json!([]);
+        }
+        if *method == "POST" {
+            // Every body is one JSON object (an array is refused); rotation's may be empty.
+            op["requestBody"] = json!({
+                "required": !path.ends_with("/rotate"),
+                "content": {"application/json": {"schema": {"type": "object"}}}
+            });
         }
         let params: Vec<Value> = path
             .split('/')

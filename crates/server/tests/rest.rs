@@ -255,6 +255,18 @@ async fn openapi_lists_exactly_the_routes_and_every_route_is_served() {
             resp.status,
             resp.body
         );
+        // The answer's status is one the document lists for the route.
+        let op = &doc["paths"][*path][method.to_ascii_lowercase()];
+        assert!(
+            op["responses"].get(resp.status.to_string()).is_some(),
+            "{method} {path}: {} is not documented",
+            resp.status
+        );
+        assert_eq!(
+            op["requestBody"].is_object(),
+            *method == "POST",
+            "{method} {path}"
+        );
     }
     let resp = call(r.addr, "GET", "/v1/nothing", Some(&r.admin), "").await;
     assert_eq!(resp.status, 404);
@@ -841,6 +853,17 @@ async fn undecodable_paths_json_arrays_and_far_audit_positions_get_clear_answers
             .json(),
         json!([])
     );
+    // Rotation takes no options: an empty body or {} rotates, anything else is refused.
+    let rotate = "/v1/keys/data:acme:x/rotate";
+    for body in [r#"{"algorithm":"aes-256-gcm"}"#, "[]", "x"] {
+        let resp = call(a, "POST", rotate, t, body).await;
+        assert_eq!(resp.status, 400, "{body}: {}", resp.body);
+    }
+    for (body, version) in [("", 2), ("{}", 3), (" \n", 4)] {
+        let resp = call(a, "POST", rotate, t, body).await;
+        assert_eq!(resp.status, 200, "{body:?}: {}", resp.body);
+        assert_eq!(resp.json()["primary_version"], version, "{body:?}");
+    }
 
     // A single message or signature is named as given, not as the first of a list, and the
     // refusal is audited.

@@ -360,7 +360,16 @@ impl Kms {
             if digest != s.digest.0 {
                 return Ok(Verdict::no("digest_mismatch"));
             }
-            if !signature_matches(&stored, &digest, &s.signature.0, &s.signer) {
+            if !signature_matches(
+                &stored,
+                &digest,
+                Claimed {
+                    signature: &s.signature.0,
+                    signer: &s.signer,
+                    algorithm: &s.algorithm,
+                    version: s.version,
+                },
+            ) {
                 return Ok(Verdict::no("bad_signature"));
             }
             if let Some(pq) = &s.pq {
@@ -376,7 +385,16 @@ impl Kms {
                 let Some(pq_key) = self.visible_key(ctx, &partner).await? else {
                     return Ok(Verdict::no("unknown_key"));
                 };
-                if !signature_matches(&pq_key, &digest, &pq.signature.0, &pq.signer) {
+                if !signature_matches(
+                    &pq_key,
+                    &digest,
+                    Claimed {
+                        signature: &pq.signature.0,
+                        signer: &pq.signer,
+                        algorithm: &pq.algorithm,
+                        version: pq.version,
+                    },
+                ) {
                     return Ok(Verdict::no("bad_signature"));
                 }
             }
@@ -410,7 +428,16 @@ impl Kms {
             if digest != s.digest.0 {
                 return Ok(Verdict::no("digest_mismatch"));
             }
-            if !signature_matches(&stored, &digest, &s.signature.0, &s.signer) {
+            if !signature_matches(
+                &stored,
+                &digest,
+                Claimed {
+                    signature: &s.signature.0,
+                    signer: &s.signer,
+                    algorithm: &s.algorithm,
+                    version: s.version,
+                },
+            ) {
                 return Ok(Verdict::no("bad_signature"));
             }
             if s.settlement.expiry < now {
@@ -475,7 +502,16 @@ impl Kms {
             if batch_digest != item.batch_digest.0 {
                 return Ok(Verdict::no("digest_mismatch"));
             }
-            if !signature_matches(&stored, &batch_digest, &item.signature.0, &item.signer) {
+            if !signature_matches(
+                &stored,
+                &batch_digest,
+                Claimed {
+                    signature: &item.signature.0,
+                    signer: &item.signer,
+                    algorithm: &item.algorithm,
+                    version: item.version,
+                },
+            ) {
                 return Ok(Verdict::no("bad_signature"));
             }
             Ok(self.window_verdict(item.attestation.timestamp, now))
@@ -611,13 +647,26 @@ impl Kms {
     }
 }
 
-/// Whether `signature` over `digest` verifies under some version of the key, and `signer`
-/// names that version.
-fn signature_matches(key: &StoredKey, digest: &[u8; 32], signature: &[u8], signer: &str) -> bool {
-    key.versions.iter().any(|v| {
-        v.info.public_key.as_deref().is_some_and(|pk| {
-            hanzo_kms_software::verify::verify(key.meta.algorithm, pk, digest, signature)
-                && signer_of(key.meta.algorithm, pk).eq_ignore_ascii_case(signer)
+/// What a signed object says signed it: the fields beside the signature.
+struct Claimed<'a> {
+    signature: &'a [u8],
+    signer: &'a str,
+    algorithm: &'a str,
+    version: u32,
+}
+
+/// Whether `claimed.signature` over `digest` verifies under the version of the key the object
+/// names, with the key's algorithm, and `signer` names that version. A signature relabelled
+/// with another version or algorithm does not verify: those labels are what a reader of the
+/// object (and its audit record) takes them for.
+fn signature_matches(key: &StoredKey, digest: &[u8; 32], claimed: Claimed<'_>) -> bool {
+    let algorithm = key.meta.algorithm;
+    algorithm.to_string() == claimed.algorithm
+        && key.versions.iter().any(|v| {
+            v.info.version == claimed.version
+                && v.info.public_key.as_deref().is_some_and(|pk| {
+                    hanzo_kms_software::verify::verify(algorithm, pk, digest, claimed.signature)
+                        && signer_of(algorithm, pk).eq_ignore_ascii_case(claimed.signer)
+                })
         })
-    })
 }

@@ -256,6 +256,42 @@ async fn verification_reasons() {
         reason(kms.verify_poai(&ctx(), &edited, t).await.unwrap()),
         "bad_signature"
     );
+    // The labels beside the signature are checked too: a signature relabelled with another
+    // version or algorithm is not the signature it claims to be.
+    let mut relabelled = s.clone();
+    relabelled.algorithm = "ml-dsa-65".into();
+    assert_eq!(
+        reason(kms.verify_poai(&ctx(), &relabelled, t).await.unwrap()),
+        "bad_signature"
+    );
+    kms.rotate_key(&ctx(), &key).await.unwrap();
+    let mut relabelled = s.clone();
+    relabelled.version = 2;
+    assert_eq!(
+        reason(kms.verify_poai(&ctx(), &relabelled, t).await.unwrap()),
+        "bad_signature"
+    );
+    // After the rotation, version 1's signature still verifies as version 1's, and a new
+    // one is version 2's.
+    assert_eq!(
+        reason(kms.verify_poai(&ctx(), &s, t).await.unwrap()),
+        "valid"
+    );
+    let s2 = kms
+        .sign_poai(&ctx(), &key, att(t, "after-rotation", None), t)
+        .await
+        .unwrap();
+    assert_eq!(s2.version, 2);
+    assert_eq!(
+        reason(kms.verify_poai(&ctx(), &s2, t).await.unwrap()),
+        "valid"
+    );
+    let mut relabelled = s2.clone();
+    relabelled.version = 1;
+    assert_eq!(
+        reason(kms.verify_poai(&ctx(), &relabelled, t).await.unwrap()),
+        "bad_signature"
+    );
     // Unknown and foreign keys.
     let mut unknown = s.clone();
     unknown.key = "poai:acme:nope".into();

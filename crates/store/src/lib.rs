@@ -528,88 +528,102 @@ impl Store {
 
     /// Recompute the whole chain and compare it with the stored hashes and the chain head.
     ///
-    /// The head is read first. Records a live server appends while the chain is being checked
-    /// come after it and are left for the next check; reading the head last would take them for
-    /// records deleted from the end.
+    /// Every record is checked, then the head is read. A live server may append meanwhile: a
+    /// head past the last record checked sends the check on to the new records, so appends are
+    /// never taken for records deleted from the end, and a head behind the records (rewound or
+    /// reset) is reported.
     pub async fn verify_audit(&self) -> Result<AuditReport> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "reading the audit chain head"))?
-            .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
-        let head_seq: i64 = row
-            .try_get(0)
-            .map_err(|e| self.err(e, "reading the audit chain head"))?;
-        let head_hash: String = row
-            .try_get(1)
-            .map_err(|e| self.err(e, "reading the audit chain head"))?;
-        let head_seq = u64::try_from(head_seq)
-            .map_err(|_| self.corrupt("the audit chain head has a negative sequence number"))?;
         let mut expected_seq = 1u64;
         let mut prev = [0u8; 32];
-        'chain: while expected_seq <= head_seq {
-            let batch = self.audit_records(expected_seq - 1, 1000).await?;
-            if batch.is_empty() {
-                break;
+        loop {
+            loop {
+                let batch = self.audit_records(expected_seq - 1, 1000).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                for r in &batch {
+                    let fail = |what: &str| AuditReport {
+                        records: expected_seq - 1,
+                        problem: Some((r.seq, what.to_owned())),
+                        head: prev,
+                    };
+                    if r.seq != expected_seq {
+                        return Ok(fail(&format!(
+                            "expected record {expected_seq} but found {}: a record was deleted or reordered",
+                            r.seq
+                        )));
+                    }
+                    if r.prev_hash != prev {
+                        return Ok(fail(
+                            "its previous-hash does not match the record before it",
+                        ));
+                    }
+                    if audit::chain_hash(&prev, r.seq, &r.event) != r.hash {
+                        return Ok(fail(
+                            "its contents do not match its hash: the record was edited",
+                        ));
+                    }
+                    prev = r.hash;
+                    expected_seq += 1;
+                }
             }
-            for r in &batch {
-                if expected_seq > head_seq {
-                    break 'chain;
+            let records = expected_seq - 1;
+            let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.err(e, "reading the audit chain head"))?
+                .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
+            let head_seq: i64 = row
+                .try_get(0)
+                .map_err(|e| self.err(e, "reading the audit chain head"))?;
+            let head_hash: String = row
+                .try_get(1)
+                .map_err(|e| self.err(e, "reading the audit chain head"))?;
+            let problem = |at: u64, what: String| AuditReport {
+                records,
+                problem: Some((at, what)),
+                head: prev,
+            };
+            match u64::try_from(head_seq) {
+                // Appended while the log was read: check those too.
+                Ok(h) if h > records => {
+                    // A head past records that never appear is a cut end: the next pass finds
+                    // no new record and reports it.
+                    let more = self.audit_records(records, 1).await?;
+                    if more.is_empty() {
+                        return Ok(problem(
+                            records + 1,
+                            format!(
+                                "the chain head says {h} records but the log ends at {records}: records were deleted from the end"
+                            ),
+                        ));
+                    }
+                    continue;
                 }
-                let fail = |what: &str| AuditReport {
-                    records: expected_seq - 1,
-                    problem: Some((r.seq, what.to_owned())),
-                    head: prev,
-                };
-                if r.seq != expected_seq {
-                    return Ok(fail(&format!(
-                        "expected record {expected_seq} but found {}: a record was deleted or reordered",
-                        r.seq
-                    )));
+                Ok(h) if h == records => {
+                    if parse_hash(&head_hash) != Some(prev) {
+                        return Ok(problem(
+                            records,
+                            "the chain head's hash does not match the last record: the log's end was replaced"
+                                .to_owned(),
+                        ));
+                    }
+                    return Ok(AuditReport {
+                        records,
+                        problem: None,
+                        head: prev,
+                    });
                 }
-                if r.prev_hash != prev {
-                    return Ok(fail(
-                        "its previous-hash does not match the record before it",
+                _ => {
+                    return Ok(problem(
+                        records,
+                        format!(
+                            "the chain head says {head_seq} records but the log holds {records}: the head was rewound"
+                        ),
                     ));
                 }
-                if audit::chain_hash(&prev, r.seq, &r.event) != r.hash {
-                    return Ok(fail(
-                        "its contents do not match its hash: the record was edited",
-                    ));
-                }
-                prev = r.hash;
-                expected_seq += 1;
             }
         }
-        let records = expected_seq - 1;
-        if records != head_seq {
-            return Ok(AuditReport {
-                records,
-                problem: Some((
-                    records + 1,
-                    format!(
-                        "the chain head says {head_seq} records but the log ends at {records}: records were deleted from the end"
-                    ),
-                )),
-                head: prev,
-            });
-        }
-        if parse_hash(&head_hash) != Some(prev) {
-            return Ok(AuditReport {
-                records,
-                problem: Some((
-                    records,
-                    "the chain head's hash does not match the last record: the log's end was replaced"
-                        .to_owned(),
-                )),
-                head: prev,
-            });
-        }
-        Ok(AuditReport {
-            records,
-            problem: None,
-            head: prev,
-        })
     }
 
     fn err(&self, e: sqlx::Error, doing: &str) -> Error {

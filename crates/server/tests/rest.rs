@@ -805,20 +805,17 @@ async fn undecodable_paths_json_arrays_and_far_audit_positions_get_clear_answers
             v["error"]["message"].as_str().unwrap().contains("UTF-8"),
             "{path}: {v}"
         );
-        let id = v["error"]["request_id"].as_str().unwrap().to_owned();
-        let records = call(a, "GET", "/v1/audit?after=0&limit=1000", t, "")
+        let rec = audit_record_of(a, t, &v["error"]["request_id"])
             .await
-            .json();
-        assert!(
-            records
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|rec| rec["request_id"] == id
-                    && rec["operation"] == operation
-                    && rec["outcome"] == "denied"
-                    && rec["reason"] == "invalid_argument"),
-            "{path}: not audited as a denied {operation}: {records:#}"
+            .unwrap_or_else(|| panic!("{path}: not audited"));
+        assert_eq!(
+            (&rec["operation"], &rec["outcome"], &rec["reason"]),
+            (
+                &json!(operation),
+                &json!("denied"),
+                &json!("invalid_argument")
+            ),
+            "{path}: {rec}"
         );
     }
 
@@ -898,18 +895,10 @@ async fn undecodable_paths_json_arrays_and_far_audit_positions_get_clear_answers
         assert_eq!(resp.status, 400, "{body}: {}", resp.body);
         let v = resp.json();
         assert_eq!(v["error"]["message"], needle, "{body}");
-        let id = v["error"]["request_id"].clone();
-        let records = call(a, "GET", "/v1/audit?after=0&limit=1000", t, "")
+        let rec = audit_record_of(a, t, &v["error"]["request_id"])
             .await
-            .json();
-        assert!(
-            records
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|rec| rec["request_id"] == id && rec["outcome"] == "denied"),
-            "{body}: not audited"
-        );
+            .unwrap_or_else(|| panic!("{body}: not audited"));
+        assert_eq!(rec["outcome"], "denied", "{body}: {rec}");
     }
 
     // A position past every record is past the end (a wrapping cast once read the log again
@@ -930,6 +919,18 @@ async fn undecodable_paths_json_arrays_and_far_audit_positions_get_clear_answers
         true
     );
     r.stop().await;
+}
+
+/// The audit record of the request with this id, if there is one (among the first 1,000).
+async fn audit_record_of(a: SocketAddr, t: Option<&str>, request_id: &Value) -> Option<Value> {
+    let records = call(a, "GET", "/v1/audit?after=0&limit=1000", t, "")
+        .await
+        .json();
+    records
+        .as_array()?
+        .iter()
+        .find(|rec| &rec["request_id"] == request_id)
+        .cloned()
 }
 
 /// Read from `s` until the peer closes, for at most `limit`; `None` if it was still open.

@@ -448,12 +448,7 @@ impl Store {
             .await
             .map_err(|e| self.err(e, "locking the audit chain"))?
             .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
-        let seq: i64 = row
-            .try_get(0)
-            .map_err(|e| self.err(e, "reading the audit chain head"))?;
-        let hash: String = row
-            .try_get(1)
-            .map_err(|e| self.err(e, "reading the audit chain head"))?;
+        let (seq, hash) = self.head_of(&row)?;
         Ok(WriteTx {
             tx,
             store: self.clone(),
@@ -573,12 +568,7 @@ impl Store {
                 .await
                 .map_err(|e| self.err(e, "reading the audit chain head"))?
                 .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
-            let head_seq: i64 = row
-                .try_get(0)
-                .map_err(|e| self.err(e, "reading the audit chain head"))?;
-            let head_hash: String = row
-                .try_get(1)
-                .map_err(|e| self.err(e, "reading the audit chain head"))?;
+            let (head_seq, head_hash) = self.head_of(&row)?;
             let problem = |at: u64, what: String| AuditReport {
                 records,
                 problem: Some((at, what)),
@@ -624,6 +614,12 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// The `(seq, hash)` of an `audit_head` row.
+    fn head_of(&self, row: &AnyRow) -> Result<(i64, String)> {
+        let e = |e| self.err(e, "reading the audit chain head");
+        Ok((row.try_get(0).map_err(e)?, row.try_get(1).map_err(e)?))
     }
 
     fn err(&self, e: sqlx::Error, doing: &str) -> Error {

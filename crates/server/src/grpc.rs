@@ -13,6 +13,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hanzo_kms_core::eip712::{B32, PoAIAttestation, from_json};
@@ -39,12 +40,22 @@ impl Service {
     }
 }
 
-/// The tonic service with message-size limits applied, behind [`Audited`].
-pub(crate) fn service(state: Arc<AppState>, max_message: usize) -> Audited {
+/// The tonic service with message-size limits applied, behind [`Audited`]. Every RPC but
+/// `VerifyAudit` is cut off after `request_timeout`; `VerifyAudit` reads the whole log and is
+/// bounded by the server-wide timeout instead (`crate::AUDIT_VERIFY_TIMEOUT`), as on REST.
+pub(crate) fn service(
+    state: Arc<AppState>,
+    max_message: usize,
+    request_timeout: Duration,
+) -> Audited {
     let inner = pb::kms_server::KmsServer::new(Service::new(state.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(usize::MAX);
-    Audited { inner, state }
+    Audited {
+        inner,
+        state,
+        request_timeout,
+    }
 }
 
 /// Set, in a request's extensions, once an RPC body runs: from then on the body (through
@@ -68,6 +79,7 @@ struct Reached(Arc<AtomicBool>);
 pub(crate) struct Audited {
     inner: pb::kms_server::KmsServer<Service>,
     state: Arc<AppState>,
+    request_timeout: Duration,
 }
 
 impl tonic::server::NamedService for Audited {
@@ -98,8 +110,23 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
         let peer = peer(req.extensions());
         let mut inner = self.inner.clone();
         let state = self.state.clone();
+        let limit = (method != "VerifyAudit").then_some(self.request_timeout);
         Box::pin(async move {
-            let resp = inner.call(req).await?;
+            let resp = match limit {
+                None => inner.call(req).await?,
+                Some(limit) => match tokio::time::timeout(limit, inner.call(req)).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        // As tonic's own timeout answers (CANCELLED), and counted as REST's 408.
+                        state.timeouts.fetch_add(1, Ordering::Relaxed);
+                        state.count("grpc", 408);
+                        return Ok(Status::cancelled(
+                            "the request took too long and was cancelled",
+                        )
+                        .into_http());
+                    }
+                },
+            };
             if reached.0.load(Ordering::Acquire) {
                 if secret {
                     return Ok(resp.map(|body| tonic::body::Body::new(Wiped::new(body))));

@@ -178,6 +178,7 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     grpc: Option<tokio::net::TcpListener>,
     max_body_bytes: usize,
+    request_timeout: Duration,
     /// How long a stopping server waits for requests in flight.
     grace: Duration,
     header_read_timeout: Duration,
@@ -198,7 +199,10 @@ impl Server {
     ) -> Result<Self> {
         // Read the TLS files first: a bad certificate stops the start before anything listens.
         let tls = opts.tls.as_ref().map(tls::load).transpose()?;
-        let mut grpc_builder = tonic::transport::Server::builder().timeout(opts.request_timeout);
+        // The per-RPC limit is applied in `grpc::service`; this bound (which also honours a
+        // client's `grpc-timeout`) only lets `VerifyAudit` run as long as on REST.
+        let mut grpc_builder = tonic::transport::Server::builder()
+            .timeout(opts.request_timeout.max(AUDIT_VERIFY_TIMEOUT));
         if let Some((pem, _)) = &tls {
             let mut c = tonic::transport::ServerTlsConfig::new().identity(
                 tonic::transport::Identity::from_pem(&pem.cert, pem.key.as_slice()),
@@ -226,6 +230,7 @@ impl Server {
             listener,
             grpc,
             max_body_bytes: opts.max_body_bytes,
+            request_timeout: opts.request_timeout,
             grace: opts.request_timeout + Duration::from_secs(1),
             header_read_timeout: opts.header_read_timeout,
             tls,
@@ -288,7 +293,11 @@ impl Server {
         };
         let grpc_builder = self.grpc_builder;
         let grpc = self.grpc.map(|listener| {
-            let svc = grpc::service(self.state.clone(), self.max_body_bytes);
+            let svc = grpc::service(
+                self.state.clone(),
+                self.max_body_bytes,
+                self.request_timeout,
+            );
             let reflection = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(hanzo_kms_proto::v1::FILE_DESCRIPTOR_SET)
                 .build_v1();
@@ -651,7 +660,7 @@ async fn audit_refusals(State(state): State<Shared>, req: Request, next: Next) -
 /// `GET /v1/audit/verify` reads the whole log (40,000–140,000 records a second on SQLite), so it
 /// gets at least this long rather than the request timeout. Past that, `hanzo-kms audit verify`
 /// checks the store offline, with no time limit.
-const AUDIT_VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const AUDIT_VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
 
 async fn with_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
     let limit = match req.extensions().get::<MatchedPath>() {

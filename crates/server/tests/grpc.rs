@@ -779,3 +779,70 @@ async fn a_stopping_server_does_not_wait_forever_for_a_client_that_keeps_its_con
     );
     drop((c, idle));
 }
+
+#[tokio::test]
+async fn a_slow_rpc_is_cut_off_by_the_request_timeout_but_verify_audit_is_not() {
+    let r = start("", |o| {
+        o.request_timeout = std::time::Duration::from_millis(500)
+    })
+    .await;
+    let mut raw = tonic::client::Grpc::new(
+        Channel::from_shared(format!("http://{}", r.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    // A request whose message never comes: the RPC waits for it.
+    let never = || {
+        let mut req = tonic::Request::new(tokio_stream::pending::<pb::Empty>());
+        req.metadata_mut().insert(
+            "authorization",
+            MetadataValue::try_from(format!("Bearer {}", r.admin)).unwrap(),
+        );
+        req
+    };
+    raw.ready().await.unwrap();
+    let t = std::time::Instant::now();
+    let e = raw
+        .client_streaming::<_, pb::Empty, pb::Empty, _>(
+            never(),
+            "/hanzo.kms.v1.Kms/ListTokens".parse().unwrap(),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Cancelled, "{e:?}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "{t:?}");
+    // VerifyAudit reads the whole log and gets the longer bound (10 minutes), as on REST.
+    raw.ready().await.unwrap();
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        raw.client_streaming::<_, pb::Empty, pb::Empty, _>(
+            never(),
+            "/hanzo.kms.v1.Kms/VerifyAudit".parse().unwrap(),
+            tonic_prost::ProstCodec::default(),
+        ),
+    )
+    .await;
+    assert!(waited.is_err(), "VerifyAudit was cut off: {waited:?}");
+    // Counted with REST's timeouts.
+    let metrics = http_get(r.addr, "/metrics").await;
+    assert!(
+        metrics.contains("hanzo_kms_request_timeouts_total 1\n"),
+        "{metrics}"
+    );
+    r.stop().await;
+}
+
+/// A plain HTTP/1.1 GET, without a client crate.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    raw
+}

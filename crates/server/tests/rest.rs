@@ -970,6 +970,23 @@ async fn slow_headers_and_idle_connections_are_closed() {
         .expect("an idle keep-alive connection was kept open");
     let resp = parse_response(&raw);
     assert_eq!((resp.status, resp.body.as_str()), (200, "ok\n"));
+    // Before the protocol is known (hyper's own timer does not run yet): a connection that sends
+    // nothing, and one that sends part of HTTP/2's preface.
+    for first in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut s = TcpStream::connect(r.addr).await.unwrap();
+        s.write_all(first).await.unwrap();
+        let started = std::time::Instant::now();
+        let raw = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        assert!(raw.is_some(), "{first:?}: the connection was kept open");
+        assert!(started.elapsed() >= Duration::from_millis(250), "{first:?}");
+    }
+    // The whole preface and then silence: the server's HTTP/2 ping goes unanswered.
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let raw = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    assert!(raw.is_some(), "a silent HTTP/2 connection was kept open");
     // The server is still serving.
     assert_eq!(call(r.addr, "GET", "/healthz", None, "").await.status, 200);
     r.stop().await;

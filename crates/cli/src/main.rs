@@ -145,7 +145,10 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Bench(b) => {
-            let token = api_token(cli)?;
+            // Only a bench against a running server needs a token; the others leave the
+            // token file unread.
+            let remote = matches!(b, args::BenchCommand::Server { url, .. } if !url.is_empty());
+            let token = if remote { api_token(cli)? } else { None };
             return bench::run(
                 b,
                 token.as_deref().map(|t| t.trim()),
@@ -668,16 +671,17 @@ async fn serve(
     let server = hanzo_kms_server::Server::bind(kms, Some(limiter), &opts).await?;
     let addr = server.local_addr()?;
     let grpc = server.grpc_addr()?;
+    let scheme = if server.is_tls() { "https" } else { "http" };
     if out.json {
         out.json(
-            &json!({"rest": format!("http://{addr}"), "grpc": grpc.map(|g| format!("http://{g}"))}),
+            &json!({"rest": format!("{scheme}://{addr}"), "grpc": grpc.map(|g| format!("{scheme}://{g}"))}),
         );
     } else {
         let grpc = grpc
-            .map(|g| format!(", http://{g} (gRPC)"))
+            .map(|g| format!(", {scheme}://{g} (gRPC)"))
             .unwrap_or_default();
         out.line(format!(
-            "listening on http://{addr} (REST){grpc}; SIGINT or SIGTERM stops"
+            "listening on {scheme}://{addr} (REST){grpc}; SIGINT or SIGTERM stops"
         ));
     }
     server.run(shutdown_signal()).await?;

@@ -99,6 +99,18 @@ mod tests {
     }
 
     #[test]
+    fn every_operation_is_one_the_service_knows() {
+        // The service's list is what `rate_limits.per_operation` is checked against.
+        for o in OPERATIONS {
+            assert!(
+                hanzo_kms_service::ratelimit::OPERATIONS.contains(&o.name),
+                "{} is not in the service's OPERATIONS",
+                o.name
+            );
+        }
+    }
+
+    #[test]
     fn every_api_route_has_an_operation() {
         let api: Vec<_> = crate::ROUTES
             .iter()

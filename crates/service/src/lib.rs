@@ -737,6 +737,10 @@ impl Kms {
         operation: &'static str,
         key: Option<&KeyName>,
     ) -> Op<'a> {
+        debug_assert!(
+            ratelimit::OPERATIONS.contains(&operation),
+            "{operation} is missing from ratelimit::OPERATIONS"
+        );
         Op {
             ctx,
             operation,

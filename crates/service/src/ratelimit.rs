@@ -26,7 +26,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use hanzo_kms_core::config::{RateLimit, RateLimitsConfig};
-use hanzo_kms_core::{Error, KeyName, Result};
+use hanzo_kms_core::{Error, ErrorKind, KeyName, Result};
 
 use crate::{RateLimiter, RequestCtx};
 
@@ -99,6 +99,51 @@ impl Windows {
     }
 }
 
+/// Every operation the service performs, by the name its audit records and rate limits use.
+/// `per_operation` keys must name one of these, or the part after its dot (`sign_batch`), or
+/// that part's verb (`sign`).
+pub const OPERATIONS: &[&str] = &[
+    "audit.list",
+    "audit.verify",
+    "backup.create",
+    "backup.restore",
+    "data.decrypt",
+    "data.encrypt",
+    "hmm.sign",
+    "hmm.verify",
+    "key.create",
+    "key.destroy",
+    "key.disable",
+    "key.enable",
+    "key.list",
+    "key.migrate",
+    "key.rotate",
+    "key.show",
+    "key.sign",
+    "key.sign_batch",
+    "key.verify",
+    "key.verify_batch",
+    "keyspace.create",
+    "model.decrypt",
+    "model.encrypt",
+    "model.rewrap",
+    "poai.sign",
+    "poai.sign_batch",
+    "poai.verify",
+    "poai.verify_item",
+    "token.create",
+    "token.list",
+    "token.revoke",
+];
+
+/// The names a `per_operation` entry may have: for `poai.sign_batch`, itself, `sign_batch` and
+/// `sign` (the order [`ConfiguredLimiter::check`] tries them in).
+fn names_of(operation: &str) -> [&str; 3] {
+    let after_dot = operation.rsplit('.').next().unwrap_or(operation);
+    let verb = after_dot.split('_').next().unwrap_or(after_dot);
+    [operation, after_dot, verb]
+}
+
 /// The limiter the server installs.
 pub struct ConfiguredLimiter {
     tenant: Option<Windows>,
@@ -124,6 +169,27 @@ impl ConfiguredLimiter {
             .flatten();
         let mut operation = HashMap::new();
         for (op, l) in &c.per_operation {
+            if !OPERATIONS
+                .iter()
+                .any(|o| names_of(o).contains(&op.as_str()))
+            {
+                let mut known: Vec<&str> = OPERATIONS.iter().flat_map(|o| names_of(o)).collect();
+                known.sort_unstable();
+                known.dedup();
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "rate_limits.per_operation.{op}: no operation is called {op:?}; use an operation ({}) or the part after its dot, or that part's verb ({})",
+                        OPERATIONS.join(", "),
+                        known
+                            .iter()
+                            .filter(|n| !n.contains('.'))
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                ));
+            }
             if let Some(w) = Windows::new(format!("rate_limits.per_operation.{op}"), l)? {
                 operation.insert(op.clone(), w);
             }
@@ -162,10 +228,8 @@ impl ConfiguredLimiter {
         }
         // `poai.sign_batch` is matched by `poai.sign_batch`, `sign_batch` or `sign`; the bucket is
         // the matched config entry, so `decrypt` is one budget for every kind of decryption.
-        let after_dot = operation.rsplit('.').next().unwrap_or(operation);
-        let verb = after_dot.split('_').next().unwrap_or(after_dot);
         let scope = ctx.principal.tenant_label();
-        for name in [operation, after_dot, verb] {
+        for name in names_of(operation) {
             if let Some(w) = self.operation.get(name) {
                 w.check(&format!("{scope}\0{name}"))?;
                 break;
@@ -189,7 +253,7 @@ impl RateLimiter for ConfiguredLimiter {
 mod tests {
     use super::*;
     use crate::auth::{Principal, Role};
-    use hanzo_kms_core::{ErrorKind, Separator};
+    use hanzo_kms_core::Separator;
 
     fn ctx(tenant: &str) -> RequestCtx {
         RequestCtx {
@@ -303,6 +367,42 @@ mod tests {
         let e = ConfiguredLimiter::new(&c.rate_limits).err().unwrap();
         assert_eq!(e.kind(), ErrorKind::Config);
         assert!(e.to_string().contains("rate_limits.per_key"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_operation_is_a_config_error() {
+        for (name, ok) in [
+            ("poai.sign", true),
+            ("sign_batch", true),
+            ("sign", true),
+            ("verify_item", true),
+            ("poai.sgin", false),
+            ("sgin", false),
+            ("poai", false),
+        ] {
+            let c = hanzo_kms_core::Config::from_yaml(
+                &format!("rate_limits:\n  per_operation:\n    {name}: {{per_second: 1}}\n"),
+                "test",
+                std::iter::empty::<(&str, &str)>(),
+            )
+            .unwrap();
+            match ConfiguredLimiter::new(&c.rate_limits) {
+                Ok(_) => assert!(ok, "{name} was accepted"),
+                Err(e) => {
+                    assert!(!ok, "{name}: {e}");
+                    assert_eq!(e.kind(), ErrorKind::Config);
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(&format!("rate_limits.per_operation.{name}")),
+                        "{text}"
+                    );
+                    assert!(
+                        text.contains("poai.sign_batch") && text.contains("decrypt"),
+                        "{text}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -455,3 +455,52 @@ fn init_and_serve_ignore_a_server_named_in_the_environment() {
     let status = served.terminate();
     assert!(status.success(), "serve did not stop cleanly: {status:?}");
 }
+
+#[test]
+fn serve_names_its_addresses_https_when_tls_is_on() {
+    use std::io::BufRead;
+    let d = tempfile::tempdir().unwrap();
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(d.path().join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(d.path().join("key.pem"), signing_key.serialize_pem()).unwrap();
+    let config = d.path().join("kms.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "server:\n  tls: {{cert_file: {}, key_file: {}}}\n",
+            d.path().join("cert.pem").display(),
+            d.path().join("key.pem").display()
+        ),
+    )
+    .unwrap();
+    for json in [true, false] {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("hanzo-kms"));
+        clean(&mut c);
+        c.arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(d.path().join("data"))
+            .args(&SERVE_ARGS[usize::from(!json)..])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        // The first start prints where init wrote its files first.
+        let line = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .find(|l| l.contains("127.0.0.1:"))
+            .expect("serve printed no address");
+        let _ = child.kill();
+        let _ = child.wait();
+        if json {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert!(v["rest"].as_str().unwrap().starts_with("https://"), "{v}");
+            assert!(v["grpc"].as_str().unwrap().starts_with("https://"), "{v}");
+        } else {
+            assert!(line.starts_with("listening on https://"), "{line}");
+            assert!(!line.contains("http://"), "{line}");
+        }
+    }
+}

@@ -17,6 +17,7 @@
 //! measured difference is in docs/benchmarks.md.) Elsewhere (PostgreSQL) a commit is durable
 //! when it returns.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,7 +48,9 @@ pub(crate) struct Records {
 
 struct Job {
     records: Records,
-    reply: oneshot::Sender<Result<Outcome>>,
+    /// The outcome, and the records handed back: the submitter frees them, not the
+    /// committer, whose thread every request waits on.
+    reply: oneshot::Sender<(Result<Outcome>, Records)>,
 }
 
 /// What the committer decided for a job.
@@ -138,7 +141,7 @@ impl GroupCommit {
             .send(Job { records, reply })
             .await
             .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        answer.await.map_err(|_| stopped())?.0
     }
 }
 
@@ -281,8 +284,8 @@ fn query(jobs: &[Job]) -> Query<'_> {
 }
 
 fn answer(jobs: Vec<Job>, outcomes: Vec<Result<Outcome>>) {
-    for (job, outcome) in jobs.into_iter().zip(outcomes) {
-        let _ = job.reply.send(outcome);
+    for (Job { records, reply }, outcome) in jobs.into_iter().zip(outcomes) {
+        let _ = reply.send((outcome, records));
     }
 }
 
@@ -291,10 +294,11 @@ fn answer(jobs: Vec<Job>, outcomes: Vec<Result<Outcome>>) {
 /// worded so, or an unreachable store (which stays `unavailable`, retryable), is passed on as it is.
 fn fail(jobs: Vec<Job>, e: &Error) {
     let msg = e.to_string();
-    for job in jobs {
-        let _ = job
-            .reply
-            .send(Err(crate::audit_failure(Error::new(e.kind(), msg.clone()))));
+    for Job { records, reply } in jobs {
+        let _ = reply.send((
+            Err(crate::audit_failure(Error::new(e.kind(), msg.clone()))),
+            records,
+        ));
     }
 }
 
@@ -312,7 +316,7 @@ fn decide<'a>(jobs: &'a [Job], stored: &BatchReads) -> (BatchWrites<'a>, Vec<Res
     let mut earlier: HashMap<(&str, [u8; 32]), Earlier<'_>> = HashMap::new();
     let mut consumed: HashSet<&[u8]> = HashSet::new();
     'job: for Job { records: job, .. } in jobs {
-        let mut ev = job.event.clone();
+        let ev = &job.event;
         // A job naming one nonce twice would break the whole transaction at insert time (and with
         // it every other job of the batch): refuse that job alone.
         if job
@@ -331,6 +335,8 @@ fn decide<'a>(jobs: &'a [Job], stored: &BatchReads) -> (BatchWrites<'a>, Vec<Res
         for (nonce, msg) in &job.nonces {
             let seen = match earlier.get(&(job.key.as_str(), nonce.0)) {
                 Some((d, rec)) => Some((d.to_vec(), rec.map(<[u8]>::to_vec))),
+                // (The usual case, a batch of fresh nonces, builds no lookup key.)
+                None if stored.nonces.is_empty() => None,
                 None => stored
                     .nonces
                     .get(&(job.key.clone(), nonce.0.to_vec()))
@@ -350,8 +356,9 @@ fn decide<'a>(jobs: &'a [Job], stored: &BatchReads) -> (BatchWrites<'a>, Vec<Res
                     continue 'job;
                 }
                 Some((_, Some(rec))) if job.nonces.len() == 1 && rec.len() > 4 => {
+                    let mut ev = ev.clone();
                     ev.reason = Some("retry".into());
-                    writes.events.push(ev);
+                    writes.events.push(Cow::Owned(ev));
                     outcomes.push(Ok(Outcome::Retry(rec)));
                     continue 'job;
                 }
@@ -384,7 +391,7 @@ fn decide<'a>(jobs: &'a [Job], stored: &BatchReads) -> (BatchWrites<'a>, Vec<Res
                 signature: rec,
             });
         }
-        writes.events.push(ev);
+        writes.events.push(Cow::Borrowed(ev));
         outcomes.push(Ok(Outcome::Recorded));
     }
     (writes, outcomes)
@@ -394,7 +401,7 @@ fn decide<'a>(jobs: &'a [Job], stored: &BatchReads) -> (BatchWrites<'a>, Vec<Res
 mod tests {
     use super::*;
 
-    fn job() -> (Job, oneshot::Receiver<Result<Outcome>>) {
+    fn job() -> (Job, oneshot::Receiver<(Result<Outcome>, Records)>) {
         let (reply, rx) = oneshot::channel();
         let records = Records {
             key: "poai:acme:m".into(),
@@ -421,7 +428,7 @@ mod tests {
         let (j, mut rx) = job();
         fail(vec![j], e);
         match rx.try_recv() {
-            Ok(Err(e)) => e,
+            Ok((Err(e), _)) => e,
             _ => panic!("no error was sent"),
         }
     }

@@ -123,6 +123,24 @@ pub fn chain_from(seq: u64, prev: [u8; 32], events: &[AuditEvent]) -> Vec<AuditR
         .collect()
 }
 
+/// The hashes of `events` chained after the record `seq` whose hash is `prev`: what
+/// [`chain_from`] computes, without copying the events (the group committer's path).
+pub fn chain_hashes<E: std::borrow::Borrow<AuditEvent>>(
+    prev: [u8; 32],
+    seq: u64,
+    events: &[E],
+) -> Vec<[u8; 32]> {
+    let mut prev = prev;
+    events
+        .iter()
+        .zip(seq + 1..)
+        .map(|(e, seq)| {
+            prev = chain_hash(&prev, seq, e.borrow());
+            prev
+        })
+        .collect()
+}
+
 pub fn chain_hash(prev: &[u8; 32], seq: u64, e: &AuditEvent) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(prev);

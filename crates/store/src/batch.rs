@@ -13,13 +13,14 @@
 //!   most of the batch's latency (perf: `flume::signal::SyncSignal::fire` → `futex_wake`, and
 //!   `finish_task_switch`). The writer runs the whole batch without one.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use hanzo_kms_core::{Error, ErrorKind, Result};
 
 use crate::durable::{Pending, WalSync};
-use crate::{AuditEvent, AuditRecord, NonceRow, Store, audit};
+use crate::{AuditEvent, NonceRow, Store, audit};
 
 /// Recorded nonces: `(key, nonce)` → (message digest, stored signature record).
 pub type NonceRecords = HashMap<(String, Vec<u8>), (Vec<u8>, Option<Vec<u8>>)>;
@@ -47,7 +48,9 @@ pub struct ConsumeRow<'a> {
 pub struct BatchWrites<'a> {
     pub nonces: Vec<NonceRow<'a>>,
     pub consumed: Vec<ConsumeRow<'a>>,
-    pub events: Vec<AuditEvent>,
+    /// Borrowed from the requests where the record is theirs as it is (the committer copies
+    /// none on its path).
+    pub events: Vec<Cow<'a, AuditEvent>>,
 }
 
 /// What a batch asks about.
@@ -92,7 +95,8 @@ impl Store {
                 .await?;
         }
         tx.insert_nonces(&writes.nonces, q.now).await?;
-        let (_, pending) = tx.commit_pending(&writes.events).await?;
+        let events: Vec<AuditEvent> = writes.events.into_iter().map(Cow::into_owned).collect();
+        let (_, pending) = tx.commit_pending(&events).await?;
         Ok((out, Some(pending)))
     }
 
@@ -298,7 +302,7 @@ impl BatchWriter {
                 ])
                 .map_err(fail("recording nonces"))?;
             }
-            let records = audit::chain_from(seq as u64, head, &writes.events);
+            let hashes = audit::chain_hashes(head, seq as u64, &writes.events);
             let mut s = tx
                 .prepare_cached(concat!(
                     "INSERT INTO audit_log (seq, time_ms, request_id, principal, tenant, operation, key_name, ",
@@ -307,10 +311,12 @@ impl BatchWriter {
                 ))
                 .map_err(fail("appending to the audit log"))
                 .map_err(crate::audit_error)?;
-            for r in &records {
-                let e = &r.event;
+            let mut prev = head;
+            for ((e, hash), seq) in writes.events.iter().zip(&hashes).zip(seq + 1..) {
+                let e: &AuditEvent = e;
+                let (mut prev_hex, mut hash_hex) = ([0u8; 64], [0u8; 64]);
                 s.execute(rusqlite::params![
-                    r.seq as i64,
+                    seq,
                     e.time_ms,
                     e.request_id,
                     e.principal,
@@ -321,17 +327,19 @@ impl BatchWriter {
                     e.outcome,
                     e.reason,
                     e.peer,
-                    hex::encode(r.prev_hash),
-                    hex::encode(r.hash),
+                    hex_of(&prev, &mut prev_hex),
+                    hex_of(hash, &mut hash_hex),
                 ])
                 .map_err(fail("appending to the audit log"))
                 .map_err(crate::audit_error)?;
+                prev = *hash;
             }
-            let last: Option<&AuditRecord> = records.last();
-            if let Some(last) = last {
+            if let Some(last) = hashes.last() {
+                let mut last_hex = [0u8; 64];
+                let last_seq = seq + hashes.len() as i64;
                 tx.prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
                     .and_then(|mut s| {
-                        s.execute(rusqlite::params![last.seq as i64, hex::encode(last.hash)])
+                        s.execute(rusqlite::params![last_seq, hex_of(last, &mut last_hex)])
                     })
                     .map_err(fail("advancing the audit chain head"))
                     .map_err(crate::audit_error)?;
@@ -342,6 +350,17 @@ impl BatchWriter {
             .map_err(crate::audit_error)?;
         Ok((out, Some(self.wal.committed())))
     }
+}
+
+/// `bytes` in lowercase hex, written into `out` (no allocation on the committer's path).
+fn hex_of<'o>(bytes: &[u8; 32], out: &'o mut [u8; 64]) -> &'o str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
+    }
+    // Always ASCII.
+    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// A rusqlite error as ours, with the same kinds as `db_error` gives sqlx's.
@@ -368,6 +387,17 @@ fn sqlite_error(e: rusqlite::Error, doing: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_of_matches_the_hex_crate() {
+        let mut bytes = [0u8; 32];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37) ^ 0xa5;
+        }
+        let mut out = [0u8; 64];
+        assert_eq!(hex_of(&bytes, &mut out), hex::encode(bytes));
+        assert_eq!(hex_of(&[0xff; 32], &mut out), "f".repeat(64));
+    }
     use hanzo_kms_core::Separator;
 
     fn event(op: &str) -> AuditEvent {
@@ -391,7 +421,7 @@ mod tests {
         let (_, p) = tokio::task::block_in_place(|| {
             w.commit_batch(q, |_| {
                 let writes = BatchWrites {
-                    events: vec![event("data.encrypt")],
+                    events: vec![Cow::Owned(event("data.encrypt"))],
                     ..BatchWrites::default()
                 };
                 (writes, ())
@@ -419,7 +449,7 @@ mod tests {
         let (_, p) = w
             .commit_batch(q, |_| {
                 let writes = BatchWrites {
-                    events: (0..n).map(|_| event("data.encrypt")).collect(),
+                    events: (0..n).map(|_| Cow::Owned(event("data.encrypt"))).collect(),
                     ..BatchWrites::default()
                 };
                 (writes, ())
@@ -537,7 +567,7 @@ mod tests {
                         settlement_key: "hmm:t:k",
                         settlement: &[3; 32],
                     }],
-                    events: vec![event("poai.sign")],
+                    events: vec![Cow::Owned(event("poai.sign"))],
                 };
                 (writes, ())
             })
@@ -573,7 +603,7 @@ mod tests {
                         signature: None,
                     }],
                     consumed: vec![],
-                    events: vec![event("poai.sign")],
+                    events: vec![Cow::Owned(event("poai.sign"))],
                 };
                 (writes, ())
             })
@@ -583,7 +613,7 @@ mod tests {
         let (_, p) = s
             .commit_batch(q(4), |_| {
                 let writes = BatchWrites {
-                    events: vec![event("data.encrypt")],
+                    events: vec![Cow::Owned(event("data.encrypt"))],
                     ..BatchWrites::default()
                 };
                 (writes, ())
@@ -616,7 +646,7 @@ mod tests {
             let (_, p) = tokio::task::block_in_place(|| {
                 w.commit_batch(q(5), |_| {
                     let writes = BatchWrites {
-                        events: events.clone(),
+                        events: events.iter().map(Cow::Borrowed).collect(),
                         ..BatchWrites::default()
                     };
                     (writes, ())

@@ -1044,7 +1044,14 @@ struct Conn {
     r: BufReader<TcpStream>,
     host: String,
     last_body: Vec<u8>,
+    /// When the last answer was read: a connection idle for [`CONN_IDLE_LIMIT`] is opened
+    /// afresh, before the server's idle timeout closes it under a request.
+    last_used: Instant,
 }
+
+/// As the client crate's pool: below the server's idle timeout (`server.header_read_timeout_secs`,
+/// 10 s by default), so that a slow open-loop figure does not send into a closed connection.
+const CONN_IDLE_LIMIT: Duration = Duration::from_secs(5);
 
 impl Conn {
     async fn open(addr: &str) -> Result<Self> {
@@ -1056,6 +1063,7 @@ impl Conn {
             r: BufReader::new(s),
             host: addr.to_owned(),
             last_body: Vec::new(),
+            last_used: Instant::now(),
         })
     }
 
@@ -1064,6 +1072,10 @@ impl Conn {
         let io = |e: std::io::Error| {
             Error::new(ErrorKind::Unavailable, "talking to the server").with_source(e)
         };
+        if self.last_used.elapsed() >= CONN_IDLE_LIMIT {
+            let host = std::mem::take(&mut self.host);
+            *self = Self::open(&host).await?;
+        }
         let auth = if token.is_empty() {
             String::new()
         } else {
@@ -1104,6 +1116,7 @@ impl Conn {
         }
         self.last_body.resize(len, 0);
         self.r.read_exact(&mut self.last_body).await.map_err(io)?;
+        self.last_used = Instant::now();
         Ok(status)
     }
 }
@@ -1156,6 +1169,45 @@ mod tests {
         );
         // No load thread is left once it has ended.
         assert!(generator_cpu().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_opened_afresh_before_the_server_closes_it() {
+        use tokio::io::AsyncWriteExt;
+        // A server that answers one request per connection and then closes it, as the real one
+        // closes a connection idle past its timeout.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut r = BufReader::new(s);
+                let mut line = String::new();
+                // The request line and headers; the test's requests have no body.
+                while r.read_line(&mut line).await.unwrap() > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let body = "{}";
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                r.get_mut().write_all(resp.as_bytes()).await.unwrap();
+            }
+        });
+        let mut c = Conn::open(&addr).await.unwrap();
+        assert_eq!(c.call("GET", "/healthz", "", "").await.unwrap(), 200);
+        assert_eq!(c.last_body, b"{}");
+        // Idle past the limit: the next request goes out on a new connection and is answered.
+        c.last_used = Instant::now()
+            .checked_sub(CONN_IDLE_LIMIT)
+            .expect("the clock is past the limit");
+        assert_eq!(c.call("GET", "/healthz", "", "").await.unwrap(), 200);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(c.host, addr);
     }
 
     #[test]

@@ -1073,8 +1073,7 @@ impl Conn {
             Error::new(ErrorKind::Unavailable, "talking to the server").with_source(e)
         };
         if self.last_used.elapsed() >= CONN_IDLE_LIMIT {
-            let host = std::mem::take(&mut self.host);
-            *self = Self::open(&host).await?;
+            *self = Self::open(&self.host).await?;
         }
         let auth = if token.is_empty() {
             String::new()

@@ -40,9 +40,9 @@ impl Service {
     }
 }
 
-/// The tonic service with message-size limits applied, behind [`Audited`]. Every RPC but
-/// `VerifyAudit` is cut off after `request_timeout`; `VerifyAudit` reads the whole log and is
-/// bounded by the server-wide timeout instead (`crate::AUDIT_VERIFY_TIMEOUT`), as on REST.
+/// The tonic service with message-size limits applied, behind [`Audited`]. Every RPC is cut
+/// off after `request_timeout`, but `VerifyAudit`, which reads the whole log, after at least
+/// `crate::AUDIT_VERIFY_TIMEOUT`, as on REST.
 pub(crate) fn service(
     state: Arc<AppState>,
     max_message: usize,
@@ -110,23 +110,14 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
         let peer = peer(req.extensions());
         let mut inner = self.inner.clone();
         let state = self.state.clone();
-        let limit = (method != "VerifyAudit").then_some(self.request_timeout);
-        Box::pin(async move {
-            let resp = match limit {
-                None => inner.call(req).await?,
-                Some(limit) => match tokio::time::timeout(limit, inner.call(req)).await {
-                    Ok(r) => r?,
-                    Err(_) => {
-                        // As tonic's own timeout answers (CANCELLED), and counted as REST's 408.
-                        state.timeouts.fetch_add(1, Ordering::Relaxed);
-                        state.count("grpc", 408);
-                        return Ok(Status::cancelled(
-                            "the request took too long and was cancelled",
-                        )
-                        .into_http());
-                    }
-                },
-            };
+        // VerifyAudit reads the whole log: it gets as long as on REST.
+        let limit = if method == "VerifyAudit" {
+            self.request_timeout.max(crate::AUDIT_VERIFY_TIMEOUT)
+        } else {
+            self.request_timeout
+        };
+        let answer = async move {
+            let resp = inner.call(req).await?;
             if reached.0.load(Ordering::Acquire) {
                 if secret {
                     return Ok(resp.map(|body| tonic::body::Body::new(Wiped::new(body))));
@@ -143,6 +134,21 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
             }
             let bearer = crate::bearer(authorization.as_ref());
             Ok(audit_unreached(&state, operation, bearer, peer, &refused).await)
+        };
+        let state = self.state.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(limit, answer).await {
+                Ok(r) => r,
+                Err(_) => {
+                    // As tonic's own timeout answers (CANCELLED), and counted as REST's 408.
+                    state.timeouts.fetch_add(1, Ordering::Relaxed);
+                    state.count("grpc", 408);
+                    Ok(
+                        Status::cancelled("the request took too long and was cancelled")
+                            .into_http(),
+                    )
+                }
+            }
         })
     }
 }

@@ -143,8 +143,12 @@ impl Options {
             rest_addr: c.server.rest_addr.clone(),
             grpc_addr: Some(c.server.grpc_addr.clone()).filter(|a| !a.is_empty()),
             max_body_bytes: usize::try_from(c.server.max_body_bytes).unwrap_or(usize::MAX),
-            request_timeout: Duration::from_secs(c.server.request_timeout_secs.max(1)),
-            header_read_timeout: Duration::from_secs(c.server.header_read_timeout_secs.max(1)),
+            // At most a day, like the header timeout (the shutdown grace adds a second to it).
+            request_timeout: Duration::from_secs(c.server.request_timeout_secs.clamp(1, 86_400)),
+            // At most a day: HTTP/2's keep-alive timer adds it to an instant.
+            header_read_timeout: Duration::from_secs(
+                c.server.header_read_timeout_secs.clamp(1, 86_400),
+            ),
             scheduler_every: Some(Duration::from_secs(60)),
             tls: c.server.tls.clone(),
         }
@@ -199,10 +203,9 @@ impl Server {
     ) -> Result<Self> {
         // Read the TLS files first: a bad certificate stops the start before anything listens.
         let tls = opts.tls.as_ref().map(tls::load).transpose()?;
-        // The per-RPC limit is applied in `grpc::service`; this bound (which also honours a
-        // client's `grpc-timeout`) only lets `VerifyAudit` run as long as on REST.
-        let mut grpc_builder = tonic::transport::Server::builder()
-            .timeout(opts.request_timeout.max(AUDIT_VERIFY_TIMEOUT));
+        // The request timeout is applied per RPC in `grpc::service` (VerifyAudit gets longer);
+        // tonic still honours a client's own `grpc-timeout`.
+        let mut grpc_builder = tonic::transport::Server::builder();
         if let Some((pem, _)) = &tls {
             let mut c = tonic::transport::ServerTlsConfig::new().identity(
                 tonic::transport::Identity::from_pem(&pem.cert, pem.key.as_slice()),
@@ -1705,6 +1708,22 @@ async fn openapi() -> axum::Json<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_are_bounded_to_a_day() {
+        let c = hanzo_kms_core::Config::from_yaml(
+            "server:\n  request_timeout_secs: 18446744073709551615\n  header_read_timeout_secs: 18446744073709551615\n",
+            "test",
+            std::iter::empty::<(&str, &str)>(),
+        )
+        .unwrap();
+        let o = Options::from_config(&c);
+        let day = Duration::from_secs(86_400);
+        assert_eq!((o.request_timeout, o.header_read_timeout), (day, day));
+        // What the server adds to them does not overflow.
+        let _ = o.request_timeout + Duration::from_secs(1);
+        let _ = std::time::Instant::now() + o.header_read_timeout;
+    }
 
     /// A secret answer is exactly the JSON serde writes, labelled as JSON (the buffer's exact
     /// size is `hanzo_kms_core::secret::secret_json`'s test).

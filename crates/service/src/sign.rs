@@ -353,7 +353,7 @@ impl Kms {
             version: Some(s.version),
         };
         let r = async {
-            let Some((key, stored)) = self.verifier_key(ctx, key, Purpose::Poai).await? else {
+            let Some((key, stored)) = self.verifier_key(ctx, &op, key, Purpose::Poai).await? else {
                 return Ok(Verdict::no("unknown_key"));
             };
             let digest = self.domain()?.digest(&s.attestation.struct_hash()?);
@@ -421,7 +421,7 @@ impl Kms {
             version: Some(s.version),
         };
         let r = async {
-            let Some((_, stored)) = self.verifier_key(ctx, key, Purpose::Hmm).await? else {
+            let Some((_, stored)) = self.verifier_key(ctx, &op, key, Purpose::Hmm).await? else {
                 return Ok(Verdict::no("unknown_key"));
             };
             let digest = self.domain()?.digest(&s.settlement.struct_hash()?);
@@ -477,7 +477,7 @@ impl Kms {
             version: Some(item.version),
         };
         let r = async {
-            let Some((_, stored)) = self.verifier_key(ctx, key, Purpose::Poai).await? else {
+            let Some((_, stored)) = self.verifier_key(ctx, &op, key, Purpose::Poai).await? else {
                 return Ok(Verdict::no("unknown_key"));
             };
             let domain = self.domain()?;
@@ -526,9 +526,13 @@ impl Kms {
     async fn verifier_key(
         &self,
         ctx: &RequestCtx,
+        op: &Op<'_>,
         key: Option<KeyName>,
         purpose: Purpose,
     ) -> Result<Option<(KeyName, StoredKey)>> {
+        // Step 4: every verification counts against the caller's limits, whatever key it
+        // names (an unknown key's "unknown_key" verdict costs the server as much as any).
+        self.limiter.check(ctx, op.operation, key.as_ref())?;
         let Some(key) = key.filter(|k| k.purpose() == purpose) else {
             return Ok(None);
         };

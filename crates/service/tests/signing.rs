@@ -615,3 +615,37 @@ async fn group_commit_batches_and_every_acknowledged_nonce_is_durable() {
         200
     );
 }
+
+#[tokio::test]
+async fn verification_counts_against_the_rate_limits_known_key_or_not() {
+    let (_d, kms) = fresh().await;
+    let key = name("poai:acme:gpt4");
+    let s = kms
+        .sign_poai(&ctx(), &key, att(now(), "n", None), now())
+        .await
+        .unwrap();
+    let yaml = "rate_limits:\n  per_operation:\n    verify: {per_second: 1, burst: 3}\n";
+    let config = Config::from_yaml(yaml, "test", std::iter::empty::<(&str, &str)>()).unwrap();
+    let limiter = Arc::new(
+        hanzo_kms_service::ratelimit::ConfiguredLimiter::new(&config.rate_limits).unwrap(),
+    );
+    let kms = kms.with_limiter(limiter.clone());
+    assert!(kms.verify_poai(&ctx(), &s, now()).await.unwrap().valid);
+    // A key that does not exist costs the same.
+    let mut unknown = s.clone();
+    unknown.key = "poai:acme:nothing".into();
+    assert!(
+        !kms.verify_poai(&ctx(), &unknown, now())
+            .await
+            .unwrap()
+            .valid
+    );
+    assert!(kms.verify_poai(&ctx(), &s, now()).await.unwrap().valid);
+    let e = kms.verify_poai(&ctx(), &s, now()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RateLimited, "{e}");
+    assert_eq!(limiter.rejected(), 1);
+    // Signing is another operation, with no limit here.
+    kms.sign_poai(&ctx(), &key, att(now(), "n", None), now())
+        .await
+        .unwrap();
+}

@@ -16,6 +16,7 @@ pub mod grpc;
 mod http;
 mod operation;
 mod ops;
+mod schema;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -801,18 +802,80 @@ fn body_text(
         .map_err(|_| ApiError::refused(Error::invalid("the request body is not UTF-8"), ctx))
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(
+/// A REST request body, and the route whose schema (`schema::request_body`) describes it.
+trait RequestBody: for<'de> Deserialize<'de> {
+    const ROUTE: &'static str;
+}
+
+macro_rules! request_bodies {
+    ($($t:ty => $route:literal),* $(,)?) => {
+        $(impl RequestBody for $t {
+            const ROUTE: &'static str = $route;
+        })*
+    };
+}
+
+request_bodies! {
+    CreateKey => "/v1/keys",
+    RotateReq => "/v1/keys/{name}/rotate",
+    EncryptReq => "/v1/keys/{name}/encrypt",
+    DecryptReq => "/v1/keys/{name}/decrypt",
+    DatakeyReq => "/v1/keys/{name}/datakey",
+    SignReq => "/v1/keys/{name}/sign",
+    VerifyReq => "/v1/keys/{name}/verify",
+    KeyspaceReq => "/v1/keyspaces",
+    ModelKeyReq => "/v1/models/{name}/datakey",
+    ModelUnwrapReq => "/v1/models/{name}/unwrap",
+    PoaiSignReq => "/v1/poai/sign",
+    SignedAttestation => "/v1/poai/verify",
+    PoaiBatchReq => "/v1/poai/sign-batch",
+    BatchItem => "/v1/poai/verify-item",
+    HmmSignReq => "/v1/hmm/sign",
+    HmmVerifyReq => "/v1/hmm/verify",
+    TokenReq => "/v1/tokens",
+}
+
+/// The request schemas by route, and the shared ones they refer to; built once, on the first
+/// body that needs them.
+static REQUEST_SCHEMAS: std::sync::LazyLock<(BTreeMap<&'static str, Value>, Value)> =
+    std::sync::LazyLock::new(|| {
+        let bodies = ROUTES
+            .iter()
+            .filter_map(|(m, p, _)| schema::request_body(m, p).map(|(s, _)| (*p, s)))
+            .collect();
+        (bodies, schema::components())
+    });
+
+fn parse<T: RequestBody>(
     ctx: &RequestCtx,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> std::result::Result<T, ApiError> {
     let text = body_text(ctx, body)?;
-    // serde reads a struct from a JSON array too (its fields in order); every request body of
-    // this API is an object, so an array is refused rather than read by position.
+    // serde reads a struct from a JSON array too (its fields in order); every object of this
+    // API's request bodies is an object, so an array in its place is refused rather than read
+    // by position: the whole body here, and a nested one against the route's schema (only
+    // for a body with a '[' in it: an attestation to sign has none).
     if !text.trim_start().starts_with('{') {
         return Err(ApiError::refused(
             Error::invalid("request: the body must be a JSON object"),
             ctx,
         ));
+    }
+    if text.contains('[')
+        && let Ok(value) = serde_json::from_str::<Value>(&text)
+    {
+        let (bodies, components) = &*REQUEST_SCHEMAS;
+        if let Some(at) = bodies
+            .get(T::ROUTE)
+            .and_then(|s| schema::array_for_object(s, &value, components))
+        {
+            return Err(ApiError::refused(
+                Error::invalid(format!(
+                    "request: {at}: expected a JSON object, found an array"
+                )),
+                ctx,
+            ));
+        }
     }
     from_json("request", &text).map_err(|e| ApiError::refused(e, ctx))
 }
@@ -1664,11 +1727,11 @@ pub fn openapi_document() -> Value {
         if public {
             op["security"] = json!([]);
         }
-        if *method == "POST" {
+        if let Some((schema, example)) = schema::request_body(method, path) {
             // Every body is one JSON object (an array is refused); rotation's may be empty.
             op["requestBody"] = json!({
                 "required": !path.ends_with("/rotate"),
-                "content": {"application/json": {"schema": {"type": "object"}}}
+                "content": {"application/json": {"schema": schema, "example": example}}
             });
         }
         let params: Vec<Value> = path
@@ -1692,6 +1755,7 @@ pub fn openapi_document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schema::components(),
             "responses": {"Error": {"description": "An error", "content": {"application/json": {"schema": {
                 "type": "object", "required": ["error"],
                 "properties": {"error": {"type": "object", "required": ["code", "message", "request_id"],
@@ -1708,6 +1772,198 @@ async fn openapi() -> axum::Json<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parse `body` as the request type of the POST route `path`.
+    fn parses(path: &str, body: &str) -> std::result::Result<(), String> {
+        // The REST layer's own reading of a body, as a handler does it.
+        fn p<T: RequestBody>(body: &str) -> std::result::Result<(), String> {
+            parse::<T>(&RequestCtx::local(), Ok(Bytes::from(body.to_owned())))
+                .map(drop)
+                .map_err(|e| e.error.to_string())
+        }
+        // The type's route has the same schema as this one (decrypt and unwrap share one).
+        fn same<T: RequestBody>(path: &str) -> bool {
+            schema::request_body("POST", T::ROUTE).map(|s| s.0)
+                == schema::request_body("POST", path).map(|s| s.0)
+        }
+        let typed = match path {
+            "/v1/keys" => same::<CreateKey>(path),
+            "/v1/keys/{name}/rotate" => same::<RotateReq>(path),
+            "/v1/keys/{name}/encrypt" => same::<EncryptReq>(path),
+            "/v1/keys/{name}/decrypt" | "/v1/keys/{name}/unwrap" => same::<DecryptReq>(path),
+            "/v1/keys/{name}/datakey" => same::<DatakeyReq>(path),
+            "/v1/keys/{name}/sign" => same::<SignReq>(path),
+            "/v1/keys/{name}/verify" => same::<VerifyReq>(path),
+            "/v1/keyspaces" => same::<KeyspaceReq>(path),
+            "/v1/models/{name}/datakey" => same::<ModelKeyReq>(path),
+            "/v1/models/{name}/unwrap" => same::<ModelUnwrapReq>(path),
+            "/v1/poai/sign" => same::<PoaiSignReq>(path),
+            "/v1/poai/verify" => same::<SignedAttestation>(path),
+            "/v1/poai/sign-batch" => same::<PoaiBatchReq>(path),
+            "/v1/poai/verify-item" => same::<BatchItem>(path),
+            "/v1/hmm/sign" => same::<HmmSignReq>(path),
+            "/v1/hmm/verify" => same::<HmmVerifyReq>(path),
+            "/v1/tokens" => same::<TokenReq>(path),
+            other => panic!("no request type for {other}"),
+        };
+        assert!(typed, "{path}: its type names another schema");
+        match path {
+            "/v1/keys" => p::<CreateKey>(body),
+            "/v1/keys/{name}/rotate" => p::<RotateReq>(body),
+            "/v1/keys/{name}/encrypt" => p::<EncryptReq>(body),
+            "/v1/keys/{name}/decrypt" | "/v1/keys/{name}/unwrap" => p::<DecryptReq>(body),
+            "/v1/keys/{name}/datakey" => p::<DatakeyReq>(body),
+            "/v1/keys/{name}/sign" => p::<SignReq>(body),
+            "/v1/keys/{name}/verify" => p::<VerifyReq>(body),
+            "/v1/keyspaces" => p::<KeyspaceReq>(body),
+            "/v1/models/{name}/datakey" => p::<ModelKeyReq>(body),
+            "/v1/models/{name}/unwrap" => p::<ModelUnwrapReq>(body),
+            "/v1/poai/sign" => p::<PoaiSignReq>(body),
+            "/v1/poai/verify" => p::<SignedAttestation>(body),
+            "/v1/poai/sign-batch" => p::<PoaiBatchReq>(body),
+            "/v1/poai/verify-item" => p::<BatchItem>(body),
+            "/v1/hmm/sign" => p::<HmmSignReq>(body),
+            "/v1/hmm/verify" => p::<HmmVerifyReq>(body),
+            "/v1/tokens" => p::<TokenReq>(body),
+            other => panic!("no request type for {other}"),
+        }
+    }
+
+    /// A schema with its `$ref` (or single `allOf`) followed.
+    fn resolve<'a>(schema: &'a Value, components: &'a Value) -> &'a Value {
+        if let Some(r) = schema["$ref"].as_str() {
+            let name = r.rsplit('/').next().unwrap_or_default();
+            assert!(components[name].is_object(), "{r} is not defined");
+            return resolve(&components[name], components);
+        }
+        if let Some([one]) = schema["allOf"].as_array().map(Vec::as_slice) {
+            return resolve(one, components);
+        }
+        schema
+    }
+
+    /// Check `v` against `schema` (the subset of JSON Schema these use), and collect the JSON
+    /// pointer and the schema of every object in `v`. Every property of every object must be
+    /// in `v`, so that a test can try each name.
+    fn walk(
+        schema: &Value,
+        v: &Value,
+        components: &Value,
+        at: &str,
+        objects: &mut Vec<(String, Value)>,
+    ) {
+        let s = resolve(schema, components);
+        match s["type"].as_str() {
+            Some("object") => {
+                let o = v
+                    .as_object()
+                    .unwrap_or_else(|| panic!("{at}: not an object"));
+                let props = s["properties"].as_object().expect("properties");
+                assert_eq!(s["additionalProperties"], false, "{at}");
+                for k in o.keys() {
+                    assert!(props.contains_key(k), "{at}/{k} is not in the schema");
+                }
+                for (k, p) in props {
+                    let x = o
+                        .get(k)
+                        .unwrap_or_else(|| panic!("{at}/{k} is missing from the example"));
+                    walk(p, x, components, &format!("{at}/{k}"), objects);
+                }
+                for r in s["required"].as_array().expect("required") {
+                    let r = r.as_str().unwrap_or_default();
+                    assert!(
+                        props.contains_key(r),
+                        "{at}: required {r} is not a property"
+                    );
+                }
+                objects.push((at.to_owned(), s.clone()));
+            }
+            Some("array") => {
+                for (i, x) in v.as_array().expect("an array").iter().enumerate() {
+                    walk(&s["items"], x, components, &format!("{at}/{i}"), objects);
+                }
+            }
+            Some("string") => {
+                let text = v.as_str().unwrap_or_else(|| panic!("{at}: not a string"));
+                if let Some(values) = s["enum"].as_array() {
+                    assert!(values.contains(v), "{at}: {text} is not one of {values:?}");
+                }
+            }
+            Some("integer") => assert!(v.is_u64(), "{at}: not an integer"),
+            Some("boolean") => assert!(v.is_boolean(), "{at}: not a boolean"),
+            other => panic!("{at}: type {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_request_schemas_match_the_request_types() {
+        let components = schema::components();
+        let mut routes = 0;
+        for (method, path, _) in ROUTES {
+            let Some((schema, example)) = schema::request_body(method, path) else {
+                assert_ne!(*method, "POST", "{path} has no request schema");
+                continue;
+            };
+            routes += 1;
+            parses(path, &example.to_string())
+                .unwrap_or_else(|e| panic!("{path}: the example does not parse: {e}"));
+            let mut objects = Vec::new();
+            walk(&schema, &example, &components, "", &mut objects);
+            assert!(!objects.is_empty(), "{path}");
+            for (at, s) in objects {
+                let required: Vec<&str> = s["required"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let edited = |edit: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+                    let mut body = example.clone();
+                    if let Some(o) = body.pointer_mut(&at).and_then(Value::as_object_mut) {
+                        edit(o);
+                    }
+                    parses(path, &body.to_string())
+                };
+                for k in s["properties"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p.0)
+                {
+                    let r = edited(&|o| {
+                        o.remove(k);
+                    });
+                    assert_eq!(
+                        r.is_ok(),
+                        !required.contains(&k.as_str()),
+                        "{path}: without {at}/{k}: {r:?}"
+                    );
+                }
+                let r = edited(&|o| {
+                    o.insert("unlisted".into(), json!(1));
+                });
+                assert!(r.is_err(), "{path}: {at}/unlisted was accepted");
+                // The object as an array of its values (what serde would read by position).
+                let mut body = example.clone();
+                if let Some(o) = body.pointer_mut(&at) {
+                    let values: Vec<Value> = o
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| p.1.clone())
+                        .collect();
+                    *o = Value::Array(values);
+                }
+                let r = parses(path, &body.to_string());
+                assert!(
+                    r.as_ref()
+                        .is_err_and(|e| e.contains("array") || e.contains("must be a JSON object")),
+                    "{path}: {at} as an array: {r:?}"
+                );
+            }
+        }
+        assert_eq!(routes, ROUTES.iter().filter(|r| r.0 == "POST").count());
+    }
 
     #[test]
     fn timeouts_are_bounded_to_a_day() {

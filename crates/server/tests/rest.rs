@@ -840,6 +840,32 @@ async fn undecodable_paths_json_arrays_and_far_audit_positions_get_clear_answers
             "{path}: {v}"
         );
     }
+    // And an array in place of a nested object, named by its place in the body.
+    let h32 = format!("0x{}", "11".repeat(32));
+    for (path, body, place) in [
+        (
+            "/v1/poai/sign",
+            format!(
+                r#"{{"key":"poai:acme:gpt4","attestation":["acme:gpt4","{h32}","{h32}",1767225600,1500,"n"]}}"#
+            ),
+            "attestation",
+        ),
+        (
+            "/v1/keys/api:acme:s/verify",
+            r#"{"items":[["aGk=","0x00"]]}"#.to_owned(),
+            "items[0]",
+        ),
+    ] {
+        let resp = call(a, "POST", path, t, &body).await;
+        assert_eq!(resp.status, 400, "{path} {body}: {}", resp.body);
+        let v = resp.json();
+        assert_eq!(v["error"]["code"], "invalid_argument");
+        assert_eq!(
+            v["error"]["message"],
+            format!("request: {place}: expected a JSON object, found an array"),
+            "{path}: {v}"
+        );
+    }
     assert_eq!(
         call(a, "GET", "/v1/keys/data:acme:y", t, "").await.status,
         404

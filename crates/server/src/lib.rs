@@ -1727,6 +1727,18 @@ pub fn openapi_document() -> Value {
         if public {
             op["security"] = json!([]);
         }
+        let answer = match schema::answer(method, path) {
+            Some(schema) => json!({"description": "OK",
+                "content": {"application/json": {"schema": schema}}}),
+            None if matches!(*path, "/healthz" | "/metrics") => json!({"description": "OK",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}),
+            None => json!({"description": "OK"}),
+        };
+        op["responses"]["200"] = answer.clone();
+        if *path == "/readyz" {
+            // Not ready: the same object, not an error.
+            op["responses"]["503"] = answer;
+        }
         if let Some((schema, example)) = schema::request_body(method, path) {
             // Every body is one JSON object (an array is refused); rotation's may be empty.
             op["requestBody"] = json!({

@@ -44,6 +44,14 @@ fn array_of(items: Value, description: &str) -> Value {
 
 /// The shared schemas (`components.schemas`).
 pub(crate) fn components() -> Value {
+    let mut all = request_components();
+    if let (Some(all), Value::Object(more)) = (all.as_object_mut(), answer_components()) {
+        all.extend(more);
+    }
+    all
+}
+
+fn request_components() -> Value {
     json!({
         "Hex32": {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$",
             "description": "32 bytes as 0x and 64 hex digits"},
@@ -148,6 +156,211 @@ pub(crate) fn components() -> Value {
                 "proof": array_of(reference("ProofStep"), "the Merkle path to the root"),
             }),
         ),
+    })
+}
+
+fn nullable(kind: &str, description: &str) -> Value {
+    json!({"type": [kind, "null"], "description": description})
+}
+
+fn i64_schema(description: &str) -> Value {
+    json!({"type": "integer", "description": description})
+}
+
+/// The shared schemas of the answers (added to [`components`]).
+fn answer_components() -> Value {
+    json!({
+        "KeyVersion": object(
+            &["version", "state", "created_at"],
+            json!({
+                "version": u32_schema("the version"),
+                "state": string("enabled, disabled, or destroyed"),
+                "created_at": i64_schema("Unix seconds"),
+                "public_key": string("hex; asymmetric keys only"),
+                "address": string("the Ethereum address; secp256k1 keys only"),
+            }),
+        ),
+        "KeyInfo": object(
+            &["name", "purpose", "customer", "algorithm", "origin", "provider", "state",
+              "primary_version", "rotation_period_days", "created_at", "rotated_at", "destroy_at",
+              "rotation_due", "versions"],
+            json!({
+                "name": string("purpose:customer:name"),
+                "purpose": string("model, poai, hmm, data or api"),
+                "customer": string("the tenant"),
+                "algorithm": string("e.g. aes-256-gcm, secp256k1"),
+                "origin": string("software, hsm or cloud: where the material was made"),
+                "provider": string("the provider holding it"),
+                "state": string("enabled, disabled, or destroy_scheduled"),
+                "primary_version": u32_schema("the version new operations use"),
+                "rotation_period_days": nullable("integer", "automatic rotation period"),
+                "created_at": i64_schema("Unix seconds"),
+                "rotated_at": i64_schema("Unix seconds"),
+                "destroy_at": nullable("integer", "Unix seconds, when a destruction is scheduled"),
+                "rotation_due": boolean("the rotation period has passed"),
+                "versions": array_of(reference("KeyVersion"), "every version, oldest first"),
+            }),
+        ),
+        "Verdict": object(
+            &["valid", "reason"],
+            json!({
+                "valid": boolean("the signature verifies and the object is within its validity"),
+                "reason": nullable("string", "why not, e.g. bad_signature, expired, unknown_key"),
+            }),
+        ),
+        "RawSignature": object(
+            &["key", "version", "algorithm", "signature", "signer"],
+            json!({
+                "key": string("the api: key"),
+                "version": u32_schema("the version that signed"),
+                "algorithm": string("the key's algorithm"),
+                "signature": reference("HexBytes"),
+                "signer": string("the address (secp256k1) or public key"),
+            }),
+        ),
+        "RawVerdict": object(
+            &["valid", "version"],
+            json!({
+                "valid": boolean("the signature verifies under a version of the key"),
+                "version": nullable("integer", "the version that verified it"),
+            }),
+        ),
+        "AuditRecord": object(
+            &["seq", "time_ms", "request_id", "principal", "tenant", "operation", "key", "version",
+              "outcome", "reason", "peer", "prev_hash", "hash"],
+            json!({
+                "seq": u64_schema("position in the chain, from 1"),
+                "time_ms": i64_schema("Unix milliseconds"),
+                "request_id": string("the request's id, as its answer carried it"),
+                "principal": string("who asked: token:<id>, local:operator, or unauthenticated"),
+                "tenant": string("the principal's tenant, * for all"),
+                "operation": string("e.g. poai.sign"),
+                "key": nullable("string", "the key named"),
+                "version": nullable("integer", "the key version used"),
+                "outcome": string("ok, denied or error"),
+                "reason": nullable("string", "why, for a refusal"),
+                "peer": nullable("string", "the client's address"),
+                "prev_hash": string("SHA-256 of the record before, hex"),
+                "hash": string("SHA-256(prev_hash ‖ canonical record), hex"),
+            }),
+        ),
+        "TokenInfo": object(
+            &["id", "tenant", "roles", "patterns", "description", "created_at", "created_by",
+              "revoked_at"],
+            json!({
+                "id": string("the token's id (not the token)"),
+                "tenant": string("the tenant it acts for, * for all"),
+                "roles": array_of(json!({"type": "string"}), "what it may do"),
+                "patterns": array_of(json!({"type": "string"}), "key-name patterns it is limited to"),
+                "description": string("the note given at creation"),
+                "created_at": i64_schema("Unix seconds"),
+                "created_by": string("the principal that made it"),
+                "revoked_at": nullable("integer", "Unix seconds"),
+            }),
+        ),
+    })
+}
+
+/// The JSON Schema of a route's answer (200), if it answers JSON.
+pub(crate) fn answer(method: &str, path: &str) -> Option<Value> {
+    let data_key = object(
+        &["key", "version", "plaintext", "ciphertext"],
+        json!({
+            "key": string("the key that wrapped it"),
+            "version": u32_schema("its version"),
+            "plaintext": {"allOf": [reference("Base64")], "description": "the data key: use it, then forget it"},
+            "ciphertext": string("the wrapped data key, hkms:v<version>:…; store it"),
+        }),
+    );
+    let model_key = object(
+        &["key", "version", "header", "data_key"],
+        json!({
+            "key": string("the model key"),
+            "version": u32_schema("its version"),
+            "header": {"allOf": [reference("Base64")], "description": "the model file's header"},
+            "data_key": {"allOf": [reference("Base64")], "description": "the file's data key"},
+        }),
+    );
+    Some(match (method, path) {
+        ("POST", "/v1/keys") | ("GET", "/v1/keys/{name}") | ("POST", "/v1/keys/{name}/rotate") => {
+            reference("KeyInfo")
+        }
+        ("GET", "/v1/keys") | ("POST", "/v1/keyspaces") => {
+            array_of(reference("KeyInfo"), "the keys")
+        }
+        ("POST", "/v1/keys/{name}/encrypt") => object(
+            &["key", "version", "ciphertext"],
+            json!({
+                "key": string("the key"),
+                "version": u32_schema("the version that encrypted"),
+                "ciphertext": string("hkms:v<version>:<base64url>"),
+            }),
+        ),
+        ("POST", "/v1/keys/{name}/decrypt") | ("POST", "/v1/keys/{name}/unwrap") => {
+            object(&["plaintext"], json!({"plaintext": reference("Base64")}))
+        }
+        ("POST", "/v1/keys/{name}/datakey") => data_key,
+        ("POST", "/v1/keys/{name}/sign") => json!({"oneOf": [
+            reference("RawSignature"),
+            object(&["signatures"], json!({"signatures": array_of(reference("RawSignature"), "one per message, in order")})),
+        ]}),
+        ("POST", "/v1/keys/{name}/verify") => json!({"oneOf": [
+            reference("RawVerdict"),
+            object(&["verdicts"], json!({"verdicts": array_of(reference("RawVerdict"), "one per item, in order")})),
+        ]}),
+        ("GET", "/v1/keys/{name}/public") => object(
+            &["key", "version", "algorithm", "public_key"],
+            json!({
+                "key": string("the key"),
+                "version": u32_schema("the primary version"),
+                "algorithm": string("the key's algorithm"),
+                "public_key": string("hex"),
+                "address": string("the Ethereum address; secp256k1 keys only"),
+            }),
+        ),
+        ("POST", "/v1/models/{name}/datakey") | ("POST", "/v1/models/{name}/unwrap") => model_key,
+        ("POST", "/v1/poai/sign") => reference("SignedAttestation"),
+        ("POST", "/v1/poai/sign-batch") => {
+            array_of(reference("BatchItem"), "one per attestation, in order")
+        }
+        ("POST", "/v1/poai/verify")
+        | ("POST", "/v1/poai/verify-item")
+        | ("POST", "/v1/hmm/verify") => reference("Verdict"),
+        ("POST", "/v1/hmm/sign") => reference("SignedSettlement"),
+        ("GET", "/v1/audit") => array_of(reference("AuditRecord"), "oldest first"),
+        ("GET", "/v1/audit/verify") => object(
+            &["valid", "records", "head", "problem"],
+            json!({
+                "valid": boolean("no record was edited, deleted or reordered"),
+                "records": u64_schema("records checked"),
+                "head": string("the hash of the last record checked, hex"),
+                "problem": {"type": ["object", "null"], "additionalProperties": false,
+                    "required": ["seq", "reason"],
+                    "properties": {"seq": u64_schema("the first bad record"), "reason": string("what is wrong")}},
+            }),
+        ),
+        ("POST", "/v1/tokens") => {
+            let mut created = answer_components()["TokenInfo"].clone();
+            if let Some(required) = created["required"].as_array_mut() {
+                required.push(json!("token"));
+            }
+            created["properties"]["token"] =
+                string("the token itself, shown only in this answer: keep it secret");
+            created
+        }
+        ("GET", "/v1/tokens") => array_of(reference("TokenInfo"), "the tokens the caller may see"),
+        ("GET", "/v1/openapi.json") => json!({"type": "object", "description": "this document"}),
+        ("DELETE", "/v1/tokens/{id}") => reference("TokenInfo"),
+        // (Also its 503 answer, with `ready: false`.)
+        ("GET", "/readyz") => object(
+            &["ready"],
+            json!({
+                "ready": boolean("the store and the provider answer"),
+                "store": {"type": "string", "enum": ["ok", "down"], "description": "when not ready"},
+                "provider": {"type": "string", "enum": ["ok", "down"], "description": "when not ready"},
+            }),
+        ),
+        _ => return None,
     })
 }
 

@@ -40,7 +40,134 @@ async fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, b
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.unwrap();
-    parse_response(&raw)
+    let resp = parse_response(&raw);
+    answer_is_documented(method, path, &resp);
+    resp
+}
+
+/// Every JSON answer any test here gets must match the schema the OpenAPI document gives for
+/// its route and status.
+fn answer_is_documented(method: &str, path: &str, resp: &Resp) {
+    static DOC: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(hanzo_kms_server::openapi_document);
+    let path = path.split('?').next().unwrap_or(path);
+    let Some((_, route, _)) = ROUTES.iter().find(|(m, r, _)| {
+        *m == method && {
+            let (a, b): (Vec<&str>, Vec<&str>) =
+                (r.split('/').collect(), path.split('/').collect());
+            a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x == y || x.starts_with('{'))
+        }
+    }) else {
+        return;
+    };
+    let Ok(body) = serde_json::from_str::<Value>(&resp.body) else {
+        return;
+    };
+    let answer =
+        &DOC["paths"][*route][method.to_ascii_lowercase()]["responses"][resp.status.to_string()];
+    let answer = match answer["$ref"].as_str() {
+        Some(r) => &DOC["components"]["responses"][r.rsplit('/').next().unwrap_or_default()],
+        None => answer,
+    };
+    let schema = &answer["content"]["application/json"]["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {route} {}: no JSON schema documented for {}",
+        resp.status,
+        resp.body
+    );
+    if let Err(e) = conforms(schema, &body, &DOC["components"]["schemas"]) {
+        panic!(
+            "{method} {route} {}: {e}
+{}",
+            resp.status, resp.body
+        );
+    }
+}
+
+/// `v` against `schema`: the part of JSON Schema the OpenAPI document uses.
+fn conforms(schema: &Value, v: &Value, components: &Value) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.rsplit('/').next().unwrap_or_default();
+        return conforms(&components[name], v, components);
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        for s in all {
+            conforms(s, v, components)?;
+        }
+    }
+    if let Some(one) = schema["oneOf"].as_array() {
+        let matching = one
+            .iter()
+            .filter(|s| conforms(s, v, components).is_ok())
+            .count();
+        if matching != 1 {
+            return Err(format!("{matching} of oneOf match {v}"));
+        }
+    }
+    let kinds: Vec<&str> = match &schema["type"] {
+        Value::String(k) => vec![k.as_str()],
+        Value::Array(ks) => ks.iter().filter_map(Value::as_str).collect(),
+        _ => return Ok(()),
+    };
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    if !kinds.contains(&kind) {
+        return Err(format!("{v} is {kind}, not {kinds:?}"));
+    }
+    if let (Some(values), false) = (schema["enum"].as_array(), v.is_null())
+        && !values.contains(v)
+    {
+        return Err(format!("{v} is not one of {values:?}"));
+    }
+    if let (Some(pattern), Some(text)) = (schema["pattern"].as_str(), v.as_str()) {
+        // The document's patterns are all hex or decimal: ^0x[0-9a-fA-F]{64}$ and the like.
+        let ok = match pattern {
+            "^0x[0-9a-fA-F]{64}$" => text.len() == 66 && text.starts_with("0x"),
+            "^0x[0-9a-fA-F]{40}$" => text.len() == 42 && text.starts_with("0x"),
+            "^0x([0-9a-fA-F]{2})*$" => text.starts_with("0x") && text.len() % 2 == 0,
+            "^[0-9]{1,78}$" => !text.is_empty() && text.len() <= 78,
+            other => return Err(format!("pattern {other} is not known to this check")),
+        };
+        let digits = text.strip_prefix("0x").unwrap_or(text);
+        if !ok || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("{text} does not match {pattern}"));
+        }
+    }
+    match v {
+        Value::Object(o) => {
+            let props = schema["properties"].as_object();
+            for r in schema["required"].as_array().into_iter().flatten() {
+                let r = r.as_str().unwrap_or_default();
+                if !o.contains_key(r) {
+                    return Err(format!("{r} is missing from {v}"));
+                }
+            }
+            for (k, x) in o {
+                match props.and_then(|p| p.get(k)) {
+                    Some(s) => conforms(s, x, components).map_err(|e| format!("{k}: {e}"))?,
+                    None if schema["additionalProperties"] == false => {
+                        return Err(format!("{k} is not documented"));
+                    }
+                    None => {}
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, x) in items.iter().enumerate() {
+                conforms(&schema["items"], x, components).map_err(|e| format!("[{i}]: {e}"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn parse_response(raw: &[u8]) -> Resp {
@@ -1046,4 +1173,118 @@ async fn a_half_sent_request_does_not_hold_up_shutdown() {
             .await
             .is_some()
     );
+}
+
+/// Every route answered successfully at least once; with `call`'s check, each answer is
+/// validated against the response schema the OpenAPI document gives for its route.
+#[tokio::test]
+async fn every_route_answers_as_its_response_schema_says() {
+    let r = start("", |_| {}).await;
+    let (a, t) = (r.addr, Some(r.admin.as_str()));
+    let ok = |resp: Resp, what: &str| {
+        assert_eq!(resp.status, 200, "{what}: {}", resp.body);
+        resp
+    };
+    let post = |path: &'static str, body: Value| async move {
+        ok(call(a, "POST", path, t, &body.to_string()).await, path).json()
+    };
+    post(
+        "/v1/keyspaces",
+        json!({"customer": "acme", "model": "gpt4"}),
+    )
+    .await;
+    post("/v1/keys", json!({"name": "data:acme:d"})).await;
+    post(
+        "/v1/keys",
+        json!({"name": "api:acme:s", "algorithm": "secp256k1"}),
+    )
+    .await;
+    for path in [
+        "/v1/keys",
+        "/v1/keys/data:acme:d",
+        "/v1/keys/api:acme:s/public",
+        "/v1/audit?after=0&limit=5",
+        "/v1/audit/verify",
+        "/v1/tokens",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/openapi.json",
+    ] {
+        ok(call(a, "GET", path, t, "").await, path);
+    }
+    post("/v1/keys/data:acme:d/rotate", json!({})).await;
+    let ct = post("/v1/keys/data:acme:d/encrypt", json!({"plaintext": "aGk="})).await;
+    post(
+        "/v1/keys/data:acme:d/decrypt",
+        json!({"ciphertext": ct["ciphertext"]}),
+    )
+    .await;
+    let dk = post("/v1/keys/data:acme:d/datakey", json!({})).await;
+    post(
+        "/v1/keys/data:acme:d/unwrap",
+        json!({"ciphertext": dk["ciphertext"]}),
+    )
+    .await;
+    let sig = post("/v1/keys/api:acme:s/sign", json!({"message": "aGk="})).await;
+    post(
+        "/v1/keys/api:acme:s/sign",
+        json!({"messages": ["aGk=", "aGk="]}),
+    )
+    .await;
+    post(
+        "/v1/keys/api:acme:s/verify",
+        json!({"message": "aGk=", "signature": sig["signature"]}),
+    )
+    .await;
+    post(
+        "/v1/keys/api:acme:s/verify",
+        json!({"items": [{"message": "aGk=", "signature": sig["signature"]}]}),
+    )
+    .await;
+    let mk = post("/v1/models/model:acme:gpt4/datakey", json!({})).await;
+    post(
+        "/v1/models/model:acme:gpt4/unwrap",
+        json!({"header": mk["header"]}),
+    )
+    .await;
+    let att = |node: &str| {
+        json!({"model_id": "acme:gpt4", "input_hash": format!("0x{}", "11".repeat(32)),
+            "output_hash": format!("0x{}", "22".repeat(32)),
+            "timestamp": hanzo_kms_service::now_secs(), "compute_time_ms": 5, "node_id": node})
+    };
+    let signed = post(
+        "/v1/poai/sign",
+        json!({"key": "poai:acme:gpt4", "attestation": att("n1")}),
+    )
+    .await;
+    post("/v1/poai/verify", signed.clone()).await;
+    let batch = post(
+        "/v1/poai/sign-batch",
+        json!({"key": "poai:acme:gpt4", "attestations": [att("n2"), att("n3")]}),
+    )
+    .await;
+    let item = batch[1].clone();
+    post("/v1/poai/verify-item", item).await;
+    let settlement = json!({"job_id": "job-1",
+        "provider": "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed",
+        "consumer": "0xfb6916095ca1df60bb79ce92ce3ea74c37c5d359", "amount": "1000",
+        "attestation_digest": signed["digest"], "timestamp": hanzo_kms_service::now_secs()});
+    let settled = post(
+        "/v1/hmm/sign",
+        json!({"key": "hmm:acme:gpt4", "settlement": settlement, "attestation": signed}),
+    )
+    .await;
+    post(
+        "/v1/hmm/verify",
+        json!({"signed": settled, "attestation": signed}),
+    )
+    .await;
+    let created = post("/v1/tokens", json!({"tenant": "acme", "roles": ["sign"]})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    ok(
+        call(a, "DELETE", &format!("/v1/tokens/{id}"), t, "").await,
+        "revoke",
+    );
+    r.stop().await;
 }

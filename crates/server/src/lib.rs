@@ -851,10 +851,11 @@ fn parse<T: RequestBody>(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> std::result::Result<T, ApiError> {
     let text = body_text(ctx, body)?;
-    // serde reads a struct from a JSON array too (its fields in order); every object of this
-    // API's request bodies is an object, so an array in its place is refused rather than read
-    // by position: the whole body here, and a nested one against the route's schema (only
-    // for a body with a '[' in it: an attestation to sign has none).
+    // serde reads a struct from a JSON array too (its fields in order). This API's request
+    // bodies are objects, and so is every object within them, so an array in an object's place
+    // is refused rather than read by position: the whole body here, and a nested one against
+    // the route's schema (checked only for a body with a '[' in it; an attestation to sign has
+    // none).
     if !text.trim_start().starts_with('{') {
         return Err(ApiError::refused(
             Error::invalid("request: the body must be a JSON object"),

@@ -1788,71 +1788,38 @@ mod tests {
 
     /// Parse `body` as the request type of the POST route `path`.
     fn parses(path: &str, body: &str) -> std::result::Result<(), String> {
-        // The REST layer's own reading of a body, as a handler does it.
-        fn p<T: RequestBody>(body: &str) -> std::result::Result<(), String> {
+        // The type's route has the same schema as this one (decrypt and unwrap share one), and
+        // the body is read as a handler reads it.
+        fn p<T: RequestBody>(path: &str, body: &str) -> std::result::Result<(), String> {
+            assert!(
+                schema::request_body("POST", T::ROUTE).map(|s| s.0)
+                    == schema::request_body("POST", path).map(|s| s.0),
+                "{path}: its type names another schema"
+            );
             parse::<T>(&RequestCtx::local(), Ok(Bytes::from(body.to_owned())))
                 .map(drop)
                 .map_err(|e| e.error.to_string())
         }
-        // The type's route has the same schema as this one (decrypt and unwrap share one).
-        fn same<T: RequestBody>(path: &str) -> bool {
-            schema::request_body("POST", T::ROUTE).map(|s| s.0)
-                == schema::request_body("POST", path).map(|s| s.0)
-        }
-        let typed = match path {
-            "/v1/keys" => same::<CreateKey>(path),
-            "/v1/keys/{name}/rotate" => same::<RotateReq>(path),
-            "/v1/keys/{name}/encrypt" => same::<EncryptReq>(path),
-            "/v1/keys/{name}/decrypt" | "/v1/keys/{name}/unwrap" => same::<DecryptReq>(path),
-            "/v1/keys/{name}/datakey" => same::<DatakeyReq>(path),
-            "/v1/keys/{name}/sign" => same::<SignReq>(path),
-            "/v1/keys/{name}/verify" => same::<VerifyReq>(path),
-            "/v1/keyspaces" => same::<KeyspaceReq>(path),
-            "/v1/models/{name}/datakey" => same::<ModelKeyReq>(path),
-            "/v1/models/{name}/unwrap" => same::<ModelUnwrapReq>(path),
-            "/v1/poai/sign" => same::<PoaiSignReq>(path),
-            "/v1/poai/verify" => same::<SignedAttestation>(path),
-            "/v1/poai/sign-batch" => same::<PoaiBatchReq>(path),
-            "/v1/poai/verify-item" => same::<BatchItem>(path),
-            "/v1/hmm/sign" => same::<HmmSignReq>(path),
-            "/v1/hmm/verify" => same::<HmmVerifyReq>(path),
-            "/v1/tokens" => same::<TokenReq>(path),
-            other => panic!("no request type for {other}"),
-        };
-        assert!(typed, "{path}: its type names another schema");
         match path {
-            "/v1/keys" => p::<CreateKey>(body),
-            "/v1/keys/{name}/rotate" => p::<RotateReq>(body),
-            "/v1/keys/{name}/encrypt" => p::<EncryptReq>(body),
-            "/v1/keys/{name}/decrypt" | "/v1/keys/{name}/unwrap" => p::<DecryptReq>(body),
-            "/v1/keys/{name}/datakey" => p::<DatakeyReq>(body),
-            "/v1/keys/{name}/sign" => p::<SignReq>(body),
-            "/v1/keys/{name}/verify" => p::<VerifyReq>(body),
-            "/v1/keyspaces" => p::<KeyspaceReq>(body),
-            "/v1/models/{name}/datakey" => p::<ModelKeyReq>(body),
-            "/v1/models/{name}/unwrap" => p::<ModelUnwrapReq>(body),
-            "/v1/poai/sign" => p::<PoaiSignReq>(body),
-            "/v1/poai/verify" => p::<SignedAttestation>(body),
-            "/v1/poai/sign-batch" => p::<PoaiBatchReq>(body),
-            "/v1/poai/verify-item" => p::<BatchItem>(body),
-            "/v1/hmm/sign" => p::<HmmSignReq>(body),
-            "/v1/hmm/verify" => p::<HmmVerifyReq>(body),
-            "/v1/tokens" => p::<TokenReq>(body),
+            "/v1/keys" => p::<CreateKey>(path, body),
+            "/v1/keys/{name}/rotate" => p::<RotateReq>(path, body),
+            "/v1/keys/{name}/encrypt" => p::<EncryptReq>(path, body),
+            "/v1/keys/{name}/decrypt" | "/v1/keys/{name}/unwrap" => p::<DecryptReq>(path, body),
+            "/v1/keys/{name}/datakey" => p::<DatakeyReq>(path, body),
+            "/v1/keys/{name}/sign" => p::<SignReq>(path, body),
+            "/v1/keys/{name}/verify" => p::<VerifyReq>(path, body),
+            "/v1/keyspaces" => p::<KeyspaceReq>(path, body),
+            "/v1/models/{name}/datakey" => p::<ModelKeyReq>(path, body),
+            "/v1/models/{name}/unwrap" => p::<ModelUnwrapReq>(path, body),
+            "/v1/poai/sign" => p::<PoaiSignReq>(path, body),
+            "/v1/poai/verify" => p::<SignedAttestation>(path, body),
+            "/v1/poai/sign-batch" => p::<PoaiBatchReq>(path, body),
+            "/v1/poai/verify-item" => p::<BatchItem>(path, body),
+            "/v1/hmm/sign" => p::<HmmSignReq>(path, body),
+            "/v1/hmm/verify" => p::<HmmVerifyReq>(path, body),
+            "/v1/tokens" => p::<TokenReq>(path, body),
             other => panic!("no request type for {other}"),
         }
-    }
-
-    /// A schema with its `$ref` (or single `allOf`) followed.
-    fn resolve<'a>(schema: &'a Value, components: &'a Value) -> &'a Value {
-        if let Some(r) = schema["$ref"].as_str() {
-            let name = r.rsplit('/').next().unwrap_or_default();
-            assert!(components[name].is_object(), "{r} is not defined");
-            return resolve(&components[name], components);
-        }
-        if let Some([one]) = schema["allOf"].as_array().map(Vec::as_slice) {
-            return resolve(one, components);
-        }
-        schema
     }
 
     /// Check `v` against `schema` (the subset of JSON Schema these use), and collect the JSON
@@ -1865,7 +1832,7 @@ mod tests {
         at: &str,
         objects: &mut Vec<(String, Value)>,
     ) {
-        let s = resolve(schema, components);
+        let s = schema::resolve(schema, components);
         match s["type"].as_str() {
             Some("object") => {
                 let o = v

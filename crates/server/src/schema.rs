@@ -561,6 +561,23 @@ pub(crate) fn request_body(method: &str, path: &str) -> Option<(Value, Value)> {
     })
 }
 
+/// `schema` with its `$ref` (into `components`) or single `allOf` followed; an undefined
+/// reference resolves to `null`.
+pub(crate) fn resolve<'a>(schema: &'a Value, components: &'a Value) -> &'a Value {
+    let mut s = schema;
+    // The document's references do not loop; the bound only keeps a mistake finite.
+    for _ in 0..16 {
+        if let Some(name) = s["$ref"].as_str().and_then(|r| r.rsplit('/').next()) {
+            s = &components[name];
+        } else if let Some([one]) = s["allOf"].as_array().map(Vec::as_slice) {
+            s = one;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
 /// Where `value` has an array in place of an object that `schema` describes, that place as a
 /// path (`attestation`, `items[2]`). serde reads a struct from a JSON array (its fields in
 /// order); this API's objects are never positional, so such a body is refused. Only the shape
@@ -570,17 +587,6 @@ pub(crate) fn array_for_object(
     value: &Value,
     components: &Value,
 ) -> Option<String> {
-    fn resolve<'a>(schema: &'a Value, components: &'a Value, depth: usize) -> &'a Value {
-        if depth < 16 {
-            if let Some(name) = schema["$ref"].as_str().and_then(|r| r.rsplit('/').next()) {
-                return resolve(&components[name], components, depth + 1);
-            }
-            if let Some([one]) = schema["allOf"].as_array().map(Vec::as_slice) {
-                return resolve(one, components, depth + 1);
-            }
-        }
-        schema
-    }
     fn go(
         schema: &Value,
         value: &Value,
@@ -588,7 +594,7 @@ pub(crate) fn array_for_object(
         at: &str,
         depth: usize,
     ) -> Option<String> {
-        let s = resolve(schema, components, 0);
+        let s = resolve(schema, components);
         match (s["type"].as_str(), value) {
             (Some("object"), Value::Array(_)) => Some(at.to_owned()),
             (Some("object"), Value::Object(o)) if depth < 16 => o.iter().find_map(|(k, v)| {

@@ -15,6 +15,17 @@ async fn client(addr: std::net::SocketAddr) -> KmsClient<Channel> {
     KmsClient::connect(format!("http://{addr}")).await.unwrap()
 }
 
+/// A client for any method path, with no generated stubs.
+async fn raw_client(addr: std::net::SocketAddr) -> tonic::client::Grpc<Channel> {
+    tonic::client::Grpc::new(
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+}
+
 fn with_token<T>(token: &str, msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert(
@@ -410,13 +421,7 @@ async fn malformed_protobuf_oversized_messages_and_rate_limits_are_refused_clean
     // Malformed protobuf: bytes that are not a ListAuditRequest (field 1 is a varint there; this
     // sends it length-delimited). tonic refuses it before the RPC body runs (with INTERNAL);
     // the server answers INVALID_ARGUMENT, as REST answers 400 for a body that does not parse.
-    let raw = tonic::client::Grpc::new(
-        Channel::from_shared(format!("http://{}", r.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let raw = raw_client(r.grpc).await;
     let not_a_message = |token: &str| {
         let req = with_token(
             token,
@@ -730,13 +735,7 @@ async fn every_rpc_refuses_a_missing_or_bad_token_and_an_unknown_method_is_unimp
         assert_ne!(code, Code::Internal, "{rpc}");
     }
     // An unknown method: UNIMPLEMENTED.
-    let mut raw = tonic::client::Grpc::new(
-        Channel::from_shared(format!("http://{}", r.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let mut raw = raw_client(r.grpc).await;
     raw.ready().await.unwrap();
     let e = raw
         .unary::<pb::Empty, pb::Empty, _>(
@@ -786,13 +785,7 @@ async fn a_slow_rpc_is_cut_off_by_the_request_timeout_but_verify_audit_is_not() 
         o.request_timeout = std::time::Duration::from_millis(500)
     })
     .await;
-    let mut raw = tonic::client::Grpc::new(
-        Channel::from_shared(format!("http://{}", r.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let mut raw = raw_client(r.grpc).await;
     // A request whose message never comes: the RPC waits for it.
     let never = || {
         let mut req = tonic::Request::new(tokio_stream::pending::<pb::Empty>());

@@ -647,6 +647,24 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
             ),
             None => commits_note,
         };
+        // A request's own waits on the committer: for the batch in progress to end, and for a
+        // core once answered. With the cycle above they make up its time in the committer.
+        let waits = match (before.unwrap_or_default(), after) {
+            (b, Some(a)) if a.requests > b.requests => {
+                a.waits.zip(b.waits.or(Some([0.0; 2]))).map(|(x, y)| {
+                    let per =
+                        |i: usize| (x[i] - y[i]).max(0.0) * 1e6 / (a.requests - b.requests) as f64;
+                    (per(0), per(1))
+                })
+            }
+            _ => None,
+        };
+        let commits_note = match waits {
+            Some((queue, wakeup)) => format!(
+                "{commits_note}; a request waited {queue:.0} µs for its batch and {wakeup:.0} µs to run again once answered"
+            ),
+            None => commits_note,
+        };
         // The load generator's own CPU per request, taken from the server's two cores.
         let generator_us = cpu
             .filter(|_| sent > 0)
@@ -709,7 +727,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         report.insert(
             name,
             json!({"requests_per_s": rate, "items_per_s": item_rate, "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
-                   "requests": lat.len(), "completed": completed, "commits_per_request": per_request, "fsyncs_per_request": fsyncs_per_request.or(per_request), "checkpoints_per_request": checkpoints, "committer_busy": committer.map(|c| c.0), "commit_us_per_transaction": committer.map(|c| c.1), "sync_us_per_transaction": committer.map(|c| c.2), "checkpoint_us_per_transaction": committer.map(|c| c.3), "offered_rate": pace,
+                   "requests": lat.len(), "completed": completed, "commits_per_request": per_request, "fsyncs_per_request": fsyncs_per_request.or(per_request), "checkpoints_per_request": checkpoints, "committer_busy": committer.map(|c| c.0), "commit_us_per_transaction": committer.map(|c| c.1), "sync_us_per_transaction": committer.map(|c| c.2), "checkpoint_us_per_transaction": committer.map(|c| c.3), "queue_us_per_request": waits.map(|w| w.0), "wakeup_us_per_request": waits.map(|w| w.1), "offered_rate": pace,
                    "scaled_target": target.as_ref().map(|t| t.0), "target_met": target.as_ref().map(|t| t.1),
                    "sent_after_due_p50_ms": pace.map(|_| quantile(&late, 0.50)), "sent_after_due_p99_ms": pace.map(|_| quantile(&late, 0.99)),
                    "unsent": pace.map(|_| unsent), "generator_cpu_us_per_request": generator_us}),
@@ -931,6 +949,9 @@ struct Counters {
     checkpoints: Option<u64>,
     /// The committer's seconds in its commit, sync, answer and checkpoint phases.
     phases: Option<[f64; 4]>,
+    /// The requests' seconds waiting for a batch to start, and to run again once answered
+    /// (summed over requests).
+    waits: Option<[f64; 2]>,
 }
 
 /// [`Counters`] from every node's `/metrics`, summed, if the servers report them.
@@ -952,6 +973,10 @@ async fn commits(addrs: &[String]) -> Result<Option<Counters>> {
                     (Some(x), Some(y)) => Some(std::array::from_fn(|i| x[i] + y[i])),
                     (x, y) => x.or(y),
                 },
+                waits: match (s.waits, c.waits) {
+                    (Some(x), Some(y)) => Some(std::array::from_fn(|i| x[i] + y[i])),
+                    (x, y) => x.or(y),
+                },
             });
         }
     }
@@ -967,11 +992,19 @@ async fn commits_of(addr: &str) -> Result<Option<Counters>> {
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
-    let phase = |p: &str| {
-        let name = format!("hanzo_kms_group_commit_seconds_total{{phase=\"{p}\"}} ");
+    let labelled = |metric: &str, label: &str, value: &str| {
+        let name = format!("{metric}{{{label}=\"{value}\"}} ");
         text.lines()
             .find_map(|l| l.strip_prefix(name.as_str()))
             .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let phase = |p: &str| labelled("hanzo_kms_group_commit_seconds_total", "phase", p);
+    let wait = |w: &str| {
+        labelled(
+            "hanzo_kms_group_commit_request_wait_seconds_total",
+            "wait",
+            w,
+        )
     };
     Ok(get("hanzo_kms_group_commit_requests_total ")
         .zip(get("hanzo_kms_group_commit_transactions_total "))
@@ -986,6 +1019,8 @@ async fn commits_of(addr: &str) -> Result<Option<Counters>> {
                 .collect::<Option<Vec<f64>>>()
                 // A server before session 11 reports no checkpoint phase: 0 there.
                 .map(|v| [v[0], v[1], v[2], phase("checkpoint").unwrap_or(0.0)]),
+            // Reported since session 17.
+            waits: wait("queue").zip(wait("wakeup")).map(|(q, w)| [q, w]),
         }))
 }
 

@@ -165,6 +165,10 @@ fn bench_server_runs_and_reports_its_figures() {
             r["checkpoint_us_per_transaction"].as_f64().unwrap() >= 0.0,
             "{v}"
         );
+        // A request's waits on the committer: for its batch (none, if it came first to an idle
+        // committer), and for its answer to be picked up, which always takes some time.
+        assert!(r["queue_us_per_request"].as_f64().unwrap() >= 0.0, "{v}");
+        assert!(r["wakeup_us_per_request"].as_f64().unwrap() > 0.0, "{v}");
         // The load generator's own CPU per request, where the kernel reports a thread's CPU
         // time (Linux): more than nothing, and no more than every core's wall time per request
         // (twice that, for the warm-up's requests and where the window's ends fall). That

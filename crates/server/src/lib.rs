@@ -1634,6 +1634,14 @@ async fn metrics(State(s): State<Shared>) -> Response {
                 ns.load(Relaxed) as f64 / 1e9
             ));
         }
+        out.push_str("# HELP hanzo_kms_group_commit_request_wait_seconds_total Time the requests spent waiting on the group committer, summed over requests: for the batch in progress to end so that theirs could start (queue), and, once answered, to run again on the async runtime (wakeup). Divided by hanzo_kms_group_commit_requests_total, the average wait per request.\n");
+        out.push_str("# TYPE hanzo_kms_group_commit_request_wait_seconds_total counter\n");
+        for (wait, ns) in [("queue", &c.queue_nanos), ("wakeup", &c.wakeup_nanos)] {
+            out.push_str(&format!(
+                "hanzo_kms_group_commit_request_wait_seconds_total{{wait=\"{wait}\"}} {:.6}\n",
+                ns.load(Relaxed) as f64 / 1e9
+            ));
+        }
     }
     if let Some(n) = s.kms.store_fsyncs() {
         counter(

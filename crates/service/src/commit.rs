@@ -48,9 +48,19 @@ pub(crate) struct Records {
 
 struct Job {
     records: Records,
-    /// The outcome, and the records handed back: the submitter frees them, not the
-    /// committer, whose thread every request waits on.
-    reply: oneshot::Sender<(Result<Outcome>, Records)>,
+    /// When the request handed its records over: its wait for a batch counts from here.
+    submitted: Instant,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The committer's answer to one request.
+struct Reply {
+    outcome: Result<Outcome>,
+    /// The records handed back: the submitter frees them, not the committer, whose thread every
+    /// request waits on.
+    records: Records,
+    /// When the committer answered: the request's wake-up counts from here.
+    answered: Instant,
 }
 
 /// What the committer decided for a job.
@@ -80,6 +90,12 @@ pub struct CommitStats {
     pub checkpoint_nanos: AtomicU64,
     /// Background checkpoint passes the committer finished on its connection.
     pub catch_ups: AtomicU64,
+    /// Nanoseconds, summed over requests, from handing the records over to the start of the
+    /// batch that carried them: the wait for the committer's cycle in progress.
+    pub queue_nanos: AtomicU64,
+    /// Nanoseconds, summed over requests, from the committer's answer to the request running
+    /// again: the hand-over back to the async runtime, including any wait for a free core.
+    pub wakeup_nanos: AtomicU64,
 }
 
 impl CommitStats {
@@ -138,10 +154,24 @@ impl GroupCommit {
     pub async fn submit(&self, records: Records) -> Result<Outcome> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Job { records, reply })
+            .send(Job {
+                records,
+                submitted: Instant::now(),
+                reply,
+            })
             .await
             .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?.0
+        let Reply {
+            outcome,
+            records,
+            answered,
+        } = answer.await.map_err(|_| stopped())?;
+        self.stats.wakeup_nanos.fetch_add(
+            answered.elapsed().as_nanos().try_into().unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        drop(records); // here, on the request's task (see `Reply::records`)
+        outcome
     }
 }
 
@@ -152,8 +182,14 @@ fn stopped() -> Error {
     )
 }
 
-/// Take the first waiting job and every job behind it, up to [`MAX_BATCH`].
-fn fill(first: Job, rx: &mut mpsc::Receiver<Job>, stats: &CommitStats) -> Vec<Job> {
+/// Take the first waiting job and every job behind it, up to [`MAX_BATCH`], for a batch that
+/// starts at `started`.
+fn fill(
+    first: Job,
+    rx: &mut mpsc::Receiver<Job>,
+    stats: &CommitStats,
+    started: Instant,
+) -> Vec<Job> {
     let mut batch = Vec::with_capacity(MAX_BATCH.min(rx.len() + 1));
     batch.push(first);
     while batch.len() < MAX_BATCH {
@@ -166,6 +202,13 @@ fn fill(first: Job, rx: &mut mpsc::Receiver<Job>, stats: &CommitStats) -> Vec<Jo
         .requests
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
     stats.transactions.fetch_add(1, Ordering::Relaxed);
+    let queued: u128 = batch
+        .iter()
+        .map(|j| started.saturating_duration_since(j.submitted).as_nanos())
+        .sum();
+    stats
+        .queue_nanos
+        .fetch_add(queued.try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
     batch
 }
 
@@ -182,7 +225,7 @@ fn settle(jobs: Vec<Job>, durable: Result<Vec<Result<Outcome>>>) {
 async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: Arc<CommitStats>) {
     while let Some(first) = rx.recv().await {
         let started = Instant::now();
-        let jobs = fill(first, &mut rx, &stats);
+        let jobs = fill(first, &mut rx, &stats, started);
         let (q, now) = (query(&jobs), crate::now_secs());
         let committed = store
             .commit_batch(q.as_query(now), |reads| decide(&jobs, reads))
@@ -212,7 +255,7 @@ fn run_blocking(
     let _runtime = runtime.enter();
     while let Some(first) = rx.blocking_recv() {
         let started = Instant::now();
-        let jobs = fill(first, &mut rx, &stats);
+        let jobs = fill(first, &mut rx, &stats, started);
         let (q, now) = (query(&jobs), crate::now_secs());
         let committed = writer.commit_batch(q.as_query(now), |reads| decide(&jobs, reads));
         let commit_end = Instant::now();
@@ -284,8 +327,13 @@ fn query(jobs: &[Job]) -> Query<'_> {
 }
 
 fn answer(jobs: Vec<Job>, outcomes: Vec<Result<Outcome>>) {
-    for (Job { records, reply }, outcome) in jobs.into_iter().zip(outcomes) {
-        let _ = reply.send((outcome, records));
+    let answered = Instant::now();
+    for (Job { records, reply, .. }, outcome) in jobs.into_iter().zip(outcomes) {
+        let _ = reply.send(Reply {
+            outcome,
+            records,
+            answered,
+        });
     }
 }
 
@@ -294,11 +342,13 @@ fn answer(jobs: Vec<Job>, outcomes: Vec<Result<Outcome>>) {
 /// worded so, or an unreachable store (which stays `unavailable`, retryable), is passed on as it is.
 fn fail(jobs: Vec<Job>, e: &Error) {
     let msg = e.to_string();
-    for Job { records, reply } in jobs {
-        let _ = reply.send((
-            Err(crate::audit_failure(Error::new(e.kind(), msg.clone()))),
+    let answered = Instant::now();
+    for Job { records, reply, .. } in jobs {
+        let _ = reply.send(Reply {
+            outcome: Err(crate::audit_failure(Error::new(e.kind(), msg.clone()))),
             records,
-        ));
+            answered,
+        });
     }
 }
 
@@ -401,7 +451,7 @@ fn decide<'a>(jobs: &'a [Job], stored: &BatchReads) -> (BatchWrites<'a>, Vec<Res
 mod tests {
     use super::*;
 
-    fn job() -> (Job, oneshot::Receiver<(Result<Outcome>, Records)>) {
+    fn job() -> (Job, oneshot::Receiver<Reply>) {
         let (reply, rx) = oneshot::channel();
         let records = Records {
             key: "poai:acme:m".into(),
@@ -421,14 +471,23 @@ mod tests {
                 peer: None,
             },
         };
-        (Job { records, reply }, rx)
+        (
+            Job {
+                records,
+                submitted: Instant::now(),
+                reply,
+            },
+            rx,
+        )
     }
 
     fn failed(e: &Error) -> Error {
         let (j, mut rx) = job();
         fail(vec![j], e);
         match rx.try_recv() {
-            Ok((Err(e), _)) => e,
+            Ok(Reply {
+                outcome: Err(e), ..
+            }) => e,
             _ => panic!("no error was sent"),
         }
     }

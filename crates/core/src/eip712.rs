@@ -155,8 +155,35 @@ impl HexBytes {
     }
 
     pub fn to_hex(&self) -> String {
-        format!("0x{}", hex::encode(&self.0))
+        prefixed_hex(&self.0)
     }
+}
+
+/// Lowercase hex digits.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// `0x` + lowercase hex of `bytes`, in one allocation. Every signed answer carries several of
+/// these; `format!` over `hex::encode` took two allocations and a `char` at a time.
+pub fn prefixed_hex(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(2 + 2 * bytes.len());
+    out.extend_from_slice(b"0x");
+    for b in bytes {
+        out.push(HEX_DIGITS[usize::from(b >> 4)]);
+        out.push(HEX_DIGITS[usize::from(b & 15)]);
+    }
+    // Only ASCII digits were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// `0x` + 64 hex digits of `bytes`, written into `out` (no allocation).
+fn prefixed_hex32<'o>(bytes: &[u8; 32], out: &'o mut [u8; 66]) -> &'o str {
+    out[..2].copy_from_slice(b"0x");
+    for (pair, b) in out[2..].chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(b & 15)];
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// One signature over the Merkle root of many attestation digests.
@@ -276,7 +303,7 @@ impl B32 {
     }
 
     pub fn to_hex(&self) -> String {
-        format!("0x{}", hex::encode(self.0))
+        prefixed_hex32(&self.0, &mut [0; 66]).to_owned()
     }
 }
 
@@ -357,6 +384,21 @@ impl U256 {
     }
 }
 
+/// Reads a JSON string with `parse`, borrowing it where the input allows (no copy of the text).
+struct ParseStr<T>(fn(&str) -> std::result::Result<T, String>);
+
+impl<T> serde::de::Visitor<'_> for ParseStr<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<T, E> {
+        (self.0)(v).map_err(E::custom)
+    }
+}
+
 macro_rules! string_codec {
     ($t:ty, $parse:expr, $show:expr) => {
         impl Serialize for $t {
@@ -364,16 +406,24 @@ macro_rules! string_codec {
                 s.serialize_str(&$show(self))
             }
         }
+        string_codec!(@de $t, $parse);
+    };
+    (@de $t:ty, $parse:expr) => {
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                $parse(&s).map_err(serde::de::Error::custom)
+                d.deserialize_str(ParseStr($parse))
             }
         }
     };
 }
 
-string_codec!(B32, B32::parse, B32::to_hex);
+impl Serialize for B32 {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(prefixed_hex32(&self.0, &mut [0; 66]))
+    }
+}
+
+string_codec!(@de B32, B32::parse);
 string_codec!(Address, Address::parse, Address::to_checksum);
 string_codec!(U256, U256::parse_decimal, U256::to_decimal);
 string_codec!(HexBytes, HexBytes::parse, HexBytes::to_hex);
@@ -482,5 +532,40 @@ mod tests {
                 .contains("settlement: amount: '-5' is not a non-negative decimal integer"),
             "{e}"
         );
+    }
+    #[test]
+    fn hex_text_matches_the_hex_crate_and_reads_back() {
+        let bytes: Vec<u8> = (0..=255u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+        for n in [0, 1, 20, 32, 65, 256] {
+            let b = &bytes[..n];
+            assert_eq!(
+                prefixed_hex(b),
+                format!("0x{}", hex::encode(b)),
+                "{n} bytes"
+            );
+            let h = HexBytes(b.to_vec());
+            let json = serde_json::to_string(&h).unwrap();
+            assert_eq!(json, format!("\"0x{}\"", hex::encode(b)));
+            assert_eq!(serde_json::from_str::<HexBytes>(&json).unwrap(), h);
+        }
+        for b in [[0u8; 32], [0xff; 32], bytes[..32].try_into().unwrap()] {
+            let b32 = B32(b);
+            let text = format!("0x{}", hex::encode(b));
+            assert_eq!(b32.to_hex(), text);
+            let json = serde_json::to_string(&b32).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<B32>(&json).unwrap(), b32);
+            // A string with escapes is read from serde's scratch copy, not borrowed.
+            let escaped = json.replacen("0x", "\\u0030x", 1);
+            assert_eq!(serde_json::from_str::<B32>(&escaped).unwrap(), b32);
+            // An owned value (serde_json::Value) reads too.
+            let v = serde_json::Value::String(text.clone());
+            assert_eq!(serde_json::from_value::<B32>(v).unwrap(), b32);
+        }
+        // Not a string: the error says what was expected.
+        let e = serde_json::from_str::<B32>("5").unwrap_err().to_string();
+        assert!(e.contains("expected a string"), "{e}");
+        let e = serde_json::from_str::<U256>("5").unwrap_err().to_string();
+        assert!(e.contains("expected a string"), "{e}");
     }
 }

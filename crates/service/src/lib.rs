@@ -111,6 +111,8 @@ pub struct Kms {
     committer: Arc<std::sync::OnceLock<commit::GroupCommit>>,
     /// The EIP-712 domain, computed on first use.
     pub(crate) domain: Arc<std::sync::OnceLock<hanzo_kms_core::eip712::Domain>>,
+    /// Signer labels already worked out, by public key.
+    pub(crate) signers: Arc<sign::Signers>,
     /// The failover provider, when `kms.lux.failover` is on (also `provider`).
     failover: Option<Arc<failover::Failover>>,
 }
@@ -204,6 +206,7 @@ impl Kms {
             limiter: Arc::new(Unlimited),
             committer: Arc::new(std::sync::OnceLock::new()),
             domain: Arc::new(std::sync::OnceLock::new()),
+            signers: Arc::default(),
             failover: None,
         }
     }

@@ -67,6 +67,43 @@ struct Made {
     signer: String,
 }
 
+/// Signer labels already worked out, by public key: every signature answers with its signer,
+/// and working one out takes two keccak256 and a hex encoding (about 1 µs for secp256k1, a few
+/// for ML-DSA-65).
+#[derive(Default)]
+pub(crate) struct Signers(
+    std::sync::Mutex<std::collections::HashMap<Vec<u8>, (Algorithm, String)>>,
+);
+
+/// The most labels [`Signers`] keeps; past this it starts afresh (a public key never changes its
+/// label, so forgetting one only costs working it out again).
+const SIGNERS_KEPT: usize = 4096;
+
+impl Signers {
+    /// [`signer_of`], remembered.
+    pub(crate) fn label(&self, alg: Algorithm, public_key: &[u8]) -> String {
+        let Ok(mut known) = self.0.lock() else {
+            return signer_of(alg, public_key);
+        };
+        match known.get(public_key) {
+            Some((a, s)) if *a == alg => s.clone(),
+            _ => {
+                let s = signer_of(alg, public_key);
+                if known.len() >= SIGNERS_KEPT {
+                    known.clear();
+                }
+                known.insert(public_key.to_vec(), (alg, s.clone()));
+                s
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().map_or(0, |k| k.len())
+    }
+}
+
 /// The signer label of a public key: the EIP-55 address for secp256k1, else
 /// `0x` + keccak256(public key).
 pub fn signer_of(alg: Algorithm, public_key: &[u8]) -> String {
@@ -627,9 +664,9 @@ impl Kms {
         let signer = |v: u32| {
             let pk = stored
                 .version(v)
-                .and_then(|x| x.info.public_key.clone())
+                .and_then(|x| x.info.public_key.as_deref())
                 .unwrap_or_default();
-            signer_of(algorithm, &pk)
+            self.signers.label(algorithm, pk)
         };
         match self.committer().submit(records).await? {
             crate::commit::Outcome::Recorded => Ok(Made {
@@ -673,4 +710,39 @@ fn signature_matches(key: &StoredKey, digest: &[u8; 32], claimed: Claimed<'_>) -
                         && signer_of(algorithm, pk).eq_ignore_ascii_case(claimed.signer)
                 })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signer_labels_are_remembered_by_key_and_algorithm() {
+        // The generator point is the public key of secret 1, whose address is well known.
+        let g = hex::decode(
+            "0479be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798\
+             483ada7726a3c4655da4fbfc0e1108a8fd17b448a68554199c47d08ffb10d4b8",
+        )
+        .unwrap();
+        let signers = Signers::default();
+        let address = "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf";
+        assert_eq!(signers.label(Algorithm::Secp256k1, &g), address);
+        assert_eq!(signers.label(Algorithm::Secp256k1, &g), address);
+        assert_eq!(signers.len(), 1);
+        // The same bytes under another algorithm get that algorithm's label, not the one kept.
+        let other = signers.label(Algorithm::MlDsa65, &g);
+        assert_eq!(other, signer_of(Algorithm::MlDsa65, &g));
+        assert_ne!(other, address);
+        assert_eq!(signers.label(Algorithm::Secp256k1, &g), address);
+        // Past the limit it starts afresh, and still answers right.
+        for i in 0..SIGNERS_KEPT as u32 + 1 {
+            let pk = i.to_be_bytes();
+            assert_eq!(
+                signers.label(Algorithm::MlDsa65, &pk),
+                signer_of(Algorithm::MlDsa65, &pk)
+            );
+        }
+        assert!(signers.len() <= SIGNERS_KEPT, "{}", signers.len());
+        assert_eq!(signers.label(Algorithm::Secp256k1, &g), address);
+    }
 }

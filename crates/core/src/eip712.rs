@@ -162,26 +162,35 @@ impl HexBytes {
 /// Lowercase hex digits.
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
+/// Lowercase hex of `bytes` into `out`, two digits a byte (`out` is twice as long).
+fn write_hex(bytes: &[u8], out: &mut [u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(b & 15)];
+    }
+}
+
 /// `0x` + lowercase hex of `bytes`, in one allocation. Every signed answer carries several of
 /// these; `format!` over `hex::encode` took two allocations and a `char` at a time.
 pub fn prefixed_hex(bytes: &[u8]) -> String {
-    let mut out = Vec::with_capacity(2 + 2 * bytes.len());
-    out.extend_from_slice(b"0x");
-    for b in bytes {
-        out.push(HEX_DIGITS[usize::from(b >> 4)]);
-        out.push(HEX_DIGITS[usize::from(b & 15)]);
-    }
+    let mut out = vec![0; 2 + 2 * bytes.len()];
+    out[..2].copy_from_slice(b"0x");
+    write_hex(bytes, &mut out[2..]);
     // Only ASCII digits were written.
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// Lowercase hex of 32 bytes, written into `out` (no allocation).
+pub fn hex32<'o>(bytes: &[u8; 32], out: &'o mut [u8; 64]) -> &'o str {
+    write_hex(bytes, out);
+    // Only ASCII digits were written.
+    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// `0x` + 64 hex digits of `bytes`, written into `out` (no allocation).
 fn prefixed_hex32<'o>(bytes: &[u8; 32], out: &'o mut [u8; 66]) -> &'o str {
     out[..2].copy_from_slice(b"0x");
-    for (pair, b) in out[2..].chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
-        pair[1] = HEX_DIGITS[usize::from(b & 15)];
-    }
+    write_hex(bytes, &mut out[2..]);
     // Only ASCII digits were written.
     std::str::from_utf8(out).unwrap_or_default()
 }
@@ -533,6 +542,7 @@ mod tests {
             "{e}"
         );
     }
+
     #[test]
     fn hex_text_matches_the_hex_crate_and_reads_back() {
         let bytes: Vec<u8> = (0..=255u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
@@ -550,6 +560,7 @@ mod tests {
         }
         for b in [[0u8; 32], [0xff; 32], bytes[..32].try_into().unwrap()] {
             let b32 = B32(b);
+            assert_eq!(hex32(&b, &mut [0; 64]), hex::encode(b));
             let text = format!("0x{}", hex::encode(b));
             assert_eq!(b32.to_hex(), text);
             let json = serde_json::to_string(&b32).unwrap();

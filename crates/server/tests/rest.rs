@@ -727,24 +727,26 @@ async fn a_full_session_leaks_no_token_master_key_or_data_key() {
     assert_eq!(counter("hanzo_kms_wal_limit_checkpoints_total"), 0);
     // Reported beside the WAL syncs (it panics when missing).
     counter("hanzo_kms_store_checkpoints_total");
-    // The committer's time per phase: the signature's transaction took some.
-    let seconds = |phase: &str| -> f64 {
-        let name = format!("hanzo_kms_group_commit_seconds_total{{phase=\"{phase}\"}} ");
+    // A labelled counter, in seconds.
+    let labelled = |metric: &str, label: &str, value: &str| -> f64 {
+        let name = format!("{metric}{{{label}=\"{value}\"}} ");
         metrics
             .lines()
             .find_map(|l| l.strip_prefix(name.as_str())?.parse().ok())
             .unwrap_or_else(|| panic!("{name} in {metrics}"))
     };
+    // The committer's time per phase: the signature's transaction took some.
+    let seconds = |phase: &str| labelled("hanzo_kms_group_commit_seconds_total", "phase", phase);
     assert!(seconds("commit") > 0.0 && seconds("sync") > 0.0);
     assert!(seconds("answer") >= 0.0 && seconds("checkpoint") >= 0.0);
     // The signature's wait for its batch and for its answer to be picked up: the answer is
     // handed from the committer's thread to the runtime, which takes some time.
-    let waited = |wait: &str| -> f64 {
-        let name = format!("hanzo_kms_group_commit_request_wait_seconds_total{{wait=\"{wait}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name.as_str())?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    let waited = |wait: &str| {
+        labelled(
+            "hanzo_kms_group_commit_request_wait_seconds_total",
+            "wait",
+            wait,
+        )
     };
     assert!(waited("queue") >= 0.0 && waited("wakeup") > 0.0);
     // One signature leaves the WAL far below the size that starts a checkpoint.

@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use hanzo_kms_core::eip712::hex32;
 use hanzo_kms_core::{Error, ErrorKind, Result};
 
 use crate::durable::{Pending, WalSync};
@@ -327,8 +328,8 @@ impl BatchWriter {
                     e.outcome,
                     e.reason,
                     e.peer,
-                    hex_of(&prev, &mut prev_hex),
-                    hex_of(hash, &mut hash_hex),
+                    hex32(&prev, &mut prev_hex),
+                    hex32(hash, &mut hash_hex),
                 ])
                 .map_err(fail("appending to the audit log"))
                 .map_err(crate::audit_error)?;
@@ -339,7 +340,7 @@ impl BatchWriter {
                 let last_seq = seq + hashes.len() as i64;
                 tx.prepare_cached("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
                     .and_then(|mut s| {
-                        s.execute(rusqlite::params![last_seq, hex_of(last, &mut last_hex)])
+                        s.execute(rusqlite::params![last_seq, hex32(last, &mut last_hex)])
                     })
                     .map_err(fail("advancing the audit chain head"))
                     .map_err(crate::audit_error)?;
@@ -350,17 +351,6 @@ impl BatchWriter {
             .map_err(crate::audit_error)?;
         Ok((out, Some(self.wal.committed())))
     }
-}
-
-/// `bytes` in lowercase hex, written into `out` (no allocation on the committer's path).
-fn hex_of<'o>(bytes: &[u8; 32], out: &'o mut [u8; 64]) -> &'o str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 15)];
-    }
-    // Always ASCII.
-    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// A rusqlite error as ours, with the same kinds as `db_error` gives sqlx's.
@@ -388,16 +378,6 @@ fn sqlite_error(e: rusqlite::Error, doing: &str) -> Error {
 mod tests {
     use super::*;
 
-    #[test]
-    fn hex_of_matches_the_hex_crate() {
-        let mut bytes = [0u8; 32];
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = (i as u8).wrapping_mul(37) ^ 0xa5;
-        }
-        let mut out = [0u8; 64];
-        assert_eq!(hex_of(&bytes, &mut out), hex::encode(bytes));
-        assert_eq!(hex_of(&[0xff; 32], &mut out), "f".repeat(64));
-    }
     use hanzo_kms_core::Separator;
 
     fn event(op: &str) -> AuditEvent {

@@ -969,18 +969,20 @@ async fn commits(addrs: &[String]) -> Result<Option<Counters>> {
                 transactions: s.transactions + c.transactions,
                 fsyncs: add(s.fsyncs, c.fsyncs),
                 checkpoints: add(s.checkpoints, c.checkpoints),
-                phases: match (s.phases, c.phases) {
-                    (Some(x), Some(y)) => Some(std::array::from_fn(|i| x[i] + y[i])),
-                    (x, y) => x.or(y),
-                },
-                waits: match (s.waits, c.waits) {
-                    (Some(x), Some(y)) => Some(std::array::from_fn(|i| x[i] + y[i])),
-                    (x, y) => x.or(y),
-                },
+                phases: add_each(s.phases, c.phases),
+                waits: add_each(s.waits, c.waits),
             });
         }
     }
     Ok(sum)
+}
+
+/// Two nodes' figures summed element by element; a node that does not report them adds nothing.
+fn add_each<const N: usize>(x: Option<[f64; N]>, y: Option<[f64; N]>) -> Option<[f64; N]> {
+    match (x, y) {
+        (Some(x), Some(y)) => Some(std::array::from_fn(|i| x[i] + y[i])),
+        (x, y) => x.or(y),
+    }
 }
 
 async fn commits_of(addr: &str) -> Result<Option<Counters>> {

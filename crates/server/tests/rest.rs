@@ -514,6 +514,21 @@ async fn a_slow_client_is_cut_off_by_the_request_timeout() {
     let resp = parse_response(&raw);
     assert_eq!(resp.status, 408, "{}", resp.body);
     assert_eq!(resp.json()["error"]["code"], "timeout");
+    // Counted as a timeout, and under its route and status; so are other requests, a route that
+    // does not exist as "unmatched", each status of a route apart.
+    call(r.addr, "GET", "/v1/keys", Some(&r.admin), "").await;
+    call(r.addr, "GET", "/v1/keys", None, "").await;
+    call(r.addr, "GET", "/v1/nowhere", None, "").await;
+    let metrics = call(r.addr, "GET", "/metrics", None, "").await.body;
+    for line in [
+        "hanzo_kms_request_timeouts_total 1",
+        r#"hanzo_kms_requests_total{route="/v1/keys",status="408"} 1"#,
+        r#"hanzo_kms_requests_total{route="/v1/keys",status="200"} 1"#,
+        r#"hanzo_kms_requests_total{route="/v1/keys",status="401"} 1"#,
+        r#"hanzo_kms_requests_total{route="unmatched",status="404"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     r.stop().await;
 }
 

@@ -102,12 +102,17 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
     fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
         let reached = Reached::default();
         req.extensions_mut().insert(reached.clone());
+        // The RPC's audit records, a refusal's and a timeout's all carry this id.
+        let id = crate::RequestId(uuid::Uuid::new_v4());
+        req.extensions_mut().insert(id);
         let method = req.uri().path().rsplit('/').next().unwrap_or_default();
         let operation = operation::of_rpc(method);
         let secret = SECRET_ANSWERS.contains(&method);
         // A handle on the header's bytes, not a copy of the token.
         let authorization = req.headers().get("authorization").cloned();
         let peer = peer(req.extensions());
+        // The same, for the record of a timeout (the first go with the call).
+        let (authorization2, peer2) = (authorization.clone(), peer.clone());
         let mut inner = self.inner.clone();
         let state = self.state.clone();
         // VerifyAudit reads the whole log: it gets as long as on REST.
@@ -133,20 +138,15 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
                 return Ok(resp);
             }
             let bearer = crate::bearer(authorization.as_ref());
-            Ok(audit_unreached(&state, operation, bearer, peer, &refused).await)
+            Ok(audit_unreached(&state, operation, bearer, peer, &refused, id).await)
         };
         let state = self.state.clone();
         Box::pin(async move {
             match tokio::time::timeout(limit, answer).await {
                 Ok(r) => r,
                 Err(_) => {
-                    // As tonic's own timeout answers (CANCELLED), and counted as REST's 408.
                     state.timeouts.fetch_add(1, Ordering::Relaxed);
-                    state.count("grpc", 408);
-                    Ok(
-                        Status::cancelled("the request took too long and was cancelled")
-                            .into_http(),
-                    )
+                    Ok(timed_out(&state, operation, authorization2.as_ref(), peer2, id).await)
                 }
             }
         })
@@ -272,8 +272,9 @@ async fn audit_unreached(
     bearer: &str,
     peer: Option<String>,
     refused: &Status,
+    id: crate::RequestId,
 ) -> http::Response<tonic::body::Body> {
-    let request_id = uuid::Uuid::new_v4().to_string();
+    let request_id = id.0.to_string();
     let ctx = match state
         .kms
         .authenticate_as(bearer, peer, request_id.clone())
@@ -322,6 +323,53 @@ async fn audit_unreached(
         },
     );
     st.into_http()
+}
+
+/// [`Audited`]'s answer to a call cut off by the request timeout: CANCELLED, as tonic's own
+/// timeout answers, counted as REST's 408, after the call's audit record
+/// ([`hanzo_kms_service::Kms::audit_timeout`]). If that record cannot be written, the answer
+/// is the audit failure; if the token no longer authenticates, the authentication error.
+async fn timed_out(
+    state: &AppState,
+    operation: Option<&'static str>,
+    authorization: Option<&http::HeaderValue>,
+    peer: Option<String>,
+    id: crate::RequestId,
+) -> http::Response<tonic::body::Body> {
+    let request_id = id.0.to_string();
+    let audited = match operation {
+        // Not a method of ours (reflection, an unknown method): nothing to record.
+        None => Ok(Ok(())),
+        Some(operation) => {
+            tokio::time::timeout(crate::TIMEOUT_AUDIT_LIMIT, async {
+                let ctx = state
+                    .kms
+                    .authenticate_as(crate::bearer(authorization), peer, request_id.clone())
+                    .await?;
+                state.kms.audit_timeout(&ctx, operation, None).await
+            })
+            .await
+        }
+    };
+    let e = match audited {
+        Ok(Ok(())) => {
+            state.count("grpc", 408);
+            let mut st = Status::cancelled("the request took too long and was cancelled");
+            if let Ok(v) = MetadataValue::try_from(request_id.as_str()) {
+                st.metadata_mut().insert("x-request-id", v);
+            }
+            st.metadata_mut()
+                .insert("x-error-code", MetadataValue::from_static("timeout"));
+            return st.into_http();
+        }
+        Ok(Err(e)) => e,
+        Err(_) => Error::new(
+            ErrorKind::AuditFailure,
+            "the record of a timed-out request could not be written in time",
+        ),
+    };
+    state.count("grpc", wire_status(e.kind()).0.as_u16());
+    status(&e, &request_id).into_http()
 }
 
 /// The peer address tonic's transport put in a request's extensions, with or without TLS.
@@ -414,7 +462,10 @@ impl Service {
         }
         let bearer = crate::bearer(req.metadata().as_ref().get("authorization"));
         let peer = req.remote_addr().map(|a: SocketAddr| a.to_string());
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = req
+            .extensions()
+            .get::<crate::RequestId>()
+            .map_or_else(crate::fresh_id, |id| id.0.to_string());
         let authed = self
             .state
             .kms

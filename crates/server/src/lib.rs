@@ -495,7 +495,7 @@ pub struct ApiError {
     request_id: String,
     status: Option<StatusCode>,
     /// Set when an authenticated request was refused by this layer's own checks, before any
-    /// service operation could audit it; [`audit_refusals`] records it.
+    /// service operation could audit it; [`around`] records it.
     unaudited: Option<Box<RequestCtx>>,
 }
 
@@ -623,24 +623,55 @@ fn fresh_id() -> String {
 // ---------------------------------------------------------------------------------------------
 // Middleware.
 
-/// A refusal [`audit_refusals`] still has to record (see [`ApiError::refused`]).
+/// A refusal [`around`] still has to record (see [`ApiError::refused`]).
 #[derive(Clone)]
 struct Unaudited {
     ctx: Box<RequestCtx>,
     error: Arc<Error>,
 }
 
+/// A request's id, drawn by [`around`] before the handler runs, so that the handler's audit
+/// records and a timeout's carry the same one.
+#[derive(Clone, Copy)]
+struct RequestId(uuid::Uuid);
+
+/// `GET /v1/audit/verify` reads the whole log (40,000–140,000 records a second on SQLite), so it
+/// gets at least this long rather than the request timeout. Past that, `hanzo-kms audit verify`
+/// checks the store offline, with no time limit.
+pub(crate) const AUDIT_VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long the record of a timed-out request may take to write. The answer is already late,
+/// and a stopping server gives a request one second beyond its timeout.
+pub(crate) const TIMEOUT_AUDIT_LIMIT: Duration = Duration::from_millis(900);
+
+/// What [`around`] needs besides the request.
+#[derive(Clone)]
+struct Around {
+    state: Shared,
+    timeout: Duration,
+}
+
+/// Around every request, outermost first: count it by route and status for `/metrics`, cancel
+/// it after the request timeout (408) and audit that, and audit what the REST layer refused
+/// itself. One middleware rather than three: each of axum's `from_fn` layers boxes the inner
+/// service and its future on every request, and moves the nested futures, which were about 3 %
+/// of a signing request's CPU (docs/benchmarks.md, session 18).
+///
 /// Every request is audited, allowed or denied (DESIGN.md §5). The service audits everything
 /// that reaches an operation; this records the rest: authenticated requests the REST layer
-/// refused itself. If the record cannot be written, the client gets the audit failure instead
-/// of the refusal.
-async fn audit_refusals(state: &AppState, req: Request, next: Next) -> Response {
-    let operation = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(operation::UNKNOWN, |p| {
-            operation::of_route(req.method().as_str(), p.as_str())
-        });
+/// refused itself, and requests cut off by the timeout. If the record cannot be written, the
+/// client gets the audit failure instead of the refusal or the 408.
+async fn around(State(a): State<Around>, mut req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let operation = route.as_ref().map_or(operation::UNKNOWN, |p| {
+        operation::of_route(req.method().as_str(), p.as_str())
+    });
+    let limit = match &route {
+        Some(p) if p.as_str() == "/v1/audit/verify" => a.timeout.max(AUDIT_VERIFY_TIMEOUT),
+        _ => a.timeout,
+    };
+    let id = RequestId(uuid::Uuid::new_v4());
+    req.extensions_mut().insert(id);
     let (mut parts, body) = req.into_parts();
     let key = axum::extract::RawPathParams::from_request_parts(&mut parts, &())
         .await
@@ -650,65 +681,92 @@ async fn audit_refusals(state: &AppState, req: Request, next: Next) -> Response 
                 .find(|(k, _)| *k == "name")
                 .map(|(_, v)| v.to_owned())
         });
-    let mut resp = next.run(Request::from_parts(parts, body)).await;
-    let Some(u) = resp.extensions_mut().remove::<Unaudited>() else {
-        return resp;
-    };
-    match state
-        .kms
-        .audit_refusal(&u.ctx, operation, key, &u.error)
-        .await
-    {
-        Ok(()) => resp,
-        Err(e) => ApiError::new(e, &u.ctx.request_id).into_response(),
-    }
-}
-
-/// `GET /v1/audit/verify` reads the whole log (40,000–140,000 records a second on SQLite), so it
-/// gets at least this long rather than the request timeout. Past that, `hanzo-kms audit verify`
-/// checks the store offline, with no time limit.
-pub(crate) const AUDIT_VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// What [`around`] needs besides the request.
-#[derive(Clone)]
-struct Around {
-    state: Shared,
-    timeout: Duration,
-}
-
-/// Around every request, outermost first: count it by route and status for `/metrics`, cancel it
-/// after the request timeout (408), and audit what the REST layer refused itself
-/// ([`audit_refusals`]). One middleware rather than three: each of axum's `from_fn` layers boxes
-/// the inner service and its future on every request, and moves the nested futures, which were
-/// about 3 % of a signing request's CPU (docs/benchmarks.md, session 18).
-async fn around(State(a): State<Around>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let limit = match &route {
-        Some(p) if p.as_str() == "/v1/audit/verify" => a.timeout.max(AUDIT_VERIFY_TIMEOUT),
-        _ => a.timeout,
-    };
-    let resp = match tokio::time::timeout(limit, audit_refusals(&a.state, req, next)).await {
-        Ok(r) => r,
-        Err(_) => {
-            a.state
-                .timeouts
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            ApiError::new(
-                Error::new(
-                    ErrorKind::Unavailable,
-                    "the request took too long and was cancelled",
-                ),
-                &fresh_id(),
-            )
-            .with_status(StatusCode::REQUEST_TIMEOUT)
-            .into_response()
+    // For the record of a timeout: a handle on the header's bytes, not a copy of the token.
+    let authorization = parts.headers.get(header::AUTHORIZATION).cloned();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let state = &a.state;
+    let answer = async {
+        let mut resp = next.run(Request::from_parts(parts, body)).await;
+        let Some(u) = resp.extensions_mut().remove::<Unaudited>() else {
+            return resp;
+        };
+        match state
+            .kms
+            .audit_refusal(&u.ctx, operation, key.clone(), &u.error)
+            .await
+        {
+            Ok(()) => resp,
+            Err(e) => ApiError::new(e, &u.ctx.request_id).into_response(),
         }
     };
-    a.state.count(
+    let resp = match tokio::time::timeout(limit, answer).await {
+        Ok(r) => r,
+        Err(_) => {
+            state
+                .timeouts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            timed_out(state, operation, key, authorization.as_ref(), peer, id).await
+        }
+    };
+    state.count(
         route.as_ref().map_or("unmatched", MatchedPath::as_str),
         resp.status().as_u16(),
     );
     resp
+}
+
+/// The answer to a request cut off by the request timeout: 408, after its audit record
+/// ([`Kms::audit_timeout`]). Routes without an operation (health, metrics, the OpenAPI
+/// document, unknown routes) take no token and are not audited.
+async fn timed_out(
+    state: &AppState,
+    operation: &'static str,
+    key: Option<String>,
+    authorization: Option<&HeaderValue>,
+    peer: Option<SocketAddr>,
+    id: RequestId,
+) -> Response {
+    let request_id = id.0.to_string();
+    let cut_off = ApiError::new(
+        Error::new(
+            ErrorKind::Unavailable,
+            "the request took too long and was cancelled",
+        ),
+        &request_id,
+    )
+    .with_status(StatusCode::REQUEST_TIMEOUT);
+    if operation == operation::UNKNOWN {
+        return cut_off.into_response();
+    }
+    let audited = tokio::time::timeout(TIMEOUT_AUDIT_LIMIT, async {
+        // Authenticated again (from the token cache): the handler's context went with it.
+        let ctx = state
+            .kms
+            .authenticate_as(
+                bearer(authorization),
+                peer.map(|p| p.to_string()),
+                request_id.clone(),
+            )
+            .await?;
+        state.kms.audit_timeout(&ctx, operation, key).await
+    })
+    .await;
+    match audited {
+        Ok(Ok(())) => cut_off.into_response(),
+        // A token that no longer authenticates (that refusal is recorded), or an audit failure.
+        Ok(Err(e)) => ApiError::new(e, &request_id).into_response(),
+        Err(_) => ApiError::new(
+            Error::new(
+                ErrorKind::AuditFailure,
+                "the record of a timed-out request could not be written in time",
+            ),
+            &request_id,
+        )
+        .into_response(),
+    }
 }
 
 async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
@@ -748,7 +806,10 @@ impl FromRequestParts<Shared> for Authed {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.to_string());
-        let request_id = fresh_id();
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map_or_else(fresh_id, |id| id.0.to_string());
         state
             .kms
             .authenticate_as(bearer, peer, request_id.clone())

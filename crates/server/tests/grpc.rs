@@ -807,6 +807,30 @@ async fn a_slow_rpc_is_cut_off_by_the_request_timeout_but_verify_audit_is_not() 
         .unwrap_err();
     assert_eq!(e.code(), Code::Cancelled, "{e:?}");
     assert!(t.elapsed() < std::time::Duration::from_secs(5), "{t:?}");
+    // Audited under the request id it was answered with: `error`, reason `timeout`.
+    let id = e.metadata().get("x-request-id").unwrap().to_str().unwrap();
+    assert_eq!(e.metadata().get("x-error-code").unwrap(), "timeout");
+    let mut c = client(r.grpc).await;
+    let records = c
+        .list_audit(with_token(
+            &r.admin,
+            pb::ListAuditRequest { after: 0, limit: 0 },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let cut: Vec<_> = records.iter().filter(|x| x.request_id == id).collect();
+    assert_eq!(cut.len(), 1, "{records:#?}");
+    assert_eq!(
+        (
+            cut[0].operation.as_str(),
+            cut[0].outcome.as_str(),
+            cut[0].reason.as_deref()
+        ),
+        ("token.list", "error", Some("timeout")),
+        "{records:#?}"
+    );
     // VerifyAudit reads the whole log and gets the longer bound (10 minutes), as on REST.
     raw.ready().await.unwrap();
     let waited = tokio::time::timeout(

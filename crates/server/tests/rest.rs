@@ -514,6 +514,37 @@ async fn a_slow_client_is_cut_off_by_the_request_timeout() {
     let resp = parse_response(&raw);
     assert_eq!(resp.status, 408, "{}", resp.body);
     assert_eq!(resp.json()["error"]["code"], "timeout");
+    // Audited: the request's operation and principal (the token), `error` with the reason `timeout`, under
+    // the request id of the 408's body.
+    let id = resp.json()["error"]["request_id"].clone();
+    let records = call(r.addr, "GET", "/v1/audit?after=0", Some(&r.admin), "")
+        .await
+        .json();
+    let cut: Vec<&Value> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rec| rec["request_id"] == id)
+        .collect();
+    assert_eq!(cut.len(), 1, "{records:#}");
+    assert_eq!(records[1]["operation"], "token.create", "{records:#}");
+    assert_eq!(
+        (
+            &cut[0]["operation"],
+            &cut[0]["outcome"],
+            &cut[0]["reason"],
+            &cut[0]["principal"]
+        ),
+        (
+            &json!("key.create"),
+            &json!("error"),
+            &json!("timeout"),
+            // The admin token, whose creation is the second record.
+            &records[1]["key"]
+        ),
+        "{records:#}"
+    );
+    assert!(cut[0]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
     // Counted as a timeout, and under its route and status; so are other requests, a route that
     // does not exist as "unmatched", each status of a route apart.
     call(r.addr, "GET", "/v1/keys", Some(&r.admin), "").await;

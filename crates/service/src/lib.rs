@@ -849,6 +849,26 @@ impl Kms {
             .await
     }
 
+    /// Record a request that the API layer cut off at `server.request_timeout_secs`: outcome
+    /// `error`, reason `timeout`, under the request's own id. If its operation had already
+    /// handed its records to the store, those are in the log too, under the same id; this one
+    /// says that the client got no answer from them. Returns the audit failure if the record
+    /// cannot be written.
+    pub async fn audit_timeout(
+        &self,
+        ctx: &RequestCtx,
+        operation: &'static str,
+        key: Option<String>,
+    ) -> Result<()> {
+        let op = Op {
+            ctx,
+            operation,
+            key,
+            version: None,
+        };
+        self.audit_event_only(&op, "error", Some("timeout")).await
+    }
+
     /// Record a failed or denied request, then return its error. If even that record cannot be
     /// written, the audit failure is what the caller sees.
     async fn close_op<T>(&self, op: &Op<'_>, r: Result<T>) -> Result<T> {

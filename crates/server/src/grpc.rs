@@ -365,7 +365,7 @@ async fn timed_out(
         Ok(Err(e)) => e,
         Err(_) => Error::new(
             ErrorKind::AuditFailure,
-            "the record of a timed-out request could not be written in time",
+            "the record of a timed-out request was not confirmed in time",
         ),
     };
     state.count("grpc", wire_status(e.kind()).0.as_u16());

@@ -144,7 +144,7 @@ impl Options {
             rest_addr: c.server.rest_addr.clone(),
             grpc_addr: Some(c.server.grpc_addr.clone()).filter(|a| !a.is_empty()),
             max_body_bytes: usize::try_from(c.server.max_body_bytes).unwrap_or(usize::MAX),
-            // At most a day, like the header timeout (the shutdown grace adds a second to it).
+            // At most a day, like the header timeout (the shutdown grace adds 1.9 s to it).
             request_timeout: Duration::from_secs(c.server.request_timeout_secs.clamp(1, 86_400)),
             // At most a day: HTTP/2's keep-alive timer adds it to an instant.
             header_read_timeout: Duration::from_secs(
@@ -237,7 +237,9 @@ impl Server {
             grpc,
             max_body_bytes: opts.max_body_bytes,
             request_timeout: opts.request_timeout,
-            grace: opts.request_timeout + Duration::from_secs(1),
+            // A request cut off at its timeout still writes that record (at most
+            // TIMEOUT_AUDIT_LIMIT) and its answer.
+            grace: opts.request_timeout + TIMEOUT_AUDIT_LIMIT + Duration::from_secs(1),
             header_read_timeout: opts.header_read_timeout,
             tls,
             grpc_builder,
@@ -355,7 +357,7 @@ impl Server {
             }
         };
         // Graceful, but bounded: after the signal, requests in flight get the request timeout
-        // (plus a second) to finish; idle keep-alive connections and clients that never close
+        // (plus 1.9 s: a timeout's audit record and answer) to finish; idle keep-alive connections and clients that never close
         // their HTTP/2 connection do not hold the process up past that.
         let grace = self.grace;
         let deadline = async move {
@@ -640,8 +642,9 @@ struct RequestId(uuid::Uuid);
 /// checks the store offline, with no time limit.
 pub(crate) const AUDIT_VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// How long the record of a timed-out request may take to write. The answer is already late,
-/// and a stopping server gives a request one second beyond its timeout.
+/// How long a timed-out request waits for its record to be confirmed. The answer is already
+/// late. A record not confirmed in time was still handed to the store and may yet be written;
+/// the client is told the audit could not be confirmed. A stopping server allows for this wait.
 pub(crate) const TIMEOUT_AUDIT_LIMIT: Duration = Duration::from_millis(900);
 
 /// What [`around`] needs besides the request.
@@ -761,7 +764,7 @@ async fn timed_out(
         Err(_) => ApiError::new(
             Error::new(
                 ErrorKind::AuditFailure,
-                "the record of a timed-out request could not be written in time",
+                "the record of a timed-out request was not confirmed in time",
             ),
             &request_id,
         )

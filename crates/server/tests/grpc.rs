@@ -766,7 +766,7 @@ async fn a_stopping_server_does_not_wait_forever_for_a_client_that_keeps_its_con
     c.list_keys(with_token(&r.admin, pb::ListKeysRequest::default()))
         .await
         .unwrap();
-    // The grace period (request timeout + 1 s) bounds the wait.
+    // The grace period (request timeout + 1.9 s) bounds the wait.
     let t = std::time::Instant::now();
     tokio::time::timeout(std::time::Duration::from_secs(10), r.stop())
         .await

@@ -1218,7 +1218,7 @@ async fn a_half_sent_request_does_not_hold_up_shutdown() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = std::time::Instant::now();
     r.stop().await;
-    // At most the header timeout, not the 31 s grace for requests in flight.
+    // At most the header timeout, not the 31.9 s grace for requests in flight.
     let took = started.elapsed();
     assert!(took < Duration::from_secs(8), "shutdown took {took:?}");
     assert!(

@@ -357,8 +357,9 @@ impl Server {
             }
         };
         // Graceful, but bounded: after the signal, requests in flight get the request timeout
-        // (plus 1.9 s: a timeout's audit record and answer) to finish; idle keep-alive connections and clients that never close
-        // their HTTP/2 connection do not hold the process up past that.
+        // (plus 1.9 s: a timeout's audit record and answer) to finish; idle keep-alive
+        // connections and clients that never close their HTTP/2 connection do not hold the
+        // process up past that.
         let grace = self.grace;
         let deadline = async move {
             stopped(grace_rx).await;
@@ -744,32 +745,48 @@ async fn timed_out(
     if operation == operation::UNKNOWN {
         return cut_off.into_response();
     }
+    match audit_cut_off(
+        state,
+        operation,
+        key,
+        authorization,
+        peer.map(|p| p.to_string()),
+        &request_id,
+    )
+    .await
+    {
+        Ok(()) => cut_off.into_response(),
+        Err(e) => ApiError::new(e, &request_id).into_response(),
+    }
+}
+
+/// The audit record of a request (REST or gRPC) cut off by the request timeout
+/// ([`Kms::audit_timeout`]), waited for at most [`TIMEOUT_AUDIT_LIMIT`]. The token is
+/// authenticated again (from the token cache): the handler's context went with it. Fails with
+/// the authentication error for a token that no longer authenticates (that refusal is
+/// recorded), or with the audit failure.
+pub(crate) async fn audit_cut_off(
+    state: &AppState,
+    operation: &'static str,
+    key: Option<String>,
+    authorization: Option<&HeaderValue>,
+    peer: Option<String>,
+    request_id: &str,
+) -> Result<()> {
     let audited = tokio::time::timeout(TIMEOUT_AUDIT_LIMIT, async {
-        // Authenticated again (from the token cache): the handler's context went with it.
         let ctx = state
             .kms
-            .authenticate_as(
-                bearer(authorization),
-                peer.map(|p| p.to_string()),
-                request_id.clone(),
-            )
+            .authenticate_as(bearer(authorization), peer, request_id.to_owned())
             .await?;
         state.kms.audit_timeout(&ctx, operation, key).await
     })
     .await;
-    match audited {
-        Ok(Ok(())) => cut_off.into_response(),
-        // A token that no longer authenticates (that refusal is recorded), or an audit failure.
-        Ok(Err(e)) => ApiError::new(e, &request_id).into_response(),
-        Err(_) => ApiError::new(
-            Error::new(
-                ErrorKind::AuditFailure,
-                "the record of a timed-out request was not confirmed in time",
-            ),
-            &request_id,
-        )
-        .into_response(),
-    }
+    audited.unwrap_or_else(|_| {
+        Err(Error::new(
+            ErrorKind::AuditFailure,
+            "the record of a timed-out request was not confirmed in time",
+        ))
+    })
 }
 
 async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {

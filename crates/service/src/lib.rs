@@ -839,13 +839,7 @@ impl Kms {
         key: Option<String>,
         error: &Error,
     ) -> Result<()> {
-        let op = Op {
-            ctx,
-            operation,
-            key,
-            version: None,
-        };
-        self.audit_event_only(&op, "denied", Some(error.kind().code()))
+        self.audit_api_layer(ctx, operation, key, "denied", error.kind().code())
             .await
     }
 
@@ -860,13 +854,27 @@ impl Kms {
         operation: &'static str,
         key: Option<String>,
     ) -> Result<()> {
+        self.audit_api_layer(ctx, operation, key, "error", "timeout")
+            .await
+    }
+
+    /// The record of a request the API layer ended itself, before or around its operation
+    /// ([`Kms::audit_refusal`], [`Kms::audit_timeout`]).
+    async fn audit_api_layer(
+        &self,
+        ctx: &RequestCtx,
+        operation: &'static str,
+        key: Option<String>,
+        outcome: &str,
+        reason: &str,
+    ) -> Result<()> {
         let op = Op {
             ctx,
             operation,
             key,
             version: None,
         };
-        self.audit_event_only(&op, "error", Some("timeout")).await
+        self.audit_event_only(&op, outcome, Some(reason)).await
     }
 
     /// Record a failed or denied request, then return its error. If even that record cannot be

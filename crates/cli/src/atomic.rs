@@ -29,7 +29,7 @@ impl AtomicOutput {
             .file_name()
             .ok_or_else(|| Error::invalid(format!("{} is not a file path", dest.display())))?;
         let mut suffix = [0u8; 6];
-        hanzo_kms_software::aead::random(&mut suffix)?;
+        hanzo_kms_crypto::rng::fill(&mut suffix)?;
         let tmp = dir.join(format!(
             ".{}.hkms-tmp-{}",
             name.to_string_lossy(),

@@ -178,7 +178,7 @@ pub async fn run(
     if file_size > 0 {
         let base = dir.clone().unwrap_or_else(std::env::temp_dir);
         let mut suffix = [0u8; 6];
-        hanzo_kms_software::aead::random(&mut suffix)?;
+        hanzo_kms_crypto::rng::fill(&mut suffix)?;
         let work = base.join(format!("hanzo-kms-bench-{}", hex::encode(suffix)));
         let result = files(&work, file_size, repeat, out).await;
         let _ = std::fs::remove_dir_all(&work);

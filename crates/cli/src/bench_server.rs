@@ -490,7 +490,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
     ));
     say(format!(
         "  as the server signs (its context blinded afresh every {} signatures): {as_server:.0}/s ({:.2}× the reference)",
-        hanzo_kms_software::secp::SIGNATURES_PER_SEED,
+        hanzo_kms_crypto::secp::SIGNATURES_PER_SEED,
         as_server / ref_before
     ));
     let disk_dir = match (s.disk_dir, &local) {
@@ -1043,7 +1043,7 @@ async fn start_local() -> Result<(
     tokio::sync::oneshot::Sender<()>,
 )> {
     let mut rnd = [0u8; 6];
-    hanzo_kms_software::aead::random(&mut rnd)?;
+    hanzo_kms_crypto::rng::fill(&mut rnd)?;
     let dir = std::env::temp_dir().join(format!("hanzo-kms-bench-server-{}", hex::encode(rnd)));
     let config = Config::from_yaml("", "defaults", std::iter::empty::<(&str, &str)>())?;
     let settings = Settings {

@@ -71,18 +71,18 @@ fn raw_signer() -> Result<(
     let sk = secp256k1_ctx::SecretKey::from_byte_array([0x42; 32])
         .map_err(|_| hanzo_kms_core::Error::internal("the bench's fixed key is not a scalar"))?;
     let mut seed = [0u8; 32];
-    hanzo_kms_software::aead::random(&mut seed)?;
+    hanzo_kms_crypto::rng::fill(&mut seed)?;
     let mut ctx = secp256k1_ctx::Secp256k1::signing_only();
     ctx.seeded_randomize(&seed);
     Ok((ctx, sk))
 }
 
 /// Signatures per second as the server makes them: the software provider's libsecp256k1 call
-/// (`hanzo_kms_software::secp`), whose per-thread context gets a fresh blinding every
-/// [`hanzo_kms_software::secp::SIGNATURES_PER_SEED`] signatures, without unsealing or hashing.
+/// (`hanzo_kms_crypto::secp`), whose per-thread context gets a fresh blinding every
+/// [`hanzo_kms_crypto::secp::SIGNATURES_PER_SEED`] signatures, without unsealing or hashing.
 pub(crate) fn server_sign_rate(threads: usize, secs: f64) -> f64 {
     rate(threads, secs, |w, i| {
-        let _ = hanzo_kms_software::secp::sign_recoverable(raw_digest(w, i), &[0x42; 32]);
+        let _ = hanzo_kms_crypto::secp::sign_recoverable(raw_digest(w, i), &[0x42; 32]);
     })
 }
 
@@ -123,7 +123,7 @@ pub async fn run(
     let raw = |t: usize| raw_sign_rate(t, secs);
     // Ours, in process: EIP-712 hashing + the software provider (unseal + libsecp256k1 + v).
     let mut master = [0u8; 32];
-    hanzo_kms_software::aead::random(&mut master)?;
+    hanzo_kms_crypto::rng::fill(&mut master)?;
     let provider = SoftwareProvider::new(&hanzo_kms_core::SecretKey32::from_bytes(master))?;
     let name = KeyName::parse("poai:bench:model", Separator::default())?;
     let g = provider.generate(&KeySpec {
@@ -188,7 +188,7 @@ pub async fn run(
         .unwrap_or_default();
     let verify = |t: usize| {
         rate(t, secs, |_, _| {
-            let _ = hanzo_kms_software::verify::verify(Algorithm::Secp256k1, &pk, &digest, &sig);
+            let _ = hanzo_kms_crypto::verify::verify(Algorithm::Secp256k1, &pk, &digest, &sig);
         })
     };
     let (v1, vn) = (verify(1), verify(all));

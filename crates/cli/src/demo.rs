@@ -10,7 +10,7 @@ use crate::output::Out;
 
 pub async fn run(out: &Out) -> Result<ExitCode> {
     let mut suffix = [0u8; 6];
-    hanzo_kms_software::aead::random(&mut suffix)?;
+    hanzo_kms_crypto::rng::fill(&mut suffix)?;
     let dir = std::env::temp_dir().join(format!("hanzo-kms-demo-{}", hex::encode(suffix)));
     let result = walk(&dir, out).await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -34,7 +34,7 @@ pub async fn data_key(
     name: &KeyName,
     aad: &[u8],
 ) -> Result<(DataCiphertext, SecretKey32)> {
-    let dek = hanzo_kms_software::SoftwareProvider::generate_master_key()?;
+    let dek = hanzo_kms_crypto::rng::key32()?;
     let c = kms.encrypt(ctx, name, dek.expose(), aad).await?;
     Ok((c, dek))
 }

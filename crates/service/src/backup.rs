@@ -191,7 +191,7 @@ fn material_aad(bundle_id: &str, name: &KeyName, version: u32, alg: Algorithm) -
     let mut aad = b"hanzo-kms/backup/v1\0".to_vec();
     aad.extend_from_slice(bundle_id.as_bytes());
     aad.push(0);
-    aad.extend_from_slice(&hanzo_kms_software::sealing_aad(name, version, alg));
+    aad.extend_from_slice(&hanzo_kms_crypto::seal::material_aad(name, version, alg));
     aad
 }
 
@@ -249,13 +249,13 @@ impl Kms {
         skip_unexportable: bool,
     ) -> Result<(Bundle, Vec<String>)> {
         let mut id = [0u8; 16];
-        hanzo_kms_software::aead::random(&mut id)?;
+        hanzo_kms_crypto::rng::fill(&mut id)?;
         let bundle_id = hex::encode(id);
         let (root, header_protection, splits) = match protection {
             Protection::Passphrase(p) => {
                 check_passphrase(p)?;
                 let mut salt = [0u8; 16];
-                hanzo_kms_software::aead::random(&mut salt)?;
+                hanzo_kms_crypto::rng::fill(&mut salt)?;
                 let root = stretch(p, &salt, ARGON2_M_KIB, ARGON2_T, ARGON2_P)?;
                 (
                     root,
@@ -276,7 +276,7 @@ impl Kms {
                     )));
                 }
                 let mut root = Zeroizing::new([0u8; 32]);
-                hanzo_kms_software::aead::random(root.as_mut())?;
+                hanzo_kms_crypto::rng::fill(root.as_mut())?;
                 (
                     root,
                     HeaderProtection::Shamir {
@@ -374,7 +374,7 @@ impl Kms {
             serde_json::to_vec(&Payload { keys })
                 .map_err(|e| Error::internal(format!("encoding the bundle: {e}")))?,
         );
-        let sealed = hanzo_kms_software::backup_seal(&bundle_key, line.as_bytes(), &payload)?;
+        let sealed = hanzo_kms_crypto::seal::backup_seal(&bundle_key, line.as_bytes(), &payload)?;
         let mut bytes = Vec::with_capacity(line.len() + 1 + sealed.len());
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
@@ -720,8 +720,8 @@ pub fn open_bundle(bytes: &[u8], unlock: &Unlock) -> Result<OpenedBundle> {
     };
     let material_key = derive(root.as_ref(), &header.bundle_id, "material")?;
     let bundle_key = derive(root.as_ref(), &header.bundle_id, "bundle")?;
-    let payload =
-        hanzo_kms_software::backup_open(&bundle_key, line, sealed).map_err(|_| wrong_secret())?;
+    let payload = hanzo_kms_crypto::seal::backup_open(&bundle_key, line, sealed)
+        .map_err(|_| wrong_secret())?;
     let payload: Payload = serde_json::from_slice(payload.expose())
         .map_err(|e| bad_bundle(format!("payload: {e}")))?;
     Ok(OpenedBundle {

@@ -269,7 +269,7 @@ async fn init_store(
     }
     store.migrate().await?;
     let mut id = [0u8; 16];
-    hanzo_kms_software::aead::random(&mut id)?;
+    hanzo_kms_crypto::rng::fill(&mut id)?;
     let store_id = hex::encode(id);
     let fingerprint = provider.fingerprint(store_id.as_bytes())?;
     let mut tx = store.begin_write().await?;

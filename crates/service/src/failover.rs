@@ -286,7 +286,7 @@ impl Provider for Failover {
             Some(pk) => {
                 let probe = [0x5au8; 32];
                 self.backup.sign(&r, &probe).is_ok_and(|sig| {
-                    hanzo_kms_software::verify::verify(spec.algorithm, &pk.bytes, &probe, &sig.0)
+                    hanzo_kms_crypto::verify::verify(spec.algorithm, &pk.bytes, &probe, &sig.0)
                 })
             }
             None => false,
@@ -295,9 +295,9 @@ impl Provider for Failover {
             return Ok(g);
         }
         let mut kek = zeroize::Zeroizing::new([0u8; 32]);
-        hanzo_kms_software::aead::random(kek.as_mut())?;
+        hanzo_kms_crypto::rng::fill(kek.as_mut())?;
         let kek = SecretKey32::from_bytes(*kek);
-        let aad = hanzo_kms_software::sealing_aad(spec.name, spec.version, spec.algorithm);
+        let aad = hanzo_kms_crypto::seal::material_aad(spec.name, spec.version, spec.algorithm);
         let sealed = self.primary.export_wrapped(&r, &kek, &aad).map_err(|e| {
             release(Error::new(
                 e.kind(),

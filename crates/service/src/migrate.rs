@@ -63,7 +63,7 @@ impl Kms {
             ));
         }
         let mut kek = zeroize::Zeroizing::new([0u8; 32]);
-        hanzo_kms_software::aead::random(kek.as_mut())?;
+        hanzo_kms_crypto::rng::fill(kek.as_mut())?;
         let kek = SecretKey32::from_bytes(*kek);
 
         // Export and import everything first; the store changes only at the end.
@@ -86,7 +86,8 @@ impl Kms {
                         algorithm: m.algorithm,
                         handle: h,
                     };
-                    let aad = hanzo_kms_software::sealing_aad(&m.name, v.info.version, m.algorithm);
+                    let aad =
+                        hanzo_kms_crypto::seal::material_aad(&m.name, v.info.version, m.algorithm);
                     let sealed = match self.device(|p| p.export_wrapped(&r, &kek, &aad)) {
                         Ok(s) => s,
                         Err(e) if e.kind() == ErrorKind::Unsupported => {

@@ -167,7 +167,7 @@ impl Kms {
                 let value = to_sign(algorithm, message, prehashed)?;
                 let version = stored.versions.iter().find_map(|v| {
                     let pk = v.info.public_key.as_deref()?;
-                    hanzo_kms_software::verify::verify(algorithm, pk, &value, signature)
+                    hanzo_kms_crypto::verify::verify(algorithm, pk, &value, signature)
                         .then_some(v.info.version)
                 });
                 out.push(RawVerdict {

@@ -125,7 +125,7 @@ fn require(key: &KeyName, purpose: Purpose) -> Result<()> {
 
 fn random_nonce() -> Result<B32> {
     let mut n = [0u8; 32];
-    hanzo_kms_software::aead::random(&mut n)?;
+    hanzo_kms_crypto::rng::fill(&mut n)?;
     Ok(B32(n))
 }
 
@@ -706,7 +706,7 @@ fn signature_matches(key: &StoredKey, digest: &[u8; 32], claimed: Claimed<'_>) -
         && key.versions.iter().any(|v| {
             v.info.version == claimed.version
                 && v.info.public_key.as_deref().is_some_and(|pk| {
-                    hanzo_kms_software::verify::verify(algorithm, pk, digest, claimed.signature)
+                    hanzo_kms_crypto::verify::verify(algorithm, pk, digest, claimed.signature)
                         && signer_of(algorithm, pk).eq_ignore_ascii_case(claimed.signer)
                 })
         })

@@ -202,8 +202,8 @@ impl Kms {
             }
             let mut id = [0u8; ID_BYTES];
             let mut secret = Zeroizing::new([0u8; SECRET_BYTES]);
-            hanzo_kms_software::aead::random(&mut id)?;
-            hanzo_kms_software::aead::random(secret.as_mut())?;
+            hanzo_kms_crypto::rng::fill(&mut id)?;
+            hanzo_kms_crypto::rng::fill(secret.as_mut())?;
             let id = hex::encode(id);
             let secret =
                 Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(*secret));

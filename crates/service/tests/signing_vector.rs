@@ -44,7 +44,7 @@ fn docs_signing_worked_vectors() {
         let mut sig = rs.to_vec();
         sig.push(27 + recid.to_u8());
         assert!(
-            hanzo_kms_software::verify::recover_secp256k1(&digest, &sig).is_some_and(|p| p == pk)
+            hanzo_kms_crypto::verify::recover_secp256k1(&digest, &sig).is_some_and(|p| p == pk)
         );
         format!("0x{}", hex::encode(sig))
     };

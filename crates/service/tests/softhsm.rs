@@ -105,7 +105,7 @@ async fn keyspace_model_files_and_poai_signatures_on_softhsm2() {
         let signed = kms.sign_poai(&ctx(), &poai, att, now()).await.unwrap();
         assert_eq!(Some(signed.signer.as_str()), shown.address());
         assert_eq!(signed.signature.0.len(), 65);
-        assert!(hanzo_kms_software::verify::is_low_s(
+        assert!(hanzo_kms_crypto::verify::is_low_s(
             &signed.signature.0[32..64]
         ));
         sigs.push(signed);

@@ -60,7 +60,7 @@ use hanzo_kms_core::{
     Algorithm, Capabilities, Error, ErrorKind, GeneratedKey, Health, KeyHandle, KeyRef, KeySpec,
     Origin, Provider, PublicKey, Result, SecretBytes, SecretKey32, Signature,
 };
-use hanzo_kms_software::aead;
+use hanzo_kms_crypto::rng;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -605,7 +605,7 @@ impl Pkcs11Provider {
 
     fn wrap_material(&self, key: &KeySpec<'_>, material: &[u8]) -> Result<KeyHandle> {
         let iv = random_iv()?;
-        let aad = hanzo_kms_software::sealing_aad(key.name, key.version, key.algorithm);
+        let aad = hanzo_kms_crypto::seal::material_aad(key.name, key.version, key.algorithm);
         let (iv, ct) = self
             .pool
             .run(|s| gcm_encrypt(s, self.root(s, ROOT_KEK_ID)?, &iv, &aad, material))
@@ -619,7 +619,7 @@ impl Pkcs11Provider {
     }
 
     fn unwrap_material(&self, key: &KeyRef<'_>, iv: &[u8], ct: &[u8]) -> Result<SecretBytes> {
-        let aad = hanzo_kms_software::sealing_aad(key.name, key.version, key.algorithm);
+        let aad = hanzo_kms_crypto::seal::material_aad(key.name, key.version, key.algorithm);
         let corrupt = || {
             Error::new(
                 ErrorKind::Corrupt,
@@ -705,7 +705,7 @@ impl Pkcs11Provider {
             }
             Err(e) => return Err(self.module_error(e, format!("exporting {}", key.name))),
         };
-        let material = hanzo_kms_software::kwp_unwrap(kek, &wrapped).map_err(|_| {
+        let material = hanzo_kms_crypto::seal::kwp_unwrap(kek, &wrapped).map_err(|_| {
             Error::new(
                 ErrorKind::Unavailable,
                 format!(
@@ -714,7 +714,7 @@ impl Pkcs11Provider {
                 ),
             )
         })?;
-        hanzo_kms_software::backup_seal(kek, aad, material.expose())
+        hanzo_kms_crypto::seal::backup_seal(kek, aad, material.expose())
     }
 
     fn is_bad_tag(&self, e: &CkError) -> bool {
@@ -729,7 +729,7 @@ impl Pkcs11Provider {
 
     fn generate_resident(&self, spec: &KeySpec<'_>) -> Result<GeneratedKey> {
         let mut id = [0u8; ID_LEN];
-        aead::random(&mut id)?;
+        rng::fill(&mut id)?;
         let label = spec.label.as_bytes().to_vec();
         let what = || {
             format!(
@@ -834,7 +834,7 @@ impl Pkcs11Provider {
     }
 
     fn generate_wrapped(&self, spec: &KeySpec<'_>) -> Result<GeneratedKey> {
-        let (material, public) = hanzo_kms_software::generate_material(spec.algorithm)?;
+        let (material, public) = hanzo_kms_crypto::material::generate(spec.algorithm)?;
         self.keep_wrapped(spec, &material, public)
     }
 
@@ -992,7 +992,7 @@ impl Provider for Pkcs11Provider {
             }
             Handle::Wrapped { iv, ct } => {
                 let material = self.unwrap_material(key, iv, ct)?;
-                hanzo_kms_software::public_from_material(key.algorithm, &material)?.ok_or_else(
+                hanzo_kms_crypto::material::public_key(key.algorithm, &material)?.ok_or_else(
                     || {
                         Error::new(
                             ErrorKind::Unsupported,
@@ -1039,7 +1039,7 @@ impl Provider for Pkcs11Provider {
 
     fn generate_data_key(&self, key: &KeyRef<'_>, aad: &[u8]) -> Result<(SecretKey32, Vec<u8>)> {
         let mut dek = Zeroizing::new([0u8; 32]);
-        aead::random(dek.as_mut())?;
+        rng::fill(dek.as_mut())?;
         let dek = SecretKey32::from_bytes(*dek);
         let wrapped = self.encrypt(key, dek.expose(), aad)?;
         Ok((dek, wrapped))
@@ -1052,7 +1052,7 @@ impl Provider for Pkcs11Provider {
             }
             Handle::Wrapped { iv, ct } => {
                 let material = self.unwrap_material(key, iv, ct)?;
-                hanzo_kms_software::sign_with(key.algorithm, &material, message).map(Signature)
+                hanzo_kms_crypto::material::sign(key.algorithm, &material, message).map(Signature)
             }
         }
     }
@@ -1061,7 +1061,7 @@ impl Provider for Pkcs11Provider {
         match Handle::parse(key)? {
             Handle::Wrapped { iv, ct } => {
                 let material = self.unwrap_material(key, iv, ct)?;
-                hanzo_kms_software::backup_seal(kek, aad, material.expose())
+                hanzo_kms_crypto::seal::backup_seal(kek, aad, material.expose())
             }
             Handle::Resident { id, .. } if key.algorithm == Algorithm::Aes256Gcm => {
                 self.export_aes(key, &id, kek, aad)
@@ -1079,9 +1079,9 @@ impl Provider for Pkcs11Provider {
         wrapped: &[u8],
         aad: &[u8],
     ) -> Result<GeneratedKey> {
-        let material = hanzo_kms_software::backup_open(kek, aad, wrapped)?;
+        let material = hanzo_kms_crypto::seal::backup_open(kek, aad, wrapped)?;
         if spec.algorithm != Algorithm::Aes256Gcm {
-            let public = hanzo_kms_software::public_from_material(spec.algorithm, &material)?;
+            let public = hanzo_kms_crypto::material::public_key(spec.algorithm, &material)?;
             return self.keep_wrapped(spec, &material, public);
         }
         if material.len() != 32 {
@@ -1091,7 +1091,7 @@ impl Provider for Pkcs11Provider {
             ));
         }
         let mut id = [0u8; ID_LEN];
-        aead::random(&mut id)?;
+        rng::fill(&mut id)?;
         let mut t = self.aes_template(spec.label.as_bytes().to_vec(), &id);
         t.push(Attribute::Value(material.expose().to_vec()));
         let created = self.pool.run(|s| s.create_object(&t));
@@ -1314,7 +1314,7 @@ fn class_tag(c: ObjectClass) -> u8 {
 
 fn random_iv() -> Result<[u8; IV_LEN]> {
     let mut iv = [0u8; IV_LEN];
-    aead::random(&mut iv)?;
+    rng::fill(&mut iv)?;
     Ok(iv)
 }
 
@@ -1662,9 +1662,9 @@ mod tests {
             for raw in [low, high] {
                 let out = to_eth_signature(&raw, &digest, &pk).unwrap();
                 assert_eq!(&out[..64], &low[..]);
-                assert!(hanzo_kms_software::verify::is_low_s(&out[32..64]));
+                assert!(hanzo_kms_crypto::verify::is_low_s(&out[32..64]));
                 assert_eq!(
-                    hanzo_kms_software::verify::recover_secp256k1(&digest, &out),
+                    hanzo_kms_crypto::verify::recover_secp256k1(&digest, &out),
                     Some(pk)
                 );
             }
@@ -1729,7 +1729,7 @@ mod recovery_tests {
         let sig = p
             .sign(&r, &[3u8; 32])
             .expect("the pool logs in again and retries");
-        assert!(hanzo_kms_software::verify::verify(
+        assert!(hanzo_kms_crypto::verify::verify(
             Algorithm::Secp256k1,
             &g.public_key.unwrap().bytes,
             &[3u8; 32],
@@ -1752,7 +1752,7 @@ mod recovery_tests {
             "the health check recovered the pool"
         );
         let sig = p.sign(&r, &[4u8; 32]).expect("works after C_Finalize");
-        assert!(hanzo_kms_software::verify::recover_secp256k1(&[4u8; 32], &sig.0).is_some());
+        assert!(hanzo_kms_crypto::verify::recover_secp256k1(&[4u8; 32], &sig.0).is_some());
         assert_eq!(p.pool_stats().recoveries, 2);
         assert_eq!(p.health(), Health::Ok);
         // The model-key path (object cache of another class) recovers as well.

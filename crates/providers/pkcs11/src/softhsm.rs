@@ -89,7 +89,7 @@ impl Token {
             .find(|s| ctx.get_token_info(*s).is_ok_and(|t| !t.token_initialized()))
             .ok_or_else(|| Error::new(ErrorKind::Unavailable, "SoftHSM2 offers no free slot"))?;
         let mut rnd = [0u8; 8];
-        hanzo_kms_software::aead::random(&mut rnd)?;
+        hanzo_kms_crypto::rng::fill(&mut rnd)?;
         let user_pin = format!("u-{}", hex::encode(&rnd[..4]));
         let so_pin = format!("s-{}", hex::encode(&rnd[4..]));
         let so = AuthPin::from(so_pin.clone());
@@ -148,7 +148,7 @@ impl Token {
         let from = self.directory()?;
         let parent = from.parent().unwrap_or(Path::new("."));
         let mut rnd = [0u8; 16];
-        hanzo_kms_software::aead::random(&mut rnd)?;
+        hanzo_kms_crypto::rng::fill(&mut rnd)?;
         let h = hex::encode(rnd);
         let name = format!(
             "{}-{}-{}-{}-{}",

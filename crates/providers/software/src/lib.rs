@@ -22,23 +22,16 @@
 
 #![forbid(unsafe_code)]
 
-pub mod aead;
-pub mod secp;
-pub mod verify;
-
 use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
 use aws_lc_rs::hmac;
-use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ML_DSA_65_SIGNING,
-    PqdsaKeyPair,
-};
 use hanzo_kms_core::{
     Algorithm, Capabilities, Error, ErrorKind, GeneratedKey, Health, KeyHandle, KeyName, KeyRef,
     KeySpec, Origin, Provider, PublicKey, Result, SecretBytes, SecretKey32, Signature,
 };
+use hanzo_kms_crypto::aead::{self, AesGcmKey, NONCE};
+use hanzo_kms_crypto::seal::{backup_open, backup_seal, material_aad};
+use hanzo_kms_crypto::{material, rng};
 use zeroize::Zeroizing;
-
-use crate::aead::{AesGcmKey, NONCE};
 
 /// Format byte of a sealed blob.
 const SEALED_V1: u8 = 0x01;
@@ -92,9 +85,7 @@ impl SoftwareProvider {
 
     /// A new random master key.
     pub fn generate_master_key() -> Result<SecretKey32> {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        aead::random(bytes.as_mut())?;
-        Ok(SecretKey32::from_bytes(*bytes))
+        rng::key32()
     }
 
     fn seal_material(
@@ -104,10 +95,10 @@ impl SoftwareProvider {
         alg: Algorithm,
         material: &[u8],
     ) -> Result<KeyHandle> {
-        let nonce = aead::random_nonce()?;
+        let nonce = rng::nonce()?;
         let ct = self
             .seal
-            .seal(&nonce, &sealing_aad(name, version, alg), material)?;
+            .seal(&nonce, &material_aad(name, version, alg), material)?;
         let mut blob = Vec::with_capacity(1 + NONCE + ct.len());
         blob.push(SEALED_V1);
         blob.extend_from_slice(&nonce);
@@ -153,7 +144,7 @@ impl SoftwareProvider {
         self.seal
             .open(
                 &blob[1..1 + NONCE],
-                &sealing_aad(key.name, key.version, key.algorithm),
+                &material_aad(key.name, key.version, key.algorithm),
                 &blob[1 + NONCE..],
             )
             .map_err(|_| fail())
@@ -173,219 +164,6 @@ impl SoftwareProvider {
     }
 }
 
-/// Seal key material for a backup bundle: `nonce ‖ AES-256-GCM(kek, aad, material) ‖ tag`
-/// (docs/backup.md). Shared by every provider's [`Provider::export_wrapped`].
-pub fn backup_seal(kek: &SecretKey32, aad: &[u8], material: &[u8]) -> Result<Vec<u8>> {
-    let k = AesGcmKey::new(kek.expose())?;
-    let nonce = aead::random_nonce()?;
-    let ct = k.seal(&nonce, aad, material)?;
-    let mut out = Vec::with_capacity(NONCE + ct.len());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
-    Ok(out)
-}
-
-/// Open what [`backup_seal`] made. Any failure is `authentication failed`.
-pub fn backup_open(kek: &SecretKey32, aad: &[u8], sealed: &[u8]) -> Result<SecretBytes> {
-    if sealed.len() < NONCE + aead::TAG {
-        return Err(Error::authentication_failed());
-    }
-    AesGcmKey::new(kek.expose())?
-        .open(&sealed[..NONCE], aad, &sealed[NONCE..])
-        .map_err(|_| Error::authentication_failed())
-}
-
-/// Undo AES key wrap with padding (RFC 5649, what PKCS#11's CKM_AES_KEY_WRAP_PAD makes) under
-/// an AES-256 key. Any failure is `authentication failed`.
-pub fn kwp_unwrap(kek: &SecretKey32, wrapped: &[u8]) -> Result<SecretBytes> {
-    use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded};
-    let k = AesKek::new(&AES_256, kek.expose()).map_err(|_| Error::authentication_failed())?;
-    let mut out = Zeroizing::new(vec![0u8; wrapped.len()]);
-    let n = k
-        .unwrap_with_padding(wrapped, &mut out)
-        .map_err(|_| Error::authentication_failed())?
-        .len();
-    out.truncate(n);
-    Ok(SecretBytes::new(std::mem::take(&mut *out)))
-}
-
-/// The AAD that binds sealed or wrapped material to its key name, version and algorithm.
-pub fn sealing_aad(name: &KeyName, version: u32, alg: Algorithm) -> Vec<u8> {
-    let name = name.to_string();
-    let mut aad = Vec::with_capacity(64 + name.len());
-    aad.extend_from_slice(b"hanzo-kms/sealed/v1\0");
-    aad.extend_from_slice(name.as_bytes());
-    aad.push(0);
-    aad.extend_from_slice(&version.to_be_bytes());
-    aad.extend_from_slice(alg.as_str().as_bytes());
-    aad
-}
-
-/// secp256k1 material: its 32 raw bytes.
-fn secp256k1_bytes(material: &SecretBytes) -> Result<&[u8; 32]> {
-    material
-        .expose()
-        .try_into()
-        .map_err(|_| Error::new(ErrorKind::Corrupt, "secp256k1 material is not 32 bytes"))
-}
-
-fn secp256k1_secret(material: &SecretBytes) -> Result<secp256k1::SecretKey> {
-    secp256k1::SecretKey::from_secret_bytes(*secp256k1_bytes(material)?).map_err(|_| {
-        Error::new(
-            ErrorKind::Corrupt,
-            "secp256k1 material is not a valid scalar",
-        )
-    })
-}
-
-/// Generate material for `alg`; returns (material, public key). Also used by providers that
-/// keep software-generated keys wrapped under a device KEK (hsm-wrapped keys).
-pub fn generate_material(alg: Algorithm) -> Result<(SecretBytes, Option<Vec<u8>>)> {
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    let failed = |what: &str| Error::internal(format!("generating a {what} key failed"));
-    Ok(match alg {
-        Algorithm::Aes256Gcm => {
-            let mut k = vec![0u8; 32];
-            aead::random(&mut k)?;
-            (SecretBytes::new(k), None)
-        }
-        Algorithm::Secp256k1 => loop {
-            // Rejection sampling: a random 32-byte string is a valid scalar with probability
-            // 1 - 2^-128, so this loop runs once in practice.
-            let mut k = Zeroizing::new([0u8; 32]);
-            aead::random(k.as_mut())?;
-            if let Ok(sk) = secp256k1::SecretKey::from_secret_bytes(*k) {
-                let pk = secp256k1::PublicKey::from_secret_key(&sk);
-                break (
-                    SecretBytes::new(k.to_vec()),
-                    Some(pk.serialize_uncompressed().to_vec()),
-                );
-            }
-        },
-        Algorithm::P256 => {
-            let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .map_err(|_| failed("P-256"))?;
-            let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref())
-                .map_err(|_| failed("P-256"))?;
-            let pk = kp.public_key().as_ref().to_vec();
-            (SecretBytes::new(doc.as_ref().to_vec()), Some(pk))
-        }
-        Algorithm::Ed25519 => {
-            let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| failed("Ed25519"))?;
-            let kp = Ed25519KeyPair::from_pkcs8(doc.as_ref()).map_err(|_| failed("Ed25519"))?;
-            let pk = kp.public_key().as_ref().to_vec();
-            (SecretBytes::new(doc.as_ref().to_vec()), Some(pk))
-        }
-        Algorithm::MlDsa65 => {
-            let kp = PqdsaKeyPair::generate(&ML_DSA_65_SIGNING).map_err(|_| failed("ML-DSA-65"))?;
-            let doc = kp.to_pkcs8v1().map_err(|_| failed("ML-DSA-65"))?;
-            let pk = kp.public_key().as_ref().to_vec();
-            (SecretBytes::new(doc.as_ref().to_vec()), Some(pk))
-        }
-    })
-}
-
-/// Derive the public key from material.
-pub fn public_from_material(alg: Algorithm, material: &SecretBytes) -> Result<Option<Vec<u8>>> {
-    let corrupt = || {
-        Error::new(
-            ErrorKind::Corrupt,
-            format!("stored {alg} material does not parse"),
-        )
-    };
-    Ok(match alg {
-        Algorithm::Aes256Gcm => None,
-        Algorithm::Secp256k1 => {
-            let sk = secp256k1_secret(material)?;
-            Some(
-                secp256k1::PublicKey::from_secret_key(&sk)
-                    .serialize_uncompressed()
-                    .to_vec(),
-            )
-        }
-        Algorithm::P256 => Some(
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, material.expose())
-                .map_err(|_| corrupt())?
-                .public_key()
-                .as_ref()
-                .to_vec(),
-        ),
-        Algorithm::Ed25519 => Some(
-            Ed25519KeyPair::from_pkcs8(material.expose())
-                .map_err(|_| corrupt())?
-                .public_key()
-                .as_ref()
-                .to_vec(),
-        ),
-        Algorithm::MlDsa65 => Some(
-            PqdsaKeyPair::from_pkcs8(&ML_DSA_65_SIGNING, material.expose())
-                .map_err(|_| corrupt())?
-                .public_key()
-                .as_ref()
-                .to_vec(),
-        ),
-    })
-}
-
-/// Sign with unsealed material. secp256k1 returns r‖s‖v (low-S, v ∈ {27, 28}).
-pub fn sign_with(alg: Algorithm, material: &SecretBytes, message: &[u8]) -> Result<Vec<u8>> {
-    let corrupt = || {
-        Error::new(
-            ErrorKind::Corrupt,
-            format!("stored {alg} material does not parse"),
-        )
-    };
-    match alg {
-        Algorithm::Aes256Gcm => Err(Error::new(
-            ErrorKind::Unsupported,
-            "aes-256-gcm keys encrypt; they do not sign",
-        )),
-        Algorithm::Secp256k1 => {
-            let digest: [u8; 32] = message.try_into().map_err(|_| {
-                Error::invalid(format!(
-                    "secp256k1 signs a 32-byte digest, not {} bytes",
-                    message.len()
-                ))
-            })?;
-            let (rs, recid) = secp::sign_recoverable(digest, secp256k1_bytes(material)?)?;
-            // libsecp256k1 always produces low-S signatures; the recovery id of a low-S
-            // signature is 0 or 1 except with negligible probability (r ≥ n), refused here.
-            let v = match recid {
-                0 => 27,
-                1 => 28,
-                _ => return Err(Error::internal("secp256k1 recovery id out of range")),
-            };
-            let mut out = rs.to_vec();
-            out.push(v);
-            Ok(out)
-        }
-        Algorithm::P256 => {
-            let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, material.expose())
-                .map_err(|_| corrupt())?;
-            let rng = aws_lc_rs::rand::SystemRandom::new();
-            Ok(kp
-                .sign(&rng, message)
-                .map_err(|_| Error::internal("P-256 signing failed"))?
-                .as_ref()
-                .to_vec())
-        }
-        Algorithm::Ed25519 => {
-            let kp = Ed25519KeyPair::from_pkcs8(material.expose()).map_err(|_| corrupt())?;
-            Ok(kp.sign(message).as_ref().to_vec())
-        }
-        Algorithm::MlDsa65 => {
-            let kp = PqdsaKeyPair::from_pkcs8(&ML_DSA_65_SIGNING, material.expose())
-                .map_err(|_| corrupt())?;
-            let mut sig = vec![0u8; ML_DSA_65_SIGNING.signature_len()];
-            let n = kp
-                .sign(message, &mut sig)
-                .map_err(|_| Error::internal("ML-DSA-65 signing failed"))?;
-            sig.truncate(n);
-            Ok(sig)
-        }
-    }
-}
-
 impl Provider for SoftwareProvider {
     fn name(&self) -> &str {
         "software"
@@ -396,13 +174,13 @@ impl Provider for SoftwareProvider {
     }
 
     fn generate(&self, spec: &KeySpec<'_>) -> Result<GeneratedKey> {
-        let (material, public) = generate_material(spec.algorithm)?;
+        let (material, public) = material::generate(spec.algorithm)?;
         self.keep(spec, &material, public)
     }
 
     fn public_key(&self, key: &KeyRef<'_>) -> Result<PublicKey> {
         let material = self.unseal(key)?;
-        let bytes = public_from_material(key.algorithm, &material)?.ok_or_else(|| {
+        let bytes = material::public_key(key.algorithm, &material)?.ok_or_else(|| {
             Error::new(
                 ErrorKind::Unsupported,
                 format!(
@@ -419,7 +197,7 @@ impl Provider for SoftwareProvider {
 
     fn encrypt(&self, key: &KeyRef<'_>, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         let k = self.aes_key(key)?;
-        let nonce = aead::random_nonce()?;
+        let nonce = rng::nonce()?;
         let ct = k.seal(&nonce, aad, plaintext)?;
         let mut out = Vec::with_capacity(NONCE + ct.len());
         out.extend_from_slice(&nonce);
@@ -443,7 +221,7 @@ impl Provider for SoftwareProvider {
 
     fn sign(&self, key: &KeyRef<'_>, message: &[u8]) -> Result<Signature> {
         let material = self.unseal(key)?;
-        sign_with(key.algorithm, &material, message).map(Signature)
+        material::sign(key.algorithm, &material, message).map(Signature)
     }
 
     fn destroy(&self, _key: &KeyRef<'_>) -> Result<()> {
@@ -464,7 +242,7 @@ impl Provider for SoftwareProvider {
         aad: &[u8],
     ) -> Result<GeneratedKey> {
         let material = backup_open(kek, aad, wrapped)?;
-        let public = public_from_material(spec.algorithm, &material)?;
+        let public = material::public_key(spec.algorithm, &material)?;
         self.keep(spec, &material, public)
     }
 
@@ -584,10 +362,16 @@ mod tests {
             assert_eq!(Some(&pk), g.public_key.as_ref());
             let msg = [0x42u8; 32];
             let sig = p.sign(&r, &msg).unwrap();
-            assert!(verify::verify(alg, &pk.bytes, &msg, &sig.0), "{alg}");
+            assert!(
+                hanzo_kms_crypto::verify::verify(alg, &pk.bytes, &msg, &sig.0),
+                "{alg}"
+            );
             let mut other = msg;
             other[0] ^= 1;
-            assert!(!verify::verify(alg, &pk.bytes, &other, &sig.0), "{alg}");
+            assert!(
+                !hanzo_kms_crypto::verify::verify(alg, &pk.bytes, &other, &sig.0),
+                "{alg}"
+            );
         }
     }
 
@@ -606,7 +390,7 @@ mod tests {
             let sig = p.sign(&r, &[i; 32]).unwrap().0;
             assert_eq!(sig.len(), 65);
             assert!(sig[64] == 27 || sig[64] == 28);
-            assert!(verify::is_low_s(&sig[32..64]));
+            assert!(hanzo_kms_crypto::verify::is_low_s(&sig[32..64]));
         }
         assert_eq!(
             p.sign(&r, b"short").unwrap_err().kind(),

@@ -1,7 +1,8 @@
 //! The AES-256-GCM primitive every software path uses: 96-bit nonces and 128-bit tags only.
 //!
-//! This is the single place where the software provider seals and opens data, so the Wycheproof
-//! vectors (tests/wycheproof_aes_gcm.rs) exercise exactly the code that seals keys and data.
+//! This is the single place where Hanzo KMS seals and opens small values in process (sealed key
+//! material, data ciphertexts of the software provider, backup bundles, hsm-wrapped keys), so
+//! the Wycheproof vectors (tests/wycheproof_aes_gcm.rs) exercise exactly that code.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use hanzo_kms_core::{Error, Result, SecretBytes};
@@ -59,18 +60,6 @@ impl AesGcmKey {
         buf.truncate(len);
         Ok(buf)
     }
-}
-
-/// Fill `out` from the system's CSPRNG.
-pub fn random(out: &mut [u8]) -> Result<()> {
-    aws_lc_rs::rand::fill(out).map_err(|_| Error::internal("the system random generator failed"))
-}
-
-/// A fresh random nonce.
-pub fn random_nonce() -> Result<[u8; NONCE]> {
-    let mut n = [0u8; NONCE];
-    random(&mut n)?;
-    Ok(n)
 }
 
 #[cfg(test)]

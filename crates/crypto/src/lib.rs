@@ -1,0 +1,27 @@
+//! The cryptographic primitives of Hanzo KMS, in one place, with no I/O and no key storage.
+//!
+//! Every provider, the service, the server and the tools call these rather than aws-lc-rs or
+//! libsecp256k1 directly, so that each primitive has one implementation and one set of tests
+//! (Wycheproof AES-GCM, the secp256k1 and ML-DSA vectors):
+//!
+//! | module | what |
+//! |---|---|
+//! | [`rng`] | the system CSPRNG |
+//! | [`aead`] | AES-256-GCM with 96-bit nonces and 128-bit tags |
+//! | [`material`] | key material per [`Algorithm`](hanzo_kms_core::Algorithm): generate, public key, sign |
+//! | [`secp`] | secp256k1 signing on blinded per-thread contexts (libsecp256k1) |
+//! | [`verify`] | signature verification for every algorithm, low-S, public-key recovery |
+//! | [`seal`] | the AAD that binds material to its key, backup sealing, AES key wrap with padding |
+//!
+//! A provider is a thin layer over these: where the key material lives (sealed under a master
+//! key, wrapped under an HSM's key, or inside a device) is the provider's business; what is done
+//! with material in process is this crate's.
+
+#![forbid(unsafe_code)]
+
+pub mod aead;
+pub mod material;
+pub mod rng;
+pub mod seal;
+pub mod secp;
+pub mod verify;

@@ -654,8 +654,9 @@ pub enum PoaiCommand {
 #[derive(Debug, Subcommand)]
 pub enum HmmCommand {
     /// Sign a settlement (JSON: job_id, provider, consumer, amount, attestation_digest,
-    /// timestamp, optional expiry and nonce). With --attestation, that signed attestation must
-    /// verify and match attestation_digest. An attestation can be settled only once.
+    /// timestamp, optional expiry and nonce) for the attestation it pays for. That attestation
+    /// must verify, be signed by a PoAI key of the same tenant as the settling key, and have the
+    /// settlement's attestation_digest. An attestation can be settled only once.
     Sign {
         /// The signing key, e.g. hmm:acme:gpt4.
         #[arg(long)]
@@ -663,9 +664,10 @@ pub enum HmmCommand {
         /// The settlement, a JSON file.
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
-        /// The signed attestation it pays for, as `poai sign` printed it.
+        /// The attestation it pays for: a signed attestation as `poai sign` printed it, or one
+        /// batch item (a line of `poai sign-batch`'s output).
         #[arg(long, value_name = "FILE")]
-        attestation: Option<PathBuf>,
+        attestation: PathBuf,
     },
     /// Verify a signed settlement; prints {valid, reason} and exits 0 only if valid.
     Verify {

@@ -7,6 +7,7 @@ use hanzo_kms_core::eip712::{HMMSettlement, PoAIAttestation};
 use hanzo_kms_core::signed::{BatchItem, SignedAttestation, SignedSettlement};
 use hanzo_kms_core::weights::Header;
 use hanzo_kms_core::{Algorithm, Error, KeyName, Result, SecretBytes};
+use hanzo_kms_service::sign::Paid;
 use hanzo_kms_service::tokens::TokenInfo;
 use hanzo_kms_service::{KeyInfo, Kms, RequestCtx, Role, now_secs};
 use hanzo_kms_weights::FileCipher;
@@ -250,14 +251,28 @@ impl Backend<'_> {
         &self,
         key: &str,
         s: HMMSettlement,
-        att: Option<&SignedAttestation>,
+        paid: &crate::sign::PaidFile,
     ) -> Result<SignedSettlement> {
+        use crate::sign::PaidFile;
         match self {
             Self::Local(k) => {
-                k.sign_hmm(&RequestCtx::local(), &Self::name(k, key)?, s, att, now())
-                    .await
+                let paid = match paid {
+                    PaidFile::Attestation(a) => Paid::Attestation(a),
+                    PaidFile::Item(i) => Paid::Item(i),
+                };
+                k.sign_hmm(
+                    &RequestCtx::local(),
+                    &Self::name(k, key)?,
+                    s,
+                    Some(paid),
+                    now(),
+                )
+                .await
             }
-            Self::Remote(c) => c.sign_hmm_settlement(key, s, att).await,
+            Self::Remote(c) => match paid {
+                PaidFile::Attestation(a) => c.sign_hmm_settlement(key, s, a).await,
+                PaidFile::Item(i) => c.sign_hmm_settlement_for_item(key, s, i).await,
+            },
         }
     }
 

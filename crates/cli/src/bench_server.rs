@@ -3,7 +3,7 @@
 //! A small keep-alive HTTP/1.1 client of our own (one request in flight per connection) drives
 //! `POST /v1/poai/sign` (fresh nonce each time: a durable nonce record per request) and
 //! `POST /v1/keys/{name}/encrypt` of 1 KiB (a durable audit record per request), and
-//! `POST /v1/hmm/sign` (a settlement of a fresh attestation digest: a nonce record and a
+//! `POST /v1/hmm/sign` (a settlement of a batch item signed ahead: its verification, a nonce record and a
 //! consumed-attestation row), all group committed. With several `--url`s (nodes of one
 //! PostgreSQL store) the connections are spread over the nodes. It
 //! reports requests per second, latency percentiles, and commits and fsyncs per request from the
@@ -164,7 +164,7 @@ enum Workload {
     RestSign,
     /// `POST /v1/keys/data:bench:d/encrypt` of 1 KiB.
     RestEncrypt,
-    /// `POST /v1/hmm/sign`: a settlement of a fresh attestation digest.
+    /// `POST /v1/hmm/sign`: a settlement of an attestation signed ahead (as a batch item).
     RestSettle,
     /// gRPC `SignPoai`, one attestation a call: the REST figure's work over HTTP/2 and
     /// protobuf instead of HTTP/1.1 and JSON.
@@ -795,6 +795,9 @@ fn attestation(
     })
 }
 
+/// Attestations a settle worker signs ahead, in one batch.
+const SETTLE_AHEAD: u64 = 64;
+
 /// Attestations per SignPoaiBatch call of `--prefill`.
 const PREFILL_BATCH: u64 = 1024;
 /// After `--prefill`, the bench waits half the prefill's time, within these bounds (seconds),
@@ -854,14 +857,33 @@ async fn one(
     let now = hanzo_kms_service::now_secs();
     match (client, work) {
         (Client::Rest(c), Workload::RestSettle) => {
-            // A fresh attestation digest per request: each settlement consumes its own.
-            let mut digest = [0u8; 32];
-            digest[..8].copy_from_slice(&(w as u64).to_be_bytes());
-            digest[8..16].copy_from_slice(&i.to_be_bytes());
-            digest[16..24].copy_from_slice(&(now as u64).to_be_bytes());
+            // Each settlement pays for an attestation of its own, which it consumes: the
+            // worker signs them ahead, SETTLE_AHEAD at a time in one batch (one signature),
+            // and settles one batch item per request.
+            if c.paid.is_empty() {
+                let atts = (0..SETTLE_AHEAD)
+                    .map(|k| attestation(w, i * SETTLE_AHEAD + k, now, ordered))
+                    .collect::<Result<Vec<_>>>()?;
+                let body =
+                    serde_json::to_string(&json!({"key": "poai:bench:m", "attestations": atts}))
+                        .map_err(|e| Error::internal(format!("encoding attestations: {e}")))?;
+                let status = c.call("POST", "/v1/poai/sign-batch", token, &body).await?;
+                let items: Vec<serde_json::Value> =
+                    serde_json::from_slice(&c.last_body).map_err(|_| {
+                        Error::new(
+                            ErrorKind::Unavailable,
+                            format!("/v1/poai/sign-batch answered {status}"),
+                        )
+                    })?;
+                c.paid = items.into_iter().rev().collect();
+            }
+            let item = c
+                .paid
+                .pop()
+                .ok_or_else(|| Error::internal("no batch item to settle"))?;
+            let digest = item["digest"].as_str().unwrap_or_default().to_owned();
             let body = format!(
-                r#"{{"key":"hmm:bench:m","settlement":{{"job_id":"job-{w}-{i}","provider":"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed","consumer":"0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359","amount":"1000","attestation_digest":"0x{}","timestamp":{now}}}}}"#,
-                hex::encode(digest)
+                r#"{{"key":"hmm:bench:m","settlement":{{"job_id":"job-{w}-{i}","provider":"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed","consumer":"0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359","amount":"1000","attestation_digest":"{digest}","timestamp":{now}}},"attestation_item":{item}}}"#
             );
             let status = c.call("POST", "/v1/hmm/sign", token, &body).await?;
             if status != 200 {
@@ -1081,6 +1103,8 @@ struct Conn {
     r: BufReader<TcpStream>,
     host: String,
     last_body: Vec<u8>,
+    /// Signed batch items that settlements will pay for (the settle figure).
+    paid: Vec<serde_json::Value>,
     /// When the last answer was read: a connection idle for [`CONN_IDLE_LIMIT`] is opened
     /// afresh, before the server's idle timeout closes it under a request.
     last_used: Instant,
@@ -1100,6 +1124,7 @@ impl Conn {
             r: BufReader::new(s),
             host: addr.to_owned(),
             last_body: Vec::new(),
+            paid: Vec::new(),
             last_used: Instant::now(),
         })
     }

@@ -78,6 +78,25 @@ pub async fn poai(b: &Backend<'_>, cmd: &PoaiCommand, out: &Out) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a settlement pays for, as read from `--attestation`.
+pub enum PaidFile {
+    Attestation(SignedAttestation),
+    Item(BatchItem),
+}
+
+/// A signed attestation, or a batch item (it has a `batch`), from a file.
+fn paid_file(path: &Path) -> Result<PaidFile> {
+    let text = read(path)?;
+    let is_item = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .is_some_and(|v| v.get("batch").is_some());
+    Ok(if is_item {
+        PaidFile::Item(from_json("attestation (batch item)", &text)?)
+    } else {
+        PaidFile::Attestation(from_json("attestation", &text)?)
+    })
+}
+
 pub async fn hmm(b: &Backend<'_>, cmd: &HmmCommand, out: &Out) -> Result<ExitCode> {
     let attestation = |p: &Option<std::path::PathBuf>| -> Result<Option<SignedAttestation>> {
         p.as_deref()
@@ -92,8 +111,8 @@ pub async fn hmm(b: &Backend<'_>, cmd: &HmmCommand, out: &Out) -> Result<ExitCod
         } => {
             b.check_name(key)?;
             let s: HMMSettlement = from_json("settlement", &read(input)?)?;
-            let a = attestation(att)?;
-            let signed = b.sign_hmm(key, s, a.as_ref()).await?;
+            let paid = paid_file(att)?;
+            let signed = b.sign_hmm(key, s, &paid).await?;
             print(out, &signed);
         }
         HmmCommand::Verify {

@@ -200,7 +200,7 @@ async fn two_nodes_share_keys_tokens_the_replay_guard_and_one_audit_chain() {
             c.sign_hmm_settlement(
                 "hmm:acme:gpt4",
                 settlement(&format!("job-{i}"), att.digest),
-                Some(&att),
+                &att,
             )
             .await
         }));
@@ -241,7 +241,7 @@ async fn two_nodes_share_keys_tokens_the_replay_guard_and_one_audit_chain() {
                         c.sign_hmm_settlement(
                             "hmm:acme:gpt4",
                             settlement(&format!("load-{i}-{n}"), a2.digest),
-                            Some(&a2),
+                            &a2,
                         )
                         .await
                         .unwrap();

@@ -131,7 +131,7 @@ async fn run() -> Result<()> {
                 expiry: 0,
                 nonce: None,
             },
-            Some(&signed),
+            &signed,
         )
         .await?;
     let verdict = kms

@@ -144,7 +144,7 @@ async fn the_hip005_api_works_the_same_over_grpc_and_rest() {
             nonce: None,
         };
         let s = signer
-            .sign_hmm_settlement("hmm:acme:gpt4", settlement.clone(), Some(&signed))
+            .sign_hmm_settlement("hmm:acme:gpt4", settlement.clone(), &signed)
             .await
             .unwrap();
         let v = verifier
@@ -153,7 +153,7 @@ async fn the_hip005_api_works_the_same_over_grpc_and_rest() {
             .unwrap();
         assert!(v.valid, "{v:?}");
         let e = verifier
-            .sign_hmm_settlement("hmm:acme:gpt4", settlement, Some(&signed))
+            .sign_hmm_settlement("hmm:acme:gpt4", settlement, &signed)
             .await
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Replayed, "{e}");

@@ -69,4 +69,7 @@ pub struct BatchItem {
     pub digest: B32,
     pub index: u64,
     pub proof: Vec<ProofStep>,
+    /// Hybrid signing: the ML-DSA-65 partner's signature over the same batch digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pq: Option<PqSignature>,
 }

@@ -14,7 +14,7 @@ use crate::aead::{self, AesGcmKey, NONCE};
 use crate::rng;
 
 /// Seal key material for a backup bundle: `nonce ‖ AES-256-GCM(kek, aad, material) ‖ tag`
-/// (docs/backup.md). Shared by every provider's [`Provider::export_wrapped`].
+/// (docs/backup.md). Shared by every provider's [`Provider::export_wrapped`](hanzo_kms_core::Provider::export_wrapped).
 pub fn backup_seal(kek: &SecretKey32, aad: &[u8], material: &[u8]) -> Result<Vec<u8>> {
     let k = AesGcmKey::new(kek.expose())?;
     let nonce = rng::nonce()?;

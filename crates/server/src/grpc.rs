@@ -6,7 +6,7 @@
 //! generated messages share with the REST API (see `hanzo-kms-proto`), so both APIs accept and
 //! return exactly the same fields.
 //!
-//! Errors are mapped to a gRPC code by [`crate::wire_status`], the one table REST uses too. An
+//! Errors are mapped to a gRPC code by [`crate::error::wire_status`], the one table REST uses too. An
 //! INTERNAL or UNAVAILABLE message is generic; the detail goes to the log with the request id,
 //! which every response and error carries in the `x-request-id` metadata entry.
 
@@ -19,7 +19,7 @@ use bytes::Bytes;
 use hanzo_kms_core::eip712::{B32, PoAIAttestation, from_json};
 use hanzo_kms_core::{Algorithm, Error, ErrorKind, Result};
 use hanzo_kms_proto::v1 as pb;
-use hanzo_kms_service::sign::{BatchItem, SignedAttestation, SignedSettlement};
+use hanzo_kms_service::sign::{BatchItem, Paid, SignedAttestation, SignedSettlement};
 use hanzo_kms_service::{RequestCtx, Role, now_secs};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,7 +27,11 @@ use tonic::codegen::http;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::{AppState, operation, ops, wire_status};
+use hanzo_kms_service::model::ModelKey;
+use hanzo_kms_service::operation::Operation;
+
+use crate::error::wire_status;
+use crate::server::AppState;
 
 /// The gRPC service: a handle on the server's shared state.
 pub struct Service {
@@ -42,7 +46,7 @@ impl Service {
 
 /// The tonic service with message-size limits applied, behind [`Audited`]. Every RPC is cut
 /// off after `request_timeout`, but `VerifyAudit`, which reads the whole log, after at least
-/// `crate::AUDIT_VERIFY_TIMEOUT`, as on REST.
+/// `crate::middleware::AUDIT_VERIFY_TIMEOUT`, as on REST.
 pub(crate) fn service(
     state: Arc<AppState>,
     max_message: usize,
@@ -103,10 +107,10 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
         let reached = Reached::default();
         req.extensions_mut().insert(reached.clone());
         // The RPC's audit records, a refusal's and a timeout's all carry this id.
-        let id = crate::RequestId(uuid::Uuid::new_v4());
+        let id = crate::middleware::RequestId(uuid::Uuid::new_v4());
         req.extensions_mut().insert(id);
         let method = req.uri().path().rsplit('/').next().unwrap_or_default();
-        let operation = operation::of_rpc(method);
+        let operation = Operation::of_rpc(method).map(|o| o.name);
         let secret = SECRET_ANSWERS.contains(&method);
         // A handle on the header's bytes, not a copy of the token.
         let authorization = req.headers().get("authorization").cloned();
@@ -117,7 +121,8 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
         let state = self.state.clone();
         // VerifyAudit reads the whole log: it gets as long as on REST.
         let limit = if method == "VerifyAudit" {
-            self.request_timeout.max(crate::AUDIT_VERIFY_TIMEOUT)
+            self.request_timeout
+                .max(crate::middleware::AUDIT_VERIFY_TIMEOUT)
         } else {
             self.request_timeout
         };
@@ -137,7 +142,7 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Audited {
             if refused.code() == tonic::Code::Ok {
                 return Ok(resp);
             }
-            let bearer = crate::bearer(authorization.as_ref());
+            let bearer = crate::extract::bearer(authorization.as_ref());
             Ok(audit_unreached(&state, operation, bearer, peer, &refused, id).await)
         };
         let state = self.state.clone();
@@ -272,7 +277,7 @@ async fn audit_unreached(
     bearer: &str,
     peer: Option<String>,
     refused: &Status,
-    id: crate::RequestId,
+    id: crate::middleware::RequestId,
 ) -> http::Response<tonic::body::Body> {
     let request_id = id.0.to_string();
     let ctx = match state
@@ -334,14 +339,22 @@ async fn timed_out(
     operation: Option<&'static str>,
     authorization: Option<&http::HeaderValue>,
     peer: Option<String>,
-    id: crate::RequestId,
+    id: crate::middleware::RequestId,
 ) -> http::Response<tonic::body::Body> {
     let request_id = id.0.to_string();
     let audited = match operation {
         // Not a method of ours (reflection, an unknown method): nothing to record.
         None => Ok(()),
         Some(operation) => {
-            crate::audit_cut_off(state, operation, None, authorization, peer, &request_id).await
+            crate::middleware::audit_cut_off(
+                state,
+                operation,
+                None,
+                authorization,
+                peer,
+                &request_id,
+            )
+            .await
         }
     };
     let e = match audited {
@@ -449,12 +462,12 @@ impl Service {
         if let Some(r) = req.extensions().get::<Reached>() {
             r.0.store(true, Ordering::Release);
         }
-        let bearer = crate::bearer(req.metadata().as_ref().get("authorization"));
+        let bearer = crate::extract::bearer(req.metadata().as_ref().get("authorization"));
         let peer = req.remote_addr().map(|a: SocketAddr| a.to_string());
         let request_id = req
             .extensions()
-            .get::<crate::RequestId>()
-            .map_or_else(crate::fresh_id, |id| id.0.to_string());
+            .get::<crate::middleware::RequestId>()
+            .map_or_else(crate::error::fresh_id, |id| id.0.to_string());
         let authed = self
             .state
             .kms
@@ -479,7 +492,7 @@ impl Service {
         rpc: &'static str,
         r: std::result::Result<P, Fail>,
     ) -> std::result::Result<Response<P>, Status> {
-        let operation = operation::of_rpc(rpc).unwrap_or(operation::UNKNOWN);
+        let operation = Operation::of_rpc(rpc).map_or(crate::UNKNOWN_OPERATION, |o| o.name);
         let r = match r {
             Ok(m) => Ok(m),
             Err(Fail::Service(e)) => Err(e),
@@ -499,7 +512,7 @@ impl Service {
             }
             Err(e) => {
                 self.state
-                    .count("grpc", crate::wire_status(e.kind()).0.as_u16());
+                    .count("grpc", crate::error::wire_status(e.kind()).0.as_u16());
                 Err(status(&e, &ctx.request_id))
             }
         }
@@ -568,7 +581,7 @@ impl pb::kms_server::Kms for Service {
         let (ctx, m) = self.auth(req).await?;
         let r: std::result::Result<_, Fail> = async {
             let name = local(self.kms().parse_name(&m.name))?;
-            Ok(to_pb(&ops::public_key(self.kms(), &ctx, &name).await?)?)
+            Ok(to_pb(&self.kms().public_key(&ctx, &name).await?)?)
         }
         .await;
         self.reply(&ctx, "GetPublicKey", r).await
@@ -633,7 +646,7 @@ impl pb::kms_server::Kms for Service {
         let (ctx, m) = self.auth(req).await?;
         let r: std::result::Result<_, Fail> = async {
             let name = local(self.kms().parse_name(&m.key))?;
-            let (c, dek) = ops::data_key(self.kms(), &ctx, &name, &m.aad).await?;
+            let (c, dek) = self.kms().generate_data_key(&ctx, &name, &m.aad).await?;
             Ok(pb::GenerateDataKeyResponse {
                 key: c.key,
                 version: c.version,
@@ -649,7 +662,10 @@ impl pb::kms_server::Kms for Service {
         let (ctx, m) = self.auth(req).await?;
         let r: std::result::Result<_, Fail> = async {
             let name = local(self.kms().parse_name(&m.key))?;
-            let p = ops::unwrap_data_key(self.kms(), &ctx, &name, &m.ciphertext, &m.aad).await?;
+            let p = self
+                .kms()
+                .unwrap_data_key(&ctx, &name, &m.ciphertext, &m.aad)
+                .await?;
             Ok(pb::DecryptResponse {
                 plaintext: p.expose().to_vec(),
             })
@@ -666,7 +682,7 @@ impl pb::kms_server::Kms for Service {
         let r: std::result::Result<_, Fail> = async {
             let name = local(self.kms().parse_name(&m.key))?;
             let seg = (m.segment_size != 0).then_some(m.segment_size);
-            let k = ops::model_key(self.kms(), &ctx, &name, &m.metadata, seg).await?;
+            let k = self.kms().model_key(&ctx, &name, &m.metadata, seg).await?;
             Ok(model_key_pb(k))
         }
         .await;
@@ -677,7 +693,7 @@ impl pb::kms_server::Kms for Service {
         let (ctx, m) = self.auth(req).await?;
         let r: std::result::Result<_, Fail> = async {
             let name = local(self.kms().parse_name(&m.key))?;
-            let k = ops::model_unwrap(self.kms(), &ctx, &name, &m.header).await?;
+            let k = self.kms().model_unwrap(&ctx, &name, &m.header).await?;
             Ok(model_key_pb(k))
         }
         .await;
@@ -835,10 +851,12 @@ impl pb::kms_server::Kms for Service {
                 Some(a) => Some(local(from_pb("attestation", a))?),
                 None => None,
             };
-            let signed = self
-                .kms()
-                .sign_hmm(&ctx, &name, s, att.as_ref(), now_u64())
-                .await?;
+            let item: Option<BatchItem> = match &m.attestation_item {
+                Some(i) => Some(local(from_pb("attestation_item", i))?),
+                None => None,
+            };
+            let paid = local(Paid::of(att.as_ref(), item.as_ref()))?;
+            let signed = self.kms().sign_hmm(&ctx, &name, s, paid, now_u64()).await?;
             Ok(to_pb(&signed)?)
         }
         .await;
@@ -929,7 +947,7 @@ impl pb::kms_server::Kms for Service {
     }
 }
 
-fn model_key_pb(k: ops::ModelKey) -> pb::ModelKey {
+fn model_key_pb(k: ModelKey) -> pb::ModelKey {
     pb::ModelKey {
         header: k.header,
         data_key: k.dek.expose().to_vec(),
@@ -992,6 +1010,13 @@ fn batch_item_to_pb(it: BatchItem) -> pb::BatchItem {
                 left: p.left,
             })
             .collect(),
+        pq: it.pq.map(|pq| pb::PqSignature {
+            key: pq.key,
+            version: pq.version,
+            algorithm: pq.algorithm,
+            signature: pq.signature.to_hex(),
+            signer: pq.signer,
+        }),
     }
 }
 

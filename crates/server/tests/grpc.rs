@@ -208,6 +208,7 @@ async fn the_operations_work_over_grpc_and_match_rest() {
                 key: "hmm:acme:gpt4".into(),
                 settlement: Some(settlement.clone()),
                 attestation: Some(signed.clone()),
+                attestation_item: None,
             },
         ))
         .await
@@ -235,6 +236,7 @@ async fn the_operations_work_over_grpc_and_match_rest() {
                     ..settlement
                 }),
                 attestation: Some(signed),
+                attestation_item: None,
             },
         ))
         .await

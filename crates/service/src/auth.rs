@@ -8,24 +8,46 @@ use std::fmt;
 
 use hanzo_kms_core::{Error, ErrorKind, KeyName, Result};
 
+use crate::operation::Roles;
+
 /// A role. `Admin` implies every other role. Variants are in alphabetical order.
+///
+/// `Manage` is the key administrator's role, apart from the key users' (`encrypt`, `decrypt`,
+/// `sign`, `verify`), as AWS KMS separates them: it creates, rotates, enables, disables and
+/// destroys keys and keyspaces, shows and lists them, and manages tokens with at most its own
+/// roles, but it encrypts, decrypts and signs nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     Admin,
     Audit,
     Decrypt,
     Encrypt,
+    Manage,
     Sign,
     Verify,
 }
 
 impl Role {
+    /// This role alone, as an operation's role list.
+    pub fn alone(self) -> &'static [Role] {
+        match self {
+            Self::Admin => &[Self::Admin],
+            Self::Audit => &[Self::Audit],
+            Self::Decrypt => &[Self::Decrypt],
+            Self::Encrypt => &[Self::Encrypt],
+            Self::Manage => &[Self::Manage],
+            Self::Sign => &[Self::Sign],
+            Self::Verify => &[Self::Verify],
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Admin => "admin",
             Self::Audit => "audit",
             Self::Decrypt => "decrypt",
             Self::Encrypt => "encrypt",
+            Self::Manage => "manage",
             Self::Sign => "sign",
             Self::Verify => "verify",
         }
@@ -89,15 +111,25 @@ impl Principal {
         self.tenant.as_deref().unwrap_or("*")
     }
 
-    /// Step 2 of the pipeline: tenant, then role, then name pattern.
+    /// Step 2 of the pipeline for one role: tenant, then role, then name pattern.
     pub fn authorize(&self, role: Role, key: Option<&KeyName>) -> Result<()> {
+        self.authorize_op(Roles::Any(role.alone()), key)
+    }
+
+    /// Step 2 of the pipeline for an operation's roles: tenant, then roles, then name pattern.
+    /// A foreign tenant's key is refused exactly like a missing one.
+    pub fn authorize_op(&self, roles: Roles, key: Option<&KeyName>) -> Result<()> {
         if let Some(key) = key.filter(|k| !self.owns(k)) {
             return Err(not_found(key));
         }
-        if !self.has_role(role) {
+        let allowed = match roles {
+            Roles::All(r) => r.iter().all(|r| self.has_role(*r)),
+            Roles::Any(r) => r.iter().any(|r| self.has_role(*r)),
+        };
+        if !allowed {
             return Err(Error::new(
                 ErrorKind::PermissionDenied,
-                format!("{} lacks the {role} role", self.id),
+                format!("{} lacks the {} role", self.id, roles.describe()),
             ));
         }
         if let Some(key) = key {

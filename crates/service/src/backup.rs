@@ -19,7 +19,9 @@ use hanzo_kms_core::{
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::{Kms, RequestCtx, Role, audit_event, provider_label};
+use crate::operation as op;
+use crate::pipeline::{Call, Done, Receipt, Target};
+use crate::{Kms, RequestCtx, audit_event, provider_label};
 
 /// The bundle format this build writes and the newest it reads.
 pub const BUNDLE_VERSION: u32 = 1;
@@ -211,36 +213,25 @@ impl Kms {
         protection: &Protection,
         skip_unexportable: bool,
     ) -> Result<(Bundle, Vec<String>)> {
-        let op = self.op(ctx, "backup.create", None);
-        let r = async {
-            self.admit(ctx, &op, Role::Admin, None)?;
-            if ctx.principal.tenant.is_some() {
-                return Err(Error::new(
-                    ErrorKind::PermissionDenied,
-                    "a backup spans every tenant; it needs an all-tenant admin token",
-                ));
-            }
-            let (bundle, skipped) = self.backup_build(protection, skip_unexportable).await?;
-            // The backup is on record before anyone holds it.
-            let tx = self.store.begin_write().await?;
-            tx.commit(&[audit_event(
-                ctx,
-                "backup.create",
-                None,
-                None,
-                "ok",
-                Some(&format!(
+        self.run(ctx, &op::BACKUP_CREATE, Target::None(None), |call| {
+            Box::pin(async move {
+                let kms = call.kms;
+                let (bundle, skipped) = kms.backup_build(protection, skip_unexportable).await?;
+                // The backup is on record before anyone holds it.
+                let tx = kms.store.begin_write().await?;
+                let note = format!(
                     "bundle {} with {} keys, {} left out",
                     bundle.id,
                     bundle.keys,
                     skipped.len()
-                )),
-            )])
-            .await?;
-            Ok((bundle, skipped))
-        }
-        .await;
-        self.close_op(&op, r).await
+                );
+                let receipt = call
+                    .commit_records(tx, &[call.event("ok", Some(&note))])
+                    .await?;
+                Ok(Done::Committed((bundle, skipped), receipt))
+            })
+        })
+        .await
     }
 
     async fn backup_build(
@@ -425,27 +416,22 @@ impl Kms {
         bundle: &OpenedBundle,
         merge: bool,
     ) -> Result<RestoreReport> {
-        let op = self.op(ctx, "backup.restore", None);
-        let r = async {
-            self.admit(ctx, &op, Role::Admin, None)?;
-            if ctx.principal.tenant.is_some() {
-                return Err(Error::new(
-                    ErrorKind::PermissionDenied,
-                    "a restore spans every tenant; it needs an all-tenant admin token",
-                ));
-            }
-            self.restore_inner(ctx, bundle, merge).await
-        }
-        .await;
-        self.close_op(&op, r).await
+        self.run(ctx, &op::BACKUP_RESTORE, Target::None(None), |call| {
+            Box::pin(async move {
+                let (report, receipt) = call.kms.restore_inner(call, bundle, merge).await?;
+                Ok(Done::Committed(report, receipt))
+            })
+        })
+        .await
     }
 
     async fn restore_inner(
         &self,
-        ctx: &RequestCtx,
+        call: &Call<'_>,
         bundle: &OpenedBundle,
         merge: bool,
-    ) -> Result<RestoreReport> {
+    ) -> Result<(RestoreReport, Receipt)> {
+        let ctx = call.ctx;
         let sep = self.config.separator();
         let mut todo = Vec::new();
         let mut present = Vec::new();
@@ -501,7 +487,7 @@ impl Kms {
         // Import every version into this provider, then commit all rows at once; on any
         // failure, release what the provider made.
         let mut made: Vec<(KeyName, u32, Algorithm, KeyHandle)> = Vec::new();
-        let result: Result<Vec<String>> = async {
+        let result: Result<(Vec<String>, Receipt)> = async {
             let mut rows = Vec::new();
             for (name, k) in &todo {
                 let algorithm = Algorithm::from_str(&k.algorithm)
@@ -619,16 +605,22 @@ impl Kms {
                     Some(&format!("bundle {}: every key already present", bundle.id)),
                 ));
             }
-            tx.commit(&events).await?;
-            Ok(rows.iter().map(|(m, _)| m.name.to_string()).collect())
+            let receipt = call.commit_records(tx, &events).await?;
+            Ok((
+                rows.iter().map(|(m, _)| m.name.to_string()).collect(),
+                receipt,
+            ))
         }
         .await;
         match result {
-            Ok(restored) => Ok(RestoreReport {
-                bundle_id: bundle.id.clone(),
-                restored,
-                already_present: present,
-            }),
+            Ok((restored, receipt)) => Ok((
+                RestoreReport {
+                    bundle_id: bundle.id.clone(),
+                    restored,
+                    already_present: present,
+                },
+                receipt,
+            )),
             Err(e) => {
                 self.device(|p| crate::release_made(p, &made));
                 Err(e)

@@ -13,9 +13,11 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hanzo_kms_core::{Error, ErrorKind, KeyName, KeyRef, Result, SecretBytes};
+use hanzo_kms_core::{Error, ErrorKind, KeyName, Result, SecretBytes, SecretKey32};
 
-use crate::{Kms, RequestCtx, Role};
+use crate::operation as op;
+use crate::pipeline::{Call, Done, Target};
+use crate::{Kms, RequestCtx};
 
 /// The largest plaintext `encrypt` takes.
 pub const MAX_DATA_LEN: usize = 4 << 20;
@@ -69,30 +71,29 @@ impl Kms {
         plaintext: &[u8],
         aad: &[u8],
     ) -> Result<DataCiphertext> {
-        let mut op = self.op(ctx, "data.encrypt", Some(name));
-        let r = async {
-            if plaintext.len() > MAX_DATA_LEN {
-                return Err(Error::invalid(format!(
-                    "encrypt takes at most {MAX_DATA_LEN} bytes; got {}. Large files use envelope encryption",
-                    plaintext.len()
-                )));
-            }
-            self.admit(ctx, &op, Role::Encrypt, Some(name))?;
-            let key = self.load(ctx, name).await?;
-            require_aes(&key.meta)?;
-            let (version, handle) = Self::usable_version(&key, None)?;
-            op.version = Some(version);
-            let kref = KeyRef { name, version, algorithm: key.meta.algorithm, handle };
-            let ct = self.device(|p| p.encrypt(&kref, plaintext, &data_aad(name, version, aad)))?;
-            self.audit_only(&op, "ok").await?;
-            Ok(DataCiphertext {
-                key: name.to_string(),
-                version,
-                text: format!("{PREFIX}{version}:{}", URL_SAFE_NO_PAD.encode(ct)),
+        self.run(ctx, &op::DATA_ENCRYPT, Target::Key(name), |call| {
+            Box::pin(async move { Ok(Done::Ok(call.kms.encrypt_in(call, plaintext, aad)?)) })
+        })
+        .await
+    }
+
+    /// A fresh 256-bit data key, in the clear and encrypted under `name` in the same
+    /// `hkms:vN:` form as [`Kms::encrypt`] (so [`Kms::unwrap_data_key`] is a decryption that
+    /// insists on 32 bytes). Audited as `data.encrypt`.
+    pub async fn generate_data_key(
+        &self,
+        ctx: &RequestCtx,
+        name: &KeyName,
+        aad: &[u8],
+    ) -> Result<(DataCiphertext, SecretKey32)> {
+        self.run(ctx, &op::DATA_ENCRYPT, Target::Key(name), |call| {
+            Box::pin(async move {
+                let dek = hanzo_kms_crypto::rng::key32()?;
+                let c = call.kms.encrypt_in(call, dek.expose(), aad)?;
+                Ok(Done::Ok((c, dek)))
             })
-        }
-        .await;
-        self.close_op(&op, r).await
+        })
+        .await
     }
 
     /// Decrypt a payload made by [`Kms::encrypt`] with the same key and AAD. Every
@@ -104,27 +105,61 @@ impl Kms {
         text: &str,
         aad: &[u8],
     ) -> Result<SecretBytes> {
-        let mut op = self.op(ctx, "data.decrypt", Some(name));
-        let r = async {
-            let (version, bytes) = parse_ciphertext(text)?;
-            op.version = Some(version);
-            self.admit(ctx, &op, Role::Decrypt, Some(name))?;
-            let key = self.load(ctx, name).await?;
-            require_aes(&key.meta)?;
-            let (version, handle) = Self::usable_version(&key, Some(version))?;
-            let kref = KeyRef {
-                name,
-                version,
-                algorithm: key.meta.algorithm,
-                handle,
-            };
-            let plain = self.device(|p| p.decrypt(&kref, &bytes, &data_aad(name, version, aad)))?;
-            // Step 7: the plaintext leaves only after the audit record is committed.
-            self.audit_only(&op, "ok").await?;
-            Ok(plain)
+        self.run(ctx, &op::DATA_DECRYPT, Target::Key(name), |call| {
+            Box::pin(async move { Ok(Done::Ok(call.kms.decrypt_in(call, text, aad)?)) })
+        })
+        .await
+    }
+
+    /// Decrypt a data key made by [`Kms::generate_data_key`]: anything but 32 bytes is
+    /// "authentication failed", decided before the request's record is written.
+    pub async fn unwrap_data_key(
+        &self,
+        ctx: &RequestCtx,
+        name: &KeyName,
+        text: &str,
+        aad: &[u8],
+    ) -> Result<SecretKey32> {
+        self.run(ctx, &op::DATA_DECRYPT, Target::Key(name), |call| {
+            Box::pin(async move {
+                let plain = call.kms.decrypt_in(call, text, aad)?;
+                let key = SecretKey32::from_slice(plain.expose())
+                    .map_err(|_| Error::authentication_failed())?;
+                Ok(Done::Ok(key))
+            })
+        })
+        .await
+    }
+
+    fn encrypt_in(
+        &self,
+        call: &mut Call<'_>,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<DataCiphertext> {
+        if plaintext.len() > MAX_DATA_LEN {
+            return Err(Error::invalid(format!(
+                "encrypt takes at most {MAX_DATA_LEN} bytes; got {}. Large files use envelope encryption",
+                plaintext.len()
+            )));
         }
-        .await;
-        self.close_op(&op, r).await
+        require_aes(&call.key()?.meta)?;
+        let (version, kref) = call.version(None)?;
+        let ct =
+            self.device(|p| p.encrypt(&kref, plaintext, &data_aad(kref.name, version, aad)))?;
+        Ok(DataCiphertext {
+            key: kref.name.to_string(),
+            version,
+            text: format!("{PREFIX}{version}:{}", URL_SAFE_NO_PAD.encode(ct)),
+        })
+    }
+
+    fn decrypt_in(&self, call: &mut Call<'_>, text: &str, aad: &[u8]) -> Result<SecretBytes> {
+        let (version, bytes) = parse_ciphertext(text)?;
+        call.record_version(Some(version));
+        require_aes(&call.key()?.meta)?;
+        let (version, kref) = call.version(Some(version))?;
+        self.device(|p| p.decrypt(&kref, &bytes, &data_aad(kref.name, version, aad)))
     }
 }
 

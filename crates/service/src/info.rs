@@ -91,3 +91,16 @@ impl KeyInfo {
             .and_then(|v| v.address.as_deref())
     }
 }
+
+/// A key's primary public key (`GET /v1/keys/{name}/public`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublicKeyInfo {
+    pub key: String,
+    pub version: u32,
+    pub algorithm: String,
+    /// Hex, `0x`-prefixed.
+    pub public_key: String,
+    /// secp256k1: the EIP-55 Ethereum address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}

@@ -14,6 +14,8 @@ use hanzo_kms_core::{
 };
 use serde::Serialize;
 
+use crate::operation as op;
+use crate::pipeline::{Call, Done, Receipt, Target};
 use crate::{Kms, RequestCtx, audit_event, provider_label};
 
 /// One key's new origin and new handles by version.
@@ -38,6 +40,22 @@ impl Kms {
         target: Arc<dyn Provider>,
         revoke_tokens: bool,
     ) -> Result<MigrationReport> {
+        self.run(ctx, &op::KEY_MIGRATE, Target::None(None), |call| {
+            Box::pin(async move {
+                let (report, receipt) = call.kms.migrate_in(call, target, revoke_tokens).await?;
+                Ok(Done::Committed(report, receipt))
+            })
+        })
+        .await
+    }
+
+    async fn migrate_in(
+        &self,
+        call: &Call<'_>,
+        target: Arc<dyn Provider>,
+        revoke_tokens: bool,
+    ) -> Result<(MigrationReport, Receipt)> {
+        let ctx = call.ctx;
         let from = self.provider.name().to_owned();
         let to = target.name().to_owned();
         if from == to {
@@ -70,7 +88,7 @@ impl Kms {
         let mut moved: Vec<Moved> = Vec::new();
         let mut made: Vec<(KeyName, u32, Algorithm, KeyHandle)> = Vec::new();
         let mut refused = Vec::new();
-        let result: Result<()> = async {
+        let result: Result<Receipt> = async {
             for listed in self.store.list_keys("").await? {
                 let Some(key) = self.store.load_key(&listed.meta.name).await? else {
                     continue;
@@ -190,20 +208,25 @@ impl Kms {
                     moved.len()
                 )),
             ));
-            tx.commit(&events).await?;
-            Ok(())
+            call.commit_records(tx, &events).await
         }
         .await;
-        if let Err(e) = result {
-            crate::release_made(target.as_ref(), &made);
-            return Err(e);
-        }
-        Ok(MigrationReport {
-            from,
-            to,
-            keys: moved.len(),
-            versions: moved.iter().map(|m| m.2.len()).sum(),
-            revoked_tokens: active.len(),
-        })
+        let receipt = match result {
+            Ok(r) => r,
+            Err(e) => {
+                crate::release_made(target.as_ref(), &made);
+                return Err(e);
+            }
+        };
+        Ok((
+            MigrationReport {
+                from,
+                to,
+                keys: moved.len(),
+                versions: moved.iter().map(|m| m.2.len()).sum(),
+                revoked_tokens: active.len(),
+            },
+            receipt,
+        ))
     }
 }

@@ -10,10 +10,12 @@
 //! audited as `model.decrypt` with key and version, allowed or denied.
 
 use hanzo_kms_core::weights::Header;
-use hanzo_kms_core::{Error, ErrorKind, KeyName, KeyRef, Purpose, Result, SecretKey32};
+use hanzo_kms_core::{Error, ErrorKind, KeyName, Purpose, Result, SecretKey32};
 use hanzo_kms_weights::{Draft, FileCipher, dek_aad};
 
-use crate::{Kms, RequestCtx, Role};
+use crate::operation as op;
+use crate::pipeline::{Call, Done, Target};
+use crate::{Kms, RequestCtx};
 
 /// The model id bound into files encrypted under `key`.
 pub fn model_id_of(key: &KeyName) -> String {
@@ -25,16 +27,6 @@ pub fn model_id_of(key: &KeyName) -> String {
     )
 }
 
-/// A model file's caller learns nothing about key state: a disabled, destroyed or scheduled
-/// version is the same opaque "authentication failed" as tampering. The audit record, written
-/// before this mapping, keeps the real reason.
-fn opaque_key_state(e: Error) -> Error {
-    match e.kind() {
-        ErrorKind::KeyState => Error::authentication_failed(),
-        _ => e,
-    }
-}
-
 fn require_model_key(key: &KeyName) -> Result<()> {
     if key.purpose() == Purpose::Model {
         Ok(())
@@ -43,6 +35,17 @@ fn require_model_key(key: &KeyName) -> Result<()> {
             "{key} is not a model key; model files use model:customer:name keys"
         )))
     }
+}
+
+/// A model file's header in its encoded form and its data key, for a client that encrypts or
+/// decrypts the weights itself (the REST and gRPC answers).
+pub struct ModelKey {
+    /// The encoded header (`docs/format.md`).
+    pub header: Vec<u8>,
+    pub dek: SecretKey32,
+    /// The key that wraps the data key, and its version.
+    pub key: String,
+    pub version: u32,
 }
 
 impl Kms {
@@ -72,29 +75,38 @@ impl Kms {
         metadata: &[u8],
         segment_size: Option<u32>,
     ) -> Result<(Header, SecretKey32)> {
-        let mut op = self.op(ctx, "model.encrypt", Some(key));
-        let r = async {
-            require_model_key(key)?;
-            self.admit(ctx, &op, Role::Encrypt, Some(key))?;
-            let stored = self.load(ctx, key).await?;
-            let (version, handle) = Self::usable_version(&stored, None)?;
-            op.version = Some(version);
-            let kref = KeyRef {
-                name: key,
-                version,
-                algorithm: stored.meta.algorithm,
-                handle,
-            };
-            let draft = Draft::new(&model_id_of(key), metadata, segment_size)?;
-            let name = key.to_string();
-            let (dek, wrapped) =
-                self.device(|p| p.generate_data_key(&kref, &draft.dek_aad(&name, version)))?;
-            let (header, _) = draft.finish(&name, version, wrapped, &dek)?;
-            self.audit_only(&op, "ok").await?;
-            Ok((header, dek))
-        }
-        .await;
-        self.close_op(&op, r).await
+        self.run(ctx, &op::MODEL_ENCRYPT, Target::Key(key), |call| {
+            Box::pin(async move {
+                let kms = call.kms;
+                let draft = Draft::new(&model_id_of(call.name()?), metadata, segment_size)?;
+                let (version, kref) = call.version(None)?;
+                let name = kref.name.to_string();
+                let (dek, wrapped) =
+                    kms.device(|p| p.generate_data_key(&kref, &draft.dek_aad(&name, version)))?;
+                let (header, _) = draft.finish(&name, version, wrapped, &dek)?;
+                Ok(Done::Ok((header, dek)))
+            })
+        })
+        .await
+    }
+
+    /// [`Kms::model_data_key`] with the header encoded, as the APIs answer it.
+    pub async fn model_key(
+        &self,
+        ctx: &RequestCtx,
+        key: &KeyName,
+        metadata: &[u8],
+        segment_size: Option<u32>,
+    ) -> Result<ModelKey> {
+        let (header, dek) = self
+            .model_data_key(ctx, key, metadata, segment_size)
+            .await?;
+        Ok(ModelKey {
+            header: header.encode()?,
+            dek,
+            key: header.key_name,
+            version: header.key_version,
+        })
     }
 
     /// Start decrypting a model file that must belong to `key`: checks the caller, the key and
@@ -120,31 +132,48 @@ impl Kms {
         key: &KeyName,
         header: &Header,
     ) -> Result<SecretKey32> {
-        let mut op = self.op(ctx, "model.decrypt", Some(key));
-        op.version = Some(header.key_version);
-        let r = async {
-            require_model_key(key)?;
-            self.admit(ctx, &op, Role::Decrypt, Some(key))?;
-            let stored = self.load(ctx, key).await?;
-            if header.key_name != key.to_string() || stored.version(header.key_version).is_none() {
-                return Err(Error::authentication_failed());
-            }
-            let (version, handle) = Self::usable_version(&stored, Some(header.key_version))?;
-            let kref = KeyRef {
-                name: key,
-                version,
-                algorithm: stored.meta.algorithm,
-                handle,
-            };
-            let dek =
-                self.device(|p| p.unwrap_data_key(&kref, &header.wrapped_dek, &dek_aad(header)))?;
-            // The commitment and the model id are checked before the key is handed out.
-            FileCipher::open(header, &dek, Some(&model_id_of(key)))?;
-            self.audit_only(&op, "ok").await?;
-            Ok(dek)
+        self.run(ctx, &op::MODEL_DECRYPT, Target::Key(key), |call| {
+            Box::pin(async move { Ok(Done::Ok(call.kms.model_unwrap_in(call, header)?)) })
+        })
+        .await
+    }
+
+    /// [`Kms::model_unwrap_key`] for an encoded header (optionally followed by more of the file),
+    /// as the APIs take it. A header that does not parse is refused and recorded like any other
+    /// refusal of the operation.
+    pub async fn model_unwrap(
+        &self,
+        ctx: &RequestCtx,
+        key: &KeyName,
+        header: &[u8],
+    ) -> Result<ModelKey> {
+        self.run(ctx, &op::MODEL_DECRYPT, Target::Key(key), |call| {
+            Box::pin(async move {
+                let (parsed, len) = Header::parse(header)?;
+                let dek = call.kms.model_unwrap_in(call, &parsed)?;
+                Ok(Done::Ok(ModelKey {
+                    header: header[..len].to_vec(),
+                    dek,
+                    key: parsed.key_name,
+                    version: parsed.key_version,
+                }))
+            })
+        })
+        .await
+    }
+
+    fn model_unwrap_in(&self, call: &mut Call<'_>, header: &Header) -> Result<SecretKey32> {
+        call.record_version(Some(header.key_version));
+        let key = call.name()?.clone();
+        if header.key_name != key.to_string() || call.key()?.version(header.key_version).is_none() {
+            return Err(Error::authentication_failed());
         }
-        .await;
-        self.close_op(&op, r).await.map_err(opaque_key_state)
+        let (_, kref) = call.version(Some(header.key_version))?;
+        let dek =
+            self.device(|p| p.unwrap_data_key(&kref, &header.wrapped_dek, &dek_aad(header)))?;
+        // The commitment and the model id are checked before the key is handed out.
+        FileCipher::open(header, &dek, Some(&model_id_of(&key)))?;
+        Ok(dek)
     }
 
     /// Rewrap a file's data key to the primary version of its key. Returns the new header, or
@@ -155,55 +184,44 @@ impl Kms {
         ctx: &RequestCtx,
         header: &Header,
     ) -> Result<Option<Header>> {
-        let key = self
-            .parse_name(&header.key_name)
-            .map_err(|_| Error::authentication_failed());
-        let mut op = crate::Op {
-            ctx,
-            operation: "model.rewrap",
-            key: key.as_ref().ok().map(|k| k.to_string()),
-            version: Some(header.key_version),
+        let Ok(key) = self.parse_name(&header.key_name) else {
+            // Not a key name at all: nothing to authorise against; recorded under the name the
+            // header carries.
+            return self
+                .run(
+                    ctx,
+                    &op::MODEL_REWRAP,
+                    Target::None(Some(&header.key_name)),
+                    |_| Box::pin(async { Err(Error::authentication_failed()) }),
+                )
+                .await;
         };
-        let r = async {
-            let key = key?;
-            require_model_key(&key)?;
-            self.admit(ctx, &op, Role::Decrypt, Some(&key))?;
-            ctx.principal.authorize(Role::Encrypt, Some(&key))?;
-            let stored = self.load(ctx, &key).await?;
-            if stored.version(header.key_version).is_none() {
-                return Err(Error::authentication_failed());
-            }
-            let (old, old_handle) = Self::usable_version(&stored, Some(header.key_version))?;
-            let (new, new_handle) = Self::usable_version(&stored, None)?;
-            if old == new {
-                self.audit_only(&op, "ok").await?;
-                return Ok(None);
-            }
-            let alg = stored.meta.algorithm;
-            let old_ref = KeyRef {
-                name: &key,
-                version: old,
-                algorithm: alg,
-                handle: old_handle,
-            };
-            let dek = self
-                .device(|p| p.unwrap_data_key(&old_ref, &header.wrapped_dek, &dek_aad(header)))?;
-            FileCipher::open(header, &dek, Some(&model_id_of(&key)))?;
-            let mut next = header.clone();
-            next.key_version = new;
-            let new_ref = KeyRef {
-                name: &key,
-                version: new,
-                algorithm: alg,
-                handle: new_handle,
-            };
-            next.wrapped_dek = self.device(|p| p.wrap_data_key(&new_ref, &dek, &dek_aad(&next)))?;
-            op.version = Some(new);
-            self.audit_only(&op, "ok").await?;
-            Ok(Some(next))
-        }
-        .await;
-        self.close_op(&op, r).await.map_err(opaque_key_state)
+        let key = &key;
+        self.run(ctx, &op::MODEL_REWRAP, Target::Key(key), |call| {
+            Box::pin(async move {
+                let kms = call.kms;
+                call.record_version(Some(header.key_version));
+                let stored = call.key()?;
+                if stored.version(header.key_version).is_none() {
+                    return Err(Error::authentication_failed());
+                }
+                let primary = stored.meta.primary_version;
+                let dek = {
+                    let (_, old) = call.version(Some(header.key_version))?;
+                    kms.device(|p| p.unwrap_data_key(&old, &header.wrapped_dek, &dek_aad(header)))?
+                };
+                FileCipher::open(header, &dek, Some(&model_id_of(key)))?;
+                if header.key_version == primary {
+                    return Ok(Done::Ok(None));
+                }
+                let mut next = header.clone();
+                next.key_version = primary;
+                let (_, new) = call.version(None)?;
+                next.wrapped_dek = kms.device(|p| p.wrap_data_key(&new, &dek, &dek_aad(&next)))?;
+                Ok(Done::Ok(Some(next)))
+            })
+        })
+        .await
     }
 }
 

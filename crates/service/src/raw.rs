@@ -18,11 +18,13 @@
 //! believe it signed a digest when the key hashed it again.
 
 use hanzo_kms_core::eip712::keccak256;
-use hanzo_kms_core::{Algorithm, Error, ErrorKind, KeyName, KeyRef, Purpose, Result};
+use hanzo_kms_core::{Algorithm, Error, ErrorKind, KeyName, Result};
 use serde::Serialize;
 
+use crate::operation as op;
+use crate::pipeline::{Done, Target, check_verifying_version};
 use crate::sign::signer_of;
-use crate::{Kms, RequestCtx, Role};
+use crate::{Kms, RequestCtx};
 
 /// The largest message `sign` accepts (the server's body limit usually bites first).
 pub const MAX_MESSAGE: usize = 1 << 20;
@@ -45,23 +47,6 @@ pub struct RawVerdict {
     pub valid: bool,
     /// The key version whose public key verified the signature (`null` when invalid).
     pub version: Option<u32>,
-}
-
-fn require_api_key(key: &KeyName) -> Result<()> {
-    match key.purpose() {
-        Purpose::Api => Ok(()),
-        Purpose::Poai => Err(Error::invalid(format!(
-            "{key} is a poai key: it signs only PoAI attestations (POST /v1/poai/sign); \
-             general signing uses api: keys"
-        ))),
-        Purpose::Hmm => Err(Error::invalid(format!(
-            "{key} is an hmm key: it signs only settlements (POST /v1/hmm/sign); \
-             general signing uses api: keys"
-        ))),
-        _ => Err(Error::invalid(format!(
-            "{key} is not a signing key; general signing uses api: keys with a signing algorithm"
-        ))),
-    }
 }
 
 /// The value handed to the provider (and to the verifier) for `message`.
@@ -102,48 +87,45 @@ impl Kms {
         prehashed: bool,
     ) -> Result<Vec<RawSignature>> {
         let operation = if messages.len() == 1 {
-            "key.sign"
+            &op::KEY_SIGN
         } else {
-            "key.sign_batch"
+            &op::KEY_SIGN_BATCH
         };
-        let mut op = self.op(ctx, operation, Some(key));
-        let r = async {
-            require_api_key(key)?;
-            self.admit(ctx, &op, Role::Sign, Some(key))?;
-            let stored = self.load(ctx, key).await?;
-            let (version, handle) = Self::usable_version(&stored, None)?;
-            op.version = Some(version);
-            let algorithm = stored.meta.algorithm;
-            let public = stored
-                .version(version)
-                .and_then(|v| v.info.public_key.clone())
-                .unwrap_or_default();
-            let kref = KeyRef {
-                name: key,
-                version,
-                algorithm,
-                handle,
-            };
-            let mut out = Vec::with_capacity(messages.len());
-            for m in messages {
-                let value = to_sign(algorithm, m, prehashed)?;
-                let signature = self.device(|p| p.sign(&kref, &value))?.0;
-                out.push(RawSignature {
-                    key: key.to_string(),
-                    version,
-                    algorithm: algorithm.to_string(),
-                    signature: format!("0x{}", hex::encode(&signature)),
-                    signer: signer_of(algorithm, &public),
-                });
-            }
-            self.audit_only(&op, "ok").await?;
-            Ok(out)
-        }
-        .await;
-        self.close_op(&op, r).await
+        self.run(ctx, operation, Target::Key(key), |call| {
+            Box::pin(async move {
+                let kms = call.kms;
+                let (version, kref) = call.version(None)?;
+                let algorithm = kref.algorithm;
+                let mut out = Vec::with_capacity(messages.len());
+                let mut signatures = Vec::with_capacity(messages.len());
+                for m in messages {
+                    let value = to_sign(algorithm, m, prehashed)?;
+                    signatures.push(kms.device(|p| p.sign(&kref, &value))?.0);
+                }
+                let public = call
+                    .key()?
+                    .version(version)
+                    .and_then(|v| v.info.public_key.clone())
+                    .unwrap_or_default();
+                let signer = signer_of(algorithm, &public);
+                for signature in signatures {
+                    out.push(RawSignature {
+                        key: key.to_string(),
+                        version,
+                        algorithm: algorithm.to_string(),
+                        signature: format!("0x{}", hex::encode(&signature)),
+                        signer: signer.clone(),
+                    });
+                }
+                Ok(Done::Ok(out))
+            })
+        })
+        .await
     }
 
-    /// Verify `(message, signature)` pairs under any version of an `api:` key.
+    /// Verify `(message, signature)` pairs under any version of an `api:` key whose public key
+    /// is stored. A signature that verifies only under a disabled version is refused with the
+    /// key-state error (docs/signing.md, "Verification and key state").
     pub async fn verify_messages(
         &self,
         ctx: &RequestCtx,
@@ -152,34 +134,34 @@ impl Kms {
         prehashed: bool,
     ) -> Result<Vec<RawVerdict>> {
         let operation = if items.len() == 1 {
-            "key.verify"
+            &op::KEY_VERIFY
         } else {
-            "key.verify_batch"
+            &op::KEY_VERIFY_BATCH
         };
-        let op = self.op(ctx, operation, Some(key));
-        let r = async {
-            require_api_key(key)?;
-            self.admit(ctx, &op, Role::Verify, Some(key))?;
-            let stored = self.load(ctx, key).await?;
-            let algorithm = stored.meta.algorithm;
-            let mut out = Vec::with_capacity(items.len());
-            for (message, signature) in items {
-                let value = to_sign(algorithm, message, prehashed)?;
-                let version = stored.versions.iter().find_map(|v| {
-                    let pk = v.info.public_key.as_deref()?;
-                    hanzo_kms_crypto::verify::verify(algorithm, pk, &value, signature)
-                        .then_some(v.info.version)
-                });
-                out.push(RawVerdict {
-                    valid: version.is_some(),
-                    version,
-                });
-            }
-            self.audit_only(&op, "ok").await?;
-            Ok(out)
-        }
-        .await;
-        self.close_op(&op, r).await
+        self.run(ctx, operation, Target::Key(key), |call| {
+            Box::pin(async move {
+                let stored = call.key()?;
+                let algorithm = stored.meta.algorithm;
+                let mut out = Vec::with_capacity(items.len());
+                for (message, signature) in items {
+                    let value = to_sign(algorithm, message, prehashed)?;
+                    let version = stored.versions.iter().find_map(|v| {
+                        let pk = v.info.public_key.as_deref()?;
+                        hanzo_kms_crypto::verify::verify(algorithm, pk, &value, signature)
+                            .then_some(v.info.version)
+                    });
+                    if let Some(v) = version {
+                        check_verifying_version(stored, v)?;
+                    }
+                    out.push(RawVerdict {
+                        valid: version.is_some(),
+                        version,
+                    });
+                }
+                Ok(Done::Ok(out))
+            })
+        })
+        .await
     }
 }
 
@@ -209,19 +191,5 @@ mod tests {
         );
         assert!(to_sign(Algorithm::Aes256Gcm, b"m", false).is_err());
         assert!(to_sign(Algorithm::Ed25519, &vec![0; MAX_MESSAGE + 1], false).is_err());
-    }
-
-    #[test]
-    fn only_api_keys_sign_raw_messages() {
-        let sep = hanzo_kms_core::Separator::default();
-        let poai = KeyName::parse("poai:acme:k", sep).unwrap();
-        assert!(
-            require_api_key(&poai)
-                .unwrap_err()
-                .message()
-                .contains("/v1/poai/sign")
-        );
-        let api = KeyName::parse("api:acme:k", sep).unwrap();
-        assert!(require_api_key(&api).is_ok());
     }
 }

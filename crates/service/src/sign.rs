@@ -7,16 +7,23 @@
 //! a randomised algorithm still answers with one signature). A new nonce is signed and recorded
 //! with its signature; the signature leaves the process only after that transaction commits.
 //! A settlement also consumes its attestation: the store's primary key lets that happen once.
+//! A settlement must carry the attestation it pays for, signed by a key of its own tenant, so
+//! that no tenant can consume (and so block) another's attestation.
+//!
+//! A PoAI key with an ML-DSA-65 partner (`poai:C:N-pq`, made in hybrid mode) signs every
+//! attestation and batch with both; verification then requires both halves (verify.rs).
 
 use hanzo_kms_core::eip712::{
-    B32, Domain, HMMSettlement, HexBytes, PoAIAttestation, PoAIBatch, keccak256,
+    B32, Domain, HMMSettlement, HexBytes, PoAIAttestation, PoAIBatch, check_text, keccak256,
 };
 use hanzo_kms_core::merkle;
-use hanzo_kms_core::{Algorithm, Error, ErrorKind, KeyName, KeyRef, Purpose, Result, eth};
+use hanzo_kms_core::{Algorithm, Error, ErrorKind, KeyName, Result, eth};
 use hanzo_kms_store::StoredKey;
 use serde::Serialize;
 
-use crate::{Kms, Op, RequestCtx, Role};
+use crate::operation::{self as op, Operation};
+use crate::pipeline::{Call, Done, Receipt, Target};
+use crate::{Kms, RequestCtx};
 
 /// How far in the future a timestamp may be.
 pub const MAX_FUTURE_SECS: u64 = 60;
@@ -40,21 +47,70 @@ pub fn pq_partner(key: &KeyName) -> Result<KeyName> {
 pub struct Verdict {
     pub valid: bool,
     /// `null` when valid; else one of bad_proof, bad_signature, digest_mismatch, expired,
-    /// not_yet_valid, replayed, unknown_key.
+    /// not_yet_valid, pq_missing, unknown_key.
     pub reason: Option<&'static str>,
 }
 
 impl Verdict {
-    fn ok() -> Self {
+    pub(crate) fn ok() -> Self {
         Self {
             valid: true,
             reason: None,
         }
     }
-    fn no(reason: &'static str) -> Self {
+    pub(crate) fn no(reason: &'static str) -> Self {
         Self {
             valid: false,
             reason: Some(reason),
+        }
+    }
+
+    /// How the pipeline records this verdict: `ok`, or `invalid` with the reason.
+    pub(crate) fn done(self) -> Done<Verdict> {
+        match self.reason {
+            Some(reason) if !self.valid => Done::Invalid(self, reason),
+            _ => Done::Ok(self),
+        }
+    }
+}
+
+/// What a settlement pays for: the attestation it consumes, signed alone or as a batch item.
+/// Its digest must be the settlement's `attestation_digest`, and it must verify under a PoAI key
+/// of the settling key's tenant (docs/signing.md, "Who may settle an attestation").
+#[derive(Clone, Copy, Debug)]
+pub enum Paid<'a> {
+    Attestation(&'a SignedAttestation),
+    Item(&'a BatchItem),
+}
+
+impl<'a> Paid<'a> {
+    /// What a request names as paid for: one of a signed attestation and a batch item, or
+    /// neither (which the settlement refuses); both is a bad request.
+    pub fn of(
+        attestation: Option<&'a SignedAttestation>,
+        item: Option<&'a BatchItem>,
+    ) -> Result<Option<Self>> {
+        match (attestation, item) {
+            (Some(_), Some(_)) => Err(Error::invalid(
+                "request: give either attestation or attestation_item, not both",
+            )),
+            (Some(a), None) => Ok(Some(Paid::Attestation(a))),
+            (None, Some(i)) => Ok(Some(Paid::Item(i))),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn digest(&self) -> &B32 {
+        match self {
+            Paid::Attestation(a) => &a.digest,
+            Paid::Item(i) => &i.digest,
+        }
+    }
+
+    fn key(&self) -> &str {
+        match self {
+            Paid::Attestation(a) => &a.key,
+            Paid::Item(i) => &i.key,
         }
     }
 }
@@ -115,18 +171,8 @@ pub fn signer_of(alg: Algorithm, public_key: &[u8]) -> String {
     }
 }
 
-fn require(key: &KeyName, purpose: Purpose) -> Result<()> {
-    if key.purpose() == purpose {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!("{key} is not a {purpose} key")))
-    }
-}
-
 fn random_nonce() -> Result<B32> {
-    let mut n = [0u8; 32];
-    hanzo_kms_crypto::rng::fill(&mut n)?;
-    Ok(B32(n))
+    Ok(B32(hanzo_kms_crypto::rng::bytes32()?))
 }
 
 impl Kms {
@@ -168,7 +214,8 @@ impl Kms {
         Ok(())
     }
 
-    /// SignPoAI: fill the nonce, check the time window, sign the EIP-712 digest.
+    /// SignPoAI: fill the nonce, check the time window, sign the EIP-712 digest. A key with an
+    /// ML-DSA-65 partner signs with both (hybrid), under the same nonce.
     pub async fn sign_poai(
         &self,
         ctx: &RequestCtx,
@@ -176,128 +223,129 @@ impl Kms {
         mut att: PoAIAttestation,
         now: u64,
     ) -> Result<SignedAttestation> {
-        let mut op = self.op(ctx, "poai.sign", Some(key));
-        let r = async {
-            require(key, Purpose::Poai)?;
-            hanzo_kms_core::eip712::check_text("model_id", &att.model_id)?;
-            hanzo_kms_core::eip712::check_text("node_id", &att.node_id)?;
-            self.check_window("timestamp", att.timestamp, now)?;
-            let nonce = match att.nonce {
-                Some(n) => n,
-                None => random_nonce()?,
-            };
-            att.nonce = Some(nonce);
-            let digest = self.domain()?.digest(&att.struct_hash()?);
-            let made = self
-                .sign_digest(ctx, &mut op, key, &[(nonce, digest)], digest, None)
-                .await?;
-            // Hybrid: the ML-DSA-65 partner signs the same digest, recording the nonce for itself.
-            let mut pq = None;
-            if self.config().kms.hanzo.poai_signing.hybrid && made.algorithm == Algorithm::Secp256k1
-            {
-                let partner = pq_partner(key)?;
-                if self.visible_key(ctx, &partner).await?.is_some() {
-                    let mut pq_op = self.op(ctx, "poai.sign", Some(&partner));
-                    let m = self
-                        .sign_digest(ctx, &mut pq_op, &partner, &[(nonce, digest)], digest, None)
-                        .await;
-                    let m = self.close_op(&pq_op, m).await?;
-                    pq = Some(PqSignature {
-                        key: partner.to_string(),
-                        version: m.version,
-                        algorithm: m.algorithm.to_string(),
-                        signature: HexBytes(m.signature),
-                        signer: m.signer,
-                    });
-                }
-            }
-            Ok(SignedAttestation {
-                attestation: att,
-                digest: B32(digest),
-                signature: HexBytes(made.signature),
-                signer: made.signer,
-                algorithm: made.algorithm.to_string(),
-                key: key.to_string(),
-                version: made.version,
-                pq,
+        self.run(ctx, &op::POAI_SIGN, Target::Key(key), |call| {
+            Box::pin(async move {
+                check_text("model_id", &att.model_id)?;
+                check_text("node_id", &att.node_id)?;
+                call.kms.check_window("timestamp", att.timestamp, now)?;
+                let nonce = match att.nonce {
+                    Some(n) => n,
+                    None => random_nonce()?,
+                };
+                att.nonce = Some(nonce);
+                let digest = call.kms.domain()?.digest(&att.struct_hash()?);
+                let nonces = vec![(nonce, digest)];
+                // The partner first: if it refuses, nothing of the primary is recorded.
+                let pq = call
+                    .kms
+                    .sign_with_partner(call.ctx, &op::POAI_SIGN, key, &nonces, digest)
+                    .await?;
+                let (made, receipt) = call.kms.sign_object(call, nonces, digest, None).await?;
+                Ok(Done::Committed(
+                    SignedAttestation {
+                        attestation: att,
+                        digest: B32(digest),
+                        signature: HexBytes(made.signature),
+                        signer: made.signer,
+                        algorithm: made.algorithm.to_string(),
+                        key: key.to_string(),
+                        version: made.version,
+                        pq,
+                    },
+                    receipt,
+                ))
             })
-        }
-        .await;
-        self.close_op(&op, r).await
+        })
+        .await
     }
 
-    /// SignHMMSettlement. With `attestation`, it must verify and its digest must be the
-    /// settlement's `attestation_digest`. Either way the attestation digest is consumed: a second
-    /// settlement for the same attestation is refused as replayed.
+    /// SignHMMSettlement for the attestation it pays for. That attestation (alone, or as a batch
+    /// item) must verify, its digest must be the settlement's `attestation_digest`, and its key
+    /// must belong to the settling key's tenant. The attestation is consumed: a second settlement
+    /// for it is refused as replayed.
     pub async fn sign_hmm(
         &self,
         ctx: &RequestCtx,
         key: &KeyName,
         mut s: HMMSettlement,
-        attestation: Option<&SignedAttestation>,
+        paid: Option<Paid<'_>>,
         now: u64,
     ) -> Result<SignedSettlement> {
-        if let Some(a) = attestation {
-            let v = self.verify_poai(ctx, a, now).await?;
-            if !v.valid {
-                return Err(Error::invalid(format!(
-                    "attestation: not valid ({})",
-                    v.reason.unwrap_or("invalid")
-                )));
-            }
-            if a.digest != s.attestation_digest {
-                return Err(Error::invalid(
-                    "attestation_digest: does not match the attestation's digest",
-                ));
-            }
-        }
-        let mut op = self.op(ctx, "hmm.sign", Some(key));
-        let r = async {
-            require(key, Purpose::Hmm)?;
-            hanzo_kms_core::eip712::check_text("job_id", &s.job_id)?;
-            if s.expiry == 0 {
-                s.expiry = s
-                    .timestamp
-                    .saturating_add(self.config().kms.hanzo.hmm_settlement.settlement_expiry);
-            }
-            if s.expiry < now {
-                return Err(Error::invalid(format!("expiry: {} has passed", s.expiry)));
-            }
-            if s.timestamp > now.saturating_add(MAX_FUTURE_SECS) || s.expiry < s.timestamp {
-                return Err(Error::invalid("timestamp: in the future, or after expiry"));
-            }
-            let nonce = match s.nonce {
-                Some(n) => n,
-                None => random_nonce()?,
-            };
-            s.nonce = Some(nonce);
-            let digest = self.domain()?.digest(&s.struct_hash()?);
-            let made = self
-                .sign_digest(
-                    ctx,
-                    &mut op,
-                    key,
-                    &[(nonce, digest)],
-                    digest,
-                    Some(s.attestation_digest.0),
-                )
-                .await?;
-            Ok(SignedSettlement {
-                settlement: s,
-                digest: B32(digest),
-                signature: HexBytes(made.signature),
-                signer: made.signer,
-                algorithm: made.algorithm.to_string(),
-                key: key.to_string(),
-                version: made.version,
+        self.run(ctx, &op::HMM_SIGN, Target::Key(key), |call| {
+            Box::pin(async move {
+                let kms = call.kms;
+                let paid = paid.ok_or_else(|| {
+                    Error::invalid(
+                        "attestation: a settlement needs the signed attestation (or batch item) it pays for",
+                    )
+                })?;
+                if paid.digest() != &s.attestation_digest {
+                    return Err(Error::invalid(
+                        "attestation_digest: does not match the attestation's digest",
+                    ));
+                }
+                let owner = kms
+                    .parse_name(paid.key())
+                    .map_err(|_| Error::invalid("attestation: its key is not a key name"))?;
+                if owner.customer() != key.customer() {
+                    return Err(Error::invalid(format!(
+                        "attestation: signed by a key of tenant '{}'; {key} settles only tenant '{}''s attestations",
+                        owner.customer(),
+                        key.customer()
+                    )));
+                }
+                let verdict = match paid {
+                    Paid::Attestation(a) => kms.attestation_verdict(call.ctx, a, now).await?,
+                    Paid::Item(i) => kms.item_verdict(call.ctx, i, now).await?,
+                };
+                if !verdict.valid {
+                    return Err(Error::invalid(format!(
+                        "attestation: not valid ({})",
+                        verdict.reason.unwrap_or("invalid")
+                    )));
+                }
+                check_text("job_id", &s.job_id)?;
+                if s.expiry == 0 {
+                    s.expiry = s
+                        .timestamp
+                        .saturating_add(kms.config().kms.hanzo.hmm_settlement.settlement_expiry);
+                }
+                if s.expiry < now {
+                    return Err(Error::invalid(format!("expiry: {} has passed", s.expiry)));
+                }
+                if s.timestamp > now.saturating_add(MAX_FUTURE_SECS) || s.expiry < s.timestamp {
+                    return Err(Error::invalid("timestamp: in the future, or after expiry"));
+                }
+                let nonce = match s.nonce {
+                    Some(n) => n,
+                    None => random_nonce()?,
+                };
+                s.nonce = Some(nonce);
+                let digest = kms.domain()?.digest(&s.struct_hash()?);
+                let consume = Some(s.attestation_digest.0);
+                let (made, receipt) = kms
+                    .sign_object(call, vec![(nonce, digest)], digest, consume)
+                    .await?;
+                Ok(Done::Committed(
+                    SignedSettlement {
+                        settlement: s,
+                        digest: B32(digest),
+                        signature: HexBytes(made.signature),
+                        signer: made.signer,
+                        algorithm: made.algorithm.to_string(),
+                        key: key.to_string(),
+                        version: made.version,
+                    },
+                    receipt,
+                ))
             })
-        }
-        .await;
-        self.close_op(&op, r).await
+        })
+        .await
     }
 
     /// Sign many attestations with one signature over the Merkle root of their digests. Every
-    /// item's nonce is recorded for the key, as if signed alone.
+    /// item's nonce is recorded for the key, as if signed alone. A key with an ML-DSA-65 partner
+    /// signs the batch with both.
     pub async fn sign_poai_batch(
         &self,
         ctx: &RequestCtx,
@@ -305,362 +353,141 @@ impl Kms {
         atts: Vec<PoAIAttestation>,
         now: u64,
     ) -> Result<Vec<BatchItem>> {
-        let mut op = self.op(ctx, "poai.sign_batch", Some(key));
-        let r = async {
-            require(key, Purpose::Poai)?;
-            if atts.is_empty() {
-                return Err(Error::invalid("a batch needs at least one attestation"));
-            }
-            let domain = self.domain()?;
-            let mut items = Vec::with_capacity(atts.len());
-            let mut nonces = Vec::with_capacity(atts.len());
-            for (i, mut a) in atts.into_iter().enumerate() {
-                let ctxt = |e: Error| e.context(format!("item {i}"));
-                hanzo_kms_core::eip712::check_text("model_id", &a.model_id).map_err(ctxt)?;
-                hanzo_kms_core::eip712::check_text("node_id", &a.node_id).map_err(ctxt)?;
-                self.check_window("timestamp", a.timestamp, now)
-                    .map_err(ctxt)?;
-                let n = match a.nonce {
-                    Some(n) => n,
-                    None => random_nonce()?,
-                };
-                a.nonce = Some(n);
-                let d = domain.digest(&a.struct_hash()?);
-                if nonces.iter().any(|(m, _)| *m == n) {
-                    return Err(Error::invalid(format!(
-                        "item {i}: nonce {} appears twice in this batch",
-                        n.to_hex()
-                    )));
+        self.run(ctx, &op::POAI_SIGN_BATCH, Target::Key(key), |call| {
+            Box::pin(async move {
+                let kms = call.kms;
+                if atts.is_empty() {
+                    return Err(Error::invalid("a batch needs at least one attestation"));
                 }
-                nonces.push((n, d));
-                items.push((a, d));
-            }
-            let digests: Vec<[u8; 32]> = items.iter().map(|(_, d)| *d).collect();
-            let (root, proofs) = merkle::build(&digests);
-            let batch = PoAIBatch {
-                root: B32(root),
-                count: items.len() as u64,
-                timestamp: now,
-            };
-            let batch_digest = domain.digest(&batch.struct_hash());
-            let made = self
-                .sign_digest(ctx, &mut op, key, &nonces, batch_digest, None)
-                .await?;
-            Ok(items
-                .into_iter()
-                .zip(proofs)
-                .enumerate()
-                .map(|(i, ((a, d), p))| BatchItem {
-                    batch: batch.clone(),
-                    batch_digest: B32(batch_digest),
-                    signature: HexBytes(made.signature.clone()),
-                    signer: made.signer.clone(),
-                    algorithm: made.algorithm.to_string(),
-                    key: key.to_string(),
-                    version: made.version,
-                    attestation: a,
-                    digest: B32(d),
-                    index: i as u64,
-                    proof: p
-                        .into_iter()
-                        .map(|s| ProofStep {
-                            hash: B32(s.sibling),
-                            left: s.sibling_is_left,
-                        })
-                        .collect(),
-                })
-                .collect())
-        }
-        .await;
-        self.close_op(&op, r).await
-    }
-
-    /// VerifyPoAI.
-    pub async fn verify_poai(
-        &self,
-        ctx: &RequestCtx,
-        s: &SignedAttestation,
-        now: u64,
-    ) -> Result<Verdict> {
-        let key = self.parse_name(&s.key).ok();
-        let op = Op {
-            ctx,
-            operation: "poai.verify",
-            key: Some(s.key.clone()),
-            version: Some(s.version),
-        };
-        let r = async {
-            let Some((key, stored)) = self.verifier_key(ctx, &op, key, Purpose::Poai).await? else {
-                return Ok(Verdict::no("unknown_key"));
-            };
-            let digest = self.domain()?.digest(&s.attestation.struct_hash()?);
-            if digest != s.digest.0 {
-                return Ok(Verdict::no("digest_mismatch"));
-            }
-            if !signature_matches(
-                &stored,
-                &digest,
-                Claimed {
-                    signature: &s.signature.0,
-                    signer: &s.signer,
-                    algorithm: &s.algorithm,
-                    version: s.version,
-                },
-            ) {
-                return Ok(Verdict::no("bad_signature"));
-            }
-            if let Some(pq) = &s.pq {
-                // Both halves of a hybrid signature must hold, and the partner must be this
-                // key's partner.
-                let partner = self
-                    .parse_name(&pq.key)
-                    .ok()
-                    .filter(|p| pq_partner(&key).is_ok_and(|q| &q == p));
-                let Some(partner) = partner else {
-                    return Ok(Verdict::no("unknown_key"));
-                };
-                let Some(pq_key) = self.visible_key(ctx, &partner).await? else {
-                    return Ok(Verdict::no("unknown_key"));
-                };
-                if !signature_matches(
-                    &pq_key,
-                    &digest,
-                    Claimed {
-                        signature: &pq.signature.0,
-                        signer: &pq.signer,
-                        algorithm: &pq.algorithm,
-                        version: pq.version,
-                    },
-                ) {
-                    return Ok(Verdict::no("bad_signature"));
+                let domain = kms.domain()?;
+                let mut items = Vec::with_capacity(atts.len());
+                let mut nonces = Vec::with_capacity(atts.len());
+                for (i, mut a) in atts.into_iter().enumerate() {
+                    let ctxt = |e: Error| e.context(format!("item {i}"));
+                    check_text("model_id", &a.model_id).map_err(ctxt)?;
+                    check_text("node_id", &a.node_id).map_err(ctxt)?;
+                    kms.check_window("timestamp", a.timestamp, now)
+                        .map_err(ctxt)?;
+                    let n = match a.nonce {
+                        Some(n) => n,
+                        None => random_nonce()?,
+                    };
+                    a.nonce = Some(n);
+                    let d = domain.digest(&a.struct_hash()?);
+                    if nonces.iter().any(|(m, _)| *m == n) {
+                        return Err(Error::invalid(format!(
+                            "item {i}: nonce {} appears twice in this batch",
+                            n.to_hex()
+                        )));
+                    }
+                    nonces.push((n, d));
+                    items.push((a, d));
                 }
-            }
-            Ok(self.window_verdict(s.attestation.timestamp, now))
-        }
-        .await;
-        self.close_verdict(&op, r).await
+                let digests: Vec<[u8; 32]> = items.iter().map(|(_, d)| *d).collect();
+                let (root, proofs) = merkle::build(&digests);
+                let batch = PoAIBatch {
+                    root: B32(root),
+                    count: items.len() as u64,
+                    timestamp: now,
+                };
+                let batch_digest = domain.digest(&batch.struct_hash());
+                let pq = kms
+                    .sign_with_partner(call.ctx, &op::POAI_SIGN_BATCH, key, &nonces, batch_digest)
+                    .await?;
+                let (made, receipt) = kms.sign_object(call, nonces, batch_digest, None).await?;
+                let items = items
+                    .into_iter()
+                    .zip(proofs)
+                    .enumerate()
+                    .map(|(i, ((a, d), p))| BatchItem {
+                        batch: batch.clone(),
+                        batch_digest: B32(batch_digest),
+                        signature: HexBytes(made.signature.clone()),
+                        signer: made.signer.clone(),
+                        algorithm: made.algorithm.to_string(),
+                        key: key.to_string(),
+                        version: made.version,
+                        attestation: a,
+                        digest: B32(d),
+                        index: i as u64,
+                        proof: p
+                            .into_iter()
+                            .map(|s| ProofStep {
+                                hash: B32(s.sibling),
+                                left: s.sibling_is_left,
+                            })
+                            .collect(),
+                        pq: pq.clone(),
+                    })
+                    .collect();
+                Ok(Done::Committed(items, receipt))
+            })
+        })
+        .await
     }
 
-    /// Verify a settlement: signature, expiry, and with `attestation`, that attestation's
-    /// validity and digest.
-    pub async fn verify_hmm(
+    /// The ML-DSA-65 partner's half of a hybrid signature over `digest`, recording `nonces` for
+    /// the partner too (a request of its own, with its own record); `None` when the key has no
+    /// partner the caller may use.
+    async fn sign_with_partner(
         &self,
         ctx: &RequestCtx,
-        s: &SignedSettlement,
-        attestation: Option<&SignedAttestation>,
-        now: u64,
-    ) -> Result<Verdict> {
-        let key = self.parse_name(&s.key).ok();
-        let op = Op {
-            ctx,
-            operation: "hmm.verify",
-            key: Some(s.key.clone()),
-            version: Some(s.version),
-        };
-        let r = async {
-            let Some((_, stored)) = self.verifier_key(ctx, &op, key, Purpose::Hmm).await? else {
-                return Ok(Verdict::no("unknown_key"));
-            };
-            let digest = self.domain()?.digest(&s.settlement.struct_hash()?);
-            if digest != s.digest.0 {
-                return Ok(Verdict::no("digest_mismatch"));
-            }
-            if !signature_matches(
-                &stored,
-                &digest,
-                Claimed {
-                    signature: &s.signature.0,
-                    signer: &s.signer,
-                    algorithm: &s.algorithm,
-                    version: s.version,
-                },
-            ) {
-                return Ok(Verdict::no("bad_signature"));
-            }
-            if s.settlement.expiry < now {
-                return Ok(Verdict::no("expired"));
-            }
-            if s.settlement.timestamp > now.saturating_add(MAX_FUTURE_SECS) {
-                return Ok(Verdict::no("not_yet_valid"));
-            }
-            Ok(Verdict::ok())
-        }
-        .await;
-        let v = self.close_verdict(&op, r).await?;
-        match attestation {
-            Some(a) if v.valid => {
-                if a.digest != s.settlement.attestation_digest {
-                    return Ok(Verdict::no("digest_mismatch"));
-                }
-                self.verify_poai(ctx, a, now).await
-            }
-            _ => Ok(v),
-        }
-    }
-
-    /// Verify one batch item with only itself: its proof up to the signed root, and the
-    /// batch signature.
-    pub async fn verify_batch_item(
-        &self,
-        ctx: &RequestCtx,
-        item: &BatchItem,
-        now: u64,
-    ) -> Result<Verdict> {
-        let key = self.parse_name(&item.key).ok();
-        let op = Op {
-            ctx,
-            operation: "poai.verify_item",
-            key: Some(item.key.clone()),
-            version: Some(item.version),
-        };
-        let r = async {
-            let Some((_, stored)) = self.verifier_key(ctx, &op, key, Purpose::Poai).await? else {
-                return Ok(Verdict::no("unknown_key"));
-            };
-            let domain = self.domain()?;
-            let digest = domain.digest(&item.attestation.struct_hash()?);
-            if digest != item.digest.0 {
-                return Ok(Verdict::no("digest_mismatch"));
-            }
-            let steps: Vec<merkle::Step> = item
-                .proof
-                .iter()
-                .map(|p| merkle::Step {
-                    sibling: p.hash.0,
-                    sibling_is_left: p.left,
-                })
-                .collect();
-            if item.index >= item.batch.count
-                || merkle::root_from_proof(&digest, &steps) != item.batch.root.0
-            {
-                return Ok(Verdict::no("bad_proof"));
-            }
-            let batch_digest = domain.digest(&item.batch.struct_hash());
-            if batch_digest != item.batch_digest.0 {
-                return Ok(Verdict::no("digest_mismatch"));
-            }
-            if !signature_matches(
-                &stored,
-                &batch_digest,
-                Claimed {
-                    signature: &item.signature.0,
-                    signer: &item.signer,
-                    algorithm: &item.algorithm,
-                    version: item.version,
-                },
-            ) {
-                return Ok(Verdict::no("bad_signature"));
-            }
-            Ok(self.window_verdict(item.attestation.timestamp, now))
-        }
-        .await;
-        self.close_verdict(&op, r).await
-    }
-
-    /// The key a verification names, if it exists, has `purpose` and the caller may see it
-    /// (missing, foreign and wrong-purpose keys are all `unknown_key`). A caller without the
-    /// verify role is refused.
-    async fn verifier_key(
-        &self,
-        ctx: &RequestCtx,
-        op: &Op<'_>,
-        key: Option<KeyName>,
-        purpose: Purpose,
-    ) -> Result<Option<(KeyName, StoredKey)>> {
-        // Step 4: every verification counts against the caller's limits, whatever key it
-        // names (an unknown key's "unknown_key" verdict costs the server as much as any).
-        self.limiter.check(ctx, op.operation, key.as_ref())?;
-        let Some(key) = key.filter(|k| k.purpose() == purpose) else {
-            return Ok(None);
-        };
-        match ctx.principal.authorize(Role::Verify, Some(&key)) {
-            Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        Ok(self
-            .visible_key(ctx, &key)
-            .await?
-            .map(|stored| (key, stored)))
-    }
-
-    fn window_verdict(&self, ts: u64, now: u64) -> Verdict {
-        let ttl = self.config().kms.hanzo.poai_signing.attestation_ttl;
-        if ts.saturating_add(ttl) < now {
-            Verdict::no("expired")
-        } else if ts > now.saturating_add(MAX_FUTURE_SECS) {
-            Verdict::no("not_yet_valid")
-        } else {
-            Verdict::ok()
-        }
-    }
-
-    /// A key the caller may see, or `None` (missing and foreign look the same).
-    async fn visible_key(&self, ctx: &RequestCtx, key: &KeyName) -> Result<Option<StoredKey>> {
-        Ok(self
-            .store()
-            .load_key(key)
-            .await?
-            .filter(|_| ctx.principal.owns(key)))
-    }
-
-    /// Audit a verification with its verdict (the verdict is the reason of an invalid answer).
-    async fn close_verdict(&self, op: &Op<'_>, r: Result<Verdict>) -> Result<Verdict> {
-        match r {
-            Ok(v) => {
-                let tx = self
-                    .store()
-                    .begin_write()
-                    .await
-                    .map_err(crate::audit_failure)?;
-                tx.commit(&[op.event(if v.valid { "ok" } else { "invalid" }, v.reason)])
-                    .await
-                    .map_err(crate::audit_failure)?;
-                Ok(v)
-            }
-            Err(e) => self.close_op(op, Err(e)).await,
-        }
-    }
-
-    /// Steps 2–7 for a signature over `digest`, recording `nonces` (each `(nonce, message
-    /// digest)`) and, for a settlement, consuming `consume`, through the group committer.
-    async fn sign_digest(
-        &self,
-        ctx: &RequestCtx,
-        op: &mut Op<'_>,
+        operation: &'static Operation,
         key: &KeyName,
         nonces: &[(B32, [u8; 32])],
         digest: [u8; 32],
+    ) -> Result<Option<PqSignature>> {
+        let partner = pq_partner(key)?;
+        if self.visible_key(ctx, &partner).await?.is_none() {
+            return Ok(None);
+        }
+        let nonces = nonces.to_vec();
+        let made = self
+            .run(ctx, operation, Target::Key(&partner), |call| {
+                Box::pin(async move {
+                    let (made, receipt) = call.kms.sign_object(call, nonces, digest, None).await?;
+                    Ok(Done::Committed(made, receipt))
+                })
+            })
+            .await?;
+        Ok(Some(PqSignature {
+            key: partner.to_string(),
+            version: made.version,
+            algorithm: made.algorithm.to_string(),
+            signature: HexBytes(made.signature),
+            signer: made.signer,
+        }))
+    }
+
+    /// Steps 5 and 6 for a signature over `digest` with the call's key (its primary version):
+    /// sign, then hand the replay records and the request's record to the group committer. The
+    /// signature leaves only once they are durable; an exact retry gets the first signature.
+    async fn sign_object(
+        &self,
+        call: &mut Call<'_>,
+        nonces: Vec<(B32, [u8; 32])>,
+        digest: [u8; 32],
         consume: Option<[u8; 32]>,
-    ) -> Result<Made> {
-        self.admit(ctx, op, Role::Sign, Some(key))?;
-        let stored = self.load(ctx, key).await?;
-        let (version, handle) = Self::usable_version(&stored, None)?;
-        op.version = Some(version);
-        let algorithm = stored.meta.algorithm;
+    ) -> Result<(Made, Receipt)> {
+        let (version, kref) = call.version(None)?;
+        let algorithm = kref.algorithm;
         if !matches!(algorithm, Algorithm::Secp256k1 | Algorithm::MlDsa65) {
             return Err(Error::new(
                 ErrorKind::Unsupported,
-                format!("{key} is {algorithm}; signed objects use secp256k1 or ml-dsa-65"),
+                format!(
+                    "{} is {algorithm}; signed objects use secp256k1 or ml-dsa-65",
+                    kref.name
+                ),
             ));
         }
-        // Step 6 runs before the records are written, but nothing leaves this function until
-        // the group commit of its nonce and audit records is durable.
-        let kref = KeyRef {
-            name: key,
-            version,
-            algorithm,
-            handle,
-        };
         let signature = self.device(|p| p.sign(&kref, &digest))?.0;
+        let key = kref.name.to_string();
         let mut record = version.to_be_bytes().to_vec();
         record.extend_from_slice(&signature);
-        let records = crate::commit::Records {
-            key: key.to_string(),
-            nonces: nonces.to_vec(),
-            record,
-            consume: consume.map(|a| (a, digest)),
-            event: op.event("ok", None),
-        };
+        let (outcome, receipt) = call
+            .submit(key, nonces, record, consume.map(|a| (a, digest)))
+            .await?;
+        let stored = call.key()?;
         let signer = |v: u32| {
             let pk = stored
                 .version(v)
@@ -668,39 +495,40 @@ impl Kms {
                 .unwrap_or_default();
             self.signers.label(algorithm, pk)
         };
-        match self.committer().submit(records).await? {
-            crate::commit::Outcome::Recorded => Ok(Made {
+        let made = match outcome {
+            crate::commit::Outcome::Recorded => Made {
                 version,
                 algorithm,
                 signature,
                 signer: signer(version),
-            }),
+            },
             crate::commit::Outcome::Retry(rec) => {
                 let v = u32::from_be_bytes([rec[0], rec[1], rec[2], rec[3]]);
-                Ok(Made {
+                Made {
                     version: v,
                     algorithm,
                     signature: rec[4..].to_vec(),
                     signer: signer(v),
-                })
+                }
             }
-        }
+        };
+        Ok((made, receipt))
     }
 }
 
 /// What a signed object says signed it: the fields beside the signature.
-struct Claimed<'a> {
-    signature: &'a [u8],
-    signer: &'a str,
-    algorithm: &'a str,
-    version: u32,
+pub(crate) struct Claimed<'a> {
+    pub signature: &'a [u8],
+    pub signer: &'a str,
+    pub algorithm: &'a str,
+    pub version: u32,
 }
 
 /// Whether `claimed.signature` over `digest` verifies under the version of the key the object
 /// names, with the key's algorithm, and `signer` names that version. A signature relabelled
 /// with another version or algorithm does not verify: those labels are what a reader of the
 /// object (and its audit record) takes them for.
-fn signature_matches(key: &StoredKey, digest: &[u8; 32], claimed: Claimed<'_>) -> bool {
+pub(crate) fn signature_matches(key: &StoredKey, digest: &[u8; 32], claimed: Claimed<'_>) -> bool {
     let algorithm = key.meta.algorithm;
     algorithm.to_string() == claimed.algorithm
         && key.versions.iter().any(|v| {

@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::auth::{Principal, Role};
-use crate::{Kms, Op, RequestCtx, now_secs};
+use crate::operation as op;
+use crate::pipeline::{Call, Done, Target};
+use crate::{Kms, RequestCtx, now_secs};
 
 const PREFIX: &str = "hkms_";
 /// The tenant of a token that may act for every tenant.
@@ -77,18 +79,19 @@ impl From<&StoredToken> for TokenInfo {
 }
 
 impl Role {
-    /// Parse a role name (`admin`, `audit`, `decrypt`, `encrypt`, `sign`, `verify`).
+    /// Parse a role name (`admin`, `audit`, `decrypt`, `encrypt`, `manage`, `sign`, `verify`).
     pub fn parse(s: &str) -> Result<Self> {
         Ok(match s {
             "admin" => Self::Admin,
             "audit" => Self::Audit,
             "decrypt" => Self::Decrypt,
             "encrypt" => Self::Encrypt,
+            "manage" => Self::Manage,
             "sign" => Self::Sign,
             "verify" => Self::Verify,
             other => {
                 return Err(Error::invalid(format!(
-                    "'{other}' is not a role (admin, audit, decrypt, encrypt, sign, verify)"
+                    "'{other}' is not a role (admin, audit, decrypt, encrypt, manage, sign, verify)"
                 )));
             }
         })
@@ -118,14 +121,26 @@ impl Kms {
         patterns: &[String],
         description: &str,
     ) -> Result<(TokenInfo, ApiToken)> {
-        let op = Op {
-            ctx,
-            operation: "token.create",
-            key: None,
-            version: None,
-        };
-        let r = async {
-            self.admit(ctx, &op, Role::Admin, None)?;
+        self.run(ctx, &op::TOKEN_CREATE, Target::None(None), |call| {
+            Box::pin(async move {
+                call.kms
+                    .create_token_in(call, tenant, roles, patterns, description)
+                    .await
+            })
+        })
+        .await
+    }
+
+    async fn create_token_in(
+        &self,
+        call: &mut Call<'_>,
+        tenant: &str,
+        roles: &[Role],
+        patterns: &[String],
+        description: &str,
+    ) -> Result<Done<(TokenInfo, ApiToken)>> {
+        let ctx = call.ctx;
+        {
             if tenant == ALL_TENANTS {
                 // An all-tenant token (the server's first admin token) acts like the local
                 // operator; only an all-tenant principal may mint one.
@@ -223,47 +238,40 @@ impl Kms {
             };
             let mut tx = self.store.begin_write().await?;
             tx.insert_token(&stored).await?;
-            let mut event = op.event("ok", None);
-            event.key_name = Some(format!("token:{id}"));
-            tx.commit(&[event]).await?;
+            call.name_record(format!("token:{id}"));
+            let receipt = call.commit(tx).await?;
             let token = ApiToken(Zeroizing::new(format!("{PREFIX}{id}_{}", secret.as_str())));
-            Ok((TokenInfo::from(&stored), token))
+            Ok(Done::Committed((TokenInfo::from(&stored), token), receipt))
         }
-        .await;
-        self.close_op(&op, r).await
     }
 
     /// Tokens the caller may see: all, or its own tenant's.
     pub async fn list_tokens(&self, ctx: &RequestCtx) -> Result<Vec<TokenInfo>> {
-        let op = Op {
-            ctx,
-            operation: "token.list",
-            key: None,
-            version: None,
-        };
-        let r = async {
-            self.admit(ctx, &op, Role::Admin, None)?;
-            let tokens = self
-                .store
-                .list_tokens(ctx.principal.tenant.as_deref())
-                .await?;
-            self.audit_only(&op, "ok").await?;
-            Ok(tokens.iter().map(TokenInfo::from).collect())
-        }
-        .await;
-        self.close_op(&op, r).await
+        self.run(ctx, &op::TOKEN_LIST, Target::None(None), |call| {
+            Box::pin(async move {
+                let tokens = call
+                    .kms
+                    .store
+                    .list_tokens(call.ctx.principal.tenant.as_deref())
+                    .await?;
+                Ok(Done::Ok(tokens.iter().map(TokenInfo::from).collect()))
+            })
+        })
+        .await
     }
 
     /// Revoke a token. A foreign tenant's token answers like a missing one.
     pub async fn revoke_token(&self, ctx: &RequestCtx, id: &str) -> Result<TokenInfo> {
-        let op = Op {
-            ctx,
-            operation: "token.revoke",
-            key: Some(format!("token:{id}")),
-            version: None,
-        };
-        let r = async {
-            self.admit(ctx, &op, Role::Admin, None)?;
+        let about = format!("token:{id}");
+        self.run(ctx, &op::TOKEN_REVOKE, Target::None(Some(&about)), |call| {
+            Box::pin(async move { call.kms.revoke_token_in(call, id).await })
+        })
+        .await
+    }
+
+    async fn revoke_token_in(&self, call: &mut Call<'_>, id: &str) -> Result<Done<TokenInfo>> {
+        let ctx = call.ctx;
+        {
             let missing = || Error::new(ErrorKind::NotFound, format!("token {id} not found"));
             let t = self.store.token(id).await?.ok_or_else(missing)?;
             if ctx
@@ -282,13 +290,11 @@ impl Kms {
                     format!("token {id} is already revoked"),
                 ));
             }
-            tx.commit(&[op.event("ok", None)]).await?;
+            let receipt = call.commit(tx).await?;
             let mut info = TokenInfo::from(&t);
             info.revoked_at = Some(now);
-            Ok(info)
+            Ok(Done::Committed(info, receipt))
         }
-        .await;
-        self.close_op(&op, r).await
     }
 
     /// Pipeline step 1: turn a bearer token into a request context. Every refusal is the same
@@ -334,13 +340,15 @@ impl Kms {
             }
             Err(reason) => reason,
         };
-        let op = Op {
-            ctx: &anonymous,
-            operation: "authenticate",
-            key: None,
-            version: None,
-        };
-        self.audit_event_only(&op, "denied", Some(reason)).await?;
+        self.audit_event_only(crate::audit_event(
+            &anonymous,
+            "authenticate",
+            None,
+            None,
+            "denied",
+            Some(reason),
+        ))
+        .await?;
         Err(unauthenticated())
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use hanzo_kms_core::eip712::{Address, B32, HMMSettlement, HexBytes, PoAIAttestation, U256};
 use hanzo_kms_core::{Config, ErrorKind, KeyName, Separator};
-use hanzo_kms_service::sign::{SignedAttestation, signer_of};
+use hanzo_kms_service::sign::{Paid, SignedAttestation, signer_of};
 use hanzo_kms_service::{Kms, RequestCtx, Settings};
 
 async fn fresh() -> (tempfile::TempDir, Kms) {
@@ -343,7 +343,13 @@ async fn a_settlement_consumes_its_attestation_once() {
         .unwrap();
     let hmm = name("hmm:acme:gpt4");
     let s = kms
-        .sign_hmm(&ctx(), &hmm, settlement(a.digest, t, None), Some(&a), t)
+        .sign_hmm(
+            &ctx(),
+            &hmm,
+            settlement(a.digest, t, None),
+            Some(Paid::Attestation(&a)),
+            t,
+        )
         .await
         .unwrap();
     assert_eq!(s.settlement.expiry, t + 86_400);
@@ -360,7 +366,7 @@ async fn a_settlement_consumes_its_attestation_once() {
     let mut second = settlement(a.digest, t, None);
     second.job_id = "job-43".into();
     let e = kms
-        .sign_hmm(&ctx(), &hmm, second, Some(&a), t)
+        .sign_hmm(&ctx(), &hmm, second, Some(Paid::Attestation(&a)), t)
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Replayed);
@@ -370,7 +376,13 @@ async fn a_settlement_consumes_its_attestation_once() {
         .await
         .unwrap();
     let e = kms
-        .sign_hmm(&ctx(), &hmm, settlement(a.digest, t, None), Some(&b), t)
+        .sign_hmm(
+            &ctx(),
+            &hmm,
+            settlement(a.digest, t, None),
+            Some(Paid::Attestation(&b)),
+            t,
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("attestation_digest"), "{e}");
@@ -386,7 +398,7 @@ async fn a_settlement_consumes_its_attestation_once() {
     let mut late = settlement(b.digest, t - 100_000, None);
     late.expiry = t - 10;
     assert!(
-        kms.sign_hmm(&ctx(), &hmm, late, None, t)
+        kms.sign_hmm(&ctx(), &hmm, late, Some(Paid::Attestation(&b)), t)
             .await
             .unwrap_err()
             .to_string()
@@ -409,8 +421,14 @@ async fn sixteen_concurrent_settlements_of_one_attestation_one_wins() {
             tokio::spawn(async move {
                 let mut s = settlement(a.digest, t, None);
                 s.job_id = format!("job-{i}");
-                kms.sign_hmm(&ctx(), &name("hmm:acme:gpt4"), s, Some(&a), t)
-                    .await
+                kms.sign_hmm(
+                    &ctx(),
+                    &name("hmm:acme:gpt4"),
+                    s,
+                    Some(Paid::Attestation(&a)),
+                    t,
+                )
+                .await
             })
         })
         .collect();

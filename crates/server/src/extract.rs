@@ -1,0 +1,213 @@
+//! Request plumbing: the authenticated caller (pipeline step 1), path parameters, and request
+//! bodies read with field-path errors and checked against the route's schema.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use base64::Engine;
+use hanzo_kms_core::eip712::from_json;
+use hanzo_kms_core::{Error, Result};
+use hanzo_kms_service::RequestCtx;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::*;
+use crate::middleware::*;
+use crate::server::*;
+
+/// An authenticated request: pipeline step 1, as an extractor every API handler takes first. A
+/// missing or malformed header is authenticated (and audited) like any bad token.
+pub(crate) struct Authed(pub(crate) RequestCtx);
+
+impl FromRequestParts<Shared> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Shared,
+    ) -> std::result::Result<Self, ApiError> {
+        let bearer = bearer(parts.headers.get(header::AUTHORIZATION));
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.to_string());
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map_or_else(fresh_id, |id| id.0.to_string());
+        state
+            .kms
+            .authenticate_as(bearer, peer, request_id.clone())
+            .await
+            .map(Authed)
+            .map_err(|e| ApiError::new(e, &request_id))
+    }
+}
+
+/// A route's path parameter (`{name}`, `{id}`). Taken after [`Authed`] and never rejected by
+/// itself: a parameter that is not UTF-8 once percent-decoded (`/v1/keys/data:acme:%FF`) is
+/// refused by [`Param::get`] with the API's JSON error and audited, like any bad argument.
+pub(crate) struct Param(pub(crate) std::result::Result<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Param {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &S,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        Ok(Param(
+            Path::<String>::from_request_parts(parts, state)
+                .await
+                .map(|Path(p)| p)
+                .map_err(|r| r.body_text()),
+        ))
+    }
+}
+
+impl Param {
+    pub(crate) fn get(self, ctx: &RequestCtx) -> std::result::Result<String, ApiError> {
+        self.0.map_err(|detail| {
+            ApiError::refused(Error::invalid(format!("the request path: {detail}")), ctx)
+        })
+    }
+}
+
+pub(crate) fn body_text(
+    ctx: &RequestCtx,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> std::result::Result<String, ApiError> {
+    let bytes = body.map_err(|r| {
+        let too_large = r.status() == StatusCode::PAYLOAD_TOO_LARGE;
+        let e = ApiError::refused(
+            Error::invalid(if too_large {
+                "the request body is larger than server.max_body_bytes".to_owned()
+            } else {
+                format!("reading the request body: {r}")
+            }),
+            ctx,
+        );
+        if too_large {
+            e.with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        } else {
+            e
+        }
+    })?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::refused(Error::invalid("the request body is not UTF-8"), ctx))
+}
+
+/// A REST request body, and the route whose schema (`crate::schema::request_body`) describes it.
+pub(crate) trait RequestBody: for<'de> Deserialize<'de> {
+    const ROUTE: &'static str;
+}
+
+/// `impl RequestBody` for each type, naming the route whose schema describes it.
+macro_rules! request_bodies {
+    ($($t:ty => $route:literal),* $(,)?) => {
+        $(impl RequestBody for $t {
+            const ROUTE: &'static str = $route;
+        })*
+    };
+}
+pub(crate) use request_bodies;
+
+/// The request schemas by route, and the shared ones they refer to; built once, on the first
+/// body that needs them.
+pub(crate) static REQUEST_SCHEMAS: std::sync::LazyLock<(BTreeMap<&'static str, Value>, Value)> =
+    std::sync::LazyLock::new(|| {
+        let bodies = crate::routes::routes()
+            .filter_map(|(r, _)| {
+                crate::schema::request_body(r.method, r.path).map(|(s, _)| (r.path, s))
+            })
+            .collect();
+        (bodies, crate::schema::components())
+    });
+
+pub(crate) fn parse<T: RequestBody>(
+    ctx: &RequestCtx,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> std::result::Result<T, ApiError> {
+    let text = body_text(ctx, body)?;
+    // serde reads a struct from a JSON array too (its fields in order). This API's request
+    // bodies are objects, and so is every object within them, so an array in an object's place
+    // is refused rather than read by position: the whole body here, and a nested one against
+    // the route's schema (checked only for a body with a '[' in it; an attestation to sign has
+    // none).
+    if !text.trim_start().starts_with('{') {
+        return Err(ApiError::refused(
+            Error::invalid("request: the body must be a JSON object"),
+            ctx,
+        ));
+    }
+    if text.contains('[')
+        && let Ok(value) = serde_json::from_str::<Value>(&text)
+    {
+        let (bodies, components) = &*REQUEST_SCHEMAS;
+        if let Some(at) = bodies
+            .get(T::ROUTE)
+            .and_then(|s| crate::schema::array_for_object(s, &value, components))
+        {
+            return Err(ApiError::refused(
+                Error::invalid(format!(
+                    "request: {at}: expected a JSON object, found an array"
+                )),
+                ctx,
+            ));
+        }
+    }
+    from_json("request", &text).map_err(|e| ApiError::refused(e, ctx))
+}
+
+pub(crate) fn b64(
+    ctx: &RequestCtx,
+    field: &str,
+    s: &str,
+) -> std::result::Result<Vec<u8>, ApiError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|_| {
+            ApiError::refused(
+                Error::invalid(format!("request: {field}: not valid base64")),
+                ctx,
+            )
+        })
+}
+
+pub(crate) fn enc(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub(crate) fn ok(v: impl serde::Serialize) -> ApiResult {
+    serde_json::to_vec(&v)
+        .map(JsonBody)
+        .map_err(|e| ApiError::new(Error::internal(format!("encoding JSON: {e}")), &fresh_id()))
+}
+
+/// The API layer's own check of a request (a key name, an algorithm): a refusal is audited
+/// (see [`ApiError::refused`]).
+pub(crate) fn check<T>(ctx: &RequestCtx, r: Result<T>) -> std::result::Result<T, ApiError> {
+    r.map_err(|e| ApiError::refused(e, ctx))
+}
+
+/// Run a service call and attach the request id to its error.
+pub(crate) fn on<T>(ctx: &RequestCtx, r: Result<T>) -> std::result::Result<T, ApiError> {
+    r.map_err(|e| ApiError::new(e, &ctx.request_id))
+}
+
+pub(crate) type BodyResult = std::result::Result<Bytes, BytesRejection>;
+
+/// The bearer token of a request's `authorization` header (REST and gRPC alike), or "", which
+/// does not authenticate.
+pub(crate) fn bearer(authorization: Option<&HeaderValue>) -> &str {
+    authorization
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim()
+}

@@ -1,0 +1,362 @@
+//! The server: its settings, its shared state, binding the listeners, serving REST and gRPC
+//! until shutdown, and the background tasks (rotation scheduler, failover health checks).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use hanzo_kms_core::{Error, ErrorKind, Result};
+use hanzo_kms_service::ratelimit::ConfiguredLimiter;
+use hanzo_kms_service::{Kms, Principal, RequestCtx, Role, now_secs};
+
+use crate::middleware::*;
+use crate::{grpc, http, tls};
+
+/// Server settings (from the config's `server` section).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub rest_addr: String,
+    /// The gRPC listener; `None` serves REST only.
+    pub grpc_addr: Option<String>,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    /// REST: how long a request's headers may take to arrive, and how long a keep-alive
+    /// connection may sit idle (`server.header_read_timeout_secs`).
+    pub header_read_timeout: Duration,
+    /// How often the rotation scheduler runs; `None` disables it.
+    pub scheduler_every: Option<Duration>,
+    /// TLS for both listeners (`server.tls`); `None` serves plain HTTP.
+    pub tls: Option<hanzo_kms_core::config::TlsConfig>,
+}
+
+impl Options {
+    pub fn from_config(c: &hanzo_kms_core::Config) -> Self {
+        Self {
+            rest_addr: c.server.rest_addr.clone(),
+            grpc_addr: Some(c.server.grpc_addr.clone()).filter(|a| !a.is_empty()),
+            max_body_bytes: usize::try_from(c.server.max_body_bytes).unwrap_or(usize::MAX),
+            // At most a day, like the header timeout (the shutdown grace adds 1.9 s to it).
+            request_timeout: Duration::from_secs(c.server.request_timeout_secs.clamp(1, 86_400)),
+            // At most a day: HTTP/2's keep-alive timer adds it to an instant.
+            header_read_timeout: Duration::from_secs(
+                c.server.header_read_timeout_secs.clamp(1, 86_400),
+            ),
+            scheduler_every: Some(Duration::from_secs(60)),
+            tls: c.server.tls.clone(),
+        }
+    }
+}
+
+pub(crate) struct AppState {
+    pub(crate) kms: Kms,
+    pub(crate) limiter: Option<Arc<ConfiguredLimiter>>,
+    /// Requests by route, then status.
+    pub(crate) requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
+    pub(crate) timeouts: std::sync::atomic::AtomicU64,
+}
+
+pub(crate) type Shared = Arc<AppState>;
+
+impl AppState {
+    /// Count a request for `/metrics`.
+    pub(crate) fn count(&self, route: &str, status: u16) {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        // The route's name is copied only the first time it is counted.
+        match requests.get_mut(route) {
+            Some(by_status) => *by_status.entry(status).or_insert(0) += 1,
+            None => {
+                requests.insert(route.to_owned(), BTreeMap::from([(status, 1)]));
+            }
+        }
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+    /// How long a stopping server waits for requests in flight.
+    grace: Duration,
+    header_read_timeout: Duration,
+    tls: Option<(tls::Pem, Arc<tokio_rustls::rustls::ServerConfig>)>,
+    grpc_builder: tonic::transport::Server,
+    app: Router,
+    state: Shared,
+    scheduler_every: Option<Duration>,
+}
+
+impl Server {
+    /// Bind the REST listener. An address in use or invalid is a config error naming
+    /// `server.rest_addr`.
+    pub async fn bind(
+        kms: Kms,
+        limiter: Option<Arc<ConfiguredLimiter>>,
+        opts: &Options,
+    ) -> Result<Self> {
+        // Read the TLS files first: a bad certificate stops the start before anything listens.
+        let tls = opts.tls.as_ref().map(tls::load).transpose()?;
+        // The request timeout is applied per RPC in `grpc::service` (VerifyAudit gets longer);
+        // tonic still honours a client's own `grpc-timeout`.
+        let mut grpc_builder = tonic::transport::Server::builder();
+        if let Some((pem, _)) = &tls {
+            let mut c = tonic::transport::ServerTlsConfig::new().identity(
+                tonic::transport::Identity::from_pem(&pem.cert, pem.key.as_slice()),
+            );
+            if let Some(ca) = &pem.client_ca {
+                c = c.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            grpc_builder = grpc_builder
+                .tls_config(c)
+                .map_err(|e| Error::new(ErrorKind::Config, format!("server.tls: {e}")))?;
+        }
+        let listener = listen("server.rest_addr", &opts.rest_addr).await?;
+        let grpc = match &opts.grpc_addr {
+            Some(a) => Some(listen("server.grpc_addr", a).await?),
+            None => None,
+        };
+        let state = Arc::new(AppState {
+            kms,
+            limiter,
+            requests: Mutex::new(BTreeMap::new()),
+            timeouts: Default::default(),
+        });
+        let app = crate::routes::router(state.clone(), opts.max_body_bytes, opts.request_timeout)?;
+        Ok(Self {
+            listener,
+            grpc,
+            max_body_bytes: opts.max_body_bytes,
+            request_timeout: opts.request_timeout,
+            // A request cut off at its timeout still writes that record (at most
+            // TIMEOUT_AUDIT_LIMIT) and its answer.
+            grace: opts.request_timeout + TIMEOUT_AUDIT_LIMIT + Duration::from_secs(1),
+            header_read_timeout: opts.header_read_timeout,
+            tls,
+            grpc_builder,
+            app,
+            state,
+            scheduler_every: opts.scheduler_every,
+        })
+    }
+
+    /// The REST listener's address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::new(ErrorKind::Io, "reading the listen address").with_source(e))
+    }
+
+    /// Whether the listeners speak TLS (`https://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The gRPC listener's address, if gRPC is served.
+    pub fn grpc_addr(&self) -> Result<Option<SocketAddr>> {
+        self.grpc
+            .as_ref()
+            .map(|l| {
+                l.local_addr().map_err(|e| {
+                    Error::new(ErrorKind::Io, "reading the listen address").with_source(e)
+                })
+            })
+            .transpose()
+    }
+
+    /// Serve REST and gRPC until `shutdown` completes, then finish the requests in flight on
+    /// both before returning.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let background = self
+            .scheduler_every
+            .map(|every| tokio::spawn(scheduler(self.state.clone(), every)));
+        let health_checks = self.state.kms.failover().map(|_| {
+            let every = self
+                .state
+                .kms
+                .config()
+                .kms
+                .lux
+                .failover
+                .health_check_interval
+                .0;
+            tokio::spawn(failover_checks(self.state.clone(), every))
+        });
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let grpc_builder = self.grpc_builder;
+        let grpc = self.grpc.map(|listener| {
+            let svc = grpc::service(
+                self.state.clone(),
+                self.max_body_bytes,
+                self.request_timeout,
+            );
+            let reflection = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(hanzo_kms_proto::v1::FILE_DESCRIPTOR_SET)
+                .build_v1();
+            let mut grpc_builder = grpc_builder;
+            let builder = grpc_builder.add_service(svc);
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                let router = match reflection {
+                    Ok(r) => builder.add_service(r),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "gRPC reflection is unavailable");
+                        builder
+                    }
+                };
+                router
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(listener)
+                            .with_nodelay(Some(true)),
+                        stop,
+                    )
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Io, "serving gRPC").with_source(e))
+            })
+        });
+        let app = self.app;
+        let header_timeout = self.header_read_timeout;
+        let grace_rx = stop_rx.clone();
+        let serving = async move {
+            match self.tls {
+                Some((_, config)) => {
+                    let listener = tls::TlsListener::new(self.listener, config)
+                        .map_err(|e| Error::new(ErrorKind::Io, "starting TLS").with_source(e))?;
+                    http::serve(listener, app, header_timeout, stopped(stop_rx)).await;
+                }
+                None => {
+                    use axum::serve::ListenerExt;
+                    let listener = self.listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    http::serve(listener, app, header_timeout, stopped(stop_rx)).await;
+                }
+            }
+            match grpc {
+                Some(t) => t
+                    .await
+                    .map_err(|e| Error::internal(format!("the gRPC server task failed: {e}")))
+                    .and_then(|r| r),
+                None => Ok(()),
+            }
+        };
+        // Graceful, but bounded: after the signal, requests in flight get the request timeout
+        // (plus 1.9 s: a timeout's audit record and answer) to finish; idle keep-alive
+        // connections and clients that never close their HTTP/2 connection do not hold the
+        // process up past that.
+        let grace = self.grace;
+        let deadline = async move {
+            stopped(grace_rx).await;
+            tokio::time::sleep(grace).await;
+        };
+        let r = tokio::select! {
+            r = serving => r,
+            () = deadline => {
+                tracing::warn!(?grace, "shutdown: connections still open after the grace period were closed");
+                Ok(())
+            }
+        };
+        for b in [background, health_checks].into_iter().flatten() {
+            b.abort();
+        }
+        self.state.kms.close().await;
+        r
+    }
+}
+
+pub(crate) async fn listen(setting: &str, addr: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!("{setting} {addr}: cannot listen"),
+        )
+        .with_source(e)
+    })
+}
+
+/// Failover health checks (`kms.lux.failover.health_check_interval`); transitions are logged
+/// and audited by the service, and counted in `/metrics`.
+pub(crate) async fn failover_checks(state: Shared, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        state.kms.failover_check().await;
+    }
+}
+
+/// The rotation scheduler (`rotate --due`, `destroy --due`) and limiter housekeeping. Safe on
+/// every node: rotation and destruction are transactions that re-check the key's state.
+pub(crate) async fn scheduler(state: Shared, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let ctx = system_ctx();
+        let now = now_secs();
+        for (what, r) in [
+            ("rotate", state.kms.rotate_due(&ctx, now).await),
+            ("destroy", state.kms.destroy_due(&ctx, now).await),
+        ] {
+            match r {
+                Ok(done) => {
+                    for d in done {
+                        match d.result {
+                            Ok(_) => tracing::info!(key = %d.key, "scheduler: {what} done"),
+                            Err(e) => {
+                                tracing::warn!(key = %d.key, error = %e, "scheduler: {what} failed")
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "scheduler: {what} pass failed"),
+            }
+        }
+        if let Some(l) = &state.limiter {
+            l.forget_idle();
+        }
+    }
+}
+
+pub(crate) fn system_ctx() -> RequestCtx {
+    RequestCtx {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        principal: Principal {
+            id: "system:scheduler".into(),
+            tenant: None,
+            roles: vec![Role::Admin],
+            patterns: Vec::new(),
+        },
+        peer: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_bounded_to_a_day() {
+        let c = hanzo_kms_core::Config::from_yaml(
+            "server:\n  request_timeout_secs: 18446744073709551615\n  header_read_timeout_secs: 18446744073709551615\n",
+            "test",
+            std::iter::empty::<(&str, &str)>(),
+        )
+        .unwrap();
+        let o = Options::from_config(&c);
+        let day = Duration::from_secs(86_400);
+        assert_eq!((o.request_timeout, o.header_read_timeout), (day, day));
+        // What the server adds to them does not overflow.
+        let _ = o.request_timeout + Duration::from_secs(1);
+        let _ = std::time::Instant::now() + o.header_read_timeout;
+    }
+}

@@ -432,7 +432,10 @@ impl Kms {
         let r = async {
             self.admit(ctx, &op, Role::Verify, None)
                 .or_else(|_| self.admit(ctx, &op, Role::Encrypt, None))?;
-            let keys = self.store.list_keys(prefix).await?;
+            let keys = self
+                .store
+                .list_keys_of(ctx.principal.tenant.as_deref(), prefix)
+                .await?;
             let infos: Vec<KeyInfo> = keys
                 .iter()
                 .filter(|k| ctx.principal.owns(&k.meta.name) && ctx.principal.may_see(&k.meta.name))

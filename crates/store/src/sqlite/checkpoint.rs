@@ -195,35 +195,28 @@ impl WalSync {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         loop {
-            if conn.is_none() {
-                *conn = Some(open(&self.db).map_err(|e| sqlite_error(e, &doing()))?);
-            }
-            let Some(c) = conn.as_ref() else {
-                continue;
+            let c = match conn.take() {
+                Some(c) => c,
+                None => open(&self.db).map_err(|e| sqlite_error(e, &doing()))?,
             };
-            match truncate(c) {
-                Ok(true) => {
-                    self.full_checkpoint_done();
-                    return Ok(());
-                }
-                Ok(false) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Ok(false) => {
-                    return Err(Error::new(
-                        ErrorKind::Unavailable,
-                        format!(
-                            "{}: the WAL stayed busy for {} s",
-                            doing(),
-                            SCRUB_PATIENCE.as_secs()
-                        ),
-                    ));
-                }
-                Err(e) => {
-                    *conn = None;
-                    return Err(sqlite_error(e, &doing()));
-                }
+            // A connection that failed is dropped here and opened afresh next time.
+            let completed = truncate(&c).map_err(|e| sqlite_error(e, &doing()))?;
+            *conn = Some(c);
+            if completed {
+                self.full_checkpoint_done();
+                return Ok(());
             }
+            if Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "{}: the WAL stayed busy for {} s",
+                        doing(),
+                        SCRUB_PATIENCE.as_secs()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

@@ -547,4 +547,51 @@ mod tests {
             "{plan:?}"
         );
     }
+
+    /// On PostgreSQL too, the tenant listing is a search of the `(customer, name)` index, and
+    /// answers the same as on SQLite. (PostgreSQL needs no erasing in the store: destroying
+    /// deletes the row, and the rest is the database's; docs/operations.md.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tenant_listing_on_postgres_searches_the_tenant_index() {
+        let pg = hanzo_kms_testkit::Postgres::start();
+        let s = Store::connect(&pg.create_database("listing"), Separator::default(), true)
+            .await
+            .unwrap();
+        s.migrate().await.unwrap();
+        s.migrate().await.unwrap();
+        keys(&s, "beta", "own", 3).await;
+        keys(&s, "acme", "k", 2000).await;
+        sqlx::raw_sql("ANALYZE keys").execute(&s.pool).await.unwrap();
+        let names: Vec<String> = s
+            .list_keys_of(Some("beta"), "")
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| k.meta.name.to_string())
+            .collect();
+        assert_eq!(names, ["data:beta:own0", "data:beta:own1", "data:beta:own2"]);
+        assert!(s.list_keys_of(Some("beta"), "data:acme:").await.unwrap().is_empty());
+        assert_eq!(s.list_keys_of(Some("acme"), "data:acme:k19").await.unwrap().len(), 111);
+        let plan: Vec<String> = sqlx::query_scalar::<Any, String>(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN {}",
+            LIST_KEYS_OF_TENANT
+                .replace("$1", "'beta'")
+                .replace("$2", "'data:acme:%'")
+        )))
+        .fetch_all(&s.pool)
+        .await
+        .unwrap();
+        assert!(
+            plan.iter().any(|l| l.contains("keys_customer_name")),
+            "{plan:#?}"
+        );
+        assert!(!plan.iter().any(|l| l.contains("Seq Scan on keys")), "{plan:#?}");
+        // Erasing is SQLite's: here a destroy deletes the row and commits.
+        let name = KeyName::new(Purpose::Data, "beta", "own0", s.separator).unwrap();
+        let mut tx = s.begin_write().await.unwrap();
+        tx.delete_material(&name, 1).await.unwrap();
+        tx.commit(&[crate::audit::tests::ev("key.destroy")]).await.unwrap();
+        let key = s.load_key(&name).await.unwrap().unwrap();
+        assert!(key.versions[0].handle.is_none());
+    }
 }

@@ -313,7 +313,7 @@ impl WriteTx {
 
     /// [`commit`](Self::commit) without waiting for the disk: the changes are visible to other
     /// transactions at once, and durable when the returned [`Pending`] says so. Nothing that
-    /// depends on them may be acknowledged before that (see [`crate::sqlite`]).
+    /// depends on them may be acknowledged before that.
     pub async fn commit_pending(
         mut self,
         events: &[AuditEvent],

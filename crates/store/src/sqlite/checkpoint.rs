@@ -222,10 +222,10 @@ impl WalSync {
 }
 
 impl BatchWriter {
-    /// Keep the WAL bounded under sustained load: when it has grown past [`WAL_LIMIT_BYTES`],
-    /// checkpoint all of it on this connection and cut the file to nothing. The caller is the
-    /// only regular writer, so nothing is appended meanwhile and the checkpoint catches up; the
-    /// batches waiting behind it wait for the disk. Returns `None` when the WAL is within its
+    /// Keep the WAL bounded under sustained load: when it has grown past 512 MiB, checkpoint all
+    /// of it on this connection and cut the file to nothing. The caller is the only regular
+    /// writer, so nothing is appended meanwhile and the checkpoint catches up; the batches
+    /// waiting behind it wait for the disk. Returns `None` when the WAL is within its
     /// limit, else whether the checkpoint completed (one blocked by a reader for the whole busy
     /// timeout is tried again after a later batch).
     pub fn bound_wal(&mut self) -> Result<Option<bool>> {
@@ -259,7 +259,7 @@ impl BatchWriter {
     /// It copies what was committed while the background pass ran (that pass copied the rest
     /// and synced the database), and completes; the next transaction then starts the WAL over
     /// from its beginning. Without it, under load, no pass reaches the WAL's end and the WAL
-    /// only grows (see the [module docs](super)). Returns whether a pass ran.
+    /// only grows. Returns whether a pass ran.
     pub fn catch_up(&mut self) -> Result<bool> {
         if !self.wal.take_catch_up() {
             return Ok(false);

@@ -753,12 +753,15 @@ fn destroyed_material_is_in_no_file_of_the_data_directory() {
     let orders = sealed("data:acme:orders");
     let users = sealed("data:acme:users");
     assert!(orders.len() >= 32, "{} bytes", orders.len());
-    assert!(!files_holding(&orders).is_empty(), "the search finds live material");
+    assert!(
+        !files_holding(&orders).is_empty(),
+        "the search finds live material"
+    );
 
     let gone = json(kms(d.path()).args(["keys", "destroy", "data:acme:orders", "--now"]));
     assert_eq!(gone["state"], "destroyed");
     // Not the whole handle, nor any 16 bytes of it.
-    for piece in orders.chunks(16).filter(|p| p.len() == 16) {
+    for piece in orders.chunks_exact(16) {
         assert_eq!(files_holding(piece), Vec::<String>::new());
     }
     // The other keys kept their material and still work.

@@ -403,7 +403,9 @@ async fn prepare_connection(
     if backend == Backend::Sqlite {
         // The first query also reads the file header, so a file that is not a database fails
         // here.
-        sqlx::raw_sql(sqlite::PRAGMAS).execute(&mut *conn).await?;
+        sqlx::raw_sql(sqlite::POOL_PRAGMAS)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -561,7 +563,10 @@ mod tests {
         s.migrate().await.unwrap();
         keys(&s, "beta", "own", 3).await;
         keys(&s, "acme", "k", 2000).await;
-        sqlx::raw_sql("ANALYZE keys").execute(&s.pool).await.unwrap();
+        sqlx::raw_sql("ANALYZE keys")
+            .execute(&s.pool)
+            .await
+            .unwrap();
         let names: Vec<String> = s
             .list_keys_of(Some("beta"), "")
             .await
@@ -569,9 +574,23 @@ mod tests {
             .iter()
             .map(|k| k.meta.name.to_string())
             .collect();
-        assert_eq!(names, ["data:beta:own0", "data:beta:own1", "data:beta:own2"]);
-        assert!(s.list_keys_of(Some("beta"), "data:acme:").await.unwrap().is_empty());
-        assert_eq!(s.list_keys_of(Some("acme"), "data:acme:k19").await.unwrap().len(), 111);
+        assert_eq!(
+            names,
+            ["data:beta:own0", "data:beta:own1", "data:beta:own2"]
+        );
+        assert!(
+            s.list_keys_of(Some("beta"), "data:acme:")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            s.list_keys_of(Some("acme"), "data:acme:k19")
+                .await
+                .unwrap()
+                .len(),
+            111
+        );
         let plan: Vec<String> = sqlx::query_scalar::<Any, String>(sqlx::AssertSqlSafe(format!(
             "EXPLAIN {}",
             LIST_KEYS_OF_TENANT
@@ -585,12 +604,17 @@ mod tests {
             plan.iter().any(|l| l.contains("keys_customer_name")),
             "{plan:#?}"
         );
-        assert!(!plan.iter().any(|l| l.contains("Seq Scan on keys")), "{plan:#?}");
+        assert!(
+            !plan.iter().any(|l| l.contains("Seq Scan on keys")),
+            "{plan:#?}"
+        );
         // Erasing is SQLite's: here a destroy deletes the row and commits.
         let name = KeyName::new(Purpose::Data, "beta", "own0", s.separator).unwrap();
         let mut tx = s.begin_write().await.unwrap();
         tx.delete_material(&name, 1).await.unwrap();
-        tx.commit(&[crate::audit::tests::ev("key.destroy")]).await.unwrap();
+        tx.commit(&[crate::audit::tests::ev("key.destroy")])
+            .await
+            .unwrap();
         let key = s.load_key(&name).await.unwrap().unwrap();
         assert!(key.versions[0].handle.is_none());
     }

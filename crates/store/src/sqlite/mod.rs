@@ -13,7 +13,8 @@
 //!   PASSIVE passes and for the whole-WAL checkpoint that erases deleted key material
 //!   ([`WalSync::scrub`]). It is guarded by a mutex, so those never run at once.
 //!
-//! All three run [`PRAGMAS`] and share one [`WalSync`].
+//! All three run [`PRAGMAS`] (the pool adds `secure_delete`: [`POOL_PRAGMAS`]) and share one
+//! [`WalSync`].
 //!
 //! # Durability ([`wal`])
 //!
@@ -65,12 +66,12 @@
 //!
 //! # Erasing
 //!
-//! Every connection runs `secure_delete = ON`: SQLite overwrites a deleted row with zeros, and
-//! a page it frees too (FAST would leave freed pages as they were). A transaction that deletes
+//! The pool's connections, which are the ones that delete key material, run
+//! `secure_delete = ON`: SQLite overwrites a deleted row with zeros, and a page it frees too
+//! (FAST would leave freed pages as they were). A transaction that deletes
 //! key material then moves the rest of that table into fresh pages, and its commit checkpoints
 //! the whole WAL and cuts it to nothing ([`WalSync::scrub`]), so no older image of a page that
-//! held the material survives in the WAL either. The committer's writes only insert and update
-//! rows in place, so the setting costs its hot path nothing measurable (docs/benchmarks.md).
+//! held the material survives in the WAL either.
 
 pub(crate) mod checkpoint;
 mod wal;
@@ -80,17 +81,30 @@ pub use wal::Pending;
 pub(crate) use wal::WalSync;
 pub use writer::BatchWriter;
 
-/// Per-connection settings of every SQLite connection. NORMAL: a COMMIT does not wait for the
-/// disk; the store syncs the WAL itself before a commit counts. No automatic checkpoints: the
-/// store runs them. A WAL that was reset is cut back to 64 MiB. `secure_delete`: see the module
-/// docs.
+/// The settings of every SQLite connection. NORMAL: a COMMIT does not wait for the disk; the
+/// store syncs the WAL itself before a commit counts. No automatic checkpoints: the store runs
+/// them. A WAL that was reset is cut back to 64 MiB.
 ///
 /// The page cache stays at SQLite's default (2 MiB): every write transaction ends with a trim of
 /// the page cache, a scan that grows with the cache, and a larger cache on the committer's
 /// connection made signing slower (docs/benchmarks.md, "The store's history").
-pub(crate) const PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; \
-     PRAGMA journal_size_limit = 67108864; PRAGMA secure_delete = ON;";
+macro_rules! pragmas {
+    () => {
+        "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; \
+         PRAGMA journal_size_limit = 67108864;"
+    };
+}
+
+/// The committer's and the checkpointer's settings.
+pub(crate) const PRAGMAS: &str = pragmas!();
+
+/// The pool's settings: [`PRAGMAS`] and `secure_delete = ON`, because the pool's connections are
+/// the ones that delete and rewrite key material (module docs, "Erasing"). The committer only
+/// inserts audit and replay-guard rows and updates the chain head, so its pages never held key
+/// material, and a page it takes from the free list was zeroed when the pool freed it; without
+/// the setting its commits are about 15 % cheaper (docs/benchmarks.md, "The store").
+pub(crate) const POOL_PRAGMAS: &str = concat!(pragmas!(), " PRAGMA secure_delete = ON;");
 
 /// Open a rusqlite connection to the database at `db` with [`PRAGMAS`]: the committer's or the
 /// checkpointer's.

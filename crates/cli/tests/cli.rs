@@ -750,30 +750,35 @@ fn destroyed_material_is_in_no_file_of_the_data_directory() {
             .map(|p| p.display().to_string())
             .collect()
     };
-    let orders = sealed("data:acme:orders");
-    let users = sealed("data:acme:users");
-    assert!(orders.len() >= 32, "{} bytes", orders.len());
+    let handles: Vec<Vec<u8>> = ["users", "orders", "logs"]
+        .iter()
+        .map(|n| sealed(&format!("data:acme:{n}")))
+        .collect();
+    assert!(handles.iter().all(|h| h.len() >= 32));
     assert!(
-        !files_holding(&orders).is_empty(),
+        handles.iter().all(|h| !files_holding(h).is_empty()),
         "the search finds live material"
     );
 
-    let gone = json(kms(d.path()).args(["keys", "destroy", "data:acme:orders", "--now"]));
-    assert_eq!(gone["state"], "destroyed");
-    // Not the whole handle, nor any 16 bytes of it.
-    for piece in orders.chunks_exact(16) {
-        assert_eq!(files_holding(piece), Vec::<String>::new());
+    // The newest key, then the oldest: neither leaves any 16 bytes of its material behind.
+    for (name, h) in [("logs", &handles[2]), ("users", &handles[0])] {
+        let key = format!("data:acme:{name}");
+        let gone = json(kms(d.path()).args(["keys", "destroy", &key, "--now"]));
+        assert_eq!(gone["state"], "destroyed");
+        for piece in h.chunks_exact(16) {
+            assert_eq!(files_holding(piece), Vec::<String>::new(), "{key}");
+        }
     }
-    // The other keys kept their material and still work.
-    assert_eq!(sealed("data:acme:users"), users);
+    // The remaining key kept its material and still works.
+    assert_eq!(sealed("data:acme:orders"), handles[1]);
     let ct = kms(d.path())
-        .args(["encrypt", "--key", "data:acme:users"])
+        .args(["encrypt", "--key", "data:acme:orders"])
         .write_stdin("still here")
         .output()
         .unwrap();
     assert!(ct.status.success());
     let pt = kms(d.path())
-        .args(["decrypt", "--key", "data:acme:users"])
+        .args(["decrypt", "--key", "data:acme:orders"])
         .write_stdin(ct.stdout)
         .output()
         .unwrap();

@@ -714,3 +714,73 @@ fn unseal_all(db: &Path, master: &[u8]) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// `keys destroy --now` erases the sealed material from every file of the data directory: the
+/// database, its WAL, and anything beside them (issue 26, item 10).
+#[test]
+fn destroyed_material_is_in_no_file_of_the_data_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    json(kms(d.path()).arg("init"));
+    for name in ["users", "orders", "logs"] {
+        json(kms(d.path()).args(["keys", "create", &format!("data:acme:{name}")]));
+    }
+    let sealed = |key: &str| -> Vec<u8> {
+        use sqlx::{Connection, Row};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let url = format!("sqlite://{}", data.join("kms.db").display());
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("SELECT handle FROM key_material WHERE key_name = $1")
+                .bind(key)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+                .get::<Vec<u8>, _>(0)
+        })
+    };
+    let files_holding = |needle: &[u8]| -> Vec<String> {
+        std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file() && find(&std::fs::read(p).unwrap(), needle).is_some())
+            .map(|p| p.display().to_string())
+            .collect()
+    };
+    let handles: Vec<Vec<u8>> = ["users", "orders", "logs"]
+        .iter()
+        .map(|n| sealed(&format!("data:acme:{n}")))
+        .collect();
+    assert!(handles.iter().all(|h| h.len() >= 32));
+    assert!(
+        handles.iter().all(|h| !files_holding(h).is_empty()),
+        "the search finds live material"
+    );
+
+    // The newest key, then the oldest: neither leaves any 16 bytes of its material behind.
+    for (name, h) in [("logs", &handles[2]), ("users", &handles[0])] {
+        let key = format!("data:acme:{name}");
+        let gone = json(kms(d.path()).args(["keys", "destroy", &key, "--now"]));
+        assert_eq!(gone["state"], "destroyed");
+        for piece in h.chunks_exact(16) {
+            assert_eq!(files_holding(piece), Vec::<String>::new(), "{key}");
+        }
+    }
+    // The remaining key kept its material and still works.
+    assert_eq!(sealed("data:acme:orders"), handles[1]);
+    let ct = kms(d.path())
+        .args(["encrypt", "--key", "data:acme:orders"])
+        .write_stdin("still here")
+        .output()
+        .unwrap();
+    assert!(ct.status.success());
+    let pt = kms(d.path())
+        .args(["decrypt", "--key", "data:acme:orders"])
+        .write_stdin(ct.stdout)
+        .output()
+        .unwrap();
+    assert_eq!(pt.stdout, b"still here");
+}

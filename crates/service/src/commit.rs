@@ -12,9 +12,7 @@
 //! `synchronous = NORMAL` and then syncs the WAL itself (`Pending::durable_blocking`) before it
 //! answers; the requests that arrive during the commit and the sync are the next batch. So a
 //! batch is everything that arrived during one commit-and-sync cycle, and there is one commit per
-//! sync. (Until session 8 the sync ran in a task of its own while the committer started the next
-//! batch: twice the commits for the same syncs, and three more thread hand-offs per batch. The
-//! measured difference is in docs/benchmarks.md.) Elsewhere (PostgreSQL) a commit is durable
+//! sync. Elsewhere (PostgreSQL) a commit is durable
 //! when it returns.
 
 use std::borrow::Cow;

@@ -116,7 +116,11 @@ impl Kms {
         self.run(ctx, &op::KEY_LIST, Target::None(None), |call| {
             Box::pin(async move {
                 let principal = &call.ctx.principal;
-                let keys = call.kms.store().list_keys(prefix).await?;
+                let keys = call
+                    .kms
+                    .store()
+                    .list_keys_of(principal.tenant.as_deref(), prefix)
+                    .await?;
                 let infos = keys
                     .iter()
                     .filter(|k| principal.owns(&k.meta.name) && principal.may_see(&k.meta.name))
@@ -175,7 +179,10 @@ impl Kms {
     /// the others; each key's outcome is reported. A key that another node rotated meanwhile is
     /// left alone: the period is checked again inside the rotating transaction.
     pub async fn rotate_due(&self, ctx: &RequestCtx, now: UnixTime) -> Result<Vec<DueOutcome>> {
-        let keys = self.store().list_keys("").await?;
+        let keys = self
+            .store()
+            .list_keys_of(ctx.principal.tenant.as_deref(), "")
+            .await?;
         let mut out = Vec::new();
         for k in keys
             .iter()
@@ -359,7 +366,10 @@ impl Kms {
     /// cancelled meanwhile (`keys enable`, on any node) is left alone: the schedule is checked
     /// again inside the destroying transaction.
     pub async fn destroy_due(&self, ctx: &RequestCtx, now: UnixTime) -> Result<Vec<DueOutcome>> {
-        let keys = self.store().list_keys("").await?;
+        let keys = self
+            .store()
+            .list_keys_of(ctx.principal.tenant.as_deref(), "")
+            .await?;
         let mut out = Vec::new();
         for k in keys.iter().filter(|k| {
             ctx.principal.owns(&k.meta.name)

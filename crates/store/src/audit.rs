@@ -14,8 +14,12 @@
 //! the newest records is caught by the chain head (`audit_head`), which is updated in the same
 //! transaction as every append.
 
+use hanzo_kms_core::Result;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+
+use crate::Store;
+use crate::sql::{audit_columns, select_head};
 
 /// What happened, before it is numbered and chained. Holds no secret material by construction:
 /// there is no field for it.
@@ -172,6 +176,120 @@ impl AuditReport {
             "head": hex::encode(self.head),
             "problem": self.problem.as_ref().map(|(seq, what)| serde_json::json!({"seq": seq, "reason": what})),
         })
+    }
+}
+
+impl Store {
+    /// Audit records with `seq > after`, oldest first, at most `limit`.
+    pub async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        // Sequence numbers are positive i64s: a position past i64::MAX is past every record
+        // (a plain cast would wrap it to a negative number, the start of the log).
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e, "reading the audit log"))?;
+        rows.iter().map(|r| self.audit_from_row(r)).collect()
+    }
+
+    /// Recompute the whole chain and compare it with the stored hashes and the chain head.
+    ///
+    /// Every record is checked, then the head is read. A live server may append meanwhile: a
+    /// head past the last record checked sends the check on to the new records, so appends are
+    /// never taken for records deleted from the end, and a head behind the records (rewound or
+    /// reset) is reported.
+    pub async fn verify_audit(&self) -> Result<AuditReport> {
+        let mut expected_seq = 1u64;
+        let mut prev = [0u8; 32];
+        loop {
+            loop {
+                let batch = self.audit_records(expected_seq - 1, 1000).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                for r in &batch {
+                    let fail = |what: &str| AuditReport {
+                        records: expected_seq - 1,
+                        problem: Some((r.seq, what.to_owned())),
+                        head: prev,
+                    };
+                    if r.seq != expected_seq {
+                        return Ok(fail(&format!(
+                            "expected record {expected_seq} but found {}: a record was deleted or reordered",
+                            r.seq
+                        )));
+                    }
+                    if r.prev_hash != prev {
+                        return Ok(fail(
+                            "its previous-hash does not match the record before it",
+                        ));
+                    }
+                    if chain_hash(&prev, r.seq, &r.event) != r.hash {
+                        return Ok(fail(
+                            "its contents do not match its hash: the record was edited",
+                        ));
+                    }
+                    prev = r.hash;
+                    expected_seq += 1;
+                }
+            }
+            let records = expected_seq - 1;
+            let row = sqlx::query(select_head!())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.err(e, "reading the audit chain head"))?
+                .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
+            let (head_seq, head_hash) = self.head_of(&row)?;
+            let problem = |at: u64, what: String| AuditReport {
+                records,
+                problem: Some((at, what)),
+                head: prev,
+            };
+            match u64::try_from(head_seq) {
+                // Appended while the log was read: check those too.
+                Ok(h) if h > records => {
+                    // A head past records that never appear is a cut end: the next pass finds
+                    // no new record and reports it.
+                    let more = self.audit_records(records, 1).await?;
+                    if more.is_empty() {
+                        return Ok(problem(
+                            records + 1,
+                            format!(
+                                "the chain head says {h} records but the log ends at {records}: records were deleted from the end"
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+                Ok(h) if h == records => {
+                    if crate::rows::parse_hash(&head_hash) != Some(prev) {
+                        return Ok(problem(
+                            records,
+                            "the chain head's hash does not match the last record: the log's end was replaced"
+                                .to_owned(),
+                        ));
+                    }
+                    return Ok(AuditReport {
+                        records,
+                        problem: None,
+                        head: prev,
+                    });
+                }
+                _ => {
+                    return Ok(problem(
+                        records,
+                        format!(
+                            "the chain head says {head_seq} records but the log holds {records}: the head was rewound"
+                        ),
+                    ));
+                }
+            }
+        }
     }
 }
 

@@ -18,9 +18,17 @@ if ! python3 -m venv --help >/dev/null 2>&1; then
   echo "scripts/test-python.sh: python3 venv is missing; install it with: sudo apt-get install -y python3-venv" >&2
   exit 1
 fi
-# strace lists the files a load opens for writing (python/tests/test_no_plaintext.py).
-if ! command -v strace >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace
+# strace lists the files a load opens for writing (tests/test_no_plaintext.py); openssl makes the
+# certificates of tests/test_tls.py.
+missing=()
+command -v strace >/dev/null 2>&1 || missing+=(strace)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    echo "scripts/test-python.sh: ${missing[*]} missing (sudo apt-get install -y ${missing[*]}); the tests that need them skip" >&2
+  fi
 fi
 
 venv=target/python-venv

@@ -522,6 +522,11 @@ class Client:
 
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and time.monotonic() - getattr(self._local, "last", 0.0) > _IDLE:
+            # The server closes idle connections (server.header_read_timeout_secs, 10 s by
+            # default); drop ours first rather than send on one it may be closing.
+            conn.close()
+            conn = None
         if conn is None:
             if self._https:
                 conn = http.client.HTTPSConnection(
@@ -530,9 +535,19 @@ class Client:
             else:
                 conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
             self._local.conn = conn
+            self._local.reused = False
+        else:
+            self._local.reused = True
         return conn
 
     def _once(self, method: str, path: str, body: Optional[Dict[str, Any]], raw: bool) -> Any:
+        try:
+            return self._exchange(method, path, body, raw)
+        except _Stale:
+            # A kept-alive connection the server had closed: the request never reached it.
+            return self._exchange(method, path, body, raw)
+
+    def _exchange(self, method: str, path: str, body: Optional[Dict[str, Any]], raw: bool) -> Any:
         headers = {"Accept": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -551,12 +566,16 @@ class Client:
                 payload: Union[bytes, bytearray] = _read_into(resp, int(length))
             else:
                 payload = resp.read()
+            self._local.last = time.monotonic()
             if resp.getheader("connection", "").lower() == "close":
                 conn.close()
                 self._local.conn = None
         except (OSError, http.client.HTTPException) as e:
             conn.close()
             self._local.conn = None
+            stale = isinstance(e, (http.client.RemoteDisconnected, BrokenPipeError))
+            if stale and self._local.reused:
+                raise _Stale() from e
             hint = ""
             if isinstance(e, http.client.BadStatusLine) or "BadStatusLine" in type(e).__name__:
                 hint = (
@@ -588,6 +607,14 @@ class Client:
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
+#: Seconds an idle keep-alive connection is kept (below the server's 10 s idle timeout).
+_IDLE = 4.0
+
+
+class _Stale(Exception):
+    """A reused connection was found closed before the server read the request."""
+
 
 
 def model_key_name(model: str) -> str:

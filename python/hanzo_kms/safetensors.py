@@ -306,13 +306,18 @@ def save_file(
     client: Optional[Client] = None,
     data_dir: Optional[PathLike] = None,
     segment_size: Optional[int] = None,
+    header_metadata: Union[str, bytes] = b"",
 ) -> None:
     """Write NumPy arrays or PyTorch tensors to an encrypted safetensors file, straight into
     our format: the plaintext is the byte-for-byte file ``safetensors`` would write, and it is
     sealed in memory as it is produced. Nothing appears at ``filename`` until the whole file is
     written and synced (a temporary file of ciphertext beside it is renamed into place); no
     plaintext file is written anywhere. The server draws the data key
-    (``POST /v1/models/{key}/datakey``, encrypt role, audited)."""
+    (``POST /v1/models/{key}/datakey``, encrypt role, audited).
+
+    ``segment_size`` (a power of two, 4 KiB … 64 MiB; default 1 MiB) and ``header_metadata``
+    (free-form, authenticated but not encrypted, shown by ``hanzo-kms model inspect``) are as
+    for ``hanzo-kms model encrypt --segment-size/--metadata``."""
     if metadata is not None:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise errors.InvalidArgument("metadata must map str to str")
@@ -334,7 +339,7 @@ def save_file(
     text += b" " * (-len(text) % 8)
 
     def write(kms: Client) -> None:
-        w = kms._sealing_writer(model, filename, json.dumps({"format": "safetensors"}), segment_size)
+        w = kms._sealing_writer(model, filename, header_metadata, segment_size)
         try:
             w.write(len(text).to_bytes(8, "little") + text)
             for _, _, _, buf in entries:

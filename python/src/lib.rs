@@ -14,10 +14,9 @@
 //! The answers of `unwrap` and `datakey` carry the data key. Python reads them into a
 //! `bytearray`, which is handed here, copied into wiped memory and then zeroed in place.
 //!
-//! PyO3's macros expand to `unsafe` blocks of their own; this crate writes none
-//! (`deny(unsafe_code)`: `forbid` would also reject the macros' expansion).
+//! This crate writes no `unsafe` code (PyO3's macros expand to `unsafe` blocks of their own).
 
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -247,7 +246,7 @@ impl PlainView {
             let seg_start = i * s;
             let seg_end = seg_start + self.layout.plaintext_len_of(i);
             let take = (end.min(seg_end) - start.max(seg_start)) as usize;
-            let (piece, tail) = rest.split_at_mut(take);
+            let (piece, tail) = std::mem::take(&mut rest).split_at_mut(take);
             pieces.push((i, piece));
             rest = tail;
         }
@@ -323,7 +322,7 @@ impl PlainView {
         self.read_into(0, &mut prefix)?;
         let n = prefix
             .get(..8)
-            .and_then(|b| b.try_into().ok())
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(u64::from_le_bytes)
             .ok_or_else(|| Error::invalid("not a safetensors file: shorter than 8 bytes"))?;
         let want = n.saturating_add(8);

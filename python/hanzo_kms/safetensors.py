@@ -469,5 +469,7 @@ def _raw(name: str, value: Any) -> Tuple[str, List[int], memoryview]:
         raise errors.InvalidArgument(f"tensor {name!r}: dtype {a.dtype} has no safetensors type")
     if a.dtype.byteorder == ">":
         a = a.byteswap().view(a.dtype.newbyteorder("<"))
-    a = np.ascontiguousarray(a)
-    return code, list(a.shape), memoryview(a.reshape(-1).view(np.uint8))
+    shape = list(a.shape)  # before the copy below: np.ascontiguousarray makes 0-d arrays 1-d
+    if not a.flags.c_contiguous:
+        a = a.copy(order="C")
+    return code, shape, memoryview(a.reshape(-1).view(np.uint8))

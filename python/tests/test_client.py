@@ -71,8 +71,8 @@ def test_poai_and_hmm(admin):
            "timestamp": now, "compute_time_ms": 7, "node_id": "n1"}
     signed = admin.sign_poai("poai:acme:gpt4", att)
     assert signed["attestation"]["nonce"].startswith("0x") and len(signed["attestation"]["nonce"]) == 66
-    assert signed["signer"] == admin.get_key("poai:acme:gpt4")["versions"][0]["address"]
-    assert admin.verify_poai(signed) == {"valid": True, "reason": None} or admin.verify_poai(signed)["valid"]
+    assert signed["signer"].lower() == admin.get_key("poai:acme:gpt4")["versions"][0]["address"].lower()
+    assert admin.verify_poai(signed)["valid"] is True
     forged = dict(signed, attestation=dict(signed["attestation"], compute_time_ms=8))
     v = admin.verify_poai(forged)
     assert v["valid"] is False and v["reason"]

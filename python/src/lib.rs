@@ -65,7 +65,8 @@ impl EncryptedFile {
     /// cut header: `authentication_failed`.
     #[staticmethod]
     fn open(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        py.detach(|| open_encrypted(&path)).map_err(|e| to_py(py, e))
+        py.detach(|| open_encrypted(&path))
+            .map_err(|e| to_py(py, e))
     }
 
     /// The header's bytes, as the server's `unwrap` call takes them.
@@ -122,8 +123,17 @@ impl EncryptedFile {
             .try_clone()
             .map_err(|e| to_py(py, io_error(&self.path, e)))?;
         let threads = threads_or_default(threads);
-        py.detach(|| PlainView::new(file, &self.header, &self.header_bytes, &dek, model_id, threads))
-            .map_err(|e| to_py(py, e))
+        py.detach(|| {
+            PlainView::new(
+                file,
+                &self.header,
+                &self.header_bytes,
+                &dek,
+                model_id,
+                threads,
+            )
+        })
+        .map_err(|e| to_py(py, e))
     }
 }
 
@@ -166,7 +176,12 @@ impl PlainView {
     /// Decrypt plaintext bytes `[start, end)` into a new `bytearray`, decrypting only the
     /// segments that cover them, on all cores with the GIL released. On failure nothing is
     /// returned (the buffer is wiped and freed).
-    fn read<'py>(&self, py: Python<'py>, start: u64, end: u64) -> PyResult<Bound<'py, PyByteArray>> {
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        start: u64,
+        end: u64,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
         if start > end || end > self.layout.plaintext_len {
             return Err(to_py(
                 py,
@@ -240,7 +255,8 @@ impl PlainView {
             return Ok(());
         }
         let s = self.layout.segment_size;
-        let mut pieces: Vec<(u64, &mut [u8])> = Vec::with_capacity((segs.end - segs.start) as usize);
+        let mut pieces: Vec<(u64, &mut [u8])> =
+            Vec::with_capacity((segs.end - segs.start) as usize);
         let mut rest = &mut *out;
         for i in segs {
             let seg_start = i * s;
@@ -467,10 +483,9 @@ impl SealingWriter {
     /// second Python thread waiting here with the GIL would deadlock the first.
     fn lock(&self, py: Python<'_>) -> PyResult<std::sync::MutexGuard<'_, Option<Sealing>>> {
         self.state.try_lock().map_err(|e| match e {
-            std::sync::TryLockError::WouldBlock => to_py(
-                py,
-                Error::invalid("the writer is in use by another thread"),
-            ),
+            std::sync::TryLockError::WouldBlock => {
+                to_py(py, Error::invalid("the writer is in use by another thread"))
+            }
             std::sync::TryLockError::Poisoned(_) => {
                 to_py(py, Error::internal("an earlier write failed midway"))
             }
@@ -537,9 +552,7 @@ impl Sealing {
         let sealed = self.seal(0, len, true)?;
         self.write_out(&sealed)?;
         self.pending.clear();
-        self.file
-            .sync_all()
-            .map_err(|e| io_error(&self.tmp, e))?;
+        self.file.sync_all().map_err(|e| io_error(&self.tmp, e))?;
         std::fs::rename(&self.tmp, &self.dest).map_err(|e| io_error(&self.dest, e))?;
         if let Some(dir) = self.dest.parent() {
             let dir = if dir.as_os_str().is_empty() {
@@ -591,7 +604,10 @@ impl Sealing {
         } else {
             let per = jobs.len().div_ceil(threads);
             std::thread::scope(|scope| {
-                let handles: Vec<_> = jobs.chunks_mut(per).map(|r| scope.spawn(|| work(r))).collect();
+                let handles: Vec<_> = jobs
+                    .chunks_mut(per)
+                    .map(|r| scope.spawn(|| work(r)))
+                    .collect();
                 let mut result = Ok(());
                 for h in handles {
                     let r = h

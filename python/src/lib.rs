@@ -4,7 +4,7 @@
 //! becomes a Python object and the segment cipher runs on all cores with the GIL released:
 //!
 //! - [`EncryptedFile`]: a model file's header, parsed (nothing decrypted yet). Its `header`
-//!   bytes go to the server's `unwrap` call; the server's answer goes to [`EncryptedFile::unlock`].
+//!   bytes go to the server's `unwrap` call; the server's answer goes to `EncryptedFile::unlock`.
 //! - [`PlainView`]: the unlocked file. Reads any plaintext byte range, decrypting only the
 //!   segments that cover it, in parallel, straight into a new `bytearray`.
 //! - [`SealingWriter`]: writes a new model file from plaintext chunks (the server's `datakey`

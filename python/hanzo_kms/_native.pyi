@@ -3,6 +3,9 @@
 from os import PathLike
 from typing import List, Optional, Tuple, Union
 
+import numpy as np
+import numpy.typing as npt
+
 def default_threads() -> int:
     """The number of worker threads used by default: the available cores."""
 
@@ -42,8 +45,9 @@ class PlainView:
     @property
     def segments_decrypted(self) -> int:
         """Segments decrypted so far (the final one, at unlock, included)."""
-    def read(self, start: int, end: int) -> bytearray:
-        """Decrypt plaintext bytes ``[start, end)``, only the covering segments, GIL released."""
+    def read(self, start: int, end: int) -> npt.NDArray[np.uint8]:
+        """Decrypt plaintext bytes ``[start, end)`` into a new NumPy ``uint8`` array, only the
+        covering segments, on all cores, GIL released."""
     def safetensors_index(
         self,
     ) -> Tuple[List[Tuple[str, str, List[int], int, int]], Optional[str]]:

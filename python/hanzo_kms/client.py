@@ -271,8 +271,9 @@ class Client:
         finally:
             os.unlink(tmp)
 
-    def decrypt_model_weights(self, model: str, file: Union[bytes, bytearray, PathLike]) -> bytearray:
-        """DecryptModelWeights: the plaintext of a model file, given as its bytes or its path.
+    def decrypt_model_weights(self, model: str, file: Union[bytes, bytearray, PathLike]) -> "Any":
+        """DecryptModelWeights: the plaintext of a model file, given as its bytes or its path,
+        as a NumPy ``uint8`` array (``bytes(a)`` copies it out; ``memoryview(a)`` does not).
         Only the header goes to the server. Wrong model, tampering or truncation raise
         :class:`~hanzo_kms.errors.AuthenticationFailed` and release nothing."""
         if isinstance(file, (bytes, bytearray)):
@@ -461,7 +462,8 @@ class Client:
         """Unlock an encrypted model file for reading: the header goes to the server's
         ``/v1/models/{key}/unwrap`` (authorised for the decrypt role and audited there), the
         data key comes back into the Rust extension only. Returns a ``_native.PlainView``:
-        ``read(start, end)`` decrypts only the segments covering that plaintext range."""
+        ``read(start, end)`` decrypts only the segments covering that plaintext range, into a new
+        NumPy ``uint8`` array."""
         from . import _native
 
         f = _native.EncryptedFile.open(os.fspath(path))

@@ -399,7 +399,7 @@ def _torch_dtype(code: str) -> Any:
     return d
 
 
-def _make(framework: str, code: str, shape: List[int], data: bytearray, offset: int, device: Any) -> Any:
+def _make(framework: str, code: str, shape: List[int], data: Any, offset: int, device: Any) -> Any:
     """A tensor over ``data[offset:]`` (no copy)."""
     nbytes = math.prod(shape) * DTYPE_BITS[code] // 8
     if framework == "np":

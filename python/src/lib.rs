@@ -6,7 +6,7 @@
 //! - [`EncryptedFile`]: a model file's header, parsed (nothing decrypted yet). Its `header`
 //!   bytes go to the server's `unwrap` call; the server's answer goes to `EncryptedFile::unlock`.
 //! - [`PlainView`]: the unlocked file. Reads any plaintext byte range, decrypting only the
-//!   segments that cover it, in parallel, straight into a new `bytearray`.
+//!   segments that cover it, in parallel, straight into a new NumPy array.
 //! - [`SealingWriter`]: writes a new model file from plaintext chunks (the server's `datakey`
 //!   answer gives its header and data key), sealing segments in parallel, to a temporary file in
 //!   the destination's directory that is renamed into place only when complete.
@@ -28,9 +28,10 @@ use base64::Engine;
 use hanzo_kms_core::weights::{Header, Layout, TAG_LEN};
 use hanzo_kms_core::{Error, ErrorKind, Result, SecretKey32};
 use hanzo_kms_weights::FileCipher;
+use numpy::{PyArray1, PyArrayMethods};
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes};
+use pyo3::types::PyBytes;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -173,15 +174,15 @@ impl PlainView {
         self.decrypted.load(Ordering::Relaxed)
     }
 
-    /// Decrypt plaintext bytes `[start, end)` into a new `bytearray`, decrypting only the
-    /// segments that cover them, on all cores with the GIL released. On failure nothing is
+    /// Decrypt plaintext bytes `[start, end)` into a new NumPy `uint8` array, decrypting only
+    /// the segments that cover them, on all cores with the GIL released. On failure nothing is
     /// returned (the buffer is wiped and freed).
     fn read<'py>(
         &self,
         py: Python<'py>,
         start: u64,
         end: u64,
-    ) -> PyResult<Bound<'py, PyByteArray>> {
+    ) -> PyResult<Bound<'py, PyArray1<u8>>> {
         if start > end || end > self.layout.plaintext_len {
             return Err(to_py(
                 py,
@@ -193,10 +194,17 @@ impl PlainView {
         }
         let len = usize::try_from(end - start)
             .map_err(|_| to_py(py, Error::invalid("the range is too large for memory")))?;
-        PyByteArray::new_with(py, len, |out| {
+        // NumPy allocates it zeroed by calloc, so its pages are first touched by the workers.
+        let array = PyArray1::<u8>::zeros(py, len, false);
+        {
+            let mut rw = array.readwrite();
+            let out = rw
+                .as_slice_mut()
+                .map_err(|_| to_py(py, Error::internal("a new array is not contiguous")))?;
             py.detach(|| self.read_into(start, out))
-                .map_err(|e| to_py(py, e))
-        })
+                .map_err(|e| to_py(py, e))?;
+        }
+        Ok(array)
     }
 
     /// The safetensors header: `(tensors, metadata_json)`, where each tensor is `(name, dtype,

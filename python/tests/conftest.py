@@ -118,3 +118,14 @@ def tokens(server: Server, admin: hanzo_kms.Client, tmp_path_factory: pytest.Tem
 def loader(tokens: Tokens) -> hanzo_kms.Client:
     """acme's inference node: encrypt and decrypt on acme's model keys."""
     return tokens.make("acme", ["encrypt", "decrypt"], ["model:acme:*"])
+
+
+def audit_records(admin: hanzo_kms.Client) -> List[dict]:
+    """Every audit record, paging through /v1/audit (each page read is itself audited, so the
+    last page is the first one shorter than the limit)."""
+    out: List[dict] = []
+    while True:
+        page = admin.audit(after=out[-1]["seq"] if out else 0, limit=1000)
+        out.extend(page)
+        if len(page) < 1000:
+            return out

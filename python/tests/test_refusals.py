@@ -168,3 +168,21 @@ def test_grpc_address_hint(model_file, server):
     c = hanzo_kms.Client(server.grpc, "hkms_x", retries=0)
     with pytest.raises(hanzo_kms.Unavailable):
         load_file(enc, model="acme:gpt4", client=c)
+
+
+def test_loads_and_refusals_are_audited(model_file, tokens, admin):
+    """The server authorises every unwrap and records it: the load under the token's id, and a
+    refusal under the request id the exception carries."""
+    from conftest import audit_records
+
+    _, enc, _ = model_file
+    ok = tokens.make("acme", ["decrypt"], ["model:acme:*"])
+    load_file(enc, model="acme:gpt4", client=ok)
+    denied = loads(enc, tokens.make("acme", ["encrypt"], ["model:acme:*"]))
+    records = audit_records(admin)
+    mine = [r for r in records if r["principal"] == f"token:{ok.token_id}"]
+    assert [(r["operation"], r["key"], r["outcome"]) for r in mine] == [
+        ("model.decrypt", "model:acme:gpt4", "ok")]
+    refused = [r for r in records if r["request_id"] == denied.request_id]
+    assert len(refused) == 1 and refused[0]["outcome"] == "denied"
+    assert refused[0]["operation"] == "model.decrypt"

@@ -132,7 +132,8 @@ def test_save_file_decrypts_with_cli_to_safetensors_bytes(server, loader, tmp_pa
     tensors["f8"] = np.linspace(-2, 2, 9, dtype=np.float32).astype(ml_dtypes.float8_e4m3fn)
     tensors["big"] = np.random.default_rng(5).standard_normal((3000, 500)).astype(np.float32)  # 6 MB
     tensors["naïve"] = np.arange(5, dtype=np.int16)
-    meta = {"format": "pt", "k": "v"}
+    # One key: safetensors writes __metadata__ from a hash map, in no fixed order.
+    meta = {"format": "pt"}
     enc, out = tmp_path / "saved.hkms", tmp_path / "saved.safetensors"
     save_file(tensors, enc, metadata=meta, model="acme:gpt4", client=loader, segment_size=65536)
     assert [p.name for p in tmp_path.iterdir()] == ["saved.hkms"]
@@ -142,6 +143,14 @@ def test_save_file_decrypts_with_cli_to_safetensors_bytes(server, loader, tmp_pa
     back = load_file(enc, model="acme:gpt4", client=loader)
     for k, v in tensors.items():
         assert back[k].dtype == v.dtype and back[k].tobytes() == v.tobytes(), k
+    meta = {"format": "pt", "k": "v", "z": "é"}
+    save_file(tensors, enc, metadata=meta, model="acme:gpt4", client=loader)
+    out.unlink()
+    server.cli("model", "decrypt", "--model", "acme:gpt4", "--in", str(enc), "--out", str(out))
+    with safetensors.safe_open(str(out), framework="np") as g:
+        assert g.metadata() == meta
+    raw = dict(safetensors.deserialize(out.read_bytes()))
+    assert all(bytes(raw[k]["data"]) == v.tobytes() for k, v in tensors.items())
 
 
 def test_save_file_empty_and_tiny(server, loader, tmp_path):

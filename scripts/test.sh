@@ -50,6 +50,7 @@ fi
 # resolve features differently and compile much of the tree twice): the binary, the example
 # (target/debug/examples/) and every test harness, which `cargo test` below reuses.
 cargo build --workspace --all-targets --locked
+scripts/test-contracts.sh   # Solidity contracts on a real EVM, against this build's hanzo-kms (docs/onchain.md)
 kms=target/debug/hanzo-kms
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

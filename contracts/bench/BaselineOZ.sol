@@ -3,8 +3,8 @@ pragma solidity ^0.8.24;
 
 // The gas reference of docs/benchmarks.md: the same checks as PoAIVerifier and HMMSettlement,
 // written plainly with OpenZeppelin's EIP712 (domain with verifyingContract = this contract) and
-// ECDSA.recover, abi.encode and abi.encodePacked. Not for deployment: no owner, no events, one
-// signer set. Its domain names the baseline contract, so hanzo-kms signs for it with
+// ECDSA.recover, abi.encode and abi.encodePacked, with the same event. Not for deployment: no
+// owner, one settlement signer set. Its domain names the baseline contract, so hanzo-kms signs for it with
 // `kms.hanzo.eip712.verifying_contract` set to its address.
 
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
@@ -26,6 +26,17 @@ contract BaselineOZ is EIP712 {
     mapping(address => bool) public settlementSigners;
     mapping(bytes32 => bytes32) public settledBy;
     mapping(address => mapping(bytes32 => bool)) public nonceUsed;
+
+    event Settled(
+        bytes32 indexed attestationDigest,
+        address indexed provider,
+        address indexed consumer,
+        bytes32 settlementDigest,
+        uint256 amount,
+        string jobId,
+        bytes32 nonce,
+        address signer
+    );
 
     constructor(uint64 ttl_) EIP712("Hanzo KMS", "1") {
         ttl = ttl_;
@@ -95,6 +106,10 @@ contract BaselineOZ is EIP712 {
         require(d == s.attestationDigest, "wrong attestation");
         digest = hashSettlement(s);
         address signer = ECDSA.recover(digest, signature);
+        settleChecked(s, digest, signer);
+    }
+
+    function settleChecked(Settlement calldata s, bytes32 digest, address signer) internal {
         require(settlementSigners[signer], "not a settlement signer");
         require(block.timestamp <= s.expiry, "expired");
         require(s.timestamp <= block.timestamp + 60, "not yet valid");
@@ -102,6 +117,7 @@ contract BaselineOZ is EIP712 {
         require(!nonceUsed[signer][s.nonce], "nonce used");
         settledBy[s.attestationDigest] = digest;
         nonceUsed[signer][s.nonce] = true;
+        emit Settled(s.attestationDigest, s.provider, s.consumer, digest, s.amount, s.jobId, s.nonce, signer);
     }
 
     function hashSettlement(Settlement calldata s) public view returns (bytes32) {

@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {Ownable, Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
-import {HanzoEIP712} from "./HanzoEIP712.sol";
 import {Attestation, BatchProof, HanzoHash, Settlement} from "./HanzoTypes.sol";
 import {PoAIVerifier} from "./PoAIVerifier.sol";
 
@@ -10,18 +8,15 @@ import {PoAIVerifier} from "./PoAIVerifier.sol";
 /// @notice A settlement is accepted when its signature recovers to a settlement signer the owner
 /// registered, it is not expired (`block.timestamp ≤ expiry`) nor more than 60 s in the future,
 /// its `attestationDigest` is a valid attestation (verified in the same call, alone or as a batch
-/// item, or recorded earlier in the PoAIVerifier), that attestation was never settled, and the
-/// signer never used its nonce. The last two are kept in storage, so they hold across
-/// transactions and blocks. Each accepted settlement emits `Settled`. This contract moves no
-/// funds: a payment contract builds on `settle*` and the event.
-/// @dev The domain is the verifier's (hanzo-kms has one domain for attestations and settlements):
-/// with a `verifyingContract`, it names the PoAIVerifier.
-contract HMMSettlement is HanzoEIP712, Ownable2Step {
-    /// Settlements are accepted up to this far in the future (hanzo-kms's rule).
-    uint64 public constant MAX_FUTURE_SECS = 60;
-
-    /// The verifier whose domain, signers and records this contract uses.
-    PoAIVerifier public immutable verifier;
+/// item, or recorded earlier with recordAttestation / recordBatchItem), that attestation was never
+/// settled, and the signer never used its nonce. The last two are kept in storage, so they hold
+/// across transactions and blocks. Each accepted settlement emits `Settled`. This contract moves
+/// no funds: a payment contract builds on `settle*` and the event.
+/// @dev HMMSettlement is a PoAIVerifier: one address, one owner, one signer registry and one
+/// EIP-712 domain for attestations and settlements, as hanzo-kms has one domain for both (with a
+/// `verifyingContract`, it names this contract). Verifying the attestation is an internal call,
+/// not a call to another contract. Deploy PoAIVerifier alone where nothing is settled.
+contract HMMSettlement is PoAIVerifier {
 
     mapping(address signer => bool) private _settlementSigners;
     mapping(bytes32 attestationDigest => bytes32 settlementDigest) private _settledBy;
@@ -34,7 +29,7 @@ contract HMMSettlement is HanzoEIP712, Ownable2Step {
     error SettlementExpired(uint64 expiry, uint256 blockTimestamp);
     /// The settlement's `timestamp` is more than 60 s after `block.timestamp`.
     error SettlementNotYetValid(uint64 timestamp, uint256 blockTimestamp);
-    /// `settle` was called for an attestation that the verifier has not recorded.
+    /// `settle` was called for an attestation that was not recorded.
     error AttestationNotRecorded(bytes32 attestationDigest);
     /// The attestation passed along is not the one the settlement names.
     error AttestationDigestMismatch(bytes32 attestationDigest, bytes32 given);
@@ -42,8 +37,6 @@ contract HMMSettlement is HanzoEIP712, Ownable2Step {
     error AlreadySettled(bytes32 attestationDigest, bytes32 settlementDigest);
     /// The signer already used this nonce.
     error NonceAlreadyUsed(address signer, bytes32 nonce);
-    /// A signer cannot be the zero address.
-    error ZeroSigner();
 
     /// A settlement was accepted. Indexers follow `attestationDigest`, `provider` or `consumer`.
     event Settled(
@@ -59,16 +52,18 @@ contract HMMSettlement is HanzoEIP712, Ownable2Step {
     /// The owner registered (or withdrew) a settlement signer.
     event SettlementSignerSet(address indexed signer, bool authorised);
 
-    /// @param owner_ who manages the settlement signers (Ownable2Step).
-    /// @param verifier_ the PoAIVerifier of the same deployment; this contract takes its domain.
-    constructor(address owner_, PoAIVerifier verifier_) HanzoEIP712(verifier_.domainContract()) Ownable(owner_) {
-        verifier = verifier_;
-    }
+    /// @param owner_ who manages the signers (Ownable2Step: a transfer must be accepted).
+    /// @param bindToContract true: the domain names this contract as `verifyingContract`; false:
+    /// the domain has none (hanzo-kms's default). See PoAIVerifier.
+    /// @param attestationTtl_ seconds an attestation stays valid (3600 in hanzo-kms's default).
+    constructor(address owner_, bool bindToContract, uint64 attestationTtl_)
+        PoAIVerifier(owner_, bindToContract, attestationTtl_)
+    {}
 
-    /// Settle a settlement whose attestation the verifier recorded earlier
-    /// (PoAIVerifier.recordAttestation or recordBatchItem). Returns the settlement's digest.
+    /// Settle a settlement whose attestation was recorded earlier (recordAttestation or
+    /// recordBatchItem). Returns the settlement's digest.
     function settle(Settlement calldata settlement, bytes calldata signature) external returns (bytes32) {
-        if (!verifier.isRecorded(settlement.attestationDigest)) {
+        if (!isRecorded(settlement.attestationDigest)) {
             revert AttestationNotRecorded(settlement.attestationDigest);
         }
         return _settle(settlement, signature);
@@ -81,7 +76,7 @@ contract HMMSettlement is HanzoEIP712, Ownable2Step {
         Attestation calldata attestation,
         bytes calldata attestationSignature
     ) external returns (bytes32) {
-        (bytes32 d,) = verifier.verify(attestation, attestationSignature);
+        (bytes32 d,) = verify(attestation, attestationSignature);
         if (d != settlement.attestationDigest) revert AttestationDigestMismatch(settlement.attestationDigest, d);
         return _settle(settlement, signature);
     }
@@ -93,7 +88,7 @@ contract HMMSettlement is HanzoEIP712, Ownable2Step {
         Attestation calldata attestation,
         BatchProof calldata batch
     ) external returns (bytes32) {
-        (bytes32 d,) = verifier.verifyBatchProof(attestation, batch);
+        (bytes32 d,) = verifyBatchProof(attestation, batch);
         if (d != settlement.attestationDigest) revert AttestationDigestMismatch(settlement.attestationDigest, d);
         return _settle(settlement, signature);
     }

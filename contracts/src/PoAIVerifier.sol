@@ -12,7 +12,7 @@ import {Attestation, BatchProof, HanzoHash, ProofStep} from "./HanzoTypes.sol";
 /// is valid when its Merkle proof leads to a root whose `PoAIBatch` signature is valid in the same
 /// way, and the item's own attestation is within that window. Every refusal is a named error.
 /// The `record*` functions verify and remember the digest, so that a settlement can pay for it
-/// later (HMMSettlement.settle).
+/// later (HMMSettlement, which is a PoAIVerifier, settles them).
 contract PoAIVerifier is HanzoEIP712, Ownable2Step {
     /// Verification accepts attestations up to this far in the future (hanzo-kms's rule).
     uint64 public constant MAX_FUTURE_SECS = 60;
@@ -136,7 +136,7 @@ contract PoAIVerifier is HanzoEIP712, Ownable2Step {
     }
 
     /// Whether `digest` was recorded by recordAttestation or recordBatchItem.
-    function isRecorded(bytes32 digest) external view returns (bool) {
+    function isRecorded(bytes32 digest) public view returns (bool) {
         return _recorded[digest];
     }
 

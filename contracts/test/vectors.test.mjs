@@ -16,11 +16,12 @@ const att2 = ['acme:gpt4', h('1'), h('2'), 1795000000n, 1500n, 'node-2', h('5')]
 const settlement = ['job-42', '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed', '0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359',
   10n ** 18n, V.attestation_digest, 1795000100n, 1795086500n, h('4')];
 
+/// A PoAIVerifier alone, and an HMMSettlement (a PoAIVerifier with settlements).
 async function deploy(bind) {
   const chain = await Chain.create({ timestamp: 1795000000n });
   const owner = chain.sender.toString();
   const v = new Contract(chain, await chain.deploy('PoAIVerifier', [owner, bind, 3600n]));
-  const s = new Contract(chain, await chain.deploy('HMMSettlement', [owner, v.address]));
+  const s = new Contract(chain, await chain.deploy('HMMSettlement', [owner, bind, 3600n]));
   return { chain, v, s };
 }
 
@@ -34,19 +35,23 @@ test('domain separator, digests and signatures of the worked vectors', async () 
   const { chain, v, s } = await deploy(false);
   assert.equal((await v.call('domainSeparator')).result[0], V.domain_separator);
   assert.equal((await s.call('domainSeparator')).result[0], V.domain_separator);
+  assert.equal((await v.call('eip712Domain')).result.fields, '0x07');
+  assert.equal((await v.call('domainContract')).result[0], '0x' + '00'.repeat(20));
   assert.equal((await v.call('attestationDigest', [att])).result[0], V.attestation_digest);
   assert.equal((await v.call('attestationDigest', [att2])).result[0], V.second_attestation_digest);
   assert.equal((await s.call('settlementDigest', [settlement])).result[0], V.settlement_digest);
   assert.equal((await v.call('batchDigest', [V.batch_root, 2n, 1795000200n])).result[0], V.batch_digest);
 
-  assert.equal((await v.send('setModelSigner', ['acme:gpt4', V.signer, true])).reverted, false);
-  const ok = await v.call('verify', [att, V.attestation_signature], { timestamp: 1795000010n });
-  assert.equal(ok.reverted, false, ok.error?.name);
-  assert.deepEqual([...ok.result], [V.attestation_digest, V.signer]);
-  // The batch of two: item 0's proof is item 1's leaf, on the right.
-  const item = await v.call('verifyBatchItem', [att, V.batch_root, 2n, 1795000200n, V.batch_signature, 0n, [[V.batch_proof_0, false]]], { timestamp: 1795000010n });
-  assert.equal(item.reverted, false, item.error?.name);
-  assert.equal(item.result[1], V.signer);
+  for (const c of [v, s]) {
+    assert.equal((await c.send('setModelSigner', ['acme:gpt4', V.signer, true])).reverted, false);
+    const ok = await c.call('verify', [att, V.attestation_signature], { timestamp: 1795000010n });
+    assert.equal(ok.reverted, false, ok.error?.name);
+    assert.deepEqual([...ok.result], [V.attestation_digest, V.signer]);
+    // The batch of two: item 0's proof is item 1's leaf, on the right; item 1's is item 0's, on the left.
+    const item = await c.call('verifyBatchItem', [att, V.batch_root, 2n, 1795000200n, V.batch_signature, 0n, [[V.batch_proof_0, false]]], { timestamp: 1795000010n });
+    assert.equal(item.reverted, false, item.error?.name);
+    assert.equal(item.result[1], V.signer);
+  }
 
   assert.equal((await s.send('setSettlementSigner', [V.signer, true])).reverted, false);
   const st = await s.call('verifySettlement', [settlement, V.settlement_signature], { timestamp: 1795000200n });
@@ -56,16 +61,16 @@ test('domain separator, digests and signatures of the worked vectors', async () 
 });
 
 test('the verifyingContract form uses the deployed address', async () => {
-  const { chain, v, s } = await deploy(true);
-  assert.equal((await v.call('domainContract')).result[0], v.address);
-  assert.equal((await s.call('domainContract')).result[0], v.address);
-  const sep = (await v.call('domainSeparator')).result[0];
-  assert.notEqual(sep, V.domain_separator);
-  assert.equal((await s.call('domainSeparator')).result[0], sep);
-  const d = await v.call('eip712Domain');
-  assert.equal(d.result.fields, '0x0f');
-  assert.equal(d.result.verifyingContract, v.address);
-  void chain;
+  const { v, s } = await deploy(true);
+  const { TypedDataEncoder } = await import('ethers');
+  for (const c of [v, s]) {
+    assert.equal((await c.call('domainContract')).result[0], c.address);
+    const sep = (await c.call('domainSeparator')).result[0];
+    assert.equal(sep, TypedDataEncoder.hashDomain({ name: 'Hanzo KMS', version: '1', chainId: 96369, verifyingContract: c.address }));
+    const d = await c.call('eip712Domain');
+    assert.equal(d.result.fields, '0x0f');
+    assert.equal(d.result.verifyingContract, c.address);
+  }
 });
 
 test('the documented separator for verifyingContract 0xCcCC…cccC', async () => {

@@ -96,3 +96,30 @@ test('an attestation is settled at most once and a nonce used once, across trans
   const fresh = kms.signSettlement(settlementInput(signedB.digest, now()));
   must(await d.settlement.send('settle', [abi.settlement(fresh.settlement), fresh.signature]));
 });
+
+test('the call data of `hanzo-kms poai calldata` and `hmm calldata`, sent as is', async () => {
+  const d = await deploy();
+  await register(d, kms);
+  const raw = async (c) => {
+    const r = await d.chain.send(d.settlement.address, c.calldata);
+    assert.equal(r.reverted, false, `${c.function}: ${r.revertData}`);
+    return r.logs.map((l) => d.settlement.iface.parseLog(l)?.name);
+  };
+  const signed = kms.signAttestation(attestationInput(now()));
+  const verifyCall = kms.calldata('poai', signed, { verify: true });
+  assert.match(verifyCall.function, /^verify\(/);
+  const v = must(await d.chain.call(d.settlement.address, verifyCall.calldata));
+  assert.deepEqual([...d.settlement.iface.decodeFunctionResult('verify', v.returnData)], [signed.digest, signed.signer]);
+  assert.deepEqual(await raw(kms.calldata('poai', signed)), ['AttestationRecorded']);
+  const settled = kms.signSettlement(settlementInput(signed.digest, now()), { signed });
+  assert.deepEqual(await raw(kms.calldata('hmm', settled)), ['Settled']);
+
+  const signed2 = kms.signAttestation(attestationInput(now(), { node_id: 'cli-2' }));
+  const settled2 = kms.signSettlement(settlementInput(signed2.digest, now()), { signed: signed2 });
+  assert.deepEqual(await raw(kms.calldata('hmm', settled2, { attestation: signed2 })), ['Settled']);
+
+  const [item] = kms.signBatch([attestationInput(now(), { node_id: 'cli-3' })]);
+  assert.deepEqual(await raw(kms.calldata('poai', item)), ['AttestationRecorded']);
+  const settled3 = kms.signSettlement(settlementInput(item.digest, now()));
+  assert.deepEqual(await raw(kms.calldata('hmm', settled3, { item })), ['Settled']);
+});

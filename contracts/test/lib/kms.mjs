@@ -95,6 +95,15 @@ export class Kms {
     return this.run(args, { env })[0];
   }
 
+  /// `poai calldata` or `hmm calldata` (`sub`) on a signed object: {function, calldata}.
+  calldata(sub, signed, { attestation, item, verify } = {}) {
+    const args = [sub, 'calldata', '--in', this.#file(signed)];
+    if (attestation) args.push('--attestation', this.#file(attestation));
+    if (item) args.push('--item', this.#file(item));
+    if (verify) args.push('--verify');
+    return this.run(args)[0];
+  }
+
   /// A copy of this data directory: the same keys with their own nonce and settlement records,
   /// as a second KMS deployment restored from the same backup would have.
   clone(name = 'clone') {

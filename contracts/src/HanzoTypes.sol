@@ -58,10 +58,14 @@ library HanzoHash {
     );
     bytes32 internal constant BATCH_TYPEHASH = keccak256("PoAIBatch(bytes32 root,uint64 count,uint64 timestamp)");
 
-    /// hashStruct(PoAIAttestation).
-    function attestation(Attestation calldata a) internal pure returns (bytes32 h) {
-        bytes32 modelHash = str(a.modelId);
-        bytes32 nodeHash = str(a.nodeId);
+    /// hashStruct(PoAIAttestation), and keccak256 of its modelId and nodeId (the registry's keys).
+    function attestation(Attestation calldata a)
+        internal
+        pure
+        returns (bytes32 h, bytes32 modelHash, bytes32 nodeHash)
+    {
+        modelHash = str(a.modelId);
+        nodeHash = str(a.nodeId);
         bytes32 inputHash = a.inputHash;
         bytes32 outputHash = a.outputHash;
         uint64 ts = a.timestamp;

@@ -74,9 +74,10 @@ contract PoAIVerifier is HanzoEIP712, Ownable2Step {
         view
         returns (bytes32 digest, address signer)
     {
-        digest = _digest(HanzoHash.attestation(attestation));
+        (bytes32 structHash, bytes32 modelHash, bytes32 nodeHash) = HanzoHash.attestation(attestation);
+        digest = _digest(structHash);
         signer = _recover(digest, signature);
-        _checkSigner(attestation, signer);
+        _checkSigner(modelHash, nodeHash, signer);
         _checkWindow(attestation.timestamp);
     }
 
@@ -94,13 +95,11 @@ contract PoAIVerifier is HanzoEIP712, Ownable2Step {
         uint64 index,
         ProofStep[] calldata proof
     ) public view returns (bytes32 digest, address signer) {
-        digest = _digest(HanzoHash.attestation(attestation));
-        if (proof.length > MAX_PROOF_STEPS) revert ProofTooLong(proof.length);
-        bytes32 computed = HanzoHash.merkleRoot(digest, proof);
-        if (computed != root) revert MerkleRootMismatch(computed, root);
-        if (index >= count) revert BatchIndexOutOfRange(index, count);
+        (bytes32 structHash, bytes32 modelHash, bytes32 nodeHash) = HanzoHash.attestation(attestation);
+        digest = _digest(structHash);
+        _checkInclusion(digest, root, count, index, proof);
         signer = _recover(_digest(HanzoHash.batch(root, count, batchTimestamp)), batchSignature);
-        _checkSigner(attestation, signer);
+        _checkSigner(modelHash, nodeHash, signer);
         _checkWindow(attestation.timestamp);
     }
 
@@ -142,7 +141,8 @@ contract PoAIVerifier is HanzoEIP712, Ownable2Step {
 
     /// The EIP-712 digest of an attestation, as hanzo-kms prints it in `digest`.
     function attestationDigest(Attestation calldata attestation) external view returns (bytes32) {
-        return _digest(HanzoHash.attestation(attestation));
+        (bytes32 structHash,,) = HanzoHash.attestation(attestation);
+        return _digest(structHash);
     }
 
     /// The EIP-712 digest of a batch, as hanzo-kms prints it in `batch_digest`.
@@ -181,9 +181,19 @@ contract PoAIVerifier is HanzoEIP712, Ownable2Step {
 
     // ---- helpers ----
 
-    function _checkSigner(Attestation calldata attestation, address signer) private view {
-        if (_modelSigners[HanzoHash.str(attestation.modelId)][signer]) return;
-        if (_nodeSigners[HanzoHash.str(attestation.nodeId)][signer]) return;
+    function _checkInclusion(bytes32 digest, bytes32 root, uint64 count, uint64 index, ProofStep[] calldata proof)
+        private
+        pure
+    {
+        if (proof.length > MAX_PROOF_STEPS) revert ProofTooLong(proof.length);
+        bytes32 computed = HanzoHash.merkleRoot(digest, proof);
+        if (computed != root) revert MerkleRootMismatch(computed, root);
+        if (index >= count) revert BatchIndexOutOfRange(index, count);
+    }
+
+    function _checkSigner(bytes32 modelHash, bytes32 nodeHash, address signer) private view {
+        if (_modelSigners[modelHash][signer]) return;
+        if (_nodeSigners[nodeHash][signer]) return;
         revert SignerNotAuthorised(signer);
     }
 

@@ -25,10 +25,17 @@ pub struct Call {
 /// `recordAttestation(attestation, signature)`, or `verify` when `verify` is set.
 pub fn attestation(signed: &SignedAttestation, verify: bool) -> Result<Call> {
     on_chain(&signed.algorithm)?;
-    let name = if verify { "verify" } else { "recordAttestation" };
+    let name = if verify {
+        "verify"
+    } else {
+        "recordAttestation"
+    };
     Ok(call(
         &format!("{name}({ATTESTATION},bytes)"),
-        &[attestation_tuple(&signed.attestation)?, bytes(&signed.signature.0)],
+        &[
+            attestation_tuple(&signed.attestation)?,
+            bytes(&signed.signature.0),
+        ],
     ))
 }
 
@@ -69,7 +76,12 @@ pub fn settlement(signed: &SignedSettlement, paying: Paying<'_>) -> Result<Call>
             same_digest(digest, &a.digest)?;
             call(
                 &format!("settleWithAttestation({SETTLEMENT},bytes,{ATTESTATION},bytes)"),
-                &[s, sig, attestation_tuple(&a.attestation)?, bytes(&a.signature.0)],
+                &[
+                    s,
+                    sig,
+                    attestation_tuple(&a.attestation)?,
+                    bytes(&a.signature.0),
+                ],
             )
         }
         Paying::Item(item) => {
@@ -77,7 +89,12 @@ pub fn settlement(signed: &SignedSettlement, paying: Paying<'_>) -> Result<Call>
             same_digest(digest, &item.digest)?;
             call(
                 &format!("settleWithBatchItem({SETTLEMENT},bytes,{ATTESTATION},{BATCH_PROOF})"),
-                &[s, sig, attestation_tuple(&item.attestation)?, batch_proof(item)],
+                &[
+                    s,
+                    sig,
+                    attestation_tuple(&item.attestation)?,
+                    batch_proof(item),
+                ],
             )
         }
     })

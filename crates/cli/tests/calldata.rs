@@ -107,9 +107,11 @@ fn calldata_matches_an_independent_encoder() {
         stdout(d.path(), &["hmm", "calldata", "--in", &set]),
         v["settle"]
     );
-    let j: Value =
-        serde_json::from_str(&stdout(d.path(), &["--json", "hmm", "calldata", "--in", &set]))
-            .unwrap();
+    let j: Value = serde_json::from_str(&stdout(
+        d.path(),
+        &["--json", "hmm", "calldata", "--in", &set],
+    ))
+    .unwrap();
     assert_eq!(
         j["function"],
         "settle((string,address,address,uint256,bytes32,uint64,uint64,bytes32),bytes)"

@@ -244,7 +244,6 @@ test('settlement refusals', async () => {
 
 test('only the owner manages signers', async () => {
   const d = await deploy();
-  must(await d.verifier.send('renounceOwnership'));
   must(await d.settlement.send('renounceOwnership'));
   const who = d.owner;
   assert.deepEqual([...refused(await d.verifier.send('setModelSigner', ['acme:gpt4', who, true]), 'OwnableUnauthorizedAccount')], [who]);

@@ -1,6 +1,7 @@
 // A deployment as docs/onchain.md describes it: HMMSettlement (which is a PoAIVerifier) on a fresh
 // chain, with a KMS's poai key authorised for its model and its hmm key registered as settlement
 // signer. `verifier` and `settlement` are the same contract, named by role.
+import { getAddress } from 'ethers';
 import { Chain, Contract } from './evm.mjs';
 
 export const HOUR = 3600n;
@@ -8,7 +9,7 @@ export const HOUR = 3600n;
 /// Deploy HMMSettlement; `bind`: the domain names it as verifyingContract.
 export async function deploy({ chainId, bind = false, ttl = HOUR, timestamp } = {}) {
   const chain = await Chain.create({ chainId, timestamp: timestamp ?? BigInt(Math.floor(Date.now() / 1000)) - 30n });
-  const owner = chain.sender.toString();
+  const owner = getAddress(chain.sender.toString());
   const settlement = new Contract(chain, await chain.deploy('HMMSettlement', [owner, bind, ttl]));
   return { chain, verifier: settlement, settlement, owner };
 }

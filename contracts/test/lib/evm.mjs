@@ -61,6 +61,14 @@ export class Chain {
   get chainId() { return this.common.chainId(); }
   get timestamp() { return this.head.header.timestamp; }
 
+  /// The default time of the next block: 12 s after the head, or the wall clock if that is
+  /// later, as on a live chain (hanzo-kms signs with the wall clock).
+  nextTimestamp() {
+    const wall = BigInt(Math.floor(Date.now() / 1000));
+    const next = this.timestamp + 12n;
+    return next > wall ? next : wall;
+  }
+
   /// The address the next contract creation will get.
   nextAddress() { return getCreateAddress({ from: this.sender.toString(), nonce: this.nonce }); }
 
@@ -75,10 +83,10 @@ export class Chain {
     return { name, address, iface, receipt: r };
   }
 
-  /// Mine one block (at `timestamp`, default the head's + 12 s) holding one transaction to `to`
+  /// Mine one block (at `timestamp`, default nextTimestamp()) holding one transaction to `to`
   /// (null: a creation) with `data`. Returns gas figures, logs and, if it reverted, the revert data.
   async send(to, data, { timestamp, gasLimit = 30_000_000n } = {}) {
-    const ts = BigInt(timestamp ?? this.timestamp + 12n);
+    const ts = BigInt(timestamp ?? this.nextTimestamp());
     const builder = await buildBlock(this.vm, {
       parentBlock: this.head,
       headerData: { timestamp: ts, gasLimit: 60_000_000n, coinbase: '0x' + '00'.repeat(19) + '01' },
@@ -107,9 +115,9 @@ export class Chain {
     };
   }
 
-  /// eth_call against the head's state in a block at `timestamp` (default: the head's + 12 s).
+  /// eth_call against the head's state in a block at `timestamp` (default nextTimestamp()).
   async call(to, data, { timestamp } = {}) {
-    const ts = BigInt(timestamp ?? this.timestamp + 12n);
+    const ts = BigInt(timestamp ?? this.nextTimestamp());
     const block = createBlock({ header: { number: this.head.header.number + 1n, timestamp: ts, gasLimit: 60_000_000n, baseFeePerGas: 7n } }, { common: this.common, setHardfork: false });
     // A call changes nothing: its state (the caller's nonce among it) is rolled back.
     await this.vm.stateManager.checkpoint();

@@ -280,7 +280,7 @@ mod tests {
     }
 
     /// The Solidity docs' own example: `f(uint256,uint32[],bytes10,bytes)` with
-    /// (0x123, [0x456, 0x789], "1234567890", "Hello, world!").
+    /// `(0x123, [0x456, 0x789], "1234567890", "Hello, world!")`.
     #[test]
     fn solidity_docs_dynamic_example() {
         let mut b10 = [0u8; 32];

@@ -17,7 +17,6 @@ import {PoAIVerifier} from "./PoAIVerifier.sol";
 /// `verifyingContract`, it names this contract). Verifying the attestation is an internal call,
 /// not a call to another contract. Deploy PoAIVerifier alone where nothing is settled.
 contract HMMSettlement is PoAIVerifier {
-
     mapping(address signer => bool) private _settlementSigners;
     mapping(bytes32 attestationDigest => bytes32 settlementDigest) private _settledBy;
     mapping(address signer => mapping(bytes32 nonce => bool)) private _nonceUsed;

@@ -51,6 +51,7 @@ fi
 # (target/debug/examples/) and every test harness, which `cargo test` below reuses.
 cargo build --workspace --all-targets --locked
 scripts/test-python.sh   # the Python package (python/): wheel, pytest against the binary just built
+scripts/test-contracts.sh   # Solidity contracts on a real EVM, against this build's hanzo-kms (docs/onchain.md)
 kms=target/debug/hanzo-kms
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

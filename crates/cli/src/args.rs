@@ -649,6 +649,18 @@ pub enum PoaiCommand {
         #[arg(long = "in", value_name = "FILE")]
         input: PathBuf,
     },
+    /// Print the ABI-encoded call data that submits a signed attestation or a batch item to the
+    /// on-chain verifier (docs/onchain.md): recordAttestation or recordBatchItem, or with
+    /// --verify the view call verify or verifyBatchProof. Offline: reads only the file.
+    /// Prints 0x… (with --json: {function, calldata}).
+    Calldata {
+        /// A `poai sign` output, or one line of `poai sign-batch`'s output, in a file.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Encode the view call (verify, verifyBatchProof) instead of the recording transaction.
+        #[arg(long)]
+        verify: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -677,6 +689,21 @@ pub enum HmmCommand {
         /// Also check that this signed attestation verifies and is the one the settlement pays for.
         #[arg(long, value_name = "FILE")]
         attestation: Option<PathBuf>,
+    },
+    /// Print the ABI-encoded call data that settles a signed settlement on chain
+    /// (docs/onchain.md): settleWithAttestation with --attestation, settleWithBatchItem with
+    /// --item, or settle (its attestation recorded earlier) with neither. Offline: reads only the
+    /// files. Prints 0x… (with --json: {function, calldata}).
+    Calldata {
+        /// The signed settlement, as `hmm sign` printed it.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// The signed attestation it pays for, as `poai sign` printed it, verified in the same call.
+        #[arg(long, value_name = "FILE", conflicts_with = "item")]
+        attestation: Option<PathBuf>,
+        /// The batch item it pays for (one line of `poai sign-batch`), verified in the same call.
+        #[arg(long, value_name = "FILE")]
+        item: Option<PathBuf>,
     },
 }
 

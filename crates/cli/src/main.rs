@@ -22,6 +22,7 @@ mod bench;
 mod bench_hsm;
 mod bench_server;
 mod bench_sign;
+mod calldata;
 mod demo;
 mod model;
 mod output;
@@ -146,6 +147,14 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Demo => return demo::run(out).await.map_err(Failure::from),
+        Command::Poai(p @ args::PoaiCommand::Calldata { .. }) => {
+            sign::offline(&sign::Offline::Poai(p), out)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Hmm(h @ args::HmmCommand::Calldata { .. }) => {
+            sign::offline(&sign::Offline::Hmm(h), out)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Model(m) if !model::needs_store(m) => {
             if let args::ModelCommand::Inspect { input } = m {
                 model::inspect(input, out)?;

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::args::{HmmCommand, PoaiCommand};
 use crate::backend::{Backend, Verdict};
+use crate::calldata::{self, Paying};
 use crate::output::Out;
 
 fn read(path: &Path) -> Result<String> {
@@ -74,6 +75,9 @@ pub async fn poai(b: &Backend<'_>, cmd: &PoaiCommand, out: &Out) -> Result<ExitC
             let item: BatchItem = from_json("batch item", &read(input)?)?;
             return Ok(verdict(out, &b.verify_batch_item(&item).await?));
         }
+        PoaiCommand::Calldata { .. } => {
+            offline(&Offline::Poai(cmd), out)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -95,6 +99,65 @@ fn paid_file(path: &Path) -> Result<PaidFile> {
     } else {
         PaidFile::Attestation(from_json("attestation", &text)?)
     })
+}
+
+/// A command that may need no backend: `poai calldata` and `hmm calldata` (main.rs runs them
+/// before opening one).
+pub enum Offline<'a> {
+    Poai(&'a PoaiCommand),
+    Hmm(&'a HmmCommand),
+}
+
+/// Runs `cmd` if it needs no backend, and says whether it did.
+pub fn offline(cmd: &Offline<'_>, out: &Out) -> Result<bool> {
+    let call = match cmd {
+        Offline::Poai(PoaiCommand::Calldata { input, verify }) => {
+            let text = read(input)?;
+            // A `poai sign` output or a `poai sign-batch` line: both refuse unknown fields, so
+            // the one that parses is the one it is.
+            match from_json::<SignedAttestation>("signed attestation", &text) {
+                Ok(signed) => calldata::attestation(&signed, *verify)?,
+                Err(as_signed) => match from_json::<BatchItem>("batch item", &text) {
+                    Ok(item) => calldata::batch_item(&item, *verify)?,
+                    Err(_) => {
+                        return Err(Error::invalid(format!(
+                            "{}: neither a `poai sign` output nor a `poai sign-batch` line ({as_signed})",
+                            input.display()
+                        )));
+                    }
+                },
+            }
+        }
+        Offline::Hmm(HmmCommand::Calldata {
+            input,
+            attestation,
+            item,
+        }) => {
+            let s: SignedSettlement = from_json("signed settlement", &read(input)?)?;
+            let a: Option<SignedAttestation> = attestation
+                .as_deref()
+                .map(|p| read(p).and_then(|t| from_json("attestation", &t)))
+                .transpose()?;
+            let i: Option<BatchItem> = item
+                .as_deref()
+                .map(|p| read(p).and_then(|t| from_json("batch item", &t)))
+                .transpose()?;
+            let paying = match (&a, &i) {
+                (Some(a), _) => Paying::Attestation(a),
+                (None, Some(i)) => Paying::Item(i),
+                (None, None) => Paying::Recorded,
+            };
+            calldata::settlement(&s, paying)?
+        }
+        _ => return Ok(false),
+    };
+    let data = format!("0x{}", hex::encode(&call.data));
+    if out.json {
+        out.json(&serde_json::json!({"function": call.function, "calldata": data}));
+    } else {
+        out.line(data);
+    }
+    Ok(true)
 }
 
 pub async fn hmm(b: &Backend<'_>, cmd: &HmmCommand, out: &Out) -> Result<ExitCode> {
@@ -122,6 +185,9 @@ pub async fn hmm(b: &Backend<'_>, cmd: &HmmCommand, out: &Out) -> Result<ExitCod
             let s: SignedSettlement = from_json("signed settlement", &read(input)?)?;
             let a = attestation(att)?;
             return Ok(verdict(out, &b.verify_hmm(&s, a.as_ref()).await?));
+        }
+        HmmCommand::Calldata { .. } => {
+            offline(&Offline::Hmm(cmd), out)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -188,7 +188,8 @@ impl Kms {
             .iter()
             .filter(|k| ctx.principal.owns(&k.meta.name) && k.meta.rotation_due(now))
         {
-            match self.rotate_key_when(ctx, &k.meta.name, Some(now)).await {
+            let seen = (now, k.meta.primary_version);
+            match self.rotate_key_when(ctx, &k.meta.name, Some(seen)).await {
                 Ok(None) => {}
                 result => out.push(DueOutcome {
                     key: k.meta.name.to_string(),
@@ -201,13 +202,14 @@ impl Kms {
         Ok(out)
     }
 
-    /// Rotate `name`; with `due`, only if its rotation is still due at that time when the
-    /// transaction reads it (`None` otherwise).
+    /// Rotate `name`; with `due` (a time and the primary version seen when the key was
+    /// listed), only if, when the transaction reads the key, no writer has rotated it since and
+    /// it is still due at that time (`None` otherwise).
     async fn rotate_key_when(
         &self,
         ctx: &RequestCtx,
         name: &KeyName,
-        due: Option<UnixTime>,
+        due: Option<(UnixTime, u32)>,
     ) -> Result<Option<KeyInfo>> {
         let (kms, ctx, name) = (self.clone(), ctx.clone(), name.clone());
         to_completion(async move {
@@ -222,13 +224,13 @@ impl Kms {
     async fn rotate_in(
         &self,
         call: &mut Call<'_>,
-        due: Option<UnixTime>,
+        due: Option<(UnixTime, u32)>,
     ) -> Result<Done<Option<KeyInfo>>> {
         let name = call.name()?.clone();
         let mut tx = self.store().begin_write().await?;
         let mut key = self.load_in(&mut tx, call.ctx, &name).await?;
-        if let Some(now) = due
-            && !key.meta.rotation_due(now)
+        if let Some((now, seen)) = due
+            && (key.meta.primary_version != seen || !key.meta.rotation_due(now))
         {
             // Another writer rotated it (or changed its state) since the key was listed.
             return Ok(Done::Noted(None, "not_due"));

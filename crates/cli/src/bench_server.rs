@@ -864,9 +864,10 @@ async fn one(
                 let atts = (0..SETTLE_AHEAD)
                     .map(|k| attestation(w, i * SETTLE_AHEAD + k, now, ordered))
                     .collect::<Result<Vec<_>>>()?;
-                let body =
-                    serde_json::to_string(&json!({"key": "poai:bench:m", "attestations": atts}))
-                        .map_err(|e| Error::internal(format!("encoding attestations: {e}")))?;
+                // The protobuf message writes an absent nonce as `null`, which the API refuses.
+                let mut body = json!({"key": "poai:bench:m", "attestations": atts});
+                hanzo_kms_core::eip712::drop_nulls(&mut body);
+                let body = body.to_string();
                 let status = c.call("POST", "/v1/poai/sign-batch", token, &body).await?;
                 let items: Vec<serde_json::Value> =
                     serde_json::from_slice(&c.last_body).map_err(|_| {

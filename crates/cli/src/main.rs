@@ -132,6 +132,8 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
                 |e: Error| Error::new(ErrorKind::Config, format!("{}: {e}", path.display()));
             hanzo_kms_service::ratelimit::ConfiguredLimiter::new(&config.rate_limits)
                 .map_err(in_file)?;
+            hanzo_kms_service::guard::AuthGuard::new(&config.auth.failures_per_peer)
+                .map_err(in_file)?;
             if let Some(tls) = &config.server.tls {
                 hanzo_kms_server::tls::load(tls).map_err(in_file)?;
             }
@@ -646,6 +648,9 @@ async fn serve(
     let limiter = std::sync::Arc::new(hanzo_kms_service::ratelimit::ConfiguredLimiter::new(
         &settings.config.rate_limits,
     )?);
+    let guard = std::sync::Arc::new(hanzo_kms_service::guard::AuthGuard::new(
+        &settings.config.auth.failures_per_peer,
+    )?);
     let kms = match Kms::open(settings).await {
         Ok(kms) => kms,
         Err(e) if e.kind() == ErrorKind::NotInitialized => {
@@ -675,7 +680,7 @@ async fn serve(
         Err(e) => return Err(e),
     };
     let config = kms.config().clone();
-    let kms = kms.with_limiter(limiter.clone());
+    let kms = kms.with_limiter(limiter.clone()).with_auth_guard(guard);
     let mut opts = hanzo_kms_server::Options::from_config(&config);
     if let Some(a) = rest_addr {
         opts.rest_addr = a.to_owned();

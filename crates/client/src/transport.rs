@@ -152,8 +152,12 @@ impl Client {
         C::Reply: Serialize,
     {
         match self.call(c).await? {
-            Answer::Grpc(m) => serde_json::to_value(m)
-                .map_err(|e| Error::internal(format!("reading a response: {e}"))),
+            Answer::Grpc(m) => {
+                let mut v = serde_json::to_value(m)
+                    .map_err(|e| Error::internal(format!("reading a response: {e}")))?;
+                hanzo_kms_core::eip712::drop_nulls(&mut v);
+                Ok(v)
+            }
             Answer::Rest(v) => Ok(v.take()),
         }
     }

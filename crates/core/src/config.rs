@@ -476,11 +476,28 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
-/// `auth:` — API tokens for the server. Reserved: `hanzo-kms serve` adds its settings here; an
-/// empty section is accepted and any key is refused until then.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// `auth:` — how the server treats credentials.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {}
+pub struct AuthConfig {
+    /// Failed authentications one client address may make (per second, with a burst) before
+    /// its further requests are refused at once, with 429 and no token lookup; their audit
+    /// records are then one a second per address, with a count. On by default; an empty
+    /// section (`{}`) turns it off.
+    pub failures_per_peer: RateLimit,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            failures_per_peer: RateLimit {
+                per_second: Some(10),
+                burst: Some(100),
+                per_day: None,
+            },
+        }
+    }
+}
 
 /// One limit with several windows. Any window may be omitted.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]

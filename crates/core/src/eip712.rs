@@ -118,7 +118,11 @@ pub struct PoAIAttestation {
     pub compute_time_ms: u64,
     pub node_id: String,
     /// Filled with 32 random bytes before signing when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub nonce: Option<B32>,
 }
 
@@ -135,7 +139,11 @@ pub struct HMMSettlement {
     /// Unix seconds; when absent (0), `timestamp + settlement_expiry` from the config.
     #[serde(default)]
     pub expiry: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub nonce: Option<B32>,
 }
 
@@ -259,6 +267,27 @@ fn word_address(a: &Address) -> [u8; 32] {
     let mut w = [0u8; 32];
     w[12..].copy_from_slice(&a.0);
     w
+}
+
+/// For an optional field that may be absent but not `null` (the API document types it as what
+/// it holds, not as nullable): `#[serde(default, deserialize_with = "present")]`.
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> std::result::Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// Drop every `null` member of every object in `v`: a protobuf message's JSON form writes an
+/// absent optional field as `null`, which this API's JSON form leaves out (and refuses).
+pub fn drop_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            o.retain(|_, x| !x.is_null());
+            o.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 /// Parse one JSON object of type `T`, naming the field of any error.

@@ -4,12 +4,37 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::eip712::{B32, HMMSettlement, HexBytes, PoAIAttestation, PoAIBatch};
+use serde::Deserializer;
+
+use crate::eip712::{B32, HMMSettlement, HexBytes, PoAIAttestation, PoAIBatch, present};
+
+/// A signed attestation's attestation: it has the nonce it was signed with.
+fn nonced_attestation<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<PoAIAttestation, D::Error> {
+    let a = PoAIAttestation::deserialize(d)?;
+    if a.nonce.is_none() {
+        return Err(serde::de::Error::missing_field("nonce"));
+    }
+    Ok(a)
+}
+
+/// A signed settlement's settlement: it has the nonce it was signed with.
+fn nonced_settlement<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<HMMSettlement, D::Error> {
+    let s = HMMSettlement::deserialize(d)?;
+    if s.nonce.is_none() {
+        return Err(serde::de::Error::missing_field("nonce"));
+    }
+    Ok(s)
+}
 
 /// A signed attestation, as `poai sign` prints it and `poai verify` reads it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedAttestation {
+    #[serde(deserialize_with = "nonced_attestation")]
     pub attestation: PoAIAttestation,
     pub digest: B32,
     pub signature: HexBytes,
@@ -18,7 +43,11 @@ pub struct SignedAttestation {
     pub key: String,
     pub version: u32,
     /// Hybrid signing: the ML-DSA-65 partner's signature over the same digest.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub pq: Option<PqSignature>,
 }
 
@@ -37,6 +66,7 @@ pub struct PqSignature {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedSettlement {
+    #[serde(deserialize_with = "nonced_settlement")]
     pub settlement: HMMSettlement,
     pub digest: B32,
     pub signature: HexBytes,
@@ -65,11 +95,16 @@ pub struct BatchItem {
     pub algorithm: String,
     pub key: String,
     pub version: u32,
+    #[serde(deserialize_with = "nonced_attestation")]
     pub attestation: PoAIAttestation,
     pub digest: B32,
     pub index: u64,
     pub proof: Vec<ProofStep>,
     /// Hybrid signing: the ML-DSA-65 partner's signature over the same batch digest.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub pq: Option<PqSignature>,
 }

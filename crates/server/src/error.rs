@@ -99,6 +99,12 @@ impl IntoResponse for ApiError {
                 ctx,
                 error: Arc::new(self.error),
             });
+        } else if status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1: a 401 names the scheme to use.
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"hanzo-kms\""),
+            );
         } else if let Some(wait) = self.error.retry_after() {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {

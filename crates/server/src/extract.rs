@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use base64::Engine;
 use hanzo_kms_core::eip712::from_json;
-use hanzo_kms_core::{Error, Result};
+use hanzo_kms_core::{Error, ErrorKind, Result};
 use hanzo_kms_service::RequestCtx;
 use serde::Deserialize;
 use serde_json::Value;
@@ -31,7 +31,7 @@ impl FromRequestParts<Shared> for Authed {
         parts: &mut Parts,
         state: &Shared,
     ) -> std::result::Result<Self, ApiError> {
-        let bearer = bearer(parts.headers.get(header::AUTHORIZATION));
+        let credential = credential(parts.headers.get_all(header::AUTHORIZATION).iter());
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -40,6 +40,22 @@ impl FromRequestParts<Shared> for Authed {
             .extensions
             .get::<RequestId>()
             .map_or_else(fresh_id, |id| id.0.to_string());
+        let bearer = match credential {
+            Credential::Bearer(b) => b,
+            Credential::Several => {
+                let e = state
+                    .kms
+                    .refuse_credential(peer, request_id.clone(), "several authorization headers")
+                    .await;
+                return Err(match e.kind() {
+                    ErrorKind::Unauthenticated => ApiError::new(
+                        Error::invalid("send one Authorization header, not several"),
+                        &request_id,
+                    ),
+                    _ => ApiError::new(e, &request_id),
+                });
+            }
+        };
         state
             .kms
             .authenticate_as(bearer, peer, request_id.clone())
@@ -202,12 +218,34 @@ pub(crate) fn on<T>(ctx: &RequestCtx, r: Result<T>) -> std::result::Result<T, Ap
 
 pub(crate) type BodyResult = std::result::Result<Bytes, BytesRejection>;
 
-/// The bearer token of a request's `authorization` header (REST and gRPC alike), or "", which
-/// does not authenticate.
+/// What a request presents as its credential (REST and gRPC alike).
+pub(crate) enum Credential<'a> {
+    /// The bearer token of its one `Authorization` header, or "" (no header, another scheme,
+    /// not text), which does not authenticate.
+    Bearer(&'a str),
+    /// More than one `Authorization` header: refused, whatever they hold, so that no layer can
+    /// read one and another layer the other.
+    Several,
+}
+
+/// The credential of a request's `Authorization` headers. The scheme is case-insensitive
+/// (RFC 7235: `Bearer`, `bearer`).
+pub(crate) fn credential<'a>(mut values: impl Iterator<Item = &'a HeaderValue>) -> Credential<'a> {
+    let first = values.next();
+    if values.next().is_some() {
+        return Credential::Several;
+    }
+    Credential::Bearer(bearer(first))
+}
+
+/// The bearer token of an `Authorization` header's value, or "".
 pub(crate) fn bearer(authorization: Option<&HeaderValue>) -> &str {
-    authorization
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .trim()
+    let Some(v) = authorization.and_then(|v| v.to_str().ok()) else {
+        return "";
+    };
+    let v = v.trim_start();
+    match v.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => "",
+    }
 }

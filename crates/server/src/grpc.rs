@@ -425,9 +425,10 @@ fn to_pb<T: Serialize, P: DeserializeOwned>(v: &T) -> Result<P> {
 
 /// A wire message as a service value, with the same field-path errors as a REST body.
 fn from_pb<P: Serialize, T: DeserializeOwned>(what: &str, p: &P) -> Result<T> {
-    let text = serde_json::to_string(p)
+    let mut v = serde_json::to_value(p)
         .map_err(|e| Error::internal(format!("reading a request message: {e}")))?;
-    from_json(what, &text)
+    hanzo_kms_core::eip712::drop_nulls(&mut v);
+    from_json(what, &v.to_string())
 }
 
 fn missing(field: &str) -> Fail {
@@ -462,17 +463,26 @@ impl Service {
         if let Some(r) = req.extensions().get::<Reached>() {
             r.0.store(true, Ordering::Release);
         }
-        let bearer = crate::extract::bearer(req.metadata().as_ref().get("authorization"));
+        let credential =
+            crate::extract::credential(req.metadata().as_ref().get_all("authorization").iter());
         let peer = req.remote_addr().map(|a: SocketAddr| a.to_string());
         let request_id = req
             .extensions()
             .get::<crate::middleware::RequestId>()
             .map_or_else(crate::error::fresh_id, |id| id.0.to_string());
-        let authed = self
-            .state
-            .kms
-            .authenticate_as(bearer, peer, request_id.clone())
-            .await;
+        let authed = match credential {
+            crate::extract::Credential::Bearer(bearer) => {
+                self.state
+                    .kms
+                    .authenticate_as(bearer, peer, request_id.clone())
+                    .await
+            }
+            crate::extract::Credential::Several => Err(self
+                .state
+                .kms
+                .refuse_credential(peer, request_id.clone(), "several authorization headers")
+                .await),
+        };
         match authed {
             Ok(ctx) => Ok((ctx, req.into_inner())),
             Err(e) => {

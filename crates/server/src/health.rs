@@ -48,6 +48,18 @@ pub(crate) async fn metrics(State(s): State<Shared>) -> Response {
     );
     counter(
         &mut out,
+        "hanzo_kms_auth_failures_total",
+        "Requests whose credential did not authenticate.",
+        s.kms.auth_guard().failures.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "hanzo_kms_auth_throttled_total",
+        "Requests refused at once because their address made too many failed authentications (auth.failures_per_peer).",
+        s.kms.auth_guard().throttled.load(Relaxed),
+    );
+    counter(
+        &mut out,
         "hanzo_kms_request_timeouts_total",
         "Requests cancelled by the request timeout.",
         s.timeouts.load(Relaxed),

@@ -47,11 +47,12 @@ pub fn openapi_document() -> Value {
                 "content": {"application/json": {"schema": schema, "example": example}}
             });
         }
-        let params: Vec<Value> = path
+        let mut params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        params.extend(query_parameters(method, path));
         if !params.is_empty() {
             op["parameters"] = Value::Array(params);
         }
@@ -80,4 +81,32 @@ pub fn openapi_document() -> Value {
 
 pub(crate) async fn openapi() -> axum::Json<Value> {
     axum::Json(openapi_document())
+}
+
+/// The query parameters of a route.
+fn query_parameters(method: &str, path: &str) -> Vec<Value> {
+    let q = |name: &str, schema: Value, description: &str| {
+        json!({"name": name, "in": "query", "required": false, "schema": schema,
+            "description": description})
+    };
+    match (method, path) {
+        ("GET", "/v1/keys") => vec![q(
+            "prefix",
+            json!({"type": "string"}),
+            "only keys whose names start with this",
+        )],
+        ("GET", "/v1/audit") => vec![
+            q(
+                "after",
+                json!({"type": "integer", "minimum": 0}),
+                "records after this sequence number (default 0: from the first)",
+            ),
+            q(
+                "limit",
+                json!({"type": "integer", "minimum": 0, "maximum": 4294967295_u64}),
+                "at most this many records (default 100; more than 1000 is read as 1000)",
+            ),
+        ],
+        _ => Vec::new(),
+    }
 }

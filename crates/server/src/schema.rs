@@ -18,6 +18,15 @@ fn object(required: &[&str], properties: Value) -> Value {
     })
 }
 
+/// `schema` with exactly one of `alternatives` required.
+fn one_of(mut schema: Value, alternatives: &[&str]) -> Value {
+    schema["oneOf"] = alternatives
+        .iter()
+        .map(|a| json!({"required": [a]}))
+        .collect();
+    schema
+}
+
 fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
@@ -76,6 +85,33 @@ fn request_components() -> Value {
                     "description": "filled with 32 random bytes when absent; a key never signs two messages with one nonce"},
             }),
         ),
+        "SignedPoAIAttestation": object(
+            &["model_id", "input_hash", "output_hash", "timestamp", "compute_time_ms", "node_id",
+              "nonce"],
+            json!({
+                "model_id": string("the model, e.g. acme:gpt4"),
+                "input_hash": reference("Hex32"),
+                "output_hash": reference("Hex32"),
+                "timestamp": u64_schema("Unix seconds"),
+                "compute_time_ms": u64_schema("milliseconds of compute"),
+                "node_id": string("the inference node"),
+                "nonce": {"allOf": [reference("Hex32")], "description": "the nonce it was signed with"},
+            }),
+        ),
+        "SignedHMMSettlement": object(
+            &["job_id", "provider", "consumer", "amount", "attestation_digest", "timestamp",
+              "nonce"],
+            json!({
+                "job_id": string("the compute job"),
+                "provider": reference("Address"),
+                "consumer": reference("Address"),
+                "amount": reference("Uint256"),
+                "attestation_digest": reference("Hex32"),
+                "timestamp": u64_schema("Unix seconds"),
+                "expiry": u64_schema("Unix seconds, as signed"),
+                "nonce": {"allOf": [reference("Hex32")], "description": "the nonce it was signed with"},
+            }),
+        ),
         "HMMSettlement": object(
             &["job_id", "provider", "consumer", "amount", "attestation_digest", "timestamp"],
             json!({
@@ -102,20 +138,21 @@ fn request_components() -> Value {
         "SignedAttestation": object(
             &["attestation", "digest", "signature", "signer", "algorithm", "key", "version"],
             json!({
-                "attestation": reference("PoAIAttestation"),
+                "attestation": reference("SignedPoAIAttestation"),
                 "digest": reference("Hex32"),
                 "signature": reference("HexBytes"),
                 "signer": string("the signing address (secp256k1) or public key"),
                 "algorithm": string("the key's algorithm"),
                 "key": string("the signing key"),
                 "version": u32_schema("the key version that signed"),
-                "pq": reference("PqSignature"),
+                "pq": {"allOf": [reference("PqSignature")],
+                    "description": "the ML-DSA-65 half of a hybrid signature: present, and required, when the key has a partner"},
             }),
         ),
         "SignedSettlement": object(
             &["settlement", "digest", "signature", "signer", "algorithm", "key", "version"],
             json!({
-                "settlement": reference("HMMSettlement"),
+                "settlement": reference("SignedHMMSettlement"),
                 "digest": reference("Hex32"),
                 "signature": reference("HexBytes"),
                 "signer": string("the signing address"),
@@ -150,10 +187,12 @@ fn request_components() -> Value {
                 "algorithm": string("the key's algorithm"),
                 "key": string("the signing key"),
                 "version": u32_schema("the key version that signed"),
-                "attestation": reference("PoAIAttestation"),
+                "attestation": reference("SignedPoAIAttestation"),
                 "digest": reference("Hex32"),
                 "index": u64_schema("the attestation's place in the batch"),
                 "proof": array_of(reference("ProofStep"), "the Merkle path to the root"),
+                "pq": {"allOf": [reference("PqSignature")],
+                    "description": "the ML-DSA-65 half over the batch digest: present, and required, when the key has a partner"},
             }),
         ),
     })
@@ -237,7 +276,8 @@ fn answer_components() -> Value {
                 "operation": string("e.g. poai.sign"),
                 "key": nullable("string", "the key named"),
                 "version": nullable("integer", "the key version used"),
-                "outcome": string("ok, denied or error"),
+                "outcome": {"type": "string", "enum": ["ok", "denied", "error", "invalid"],
+                    "description": "ok, denied, error, or invalid (a verification whose verdict was not valid)"},
                 "reason": nullable("string", "why, for a refusal"),
                 "peer": nullable("string", "the client's address"),
                 "prev_hash": string("SHA-256 of the record before, hex"),
@@ -468,11 +508,12 @@ pub(crate) fn request_body(method: &str, path: &str) -> Option<(Value, Value)> {
             object(
                 &[],
                 json!({
-                    "metadata": string("user metadata bound into the file header"),
+                    "metadata": {"allOf": [reference("Base64")],
+                        "description": "user metadata (any bytes) bound into the file header"},
                     "segment_size": u32_schema("plaintext bytes per segment (default 1 MiB)"),
                 }),
             ),
-            json!({"metadata": "llama-3-8b", "segment_size": 1_048_576}),
+            json!({"metadata": "eyJmb3JtYXQiOiJwdCJ9", "segment_size": 1_048_576}),
         ),
         "/v1/models/{name}/unwrap" => (
             object(
@@ -511,17 +552,24 @@ pub(crate) fn request_body(method: &str, path: &str) -> Option<(Value, Value)> {
                 "signer": "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", "algorithm": "secp256k1",
                 "key": "poai:acme:gpt4", "version": 1, "attestation": attestation, "digest": h32,
                 "index": 0, "proof": [{"hash": h32, "left": false}],
+                "pq": {"key": "poai:acme:gpt4-pq", "version": 1, "algorithm": "ml-dsa-65",
+                    "signature": "0xabcd", "signer": "0x0102"},
             }),
         ),
         "/v1/hmm/sign" => (
-            object(
-                &["key", "settlement"],
-                json!({
-                    "key": string("an hmm: key"),
-                    "settlement": reference("HMMSettlement"),
-                    "attestation": {"allOf": [reference("SignedAttestation")],
-                        "description": "the signed attestation the settlement pays for; it is checked and consumed"},
-                }),
+            one_of(
+                object(
+                    &["key", "settlement"],
+                    json!({
+                        "key": string("an hmm: key"),
+                        "settlement": reference("HMMSettlement"),
+                        "attestation": {"allOf": [reference("SignedAttestation")],
+                            "description": "the signed attestation the settlement pays for (this or attestation_item, exactly one): it must verify under a poai: key of the settling key's tenant; it is consumed"},
+                        "attestation_item": {"allOf": [reference("BatchItem")],
+                            "description": "the batch item the settlement pays for, instead of attestation"},
+                    }),
+                ),
+                &["attestation", "attestation_item"],
             ),
             json!({"key": "hmm:acme:gpt4", "settlement": settlement, "attestation": signed_attestation}),
         ),
@@ -547,7 +595,7 @@ pub(crate) fn request_body(method: &str, path: &str) -> Option<(Value, Value)> {
                 json!({
                     "tenant": string("the tenant the token acts for"),
                     "roles": array_of(
-                        json!({"type": "string", "enum": ["admin", "encrypt", "decrypt", "sign", "verify", "audit"]}),
+                        json!({"type": "string", "enum": ["admin", "manage", "encrypt", "decrypt", "sign", "verify", "audit"]}),
                         "what the token may do",
                     ),
                     "patterns": array_of(json!({"type": "string"}), "key-name patterns it is limited to, e.g. model:acme:*"),

@@ -324,6 +324,10 @@ pub(crate) async fn scheduler(state: Shared, every: Duration) {
         if let Some(l) = &state.limiter {
             l.forget_idle();
         }
+        if let Err(e) = state.kms.record_unrecorded_refusals().await {
+            tracing::warn!(error = %e, "scheduler: the count of refused requests was not recorded");
+        }
+        state.kms.auth_guard().forget_idle();
     }
 }
 

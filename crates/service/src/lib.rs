@@ -25,6 +25,7 @@ pub mod bootstrap;
 mod commit;
 pub mod data;
 pub mod failover;
+pub mod guard;
 mod info;
 mod keys;
 pub mod migrate;
@@ -118,6 +119,8 @@ pub struct Kms {
     provider: Arc<dyn Provider>,
     config: Arc<Config>,
     limiter: Arc<dyn RateLimiter>,
+    /// Failed authentications per client address (the server installs it from `auth`).
+    guard: Arc<guard::AuthGuard>,
     /// Started on first use, on the runtime of the first signing request.
     committer: Arc<std::sync::OnceLock<commit::GroupCommit>>,
     /// The EIP-712 domain, computed on first use.
@@ -194,6 +197,7 @@ impl Kms {
             provider,
             config: Arc::new(config),
             limiter: Arc::new(Unlimited),
+            guard: Arc::new(guard::AuthGuard::off()),
             committer: Arc::new(std::sync::OnceLock::new()),
             domain: Arc::new(std::sync::OnceLock::new()),
             signers: Arc::default(),
@@ -243,6 +247,17 @@ impl Kms {
             tracing::error!(error = %e, "failover: the transition could not be audited");
         }
         Some(t)
+    }
+
+    /// Replace the failed-authentication guard (the server does this, from `auth`).
+    pub fn with_auth_guard(mut self, guard: Arc<guard::AuthGuard>) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// The failed-authentication guard, for its counters.
+    pub fn auth_guard(&self) -> &guard::AuthGuard {
+        &self.guard
     }
 
     /// Replace the rate limiter (the server does this).

@@ -98,6 +98,20 @@ impl Role {
     }
 }
 
+/// Who a request is before its token is checked.
+fn anonymous(peer: Option<String>, request_id: String) -> RequestCtx {
+    RequestCtx {
+        request_id,
+        principal: Principal {
+            id: "anonymous".into(),
+            tenant: Some("-".into()),
+            roles: Vec::new(),
+            patterns: Vec::new(),
+        },
+        peer,
+    }
+}
+
 fn unauthenticated() -> Error {
     Error::new(
         ErrorKind::Unauthenticated,
@@ -313,16 +327,23 @@ impl Kms {
         peer: Option<String>,
         request_id: String,
     ) -> Result<RequestCtx> {
-        let anonymous = RequestCtx {
-            request_id,
-            principal: Principal {
-                id: "anonymous".into(),
-                tenant: Some("-".into()),
-                roles: Vec::new(),
-                patterns: Vec::new(),
-            },
-            peer,
-        };
+        let anonymous = anonymous(peer, request_id);
+        let addr = anonymous
+            .peer
+            .as_deref()
+            .map(|p| crate::guard::address_of(p).to_owned());
+        if let Some(a) = addr.as_deref() {
+            // An address over its budget of failures is refused before any lookup; its quick
+            // refusals are recorded once a second, and the rest when its block ends.
+            let check = self.guard.check(a);
+            if let Some(n) = check.record {
+                let reason = format!("too_many_failures: {n} refused");
+                self.record_refusal(&anonymous, &reason).await?;
+            }
+            if let Some(e) = check.refused {
+                return Err(e);
+            }
+        }
         let reason = match self.check_bearer(bearer).await {
             Ok(principal) => {
                 return Ok(RequestCtx {
@@ -340,16 +361,53 @@ impl Kms {
             }
             Err(reason) => reason,
         };
+        if let Some(a) = addr.as_deref() {
+            self.guard.failed(a);
+        }
+        self.record_refusal(&anonymous, reason).await?;
+        Err(unauthenticated())
+    }
+
+    /// Refuse a request whose credential cannot be read at all (the server: two
+    /// `Authorization` headers): recorded and counted like a bad token, with `reason`. Returns
+    /// the error for the caller (the audit failure if the record cannot be written).
+    pub async fn refuse_credential(
+        &self,
+        peer: Option<String>,
+        request_id: String,
+        reason: &'static str,
+    ) -> Error {
+        let anonymous = anonymous(peer, request_id);
+        if let Some(a) = anonymous.peer.as_deref() {
+            self.guard.failed(crate::guard::address_of(a));
+        }
+        match self.record_refusal(&anonymous, reason).await {
+            Ok(()) => unauthenticated(),
+            Err(e) => e,
+        }
+    }
+
+    /// Record the quick refusals of blocked addresses that no later request has carried into
+    /// the log (the server runs this with its scheduler).
+    pub async fn record_unrecorded_refusals(&self) -> Result<()> {
+        for (addr, n) in self.guard.unrecorded() {
+            let anonymous = anonymous(Some(addr), uuid::Uuid::new_v4().to_string());
+            self.record_refusal(&anonymous, &format!("too_many_failures: {n} refused"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn record_refusal(&self, anonymous: &RequestCtx, reason: &str) -> Result<()> {
         self.audit_event_only(crate::audit_event(
-            &anonymous,
+            anonymous,
             "authenticate",
             None,
             None,
             "denied",
             Some(reason),
         ))
-        .await?;
-        Err(unauthenticated())
+        .await
     }
 
     async fn check_bearer(&self, bearer: &str) -> std::result::Result<Principal, &'static str> {

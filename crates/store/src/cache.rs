@@ -5,8 +5,10 @@
 //!   another node sharing the database (PostgreSQL) sees the change within [`TTL`].
 //! - A generation counter closes the race between a reader and a writer: a reader that loaded
 //!   a row before a commit invalidated it does not put the stale row back.
-//! - Only rows that exist are cached, so a key or token created on another node is visible at
-//!   once.
+//! - Keys are cached only when they exist, so a key created on another node is visible at once.
+//!   Token lookups are cached either way (an unknown id too): a token's id is random and nobody
+//!   presents it before it exists, and an unknown id answered from the database while a known
+//!   one is answered from memory would tell, by the time of the 401, which ids exist.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -22,7 +22,9 @@ pub struct Store {
     pub(crate) separator: Separator,
     pub(crate) location: String,
     pub(crate) keys: Arc<cache::Cache<StoredKey>>,
-    pub(crate) tokens: Arc<cache::Cache<StoredToken>>,
+    /// Tokens by id, and ids that have no token: a lookup of an unknown id is answered from
+    /// memory like a known one, so the time of a 401 does not tell whether the id exists.
+    pub(crate) tokens: Arc<cache::Cache<Option<StoredToken>>>,
     /// Set when the last store operation found the database unreachable; cleared by the next
     /// transaction that starts. See [`Store::unreachable`].
     pub(crate) unreachable: Arc<AtomicBool>,
@@ -161,8 +163,8 @@ impl Store {
     /// One API token by id (through the read cache: see [`cache`]).
     pub async fn token(&self, id: &str) -> Result<Option<StoredToken>> {
         let (hit, generation) = self.tokens.get(id);
-        if hit.is_some() {
-            return Ok(hit);
+        if let Some(known) = hit {
+            return Ok(known);
         }
         let row = sqlx::query(concat!(
             "SELECT ",
@@ -178,9 +180,7 @@ impl Store {
             .map(StoredToken::from_row)
             .transpose()
             .map_err(|e| self.err(e, "reading an API token"))?;
-        if let Some(t) = &t {
-            self.tokens.put(id, t.clone(), generation);
-        }
+        self.tokens.put(id, t.clone(), generation);
         Ok(t)
     }
 

@@ -265,6 +265,8 @@ impl WriteTx {
 
     /// Store a new API token (its MAC, never the token).
     pub async fn insert_token(&mut self, t: &StoredToken) -> Result<()> {
+        // The id may be remembered as unknown (a lookup before it existed).
+        self.touched_tokens.push(t.id.clone());
         sqlx::query(concat!(
             "INSERT INTO api_tokens (",
             token_columns!(),

@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use hanzo_kms_core::Error;
+use hanzo_kms_core::eip712::present;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -170,7 +171,7 @@ pub(crate) async fn unwrap(
 pub(crate) struct ModelKeyReq {
     #[serde(default)]
     metadata: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     segment_size: Option<u32>,
 }
 

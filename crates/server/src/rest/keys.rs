@@ -1,6 +1,7 @@
 //! REST handlers: keys and keyspaces.
 
 use axum::extract::{Query, State};
+use hanzo_kms_core::eip712::present;
 use hanzo_kms_core::{Algorithm, Error};
 use serde::Deserialize;
 
@@ -12,9 +13,9 @@ use crate::server::*;
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateKey {
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     algorithm: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     rotation_days: Option<u32>,
 }
 

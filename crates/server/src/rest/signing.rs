@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use hanzo_kms_core::Error;
+use hanzo_kms_core::eip712::present;
 use hanzo_kms_core::eip712::{HMMSettlement, PoAIAttestation};
 use hanzo_kms_service::sign::{BatchItem, Paid, SignedAttestation, SignedSettlement};
 use hanzo_kms_service::{RequestCtx, now_secs};
@@ -16,9 +17,9 @@ use crate::server::*;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SignReq {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     message: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     messages: Option<Vec<String>>,
     #[serde(default)]
     prehashed: bool,
@@ -35,11 +36,11 @@ pub(crate) struct VerifyItem {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct VerifyReq {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     message: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     signature: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     items: Option<Vec<VerifyItem>>,
     #[serde(default)]
     prehashed: bool,
@@ -182,9 +183,9 @@ pub(crate) struct PoaiBatchReq {
 pub(crate) struct HmmSignReq {
     key: String,
     settlement: HMMSettlement,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     attestation: Option<SignedAttestation>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     attestation_item: Option<BatchItem>,
 }
 
@@ -192,7 +193,7 @@ pub(crate) struct HmmSignReq {
 #[serde(deny_unknown_fields)]
 pub(crate) struct HmmVerifyReq {
     signed: SignedSettlement,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     attestation: Option<SignedAttestation>,
 }
 

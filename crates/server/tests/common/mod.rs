@@ -30,7 +30,10 @@ pub async fn bind(
         .create_token(&RequestCtx::local(), "*", &[Role::Admin], &[], "test admin")
         .await?;
     let limiter = Arc::new(ConfiguredLimiter::new(&config.rate_limits)?);
-    let kms = kms.with_limiter(limiter.clone());
+    let guard = Arc::new(hanzo_kms_service::guard::AuthGuard::new(
+        &config.auth.failures_per_peer,
+    )?);
+    let kms = kms.with_limiter(limiter.clone()).with_auth_guard(guard);
     let mut opts = Options::from_config(&config);
     opts.rest_addr = "127.0.0.1:0".into();
     opts.grpc_addr = Some("127.0.0.1:0".into());

@@ -2,7 +2,7 @@
 //! `C_Sign` loop on the same token, in one run.
 //!
 //! "Raw" is the device's own mechanism on one pooled session per thread, with nothing else
-//! (`Pkcs11Provider::bench_raw_sign`). "Ours" is `Provider::sign`: session checkout, the
+//! (`hanzo_kms_testkit::pkcs11::RawSign`). "Ours" is `Provider::sign`: session checkout, the
 //! object-handle cache, `C_Sign`, and for secp256k1 the low-S normalisation and recovery of v.
 //! Runs are interleaved and the best of each is kept, so drift in the machine's load hits all alike.
 
@@ -15,8 +15,9 @@ use hanzo_kms_core::eip712::Domain;
 use hanzo_kms_core::{
     Algorithm, Error, ErrorKind, KeyName, KeyRef, KeySpec, Provider, Result, Separator,
 };
-use hanzo_kms_pkcs11::softhsm::Token;
 use hanzo_kms_pkcs11::{Pkcs11Provider, Pkcs11Settings};
+use hanzo_kms_testkit::pkcs11::RawSign;
+use hanzo_kms_testkit::softhsm::Token;
 use serde_json::json;
 
 use crate::bench_sign::batch_rate;

@@ -73,7 +73,7 @@ impl Out {
                 self.line("  Back the master key up and keep it apart from the store: without it no key can be used.");
             }
             MasterKeySource::Token { provider, label } => {
-                self.line(format!("  root keys:  in {provider} token '{label}' (hanzo-kms/root/kek, hanzo-kms/root/mac)"));
+                self.line(format!("  root keys:  in {provider} token '{label}' (hanzo-kms/root/*: its wrapping root and MAC key)"));
                 self.line("  No master key file: the token's root keys unlock this store. Back the token up with the vendor's tools.");
             }
         }
@@ -180,6 +180,9 @@ impl Out {
             }
             if let Some(p) = &v.public_key {
                 self.line(format!("      public key: {}", abbreviate(p)));
+            }
+            if let Some(w) = &v.wrapping {
+                self.line(format!("      wrapping:   {w}"));
             }
         }
     }

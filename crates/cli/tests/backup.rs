@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
-use hanzo_kms_pkcs11::softhsm::Token;
+use hanzo_kms_testkit::softhsm::Token;
 use serde_json::Value;
 
 const PASSPHRASE: &str = "correct horse battery staple";

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hanzo_kms_client::Client;
-use hanzo_kms_pkcs11::softhsm::Token;
+use hanzo_kms_testkit::softhsm::Token;
 use hanzo_kms_testkit::{SERVE_ARGS, Served, attestation as att};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

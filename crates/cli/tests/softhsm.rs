@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use assert_cmd::Command;
-use hanzo_kms_pkcs11::softhsm::Token;
+use hanzo_kms_testkit::softhsm::Token;
 use serde_json::Value;
 
 fn kms(dir: &Path) -> Command {

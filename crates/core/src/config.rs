@@ -254,7 +254,8 @@ pub struct GoogleCloudKmsConfig {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pkcs11Config {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The PKCS#11 module; LP-325 spells it `pkcs11_lib`, which is accepted as the same key.
+    #[serde(alias = "pkcs11_lib", skip_serializing_if = "Option::is_none")]
     pub module: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_label: Option<String>,
@@ -281,6 +282,80 @@ pub struct Pkcs11Config {
     /// `backup create` and migration (CKA_EXTRACTABLE true; CKA_SENSITIVE stays true, so only
     /// wrapped). Default false: AES keys and hsm-resident signing keys never leave the device.
     pub exportable: bool,
+    /// How the token seals what it keeps outside itself (hsm-wrapped keys, and model KEKs on a
+    /// device without AES-GCM): default the first of `aes-gcm`, `ecdh-p256`, `rsa-oaep` that
+    /// the profile and the token's mechanisms allow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrapping: Option<WrappingScheme>,
+    /// Use only these mechanisms of the token (`CKM_*` names or numbers): to keep a device to a
+    /// vetted set, or to make a SoftHSM2 token behave like another vendor's for tests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mechanisms: Option<MechanismFilter>,
+    /// How long an unwrapped hsm-wrapped key stays in (zeroizing) memory after its last use:
+    /// `60s` by default, `0` to unwrap in the device for every use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrapped_key_cache: Option<Duration>,
+    /// Thales Luna with the FIPS policy on: the HSM makes each AES-GCM IV and returns it after
+    /// the ciphertext.
+    pub fips_mode: bool,
+    /// YubiHSM 2 (LP-325): the connector, e.g. `http://127.0.0.1:12345`. yubihsm_pkcs11 reads
+    /// its connector from its own `yubihsm_pkcs11.conf`; this must name the same one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector_url: Option<String>,
+    /// YubiHSM 2 (LP-325): the authentication key's object id. With `password` it makes the
+    /// PKCS#11 PIN, `<id as 4 hex digits><password>` (e.g. `0001password`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_key_id: Option<u16>,
+    /// YubiHSM 2 (LP-325): the authentication key's password; `${VAR}` reads the environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<ConfigSecret>,
+    /// AWS CloudHSM (LP-325): recorded for operators; the CloudHSM client's own configuration
+    /// chooses the cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// AWS CloudHSM (LP-325): as `cluster_id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+/// `kms.lux.<pkcs11 provider>.wrapping`: how a token seals values kept outside it.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+pub enum WrappingScheme {
+    /// AES-256-GCM in the device under the root KEK.
+    #[serde(rename = "aes-gcm")]
+    AesGcm,
+    /// ECDH with the device's static P-256 key, HKDF-SHA256, AES-256-GCM in software.
+    #[serde(rename = "ecdh-p256")]
+    EcdhP256,
+    /// RSA-OAEP-SHA256 to the device's RSA key, AES-256-GCM in software.
+    #[serde(rename = "rsa-oaep")]
+    RsaOaep,
+}
+
+impl WrappingScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AesGcm => "aes-gcm",
+            Self::EcdhP256 => "ecdh-p256",
+            Self::RsaOaep => "rsa-oaep",
+        }
+    }
+}
+
+impl fmt::Display for WrappingScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `kms.lux.<pkcs11 provider>.mechanisms`: `allow` (only these; default all) and `deny`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MechanismFilter {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
 }
 
 /// `kms.lux.<pkcs11 provider>.signing_keys`.

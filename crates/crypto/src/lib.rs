@@ -12,6 +12,11 @@
 //! | [`secp`] | secp256k1 signing on blinded per-thread contexts (libsecp256k1) |
 //! | [`verify`] | signature verification for every algorithm, low-S, public-key recovery |
 //! | [`seal`] | the AAD that binds material to its key, backup sealing, AES key wrap with padding |
+//! | [`hkdf`] | HKDF-SHA256 |
+//! | [`ecdh`] | ECDH on P-256 (ephemeral keys against a device's static key) |
+//! | [`rsa`] | RSA-OAEP-SHA256 encryption to a device's public key |
+//! | [`hybrid`] | sealing to a device-held key: ECDH or RSA-OAEP, then AES-256-GCM |
+//! | [`mac`] | HMAC-SHA256 |
 //!
 //! A provider is a thin layer over these: where the key material lives (sealed under a master
 //! key, wrapped under an HSM's key, or inside a device) is the provider's business; what is done
@@ -20,8 +25,13 @@
 #![forbid(unsafe_code)]
 
 pub mod aead;
+pub mod ecdh;
+pub mod hkdf;
+pub mod hybrid;
+pub mod mac;
 pub mod material;
 pub mod rng;
+pub mod rsa;
 pub mod seal;
 pub mod secp;
 pub mod verify;

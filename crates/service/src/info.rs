@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use hanzo_kms_core::{Algorithm, KeyState, eth};
+use hanzo_kms_core::{Algorithm, KeyState, Origin, eth};
 use hanzo_kms_store::StoredKey;
 
 /// A key as reported to callers. Holds no secret material.
@@ -40,11 +40,19 @@ pub struct VersionInfo {
     /// secp256k1 only: the Ethereum address, EIP-55 checksummed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Hsm-wrapped keys of a PKCS#11 provider: the scheme that sealed this version
+    /// (`aes-gcm`, `ecdh-p256` or `rsa-oaep`; docs/providers.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapping: Option<String>,
 }
 
 impl KeyInfo {
     pub fn from_stored(k: &StoredKey) -> Self {
         let m = &k.meta;
+        let sealed_by_token = m.origin == Origin::HsmWrapped
+            && hanzo_kms_pkcs11::PROFILES
+                .iter()
+                .any(|p| p.vendor.as_str() == m.provider);
         Self {
             name: m.name.to_string(),
             purpose: m.name.purpose().to_string(),
@@ -77,6 +85,12 @@ impl KeyInfo {
                             .filter(|_| m.algorithm == Algorithm::Secp256k1)
                             .and_then(|p| eth::address(p).ok())
                             .map(|a| eth::to_checksum(&a)),
+                        wrapping: v
+                            .handle
+                            .as_ref()
+                            .filter(|_| sealed_by_token)
+                            .and_then(hanzo_kms_pkcs11::wrapping_of)
+                            .map(|w| w.to_string()),
                     }
                 })
                 .collect(),

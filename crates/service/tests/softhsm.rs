@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use hanzo_kms_core::eip712::{B32, PoAIAttestation};
 use hanzo_kms_core::weights::Header;
 use hanzo_kms_core::{Config, ErrorKind, KeyName, Separator};
-use hanzo_kms_pkcs11::softhsm::Token;
 use hanzo_kms_service::{Kms, RequestCtx, Settings};
+use hanzo_kms_testkit::softhsm::Token;
 use hanzo_kms_weights::encrypt_to_vec;
 
 fn token(test: &str) -> Token {

@@ -1,5 +1,6 @@
-//! Test support: a real, throw-away PostgreSQL server for the HA tests, and [`Served`], a
-//! `hanzo-kms serve` process that a test starts, waits for and stops.
+//! Test support: a real, throw-away PostgreSQL server for the HA tests, [`Served`], a
+//! `hanzo-kms serve` process that a test starts, waits for and stops, throwaway SoftHSM2
+//! tokens ([`softhsm`]) and the raw PKCS#11 signing loop of the HSM benchmark ([`pkcs11`]).
 //!
 //! [`Postgres::start`] runs `initdb` into a temporary directory and `pg_ctl start` on 127.0.0.1
 //! and a free port (Debian's `postgresql` package; `scripts/test.sh` installs it). As root, the
@@ -11,6 +12,9 @@
 //! passes silently without it.
 
 #![forbid(unsafe_code)]
+
+pub mod pkcs11;
+pub mod softhsm;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

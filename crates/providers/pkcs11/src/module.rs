@@ -1,9 +1,13 @@
-//! Loading a PKCS#11 module once per process.
+//! Loading a PKCS#11 module once per process, and finding a token in it.
 //!
 //! `C_Initialize` and `C_Finalize` are process-wide in the PKCS#11 C API: a module can be
 //! initialised once, and every provider in the process that uses it must share that context.
 //! This registry mirrors the C library's own global state; it is the one process-wide value in
 //! Hanzo KMS, and it holds nothing but loaded modules.
+//!
+//! [`load`] and [`SLOT_SCAN`] are public for test support only (crates/testkit makes throwaway
+//! SoftHSM2 tokens and breaks sessions from outside a provider): code in the same process that
+//! talks to a module must share its context and its slot-scan lock. Nothing else is public.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,8 +15,12 @@ use std::sync::{Mutex, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::slot::Slot;
 use hanzo_kms_core::config::ProviderKind;
 use hanzo_kms_core::{Error, ErrorKind, Result};
+
+use crate::error::{hsm_error, rv_name};
+use crate::settings::TokenSelector;
 
 static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
 
@@ -76,4 +84,55 @@ fn install_hint(vendor: ProviderKind) -> &'static str {
         ProviderKind::Zymbit => "install Zymbit's zkpkcs11 package",
         ProviderKind::GoogleCloudKms | ProviderKind::Software => "it is not a PKCS#11 provider",
     }
+}
+
+pub(crate) fn find_token(
+    ctx: &Pkcs11,
+    want: &TokenSelector,
+    module: &Path,
+) -> Result<(Slot, String, String)> {
+    let _scan = SLOT_SCAN.lock().unwrap_or_else(|e| e.into_inner());
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(|e| hsm_error(e, format!("listing the slots of {}", module.display())))?;
+    let mut labels = Vec::new();
+    for slot in slots {
+        let info = match ctx.get_token_info(slot) {
+            Ok(info) => info,
+            Err(e) => {
+                // One broken token must not hide the healthy one we are looking for.
+                let rv = match &e {
+                    CkError::Pkcs11(rv, _) => rv_name(*rv),
+                    other => other.to_string(),
+                };
+                labels.push(format!("slot {} (unreadable: {rv})", slot.id()));
+                continue;
+            }
+        };
+        if !info.token_initialized() {
+            continue;
+        }
+        let label = info.label().trim_end().to_owned();
+        let serial = info.serial_number().trim_end().to_owned();
+        let hit = match want {
+            TokenSelector::Label(l) => *l == label,
+            TokenSelector::Slot(s) => *s == slot.id(),
+        };
+        if hit {
+            return Ok((slot, label, serial));
+        }
+        labels.push(format!("'{label}' (slot {})", slot.id()));
+    }
+    Err(Error::new(
+        ErrorKind::Config,
+        format!(
+            "{want} is not among the initialised tokens of {}: {}",
+            module.display(),
+            if labels.is_empty() {
+                "there are none".to_owned()
+            } else {
+                labels.join(", ")
+            }
+        ),
+    ))
 }

@@ -7,8 +7,8 @@ use hanzo_kms_conformance::{make, name};
 use hanzo_kms_core::config::{Pkcs11Fallback, ProviderKind, SigningKeys};
 use hanzo_kms_core::{Algorithm, ErrorKind, KeySpec, Origin, Provider};
 use hanzo_kms_crypto::verify::{is_low_s, verify};
-use hanzo_kms_pkcs11::softhsm::Token;
 use hanzo_kms_pkcs11::{Pkcs11Provider, Pkcs11Settings};
+use hanzo_kms_testkit::softhsm::Token;
 
 /// A fresh SoftHSM2 token and a provider on it, with the given tweaks to its config section.
 fn softhsm_with(

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use hanzo_kms_core::config::ProviderKind;
 use hanzo_kms_core::{Algorithm, ErrorKind, KeyName, KeyRef, KeySpec, Provider, Separator};
 use hanzo_kms_crypto::verify::verify;
-use hanzo_kms_pkcs11::softhsm::Token;
 use hanzo_kms_pkcs11::{Pkcs11Provider, Pkcs11Settings};
+use hanzo_kms_testkit::softhsm::Token;
 
 fn token(test: &str) -> Token {
     let label = format!("{test}-{}", std::process::id());

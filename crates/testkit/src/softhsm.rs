@@ -4,7 +4,10 @@
 //! `.cargo/config.toml` points it at `target/softhsm2/softhsm2.conf`; [`ensure_conf`] writes that
 //! file (with a token directory beside it) the first time. [`Token::create`] initialises a fresh
 //! token on SoftHSM2's free slot, in process, with `C_InitToken` and `C_InitPIN`, so the token is
-//! visible at once to this process and to any process started afterwards.
+//! visible at once to this process and to any process started afterwards. It loads the module
+//! through the PKCS#11 provider's process-wide registry (`hanzo_kms_pkcs11::module`), since
+//! `C_Initialize` is per process, and takes its slot-scan lock, since SoftHSM2 must not rescan
+//! its slots from two threads at once.
 //!
 //! Nothing is skipped silently: if SoftHSM2 is missing, these functions fail and say how to
 //! install it.
@@ -73,12 +76,12 @@ impl Token {
     /// Initialise a new token labelled `label` (at most 32 bytes) with random PINs.
     pub fn create(label: &str) -> Result<Self> {
         // Threads of one process see the same free slot; take turns initialising it.
-        let _turn = crate::module::SLOT_SCAN
+        let _turn = hanzo_kms_pkcs11::module::SLOT_SCAN
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         ensure_conf()?;
         let module = module_path();
-        let ctx = crate::module::load(&module, ProviderKind::Softhsm2)?;
+        let ctx = hanzo_kms_pkcs11::module::load(&module, ProviderKind::Softhsm2)?;
         let ck = |e: cryptoki::error::Error| {
             Error::new(ErrorKind::Unavailable, format!("SoftHSM2: {e}"))
         };
@@ -197,6 +200,28 @@ impl Token {
             self.label,
             self.user_pin
         )
+    }
+
+    /// The mechanisms `vendor` documents, as names for a config's `mechanisms.allow`; `None`
+    /// for SoftHSM2 itself (everything).
+    pub fn vendor_mechanisms(&self, vendor: ProviderKind) -> Option<Vec<String>> {
+        hanzo_kms_pkcs11::Profile::of(vendor)
+            .and_then(|p| p.documented)
+            .map(|d| d.iter().map(ToString::to_string).collect())
+    }
+
+    /// A config section that uses this token as `vendor`'s device: SoftHSM2's module, limited
+    /// to the mechanisms the vendor documents, so that Hanzo KMS can use only what that
+    /// device would offer.
+    pub fn vendor_section(&self, vendor: ProviderKind) -> hanzo_kms_core::config::Pkcs11Config {
+        let mut c = self.section();
+        c.mechanisms =
+            self.vendor_mechanisms(vendor)
+                .map(|allow| hanzo_kms_core::config::MechanismFilter {
+                    allow: Some(allow),
+                    deny: Vec::new(),
+                });
+        c
     }
 
     /// The same as a parsed config section.

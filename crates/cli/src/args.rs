@@ -469,7 +469,7 @@ pub enum ModelCommand {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_count)]
     pub threads: Option<usize>,
     /// Never show a progress bar.
     #[arg(long)]
@@ -497,25 +497,25 @@ pub enum BenchCommand {
         #[arg(long, requires = "url")]
         grpc_url: Option<String>,
         /// Concurrent connections (keep-alive), one request in flight each.
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = parse_count)]
         concurrency: usize,
-        /// Seconds per measurement.
-        #[arg(long, default_value_t = 5.0)]
+        /// Seconds per measurement (more than 0, at most a day).
+        #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
         seconds: f64,
         /// Attestations per gRPC SignPoaiBatch call.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 256, value_parser = parse_count)]
         batch: usize,
         /// Offered rate (requests/s, open loop) for the latency figures; 0 skips them. A thread
         /// of its own paces the requests, and each latency counts from when its request was
         /// due. If the server falls behind, the backlog is still sent for as long again as the
         /// figure; what is left then is reported as never sent.
-        #[arg(long, default_value_t = 5000.0)]
+        #[arg(long, default_value_t = 5000.0, value_parser = parse_rate)]
         rate: f64,
         /// Seconds each latency figure first runs at its rate without counting, so that it
         /// measures the steady state at that rate, not the recovery from the throughput figure
         /// before it (whose backlog of WAL pages the background checkpoint is still copying).
         /// 0 measures from the first request.
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = 2.0, value_parser = parse_warmup)]
         warmup: f64,
         /// Send each PoAI attestation with a nonce that sorts by time (as the client crate's
         /// `time_ordered_nonce` makes them: nanoseconds, big-endian, then 16 random bytes)
@@ -555,24 +555,24 @@ pub enum BenchCommand {
         #[arg(long, default_value = "1MiB", value_name = "SIZE")]
         segment_size: String,
         /// Worker threads (default: all cores).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_count)]
         threads: Option<usize>,
         /// Repetitions of each measurement; the best is reported.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
         repeat: u32,
     },
     /// PoAI signing: raw libsecp256k1 against our path (EIP-712 hashing + provider sign) on one
     /// thread and all cores; verification; durable signing through the pipeline with group
     /// commit (fsyncs per signature); Merkle batches of 64 and 1024.
     Sign {
-        /// Seconds per measurement.
-        #[arg(long, default_value_t = 3.0)]
+        /// Seconds per measurement (more than 0, at most a day).
+        #[arg(long, default_value_t = 3.0, value_parser = parse_seconds)]
         seconds: f64,
         /// Worker threads for "all cores" (default: all cores).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_count)]
         threads: Option<usize>,
         /// Concurrent requests for the durable (store) measurement.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = parse_count)]
         concurrency: usize,
         /// Measure a PKCS#11 provider instead (e.g. softhsm2): secp256k1 and P-256 signs through
         /// the provider against a raw C_Sign loop on the same token, at 1 and max_sessions
@@ -587,6 +587,61 @@ pub enum BenchCommand {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+}
+
+/// The longest a benchmark measurement may run: a day.
+const MAX_BENCH_SECONDS: f64 = 86_400.0;
+
+fn parse_number(s: &str, what: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of {what}"))?;
+    if !v.is_finite() {
+        return Err(format!("'{s}' is not a finite number of {what}"));
+    }
+    Ok(v)
+}
+
+/// A measurement's length: more than 0 and at most a day.
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v = parse_number(s, "seconds")?;
+    if v <= 0.0 || v > MAX_BENCH_SECONDS {
+        return Err(format!(
+            "'{s}' seconds is out of range: give more than 0 and at most {MAX_BENCH_SECONDS}"
+        ));
+    }
+    Ok(v)
+}
+
+/// A warm-up: 0 (none) up to a day.
+pub fn parse_warmup(s: &str) -> Result<f64, String> {
+    let v = parse_number(s, "seconds")?;
+    if !(0.0..=MAX_BENCH_SECONDS).contains(&v) {
+        return Err(format!(
+            "'{s}' seconds is out of range: give 0 (no warm-up) up to {MAX_BENCH_SECONDS}"
+        ));
+    }
+    Ok(v)
+}
+
+/// An offered rate in requests per second: 0 (skip the latency figures) up to 10 million.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let v = parse_number(s, "requests per second")?;
+    if !(0.0..=1e7).contains(&v) {
+        return Err(format!(
+            "'{s}' requests/s is out of range: give 0 (skip the latency figures) up to 10000000"
+        ));
+    }
+    Ok(v)
+}
+
+/// A count of connections, requests or items: 1 to 100,000.
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a count from 1 to 100000")),
+    }
 }
 
 /// Parse `1GiB`, `512MiB`, `64KiB`, `4096` (binary units; `K`, `M`, `G` mean the same).

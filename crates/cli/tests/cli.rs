@@ -249,6 +249,49 @@ fn usage_errors_exit_2_and_failures_exit_1_with_one_line() {
     assert!(one_line(&e).contains("run `hanzo-kms init` first"), "{e}");
 }
 
+/// Issue 26 item 15: `bench server --seconds -1` panicked (a negative Duration). Every number a
+/// bench takes is checked by the argument parser: a usage error (exit 2), never a panic.
+#[test]
+fn bench_numbers_out_of_range_are_usage_errors() {
+    let d = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (
+            &["bench", "server", "--seconds", "-1"][..],
+            "unexpected argument '-1'",
+        ),
+        (&["bench", "server", "--seconds=-1"][..], "out of range"),
+        (&["bench", "server", "--seconds", "0"][..], "out of range"),
+        (
+            &["bench", "server", "--seconds", "NaN"][..],
+            "not a finite number",
+        ),
+        (
+            &["bench", "server", "--seconds", "inf"][..],
+            "not a finite number",
+        ),
+        (
+            &["bench", "server", "--seconds", "1e300"][..],
+            "out of range",
+        ),
+        (&["bench", "server", "--rate=-5"][..], "out of range"),
+        (&["bench", "server", "--warmup=-0.5"][..], "out of range"),
+        (
+            &["bench", "server", "--concurrency", "0"][..],
+            "not a count",
+        ),
+        (&["bench", "server", "--batch", "0"][..], "not a count"),
+        (&["bench", "sign", "--seconds=-3"][..], "out of range"),
+        (&["bench", "sign", "--threads", "0"][..], "not a count"),
+        (
+            &["bench", "model", "--repeat", "0"][..],
+            "0 is not in 1..=1000",
+        ),
+    ] {
+        let e = fails(kms(d.path()).args(args), 2);
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+}
+
 #[test]
 fn tampered_or_foreign_ciphertext_writes_nothing() {
     let d = tempfile::tempdir().unwrap();

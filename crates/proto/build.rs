@@ -46,5 +46,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
     }
     builder.compile_with_config(config, &[proto], &[root])?;
+    strip_comparisons(&std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("hanzo.kms.v1.rs"))
+}
+
+/// prost derives `Clone`, `PartialEq`, `Eq` and `Hash` on every message, with no switch to turn
+/// them off. On a secret message they would let a plaintext or a token be copied out of
+/// zeroizing hands or compared in variable time, so they are removed from the generated code:
+/// using them is then a compile error.
+fn strip_comparisons(generated: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(generated)?;
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    for m in SECRET_MESSAGES {
+        let decl = format!("pub struct {m} {{");
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start() == decl)
+            .ok_or_else(|| format!("secret message {m} not found in the generated code"))?;
+        let derive = lines[..at]
+            .iter()
+            .rposition(|l| l.contains("::prost::Message)]"))
+            .filter(|&d| at - d <= 3)
+            .ok_or_else(|| format!("no prost derive found above {m}"))?;
+        let indent: String = lines[derive]
+            .chars()
+            .take_while(|c| c.is_whitespace())
+            .collect();
+        lines[derive] = format!("{indent}#[derive(::prost::Message)]");
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    std::fs::write(generated, out)?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use hanzo_kms_core::config::ConfigSecret;
 
 /// Hanzo KMS: key management for AI infrastructure.
 ///
@@ -54,9 +55,10 @@ pub struct Cli {
         env = "HANZO_KMS_TOKEN",
         hide_env_values = true,
         value_name = "TOKEN",
-        conflicts_with = "token_file"
+        conflicts_with = "token_file",
+        value_parser = parse_secret
     )]
-    pub token: Option<String>,
+    pub token: Option<ConfigSecret>,
 
     /// Read the API token for --server from this file (e.g. DATA_DIR/admin.token).
     #[arg(long, global = true, value_name = "FILE")]
@@ -589,6 +591,12 @@ pub enum BenchCommand {
     },
 }
 
+/// A secret argument (the API token): held in zeroizing memory, and `Debug` (of [`Cli`]) shows
+/// `<redacted>`.
+fn parse_secret(s: &str) -> Result<ConfigSecret, std::convert::Infallible> {
+    Ok(ConfigSecret::new(s))
+}
+
 /// The longest a benchmark measurement may run: a day.
 const MAX_BENCH_SECONDS: f64 = 86_400.0;
 
@@ -783,5 +791,27 @@ mod tests {
         let mut missing = Vec::new();
         walk(&super::Cli::command(), "hanzo-kms", &mut missing);
         assert!(missing.is_empty(), "options without help: {missing:?}");
+    }
+
+    /// Issue 26 item 13: the parsed command line holds the API token, and its `Debug` (what a
+    /// `tracing` field or a panic message would print) does not show it.
+    #[test]
+    fn debug_of_the_command_line_hides_the_token() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from([
+            "hanzo-kms",
+            "--token",
+            "hkms_secret_token_value",
+            "keys",
+            "list",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.token.as_ref().map(|t| t.expose()),
+            Some("hkms_secret_token_value")
+        );
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("hkms_secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 }

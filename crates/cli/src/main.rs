@@ -317,7 +317,7 @@ async fn remote(cli: &Cli, url: &str, out: &Out) -> Result<ExitCode, Failure> {
 /// The API token from --token (or HANZO_KMS_TOKEN) or --token-file, if one was given.
 fn api_token(cli: &Cli) -> Result<Option<zeroize::Zeroizing<String>>> {
     Ok(match (&cli.token, &cli.token_file) {
-        (Some(t), _) => Some(zeroize::Zeroizing::new(t.clone())),
+        (Some(t), _) => Some(zeroize::Zeroizing::new(t.expose().to_owned())),
         (None, Some(f)) => Some(zeroize::Zeroizing::new(
             std::fs::read_to_string(f).map_err(|e| {
                 Error::new(

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 use crate::algorithm::Algorithm;
 use crate::error::{Error, ErrorKind, Result};
@@ -605,24 +606,26 @@ pub struct RateLimitsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {}
 
-/// A secret config value (a PIN). `Debug` and `Serialize` print `<redacted>`.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct ConfigSecret(String);
-
-impl Drop for ConfigSecret {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
-    }
-}
+/// A secret config value (a PIN, a token). `Debug` and `Serialize` print `<redacted>`.
+///
+/// The value is held once, in zeroizing memory: a clone (the config is cloned into the
+/// provider's settings) shares that one allocation, which is wiped when the last clone drops.
+#[derive(Clone)]
+pub struct ConfigSecret(std::sync::Arc<Zeroizing<String>>);
 
 impl ConfigSecret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(std::sync::Arc::new(Zeroizing::new(value.into())))
     }
 
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigSecret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Self::new(String::deserialize(d)?))
     }
 }
 
@@ -638,14 +641,20 @@ impl Serialize for ConfigSecret {
     }
 }
 
-/// A storage URL. A password in it is redacted by `Debug` and `Serialize`.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct StorageUrl(String);
+/// A storage URL. A password in it is redacted by `Debug` and `Serialize`; like a
+/// [`ConfigSecret`], the URL is held once in zeroizing memory and shared by clones.
+#[derive(Clone)]
+pub struct StorageUrl(std::sync::Arc<Zeroizing<String>>);
+
+impl<'de> Deserialize<'de> for StorageUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Self::new(String::deserialize(d)?))
+    }
+}
 
 impl StorageUrl {
     pub fn new(url: impl Into<String>) -> Self {
-        Self(url.into())
+        Self(std::sync::Arc::new(Zeroizing::new(url.into())))
     }
 
     pub fn expose(&self) -> &str {
@@ -672,9 +681,9 @@ impl StorageUrl {
     }
 
     fn redacted_authority(&self) -> String {
-        let s = &self.0;
+        let s: &str = &self.0;
         let Some(scheme_end) = s.find("://") else {
-            return s.clone();
+            return s.to_string();
         };
         let rest = &s[scheme_end + 3..];
         let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -686,7 +695,7 @@ impl StorageUrl {
                 &authority[..colon],
                 &rest[at..]
             ),
-            _ => s.clone(),
+            _ => s.to_string(),
         }
     }
 }
@@ -932,6 +941,31 @@ mod tests {
 
     fn load(text: &str) -> Result<Config> {
         Config::from_yaml(text, "test.yaml", std::iter::empty::<(&str, &str)>())
+    }
+
+    /// Issue 26 item 13: a cloned secret (the config is cloned into a provider's settings) is
+    /// the same zeroizing allocation, not a second copy of the PIN or password.
+    #[test]
+    fn cloned_secrets_share_one_allocation() {
+        let c = load("storage:\n  url: postgres://kms:pw-123@db/kms\nkms:\n  lux:\n    provider: softhsm2\n    softhsm2:\n      pin: \"4321\"\n").unwrap();
+        let pin = c.kms.lux.softhsm2.as_ref().unwrap().pin.as_ref().unwrap();
+        let copy = c.clone();
+        let pin2 = copy
+            .kms
+            .lux
+            .softhsm2
+            .as_ref()
+            .unwrap()
+            .pin
+            .as_ref()
+            .unwrap();
+        assert_eq!(pin.expose(), "4321");
+        assert_eq!(pin.expose().as_ptr(), pin2.expose().as_ptr());
+        let url = c.storage.url.as_ref().unwrap();
+        let url2 = copy.storage.url.as_ref().unwrap();
+        assert_eq!(url.expose().as_ptr(), url2.expose().as_ptr());
+        assert!(!format!("{c:?}").contains("pw-123"));
+        assert!(!format!("{c:?}").contains("4321"));
     }
 
     #[test]

@@ -124,6 +124,17 @@ pub fn secret_json(v: &impl serde::Serialize) -> serde_json::Result<Zeroizing<Ve
     Ok(buf)
 }
 
+/// [`secret_json`], pretty-printed (two-space indents) and ending in a newline: for a file a
+/// person keeps, such as a backup share.
+pub fn secret_json_pretty(v: &impl serde::Serialize) -> serde_json::Result<Zeroizing<Vec<u8>>> {
+    let mut size = Counter(0);
+    serde_json::to_writer_pretty(&mut size, v)?;
+    let mut buf = Zeroizing::new(Vec::with_capacity(size.0 + 1));
+    serde_json::to_writer_pretty(&mut *buf, v)?;
+    buf.push(b'\n');
+    Ok(buf)
+}
+
 /// A writer that only counts.
 struct Counter(usize);
 
@@ -179,6 +190,16 @@ mod tests {
         let a = SecretKey32::from_bytes([1; 32]);
         assert!(a.ct_eq(&SecretKey32::from_bytes([1; 32])));
         assert!(!a.ct_eq(&SecretKey32::from_bytes([2; 32])));
+    }
+
+    #[test]
+    fn secret_json_pretty_is_serde_json_pretty_in_a_buffer_of_its_exact_size() {
+        let v = serde_json::json!({"share": "00ff", "index": 3, "nested": {"a": [1, 2]}});
+        let buf = secret_json_pretty(&v).unwrap();
+        let mut want = serde_json::to_vec_pretty(&v).unwrap();
+        want.push(b'\n');
+        assert_eq!(&buf[..], &want[..]);
+        assert_eq!(buf.capacity(), want.len());
     }
 
     #[test]

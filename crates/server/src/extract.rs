@@ -15,6 +15,7 @@ use hanzo_kms_core::{Error, ErrorKind, Result};
 use hanzo_kms_service::RequestCtx;
 use serde::Deserialize;
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 use crate::error::*;
 use crate::middleware::*;
@@ -97,7 +98,7 @@ impl Param {
 pub(crate) fn body_text(
     ctx: &RequestCtx,
     body: std::result::Result<Bytes, BytesRejection>,
-) -> std::result::Result<String, ApiError> {
+) -> std::result::Result<Zeroizing<String>, ApiError> {
     let bytes = body.map_err(|r| {
         let too_large = r.status() == StatusCode::PAYLOAD_TOO_LARGE;
         let e = ApiError::refused(
@@ -114,8 +115,19 @@ pub(crate) fn body_text(
             e
         }
     })?;
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| ApiError::refused(Error::invalid("the request body is not UTF-8"), ctx))
+    // A body may hold a plaintext or a key: take hyper's buffer (no copy when it is ours alone,
+    // as a collected body is) and keep it in zeroizing memory, so it is wiped when the request
+    // is done. A buffer hyper still shares is copied, and hyper's copy is its own to free.
+    match String::from_utf8(Vec::from(bytes)) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(e) => {
+            Zeroizing::new(e.into_bytes());
+            Err(ApiError::refused(
+                Error::invalid("the request body is not UTF-8"),
+                ctx,
+            ))
+        }
+    }
 }
 
 /// A REST request body, and the route whose schema (`crate::schema::request_body`) describes it.
@@ -162,13 +174,15 @@ pub(crate) fn parse<T: RequestBody>(
         ));
     }
     if text.contains('[')
-        && let Ok(value) = serde_json::from_str::<Value>(&text)
+        && let Ok(mut value) = serde_json::from_str::<Value>(&text)
     {
         let (bodies, components) = &*REQUEST_SCHEMAS;
-        if let Some(at) = bodies
+        let found = bodies
             .get(T::ROUTE)
-            .and_then(|s| crate::schema::array_for_object(s, &value, components))
-        {
+            .and_then(|s| crate::schema::array_for_object(s, &value, components));
+        // The value's strings are copies of the body's (a plaintext among them).
+        hanzo_kms_core::secret::wipe_json(&mut value);
+        if let Some(at) = found {
             return Err(ApiError::refused(
                 Error::invalid(format!(
                     "request: {at}: expected a JSON object, found an array"

@@ -98,6 +98,14 @@ struct ShareFile {
     share: String,
 }
 
+/// A share's hex is a piece of the backup key: wiped when the file's value is dropped (blahaj
+/// wipes its own `Share`s).
+impl Drop for ShareFile {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.share);
+    }
+}
+
 /// The encrypted payload.
 #[derive(Serialize, Deserialize)]
 struct Payload {
@@ -385,10 +393,13 @@ impl Kms {
                     index,
                     share: hex::encode(&raw[..]),
                 };
+                // Measured, then written into a buffer of its exact size (a growing buffer
+                // frees its old allocation unwiped).
+                let bytes = hanzo_kms_core::secret::secret_json_pretty(&file)
+                    .map_err(|e| Error::internal(format!("encoding a share: {e}")))?;
                 let text = Zeroizing::new(
-                    serde_json::to_string_pretty(&file)
-                        .map_err(|e| Error::internal(format!("encoding a share: {e}")))?
-                        + "\n",
+                    String::from_utf8(bytes.to_vec())
+                        .map_err(|_| Error::internal("a share is not UTF-8"))?,
                 );
                 shares.push((index, text));
             }

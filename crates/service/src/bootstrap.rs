@@ -58,11 +58,12 @@ impl Settings {
             .unwrap_or_else(|| self.data_dir.join("master.key"))
     }
 
-    pub fn storage_url(&self) -> String {
-        match &self.config.storage.url {
+    /// The store's URL, in zeroizing memory (it may hold a password).
+    pub fn storage_url(&self) -> zeroize::Zeroizing<String> {
+        zeroize::Zeroizing::new(match &self.config.storage.url {
             Some(u) => u.expose().to_owned(),
             None => Store::sqlite_url(&self.data_dir),
-        }
+        })
     }
 
     fn uses_default_sqlite(&self) -> bool {

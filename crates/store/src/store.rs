@@ -72,6 +72,8 @@ impl Store {
             )
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let redacted = hanzo_kms_core::config::StorageUrl::new(url).redacted();
+            // sqlx keeps its own parsed copy of the password in the pool's connect options
+            // for as long as the pool lives; our copies are wiped (docs/operations.md).
             (Backend::Postgres, url.to_owned(), redacted)
         } else {
             return Err(Error::new(
@@ -81,6 +83,7 @@ impl Store {
         };
         // One direct connection first: a corrupt file or an unreachable server then reports its
         // own error at once, instead of a pool time-out after retries.
+        let conn_url = zeroize::Zeroizing::new(conn_url);
         let mut probe = sqlx::AnyConnection::connect(&conn_url)
             .await
             .map_err(|e| db_error(e, &format!("opening the store at {location}")))?;

@@ -22,13 +22,23 @@ use hanzo_kms_core::{Error, ErrorKind, Result};
 /// Where Debian installs the module.
 pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
-/// A token made for one test. Its PINs are not secrets: they exist only in a throwaway token.
-#[derive(Debug, Clone)]
+/// A token made for one test (or one `bench sign --provider softhsm2` run). Its PINs guard only
+/// a throwaway token; `Debug` leaves them out all the same.
+#[derive(Clone)]
 pub struct Token {
     pub label: String,
     pub user_pin: String,
     pub so_pin: String,
     pub module: PathBuf,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("label", &self.label)
+            .field("module", &self.module)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The module to use: `$HANZO_KMS_SOFTHSM2_MODULE`, or Debian's path.

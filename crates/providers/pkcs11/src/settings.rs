@@ -148,13 +148,14 @@ impl Pkcs11Settings {
                 }
             },
             (None, None, Some(file)) => {
-                let text = std::fs::read_to_string(file).map_err(|e| {
+                // The file's whole text is wiped after the PIN is taken from it.
+                let text = zeroize::Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
                     Error::new(
                         ErrorKind::Config,
                         format!("{path}.pin_file: cannot read {}", file.display()),
                     )
                     .with_source(e)
-                })?;
+                })?);
                 let pin = text.trim_end_matches(['\r', '\n']).to_owned();
                 (pin, PinSource::File(file.clone()))
             }
@@ -282,7 +283,11 @@ fn yubihsm_pin(c: &Pkcs11Config, path: &str) -> Result<(String, PinSource)> {
         ));
     }
     let (password, _) = interpolate(password.expose(), &format!("{path}.password"))?;
-    Ok((format!("{id:04x}{password}"), PinSource::Password))
+    let password = zeroize::Zeroizing::new(password);
+    Ok((
+        format!("{id:04x}{}", password.as_str()),
+        PinSource::Password,
+    ))
 }
 
 /// LP-325's vendor keys belong to their vendor: refuse them elsewhere rather than ignore them.

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::error::*;
 use crate::extract::*;
+use crate::rest::data::{SecretResult, secret_json};
 use crate::server::*;
 
 #[derive(Deserialize)]
@@ -54,7 +55,7 @@ pub(crate) async fn create_token(
     State(s): State<Shared>,
     Authed(ctx): Authed,
     body: BodyResult,
-) -> ApiResult {
+) -> SecretResult {
     let req: TokenReq = parse(&ctx, body)?;
     let roles = check(
         &ctx,
@@ -69,10 +70,14 @@ pub(crate) async fn create_token(
             .create_token(&ctx, &req.tenant, &roles, &req.patterns, &req.description)
             .await,
     )?;
+    // The answer carries the token's secret: written with `secret_json` (one buffer of its
+    // exact size, wiped when hyper is done with it), and the JSON value wiped after.
     let mut v = serde_json::to_value(&info)
         .map_err(|e| ApiError::new(Error::internal(e.to_string()), &ctx.request_id))?;
     v["token"] = Value::String(token.expose().to_owned());
-    ok(v)
+    let answer = secret_json(&v);
+    hanzo_kms_core::secret::wipe_json(&mut v);
+    answer
 }
 
 pub(crate) async fn list_tokens(State(s): State<Shared>, Authed(ctx): Authed) -> ApiResult {

@@ -27,6 +27,7 @@ use hanzo_kms_core::{
     Algorithm, ErrorKind, KeyHandle, KeyName, KeyRef, KeySpec, Origin, Provider, Separator,
 };
 use hanzo_kms_crypto::verify::{is_low_s, recover_secp256k1, verify};
+use sha2::Digest;
 
 /// Every part of the suite, in order.
 pub fn run_all(p: &dyn Provider) {
@@ -148,6 +149,26 @@ pub fn generate_sign_verify(p: &dyn Provider) {
                 !verify(alg, &public, &message_for(alg, seed + 100), &sig),
                 "{alg}"
             );
+            // A caller's SHA-256 digest (AWS KMS's MessageType DIGEST): P-256 signs it, and the
+            // signature is the one over the message; every other algorithm refuses.
+            let digest: [u8; 32] = sha2::Sha256::digest(&msg).into();
+            match p.sign_p256_digest(&k.r(), &digest) {
+                Ok(s) if alg == Algorithm::P256 => {
+                    assert!(
+                        verify(alg, &public, &msg, &s.0),
+                        "{}: p256 digest signature does not verify over the message",
+                        p.name()
+                    );
+                    assert!(hanzo_kms_crypto::verify::verify_p256_digest(
+                        &public, &digest, &s.0
+                    ));
+                }
+                Err(e) if alg == Algorithm::P256 => {
+                    panic!("{}: p256 cannot sign a digest: {e}", p.name())
+                }
+                Ok(_) => panic!("{}: {alg} signed a digest as if p256", p.name()),
+                Err(_) => {}
+            }
             if alg == Algorithm::Secp256k1 {
                 assert_eq!(sig.len(), 65);
                 assert!(is_low_s(&sig[32..64]));

@@ -96,6 +96,17 @@ pub enum Health {
     Ok,
 }
 
+/// For [`Provider::sign_p256_digest`]: refuse a key that is not P-256, naming it.
+pub fn require_p256(key: &KeyRef<'_>) -> Result<()> {
+    if key.algorithm == Algorithm::P256 {
+        return Ok(());
+    }
+    Err(crate::Error::invalid(format!(
+        "key {} is {}: only p256 keys sign a caller's digest",
+        key.name, key.algorithm
+    )))
+}
+
 /// A key store that generates keys and uses them by handle.
 ///
 /// Implementations must be safe to call from many threads. Every method that fails on bad
@@ -136,6 +147,22 @@ pub trait Provider: Send + Sync {
     /// Sign. For secp256k1 `message` must be the 32-byte digest; for the other algorithms it is
     /// the message itself (see [`Algorithm`]).
     fn sign(&self, key: &KeyRef<'_>, message: &[u8]) -> Result<Signature>;
+
+    /// Sign a caller's SHA-256 digest with a P-256 key (ECDSA, 64 bytes r‖s), as AWS KMS's
+    /// MessageType DIGEST and Vault Transit's `prehashed` do. Only P-256: secp256k1's
+    /// [`Provider::sign`] already takes a digest, and Ed25519 and ML-DSA-65 sign messages only.
+    fn sign_p256_digest(&self, key: &KeyRef<'_>, digest: &[u8; 32]) -> Result<Signature> {
+        let _ = digest;
+        Err(crate::Error::new(
+            crate::ErrorKind::Unsupported,
+            format!(
+                "provider {} cannot sign a digest with key {} version {}",
+                self.name(),
+                key.name,
+                key.version
+            ),
+        ))
+    }
 
     /// Destroy the material of one key version. Idempotent.
     fn destroy(&self, key: &KeyRef<'_>) -> Result<()>;

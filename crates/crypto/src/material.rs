@@ -125,6 +125,21 @@ pub fn public_key(alg: Algorithm, material: &SecretBytes) -> Result<Option<Vec<u
     })
 }
 
+/// Sign a caller's SHA-256 digest with unsealed P-256 material (ECDSA, r‖s): what AWS KMS's
+/// MessageType DIGEST and Transit's `prehashed` do. Only P-256 signs a digest this way:
+/// secp256k1's [`sign`] already takes one, and Ed25519 and ML-DSA-65 sign messages only.
+pub fn sign_p256_digest(material: &SecretBytes, digest: &[u8; 32]) -> Result<Vec<u8>> {
+    let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, material.expose())
+        .map_err(|_| Error::new(ErrorKind::Corrupt, "stored p256 material does not parse"))?;
+    let digest = aws_lc_rs::digest::Digest::import_less_safe(digest, &aws_lc_rs::digest::SHA256)
+        .map_err(|_| Error::internal("a SHA-256 digest is 32 bytes"))?;
+    Ok(kp
+        .sign_digest(&digest)
+        .map_err(|_| Error::internal("P-256 signing failed"))?
+        .as_ref()
+        .to_vec())
+}
+
 /// Sign with unsealed material. secp256k1 returns r‖s‖v (low-S, v ∈ {27, 28}).
 pub fn sign(alg: Algorithm, material: &SecretBytes, message: &[u8]) -> Result<Vec<u8>> {
     let corrupt = || {

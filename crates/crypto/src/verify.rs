@@ -36,6 +36,19 @@ pub fn verify(alg: Algorithm, public_key: &[u8], message: &[u8], signature: &[u8
     }
 }
 
+/// Verify a P-256 signature (r‖s) over a caller's SHA-256 digest (see
+/// [`crate::material::sign_p256_digest`]).
+pub fn verify_p256_digest(public_key: &[u8], digest: &[u8; 32], signature: &[u8]) -> bool {
+    let Ok(digest) =
+        aws_lc_rs::digest::Digest::import_less_safe(digest, &aws_lc_rs::digest::SHA256)
+    else {
+        return false;
+    };
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public_key)
+        .verify_digest(&digest, signature)
+        .is_ok()
+}
+
 /// Recover the uncompressed public key from a 65-byte r‖s‖v signature over a 32-byte digest.
 /// Refuses high S and any v other than 27 or 28.
 pub fn recover_secp256k1(digest: &[u8], signature: &[u8]) -> Option<[u8; 65]> {

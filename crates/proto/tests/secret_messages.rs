@@ -13,7 +13,7 @@ impl<T: ?Sized> Ambiguous<()> for T {}
 struct ViaClone;
 struct ViaEq;
 struct ViaHash;
-impl<T: ?Sized + Clone> Ambiguous<ViaClone> for T {}
+impl<T: Clone> Ambiguous<ViaClone> for T {}
 impl<T: ?Sized + PartialEq> Ambiguous<ViaEq> for T {}
 impl<T: ?Sized + std::hash::Hash> Ambiguous<ViaHash> for T {}
 

@@ -381,3 +381,111 @@ async fn an_address_that_keeps_failing_is_refused_at_once_and_recorded_sparingly
     assert!(throttled_metric >= 40, "{throttled_metric}");
     r.stop().await;
 }
+
+/// Issue 26, "digest signing for P-256": `prehashed` signs a caller's SHA-256 digest with a p256
+/// key (as AWS KMS's MessageType DIGEST does). The signature is ECDSA-SHA256 over the message the
+/// digest came from, checked here with aws-lc-rs directly; our verify route accepts it both ways;
+/// a digest of the wrong length and an ed25519 key are refused.
+#[tokio::test]
+async fn a_p256_key_signs_a_callers_sha256_digest() {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let r = start("", |_| {}).await;
+    for (name, alg) in [("api:acme:p", "p256"), ("api:acme:e", "ed25519")] {
+        let resp = call(
+            r.addr,
+            "POST",
+            "/v1/keys",
+            &r.admin,
+            &json!({"name": name, "algorithm": alg}).to_string(),
+        )
+        .await;
+        assert!(resp.status < 300, "{}", resp.body);
+    }
+    let message = b"a message signed the AWS KMS way";
+    let digest = sha2::Sha256::digest(message);
+    let resp = call(
+        r.addr,
+        "POST",
+        "/v1/keys/api:acme:p/sign",
+        &r.admin,
+        &json!({"message": b64(&digest), "prehashed": true}).to_string(),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let v = resp.json();
+    let v = if v.is_array() { v[0].clone() } else { v };
+    let sig = hex::decode(v["signature"].as_str().unwrap().trim_start_matches("0x")).unwrap();
+    let public = call(r.addr, "GET", "/v1/keys/api:acme:p/public", &r.admin, "").await;
+    assert_eq!(public.status, 200, "{}", public.body);
+    let public = public.json();
+    let public = hex::decode(
+        public["public_key"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+    )
+    .unwrap();
+    assert_eq!(sig.len(), 64, "{v}");
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &public)
+        .verify(message, &sig)
+        .expect("the digest signature is ECDSA-SHA256 over the message");
+    for (body, valid) in [
+        (
+            json!({"message": b64(&digest), "signature": b64(&sig), "prehashed": true}),
+            true,
+        ),
+        (
+            json!({"message": b64(message), "signature": b64(&sig)}),
+            true,
+        ),
+        (
+            json!({"message": b64(&[0u8; 32]), "signature": b64(&sig), "prehashed": true}),
+            false,
+        ),
+    ] {
+        let resp = call(
+            r.addr,
+            "POST",
+            "/v1/keys/api:acme:p/verify",
+            &r.admin,
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{body}: {}", resp.body);
+        let v = resp.json();
+        let v = if v.is_array() { v[0].clone() } else { v };
+        assert_eq!(v["valid"], valid, "{body}: {v}");
+    }
+    let resp = call(
+        r.addr,
+        "POST",
+        "/v1/keys/api:acme:p/sign",
+        &r.admin,
+        &json!({"message": b64(&digest[..31]), "prehashed": true}).to_string(),
+    )
+    .await;
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert!(
+        resp.body.contains("32-byte SHA-256 digest"),
+        "{}",
+        resp.body
+    );
+    let resp = call(
+        r.addr,
+        "POST",
+        "/v1/keys/api:acme:e/sign",
+        &r.admin,
+        &json!({"message": b64(&digest), "prehashed": true}).to_string(),
+    )
+    .await;
+    assert_eq!(resp.status, 400, "{}", resp.body);
+    assert!(
+        resp.body.contains("signs the message itself"),
+        "{}",
+        resp.body
+    );
+    r.stop().await;
+}

@@ -947,7 +947,7 @@ async fn api_keys_sign_and_verify_messages_and_typed_keys_refuse_raw_signing() {
     )
     .await;
     assert_eq!(e.status, 400);
-    assert!(e.body.contains("secp256k1 keys only"), "{}", e.body);
+    assert!(e.body.contains("secp256k1 and p256 keys"), "{}", e.body);
     call(
         a,
         "POST",

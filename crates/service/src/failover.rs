@@ -348,6 +348,10 @@ impl Provider for Failover {
         self.route(key, |p, k| p.sign(k, message))
     }
 
+    fn sign_p256_digest(&self, key: &KeyRef<'_>, digest: &[u8; 32]) -> Result<Signature> {
+        self.route(key, |p, k| p.sign_p256_digest(k, digest))
+    }
+
     /// Destroy on both devices (each its own object).
     fn destroy(&self, key: &KeyRef<'_>) -> Result<()> {
         let (p, b) = match composite::split(key.handle.as_bytes()) {

@@ -375,6 +375,19 @@ impl Provider for Pkcs11Provider {
         }
     }
 
+    fn sign_p256_digest(&self, key: &KeyRef<'_>, digest: &[u8; 32]) -> Result<Signature> {
+        hanzo_kms_core::provider::require_p256(key)?;
+        match Handle::parse(key)? {
+            Handle::Resident { id, .. } => self
+                .sign_p256_digest_resident(key, &id, digest)
+                .map(Signature),
+            Handle::Wrapped(sealed) => {
+                let material = self.unwrap_material(key, &sealed)?;
+                hanzo_kms_crypto::material::sign_p256_digest(&material, digest).map(Signature)
+            }
+        }
+    }
+
     fn export_wrapped(&self, key: &KeyRef<'_>, kek: &SecretKey32, aad: &[u8]) -> Result<Vec<u8>> {
         match Handle::parse(key)? {
             Handle::Wrapped(sealed) => {

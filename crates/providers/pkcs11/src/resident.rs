@@ -225,6 +225,25 @@ impl Pkcs11Provider {
         Handle::parse(key)
     }
 
+    /// ECDSA over a SHA-256 digest with a resident P-256 key: `CKM_ECDSA` signs the digest as
+    /// given.
+    pub(crate) fn sign_p256_digest_resident(
+        &self,
+        key: &KeyRef<'_>,
+        id: &[u8; ID_LEN],
+        digest: &[u8; 32],
+    ) -> Result<Vec<u8>> {
+        let raw = self
+            .with_object(key, ObjectClass::PRIVATE_KEY, id, "signing", |s, h| {
+                s.sign(&Mechanism::Ecdsa, h, digest)
+            })
+            .map_err(|e| self.module_error(e, format!("signing with {}", key.name)))?;
+        if raw.len() != 64 {
+            return Err(bad_signature_len(&self.token_label, key, raw.len()));
+        }
+        Ok(raw)
+    }
+
     pub(crate) fn sign_resident(
         &self,
         key: &KeyRef<'_>,
@@ -257,16 +276,7 @@ impl Pkcs11Provider {
                 })
             }
             Algorithm::P256 => {
-                let digest = Sha256::digest(message);
-                let raw = self
-                    .with_object(key, ObjectClass::PRIVATE_KEY, id, what, |s, h| {
-                        s.sign(&Mechanism::Ecdsa, h, &digest)
-                    })
-                    .map_err(|e| self.module_error(e, format!("signing with {}", key.name)))?;
-                if raw.len() != 64 {
-                    return Err(bad_signature_len(&self.token_label, key, raw.len()));
-                }
-                Ok(raw)
+                self.sign_p256_digest_resident(key, id, &Sha256::digest(message).into())
             }
             Algorithm::Ed25519 => {
                 let raw = self

@@ -224,6 +224,11 @@ impl Provider for SoftwareProvider {
         material::sign(key.algorithm, &material, message).map(Signature)
     }
 
+    fn sign_p256_digest(&self, key: &KeyRef<'_>, digest: &[u8; 32]) -> Result<Signature> {
+        hanzo_kms_core::provider::require_p256(key)?;
+        material::sign_p256_digest(&self.unseal(key)?, digest).map(Signature)
+    }
+
     fn destroy(&self, _key: &KeyRef<'_>) -> Result<()> {
         // The material exists only as the sealed blob in the store; deleting that row (which the
         // service does in the same transaction) is the destruction.

@@ -13,7 +13,7 @@ use crate::error::*;
 use crate::extract::*;
 use crate::server::*;
 
-/// `{"message": b64}` or `{"messages": [b64…]}`, and `prehashed` for a secp256k1 digest.
+/// `{"message": b64}` or `{"messages": [b64…]}`, and `prehashed` for a secp256k1 or p256 digest.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SignReq {

@@ -94,11 +94,12 @@ impl Param {
     }
 }
 
-pub(crate) fn body_text(
+/// The body's bytes, or the refusal of a body that could not be read (too large, cut off).
+fn body_bytes(
     ctx: &RequestCtx,
     body: std::result::Result<Bytes, BytesRejection>,
-) -> std::result::Result<String, ApiError> {
-    let bytes = body.map_err(|r| {
+) -> std::result::Result<Bytes, ApiError> {
+    body.map_err(|r| {
         let too_large = r.status() == StatusCode::PAYLOAD_TOO_LARGE;
         let e = ApiError::refused(
             Error::invalid(if too_large {
@@ -113,9 +114,7 @@ pub(crate) fn body_text(
         } else {
             e
         }
-    })?;
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| ApiError::refused(Error::invalid("the request body is not UTF-8"), ctx))
+    })
 }
 
 /// A REST request body, and the route whose schema (`crate::schema::request_body`) describes it.
@@ -129,6 +128,12 @@ macro_rules! request_bodies {
         $(impl RequestBody for $t {
             const ROUTE: &'static str = $route;
         })*
+        /// The routes of these request bodies, each with [`read_body`] for its type (for
+        /// `crate::fuzzing`).
+        #[allow(dead_code, reason = "used by crate::fuzzing only")]
+        pub(crate) const READERS: &[(&str, fn(&[u8]) -> hanzo_kms_core::Result<()>)] = &[
+            $(($route, |b| crate::extract::read_body::<$t>(b).map(drop)),)*
+        ];
     };
 }
 pub(crate) use request_bodies;
@@ -149,35 +154,36 @@ pub(crate) fn parse<T: RequestBody>(
     ctx: &RequestCtx,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> std::result::Result<T, ApiError> {
-    let text = body_text(ctx, body)?;
+    let bytes = body_bytes(ctx, body)?;
+    read_body(&bytes).map_err(|e| ApiError::refused(e, ctx))
+}
+
+/// Read a request body of type `T` from its bytes: what [`parse`] does once the body is read.
+pub(crate) fn read_body<T: RequestBody>(bytes: &[u8]) -> Result<T> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| Error::invalid("the request body is not UTF-8"))?;
     // serde reads a struct from a JSON array too (its fields in order). This API's request
     // bodies are objects, and so is every object within them, so an array in an object's place
     // is refused rather than read by position: the whole body here, and a nested one against
     // the route's schema (checked only for a body with a '[' in it; an attestation to sign has
     // none).
     if !text.trim_start().starts_with('{') {
-        return Err(ApiError::refused(
-            Error::invalid("request: the body must be a JSON object"),
-            ctx,
-        ));
+        return Err(Error::invalid("request: the body must be a JSON object"));
     }
     if text.contains('[')
-        && let Ok(value) = serde_json::from_str::<Value>(&text)
+        && let Ok(value) = serde_json::from_str::<Value>(text)
     {
         let (bodies, components) = &*REQUEST_SCHEMAS;
         if let Some(at) = bodies
             .get(T::ROUTE)
             .and_then(|s| crate::schema::array_for_object(s, &value, components))
         {
-            return Err(ApiError::refused(
-                Error::invalid(format!(
-                    "request: {at}: expected a JSON object, found an array"
-                )),
-                ctx,
-            ));
+            return Err(Error::invalid(format!(
+                "request: {at}: expected a JSON object, found an array"
+            )));
         }
     }
-    from_json("request", &text).map_err(|e| ApiError::refused(e, ctx))
+    from_json("request", text)
 }
 
 pub(crate) fn b64(

@@ -38,11 +38,15 @@ fn row(fields: &[&str]) -> Option<AuditColumns> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let mut records = Vec::new();
     for r in text.split('\u{1e}') {
         let fields: Vec<&str> = r.split('\u{1f}').collect();
-        let Some(columns) = row(&fields) else { continue };
+        let Some(columns) = row(&fields) else {
+            continue;
+        };
         let (prev, hash) = (columns.prev_hash.clone(), columns.hash.clone());
         match columns.clone().into_record() {
             Ok(rec) => {
@@ -65,7 +69,9 @@ fuzz_target!(|data: &[u8]| {
     let mut prev = [0u8; 32];
     for (i, r) in records.iter().enumerate() {
         let expected = i as u64 + 1;
-        let ok = r.seq == expected && r.prev_hash == prev && chain_hash(&prev, r.seq, &r.event) == r.hash;
+        let ok = r.seq == expected
+            && r.prev_hash == prev
+            && chain_hash(&prev, r.seq, &r.event) == r.hash;
         assert_eq!(check_link(expected, &prev, r).is_ok(), ok);
         if !ok {
             break;

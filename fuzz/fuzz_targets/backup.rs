@@ -15,7 +15,9 @@ const PASSPHRASE: &str = "fuzz passphrase 4e1b7c";
 
 fn costly(bundle: &[u8]) -> bool {
     let line = bundle.split(|&b| b == b'\n').next().unwrap_or_default();
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else { return false };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+        return false;
+    };
     let cost = |k: &str| v["protection"][k].as_u64().unwrap_or(0);
     cost("m_cost_kib") > 64 || cost("t_cost") > 2 || cost("p_cost") > 2
 }
@@ -50,7 +52,10 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Err(e) = open_bundle(bundle, &unlock) {
         let msg = format!("{e} {e:?}");
-        if !data.windows(PASSPHRASE.len()).any(|w| w == PASSPHRASE.as_bytes()) {
+        if !data
+            .windows(PASSPHRASE.len())
+            .any(|w| w == PASSPHRASE.as_bytes())
+        {
             assert!(!msg.contains(PASSPHRASE), "the passphrase in {msg}");
         }
         for s in &secrets {

@@ -12,7 +12,9 @@ use libfuzzer_sys::fuzz_target;
 const PIN: &str = "FuzzPin-9f27c4e1d3";
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let (yaml, env) = text.split_once('\0').unwrap_or((text, ""));
     let mut overrides: Vec<(String, String)> = env
         .lines()
@@ -21,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let with_pin = data.first().is_some_and(|b| b & 1 == 1) && !text.contains(PIN);
     if with_pin {
-        overrides.push((format!("{ENV_PREFIX}KMS__LUX__SOFTHSM2__PIN"), PIN.to_owned()));
+        overrides.push((
+            format!("{ENV_PREFIX}KMS__LUX__SOFTHSM2__PIN"),
+            PIN.to_owned(),
+        ));
     }
     match Config::from_yaml(yaml, "fuzz.yaml", overrides) {
         Err(e) => {
@@ -31,7 +36,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Ok(c) => {
-            let shown = c.to_redacted_yaml().expect("a loaded config renders as YAML");
+            let shown = c
+                .to_redacted_yaml()
+                .expect("a loaded config renders as YAML");
             if with_pin {
                 assert!(!shown.contains(PIN), "the PIN in the redacted YAML");
                 assert!(!format!("{c:?}").contains(PIN), "the PIN in Debug");

@@ -59,32 +59,44 @@ fn attestation(i: usize, a: &pb::PoAiAttestation) -> Option<PoAIAttestation> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&kind, bytes)) = data.split_first() else { return };
+    let Some((&kind, bytes)) = data.split_first() else {
+        return;
+    };
     match kind % 8 {
         0 => {
-            let Ok(m) = pb::SignPoaiRequest::decode(bytes) else { return };
+            let Ok(m) = pb::SignPoaiRequest::decode(bytes) else {
+                return;
+            };
             key(&m.key);
             if let Some(a) = &m.attestation {
                 attestation(0, a);
             }
         }
         1 => {
-            let Ok(m) = pb::SignedAttestation::decode(bytes) else { return };
+            let Ok(m) = pb::SignedAttestation::decode(bytes) else {
+                return;
+            };
             let _ = convert::<_, SignedAttestation>("request", &m);
         }
         2 => {
-            let Ok(m) = pb::BatchItem::decode(bytes) else { return };
+            let Ok(m) = pb::BatchItem::decode(bytes) else {
+                return;
+            };
             let _ = convert::<_, BatchItem>("request", &m);
         }
         3 => {
-            let Ok(m) = pb::SignPoaiBatchRequest::decode(bytes) else { return };
+            let Ok(m) = pb::SignPoaiBatchRequest::decode(bytes) else {
+                return;
+            };
             key(&m.key);
             for (i, a) in m.attestations.iter().enumerate() {
                 attestation(i, a);
             }
         }
         4 => {
-            let Ok(m) = pb::SignHmmSettlementRequest::decode(bytes) else { return };
+            let Ok(m) = pb::SignHmmSettlementRequest::decode(bytes) else {
+                return;
+            };
             key(&m.key);
             if let Some(s) = &m.settlement {
                 let _ = convert::<_, HMMSettlement>("settlement", s);
@@ -101,7 +113,9 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(paid.is_err(), att.is_some() && item.is_some());
         }
         5 => {
-            let Ok(m) = pb::VerifyHmmSettlementRequest::decode(bytes) else { return };
+            let Ok(m) = pb::VerifyHmmSettlementRequest::decode(bytes) else {
+                return;
+            };
             if let Some(s) = &m.signed {
                 let _ = convert::<_, SignedSettlement>("signed", s);
             }
@@ -110,7 +124,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         6 => {
-            let Ok(m) = pb::CreateTokenRequest::decode(bytes) else { return };
+            let Ok(m) = pb::CreateTokenRequest::decode(bytes) else {
+                return;
+            };
             for r in &m.roles {
                 if let Ok(role) = Role::parse(r) {
                     assert_eq!(role.as_str(), r);
@@ -118,7 +134,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
-            let Ok(m) = pb::CreateKeyRequest::decode(bytes) else { return };
+            let Ok(m) = pb::CreateKeyRequest::decode(bytes) else {
+                return;
+            };
             key(&m.name);
             if let Ok(a) = m.algorithm.parse::<Algorithm>() {
                 assert_eq!(a.as_str().parse::<Algorithm>().unwrap(), a);

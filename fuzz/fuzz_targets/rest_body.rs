@@ -10,12 +10,17 @@ use hanzo_kms_server::fuzzing::rest_body;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&route, body)) = data.split_first() else { return };
+    let Some((&route, body)) = data.split_first() else {
+        return;
+    };
     let (path, r) = rest_body(route.into(), body);
     match r {
         Ok(()) => {
             let v: serde_json::Value = serde_json::from_slice(body).expect("accepted JSON");
-            assert!(v.is_object(), "{path}: accepted a body that is not an object");
+            assert!(
+                v.is_object(),
+                "{path}: accepted a body that is not an object"
+            );
         }
         Err(e) => {
             // The plaintext (a secret) may be echoed only where it also appears elsewhere in

@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Some((id, secret)) = parse_token(text) {
         assert_eq!(id.len(), 16);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));

@@ -130,7 +130,6 @@ macro_rules! request_bodies {
         })*
         /// The routes of these request bodies, each with [`read_body`] for its type (for
         /// `crate::fuzzing`).
-        #[allow(dead_code, reason = "used by crate::fuzzing only")]
         pub(crate) const READERS: &[(&str, fn(&[u8]) -> hanzo_kms_core::Result<()>)] = &[
             $(($route, |b| crate::extract::read_body::<$t>(b).map(drop)),)*
         ];

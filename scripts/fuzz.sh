@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fuzz the model-file header parser, the streaming segment parser and the JSON parsing of signed
-# objects for a short while each.
-# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 15)
+# Fuzz every parser of outside input for a short while each (docs/fuzzing.md lists the targets and
+# records one long run of each).
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET [TARGET...]]   (default 15 s, every target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-15}"
@@ -19,8 +19,16 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
 fi
 
+shift || true
+targets=("$@")
+if [ "${#targets[@]}" = 0 ]; then
+  targets=(header segments signed_json config rest_body grpc backup tokens pkcs11_handle audit_record)
+fi
+
 cd fuzz
-for target in header segments signed_json; do
+# One build of every target first (they share their dependencies), then the runs.
+cargo fuzz build -s none 2>&1 | tail -n 1
+for target in "${targets[@]}"; do
   echo "== fuzz $target for ${secs}s"
   # -s none: no sanitizer, so stable Rust suffices. A crash fails the run and leaves the input
   # under fuzz/artifacts/$target/ (pipefail makes this loop fail with it).

@@ -95,11 +95,12 @@ impl Param {
     }
 }
 
-pub(crate) fn body_text(
+/// The body's bytes, or the refusal of a body that could not be read (too large, cut off).
+fn body_bytes(
     ctx: &RequestCtx,
     body: std::result::Result<Bytes, BytesRejection>,
-) -> std::result::Result<Zeroizing<String>, ApiError> {
-    let bytes = body.map_err(|r| {
+) -> std::result::Result<Bytes, ApiError> {
+    body.map_err(|r| {
         let too_large = r.status() == StatusCode::PAYLOAD_TOO_LARGE;
         let e = ApiError::refused(
             Error::invalid(if too_large {
@@ -114,20 +115,7 @@ pub(crate) fn body_text(
         } else {
             e
         }
-    })?;
-    // A body may hold a plaintext or a key: take hyper's buffer (no copy when it is ours alone,
-    // as a collected body is) and keep it in zeroizing memory, so it is wiped when the request
-    // is done. A buffer hyper still shares is copied, and hyper's copy is its own to free.
-    match String::from_utf8(Vec::from(bytes)) {
-        Ok(text) => Ok(Zeroizing::new(text)),
-        Err(e) => {
-            Zeroizing::new(e.into_bytes());
-            Err(ApiError::refused(
-                Error::invalid("the request body is not UTF-8"),
-                ctx,
-            ))
-        }
-    }
+    })
 }
 
 /// A REST request body, and the route whose schema (`crate::schema::request_body`) describes it.
@@ -141,6 +129,11 @@ macro_rules! request_bodies {
         $(impl RequestBody for $t {
             const ROUTE: &'static str = $route;
         })*
+        /// The routes of these request bodies, each with [`read_body`] for its type (for
+        /// `crate::fuzzing`).
+        pub(crate) const READERS: &[(&str, fn(&[u8]) -> hanzo_kms_core::Result<()>)] = &[
+            $(($route, |b| crate::extract::read_body::<$t>(b).map(drop)),)*
+        ];
     };
 }
 pub(crate) use request_bodies;
@@ -161,20 +154,27 @@ pub(crate) fn parse<T: RequestBody>(
     ctx: &RequestCtx,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> std::result::Result<T, ApiError> {
-    let text = body_text(ctx, body)?;
+    // A body may hold a plaintext or a key: take hyper's buffer (no copy when it is the
+    // request's alone, as a collected body is) into zeroizing memory, so it is wiped when the
+    // request is parsed. A buffer hyper still shares is copied, and hyper's copy is its own.
+    let bytes = Zeroizing::new(Vec::from(body_bytes(ctx, body)?));
+    read_body(&bytes).map_err(|e| ApiError::refused(e, ctx))
+}
+
+/// Read a request body of type `T` from its bytes: what [`parse`] does once the body is read.
+pub(crate) fn read_body<T: RequestBody>(bytes: &[u8]) -> Result<T> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| Error::invalid("the request body is not UTF-8"))?;
     // serde reads a struct from a JSON array too (its fields in order). This API's request
     // bodies are objects, and so is every object within them, so an array in an object's place
     // is refused rather than read by position: the whole body here, and a nested one against
     // the route's schema (checked only for a body with a '[' in it; an attestation to sign has
     // none).
     if !text.trim_start().starts_with('{') {
-        return Err(ApiError::refused(
-            Error::invalid("request: the body must be a JSON object"),
-            ctx,
-        ));
+        return Err(Error::invalid("request: the body must be a JSON object"));
     }
     if text.contains('[')
-        && let Ok(mut value) = serde_json::from_str::<Value>(&text)
+        && let Ok(mut value) = serde_json::from_str::<Value>(text)
     {
         let (bodies, components) = &*REQUEST_SCHEMAS;
         let found = bodies
@@ -183,15 +183,12 @@ pub(crate) fn parse<T: RequestBody>(
         // The value's strings are copies of the body's (a plaintext among them).
         hanzo_kms_core::secret::wipe_json(&mut value);
         if let Some(at) = found {
-            return Err(ApiError::refused(
-                Error::invalid(format!(
-                    "request: {at}: expected a JSON object, found an array"
-                )),
-                ctx,
-            ));
+            return Err(Error::invalid(format!(
+                "request: {at}: expected a JSON object, found an array"
+            )));
         }
     }
-    from_json("request", &text).map_err(|e| ApiError::refused(e, ctx))
+    from_json("request", text)
 }
 
 pub(crate) fn b64(

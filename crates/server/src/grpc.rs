@@ -417,14 +417,14 @@ pub fn status(e: &Error, request_id: &str) -> Status {
 }
 
 /// A service value as a wire message, through the JSON form they share.
-fn to_pb<T: Serialize, P: DeserializeOwned>(v: &T) -> Result<P> {
+pub(crate) fn to_pb<T: Serialize, P: DeserializeOwned>(v: &T) -> Result<P> {
     serde_json::to_value(v)
         .and_then(serde_json::from_value)
         .map_err(|e| Error::internal(format!("encoding a response message: {e}")))
 }
 
 /// A wire message as a service value, with the same field-path errors as a REST body.
-fn from_pb<P: Serialize, T: DeserializeOwned>(what: &str, p: &P) -> Result<T> {
+pub(crate) fn from_pb<P: Serialize, T: DeserializeOwned>(what: &str, p: &P) -> Result<T> {
     let mut v = serde_json::to_value(p)
         .map_err(|e| Error::internal(format!("reading a request message: {e}")))?;
     hanzo_kms_core::eip712::drop_nulls(&mut v);
@@ -969,7 +969,7 @@ fn model_key_pb(k: ModelKey) -> pb::ModelKey {
 // The batch path converts directly, without the JSON detour of `to_pb`/`from_pb`: it carries
 // hundreds of items per call (the detour was ~15 % of its CPU). The field forms are the same.
 
-fn attestation_from_pb(i: usize, a: pb::PoAiAttestation) -> Result<PoAIAttestation> {
+pub(crate) fn attestation_from_pb(i: usize, a: pb::PoAiAttestation) -> Result<PoAIAttestation> {
     let b32 = |field: &str, s: &str| {
         B32::parse(s).map_err(|e| Error::invalid(format!("attestations[{i}].{field}: {e}")))
     };
@@ -984,7 +984,7 @@ fn attestation_from_pb(i: usize, a: pb::PoAiAttestation) -> Result<PoAIAttestati
     })
 }
 
-fn attestation_to_pb(a: PoAIAttestation) -> pb::PoAiAttestation {
+pub(crate) fn attestation_to_pb(a: PoAIAttestation) -> pb::PoAiAttestation {
     pb::PoAiAttestation {
         input_hash: a.input_hash.to_hex(),
         output_hash: a.output_hash.to_hex(),

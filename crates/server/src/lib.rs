@@ -26,6 +26,8 @@
 
 mod error;
 mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 mod health;
 mod http;

@@ -98,6 +98,17 @@ impl Role {
     }
 }
 
+/// Split a bearer token `hkms_<id>_<secret>` into its id (16 hex digits) and its secret; `None`
+/// if it does not have that form. Nothing here looks at the secret, which only the MAC checks.
+pub fn parse_token(bearer: &str) -> Option<(&str, &str)> {
+    let rest = bearer.strip_prefix(PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    if id.len() != 2 * ID_BYTES || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((id, secret))
+}
+
 /// Who a request is before its token is checked.
 fn anonymous(peer: Option<String>, request_id: String) -> RequestCtx {
     RequestCtx {
@@ -411,11 +422,7 @@ impl Kms {
     }
 
     async fn check_bearer(&self, bearer: &str) -> std::result::Result<Principal, &'static str> {
-        let rest = bearer.strip_prefix(PREFIX).ok_or("malformed token")?;
-        let (id, secret) = rest.split_once('_').ok_or("malformed token")?;
-        if id.len() != 2 * ID_BYTES || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("malformed token");
-        }
+        let (id, secret) = parse_token(bearer).ok_or("malformed token")?;
         let found = self.store.token(id).await.map_err(|_| STORE_UNAVAILABLE)?;
         // The MAC is computed whether or not the id exists, so timing does not tell them apart.
         let mac = self
@@ -481,5 +488,30 @@ impl Kms {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_splits_into_id_and_secret_and_nothing_else_parses() {
+        let t = "hkms_0123456789abcdef_c2VjcmV0_with-dash";
+        assert_eq!(
+            parse_token(t),
+            Some(("0123456789abcdef", "c2VjcmV0_with-dash"))
+        );
+        for bad in [
+            "",
+            "hkms_",
+            "hkms_0123456789abcdef",
+            "hkms_0123456789abcde_x",
+            "hkms_0123456789abcdeg_x",
+            "HKMS_0123456789abcdef_x",
+            "hkms_0123456789abcdéf_x",
+        ] {
+            assert_eq!(parse_token(bad), None, "{bad}");
+        }
     }
 }

@@ -152,6 +152,28 @@ pub fn chain_hash(prev: &[u8; 32], seq: u64, e: &AuditEvent) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Check one stored record against the chain so far: it must be record `expected_seq`, follow
+/// the record whose hash is `prev`, and hash to what it says. `Err` says what is wrong.
+pub fn check_link(
+    expected_seq: u64,
+    prev: &[u8; 32],
+    r: &AuditRecord,
+) -> std::result::Result<(), String> {
+    if r.seq != expected_seq {
+        return Err(format!(
+            "expected record {expected_seq} but found {}: a record was deleted or reordered",
+            r.seq
+        ));
+    }
+    if r.prev_hash != *prev {
+        return Err("its previous-hash does not match the record before it".to_owned());
+    }
+    if chain_hash(prev, r.seq, &r.event) != r.hash {
+        return Err("its contents do not match its hash: the record was edited".to_owned());
+    }
+    Ok(())
+}
+
 /// The result of checking the whole chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditReport {
@@ -213,26 +235,12 @@ impl Store {
                     break;
                 }
                 for r in &batch {
-                    let fail = |what: &str| AuditReport {
-                        records: expected_seq - 1,
-                        problem: Some((r.seq, what.to_owned())),
-                        head: prev,
-                    };
-                    if r.seq != expected_seq {
-                        return Ok(fail(&format!(
-                            "expected record {expected_seq} but found {}: a record was deleted or reordered",
-                            r.seq
-                        )));
-                    }
-                    if r.prev_hash != prev {
-                        return Ok(fail(
-                            "its previous-hash does not match the record before it",
-                        ));
-                    }
-                    if chain_hash(&prev, r.seq, &r.event) != r.hash {
-                        return Ok(fail(
-                            "its contents do not match its hash: the record was edited",
-                        ));
+                    if let Err(what) = check_link(expected_seq, &prev, r) {
+                        return Ok(AuditReport {
+                            records: expected_seq - 1,
+                            problem: Some((r.seq, what)),
+                            head: prev,
+                        });
                     }
                     prev = r.hash;
                     expected_seq += 1;

@@ -40,7 +40,7 @@ mod tx;
 
 pub use audit::{AuditEvent, AuditRecord, AuditReport};
 pub use batch::{BatchQuery, BatchReads, BatchWrites, ConsumeRow, NonceRecords};
-pub use rows::{NonceRow, StoredKey, StoredToken, StoredVersion};
+pub use rows::{AuditColumns, NonceRow, StoredKey, StoredToken, StoredVersion, parse_hash};
 pub use sqlite::{BatchWriter, Pending};
 pub use store::Store;
 pub use tx::WriteTx;

@@ -145,30 +145,22 @@ impl Store {
     /// An `audit_log` row (its columns named as in [`crate::sql::audit_columns`]).
     pub(crate) fn audit_from_row(&self, row: &AnyRow) -> Result<AuditRecord> {
         let e = |e| self.err(e, "reading an audit record");
-        let seq: i64 = row.try_get("seq").map_err(e)?;
-        let version: Option<i64> = row.try_get("key_version").map_err(e)?;
-        let hash_of = |c: &str| -> Result<[u8; 32]> {
-            let s: String = row.try_get(c).map_err(e)?;
-            parse_hash(&s)
-                .ok_or_else(|| self.corrupt(&format!("audit record {seq} has a malformed {c}")))
+        let columns = AuditColumns {
+            seq: row.try_get("seq").map_err(e)?,
+            time_ms: row.try_get("time_ms").map_err(e)?,
+            request_id: row.try_get("request_id").map_err(e)?,
+            principal: row.try_get("principal").map_err(e)?,
+            tenant: row.try_get("tenant").map_err(e)?,
+            operation: row.try_get("operation").map_err(e)?,
+            key_name: row.try_get("key_name").map_err(e)?,
+            key_version: row.try_get("key_version").map_err(e)?,
+            outcome: row.try_get("outcome").map_err(e)?,
+            reason: row.try_get("reason").map_err(e)?,
+            peer: row.try_get("peer").map_err(e)?,
+            prev_hash: row.try_get("prev_hash").map_err(e)?,
+            hash: row.try_get("hash").map_err(e)?,
         };
-        Ok(AuditRecord {
-            seq: seq as u64,
-            event: AuditEvent {
-                time_ms: row.try_get("time_ms").map_err(e)?,
-                request_id: row.try_get("request_id").map_err(e)?,
-                principal: row.try_get("principal").map_err(e)?,
-                tenant: row.try_get("tenant").map_err(e)?,
-                operation: row.try_get("operation").map_err(e)?,
-                key_name: row.try_get("key_name").map_err(e)?,
-                key_version: version.and_then(|v| u32::try_from(v).ok()),
-                outcome: row.try_get("outcome").map_err(e)?,
-                reason: row.try_get("reason").map_err(e)?,
-                peer: row.try_get("peer").map_err(e)?,
-            },
-            prev_hash: hash_of("prev_hash")?,
-            hash: hash_of("hash")?,
-        })
+        columns.into_record().map_err(|what| self.corrupt(&what))
     }
 
     /// The `(seq, hash)` of an `audit_head` row.
@@ -193,8 +185,53 @@ pub(crate) const VERSION_COLUMNS: VersionColumns = VersionColumns {
 };
 
 /// A hash stored as 64 hex digits.
-pub(crate) fn parse_hash(s: &str) -> Option<[u8; 32]> {
+pub fn parse_hash(s: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
+}
+
+/// An `audit_log` row as the database returns it, before it is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditColumns {
+    pub seq: i64,
+    pub time_ms: i64,
+    pub request_id: String,
+    pub principal: String,
+    pub tenant: String,
+    pub operation: String,
+    pub key_name: Option<String>,
+    pub key_version: Option<i64>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub peer: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditColumns {
+    /// The record, or what is malformed in the row (a hash that is not 64 hex digits).
+    pub fn into_record(self) -> std::result::Result<AuditRecord, String> {
+        let seq = self.seq;
+        let hash_of = |c: &str, s: &str| {
+            parse_hash(s).ok_or_else(|| format!("audit record {seq} has a malformed {c}"))
+        };
+        Ok(AuditRecord {
+            seq: seq as u64,
+            prev_hash: hash_of("prev_hash", &self.prev_hash)?,
+            hash: hash_of("hash", &self.hash)?,
+            event: AuditEvent {
+                time_ms: self.time_ms,
+                request_id: self.request_id,
+                principal: self.principal,
+                tenant: self.tenant,
+                operation: self.operation,
+                key_name: self.key_name,
+                key_version: self.key_version.and_then(|v| u32::try_from(v).ok()),
+                outcome: self.outcome,
+                reason: self.reason,
+                peer: self.peer,
+            },
+        })
+    }
 }

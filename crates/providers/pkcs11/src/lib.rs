@@ -60,3 +60,64 @@ pub use provider::Pkcs11Provider;
 pub use settings::{
     DEFAULT_MAX_SESSIONS, DEFAULT_WRAPPED_KEY_CACHE, Pkcs11Settings, TokenSelector,
 };
+
+/// The handle codec and the `CKA_EC_POINT` parser, for the fuzz targets in `fuzz/` (not an API:
+/// hidden from the docs and free to change). Each function runs the provider's own code.
+#[doc(hidden)]
+pub mod fuzzing {
+    use hanzo_kms_core::config::WrappingScheme;
+    use hanzo_kms_core::{Algorithm, KeyHandle, KeyRef, Result};
+
+    use crate::handle::{self, Handle, ID_LEN, Sealed};
+
+    /// A parsed handle, with what it borrowed copied out.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum ParsedHandle {
+        Resident {
+            id: [u8; ID_LEN],
+            public: Vec<u8>,
+        },
+        Wrapped {
+            tag: u8,
+            scheme: WrappingScheme,
+            root: [u8; ID_LEN],
+            body: Vec<u8>,
+        },
+    }
+
+    /// Parse a stored handle as the provider does before each use of a key.
+    pub fn parse_handle(key: &KeyRef<'_>) -> Result<ParsedHandle> {
+        Ok(match Handle::parse(key)? {
+            Handle::Resident { id, public } => ParsedHandle::Resident {
+                id,
+                public: public.to_vec(),
+            },
+            Handle::Wrapped(s) => ParsedHandle::Wrapped {
+                tag: s.tag,
+                scheme: s.scheme,
+                root: s.root,
+                body: s.body.to_vec(),
+            },
+        })
+    }
+
+    /// Parse sealed bytes (a handle, or the token's sealed MAC key): `(tag, scheme, root, body)`.
+    pub fn parse_sealed(b: &[u8]) -> Option<(u8, WrappingScheme, [u8; ID_LEN], Vec<u8>)> {
+        Sealed::parse(b).map(|s| (s.tag, s.scheme, s.root, s.body.to_vec()))
+    }
+
+    /// Encode a handle as the provider writes it.
+    pub fn encode_handle(h: &ParsedHandle) -> KeyHandle {
+        match h {
+            ParsedHandle::Resident { id, public } => handle::resident_handle(id, public),
+            ParsedHandle::Wrapped {
+                tag, root, body, ..
+            } => handle::sealed_handle(*tag, root, body),
+        }
+    }
+
+    /// `CKA_EC_POINT` (DER or bare) as a SEC1 or Ed25519 public key.
+    pub fn parse_ec_point(alg: Algorithm, der: &[u8]) -> Option<Vec<u8>> {
+        crate::format::parse_ec_point(alg, der)
+    }
+}

@@ -663,6 +663,15 @@ def main():
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     write_credentials(os.path.join(args.dir, "wrong-credentials.json"), other, secrets.token_hex(20),
                       STATE.client_email, args.project, STATE.token_uri)
+    # A test process may end without stopping us (a shared fake in a static): exit with it.
+    parent = os.getppid()
+
+    def watch_parent():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
     print(json.dumps({"endpoint": endpoint, "credentials": creds, "port": port}), flush=True)
     try:
         server.serve_forever()

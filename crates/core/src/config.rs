@@ -272,6 +272,10 @@ pub struct GoogleCloudKmsConfig {
     /// The service's base URL; default Google's. Tests point it at a local server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Where new Cloud KMS key versions live: `hsm` (default; the only level at which Cloud
+    /// KMS signs secp256k1) or `software`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protection_level: Option<GcpProtectionLevel>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -284,6 +288,17 @@ pub struct GoogleCloudKmsConfig {
     pub connect_timeout: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+}
+
+/// `kms.lux.google-cloud-kms.protection_level`: Cloud KMS's `ProtectionLevel` for new keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GcpProtectionLevel {
+    /// Cloud HSM (FIPS 140-2 level 3); offers EC_SIGN_SECP256K1_SHA256.
+    #[default]
+    Hsm,
+    /// Software keys; no secp256k1 (such keys are then kms-wrapped).
+    Software,
 }
 
 /// `kms.lux.aws-kms:` — AWS KMS. Credentials come from the standard AWS environment variables

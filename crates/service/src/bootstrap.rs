@@ -112,6 +112,30 @@ impl Settings {
                 let p = hanzo_kms_remote::RemoteProvider::open(client, &settings, create_roots)?;
                 (Arc::new(p), location)
             }
+            ProviderKind::GoogleCloudKms => {
+                let c = lux.google_cloud_kms.clone().ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Config,
+                        "kms.lux.provider is google-cloud-kms but there is no kms.lux.google-cloud-kms \
+                         section (project_id, location, key_ring, credentials)",
+                    )
+                })?;
+                let client = hanzo_kms_remote::GcpKms::from_config(&c)?;
+                // The key ring must exist: Hanzo KMS never creates one.
+                client.check_key_ring()?;
+                let location = format!("{} at {}", client.key_ring(), client.endpoint());
+                let tuning = c.tuning();
+                let settings = hanzo_kms_remote::RemoteSettings {
+                    root_prefix: c
+                        .key_prefix
+                        .clone()
+                        .unwrap_or_else(|| hanzo_kms_remote::gcp::DEFAULT_KEY_PREFIX.into()),
+                    signing_keys: tuning.signing_keys,
+                    wrapped_key_cache: tuning.wrapped_key_cache,
+                };
+                let p = hanzo_kms_remote::RemoteProvider::open(client, &settings, create_roots)?;
+                (Arc::new(p), location)
+            }
             other => return Err(unsupported_kind(other)),
         };
         let source = MasterKeySource::Service {
@@ -526,7 +550,7 @@ pub fn open_provider(
 /// Refuse a provider kind this build cannot open, naming those it can.
 fn check_kind_supported(kind: ProviderKind) -> Result<()> {
     match kind {
-        ProviderKind::GoogleCloudKms => Err(unsupported_kind(kind)),
+        ProviderKind::AwsKms => Err(unsupported_kind(kind)),
         _ => Ok(()),
     }
 }
@@ -536,7 +560,7 @@ fn unsupported_kind(kind: ProviderKind) -> Error {
         ErrorKind::Unsupported,
         format!(
             "kms.lux.provider is '{kind}', which this build of hanzo-kms cannot use; available \
-             providers: software, openbao (vault), aws-kms and the PKCS#11 ones (softhsm2, \
+             providers: software, google-cloud-kms, openbao (vault), aws-kms and the PKCS#11 ones (softhsm2, \
              thales-luna, aws-cloudhsm, fortanix, yubihsm2, zymbit, nitrokey)"
         ),
     )

@@ -1,5 +1,5 @@
-//! Providers on remote key services (DESIGN.md §8): OpenBao/Vault Transit and AWS KMS, with
-//! clients written here, and the generic [`RemoteProvider`] that Google Cloud KMS uses too.
+//! Providers on remote key services (DESIGN.md §8): OpenBao/Vault Transit, AWS KMS and Google
+//! Cloud KMS, with clients written here, and the generic [`RemoteProvider`] they all use.
 //!
 //! - [`RemoteKms`] (`service`): the calls one service must offer; each client implements it.
 //! - [`RemoteProvider`] (`provider`): the [`Provider`](hanzo_kms_core::Provider) on top:
@@ -13,12 +13,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod gcp;
 mod handle;
 mod http;
 pub mod openbao;
 mod provider;
 mod service;
 
+pub use gcp::GcpKms;
 pub use openbao::OpenBao;
 pub use provider::{RemoteProvider, RemoteSettings};
 pub use service::{KeyUse, RemoteKms};

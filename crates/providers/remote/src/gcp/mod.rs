@@ -24,18 +24,18 @@
 pub mod auth;
 pub mod crc32c;
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use hanzo_kms_core::config::{GcpProtectionLevel, GoogleCloudKmsConfig};
 use hanzo_kms_core::{Algorithm, Error, ErrorKind, Result, SecretBytes};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use self::auth::{ServiceAccount, TokenCache, TokenResponse};
 use self::crc32c::crc32c;
+use crate::http::{Http, Reply, Verdict};
 use crate::service::{KeyUse, RemoteKms};
 
 /// The service's name in every error.
@@ -44,72 +44,25 @@ pub const SERVICE: &str = "Google Cloud KMS";
 pub const PROVIDER: &str = "google-cloud-kms";
 /// The public endpoint of the API.
 pub const DEFAULT_ENDPOINT: &str = "https://cloudkms.googleapis.com";
+/// Default prefix of the root keys' ids (`hanzo-kms-root-kek`, `hanzo-kms-root-mac`).
+pub const DEFAULT_KEY_PREFIX: &str = "hanzo-kms-";
 /// Encrypt's plaintext limit (and AAD's), any protection level.
 pub const MAX_PLAINTEXT: usize = 64 * 1024;
 /// HSM keys: plaintext plus AAD at most this.
 pub const MAX_HSM_PLAINTEXT_AND_AAD: usize = 8 * 1024;
-/// How often a throttled, unavailable or corrupted call is tried in all.
-const ATTEMPTS: u32 = 5;
-/// The first back-off; doubled each time, with jitter.
-const BACKOFF: Duration = Duration::from_millis(100);
 /// How long a new asymmetric key version may stay PENDING_GENERATION.
 const GENERATION_WAIT: Duration = Duration::from_secs(60);
-/// The largest answer we read.
-const MAX_ANSWER: u64 = 1024 * 1024;
-
-/// Where new key versions live (`CryptoKeyVersionTemplate.protection_level`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProtectionLevel {
-    /// Cloud HSM (FIPS 140-2 level 3); the only level that offers EC_SIGN_SECP256K1_SHA256.
-    Hsm,
-    /// Software keys: no secp256k1 (such keys are then kms-wrapped).
-    Software,
-}
-
-impl ProtectionLevel {
-    fn as_api(self) -> &'static str {
-        match self {
-            Self::Hsm => "HSM",
-            Self::Software => "SOFTWARE",
-        }
-    }
-}
-
-/// `kms.lux.google-cloud-kms` in the config (keys exactly as HIP-005 writes them, plus
-/// `endpoint`, `protection_level` and `timeout_secs`).
-#[derive(Clone, Debug, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct GcpSettings {
-    pub project_id: String,
-    pub location: String,
-    pub key_ring: String,
-    /// A service-account JSON key file.
-    pub credentials: PathBuf,
-    /// The API's base URL; `https://cloudkms.googleapis.com` unless set (tests point it at a
-    /// fake). Plain `http://` is accepted for loopback addresses only.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// `hsm` (default: secp256k1 signing keys stay in Cloud HSM) or `software`.
-    #[serde(default = "default_protection")]
-    pub protection_level: ProtectionLevel,
-    /// Per-call timeout (default 10 s).
-    #[serde(default)]
-    pub timeout_secs: Option<u64>,
-}
-
-fn default_protection() -> ProtectionLevel {
-    ProtectionLevel::Hsm
-}
 
 /// The Google Cloud KMS client: one key ring, one service account.
 pub struct GcpKms {
     endpoint: String,
     key_ring: String,
-    protection: ProtectionLevel,
+    protection: GcpProtectionLevel,
     account: ServiceAccount,
     tokens: TokenCache,
-    agent: ureq::Agent,
+    http: Http,
+    /// Tries of a call whose answer fails an integrity check (`max_retries` + 1).
+    attempts: u32,
 }
 
 impl std::fmt::Debug for GcpKms {
@@ -124,17 +77,17 @@ impl std::fmt::Debug for GcpKms {
 }
 
 impl GcpKms {
-    /// A client for `settings`. Reads the credentials file; makes no call.
-    pub fn new(settings: &GcpSettings) -> Result<Self> {
+    /// A client for `kms.lux.google-cloud-kms`. Reads the credentials file; makes no call.
+    pub fn from_config(c: &GoogleCloudKmsConfig) -> Result<Self> {
         for (field, value) in [
-            ("project_id", &settings.project_id),
-            ("location", &settings.location),
-            ("key_ring", &settings.key_ring),
+            ("project_id", &c.project_id),
+            ("location", &c.location),
+            ("key_ring", &c.key_ring),
         ] {
             if value.is_empty()
                 || !value
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
             {
                 return Err(Error::new(
                     ErrorKind::Config,
@@ -144,30 +97,44 @@ impl GcpKms {
                 ));
             }
         }
-        let endpoint = settings
+        if c.credentials.as_os_str().is_empty() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{SERVICE}: kms.lux.google-cloud-kms.credentials is missing (a service-account JSON key file)"
+                ),
+            ));
+        }
+        let endpoint = c
             .endpoint
             .as_deref()
             .unwrap_or(DEFAULT_ENDPOINT)
             .trim_end_matches('/');
         check_url(endpoint, "kms.lux.google-cloud-kms.endpoint")?;
-        let account = ServiceAccount::from_file(&settings.credentials)?;
-        let timeout = Duration::from_secs(settings.timeout_secs.unwrap_or(10).max(1));
+        let account = ServiceAccount::from_file(&c.credentials)?;
+        let tuning = c.tuning();
         Ok(Self {
             endpoint: endpoint.to_string(),
             key_ring: format!(
                 "projects/{}/locations/{}/keyRings/{}",
-                settings.project_id, settings.location, settings.key_ring
+                c.project_id, c.location, c.key_ring
             ),
-            protection: settings.protection_level,
+            protection: c.protection_level.unwrap_or_default(),
             account,
             tokens: TokenCache::default(),
-            agent: agent(timeout),
+            http: Http::new(SERVICE, &tuning),
+            attempts: tuning.max_retries + 1,
         })
     }
 
     /// The key ring's resource name.
     pub fn key_ring(&self) -> &str {
         &self.key_ring
+    }
+
+    /// The API's base URL.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
     /// Check that the key ring exists and the credentials are accepted.
@@ -196,14 +163,14 @@ impl GcpKms {
                     format!(
                         "{SERVICE}: cannot hold {} signing keys at protection level {}",
                         alg.as_str(),
-                        self.protection.as_api()
+                        level(self.protection)
                     ),
                 ));
             }
         };
         let body = serde_json::json!({
             "purpose": purpose,
-            "versionTemplate": {"algorithm": algorithm, "protectionLevel": self.protection.as_api()},
+            "versionTemplate": {"algorithm": algorithm, "protectionLevel": level(self.protection)},
             "labels": {"created-by": "hanzo-kms"},
         })
         .to_string();
@@ -260,8 +227,8 @@ impl GcpKms {
         }
     }
 
-    /// One REST call with the access token, retried on throttling, unavailability and
-    /// integrity failures; `resource` names the key in errors.
+    /// One REST call with the access token; throttled and unavailable calls are retried by
+    /// [`Http`], a refused token is replaced once; `resource` names the key in errors.
     fn call<T: for<'de> Deserialize<'de>>(
         &self,
         op: &str,
@@ -271,64 +238,42 @@ impl GcpKms {
         body: Option<Zeroizing<String>>,
     ) -> Result<T> {
         let url = format!("{}/v1/{path}", self.endpoint);
+        let what = || format!("{op} on {resource} at {}", self.endpoint);
         let mut refreshed = false;
-        let mut attempt = 0;
         loop {
-            attempt += 1;
             let token = self.token()?;
-            let mut auth = Zeroizing::new(String::with_capacity(token.len() + 7));
-            auth.push_str("Bearer ");
-            auth.push_str(&token);
-            let sent = match method {
-                Method::Get => self
-                    .agent
-                    .get(&url)
-                    .header("Authorization", auth.as_str())
-                    .call(),
-                Method::Post => self
-                    .agent
-                    .post(&url)
-                    .header("Authorization", auth.as_str())
-                    .content_type("application/json")
-                    .send(body.as_deref().map(String::as_bytes).unwrap_or(b"{}")),
+            let build = || -> Result<ureq::http::Request<Vec<u8>>> {
+                let mut auth = Zeroizing::new(String::with_capacity(token.len() + 7));
+                auth.push_str("Bearer ");
+                auth.push_str(&token);
+                let b = ureq::http::Request::builder()
+                    .uri(&url)
+                    .header("Authorization", auth.as_str());
+                let r = match method {
+                    Method::Get => b.method("GET").body(Vec::new()),
+                    Method::Post => b
+                        .method("POST")
+                        .header("Content-Type", "application/json")
+                        .body(
+                            body.as_deref()
+                                .map_or(b"{}".to_vec(), |s| s.as_bytes().to_vec()),
+                        ),
+                };
+                r.map_err(|e| Error::internal(format!("{SERVICE}: bad request to {url}: {e}")))
             };
-            let failure = match sent {
-                Err(e) => Failure::Transport(e.to_string()),
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    match resp
-                        .body_mut()
-                        .with_config()
-                        .limit(MAX_ANSWER)
-                        .read_to_vec()
-                    {
-                        Err(e) => Failure::Transport(e.to_string()),
-                        Ok(bytes) => {
-                            let bytes = Zeroizing::new(bytes);
-                            if status == 200 {
-                                return serde_json::from_slice(&bytes).map_err(|e| {
-                                    self.answer_error(
-                                        op,
-                                        resource,
-                                        &format!("unexpected answer ({e})"),
-                                    )
-                                });
-                            }
-                            Failure::Api(status, ApiError::parse(&bytes))
-                        }
-                    }
-                }
-            };
-            match failure {
-                Failure::Api(401, _) if !refreshed => {
-                    // The token may have been revoked or expired early: get a new one, once.
-                    self.tokens.clear();
-                    refreshed = true;
-                    attempt -= 1;
-                }
-                f if f.retryable() && attempt < ATTEMPTS => backoff(attempt),
-                f => return Err(self.error(op, resource, f)),
+            let reply = self.http.send(&what, &build, &judge)?;
+            if reply.status == 200 {
+                return serde_json::from_slice(&reply.body).map_err(|e| {
+                    self.answer_error(op, resource, &format!("unexpected answer ({e})"))
+                });
             }
+            if reply.status == 401 && !refreshed {
+                // The token may have been revoked or have expired early: get a new one, once.
+                self.tokens.clear();
+                refreshed = true;
+                continue;
+            }
+            return Err(self.error(op, resource, reply.status, &ApiError::parse(&reply)));
         }
     }
 
@@ -339,139 +284,86 @@ impl GcpKms {
         }
         let uri = self.account.token_uri();
         let who = self.account.client_email();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        let what = || format!("token request for {who} at {uri}");
+        let build = || -> Result<ureq::http::Request<Vec<u8>>> {
             let form = self.account.token_request()?;
-            let sent = self
-                .agent
-                .post(uri)
-                .content_type("application/x-www-form-urlencoded")
-                .send(&form[..]);
-            let (status, raw) = match sent {
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    match resp
-                        .body_mut()
-                        .with_config()
-                        .limit(MAX_ANSWER)
-                        .read_to_vec()
-                    {
-                        Ok(b) => (status, Zeroizing::new(b)),
-                        Err(e) if attempt < ATTEMPTS => {
-                            let _ = e;
-                            backoff(attempt);
-                            continue;
-                        }
-                        Err(e) => return Err(unreachable_token(uri, &e.to_string())),
-                    }
-                }
-                Err(_) if attempt < ATTEMPTS => {
-                    backoff(attempt);
-                    continue;
-                }
-                Err(e) => return Err(unreachable_token(uri, &e.to_string())),
-            };
-            if status == 200 {
-                let answer: TokenResponse = serde_json::from_slice(&raw).map_err(|_| {
-                    Error::new(
-                        ErrorKind::Unavailable,
-                        format!("{SERVICE}: the token endpoint {uri} gave an answer without an access token"),
-                    )
-                })?;
-                if answer
-                    .token_type
-                    .as_deref()
-                    .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
-                {
-                    return Err(Error::new(
-                        ErrorKind::Unavailable,
-                        format!(
-                            "{SERVICE}: the token endpoint {uri} gave a token that is not a bearer token"
-                        ),
-                    ));
-                }
-                let token = Zeroizing::new(answer.access_token.clone());
-                self.tokens
-                    .store(token.clone(), answer.expires_in.unwrap_or(3600));
-                return Ok(token);
-            }
-            if (status == 429 || status >= 500) && attempt < ATTEMPTS {
-                backoff(attempt);
-                continue;
-            }
-            // OAuth errors are {"error": code, "error_description": text}; neither holds a secret.
-            let why = serde_json::from_slice::<OAuthError>(&raw)
-                .map(|e| match e.error_description {
-                    Some(d) => format!("{}: {}", e.error, clip(&d)),
-                    None => e.error,
-                })
-                .unwrap_or_else(|_| "no OAuth error in the answer".into());
-            let kind = if status == 429 || status >= 500 {
-                ErrorKind::Unavailable
+            ureq::http::Request::builder()
+                .method("POST")
+                .uri(uri)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(form.to_vec())
+                .map_err(|e| Error::internal(format!("{SERVICE}: bad token request: {e}")))
+        };
+        let reply = self.http.send(&what, &build, &|r: &Reply| {
+            if r.status == 429 || r.status >= 500 {
+                Verdict::Retry
             } else {
-                ErrorKind::Config
-            };
-            return Err(Error::new(
-                kind,
-                format!(
-                    "{SERVICE}: the token endpoint {uri} refused the service account {who} (HTTP {status}, {why})"
-                ),
-            ));
+                Verdict::Done
+            }
+        })?;
+        if reply.status == 200 {
+            let answer: TokenResponse = serde_json::from_slice(&reply.body).map_err(|_| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "{SERVICE}: the token endpoint {uri} gave an answer without an access token"
+                    ),
+                )
+            })?;
+            if answer
+                .token_type
+                .as_deref()
+                .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+            {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "{SERVICE}: the token endpoint {uri} gave a token that is not a bearer token"
+                    ),
+                ));
+            }
+            let token = Zeroizing::new(answer.access_token.clone());
+            self.tokens
+                .store(token.clone(), answer.expires_in.unwrap_or(3600));
+            return Ok(token);
         }
+        // OAuth errors are {"error": code, "error_description": text}; neither holds a secret.
+        let why = serde_json::from_slice::<OAuthError>(&reply.body)
+            .map(|e| match e.error_description {
+                Some(d) => format!("{}: {}", e.error, clip(&d)),
+                None => e.error,
+            })
+            .unwrap_or_else(|_| "no OAuth error in the answer".into());
+        Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "{SERVICE}: the token endpoint {uri} refused the service account {who} (HTTP {}, {why})",
+                reply.status
+            ),
+        ))
     }
 
-    fn error(&self, op: &str, resource: &str, failure: Failure) -> Error {
-        match failure {
-            Failure::Transport(cause) => Error::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "{SERVICE}: {op} on {resource} failed: cannot reach {} ({cause})",
-                    self.endpoint
-                ),
+    fn error(&self, op: &str, resource: &str, code: u16, e: &ApiError) -> Error {
+        let kind = match (code, e.status.as_str()) {
+            (400, "FAILED_PRECONDITION") if e.message.contains("purpose") => ErrorKind::Unsupported,
+            (400, "FAILED_PRECONDITION") => ErrorKind::KeyState,
+            (400, _) => ErrorKind::InvalidArgument,
+            (401, _) | (403, _) => ErrorKind::Config,
+            (404, _) => ErrorKind::NotFound,
+            (409, _) => ErrorKind::AlreadyExists,
+            _ => ErrorKind::Unavailable,
+        };
+        let cause = match code {
+            401 => "the service refused the access token of the service account".to_string(),
+            _ => clip(&e.message),
+        };
+        Error::new(
+            kind,
+            format!(
+                "{SERVICE}: {op} on {resource} failed: {cause} (HTTP {code} {})",
+                e.status
             ),
-            Failure::Integrity(what) => Error::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "{SERVICE}: {op} on {resource} failed its integrity check {ATTEMPTS} times: {what}"
-                ),
-            ),
-            Failure::Api(code, e) => {
-                let kind = match (code, e.status.as_str()) {
-                    (400, "FAILED_PRECONDITION") if e.message.contains("purpose") => {
-                        ErrorKind::Unsupported
-                    }
-                    (400, "FAILED_PRECONDITION") => ErrorKind::KeyState,
-                    (400, _) => ErrorKind::InvalidArgument,
-                    (401, _) | (403, _) => ErrorKind::Config,
-                    (404, _) => ErrorKind::NotFound,
-                    (409, _) => ErrorKind::AlreadyExists,
-                    (429, _) => ErrorKind::RateLimited,
-                    _ => ErrorKind::Unavailable,
-                };
-                let cause = match (code, kind) {
-                    (401, _) => {
-                        "the service refused the access token of the service account".to_string()
-                    }
-                    (429, _) => {
-                        format!("throttled after {ATTEMPTS} attempts: {}", clip(&e.message))
-                    }
-                    _ => clip(&e.message),
-                };
-                let err = Error::new(
-                    kind,
-                    format!(
-                        "{SERVICE}: {op} on {resource} failed: {cause} (HTTP {code} {})",
-                        e.status
-                    ),
-                );
-                if kind == ErrorKind::RateLimited {
-                    Error::rate_limited(err.message().to_string(), Duration::from_secs(1))
-                } else {
-                    err
-                }
-            }
-        }
+        )
     }
 
     fn answer_error(&self, op: &str, resource: &str, what: &str) -> Error {
@@ -481,7 +373,8 @@ impl GcpKms {
         )
     }
 
-    /// Run `f` until its answer passes its integrity checks (at most [`ATTEMPTS`] times).
+    /// Run `f` until its answer passes its integrity checks (at most `max_retries` + 1 times;
+    /// Google advises a limited number of retries on a CRC32C mismatch).
     fn checked<T>(
         &self,
         op: &str,
@@ -493,7 +386,7 @@ impl GcpKms {
             attempt += 1;
             match f()? {
                 Ok(v) => return Ok(v),
-                Err(what) if attempt < ATTEMPTS => {
+                Err(what) if attempt < self.attempts => {
                     tracing::warn!(
                         service = SERVICE,
                         op,
@@ -501,15 +394,22 @@ impl GcpKms {
                         what,
                         "integrity check failed, retrying"
                     );
-                    backoff(attempt);
+                    std::thread::sleep(Duration::from_millis(50) * attempt);
                 }
-                Err(what) => return Err(self.error(op, resource, Failure::Integrity(what))),
+                Err(what) => {
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "{SERVICE}: {op} on {resource} failed its integrity check {attempt} times: {what}"
+                        ),
+                    ));
+                }
             }
         }
     }
 
     fn check_size(&self, op: &str, id: &str, plaintext: usize, aad: usize) -> Result<()> {
-        let hsm = self.protection == ProtectionLevel::Hsm;
+        let hsm = self.protection == GcpProtectionLevel::Hsm;
         if plaintext > MAX_PLAINTEXT
             || aad > MAX_PLAINTEXT
             || (hsm && plaintext + aad > MAX_HSM_PLAINTEXT_AND_AAD)
@@ -531,7 +431,7 @@ impl RemoteKms for GcpKms {
     fn signs(&self, alg: Algorithm) -> bool {
         match alg {
             Algorithm::P256 => true,
-            Algorithm::Secp256k1 => self.protection == ProtectionLevel::Hsm,
+            Algorithm::Secp256k1 => self.protection == GcpProtectionLevel::Hsm,
             Algorithm::Aes256Gcm | Algorithm::Ed25519 | Algorithm::MlDsa65 => false,
         }
     }
@@ -803,6 +703,14 @@ impl RemoteKms for GcpKms {
     }
 }
 
+/// The API's name of a protection level.
+fn level(p: GcpProtectionLevel) -> &'static str {
+    match p {
+        GcpProtectionLevel::Hsm => "HSM",
+        GcpProtectionLevel::Software => "SOFTWARE",
+    }
+}
+
 /// A Cloud KMS CryptoKey id (`[a-zA-Z0-9_-]{1,max}`) made from our label: other characters
 /// become `_` (`:` and `/` of key names, ` ` and `.`).
 fn key_id(label: &str, max: usize) -> String {
@@ -854,28 +762,18 @@ enum Method {
     Post,
 }
 
-#[derive(Clone)]
-enum Failure {
-    Api(u16, ApiError),
-    Integrity(String),
-    Transport(String),
-}
-
-impl Failure {
-    fn retryable(&self) -> bool {
-        match self {
-            Self::Api(code, e) => {
-                matches!(code, 429 | 500 | 502 | 503 | 504)
-                    // The service found a request CRC32C wrong: the request was damaged on
-                    // the way; Google advises a limited number of retries.
-                    || (*code == 400 && e.message.contains("checksum"))
-            }
-            Self::Integrity(_) | Self::Transport(_) => true,
-        }
+/// Google's error body: `{"error": {"code", "message", "status"}}`.
+/// A throttled or unavailable call is tried again; so is one whose request CRC32C the
+/// service found wrong (damaged on the way; Google advises a limited number of retries).
+fn judge(r: &Reply) -> Verdict {
+    let checksum = r.status == 400 && ApiError::parse(r).message.contains("checksum");
+    if matches!(r.status, 429 | 500 | 502 | 503 | 504) || checksum {
+        Verdict::Retry
+    } else {
+        Verdict::Done
     }
 }
 
-/// Google's error body: `{"error": {"code", "message", "status"}}`.
 #[derive(Clone, Default)]
 struct ApiError {
     status: String,
@@ -883,7 +781,7 @@ struct ApiError {
 }
 
 impl ApiError {
-    fn parse(body: &[u8]) -> Self {
+    fn parse(reply: &Reply) -> Self {
         #[derive(Deserialize)]
         struct Outer {
             error: Inner,
@@ -895,7 +793,7 @@ impl ApiError {
             #[serde(default)]
             status: String,
         }
-        serde_json::from_slice::<Outer>(body)
+        serde_json::from_slice::<Outer>(&reply.body)
             .map(|o| Self {
                 status: o.error.status,
                 message: o.error.message,
@@ -924,13 +822,6 @@ fn wrong_purpose(op: &str, id: &str) -> Error {
     )
 }
 
-fn unreachable_token(uri: &str, cause: &str) -> Error {
-    Error::new(
-        ErrorKind::Unavailable,
-        format!("{SERVICE}: cannot reach the token endpoint {uri} ({cause})"),
-    )
-}
-
 /// Server text in our errors: one line, at most 300 characters.
 fn clip(s: &str) -> String {
     let one: String = s
@@ -939,15 +830,6 @@ fn clip(s: &str) -> String {
         .take(300)
         .collect();
     one
-}
-
-fn backoff(attempt: u32) {
-    let base = BACKOFF * 2u32.saturating_pow(attempt.saturating_sub(1));
-    let mut j = [0u8; 2];
-    let _ = aws_lc_rs::rand::fill(&mut j);
-    let jitter =
-        Duration::from_millis(u64::from(u16::from_le_bytes(j)) % (base.as_millis() as u64 / 2 + 1));
-    std::thread::sleep(base + jitter);
 }
 
 fn decode(b64: &str) -> Option<Vec<u8>> {
@@ -982,19 +864,6 @@ fn spki_der(pem: &str) -> Option<Vec<u8>> {
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
     STANDARD.decode(b64).ok()
-}
-
-fn agent(timeout: Duration) -> ureq::Agent {
-    let tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .build();
-    ureq::Agent::config_builder()
-        .tls_config(tls)
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into()
 }
 
 // --- Wire types (proto3 JSON mapping: lowerCamelCase, bytes as base64, int64 as a string) ---

@@ -112,6 +112,22 @@ impl Settings {
                 let p = hanzo_kms_remote::RemoteProvider::open(client, &settings, create_roots)?;
                 (Arc::new(p), location)
             }
+            ProviderKind::AwsKms => {
+                let c = lux.aws_kms.clone().unwrap_or_default();
+                let client = hanzo_kms_remote::AwsKms::from_config(&c, &env)?;
+                let location = client.endpoint().to_owned();
+                let tuning = c.tuning();
+                let settings = hanzo_kms_remote::RemoteSettings {
+                    root_prefix: c
+                        .key_prefix
+                        .clone()
+                        .unwrap_or_else(|| hanzo_kms_remote::aws::DEFAULT_KEY_PREFIX.into()),
+                    signing_keys: tuning.signing_keys,
+                    wrapped_key_cache: tuning.wrapped_key_cache,
+                };
+                let p = hanzo_kms_remote::RemoteProvider::open(client, &settings, create_roots)?;
+                (Arc::new(p), location)
+            }
             other => return Err(unsupported_kind(other)),
         };
         let source = MasterKeySource::Service {

@@ -13,12 +13,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod aws;
 mod handle;
 mod http;
 pub mod openbao;
 mod provider;
 mod service;
+pub mod sigv4;
 
+pub use aws::AwsKms;
 pub use openbao::OpenBao;
 pub use provider::{RemoteProvider, RemoteSettings};
 pub use service::{KeyUse, RemoteKms};

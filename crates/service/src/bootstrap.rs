@@ -102,10 +102,8 @@ impl Settings {
                 let location = client.address().to_owned();
                 let tuning = c.tuning();
                 let settings = hanzo_kms_remote::RemoteSettings {
-                    root_prefix: c
-                        .key_prefix
-                        .clone()
-                        .unwrap_or_else(|| hanzo_kms_remote::openbao::DEFAULT_KEY_PREFIX.into()),
+                    // The client puts `key_prefix` before every name, roots included.
+                    root_prefix: String::new(),
                     signing_keys: tuning.signing_keys,
                     wrapped_key_cache: tuning.wrapped_key_cache,
                 };
@@ -118,10 +116,7 @@ impl Settings {
                 let location = client.endpoint().to_owned();
                 let tuning = c.tuning();
                 let settings = hanzo_kms_remote::RemoteSettings {
-                    root_prefix: c
-                        .key_prefix
-                        .clone()
-                        .unwrap_or_else(|| hanzo_kms_remote::aws::DEFAULT_KEY_PREFIX.into()),
+                    root_prefix: String::new(),
                     signing_keys: tuning.signing_keys,
                     wrapped_key_cache: tuning.wrapped_key_cache,
                 };

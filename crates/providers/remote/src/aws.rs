@@ -43,6 +43,7 @@ pub struct AwsKms {
     region: String,
     creds: Credentials,
     creds_source: String,
+    key_prefix: String,
 }
 
 impl std::fmt::Debug for AwsKms {
@@ -88,12 +89,21 @@ impl AwsKms {
             region,
             creds,
             creds_source,
+            key_prefix: c
+                .key_prefix
+                .clone()
+                .unwrap_or_else(|| DEFAULT_KEY_PREFIX.into()),
         })
     }
 
     /// The endpoint, for messages.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The alias of root key `label`: `alias/<key_prefix><label>`.
+    fn alias(&self, label: &str) -> String {
+        format!("alias/{}{label}", self.key_prefix)
     }
 
     /// One call of `operation` with a JSON body; errors are classified by `__type`.
@@ -371,7 +381,7 @@ impl RemoteKms for AwsKms {
     }
 
     fn find_root(&self, label: &str) -> Result<Option<String>> {
-        let alias = format!("alias/{label}");
+        let alias = self.alias(label);
         Ok(self
             .describe_key(&alias)?
             .and_then(|m| m["KeyId"].as_str().map(str::to_owned)))
@@ -379,7 +389,7 @@ impl RemoteKms for AwsKms {
 
     fn create_root(&self, usage: KeyUse, label: &str) -> Result<String> {
         let id = self.create_key(usage, label)?;
-        let alias = format!("alias/{label}");
+        let alias = self.alias(label);
         match self.call(
             "CreateAlias",
             &json!({"AliasName": alias, "TargetKeyId": id}),

@@ -13,13 +13,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod aws;
 pub mod gcp;
 mod handle;
 mod http;
 pub mod openbao;
 mod provider;
 mod service;
+pub mod sigv4;
 
+pub use aws::AwsKms;
 pub use gcp::GcpKms;
 pub use openbao::OpenBao;
 pub use provider::{RemoteProvider, RemoteSettings};

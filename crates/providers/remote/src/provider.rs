@@ -38,7 +38,8 @@ const FINGERPRINT_CONTEXT: &[u8] = b"hanzo-kms/fingerprint/v1\0";
 /// How a remote provider is set up, from its config section.
 #[derive(Clone, Debug)]
 pub struct RemoteSettings {
-    /// Prefix of the root keys' names (`<prefix>root-kek`, `<prefix>root-mac`).
+    /// Put before `root-kek` and `root-mac` in the root keys' labels (the client adds its own
+    /// `key_prefix` to every name; this separates sets of roots under one prefix, as tests do).
     pub root_prefix: String,
     pub signing_keys: RemoteSigningKeys,
     /// How long an unwrapped kms-wrapped key stays in memory after its last use.

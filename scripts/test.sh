@@ -50,6 +50,8 @@ fi
 # resolve features differently and compile much of the tree twice): the binary, the example
 # (target/debug/examples/) and every test harness, which `cargo test` below reuses.
 cargo build --workspace --all-targets --locked
+scripts/test-remote.sh   # OpenBao and LocalStack on loopback: the remote providers' tests and the binary on each (docs/providers.md)
+scripts/test-gcp.sh   # HIP-005's sample config through the binary on the FAKE Google Cloud KMS (docs/providers.md)
 scripts/test-python.sh   # the Python package (python/): wheel, pytest against the binary just built
 scripts/test-contracts.sh   # Solidity contracts on a real EVM, against this build's hanzo-kms (docs/onchain.md)
 kms=target/debug/hanzo-kms

@@ -248,15 +248,17 @@ pub enum KeysCommand {
     },
     /// Move every key of the store to another provider, in one transaction (stop every node
     /// first). Each version is exported wrapped under a one-time key and imported into the
-    /// target: signing keys become hsm-wrapped on a PKCS#11 token, AES keys token objects. The
-    /// target comes from its section of the config (kms.lux.softhsm2, …; `software` uses the
-    /// master key file, created if missing). Keys that cannot leave their HSM stop it before
-    /// anything changes. Afterwards set kms.lux.provider to the target.
+    /// target: signing keys become hsm-wrapped on a PKCS#11 token, AES keys token objects; on a
+    /// remote key service (openbao, aws-kms) every key becomes kms-wrapped under its root KEK.
+    /// The target comes from its section of the config (kms.lux.softhsm2, kms.lux.openbao, …;
+    /// `software` uses the master key file, created if missing). Keys that cannot leave their
+    /// HSM or key service stop it before anything changes. Afterwards set kms.lux.provider to
+    /// the target.
     ///
     /// Example: hanzo-kms --config kms.yaml keys migrate --to softhsm2 --revoke-tokens
     Migrate {
-        /// The target provider: software, softhsm2, thales-luna, aws-cloudhsm, fortanix,
-        /// yubihsm2, zymbit or nitrokey.
+        /// The target provider: software, openbao (vault), aws-kms, softhsm2, thales-luna,
+        /// aws-cloudhsm, fortanix, yubihsm2, zymbit or nitrokey.
         #[arg(long, value_name = "PROVIDER")]
         to: String,
         /// API tokens are MACs under the old provider's key and cannot move: revoke them in the

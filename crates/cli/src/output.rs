@@ -57,6 +57,9 @@ impl Out {
             MasterKeySource::Token { provider, label } => {
                 json!({"source": "token", "provider": provider, "token_label": label})
             }
+            MasterKeySource::Service { provider, location } => {
+                json!({"source": "service", "provider": provider, "location": location})
+            }
         };
         if self.json {
             self.json(&json!({"data_dir": r.data_dir.display().to_string(), "store": r.store, "store_id": r.store_id, "master_key": master}));
@@ -75,6 +78,10 @@ impl Out {
             MasterKeySource::Token { provider, label } => {
                 self.line(format!("  root keys:  in {provider} token '{label}' (hanzo-kms/root/*: its wrapping root and MAC key)"));
                 self.line("  No master key file: the token's root keys unlock this store. Back the token up with the vendor's tools.");
+            }
+            MasterKeySource::Service { provider, location } => {
+                self.line(format!("  root keys:  in {provider} at {location} (root-kek wraps kms-wrapped keys, root-mac keys token MACs)"));
+                self.line("  No master key file: the service's root keys unlock this store; deleting them there loses every kms-wrapped key.");
             }
         }
     }

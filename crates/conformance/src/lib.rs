@@ -274,7 +274,9 @@ pub fn destroy(p: &dyn Provider) {
         let k = make(p, "data:acme:gone", 1, alg);
         p.destroy(&k.r()).unwrap();
         p.destroy(&k.r()).unwrap(); // idempotent
-        if p.capabilities().hardware && k.origin == Origin::HsmResident {
+        if p.capabilities().hardware
+            && matches!(k.origin, Origin::HsmResident | Origin::KmsResident)
+        {
             // The material is gone from the device: use fails and names the key.
             let e = match alg {
                 Algorithm::Aes256Gcm => p.encrypt(&k.r(), b"x", b"").unwrap_err(),

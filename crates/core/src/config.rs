@@ -60,9 +60,13 @@ pub enum Base {
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     AwsCloudhsm,
+    AwsKms,
     Fortanix,
     GoogleCloudKms,
     Nitrokey,
+    /// OpenBao's (or HashiCorp Vault's) Transit engine; `vault` is accepted as the same.
+    #[serde(alias = "vault")]
+    Openbao,
     #[default]
     Software,
     Softhsm2,
@@ -75,9 +79,11 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AwsCloudhsm => "aws-cloudhsm",
+            Self::AwsKms => "aws-kms",
             Self::Fortanix => "fortanix",
             Self::GoogleCloudKms => "google-cloud-kms",
             Self::Nitrokey => "nitrokey",
+            Self::Openbao => "openbao",
             Self::Software => "software",
             Self::Softhsm2 => "softhsm2",
             Self::ThalesLuna => "thales-luna",
@@ -102,6 +108,11 @@ pub struct LuxConfig {
     pub software: Option<SoftwareConfig>,
     #[serde(rename = "google-cloud-kms", skip_serializing_if = "Option::is_none")]
     pub google_cloud_kms: Option<GoogleCloudKmsConfig>,
+    #[serde(rename = "aws-kms", skip_serializing_if = "Option::is_none")]
+    pub aws_kms: Option<AwsKmsConfig>,
+    /// `openbao:` (or `vault:`): the Transit engine of OpenBao or HashiCorp Vault.
+    #[serde(alias = "vault", skip_serializing_if = "Option::is_none")]
+    pub openbao: Option<OpenBaoConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub softhsm2: Option<Pkcs11Config>,
     #[serde(rename = "thales-luna", skip_serializing_if = "Option::is_none")]
@@ -219,7 +230,10 @@ impl LuxConfig {
             ProviderKind::ThalesLuna => self.thales_luna.as_ref(),
             ProviderKind::Yubihsm2 => self.yubihsm2.as_ref(),
             ProviderKind::Zymbit => self.zymbit.as_ref(),
-            ProviderKind::GoogleCloudKms | ProviderKind::Software => None,
+            ProviderKind::AwsKms
+            | ProviderKind::GoogleCloudKms
+            | ProviderKind::Openbao
+            | ProviderKind::Software => None,
         }
     }
 }
@@ -227,7 +241,13 @@ impl LuxConfig {
 impl ProviderKind {
     /// Whether this provider speaks PKCS#11.
     pub fn is_pkcs11(self) -> bool {
-        !matches!(self, Self::GoogleCloudKms | Self::Software)
+        !self.is_remote() && self != Self::Software
+    }
+
+    /// Whether this provider is a remote key service reached over HTTP (Google Cloud KMS,
+    /// AWS KMS, OpenBao/Vault Transit).
+    pub fn is_remote(self) -> bool {
+        matches!(self, Self::AwsKms | Self::GoogleCloudKms | Self::Openbao)
     }
 }
 
@@ -241,7 +261,8 @@ pub struct SoftwareConfig {
     pub master_key_file: Option<PathBuf>,
 }
 
-/// `kms.lux.google-cloud-kms:` — as in HIP-005.
+/// `kms.lux.google-cloud-kms:` — as in HIP-005, plus an `endpoint` override (tests) and the
+/// settings every remote service shares (see [`RemoteTuning`]).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GoogleCloudKmsConfig {
@@ -249,6 +270,190 @@ pub struct GoogleCloudKmsConfig {
     pub location: String,
     pub key_ring: String,
     pub credentials: PathBuf,
+    /// The service's base URL; default Google's. Tests point it at a local server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Where new Cloud KMS key versions live: `hsm` (default; the only level at which Cloud
+    /// KMS signs secp256k1) or `software`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protection_level: Option<GcpProtectionLevel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_keys: Option<RemoteSigningKeys>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrapped_key_cache: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+}
+
+/// `kms.lux.google-cloud-kms.protection_level`: Cloud KMS's `ProtectionLevel` for new keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GcpProtectionLevel {
+    /// Cloud HSM (FIPS 140-2 level 3); offers EC_SIGN_SECP256K1_SHA256.
+    #[default]
+    Hsm,
+    /// Software keys; no secp256k1 (such keys are then kms-wrapped).
+    Software,
+}
+
+/// `kms.lux.aws-kms:` — AWS KMS. Credentials come from the standard AWS environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or the shared
+/// credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`, profile
+/// `AWS_PROFILE` or `profile`), never from this file.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsKmsConfig {
+    /// e.g. `us-east-1`; default `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The service's base URL; default `https://kms.<region>.amazonaws.com`. Tests point it at
+    /// LocalStack.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The profile of the shared credentials file; default `AWS_PROFILE`, else `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Prefix of the aliases of the root keys (`alias/<prefix>root-kek`); default `hanzo-kms-`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_keys: Option<RemoteSigningKeys>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrapped_key_cache: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+}
+
+/// `kms.lux.openbao:` (or `vault:`) — the Transit secrets engine of OpenBao or HashiCorp
+/// Vault. One of `token`, `token_file`, `token_env` (default: `$BAO_TOKEN`, then `$VAULT_TOKEN`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenBaoConfig {
+    /// e.g. `https://bao.internal:8200`; default `$BAO_ADDR`, then `$VAULT_ADDR`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<ConfigSecret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// Where the Transit engine is mounted; default `transit`.
+    #[serde(alias = "transit_mount", skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    /// Vault Enterprise / OpenBao namespace (`X-Vault-Namespace`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Prefix of Transit key names; default `hanzo-kms.`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_keys: Option<RemoteSigningKeys>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrapped_key_cache: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+}
+
+/// Where a remote provider keeps new signing keys it can sign with natively.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemoteSigningKeys {
+    /// In the service (`kms-resident`), where the service signs the algorithm (default).
+    #[default]
+    KmsResident,
+    /// Generated in software and kept wrapped under a KEK in the service (`kms-wrapped`):
+    /// software speed once unwrapped.
+    KmsWrapped,
+}
+
+/// The settings every remote service section shares, resolved with their defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteTuning {
+    /// How long an unwrapped kms-wrapped key stays in zeroizing memory after its last use
+    /// (`wrapped_key_cache`; default 60 s, `0` = never cached).
+    pub wrapped_key_cache: std::time::Duration,
+    /// One HTTP request, connection included (`timeout`; default 10 s).
+    pub timeout: std::time::Duration,
+    /// Opening the connection (`connect_timeout`; default 5 s).
+    pub connect_timeout: std::time::Duration,
+    /// Retries of a throttled or unavailable call, with exponential backoff (`max_retries`;
+    /// default 3).
+    pub max_retries: u32,
+    pub signing_keys: RemoteSigningKeys,
+}
+
+impl RemoteTuning {
+    pub const DEFAULT_WRAPPED_KEY_CACHE: std::time::Duration = std::time::Duration::from_secs(60);
+    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+    pub const DEFAULT_MAX_RETRIES: u32 = 3;
+
+    fn resolve(
+        cache: Option<Duration>,
+        timeout: Option<Duration>,
+        connect: Option<Duration>,
+        retries: Option<u32>,
+        signing_keys: Option<RemoteSigningKeys>,
+    ) -> Self {
+        Self {
+            wrapped_key_cache: cache.map_or(Self::DEFAULT_WRAPPED_KEY_CACHE, |d| d.0),
+            timeout: timeout.map_or(Self::DEFAULT_TIMEOUT, |d| d.0),
+            connect_timeout: connect.map_or(Self::DEFAULT_CONNECT_TIMEOUT, |d| d.0),
+            max_retries: retries.unwrap_or(Self::DEFAULT_MAX_RETRIES),
+            signing_keys: signing_keys.unwrap_or_default(),
+        }
+    }
+}
+
+impl GoogleCloudKmsConfig {
+    pub fn tuning(&self) -> RemoteTuning {
+        RemoteTuning::resolve(
+            self.wrapped_key_cache,
+            self.timeout,
+            self.connect_timeout,
+            self.max_retries,
+            self.signing_keys,
+        )
+    }
+}
+
+impl AwsKmsConfig {
+    pub fn tuning(&self) -> RemoteTuning {
+        RemoteTuning::resolve(
+            self.wrapped_key_cache,
+            self.timeout,
+            self.connect_timeout,
+            self.max_retries,
+            self.signing_keys,
+        )
+    }
+}
+
+impl OpenBaoConfig {
+    pub fn tuning(&self) -> RemoteTuning {
+        RemoteTuning::resolve(
+            self.wrapped_key_cache,
+            self.timeout,
+            self.connect_timeout,
+            self.max_retries,
+            self.signing_keys,
+        )
+    }
 }
 
 /// A PKCS#11 provider section (`softhsm2`, `thales-luna`, `yubihsm2`, ...).
@@ -888,7 +1093,7 @@ impl Config {
 }
 
 /// Keys that contain a hyphen; an environment variable spells them with `_`.
-const HYPHENATED: [&str; 3] = ["google-cloud-kms", "thales-luna", "aws-cloudhsm"];
+const HYPHENATED: [&str; 4] = ["google-cloud-kms", "thales-luna", "aws-cloudhsm", "aws-kms"];
 
 fn apply_override(tree: &mut Value, path: &str, raw: &str) -> Result<()> {
     let segments: Vec<String> = path
@@ -1010,6 +1215,39 @@ mod tests {
             Some(1_000_000)
         );
         assert_eq!(c.server.rest_addr, "127.0.0.1:8200");
+    }
+
+    #[test]
+    fn remote_sections_load_and_vault_is_openbao() {
+        let c = load(
+            "kms:\n  lux:\n    provider: vault\n    vault:\n      address: http://127.0.0.1:8200\n      token: s.secret\n      transit_mount: kms\n      wrapped_key_cache: 5s\n    aws-kms:\n      region: eu-west-1\n      endpoint: http://127.0.0.1:4566\n      max_retries: 0\n    google-cloud-kms:\n      project_id: p\n      location: global\n      key_ring: r\n      credentials: /x.json\n      endpoint: http://127.0.0.1:9\n",
+        )
+        .unwrap();
+        assert_eq!(c.kms.lux.provider, ProviderKind::Openbao);
+        assert!(c.kms.lux.provider.is_remote() && !c.kms.lux.provider.is_pkcs11());
+        let b = c.kms.lux.openbao.as_ref().unwrap();
+        assert_eq!(b.mount.as_deref(), Some("kms"));
+        assert_eq!(
+            b.tuning().wrapped_key_cache,
+            std::time::Duration::from_secs(5)
+        );
+        assert_eq!(b.tuning().timeout, RemoteTuning::DEFAULT_TIMEOUT);
+        let a = c.kms.lux.aws_kms.as_ref().unwrap();
+        assert_eq!(a.tuning().max_retries, 0);
+        assert_eq!(
+            c.kms
+                .lux
+                .google_cloud_kms
+                .as_ref()
+                .unwrap()
+                .endpoint
+                .as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        let shown = c.to_redacted_yaml().unwrap();
+        assert!(!shown.contains("s.secret"), "{shown}");
+        let e = load("kms:\n  lux:\n    openbao:\n      adress: x\n").unwrap_err();
+        assert!(e.to_string().contains("kms.lux.openbao.adress"), "{e}");
     }
 
     #[test]

@@ -66,6 +66,12 @@ pub enum Origin {
     /// Generated in software, stored wrapped under an HSM-resident KEK, unwrapped into zeroizing
     /// memory to use.
     HsmWrapped,
+    /// Generated inside a remote key service (Google Cloud KMS, AWS KMS, OpenBao Transit) and
+    /// used there; never leaves it.
+    KmsResident,
+    /// Generated in software, stored wrapped under a KEK inside a remote key service, unwrapped
+    /// there into zeroizing memory to use (DESIGN.md §8).
+    KmsWrapped,
     /// Generated in software and stored sealed under the software provider's master key.
     Software,
 }
@@ -75,6 +81,8 @@ impl Origin {
         match self {
             Self::HsmResident => "hsm-resident",
             Self::HsmWrapped => "hsm-wrapped",
+            Self::KmsResident => "kms-resident",
+            Self::KmsWrapped => "kms-wrapped",
             Self::Software => "software",
         }
     }
@@ -86,6 +94,8 @@ impl FromStr for Origin {
         Ok(match s {
             "hsm-resident" => Self::HsmResident,
             "hsm-wrapped" => Self::HsmWrapped,
+            "kms-resident" => Self::KmsResident,
+            "kms-wrapped" => Self::KmsWrapped,
             "software" => Self::Software,
             _ => return Err(Error::invalid(format!("unknown key origin '{s}'"))),
         })

@@ -17,6 +17,8 @@
 //! | [`rsa`] | RSA-OAEP-SHA256 encryption to a device's public key |
 //! | [`hybrid`] | sealing to a device-held key: ECDH or RSA-OAEP, then AES-256-GCM |
 //! | [`mac`] | HMAC-SHA256 |
+//! | [`ecdsa`] | DER and raw ECDSA signatures to our encodings (secp256k1 r‖s‖v, low S) |
+//! | [`cache`] | the bounded cache of unwrapped hsm-wrapped and kms-wrapped key material |
 //!
 //! A provider is a thin layer over these: where the key material lives (sealed under a master
 //! key, wrapped under an HSM's key, or inside a device) is the provider's business; what is done
@@ -25,7 +27,9 @@
 #![forbid(unsafe_code)]
 
 pub mod aead;
+pub mod cache;
 pub mod ecdh;
+pub mod ecdsa;
 pub mod hkdf;
 pub mod hybrid;
 pub mod mac;

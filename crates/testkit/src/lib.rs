@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod gcp_fake;
 pub mod pkcs11;
 pub mod softhsm;
 

@@ -82,7 +82,10 @@ fn install_hint(vendor: ProviderKind) -> &'static str {
         ProviderKind::AwsCloudhsm => "install the CloudHSM PKCS#11 client (SDK 5) from AWS",
         ProviderKind::Fortanix => "install the Fortanix DSM PKCS#11 library",
         ProviderKind::Zymbit => "install Zymbit's zkpkcs11 package",
-        ProviderKind::GoogleCloudKms | ProviderKind::Software => "it is not a PKCS#11 provider",
+        ProviderKind::AwsKms
+        | ProviderKind::GoogleCloudKms
+        | ProviderKind::Openbao
+        | ProviderKind::Software => "it is not a PKCS#11 provider",
     }
 }
 

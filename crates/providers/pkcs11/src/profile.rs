@@ -204,9 +204,11 @@ mod tests {
     fn every_pkcs11_kind_has_exactly_one_profile() {
         for kind in [
             ProviderKind::AwsCloudhsm,
+            ProviderKind::AwsKms,
             ProviderKind::Fortanix,
             ProviderKind::GoogleCloudKms,
             ProviderKind::Nitrokey,
+            ProviderKind::Openbao,
             ProviderKind::Software,
             ProviderKind::Softhsm2,
             ProviderKind::ThalesLuna,

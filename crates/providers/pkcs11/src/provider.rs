@@ -27,8 +27,8 @@ use crate::profile::Profile;
 use crate::roots::{ROOT_MAC_ID, find_or_make_secret, missing_root, open_root};
 use crate::scheme::{self, RootPublic, root_class, root_object_id};
 use crate::settings::Pkcs11Settings;
-use crate::wrapped::UnwrapCache;
 use crate::{PoolStats, pool};
+use hanzo_kms_crypto::cache::UnwrapCache;
 
 /// A PKCS#11 token used as a Hanzo KMS provider.
 pub struct Pkcs11Provider {

@@ -3,17 +3,12 @@
 //! HMAC, sealed under the token's root with its wrapping scheme (see `scheme`), and opened by
 //! the token into zeroizing memory for each use or from the unwrapped-key cache.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use cryptoki::error::{Error as CkError, RvError};
 use hanzo_kms_core::{
     Algorithm, Error, ErrorKind, GeneratedKey, KeyHandle, KeyRef, KeySpec, Origin, PublicKey,
     Result, SecretBytes,
 };
 use hanzo_kms_crypto::hybrid;
-use sha2::{Digest, Sha256};
 
 use crate::Pkcs11Provider;
 use crate::error::is_bad_tag;
@@ -27,9 +22,6 @@ use crate::scheme::{RootPublic, ecdh_derive, root_class, root_object_id, rsa_dec
 /// opened as another.
 pub(crate) const KEY_MATERIAL: &[u8] = b"key-material";
 pub(crate) const MAC_KEY: &[u8] = b"mac-key";
-
-/// At most this many unwrapped keys are kept; the least recently used goes first.
-const CACHE_MAX: usize = 1024;
 
 impl Pkcs11Provider {
     /// Seal `plaintext` under this token's root: the bytes of a sealed handle.
@@ -165,7 +157,7 @@ impl Pkcs11Provider {
         sealed: &Sealed<'_>,
     ) -> Result<SecretBytes> {
         let aad = hanzo_kms_crypto::seal::material_aad(key.name, key.version, key.algorithm);
-        let slot = cache_slot(&aad, key.handle.as_bytes());
+        let slot = hanzo_kms_crypto::cache::slot(&aad, key.handle.as_bytes());
         if let Some(m) = self.unwrapped.get(&slot) {
             return Ok(m);
         }
@@ -189,104 +181,5 @@ impl Pkcs11Provider {
         })?;
         self.unwrapped.put(slot, &material);
         Ok(material)
-    }
-}
-
-/// Unwrapped key material kept in zeroizing memory for `ttl` after its last use, at most
-/// [`CACHE_MAX`] entries. Keyed by a digest of the key's binding (name, version, algorithm)
-/// and its sealed handle, so a copied handle under another name is not served.
-pub(crate) struct UnwrapCache {
-    ttl: Duration,
-    map: Mutex<HashMap<[u8; 32], (SecretBytes, Instant)>>,
-}
-
-impl UnwrapCache {
-    pub(crate) fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, slot: &[u8; 32]) -> Option<SecretBytes> {
-        if self.ttl.is_zero() {
-            return None;
-        }
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match map.get_mut(slot) {
-            Some((m, used)) if now.duration_since(*used) < self.ttl => {
-                *used = now;
-                Some(SecretBytes::new(m.expose().to_vec()))
-            }
-            Some(_) => {
-                map.remove(slot);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn put(&self, slot: [u8; 32], material: &SecretBytes) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        map.retain(|_, (_, used)| now.duration_since(*used) < self.ttl);
-        if map.len() >= CACHE_MAX
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| *k)
-        {
-            map.remove(&oldest);
-        }
-        map.insert(slot, (SecretBytes::new(material.expose().to_vec()), now));
-    }
-
-    /// Forget everything (a key was destroyed, or the provider is going away).
-    pub(crate) fn clear(&self) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-}
-
-fn cache_slot(aad: &[u8], handle: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update((aad.len() as u64).to_be_bytes());
-    h.update(aad);
-    h.update(handle);
-    h.finalize().into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cache_expires_evicts_and_can_be_off() {
-        let c = UnwrapCache::new(Duration::from_millis(50));
-        c.put([1; 32], &SecretBytes::new(vec![7; 32]));
-        assert_eq!(c.get(&[1; 32]).unwrap().expose(), &[7; 32]);
-        std::thread::sleep(Duration::from_millis(80));
-        assert!(c.get(&[1; 32]).is_none(), "expired");
-        let off = UnwrapCache::new(Duration::ZERO);
-        off.put([1; 32], &SecretBytes::new(vec![7; 32]));
-        assert!(off.get(&[1; 32]).is_none());
-        let big = UnwrapCache::new(Duration::from_secs(60));
-        for i in 0..=CACHE_MAX {
-            let mut k = [0u8; 32];
-            k[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            big.put(k, &SecretBytes::new(vec![1]));
-        }
-        assert_eq!(big.map.lock().unwrap().len(), CACHE_MAX);
-        assert!(big.get(&[0; 32]).is_none(), "the oldest went first");
-    }
-
-    #[test]
-    fn cache_slots_bind_name_and_handle() {
-        assert_ne!(cache_slot(b"a", b"h"), cache_slot(b"b", b"h"));
-        assert_ne!(cache_slot(b"a", b"h"), cache_slot(b"a", b"i"));
-        assert_ne!(cache_slot(b"ab", b"c"), cache_slot(b"a", b"bc"));
     }
 }

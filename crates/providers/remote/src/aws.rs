@@ -1,0 +1,521 @@
+//! The AWS KMS client (`provider: aws-kms`): the JSON 1.1 protocol (`X-Amz-Target:
+//! TrentService.<Operation>`) signed with our own SigV4 ([`crate::sigv4`]).
+//!
+//! | our call | AWS KMS |
+//! |---|---|
+//! | AES key | `CreateKey` `SYMMETRIC_DEFAULT`, `ENCRYPT_DECRYPT` |
+//! | encrypt / decrypt | `Encrypt` / `Decrypt` with `EncryptionContext {"hanzo-kms-aad": "v1:" ‖ base64(aad)}` |
+//! | secp256k1 / P-256 key | `CreateKey` `ECC_SECG_P256K1` / `ECC_NIST_P256`, `SIGN_VERIFY` |
+//! | sign | `Sign` `MessageType=DIGEST`, `ECDSA_SHA_256` (DER answer) |
+//! | public key | `GetPublicKey` (DER SubjectPublicKeyInfo) |
+//! | HMAC | `CreateKey` `HMAC_256`, `GenerateMac` `HMAC_SHA_256` |
+//! | root keys | aliases `alias/<key_prefix>root-kek`, `alias/<key_prefix>root-mac` (`DescribeKey`, `CreateAlias`) |
+//! | destroy | `ScheduleKeyDeletion` (7 days, the shortest AWS allows; the key is unusable at once) |
+//!
+//! Ed25519 and ML-DSA-65 keys are kms-wrapped. Credentials: `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), else the shared credentials file; they
+//! are read once at start (no instance metadata, SSO or role assumption yet).
+
+use std::path::PathBuf;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use hanzo_kms_core::config::{AwsKmsConfig, ConfigSecret};
+use hanzo_kms_core::{Algorithm, Error, ErrorKind, Result, SecretBytes};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::http::{Http, Reply, Verdict, error_text};
+use crate::service::{KeyUse, RemoteKms};
+use crate::sigv4::{self, Credentials};
+
+const SERVICE: &str = "aws-kms";
+/// The default prefix of the root keys' aliases.
+pub const DEFAULT_KEY_PREFIX: &str = "hanzo-kms-";
+/// The shortest waiting period AWS KMS allows before deleting a key.
+const PENDING_DAYS: u32 = 7;
+
+/// An AWS KMS client.
+pub struct AwsKms {
+    http: Http,
+    endpoint: String,
+    host: String,
+    region: String,
+    creds: Credentials,
+    creds_source: String,
+    key_prefix: String,
+}
+
+impl std::fmt::Debug for AwsKms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsKms")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("credentials", &self.creds_source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsKms {
+    /// A client from the config section; `env` looks up environment variables.
+    pub fn from_config(c: &AwsKmsConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        let cfg = |m: String| Error::new(ErrorKind::Config, format!("kms.lux.aws-kms: {m}"));
+        let region = c
+            .region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .ok_or_else(|| cfg("no region (set region, or $AWS_REGION)".into()))?;
+        let endpoint = c
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://kms.{region}.amazonaws.com"));
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        let host = endpoint
+            .strip_prefix("https://")
+            .or_else(|| endpoint.strip_prefix("http://"))
+            .filter(|h| !h.is_empty() && !h.contains('/'))
+            .ok_or_else(|| {
+                cfg(format!(
+                    "endpoint '{endpoint}' is not http(s)://host[:port]"
+                ))
+            })?
+            .to_owned();
+        let (creds, creds_source) = credentials(c, env)?;
+        Ok(Self {
+            http: Http::new(SERVICE, &c.tuning()),
+            endpoint,
+            host,
+            region,
+            creds,
+            creds_source,
+            key_prefix: c
+                .key_prefix
+                .clone()
+                .unwrap_or_else(|| DEFAULT_KEY_PREFIX.into()),
+        })
+    }
+
+    /// The endpoint, for messages.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The alias of root key `label`: `alias/<key_prefix><label>`.
+    fn alias(&self, label: &str) -> String {
+        format!("alias/{}{label}", self.key_prefix)
+    }
+
+    /// One call of `operation` with a JSON body; errors are classified by `__type`.
+    fn call(&self, operation: &str, body: &Value, about: &str) -> Result<Value> {
+        let bytes =
+            Zeroizing::new(serde_json::to_vec(body).map_err(|e| Error::internal(e.to_string()))?);
+        let target = format!("TrentService.{operation}");
+        let url = format!("{}/", self.endpoint);
+        let describe = || format!("{operation} ({about}) at {}", self.endpoint);
+        let build = || -> Result<ureq::http::Request<Vec<u8>>> {
+            let now = time::OffsetDateTime::now_utc();
+            let amz_date = now
+                .format(time::macros::format_description!(
+                    "[year][month][day]T[hour][minute][second]Z"
+                ))
+                .map_err(|e| Error::internal(e.to_string()))?;
+            let mut headers: Vec<(&str, &str)> = vec![
+                ("content-type", "application/x-amz-json-1.1"),
+                ("host", &self.host),
+                ("x-amz-date", &amz_date),
+                ("x-amz-target", &target),
+            ];
+            if let Some(t) = &self.creds.session_token {
+                headers.push(("x-amz-security-token", t.expose()));
+            }
+            let auth = sigv4::authorization(
+                &self.creds,
+                &self.region,
+                "kms",
+                &amz_date,
+                &sigv4::Request {
+                    method: "POST",
+                    path: "/",
+                    query: "",
+                    headers: &headers,
+                    body: &bytes,
+                },
+            );
+            let mut b = ureq::http::Request::builder().method("POST").uri(&url);
+            for (n, v) in headers.iter().filter(|(n, _)| *n != "host") {
+                b = b.header(*n, *v);
+            }
+            b.header("authorization", auth)
+                .body(bytes.to_vec())
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("{SERVICE}: bad request to {url}: {e}"),
+                    )
+                })
+        };
+        let judge = |r: &Reply| {
+            let kind = error_type(r);
+            if matches!(r.status, 429 | 500 | 502 | 503 | 504)
+                || matches!(
+                    kind.as_str(),
+                    "ThrottlingException"
+                        | "KMSInternalException"
+                        | "DependencyTimeoutException"
+                        | "LimitExceededException"
+                )
+            {
+                Verdict::Retry
+            } else {
+                Verdict::Done
+            }
+        };
+        let reply = self.http.send(&describe, &build, &judge)?;
+        if (200..300).contains(&reply.status) {
+            return reply.json().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("{SERVICE}: {}: the answer is not JSON", describe()),
+                )
+            });
+        }
+        Err(self.classify(&reply, &describe()))
+    }
+
+    fn classify(&self, r: &Reply, what: &str) -> Error {
+        let kind = error_type(r);
+        let text = error_text(r);
+        let (ek, why) = match kind.as_str() {
+            "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "IncompleteSignature"
+            | "AccessDeniedException"
+            | "ExpiredTokenException"
+            | "MissingAuthenticationToken" => (
+                ErrorKind::Config,
+                format!("the credentials from {} were refused", self.creds_source),
+            ),
+            "InvalidCiphertextException" | "IncorrectKeyException" => {
+                return Error::authentication_failed();
+            }
+            "NotFoundException" => (
+                ErrorKind::Unavailable,
+                "the key does not exist (deleted outside hanzo-kms?)".into(),
+            ),
+            "DisabledException" | "KMSInvalidStateException" => (
+                ErrorKind::Unavailable,
+                "the key is disabled or pending deletion".into(),
+            ),
+            "InvalidKeyUsageException" | "UnsupportedOperationException" => {
+                (ErrorKind::Unsupported, "the key cannot do this".into())
+            }
+            "ValidationException" | "InvalidAliasNameException" => {
+                (ErrorKind::InvalidArgument, "the request was refused".into())
+            }
+            _ => (ErrorKind::Unavailable, format!("HTTP {}", r.status)),
+        };
+        Error::new(ek, format!("{SERVICE}: {what}: {why} ({kind}: {text})"))
+    }
+
+    fn describe_key(&self, key_id: &str) -> Result<Option<Value>> {
+        match self.call("DescribeKey", &json!({"KeyId": key_id}), key_id) {
+            Ok(v) => Ok(Some(v["KeyMetadata"].clone())),
+            Err(e) if e.message().contains("NotFoundException") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn key_id(v: &Value, what: &str) -> Result<String> {
+        v["KeyMetadata"]["KeyId"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("{SERVICE}: {what}: no KeyId in the answer"),
+                )
+            })
+    }
+
+    fn blob(v: &Value, field: &str, what: &str) -> Result<Vec<u8>> {
+        v[field]
+            .as_str()
+            .and_then(|s| B64.decode(s).ok())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("{SERVICE}: {what}: no {field} in the answer"),
+                )
+            })
+    }
+}
+
+/// The `EncryptionContext` that binds `aad`: base64 of it, or its SHA-256 when long (the
+/// context is limited in size; the local layer of `encrypt` binds the whole AAD anyway).
+fn context(aad: &[u8]) -> Value {
+    let value = if aad.len() <= 1024 {
+        format!("v1:{}", B64.encode(aad))
+    } else {
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, aad);
+        format!("v1-sha256:{}", hex::encode(d.as_ref()))
+    };
+    json!({"hanzo-kms-aad": value})
+}
+
+/// The error's `__type` without its namespace (`com.amazonaws.kms#NotFoundException`).
+fn error_type(r: &Reply) -> String {
+    r.json()
+        .and_then(|v| v["__type"].as_str().map(str::to_owned))
+        .map(|t| t.rsplit('#').next().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+}
+
+/// Credentials from the environment, else the shared credentials file.
+fn credentials(
+    c: &AwsKmsConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Credentials, String)> {
+    if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        return Ok((
+            Credentials {
+                access_key_id: id,
+                secret_access_key: ConfigSecret::new(secret),
+                session_token: env("AWS_SESSION_TOKEN").map(ConfigSecret::new),
+            },
+            "$AWS_ACCESS_KEY_ID".into(),
+        ));
+    }
+    let path = env("AWS_SHARED_CREDENTIALS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{SERVICE}: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                ),
+            )
+        })?;
+    let profile = c
+        .profile
+        .clone()
+        .or_else(|| env("AWS_PROFILE"))
+        .unwrap_or_else(|| "default".into());
+    let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "{SERVICE}: no credentials: AWS_ACCESS_KEY_ID is not set and {} cannot be read",
+                path.display()
+            ),
+        )
+        .with_source(e)
+    })?);
+    let mut section = String::new();
+    let (mut id, mut secret, mut token) = (None, None, None);
+    for line in text.lines().map(str::trim) {
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = s.trim().to_owned();
+            continue;
+        }
+        if section != profile {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim().to_owned();
+            match k.trim() {
+                "aws_access_key_id" => id = Some(v),
+                "aws_secret_access_key" => secret = Some(ConfigSecret::new(v)),
+                "aws_session_token" => token = Some(ConfigSecret::new(v)),
+                _ => {}
+            }
+        }
+    }
+    let source = format!("profile '{profile}' of {}", path.display());
+    match (id, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => Ok((
+            Credentials {
+                access_key_id,
+                secret_access_key,
+                session_token: token,
+            },
+            source,
+        )),
+        _ => Err(Error::new(
+            ErrorKind::Config,
+            format!("{SERVICE}: {source} has no aws_access_key_id and aws_secret_access_key"),
+        )),
+    }
+}
+
+impl RemoteKms for AwsKms {
+    fn service(&self) -> &'static str {
+        SERVICE
+    }
+
+    fn signs(&self, alg: Algorithm) -> bool {
+        matches!(alg, Algorithm::Secp256k1 | Algorithm::P256)
+    }
+
+    fn create_key(&self, usage: KeyUse, label: &str) -> Result<String> {
+        let (spec, key_usage) = match usage {
+            KeyUse::Aes => ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT"),
+            KeyUse::Hmac => ("HMAC_256", "GENERATE_VERIFY_MAC"),
+            KeyUse::Sign(Algorithm::Secp256k1) => ("ECC_SECG_P256K1", "SIGN_VERIFY"),
+            KeyUse::Sign(Algorithm::P256) => ("ECC_NIST_P256", "SIGN_VERIFY"),
+            KeyUse::Sign(other) => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("{SERVICE}: hanzo-kms does not keep {other} keys in AWS KMS"),
+                ));
+            }
+        };
+        let what = format!("creating {label}");
+        let v = self.call(
+            "CreateKey",
+            &json!({"KeySpec": spec, "KeyUsage": key_usage, "Description": format!("hanzo-kms {label}")}),
+            &what,
+        )?;
+        Self::key_id(&v, &what)
+    }
+
+    fn find_root(&self, label: &str) -> Result<Option<String>> {
+        let alias = self.alias(label);
+        Ok(self
+            .describe_key(&alias)?
+            .and_then(|m| m["KeyId"].as_str().map(str::to_owned)))
+    }
+
+    fn create_root(&self, usage: KeyUse, label: &str) -> Result<String> {
+        let id = self.create_key(usage, label)?;
+        let alias = self.alias(label);
+        match self.call(
+            "CreateAlias",
+            &json!({"AliasName": alias, "TargetKeyId": id}),
+            &alias,
+        ) {
+            Ok(_) => Ok(id),
+            Err(e) if e.message().contains("AlreadyExistsException") => {
+                // Another process made it first: use theirs, drop ours.
+                let _ = self.destroy(&id);
+                self.find_root(label)?.ok_or(e)
+            }
+            Err(e) => {
+                let _ = self.destroy(&id);
+                Err(e)
+            }
+        }
+    }
+
+    fn encrypt(&self, id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        let pt = Zeroizing::new(B64.encode(plaintext));
+        let body =
+            json!({"KeyId": id, "Plaintext": pt.as_str(), "EncryptionContext": context(aad)});
+        let mut body = body;
+        let r = self.call("Encrypt", &body, id);
+        hanzo_kms_core::secret::wipe_json(&mut body);
+        Self::blob(&r?, "CiphertextBlob", "Encrypt")
+    }
+
+    fn decrypt(&self, id: &str, ciphertext: &[u8], aad: &[u8]) -> Result<SecretBytes> {
+        let body = json!({"KeyId": id, "CiphertextBlob": B64.encode(ciphertext), "EncryptionContext": context(aad)});
+        let mut v = self.call("Decrypt", &body, id)?;
+        let plain = v["Plaintext"]
+            .as_str()
+            .and_then(|p| B64.decode(p).ok())
+            .map(SecretBytes::new);
+        hanzo_kms_core::secret::wipe_json(&mut v);
+        plain.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("{SERVICE}: Decrypt: no Plaintext in the answer"),
+            )
+        })
+    }
+
+    fn sign(&self, id: &str, alg: Algorithm, input: &[u8]) -> Result<Vec<u8>> {
+        if !self.signs(alg) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("{SERVICE}: cannot sign {alg}"),
+            ));
+        }
+        let v = self.call(
+            "Sign",
+            &json!({"KeyId": id, "Message": B64.encode(input), "MessageType": "DIGEST", "SigningAlgorithm": "ECDSA_SHA_256"}),
+            id,
+        )?;
+        Self::blob(&v, "Signature", "Sign")
+    }
+
+    fn public_key(&self, id: &str, alg: Algorithm) -> Result<Vec<u8>> {
+        let v = self.call("GetPublicKey", &json!({"KeyId": id}), id)?;
+        let der = Self::blob(&v, "PublicKey", "GetPublicKey")?;
+        let oid = match alg {
+            Algorithm::Secp256k1 => hanzo_kms_crypto::ecdsa::OID_SECP256K1,
+            _ => hanzo_kms_crypto::ecdsa::OID_P256,
+        };
+        hanzo_kms_crypto::ecdsa::spki_ec_point(&der, oid)
+            .map(|p| p.to_vec())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("{SERVICE}: GetPublicKey ({id}): not a {alg} key"),
+                )
+            })
+    }
+
+    fn mac(&self, id: &str, data: &[u8]) -> Result<[u8; 32]> {
+        let v = self.call(
+            "GenerateMac",
+            &json!({"KeyId": id, "Message": B64.encode(data), "MacAlgorithm": "HMAC_SHA_256"}),
+            id,
+        )?;
+        Self::blob(&v, "Mac", "GenerateMac")?
+            .try_into()
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("{SERVICE}: GenerateMac ({id}): not 32 bytes"),
+                )
+            })
+    }
+
+    fn destroy(&self, id: &str) -> Result<()> {
+        match self.call(
+            "ScheduleKeyDeletion",
+            &json!({"KeyId": id, "PendingWindowInDays": PENDING_DAYS}),
+            id,
+        ) {
+            Ok(_) => Ok(()),
+            // Already scheduled, or gone.
+            Err(e)
+                if e.message().contains("KMSInvalidStateException")
+                    || e.message().contains("NotFoundException") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn health(&self, root_id: &str) -> Result<()> {
+        let meta = self.describe_key(root_id)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("{SERVICE}: the root key {root_id} does not exist"),
+            )
+        })?;
+        match meta["KeyState"].as_str() {
+            Some("Enabled") => Ok(()),
+            other => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "{SERVICE}: the root key {root_id} is {}",
+                    other.unwrap_or("in an unknown state")
+                ),
+            )),
+        }
+    }
+}

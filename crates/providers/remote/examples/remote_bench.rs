@@ -38,12 +38,27 @@ fn time(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
         .collect()
 }
 
-fn bench<S: RemoteKms>(p: &RemoteProvider<S>, raw_wrap: &dyn Fn(&str, &[u8], &[u8])) {
+/// A bare wrap call: key id, plaintext, AAD.
+type RawWrap<'a> = &'a dyn Fn(&str, &[u8], &[u8]);
+
+fn bench<S: RemoteKms>(p: &RemoteProvider<S>, raw_wrap: RawWrap<'_>) {
     let name = KeyName::parse("model:bench:m", Separator::default()).unwrap();
-    let spec = |alg| KeySpec { name: &name, version: 1, algorithm: alg, label: "model/bench/m/v1" };
+    let spec = |alg| KeySpec {
+        name: &name,
+        version: 1,
+        algorithm: alg,
+        label: "model/bench/m/v1",
+    };
     let g = p.generate(&spec(Algorithm::Aes256Gcm)).unwrap();
-    let k = KeyRef { name: &name, version: 1, algorithm: Algorithm::Aes256Gcm, handle: &g.handle };
-    let id = std::str::from_utf8(&g.handle.as_bytes()[3..]).unwrap().to_owned();
+    let k = KeyRef {
+        name: &name,
+        version: 1,
+        algorithm: Algorithm::Aes256Gcm,
+        handle: &g.handle,
+    };
+    let id = std::str::from_utf8(&g.handle.as_bytes()[3..])
+        .unwrap()
+        .to_owned();
     let aad = [7u8; 80];
     // Interleaved, so that load from elsewhere on the machine falls on both alike.
     let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -63,17 +78,42 @@ fn bench<S: RemoteKms>(p: &RemoteProvider<S>, raw_wrap: &dyn Fn(&str, &[u8], &[u
     let (raw, _) = report(&format!("{} DEK wrap (bare HTTP call)", p.name()), b);
     println!("  overhead at p50: {:.1} %", (ours / raw - 1.0) * 100.0);
     let (_, w) = p.generate_data_key(&k, &aad).unwrap();
-    report(&format!("{} DEK unwrap (provider)", p.name()), time(N, || {
-        p.unwrap_data_key(&k, &w, &aad).unwrap();
-    }));
+    report(
+        &format!("{} DEK unwrap (provider)", p.name()),
+        time(N, || {
+            p.unwrap_data_key(&k, &w, &aad).unwrap();
+        }),
+    );
     let pn = KeyName::parse("poai:bench:m", Separator::default()).unwrap();
-    let alg = if p.resident(Algorithm::Secp256k1) { Algorithm::Secp256k1 } else { Algorithm::P256 };
-    let s = p.generate(&KeySpec { name: &pn, version: 1, algorithm: alg, label: "poai/bench/m/v1" }).unwrap();
-    let sr = KeyRef { name: &pn, version: 1, algorithm: alg, handle: &s.handle };
+    let alg = if p.resident(Algorithm::Secp256k1) {
+        Algorithm::Secp256k1
+    } else {
+        Algorithm::P256
+    };
+    let s = p
+        .generate(&KeySpec {
+            name: &pn,
+            version: 1,
+            algorithm: alg,
+            label: "poai/bench/m/v1",
+        })
+        .unwrap();
+    let sr = KeyRef {
+        name: &pn,
+        version: 1,
+        algorithm: alg,
+        handle: &s.handle,
+    };
     let v = time(N / 2, || {
         p.sign(&sr, &[5u8; 32]).unwrap();
     });
-    let (p50, _) = report(&format!("{} sign {alg}, kms-resident (normalised+verified)", p.name()), v);
+    let (p50, _) = report(
+        &format!(
+            "{} sign {alg}, kms-resident (normalised+verified)",
+            p.name()
+        ),
+        v,
+    );
     println!(
         "  computed, not measured end to end: one such signature per Merkle batch of 1,024 bounds a thread at {:.0} attestations/s",
         1024.0 / (p50 / 1e6)
@@ -86,9 +126,19 @@ fn wrapped_vs_software<S: RemoteKms>(p: &RemoteProvider<S>) {
     assert!(!p.resident(Algorithm::Secp256k1));
     let name = KeyName::parse("poai:bench:w", Separator::default()).unwrap();
     let g = p
-        .generate(&KeySpec { name: &name, version: 1, algorithm: Algorithm::Secp256k1, label: "poai/bench/w/v1" })
+        .generate(&KeySpec {
+            name: &name,
+            version: 1,
+            algorithm: Algorithm::Secp256k1,
+            label: "poai/bench/w/v1",
+        })
         .unwrap();
-    let k = KeyRef { name: &name, version: 1, algorithm: Algorithm::Secp256k1, handle: &g.handle };
+    let k = KeyRef {
+        name: &name,
+        version: 1,
+        algorithm: Algorithm::Secp256k1,
+        handle: &g.handle,
+    };
     let n = 20_000;
     p.sign(&k, &[1; 32]).unwrap();
     let t = Instant::now();
@@ -99,7 +149,8 @@ fn wrapped_vs_software<S: RemoteKms>(p: &RemoteProvider<S>) {
     let (material, _) = hanzo_kms_crypto::material::generate(Algorithm::Secp256k1).unwrap();
     let t = Instant::now();
     for i in 0..n {
-        hanzo_kms_crypto::material::sign(Algorithm::Secp256k1, &material, &[(i % 251) as u8; 32]).unwrap();
+        hanzo_kms_crypto::material::sign(Algorithm::Secp256k1, &material, &[(i % 251) as u8; 32])
+            .unwrap();
     }
     let soft = n as f64 / t.elapsed().as_secs_f64();
     println!(
@@ -115,12 +166,31 @@ fn main() {
         signing_keys: keys,
         wrapped_key_cache: Duration::from_secs(60),
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    if let (Ok(addr), Ok(token)) = (std::env::var("HANZO_KMS_TEST_OPENBAO_ADDR"), std::env::var("HANZO_KMS_TEST_OPENBAO_TOKEN")) {
-        let c = OpenBaoConfig { address: Some(addr.clone()), token: Some(ConfigSecret::new(token.clone())), ..Default::default() };
-        let p = RemoteProvider::open(OpenBao::from_config(&c, &|_| None).unwrap(), &settings(RemoteSigningKeys::KmsResident), true).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    if let (Ok(addr), Ok(token)) = (
+        std::env::var("HANZO_KMS_TEST_OPENBAO_ADDR"),
+        std::env::var("HANZO_KMS_TEST_OPENBAO_TOKEN"),
+    ) {
+        let c = OpenBaoConfig {
+            address: Some(addr.clone()),
+            token: Some(ConfigSecret::new(token.clone())),
+            ..Default::default()
+        };
+        let p = RemoteProvider::open(
+            OpenBao::from_config(&c, &|_| None).unwrap(),
+            &settings(RemoteSigningKeys::KmsResident),
+            true,
+        )
+        .unwrap();
         let raw = |id: &str, pt: &[u8], aad: &[u8]| {
-            let body = format!(r#"{{"plaintext":"{}","associated_data":"{}"}}"#, B64.encode(pt), B64.encode(aad));
+            let body = format!(
+                r#"{{"plaintext":"{}","associated_data":"{}"}}"#,
+                B64.encode(pt),
+                B64.encode(aad)
+            );
             let r = agent
                 .post(format!("{addr}/v1/transit/encrypt/{id}"))
                 .header("X-Vault-Token", &token)
@@ -135,12 +205,21 @@ fn main() {
         println!("skipped: OpenBao peer not running");
     }
     if let Ok(endpoint) = std::env::var("HANZO_KMS_TEST_AWS_ENDPOINT") {
-        let c = AwsKmsConfig { region: Some("us-east-1".into()), endpoint: Some(endpoint.clone()), ..Default::default() };
+        let c = AwsKmsConfig {
+            region: Some("us-east-1".into()),
+            endpoint: Some(endpoint.clone()),
+            ..Default::default()
+        };
         let env = |n: &str| match n {
             "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => Some("test".to_owned()),
             _ => None,
         };
-        let p = RemoteProvider::open(AwsKms::from_config(&c, &env).unwrap(), &settings(RemoteSigningKeys::KmsResident), true).unwrap();
+        let p = RemoteProvider::open(
+            AwsKms::from_config(&c, &env).unwrap(),
+            &settings(RemoteSigningKeys::KmsResident),
+            true,
+        )
+        .unwrap();
         let creds = hanzo_kms_remote::sigv4::Credentials {
             access_key_id: "test".into(),
             secret_access_key: ConfigSecret::new("test"),
@@ -154,7 +233,9 @@ fn main() {
                 B64.encode(aad)
             );
             let date = time::OffsetDateTime::now_utc()
-                .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+                .format(time::macros::format_description!(
+                    "[year][month][day]T[hour][minute][second]Z"
+                ))
                 .unwrap();
             let headers = [
                 ("content-type", "application/x-amz-json-1.1"),
@@ -167,7 +248,13 @@ fn main() {
                 "us-east-1",
                 "kms",
                 &date,
-                &hanzo_kms_remote::sigv4::Request { method: "POST", path: "/", query: "", headers: &headers, body: body.as_bytes() },
+                &hanzo_kms_remote::sigv4::Request {
+                    method: "POST",
+                    path: "/",
+                    query: "",
+                    headers: &headers,
+                    body: body.as_bytes(),
+                },
             );
             let r = agent
                 .post(format!("{endpoint}/"))
@@ -181,7 +268,12 @@ fn main() {
             let _ = r.into_body().read_to_vec().unwrap();
         };
         bench(&p, &raw);
-        let w = RemoteProvider::open(AwsKms::from_config(&c, &env).unwrap(), &settings(RemoteSigningKeys::KmsWrapped), true).unwrap();
+        let w = RemoteProvider::open(
+            AwsKms::from_config(&c, &env).unwrap(),
+            &settings(RemoteSigningKeys::KmsWrapped),
+            true,
+        )
+        .unwrap();
         wrapped_vs_software(&w);
     } else {
         println!("skipped: LocalStack peer not running");

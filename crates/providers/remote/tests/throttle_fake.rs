@@ -36,7 +36,10 @@ fn fake_server(throttled: usize) -> (String, Arc<AtomicUsize>) {
             let _ = reader.read_exact(&mut body);
             let n = count.fetch_add(1, Ordering::SeqCst);
             let (status, body) = if n < throttled {
-                ("429 Too Many Requests", r#"{"errors":["rate limit quota exceeded"]}"#)
+                (
+                    "429 Too Many Requests",
+                    r#"{"errors":["rate limit quota exceeded"]}"#,
+                )
             } else {
                 ("200 OK", r#"{"data":{}}"#)
             };
@@ -80,7 +83,10 @@ fn fake_server_throttled_past_the_retries_is_unavailable_naming_the_service() {
     let e = client(&addr, 2).find_root("root-kek").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     let text = e.to_string();
-    assert!(text.contains("openbao") && text.contains("HTTP 429") && text.contains("3 attempts"), "{text}");
+    assert!(
+        text.contains("openbao") && text.contains("HTTP 429") && text.contains("3 attempts"),
+        "{text}"
+    );
     assert!(!text.contains("fake-token"), "{text}");
     assert_eq!(seen.load(Ordering::SeqCst), 3);
 }

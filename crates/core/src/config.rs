@@ -199,7 +199,11 @@ impl<'de> Deserialize<'de> for Duration {
             ))
         };
         match Raw::deserialize(d)? {
-            Raw::Secs(n) => Ok(Self(std::time::Duration::from_secs(n))),
+            // In milliseconds, saturating, like `30s`: what renders as `<ms>ms` must read back
+            // (a count of seconds past u64::MAX milliseconds rendered as a number no one parses).
+            Raw::Secs(n) => Ok(Self(std::time::Duration::from_millis(
+                n.saturating_mul(1000),
+            ))),
             Raw::Text(t) => {
                 let t = t.trim();
                 let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -1365,6 +1369,42 @@ mod tests {
         assert_eq!(
             c.kms.lux.softhsm2.unwrap().pin.unwrap().expose(),
             "123456-secret"
+        );
+    }
+
+    /// Found by the `config` fuzz target: a duration given in seconds whose milliseconds pass
+    /// u64::MAX loaded, but `config show` rendered it as a number that did not load again.
+    #[test]
+    fn every_duration_that_loads_renders_as_one_that_loads() {
+        for d in [
+            "18446744073709551615",
+            "18446744073709551615s",
+            "18446744073709551615h",
+            "30s",
+        ] {
+            let text = format!("kms:\n  lux:\n    softhsm2:\n      wrapped_key_cache: {d}\n");
+            let c = load(&text).unwrap();
+            let shown = c.to_redacted_yaml().unwrap();
+            let again = load(&shown).unwrap_or_else(|e| panic!("{d}: {e}\n{shown}"));
+            assert_eq!(again.to_redacted_yaml().unwrap(), shown);
+            let ms = |c: &Config| {
+                c.kms
+                    .lux
+                    .softhsm2
+                    .as_ref()
+                    .unwrap()
+                    .wrapped_key_cache
+                    .unwrap()
+                    .0
+            };
+            assert_eq!(ms(&again), ms(&c));
+        }
+        let big =
+            load("kms:\n  lux:\n    softhsm2:\n      wrapped_key_cache: 18446744073709551615\n")
+                .unwrap();
+        assert_eq!(
+            big.kms.lux.softhsm2.unwrap().wrapped_key_cache.unwrap().0,
+            std::time::Duration::from_millis(u64::MAX)
         );
     }
 }

@@ -131,12 +131,15 @@ macro_rules! request_bodies {
         })*
         /// The routes of these request bodies, each with [`read_body`] for its type (for
         /// `crate::fuzzing`).
-        pub(crate) const READERS: &[(&str, fn(&[u8]) -> hanzo_kms_core::Result<()>)] = &[
+        pub(crate) const READERS: &[(&str, crate::extract::BodyReader)] = &[
             $(($route, |b| crate::extract::read_body::<$t>(b).map(drop)),)*
         ];
     };
 }
 pub(crate) use request_bodies;
+
+/// [`read_body`] for one request type, its value dropped.
+pub(crate) type BodyReader = fn(&[u8]) -> Result<()>;
 
 /// The request schemas by route, and the shared ones they refer to; built once, on the first
 /// body that needs them.

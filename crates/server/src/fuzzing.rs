@@ -21,10 +21,7 @@ pub fn rest_body(route: usize, body: &[u8]) -> (&'static str, Result<()>) {
     (path, read(body))
 }
 
-/// A route and the reader of its request body.
-type Reader = (&'static str, fn(&[u8]) -> Result<()>);
-
-fn readers() -> impl Iterator<Item = Reader> {
+fn readers() -> impl Iterator<Item = (&'static str, crate::extract::BodyReader)> {
     [
         crate::rest::admin::READERS,
         crate::rest::data::READERS,

@@ -338,4 +338,46 @@ pub(crate) mod tests {
             chain_hash(&[0; 32], 2, &ev("x"))
         );
     }
+
+    #[test]
+    fn a_link_is_checked_for_its_seq_previous_hash_and_hash() {
+        let chain = chain_from(0, [0; 32], &[ev("a"), ev("b")]);
+        check_link(1, &[0; 32], &chain[0]).unwrap();
+        check_link(2, &chain[0].hash, &chain[1]).unwrap();
+        let e = check_link(1, &[0; 32], &chain[1]).unwrap_err();
+        assert!(e.contains("expected record 1 but found 2"), "{e}");
+        let e = check_link(2, &[0; 32], &chain[1]).unwrap_err();
+        assert!(e.contains("previous-hash"), "{e}");
+        let mut edited = chain[1].clone();
+        edited.event.outcome = "denied".into();
+        let e = check_link(2, &chain[0].hash, &edited).unwrap_err();
+        assert!(e.contains("edited"), "{e}");
+    }
+
+    #[test]
+    fn a_row_becomes_a_record_only_with_hex_hashes() {
+        let r = &chain_from(0, [0; 32], &[ev("a")])[0];
+        let row = crate::AuditColumns {
+            seq: 1,
+            time_ms: 1,
+            request_id: "r".into(),
+            principal: "p".into(),
+            tenant: "t".into(),
+            operation: "a".into(),
+            key_name: None,
+            key_version: None,
+            outcome: "ok".into(),
+            reason: None,
+            peer: None,
+            prev_hash: hex::encode(r.prev_hash),
+            hash: hex::encode(r.hash).to_uppercase(),
+        };
+        assert_eq!(&row.clone().into_record().unwrap(), r);
+        let bad = crate::AuditColumns {
+            hash: "zz".repeat(32),
+            ..row
+        };
+        let e = bad.into_record().unwrap_err();
+        assert_eq!(e, "audit record 1 has a malformed hash");
+    }
 }

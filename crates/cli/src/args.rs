@@ -316,6 +316,10 @@ pub enum TokensCommand {
         /// A note for `tokens list` (who or what uses it).
         #[arg(long, default_value = "")]
         description: String,
+        /// Stop working after this long: `3600`, `90s`, `15m`, `12h`, `30d` (1 s to 10 years).
+        /// Without it the token works until revoked.
+        #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+        ttl: Option<u64>,
     },
     /// List tokens (never their secrets).
     List,
@@ -644,6 +648,28 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
         ));
     }
     Ok(v)
+}
+
+/// A token lifetime in seconds: `3600`, `90s`, `15m`, `12h`, `30d`; 1 s to 10 years.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 3600, 90s, 15m, 12h or 30d"))?;
+    let mult: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("'{s}' has an unknown unit; use s, m, h or d")),
+    };
+    let max = hanzo_kms_service::MAX_TOKEN_TTL_SECS;
+    match n.checked_mul(mult) {
+        Some(v) if (1..=max).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is out of range: 1 second to 10 years")),
+    }
 }
 
 /// A count of connections, requests or items: 1 to 100,000.

@@ -295,6 +295,7 @@ impl Backend<'_> {
         roles: &[String],
         patterns: &[String],
         description: &str,
+        ttl_secs: Option<u64>,
     ) -> Result<(TokenInfo, Zeroizing<String>)> {
         match self {
             Self::Local(k) => {
@@ -303,12 +304,21 @@ impl Backend<'_> {
                     .map(|r| Role::parse(r))
                     .collect::<Result<Vec<_>>>()?;
                 let (info, token) = k
-                    .create_token(&RequestCtx::local(), tenant, &roles, patterns, description)
+                    .create_token_for(
+                        &RequestCtx::local(),
+                        tenant,
+                        &roles,
+                        patterns,
+                        description,
+                        ttl_secs,
+                    )
                     .await?;
                 Ok((info, Zeroizing::new(token.expose().to_owned())))
             }
             Self::Remote(c) => {
-                let (info, token) = c.create_token(tenant, roles, patterns, description).await?;
+                let (info, token) = c
+                    .create_token_for(tenant, roles, patterns, description, ttl_secs)
+                    .await?;
                 Ok((same(&info)?, token))
             }
         }

@@ -574,8 +574,11 @@ async fn tokens(b: &Backend<'_>, cmd: &args::TokensCommand, out: &Out) -> Result
             roles,
             patterns,
             description,
+            ttl,
         } => {
-            let (info, token) = b.create_token(tenant, roles, patterns, description).await?;
+            let (info, token) = b
+                .create_token(tenant, roles, patterns, description, *ttl)
+                .await?;
             if out.json {
                 let mut v = serde_json::to_value(&info)
                     .map_err(|e| Error::internal(format!("encoding JSON: {e}")))?;
@@ -588,6 +591,9 @@ async fn tokens(b: &Backend<'_>, cmd: &args::TokensCommand, out: &Out) -> Result
                     info.tenant,
                     info.roles.join(", ")
                 ));
+                if let Some(at) = info.expires_at {
+                    out.line(format!("  expires at {at} (Unix seconds)"));
+                }
                 out.line(token.as_str());
                 out.line("  This is the only time the token is shown. Send it as: Authorization: Bearer <token>");
             }
@@ -602,6 +608,11 @@ async fn tokens(b: &Backend<'_>, cmd: &args::TokensCommand, out: &Out) -> Result
                 for t in &list {
                     let state = if t.revoked_at.is_some() {
                         "revoked"
+                    } else if t
+                        .expires_at
+                        .is_some_and(|at| at <= hanzo_kms_service::now_secs())
+                    {
+                        "expired"
                     } else {
                         "active"
                     };

@@ -249,6 +249,36 @@ fn usage_errors_exit_2_and_failures_exit_1_with_one_line() {
     assert!(one_line(&e).contains("run `hanzo-kms init` first"), "{e}");
 }
 
+/// Issue 26, "tokens that expire": `tokens create --ttl` sets `expires_at`, which `tokens list`
+/// reports; a lifetime out of range is a usage error.
+#[test]
+fn tokens_take_a_lifetime() {
+    let d = tempfile::tempdir().unwrap();
+    kms(d.path()).arg("init").assert().success();
+    let created = json(kms(d.path()).args([
+        "tokens", "create", "--tenant", "acme", "--role", "verify", "--ttl", "30d",
+    ]));
+    let at = created["expires_at"].as_i64().expect("expires_at");
+    let created_at = created["created_at"].as_i64().unwrap();
+    assert!(
+        (created_at + 30 * 86_400..=created_at + 30 * 86_400 + 2).contains(&at),
+        "{created}"
+    );
+    let list = json(kms(d.path()).args(["tokens", "list"]));
+    assert_eq!(list[0]["expires_at"], at, "{list}");
+    let text = kms(d.path()).args(["tokens", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("active"));
+    for bad in ["0", "0d", "11y", "3661d", "-5"] {
+        let e = fails(
+            kms(d.path())
+                .args(["tokens", "create", "--tenant", "acme", "--role", "verify"])
+                .arg(format!("--ttl={bad}")),
+            2,
+        );
+        assert!(e.contains("--ttl"), "{bad}: {e}");
+    }
+}
+
 /// Issue 26 item 15: `bench server --seconds -1` panicked (a negative Duration). Every number a
 /// bench takes is checked by the argument parser: a usage error (exit 2), never a panic.
 #[test]

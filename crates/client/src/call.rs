@@ -559,6 +559,7 @@ pub(crate) struct CreateToken<'a> {
     pub roles: &'a [String],
     pub patterns: &'a [String],
     pub description: &'a str,
+    pub ttl_secs: Option<u64>,
 }
 
 impl Call for CreateToken<'_> {
@@ -571,11 +572,16 @@ impl Call for CreateToken<'_> {
             roles: self.roles.to_vec(),
             patterns: self.patterns.to_vec(),
             description: self.description.to_owned(),
+            ttl_secs: self.ttl_secs,
         }
     }
     fn body(&self) -> Option<Value> {
-        Some(json!({"tenant": self.tenant, "roles": self.roles,
-            "patterns": self.patterns, "description": self.description}))
+        let mut body = json!({"tenant": self.tenant, "roles": self.roles,
+            "patterns": self.patterns, "description": self.description});
+        if let Some(ttl) = self.ttl_secs {
+            body["ttl_secs"] = json!(ttl);
+        }
+        Some(body)
     }
 }
 

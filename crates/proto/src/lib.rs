@@ -7,6 +7,7 @@
 //! Messages that carry plaintexts, data keys or tokens (`SECRET_MESSAGES`) are wiped when
 //! dropped, and their `Debug` shows only the secret's length.
 
+#![forbid(unsafe_code)]
 #![allow(clippy::all, clippy::pedantic)]
 
 pub mod codec;

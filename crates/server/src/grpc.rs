@@ -927,7 +927,14 @@ impl pb::kms_server::Kms for Service {
                 .map_err(Fail::Local)?;
             let (info, token) = self
                 .kms()
-                .create_token(&ctx, &m.tenant, &roles, &m.patterns, &m.description)
+                .create_token_for(
+                    &ctx,
+                    &m.tenant,
+                    &roles,
+                    &m.patterns,
+                    &m.description,
+                    m.ttl_secs,
+                )
                 .await?;
             Ok(pb::CreatedToken {
                 info: Some(to_pb(&info)?),

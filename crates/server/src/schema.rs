@@ -296,6 +296,7 @@ fn answer_components() -> Value {
                 "created_at": i64_schema("Unix seconds"),
                 "created_by": string("the principal that made it"),
                 "revoked_at": nullable("integer", "Unix seconds"),
+                "expires_at": i64_schema("Unix seconds from which it is refused; absent: until revoked"),
             }),
         ),
     })
@@ -600,10 +601,11 @@ pub(crate) fn request_body(method: &str, path: &str) -> Option<(Value, Value)> {
                     ),
                     "patterns": array_of(json!({"type": "string"}), "key-name patterns it is limited to, e.g. model:acme:*"),
                     "description": string("a note for token listings"),
+                    "ttl_secs": u64_schema("seconds until the token stops working (1 to 10 years); absent: until revoked"),
                 }),
             ),
             json!({"tenant": "acme", "roles": ["sign", "verify"], "patterns": ["poai:acme:*"],
-                "description": "inference fleet"}),
+                "description": "inference fleet", "ttl_secs": 2_592_000}),
         ),
         _ => return None,
     })

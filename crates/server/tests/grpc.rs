@@ -338,6 +338,7 @@ async fn grpc_refuses_missing_bad_and_revoked_tokens_wrong_roles_and_foreign_key
         roles: roles.iter().map(|r| r.to_string()).collect(),
         patterns: vec![],
         description: String::new(),
+        ttl_secs: None,
     };
     let revoked = c
         .create_token(with_token(admin, token("acme", &["admin"])))
@@ -555,6 +556,7 @@ async fn malformed_protobuf_oversized_messages_and_rate_limits_are_refused_clean
                 roles: vec!["encrypt".into()],
                 patterns: vec![],
                 description: String::new(),
+                ttl_secs: None,
             },
         ))
         .await

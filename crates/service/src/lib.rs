@@ -49,7 +49,7 @@ pub use auth::{Principal, Role};
 pub use bootstrap::{InitReport, MASTER_KEY_ENV, MasterKeySource, Settings};
 pub use commit::CommitStats;
 pub use info::{KeyInfo, PublicKeyInfo, VersionInfo};
-pub use tokens::{ApiToken, TokenInfo};
+pub use tokens::{ApiToken, MAX_TOKEN_TTL_SECS, TokenInfo};
 
 /// Seconds in a day.
 const DAY: i64 = 86_400;

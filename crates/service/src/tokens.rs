@@ -61,7 +61,13 @@ pub struct TokenInfo {
     pub created_at: i64,
     pub created_by: String,
     pub revoked_at: Option<i64>,
+    /// When the token stops working (seconds since the epoch); absent: until revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
+
+/// The longest lifetime a token may be given: ten years.
+pub const MAX_TOKEN_TTL_SECS: u64 = 10 * 366 * 86_400;
 
 impl From<&StoredToken> for TokenInfo {
     fn from(t: &StoredToken) -> Self {
@@ -74,6 +80,7 @@ impl From<&StoredToken> for TokenInfo {
             created_at: t.created_at,
             created_by: t.created_by.clone(),
             revoked_at: t.revoked_at,
+            expires_at: t.expires_at,
         }
     }
 }
@@ -146,10 +153,25 @@ impl Kms {
         patterns: &[String],
         description: &str,
     ) -> Result<(TokenInfo, ApiToken)> {
+        self.create_token_for(ctx, tenant, roles, patterns, description, None)
+            .await
+    }
+
+    /// [`Kms::create_token`] with a lifetime: the token is refused (and the refusal audited as
+    /// `expired token`) from `ttl_secs` seconds after now. `None`: until revoked.
+    pub async fn create_token_for(
+        &self,
+        ctx: &RequestCtx,
+        tenant: &str,
+        roles: &[Role],
+        patterns: &[String],
+        description: &str,
+        ttl_secs: Option<u64>,
+    ) -> Result<(TokenInfo, ApiToken)> {
         self.run(ctx, &op::TOKEN_CREATE, Target::None(None), |call| {
             Box::pin(async move {
                 call.kms
-                    .create_token_in(call, tenant, roles, patterns, description)
+                    .create_token_in(call, tenant, roles, patterns, description, ttl_secs)
                     .await
             })
         })
@@ -163,9 +185,17 @@ impl Kms {
         roles: &[Role],
         patterns: &[String],
         description: &str,
+        ttl_secs: Option<u64>,
     ) -> Result<Done<(TokenInfo, ApiToken)>> {
         let ctx = call.ctx;
         {
+            if let Some(ttl) = ttl_secs
+                && !(1..=MAX_TOKEN_TTL_SECS).contains(&ttl)
+            {
+                return Err(Error::invalid(format!(
+                    "a token's lifetime (ttl) is 1 second to 10 years ({MAX_TOKEN_TTL_SECS} s), not {ttl} s"
+                )));
+            }
             if tenant == ALL_TENANTS {
                 // An all-tenant token (the server's first admin token) acts like the local
                 // operator; only an all-tenant principal may mint one.
@@ -260,6 +290,7 @@ impl Kms {
                 created_at: now_secs(),
                 created_by: ctx.principal.id.clone(),
                 revoked_at: None,
+                expires_at: ttl_secs.map(|t| now_secs().saturating_add(t as i64)),
             };
             let mut tx = self.store.begin_write().await?;
             tx.insert_token(&stored).await?;
@@ -434,6 +465,9 @@ impl Kms {
         }
         if t.revoked_at.is_some() {
             return Err("revoked token");
+        }
+        if t.expires_at.is_some_and(|at| now_secs() >= at) {
+            return Err("expired token");
         }
         let roles = t
             .roles

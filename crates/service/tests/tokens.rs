@@ -153,6 +153,47 @@ async fn bad_unknown_tampered_and_revoked_tokens_all_get_the_same_answer() {
     assert!(kms.revoke_token(&local(), &info.id).await.is_err());
 }
 
+/// Issue 26, "tokens that expire": a token made with a lifetime works until it passes, then gets
+/// the same answer as a revoked one, and the refusal is audited as `expired token`. Lifetimes
+/// outside 1 s to 10 years are refused, and a token without one keeps working.
+#[tokio::test]
+async fn a_token_with_a_lifetime_is_refused_after_it_and_audited() {
+    let (_d, kms) = fresh("").await;
+    let (info, token) = kms
+        .create_token_for(&local(), "acme", &[Role::Verify], &[], "short", Some(1))
+        .await
+        .unwrap();
+    let now = hanzo_kms_service::now_secs();
+    let at = info.expires_at.expect("expires_at is reported");
+    assert!((now..=now + 2).contains(&at), "{at} vs {now}");
+    let (forever, lasting) = kms
+        .create_token(&local(), "acme", &[Role::Verify], &[], "lasting")
+        .await
+        .unwrap();
+    assert_eq!(forever.expires_at, None);
+    kms.authenticate(token.expose(), None).await.unwrap();
+    // Past its second (the store keeps whole seconds).
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let e = kms.authenticate(token.expose(), None).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+    let revoked_like = kms.authenticate("hkms_zz_zz", None).await.unwrap_err();
+    assert_eq!(e.to_string(), revoked_like.to_string());
+    kms.authenticate(lasting.expose(), None).await.unwrap();
+    let records = kms.audit_records(&local(), 0, 1000).await.unwrap();
+    assert!(format!("{records:?}").contains("expired token"));
+    let listed = kms.list_tokens(&local()).await.unwrap();
+    let l = listed.iter().find(|t| t.id == info.id).unwrap();
+    assert_eq!(l.expires_at, Some(at));
+    for bad in [0, hanzo_kms_service::MAX_TOKEN_TTL_SECS + 1] {
+        let e = kms
+            .create_token_for(&local(), "acme", &[Role::Verify], &[], "", Some(bad))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}: {e}");
+        assert!(e.to_string().contains("lifetime"), "{e}");
+    }
+}
+
 #[tokio::test]
 async fn tenant_admins_manage_only_their_own_tenant() {
     let (_d, kms) = fresh("").await;

@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0004_keys_by_tenant.sql"),
         include_str!("../migrations/postgres/0004_keys_by_tenant.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_token_expiry.sql"),
+        include_str!("../migrations/postgres/0005_token_expiry.sql"),
+    ),
 ];
 
 /// The first schema version whose SQLite stores were always written with `secure_delete`. An

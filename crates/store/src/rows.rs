@@ -51,6 +51,8 @@ pub struct StoredToken {
     pub created_at: i64,
     pub created_by: String,
     pub revoked_at: Option<i64>,
+    /// The second since the epoch from which the token is refused; `None`: until revoked.
+    pub expires_at: Option<i64>,
 }
 
 impl StoredToken {
@@ -71,6 +73,7 @@ impl StoredToken {
             created_at: r.try_get("created_at")?,
             created_by: r.try_get("created_by")?,
             revoked_at: r.try_get("revoked_at")?,
+            expires_at: r.try_get("expires_at")?,
         })
     }
 }

@@ -20,7 +20,8 @@ macro_rules! key_columns {
 /// The columns of `api_tokens`.
 macro_rules! token_columns {
     () => {
-        "id, tenant, roles, patterns, mac, description, created_at, created_by, revoked_at"
+        "id, tenant, roles, patterns, mac, description, created_at, created_by, revoked_at, \
+         expires_at"
     };
 }
 

@@ -270,7 +270,7 @@ impl WriteTx {
         sqlx::query(concat!(
             "INSERT INTO api_tokens (",
             token_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
         .bind(&t.id)
         .bind(&t.tenant)
@@ -281,6 +281,7 @@ impl WriteTx {
         .bind(t.created_at)
         .bind(&t.created_by)
         .bind(t.revoked_at)
+        .bind(t.expires_at)
         .execute(&mut *self.tx)
         .await
         .map_err(|e| db_error(e, "storing an API token"))?;

@@ -15,6 +15,7 @@ fn token(id: &str) -> StoredToken {
         created_at: 1,
         created_by: "local:test".into(),
         revoked_at: None,
+        expires_at: None,
     }
 }
 

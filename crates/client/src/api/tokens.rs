@@ -18,11 +18,26 @@ impl Client {
         patterns: &[String],
         description: &str,
     ) -> Result<(TokenInfo, Zeroizing<String>)> {
+        self.create_token_for(tenant, roles, patterns, description, None)
+            .await
+    }
+
+    /// [`Client::create_token`] with a lifetime: the token stops working `ttl_secs` seconds
+    /// from now (1 s to 10 years). `None`: until revoked.
+    pub async fn create_token_for(
+        &self,
+        tenant: &str,
+        roles: &[String],
+        patterns: &[String],
+        description: &str,
+        ttl_secs: Option<u64>,
+    ) -> Result<(TokenInfo, Zeroizing<String>)> {
         let call = CreateToken {
             tenant,
             roles,
             patterns,
             description,
+            ttl_secs,
         };
         match self.call(&call).await? {
             Answer::Grpc(mut m) => {

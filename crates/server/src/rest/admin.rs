@@ -49,6 +49,9 @@ pub(crate) struct TokenReq {
     patterns: Vec<String>,
     #[serde(default)]
     description: String,
+    /// Seconds until the token stops working; absent: until revoked.
+    #[serde(default)]
+    ttl_secs: Option<u64>,
 }
 
 pub(crate) async fn create_token(
@@ -67,7 +70,14 @@ pub(crate) async fn create_token(
     let (info, token) = on(
         &ctx,
         s.kms
-            .create_token(&ctx, &req.tenant, &roles, &req.patterns, &req.description)
+            .create_token_for(
+                &ctx,
+                &req.tenant,
+                &roles,
+                &req.patterns,
+                &req.description,
+                req.ttl_secs,
+            )
             .await,
     )?;
     // The answer carries the token's secret: written with `secret_json` (one buffer of its

@@ -203,7 +203,8 @@ async fn migrating_an_older_store_erases_what_it_deleted_before() {
         c.execute_batch(
             "PRAGMA secure_delete = OFF; PRAGMA foreign_keys = OFF; DROP INDEX keys_customer_name; \
              CREATE INDEX keys_customer ON keys (customer); \
-             DELETE FROM schema_version WHERE version = 4;",
+             ALTER TABLE api_tokens DROP COLUMN expires_at; \
+             DELETE FROM schema_version WHERE version >= 4;",
         )
         .unwrap();
         c.execute(

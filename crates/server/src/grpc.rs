@@ -690,7 +690,7 @@ impl pb::kms_server::Kms for Service {
     ) -> Rpc<pb::ModelKey> {
         let (ctx, m) = self.auth(req).await?;
         let r: std::result::Result<_, Fail> = async {
-            let name = local(self.kms().parse_name(&m.key))?;
+            let name = local(self.kms().parse_model_name(&m.key))?;
             let seg = (m.segment_size != 0).then_some(m.segment_size);
             let k = self.kms().model_key(&ctx, &name, &m.metadata, seg).await?;
             Ok(model_key_pb(k))
@@ -702,7 +702,7 @@ impl pb::kms_server::Kms for Service {
     async fn unwrap_model_key(&self, req: Request<pb::UnwrapModelKeyRequest>) -> Rpc<pb::ModelKey> {
         let (ctx, m) = self.auth(req).await?;
         let r: std::result::Result<_, Fail> = async {
-            let name = local(self.kms().parse_name(&m.key))?;
+            let name = local(self.kms().parse_model_name(&m.key))?;
             let k = self.kms().model_unwrap(&ctx, &name, &m.header).await?;
             Ok(model_key_pb(k))
         }

@@ -1311,6 +1311,14 @@ async fn every_route_answers_as_its_response_schema_says() {
         json!({"header": mk["header"]}),
     )
     .await;
+    // The model id (`acme:gpt4`, as the CLI and the file's model_id spell it) names the same key.
+    let short = post(
+        "/v1/models/acme:gpt4/unwrap",
+        json!({"header": mk["header"]}),
+    )
+    .await;
+    assert_eq!(short["data_key"], mk["data_key"]);
+    assert_eq!(short["key"], "model:acme:gpt4");
     let att = |node: &str| {
         json!({"model_id": "acme:gpt4", "input_hash": format!("0x{}", "11".repeat(32)),
             "output_hash": format!("0x{}", "22".repeat(32)),

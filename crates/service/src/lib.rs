@@ -339,6 +339,13 @@ impl Kms {
     pub fn parse_name(&self, s: &str) -> Result<KeyName> {
         KeyName::parse(s, self.config.separator())
     }
+
+    /// The key a model route names: the full key name (`model:acme:gpt4`), or the model id the
+    /// CLI and the file's `model_id` use (`acme:gpt4`). A full name of another purpose parses
+    /// as such, and the operation refuses it for its purpose.
+    pub fn parse_model_name(&self, s: &str) -> Result<KeyName> {
+        crate::model::model_key(self, s).or_else(|_| self.parse_name(s))
+    }
 }
 
 /// The provider-side label of a key version: the purpose's `key_prefix` from the config, then

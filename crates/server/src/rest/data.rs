@@ -199,7 +199,7 @@ pub(crate) async fn model_datakey(
 ) -> SecretResult {
     let name = name.get(&ctx)?;
     let req: ModelKeyReq = parse(&ctx, body)?;
-    let name = check(&ctx, s.kms.parse_name(&name))?;
+    let name = check(&ctx, s.kms.parse_model_name(&name))?;
     let metadata = b64(&ctx, "metadata", &req.metadata)?;
     let m = on(
         &ctx,
@@ -218,7 +218,7 @@ pub(crate) async fn model_unwrap(
 ) -> SecretResult {
     let name = name.get(&ctx)?;
     let req: ModelUnwrapReq = parse(&ctx, body)?;
-    let name = check(&ctx, s.kms.parse_name(&name))?;
+    let name = check(&ctx, s.kms.parse_model_name(&name))?;
     let header = b64(&ctx, "header", &req.header)?;
     let m = on(&ctx, s.kms.model_unwrap(&ctx, &name, &header).await)?;
     model_key_json(&m)

@@ -101,28 +101,16 @@ impl Settings {
                 let c = lux.openbao.clone().unwrap_or_default();
                 let client = hanzo_kms_remote::OpenBao::from_config(&c, &env)?;
                 let location = client.address().to_owned();
-                let tuning = c.tuning();
-                let settings = hanzo_kms_remote::RemoteSettings {
-                    // The client puts `key_prefix` before every name, roots included.
-                    root_prefix: String::new(),
-                    signing_keys: tuning.signing_keys,
-                    wrapped_key_cache: tuning.wrapped_key_cache,
-                };
-                let p = hanzo_kms_remote::RemoteProvider::open(client, &settings, create_roots)?;
-                (Arc::new(p), location)
+                // The client puts `key_prefix` before every name, roots included.
+                let p = open_remote(client, &c.tuning(), String::new(), create_roots)?;
+                (p, location)
             }
             ProviderKind::AwsKms => {
                 let c = lux.aws_kms.clone().unwrap_or_default();
                 let client = hanzo_kms_remote::AwsKms::from_config(&c, &env)?;
                 let location = client.endpoint().to_owned();
-                let tuning = c.tuning();
-                let settings = hanzo_kms_remote::RemoteSettings {
-                    root_prefix: String::new(),
-                    signing_keys: tuning.signing_keys,
-                    wrapped_key_cache: tuning.wrapped_key_cache,
-                };
-                let p = hanzo_kms_remote::RemoteProvider::open(client, &settings, create_roots)?;
-                (Arc::new(p), location)
+                let p = open_remote(client, &c.tuning(), String::new(), create_roots)?;
+                (p, location)
             }
             ProviderKind::GoogleCloudKms => {
                 let c = lux.google_cloud_kms.clone().ok_or_else(|| {
@@ -136,17 +124,12 @@ impl Settings {
                 // The key ring must exist: Hanzo KMS never creates one.
                 client.check_key_ring()?;
                 let location = format!("{} at {}", client.key_ring(), client.endpoint());
-                let tuning = c.tuning();
-                let settings = hanzo_kms_remote::RemoteSettings {
-                    root_prefix: c
-                        .key_prefix
-                        .clone()
-                        .unwrap_or_else(|| hanzo_kms_remote::gcp::DEFAULT_KEY_PREFIX.into()),
-                    signing_keys: tuning.signing_keys,
-                    wrapped_key_cache: tuning.wrapped_key_cache,
-                };
-                let p = hanzo_kms_remote::RemoteProvider::open(client, &settings, create_roots)?;
-                (Arc::new(p), location)
+                let root_prefix = c
+                    .key_prefix
+                    .clone()
+                    .unwrap_or_else(|| hanzo_kms_remote::gcp::DEFAULT_KEY_PREFIX.into());
+                let p = open_remote(client, &c.tuning(), root_prefix, create_roots)?;
+                (p, location)
             }
             other => return Err(unsupported_kind(other)),
         };
@@ -702,4 +685,21 @@ fn check_private_mode(path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A remote service's provider with its section's tuning; `root_prefix` goes before the root
+/// keys' names (empty where the client prefixes every name itself).
+fn open_remote<S: hanzo_kms_remote::RemoteKms + 'static>(
+    client: S,
+    tuning: &hanzo_kms_core::config::RemoteTuning,
+    root_prefix: String,
+    create_roots: bool,
+) -> Result<Arc<dyn Provider>> {
+    let settings = hanzo_kms_remote::RemoteSettings {
+        root_prefix,
+        signing_keys: tuning.signing_keys,
+        wrapped_key_cache: tuning.wrapped_key_cache,
+    };
+    let p = hanzo_kms_remote::RemoteProvider::open(client, &settings, create_roots)?;
+    Ok(Arc::new(p))
 }

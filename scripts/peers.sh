@@ -5,6 +5,7 @@
 # installed into virtualenvs under target/peers/ (kept between runs), started in parallel on
 # free ports, and waited for.
 #
+#   scripts/peers.sh install     only install both (scripts/test.sh runs this during its build)
 #   scripts/peers.sh start DIR   start both; writes DIR/env (source it) and DIR/*.pid, logs
 #   scripts/peers.sh stop DIR    stop what `start DIR` started
 #
@@ -87,14 +88,18 @@ sys.exit(1)
 PY
 }
 
-start() {
-  local dir=$1
-  mkdir -p "$dir"
+install() {
   local t0=$SECONDS
   install_openbao & local i1=$!
   install_localstack & local i2=$!
   wait "$i1"; wait "$i2"
   echo "peers: installed in $((SECONDS - t0)) s" >&2
+}
+
+start() {
+  local dir=$1
+  mkdir -p "$dir"
+  install
 
   local bao_port ls_port token
   bao_port=$(free_port); ls_port=$(free_port)
@@ -140,7 +145,8 @@ stop() {
 }
 
 case "${1:-}" in
+  install) install ;;
   start) start "${2:?usage: scripts/peers.sh start DIR}" ;;
   stop) stop "${2:?usage: scripts/peers.sh stop DIR}" ;;
-  *) echo "usage: scripts/peers.sh start|stop DIR" >&2; exit 2 ;;
+  *) echo "usage: scripts/peers.sh install | start DIR | stop DIR" >&2; exit 2 ;;
 esac

@@ -5,6 +5,7 @@
 # npm through contracts/package-lock.json. scripts/test.sh runs this after its cargo build; alone:
 #   cargo build -p hanzo-kms-cli && scripts/test-contracts.sh
 # HANZO_KMS_BIN names another binary; HANZO_CONTRACTS_SEED replays a property-test run.
+# `scripts/test-contracts.sh --prepare` only installs the npm packages (scripts/test.sh, during its build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -14,9 +15,11 @@ for tool in node npm; do
 done
 major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$major" -ge 20 ] || { echo "scripts/test-contracts.sh: Node.js $major is too old; 20 or later is needed" >&2; exit 1; }
+prepare=false
+[ "${1:-}" = --prepare ] && prepare=true
 export HANZO_KMS_BIN=${HANZO_KMS_BIN:-$repo/target/debug/hanzo-kms}
-[ -x "$HANZO_KMS_BIN" ] || { echo "scripts/test-contracts.sh: $HANZO_KMS_BIN is missing; build it with: cargo build -p hanzo-kms-cli" >&2; exit 1; }
-command -v softhsm2-util >/dev/null 2>&1 || { echo "scripts/test-contracts.sh: softhsm2-util not found; install it with: apt-get install -y softhsm2" >&2; exit 1; }
+$prepare || [ -x "$HANZO_KMS_BIN" ] || { echo "scripts/test-contracts.sh: $HANZO_KMS_BIN is missing; build it with: cargo build -p hanzo-kms-cli" >&2; exit 1; }
+$prepare || command -v softhsm2-util >/dev/null 2>&1 || { echo "scripts/test-contracts.sh: softhsm2-util not found; install it with: apt-get install -y softhsm2" >&2; exit 1; }
 
 cd contracts
 # npm ci installs exactly the lock file (solc, OpenZeppelin, the EVM, ethers); skipped while the
@@ -26,5 +29,6 @@ if [ ! -f "$stamp" ] || ! cmp -s "$stamp" package-lock.json; then
   npm ci --no-audit --no-fund --loglevel=error
   cp package-lock.json "$stamp"
 fi
+$prepare && exit 0
 node scripts/build.mjs
 node --test --test-reporter=spec test/*.test.mjs

@@ -9,6 +9,7 @@
 # wheel is a debug build: CI tests behaviour; docs/benchmarks.md measures a release build.
 #
 # Usage: scripts/test-python.sh [pytest args...]
+#        scripts/test-python.sh --prepare   only make the virtualenv (scripts/test.sh, during its build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="$PWD/target"
@@ -39,6 +40,7 @@ if [ ! -x "$venv/bin/maturin" ] || ! "$venv/bin/python" -c "import pytest, numpy
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "${PIP_PACKAGES[@]}"
 fi
+[ "${1:-}" = --prepare ] && exit 0
 
 [ -x target/debug/hanzo-kms ] || cargo build -p hanzo-kms-cli --bin hanzo-kms --locked
 

@@ -42,14 +42,43 @@ if ! python3 -m venv --help >/dev/null 2>&1; then
   fi
 fi
 venv=target/interop-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import eth_account" 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check eth-account
-fi
+install_interop() {
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import eth_account" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check eth-account
+  fi
+}
+# The Python and npm installs only download and unpack, so they run while cargo builds: each into
+# its own directory (no two pip runs share a virtualenv), each logged under target/prepare/.
+mkdir -p target/prepare
+prepare_pids=() prepare_names=()
+prepare() { # prepare NAME COMMAND...
+  "${@:2}" > "target/prepare/$1.log" 2>&1 &
+  prepare_pids+=($!) prepare_names+=("$1")
+}
+prepare interop install_interop
+prepare peers scripts/peers.sh install
+prepare gcp scripts/gcp-fake-venv.sh
+prepare python scripts/test-python.sh --prepare
+if command -v npm >/dev/null 2>&1; then prepare contracts scripts/test-contracts.sh --prepare; fi
+prepared() {
+  local i failed=0
+  for i in "${!prepare_pids[@]}"; do
+    if ! wait "${prepare_pids[$i]}"; then
+      echo "scripts/test.sh: installing ${prepare_names[$i]} failed:" >&2
+      tail -n 30 "target/prepare/${prepare_names[$i]}.log" >&2
+      failed=1
+    fi
+  done
+  return "$failed"
+}
 # Build every target once, with the workspace's feature set (building one package first would
 # resolve features differently and compile much of the tree twice): the binary, the example
 # (target/debug/examples/) and every test harness, which `cargo test` below reuses.
+build_started=$SECONDS
 cargo build --workspace --all-targets --locked
+echo "scripts/test.sh: build in $((SECONDS - build_started)) s" >&2
+prepared
 scripts/test-remote.sh   # OpenBao and LocalStack on loopback: the remote providers' tests and the binary on each (docs/providers.md)
 scripts/test-gcp.sh   # HIP-005's sample config through the binary on the FAKE Google Cloud KMS (docs/providers.md)
 scripts/test-python.sh   # the Python package (python/): wheel, pytest against the binary just built

@@ -44,13 +44,11 @@ where
     let s = cipher.segment_size() as usize;
     let threads = clamp_threads(threads);
     let batch_segments = threads * SEGMENTS_PER_THREAD;
-    let out_len = batch_segments * (s + TAG_LEN);
     let body_len = pipeline(
         input,
         output,
         s,
         batch_segments,
-        out_len,
         |batch: &Batch, out: &mut Vec<u8>| {
             let n_full = batch.bytes.len() / s;
             let rem = batch.bytes.len() % s;
@@ -102,7 +100,6 @@ where
         output,
         full,
         batch_segments,
-        batch_segments * s,
         |batch: &Batch, out: &mut Vec<u8>| {
             if batch.bytes.is_empty() {
                 // No segments at all (the body is missing or was cut at a batch boundary).
@@ -148,16 +145,20 @@ fn clamp_threads(threads: usize) -> usize {
 /// Buffers in flight per pipeline side: one being filled, one queued, one being processed.
 const POOL: usize = 3;
 
+/// The first size of an input buffer; it doubles, up to a batch, while the input lasts.
+const FIRST_READ: usize = 64 * 1024;
+
 /// Reader thread → `transform` on this thread → writer thread. Input is read in batches of
 /// `segments` segments of `stride` bytes each; `Batch::first` is the batch's first segment index.
-/// Buffers are recycled through pools, so memory is fixed at `POOL` input and `POOL` output
-/// buffers whatever the file size. Returns the number of bytes written.
+/// Buffers are recycled through pools, so memory is bounded by `POOL` input and `POOL` output
+/// buffers whatever the file size; and a buffer grows only as far as the input fills it, so a
+/// small file under large segments costs about its own size, not `POOL` batches.
+/// Returns the number of bytes written.
 fn pipeline<R, W, F>(
     mut input: R,
     mut output: W,
     stride: usize,
     segments: usize,
-    out_len: usize,
     transform: F,
 ) -> Result<u64>
 where
@@ -172,8 +173,8 @@ where
     let (in_free, in_pool) = sync_channel::<Vec<u8>>(POOL + 1);
     let (out_free, out_pool) = sync_channel::<Vec<u8>>(POOL + 1);
     for _ in 0..POOL {
-        let _ = in_free.send(Vec::with_capacity(batch_len));
-        let _ = out_free.send(Vec::with_capacity(out_len));
+        let _ = in_free.send(Vec::new());
+        let _ = out_free.send(Vec::new());
     }
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
@@ -262,11 +263,16 @@ where
     })
 }
 
-/// Read into `buf` until `len` bytes or end of input.
+/// Read into `buf` until `len` bytes or end of input. The buffer grows (doubling from
+/// [`FIRST_READ`], never past `len`) only while the input fills it.
 fn read_full<R: Read>(r: &mut R, len: usize, buf: &mut Vec<u8>) -> Result<()> {
-    buf.resize(len, 0);
+    buf.clear();
     let mut filled = 0;
     while filled < len {
+        if filled == buf.len() {
+            let grown = filled.saturating_mul(2).clamp(FIRST_READ.min(len), len);
+            buf.resize(grown, 0);
+        }
         match r.read(&mut buf[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,

@@ -1,9 +1,12 @@
-//! `hanzo-kms demo`: the spec's flow over what this build can do, in a throwaway data directory,
-//! through the same service (and pipeline) as every other command.
+//! `hanzo-kms demo`: the spec's complete AI inference flow (keyspace, model weights, data keys,
+//! then a PoAI attestation and the HMM settlement that pays for it), in a throwaway data
+//! directory, through the same service (and pipeline) as every other command.
 
 use std::process::ExitCode;
 
+use hanzo_kms_core::eip712::{Address, B32, HMMSettlement, PoAIAttestation, U256};
 use hanzo_kms_core::{Config, Error, ErrorKind, Result};
+use hanzo_kms_service::sign::{Paid, Verdict};
 use hanzo_kms_service::{Kms, RequestCtx, Settings};
 
 use crate::output::Out;
@@ -110,9 +113,78 @@ async fn walk(dir: &std::path::Path, out: &Out) -> Result<()> {
     ));
     steps.push("refusals");
 
+    // The spec's "complete AI inference flow" ends on chain: the inference is attested, the
+    // attestation verified, and the compute paid for by a settlement that consumes it.
+    let now = u64::try_from(hanzo_kms_service::now_secs()).unwrap_or(0);
+    let poai = kms.parse_name("poai:acme:gpt4")?;
+    let attestation = PoAIAttestation {
+        model_id: "acme:gpt4".into(),
+        input_hash: B32(sha256(b"prompt: what is a key hierarchy?")),
+        output_hash: B32(sha256(b"completion: keys that wrap keys")),
+        timestamp: now,
+        compute_time_ms: 42,
+        node_id: "demo-node-1".into(),
+        nonce: None,
+    };
+    let signed = kms.sign_poai(&ctx, &poai, attestation, now).await?;
+    say(format!(
+        "8. SignPoAI: attestation of an inference on acme:gpt4, EIP-712 digest {}\n     signed by {} ({}): {}…",
+        hex0x(&signed.digest.0),
+        signed.signer,
+        signed.algorithm,
+        &hex0x(&signed.signature.0)[..18]
+    ));
+    let verdict = kms.verify_poai(&ctx, &signed, now).await?;
+    say(format!("9. VerifyPoAI: {}", verdict_text(&verdict)));
+    steps.push("poai");
+
+    let hmm = kms.parse_name("hmm:acme:gpt4")?;
+    let settlement = HMMSettlement {
+        job_id: "demo-job-1".into(),
+        provider: Address(address_bytes(0x11)),
+        consumer: Address(address_bytes(0x22)),
+        amount: U256::parse_decimal("1250000000000000").map_err(Error::invalid)?,
+        attestation_digest: signed.digest,
+        timestamp: now,
+        expiry: 0,
+        nonce: None,
+    };
+    let settled = kms
+        .sign_hmm(
+            &ctx,
+            &hmm,
+            settlement.clone(),
+            Some(Paid::Attestation(&signed)),
+            now,
+        )
+        .await?;
+    let verdict = kms.verify_hmm(&ctx, &settled, Some(&signed), now).await?;
+    say(format!(
+        "10. SignHMMSettlement: job demo-job-1 pays 0.00125 ETH for that attestation, signed by {};\n     VerifyHMMSettlement: {}",
+        settled.signer,
+        verdict_text(&verdict)
+    ));
+    let again = kms
+        .sign_hmm(
+            &ctx,
+            &hmm,
+            settlement,
+            Some(Paid::Attestation(&signed)),
+            now,
+        )
+        .await;
+    say(format!(
+        "11. a second settlement of the same attestation: {}",
+        again
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "accepted (BUG)".into())
+    ));
+    steps.push("hmm");
+
     let report = kms.audit_verify(&ctx).await?;
     say(format!(
-        "8. audit: {} hash-chained records, chain {}",
+        "12. audit: {} hash-chained records, chain {}",
         report.records,
         if report.is_ok() { "intact" } else { "BROKEN" }
     ));
@@ -127,4 +199,28 @@ async fn walk(dir: &std::path::Path, out: &Out) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+fn hex0x(bytes: &[u8]) -> String {
+    format!("0x{}", hex::encode(bytes))
+}
+
+/// A recognisable example address: twenty times `byte`.
+fn address_bytes(byte: u8) -> [u8; 20] {
+    [byte; 20]
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    if v.valid {
+        "valid".into()
+    } else {
+        format!("NOT valid ({})", v.reason.unwrap_or("no reason"))
+    }
 }

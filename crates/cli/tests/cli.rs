@@ -556,6 +556,29 @@ fn demo_runs() {
     let v = json(kms(d.path()).arg("demo"));
     assert_eq!(v["ok"], true);
     assert!(v["audit_records"].as_u64().unwrap() >= 10);
+    // It ends as the spec's complete inference flow does: an attestation signed and verified,
+    // then a settlement that pays for it (and a second one refused).
+    let steps: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(&steps[steps.len() - 2..], ["poai", "hmm"], "{steps:?}");
+
+    let out = kms(d.path()).arg("demo").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "SignPoAI",
+        "VerifyPoAI: valid",
+        "VerifyHMMSettlement: valid",
+        "a second settlement of the same attestation: ",
+        "was already settled",
+        "chain intact",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
 }
 
 #[test]

@@ -175,7 +175,7 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
 
-    /// Walk through the spec's flow in a throwaway data directory.
+    /// Walk through the spec's complete inference flow (keys, weights, PoAI, HMM) in a throwaway data directory.
     Demo,
 }
 

@@ -5,7 +5,7 @@
 //! was already written to a new allocation and frees the old one without wiping it, so a
 //! message with a data key or a plaintext could leave a copy behind in freed memory. With the
 //! room reserved first, the message is written once, in place. The buffer itself belongs to
-//! tonic; the server wipes it after the answer is sent (`hanzo-kms-server`, `grpc.rs`).
+//! tonic; the server wipes it after the answer is sent (`hanzo-kms-server`, `grpc/audited.rs`).
 
 use std::marker::PhantomData;
 

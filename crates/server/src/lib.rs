@@ -15,7 +15,7 @@
 //! | `server.rs` | settings, shared state, listeners, serving, the scheduler |
 //! | `routes.rs` | the REST routes from the operation table, bound to handlers |
 //! | `rest/` | the REST handlers by area |
-//! | `grpc.rs` | the gRPC service (the same operations) |
+//! | `grpc/` | the gRPC service (the same operations), the layer that audits tonic's own refusals, message conversions |
 //! | `extract.rs` | authentication, path parameters, request bodies |
 //! | `middleware.rs` | counting, timeouts and the audit of the REST layer's own refusals |
 //! | `error.rs` | [`wire_status`] and the error body |

@@ -305,7 +305,8 @@ pub enum TokensCommand {
         /// an all-tenant token (only an all-tenant admin may create one).
         #[arg(long)]
         tenant: String,
-        /// A role: admin, audit, decrypt, encrypt, sign or verify. Repeat for several. `audit`
+        /// A role: admin, manage (create, rotate, disable, destroy keys, without using them), audit,
+        /// decrypt, encrypt, sign or verify. Repeat for several. `audit`
         /// needs `--tenant '*'`: the audit log spans all tenants.
         #[arg(long = "role", required = true, value_name = "ROLE")]
         roles: Vec<String>,

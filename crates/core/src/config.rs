@@ -708,6 +708,10 @@ pub struct StorageConfig {
     /// PostgreSQL only: connections per node. The server's `max_connections` must cover every
     /// node's pool plus maintenance (see docs/operations.md).
     pub max_connections: u32,
+    /// SQLite only: `serve` logs a warning once when the free space on the store's filesystem
+    /// falls below this many MiB (and a line when it is back above). 0 turns the warning off;
+    /// `/metrics` shows the free space either way.
+    pub free_space_warning_mib: u64,
 }
 
 impl Default for StorageConfig {
@@ -716,6 +720,7 @@ impl Default for StorageConfig {
             url: None,
             connect_timeout_secs: 60,
             max_connections: 16,
+            free_space_warning_mib: 1024,
         }
     }
 }

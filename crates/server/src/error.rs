@@ -77,7 +77,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status.unwrap_or_else(|| status_of(self.error.kind()));
         let message = if status.is_server_error() {
-            tracing::error!(request_id = %self.request_id, code = self.error.kind().code(), error = %self.error, "request failed");
+            crate::repeats::request_failed("rest", &self.request_id, &self.error);
             match status {
                 StatusCode::SERVICE_UNAVAILABLE => "service unavailable".to_owned(),
                 _ => "internal error".to_owned(),

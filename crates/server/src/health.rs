@@ -21,7 +21,12 @@ pub(crate) async fn readyz(State(s): State<Shared>) -> Response {
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"ready": false,
-                   "store": store.as_ref().map(|_| "ok").unwrap_or("down"),
+                   "store": match &store {
+                       Ok(()) => "ok",
+                       // Reads work, records cannot be written (a full disk).
+                       Err(e) if e.kind() == hanzo_kms_core::ErrorKind::AuditFailure => "audit_failing",
+                       Err(_) => "down",
+                   },
                    "provider": if provider == Health::Ok { "ok" } else { "down" }}),
         ),
     };
@@ -58,6 +63,35 @@ pub(crate) async fn metrics(State(s): State<Shared>) -> Response {
         "Requests refused at once because their address made too many failed authentications (auth.failures_per_peer).",
         s.kms.auth_guard().throttled.load(Relaxed),
     );
+    let audit = s.kms.audit_health();
+    counter(
+        &mut out,
+        "hanzo_kms_audit_refused_total",
+        "Requests refused because their audit record could not be written (audit_failure: a full disk, a broken store).",
+        audit.refused(),
+    );
+    gauge(
+        &mut out,
+        "hanzo_kms_audit_failing",
+        "1 while the last audit write failed and none has succeeded since (/readyz is then 503).",
+        u64::from(audit.failing()),
+    );
+    if let Some(usage) = s.kms.store_disk_usage() {
+        gauge(
+            &mut out,
+            "hanzo_kms_store_bytes",
+            "Bytes the SQLite store takes on disk: the database, its WAL and shared-memory files.",
+            usage.store_bytes,
+        );
+        if let Some(free) = usage.free_bytes {
+            gauge(
+                &mut out,
+                "hanzo_kms_store_free_bytes",
+                "Bytes free for the store on its filesystem (storage.free_space_warning_mib logs a warning below its threshold).",
+                free,
+            );
+        }
+    }
     counter(
         &mut out,
         "hanzo_kms_request_timeouts_total",
@@ -175,5 +209,11 @@ pub(crate) async fn metrics(State(s): State<Shared>) -> Response {
 pub(crate) fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     out.push_str(&format!(
         "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+    ));
+}
+
+pub(crate) fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    out.push_str(&format!(
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
     ));
 }

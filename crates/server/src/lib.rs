@@ -19,6 +19,7 @@
 //! | `extract.rs` | authentication, path parameters, request bodies |
 //! | `middleware.rs` | counting, timeouts and the audit of the REST layer's own refusals |
 //! | `error.rs` | [`wire_status`] and the error body |
+//! | `repeats.rs` | server errors in the log: one line per kind and interval, with a count |
 //! | `health.rs`, `openapi.rs`, `schema.rs` | health, metrics, the API document |
 //! | `http.rs`, `tls.rs` | connections, TLS |
 
@@ -33,6 +34,7 @@ mod health;
 mod http;
 mod middleware;
 mod openapi;
+mod repeats;
 mod rest;
 mod routes;
 mod schema;

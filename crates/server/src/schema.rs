@@ -397,7 +397,7 @@ pub(crate) fn answer(method: &str, path: &str) -> Option<Value> {
             &["ready"],
             json!({
                 "ready": boolean("the store and the provider answer"),
-                "store": {"type": "string", "enum": ["ok", "down"], "description": "when not ready"},
+                "store": {"type": "string", "enum": ["ok", "down", "audit_failing"], "description": "when not ready: down (unreachable), audit_failing (it answers reads, but audit records cannot be written: a full disk)"},
                 "provider": {"type": "string", "enum": ["ok", "down"], "description": "when not ready"},
             }),
         ),

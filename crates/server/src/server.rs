@@ -1,5 +1,6 @@
 //! The server: its settings, its shared state, binding the listeners, serving REST and gRPC
-//! until shutdown, and the background tasks (rotation scheduler, failover health checks).
+//! until shutdown, and the background tasks (rotation scheduler, failover health checks, the
+//! storage watch).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -185,6 +186,10 @@ impl Server {
                 .0;
             tokio::spawn(failover_checks(self.state.clone(), every))
         });
+        let storage = Some(tokio::spawn(storage_watch(
+            self.state.clone(),
+            self.state.kms.config().storage.free_space_warning_mib,
+        )));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -266,7 +271,7 @@ impl Server {
                 Ok(())
             }
         };
-        for b in [background, health_checks].into_iter().flatten() {
+        for b in [background, health_checks, storage].into_iter().flatten() {
             b.abort();
         }
         self.state.kms.close().await;
@@ -292,6 +297,47 @@ pub(crate) async fn failover_checks(state: Shared, every: Duration) {
     loop {
         tick.tick().await;
         state.kms.failover_check().await;
+    }
+}
+
+/// Every few seconds: the counted repeats of server errors go to the log
+/// (`repeats::flush`), and, on SQLite, a warning is logged once when the free space on the
+/// store's filesystem falls below `storage.free_space_warning_mib` (0: never), and a line when
+/// it is back above (with 10 % hysteresis, so that it is not logged at every check near the line).
+pub(crate) async fn storage_watch(state: Shared, warn_below_mib: u64) {
+    let threshold = warn_below_mib.saturating_mul(1 << 20);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut low = false;
+    loop {
+        tick.tick().await;
+        crate::repeats::flush();
+        if threshold == 0 {
+            continue;
+        }
+        let Some(usage) = state.kms.store_disk_usage() else {
+            continue;
+        };
+        let Some(free) = usage.free_bytes else {
+            continue;
+        };
+        if !low && free < threshold {
+            low = true;
+            tracing::warn!(
+                free_mib = free >> 20,
+                store_mib = usage.store_bytes >> 20,
+                warn_below_mib,
+                "the store's filesystem is running out of space: when it is full, every request fails (audit_failure) until space is freed"
+            );
+        } else if low && free >= threshold.saturating_add(threshold / 10) {
+            low = false;
+            // At the warning's level, so that a log at the default level shows both.
+            tracing::warn!(
+                free_mib = free >> 20,
+                warn_below_mib,
+                "the store's filesystem has space again"
+            );
+        }
     }
 }
 

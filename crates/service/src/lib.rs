@@ -26,6 +26,7 @@ mod commit;
 pub mod data;
 pub mod failover;
 pub mod guard;
+pub mod health;
 mod info;
 mod keys;
 pub mod migrate;
@@ -129,6 +130,8 @@ pub struct Kms {
     pub(crate) signers: Arc<sign::Signers>,
     /// The failover provider, when `kms.lux.failover` is on (also `provider`).
     failover: Option<Arc<failover::Failover>>,
+    /// Whether audit records can be written (`/readyz`, `/metrics`).
+    audit_health: Arc<health::AuditHealth>,
 }
 
 impl std::fmt::Debug for Kms {
@@ -202,6 +205,7 @@ impl Kms {
             domain: Arc::new(std::sync::OnceLock::new()),
             signers: Arc::default(),
             failover: None,
+            audit_health: Arc::default(),
         }
     }
 
@@ -303,9 +307,9 @@ impl Kms {
             .get_or_init(|| commit::GroupCommit::start(self.store.clone()))
     }
 
-    /// Whether the store answers (for `/readyz`).
-    pub async fn store_ready(&self) -> Result<()> {
-        self.store.meta("format").await.map(|_| ())
+    /// What the store takes on disk and the space left (SQLite; `None` on PostgreSQL).
+    pub fn store_disk_usage(&self) -> Option<hanzo_kms_store::DiskUsage> {
+        self.store.disk_usage()
     }
 
     /// The provider's health (a PKCS#11 token's `C_GetTokenInfo` and login session), for

@@ -246,28 +246,33 @@ impl Kms {
             work(&mut call).await
         }
         .await;
-        match r {
-            Ok(Done::Committed(v, Receipt(()))) => Ok(v),
-            Ok(Done::Ok(v)) => {
-                self.audit_event_only(call.event("ok", None)).await?;
-                Ok(v)
+        let result = async {
+            match r {
+                Ok(Done::Committed(v, Receipt(()))) => Ok(v),
+                Ok(Done::Ok(v)) => {
+                    self.audit_event_only(call.event("ok", None)).await?;
+                    Ok(v)
+                }
+                Ok(Done::Noted(v, note)) => {
+                    self.audit_event_only(call.event("ok", Some(note))).await?;
+                    Ok(v)
+                }
+                Ok(Done::Invalid(v, reason)) => {
+                    self.audit_event_only(call.event("invalid", Some(reason)))
+                        .await?;
+                    Ok(v)
+                }
+                Ok(Done::Failed(v, reason)) => {
+                    self.audit_event_only(call.event("error", Some(reason)))
+                        .await?;
+                    Ok(v)
+                }
+                Err(e) => Err(self.refuse(&call, e).await),
             }
-            Ok(Done::Noted(v, note)) => {
-                self.audit_event_only(call.event("ok", Some(note))).await?;
-                Ok(v)
-            }
-            Ok(Done::Invalid(v, reason)) => {
-                self.audit_event_only(call.event("invalid", Some(reason)))
-                    .await?;
-                Ok(v)
-            }
-            Ok(Done::Failed(v, reason)) => {
-                self.audit_event_only(call.event("error", Some(reason)))
-                    .await?;
-                Ok(v)
-            }
-            Err(e) => Err(self.refuse(&call, e).await),
         }
+        .await;
+        self.audit_health.note(&result);
+        result
     }
 
     /// Steps 2 to 4.

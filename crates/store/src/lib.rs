@@ -42,7 +42,7 @@ pub use audit::{AuditEvent, AuditRecord, AuditReport};
 pub use batch::{BatchQuery, BatchReads, BatchWrites, ConsumeRow, NonceRecords};
 pub use rows::{AuditColumns, NonceRow, StoredKey, StoredToken, StoredVersion, parse_hash};
 pub use sqlite::{BatchWriter, Pending};
-pub use store::Store;
+pub use store::{DiskUsage, Store};
 pub use tx::WriteTx;
 
 /// The store's format marker, written at init.

@@ -14,6 +14,13 @@ use crate::sql::{self, key_columns, token_columns};
 use crate::sqlite::{self, Pending, WalSync};
 use crate::{Backend, StoredKey, StoredToken, StoredVersion, cache};
 
+/// What a SQLite store takes on disk and what is left ([`Store::disk_usage`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskUsage {
+    pub store_bytes: u64,
+    pub free_bytes: Option<u64>,
+}
+
 /// A connection pool to the store.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -145,6 +152,31 @@ impl Store {
     /// Each synced the WAL, and the database too when it caught up with the WAL's end.
     pub fn checkpoints(&self) -> Option<u64> {
         self.wal.as_ref().map(|w| w.checkpoints())
+    }
+
+    /// The bytes a SQLite store takes on disk (the database, its WAL and shared-memory files) and
+    /// the space left on its filesystem for an unprivileged writer (`None` if that cannot be
+    /// read). `None` on PostgreSQL, whose files are the database server's.
+    pub fn disk_usage(&self) -> Option<DiskUsage> {
+        if self.backend != Backend::Sqlite {
+            return None;
+        }
+        let store_bytes = ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", self.location)).ok())
+            .map(|m| m.len())
+            .sum();
+        let dir = Path::new(&self.location)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let free_bytes = rustix::fs::statvfs(dir)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+        Some(DiskUsage {
+            store_bytes,
+            free_bytes,
+        })
     }
 
     /// Whether the database was unreachable at the last attempt (PostgreSQL down or cut off).

@@ -19,7 +19,7 @@ use crate::error::wire_status;
 pub fn status(e: &Error, request_id: &str) -> Status {
     let (http, code) = wire_status(e.kind());
     let message = if http.is_server_error() {
-        tracing::error!(request_id, code = e.kind().code(), error = %e, "gRPC request failed");
+        crate::repeats::request_failed("grpc", request_id, e);
         if http == axum::http::StatusCode::SERVICE_UNAVAILABLE {
             "service unavailable".to_owned()
         } else {

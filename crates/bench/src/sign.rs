@@ -1,4 +1,4 @@
-//! `hanzo-kms bench sign`: PoAI signing throughput against raw libsecp256k1, in one run.
+//! `hanzo-kms-bench sign`: PoAI signing throughput against raw libsecp256k1, in one run.
 
 use std::process::ExitCode;
 use std::sync::Arc;

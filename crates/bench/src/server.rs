@@ -1,4 +1,4 @@
-//! `hanzo-kms bench server`: the REST API under load on loopback.
+//! `hanzo-kms-bench server`: the REST API under load on loopback.
 //!
 //! A small keep-alive HTTP/1.1 client of our own (one request in flight per connection) drives
 //! `POST /v1/poai/sign` (fresh nonce each time: a durable nonce record per request) and
@@ -34,16 +34,15 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::atomic::AtomicOutput;
-use crate::bench_sign;
 use crate::output::Out;
+use crate::sign;
 
 /// The server issue's targets were set for DESIGN.md §2's machine (2 vCPU Zen 4), where raw
 /// libsecp256k1 signs 85,000/s on two threads. The bench measures the same reference on the
 /// machine it runs on, in the same run, and scales each target by the ratio: a shared 2-vCPU
 /// host that signs at two thirds of that speed is held to two thirds of each rate. The
 /// reference is signing as DESIGN.md measured it, with a context randomized once
-/// ([`crate::bench_sign::raw_sign_rate`]); signing as the server does, with a fresh blinding
+/// ([`crate::sign::raw_sign_rate`]); signing as the server does, with a fresh blinding
 /// every 16 signatures, is reported beside it.
 const DESIGN_RAW_SIGN_2: f64 = 85_000.0;
 /// REST PoAI sign at concurrency 16 (req/s on the design machine).
@@ -68,11 +67,9 @@ const DISK_REFERENCE_SECS: f64 = 1.0;
 
 /// The disk's own latency for what every durable commit waits on: appends of 4 KiB (a WAL
 /// frame's page) to a fresh file in `dir`, each followed by `fdatasync`, for up to `secs` and
-/// between 100 and 5,000 times. Returns the latencies in ms, sorted. The file is a temporary
-/// [`AtomicOutput`] that is never committed, so it is removed when done, also on an error.
+/// between 100 and 5,000 times. Returns the latencies in ms, sorted. The file is a named
+/// temporary file, removed when done, also on an error.
 fn disk_sync_latencies(dir: &Path, secs: f64) -> Result<Vec<f64>> {
-    let probe = AtomicOutput::create(&dir.join("hanzo-kms-bench-fsync"), false)?;
-    let mut f = probe.file();
     let fail = |e: std::io::Error| {
         Error::new(
             ErrorKind::Io,
@@ -80,6 +77,11 @@ fn disk_sync_latencies(dir: &Path, secs: f64) -> Result<Vec<f64>> {
         )
         .with_source(e)
     };
+    let probe = tempfile::Builder::new()
+        .prefix(".hanzo-kms-bench-fsync-")
+        .tempfile_in(dir)
+        .map_err(fail)?;
+    let mut f = probe.as_file();
     let page = [0x5au8; 4096];
     let (start, mut lat) = (Instant::now(), Vec::new());
     while lat.len() < 100 || (lat.len() < 5_000 && start.elapsed().as_secs_f64() < secs) {
@@ -482,8 +484,8 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
         None
     };
     // The same-run reference (see DESIGN_RAW_SIGN_2), again at the end.
-    let ref_before = reference(secs.min(2.0), bench_sign::raw_sign_rate).await?;
-    let as_server = reference(secs.min(2.0), bench_sign::server_sign_rate).await?;
+    let ref_before = reference(secs.min(2.0), sign::raw_sign_rate).await?;
+    let as_server = reference(secs.min(2.0), sign::server_sign_rate).await?;
     let speed = ref_before / DESIGN_RAW_SIGN_2;
     say(format!(
         "  reference: raw libsecp256k1 sign, 2 threads, context randomized once (as DESIGN.md measured): {ref_before:.0}/s = {speed:.2}× DESIGN.md's machine (85,000/s); targets below are scaled by {speed:.2}"
@@ -733,7 +735,7 @@ pub async fn run(s: LoadSettings<'_>, out: &Out) -> Result<ExitCode> {
                    "unsent": pace.map(|_| unsent), "generator_cpu_us_per_request": generator_us}),
         );
     }
-    let ref_after = reference(secs.min(2.0), bench_sign::raw_sign_rate).await?;
+    let ref_after = reference(secs.min(2.0), sign::raw_sign_rate).await?;
     say(format!(
         "  reference again: {ref_after:.0}/s ({:+.0} % against the start; a large drift means the machine's load changed during the run)",
         (ref_after / ref_before - 1.0) * 100.0

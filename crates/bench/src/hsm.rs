@@ -38,7 +38,7 @@ pub fn run(
         .map_err(|_| Error::invalid(format!("--provider: '{provider}' is not a provider name")))?;
     if !kind.is_pkcs11() {
         return Err(Error::invalid(format!(
-            "--provider {kind}: only PKCS#11 providers are measured this way (plain `bench sign` measures software)"
+            "--provider {kind}: only PKCS#11 providers are measured this way (plain `hanzo-kms-bench sign` measures software)"
         )));
     }
     let cfg = hanzo_kms_service::load_config(config)?;
@@ -52,7 +52,7 @@ pub fn run(
             return Err(Error::new(
                 ErrorKind::Config,
                 format!(
-                    "bench sign --provider {kind} needs kms.lux.{kind} (module, token_label, pin_env) in --config"
+                    "hanzo-kms-bench sign --provider {kind} needs kms.lux.{kind} (module, token_label, pin_env) in --config"
                 ),
             ));
         }

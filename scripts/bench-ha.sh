@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Two `hanzo-kms serve` nodes on one PostgreSQL against one node on SQLite, in the same run:
-# `hanzo-kms bench server` (PoAI sign, 1 KiB encrypt, HMM settlement) on each setup.
+# `hanzo-kms-bench server` (PoAI sign, 1 KiB encrypt, HMM settlement) on each setup.
 #
 #   scripts/bench-ha.sh [SECONDS_PER_FIGURE] [CONCURRENCY]
 #
@@ -13,8 +13,9 @@ conc=${2:-16}
 
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$pg_bin/initdb" ] || { echo "bench-ha: PostgreSQL is missing (apt-get install -y postgresql)" >&2; exit 1; }
-cargo build --release --locked -p hanzo-kms-cli --quiet
+cargo build --release --locked -p hanzo-kms-cli -p hanzo-kms-bench --quiet
 kms=$PWD/target/release/hanzo-kms
+bench=$PWD/target/release/hanzo-kms-bench
 
 work=$(mktemp -d)
 chmod 755 "$work"  # the postgres user must reach its directory inside
@@ -51,8 +52,8 @@ b=$(serve "$work/b" "$work/pg.yaml")
 s=$(serve "$work/s" "")
 
 echo "== two nodes on PostgreSQL ($("$pg_bin/postgres" --version)), $conc connections spread over both"
-"$kms" bench server --url "$a" --url "$b" --token "$(cat "$work/a/admin.token")" \
+"$bench" server --url "$a" --url "$b" --token "$(cat "$work/a/admin.token")" \
   --seconds "$secs" --concurrency "$conc" --rate 0
 echo "== one node on SQLite (the embedded default), $conc connections"
-"$kms" bench server --url "$s" --token "$(cat "$work/s/admin.token")" \
+"$bench" server --url "$s" --token "$(cat "$work/s/admin.token")" \
   --seconds "$secs" --concurrency "$conc" --rate 0

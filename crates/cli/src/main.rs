@@ -18,10 +18,6 @@ mod args;
 mod atomic;
 mod backend;
 mod backup;
-mod bench;
-mod bench_hsm;
-mod bench_server;
-mod bench_sign;
 mod calldata;
 mod demo;
 mod model;
@@ -32,8 +28,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use hanzo_kms_core::{Algorithm, Config, Error, ErrorKind, Result};
-use hanzo_kms_service::{DestroyMode, Kms, MASTER_KEY_ENV, RequestCtx, Settings};
+use hanzo_kms_core::{Algorithm, Error, ErrorKind, Result};
+use hanzo_kms_service::{DestroyMode, Kms, MASTER_KEY_ENV, RequestCtx, Settings, load_config};
 use serde_json::json;
 
 use crate::args::{
@@ -91,12 +87,10 @@ fn main() -> ExitCode {
     let cli = parse_cli();
     init_tracing();
     let out = Out::new(cli.json);
-    // The server (and the server benchmark, which runs one in-process) use every core; the
-    // other commands make a few calls and start faster on one thread.
+    // The server uses every core; the other commands make a few calls and start faster on one
+    // thread.
     let mut builder = match cli.command {
-        Command::Serve { .. } | Command::Bench(args::BenchCommand::Server { .. }) => {
-            tokio::runtime::Builder::new_multi_thread()
-        }
+        Command::Serve { .. } => tokio::runtime::Builder::new_multi_thread(),
         _ => tokio::runtime::Builder::new_current_thread(),
     };
     let runtime = match builder.enable_all().build() {
@@ -162,20 +156,6 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
                 model::inspect(input, out)?;
             }
             return Ok(ExitCode::SUCCESS);
-        }
-        Command::Bench(b) => {
-            // Only a bench against a running server needs a token; the others leave the
-            // token file unread.
-            let remote = matches!(b, args::BenchCommand::Server { url, .. } if !url.is_empty());
-            let token = if remote { api_token(cli)? } else { None };
-            return bench::run(
-                b,
-                token.as_deref().map(|t| t.trim()),
-                cli.config.as_deref(),
-                out,
-            )
-            .await
-            .map_err(Failure::from);
         }
         _ => {}
     }
@@ -481,32 +461,11 @@ async fn dispatch(b: &Backend<'_>, command: &Command, out: &Out) -> Result<ExitC
         | Command::Serve { .. }
         | Command::Backup(_)
         | Command::Config(_)
-        | Command::Demo
-        | Command::Bench(_) => {
+        | Command::Demo => {
             return Err(Failure::from(Error::internal("command dispatched twice")));
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Load the config file (or defaults) and apply `HANZO_KMS__…` overrides.
-pub fn load_config(path: Option<&Path>) -> Result<Config> {
-    let env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with(hanzo_kms_core::config::ENV_PREFIX))
-        .collect();
-    match path {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("reading config file {}", p.display()),
-                )
-                .with_source(e)
-            })?;
-            Config::from_yaml(&text, &p.display().to_string(), env)
-        }
-        None => Config::from_yaml("", "defaults", env),
-    }
 }
 
 fn settings(cli: &Cli) -> Result<Settings> {

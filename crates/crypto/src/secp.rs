@@ -8,7 +8,7 @@
 //! `secp256k1` 0.33, our crate for everything else on this curve, signs only through its own
 //! thread-local context and re-randomizes it after every signature. A re-randomization costs
 //! about as much as the signature (one more `k·G`), so signing through it runs at about half of
-//! libsecp256k1's speed (`hanzo-kms bench server` prints both). Here each thread keeps a context
+//! libsecp256k1's speed (`hanzo-kms-bench server` prints both). Here each thread keeps a context
 //! of its own (`secp256k1` 0.31, the last release with explicit contexts), seeded from the
 //! operating system's random generator when first used and again after every
 //! [`SIGNATURES_PER_SEED`] signatures. If no fresh seed can be had, nothing is signed.

@@ -47,6 +47,29 @@ impl std::fmt::Display for MasterKeySource {
     }
 }
 
+/// The configuration: the YAML file at `path` (the HIP-005 format), or the defaults without one,
+/// with every `HANZO_KMS__SECTION__KEY=value` variable of this process's environment applied
+/// over it ([`hanzo_kms_core::config::ENV_PREFIX`]), and checked. An unreadable file is a
+/// `Config` error that names it. Used by the `hanzo-kms` and `hanzo-kms-bench` binaries.
+pub fn load_config(path: Option<&Path>) -> Result<Config> {
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(hanzo_kms_core::config::ENV_PREFIX))
+        .collect();
+    match path {
+        Some(p) => {
+            let text = fs::read_to_string(p).map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("reading config file {}", p.display()),
+                )
+                .with_source(e)
+            })?;
+            Config::from_yaml(&text, &p.display().to_string(), env)
+        }
+        None => Config::from_yaml("", "defaults", env),
+    }
+}
+
 /// Everything needed to open a data directory.
 #[derive(Clone, Debug)]
 pub struct Settings {

@@ -47,7 +47,7 @@ use hanzo_kms_core::{
 use hanzo_kms_store::{AuditEvent, Store};
 
 pub use auth::{Principal, Role};
-pub use bootstrap::{InitReport, MASTER_KEY_ENV, MasterKeySource, Settings};
+pub use bootstrap::{InitReport, MASTER_KEY_ENV, MasterKeySource, Settings, load_config};
 pub use commit::CommitStats;
 pub use info::{KeyInfo, PublicKeyInfo, VersionInfo};
 pub use tokens::{ApiToken, MAX_TOKEN_TTL_SECS, TokenInfo};

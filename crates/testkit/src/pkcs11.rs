@@ -1,4 +1,4 @@
-//! The raw `C_Sign` loop that `hanzo-kms bench sign --provider <pkcs11>` compares the provider
+//! The raw `C_Sign` loop that `hanzo-kms-bench sign --provider <pkcs11>` compares the provider
 //! against: the device's own mechanism on a session of the calling thread, with no object
 //! cache, normalisation or recovery. Benchmark support, kept out of the provider's API.
 //!

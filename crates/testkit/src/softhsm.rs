@@ -22,8 +22,8 @@ use hanzo_kms_core::{Error, ErrorKind, Result};
 /// Where Debian installs the module.
 pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
-/// A token made for one test (or one `bench sign --provider softhsm2` run). Its PINs guard only
-/// a throwaway token; `Debug` leaves them out all the same.
+/// A token made for one test (or one `hanzo-kms-bench sign --provider softhsm2` run). Its PINs
+/// guard only a throwaway token; `Debug` leaves them out all the same.
 #[derive(Clone)]
 pub struct Token {
     pub label: String,

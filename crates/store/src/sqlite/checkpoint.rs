@@ -32,8 +32,9 @@ pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(30);
 /// The WAL size past which the group committer stops and checkpoints the whole WAL itself
 /// (`TRUNCATE`) before its next batch ([`BatchWriter::bound_wal`]). The background checkpoint
 /// copies scattered pages more slowly than sustained batch signing with random nonces writes
-/// them (`bench server --prefill` with batches of 1,024 grew the WAL to several GB in a minute),
-/// and the WAL can only start again from its beginning once a checkpoint has caught up with it.
+/// them (`hanzo-kms-bench server --prefill` with batches of 1,024 grew the WAL to several GB in a
+/// minute), and the WAL can only start again from its beginning once a checkpoint has caught up
+/// with it.
 /// Past this size, writes wait for the disk instead of filling it.
 pub(crate) const WAL_LIMIT_BYTES: u64 = 512 << 20;
 

@@ -1,4 +1,4 @@
-//! `hanzo-kms bench sign`: PoAI signing throughput against raw libsecp256k1, in one run.
+//! `hanzo-kms-bench sign`: PoAI signing throughput against raw libsecp256k1, in one run.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -269,9 +269,10 @@ pub(crate) fn batch_rate(
     }) * size as f64
 }
 
-/// `bench sign --count N`: exactly N raw libsecp256k1 signatures, then N of ours (EIP-712 hash +
-/// provider sign), each path in its own never-inlined function so that callgrind's inclusive
-/// instruction counts of `raw_sign_path` and `our_sign_path` compare them exactly.
+/// `hanzo-kms-bench sign --count N`: exactly N raw libsecp256k1 signatures, then N of ours
+/// (EIP-712 hash + provider sign), each path in its own never-inlined function so that
+/// callgrind's inclusive instruction counts of `raw_sign_path` and `our_sign_path` compare them
+/// exactly.
 pub fn count(n: u64, out: &Out) -> Result<ExitCode> {
     let (ctx, sk) = raw_signer()?;
     let provider = SoftwareProvider::new(&SoftwareProvider::generate_master_key()?)?;

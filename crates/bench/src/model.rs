@@ -1,4 +1,4 @@
-//! `hanzo-kms bench model`: model-weight encryption throughput against references measured in
+//! `hanzo-kms-bench model`: model-weight encryption throughput against references measured in
 //! the same run on the same machine (these machines are shared, so ratios matter, not absolutes).
 //!
 //! - in memory: our `seal_body`/`open_body` on pre-allocated buffers vs raw aws-lc-rs
@@ -6,7 +6,8 @@
 //!   `openssl speed -evp aes-256-gcm -multi <threads> -bytes 1048576`;
 //! - file to file: `hanzo-kms model encrypt|decrypt` as child processes (the real CLI path: key
 //!   unwrap through the pipeline, temp file, fsync, rename) vs `cp` followed by `sync` of the copy;
-//!   the children report their peak RSS.
+//!   the children report their peak RSS. The `hanzo-kms` binary is the one beside this one (as
+//!   cargo builds both into one directory), else the first on `PATH`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -19,77 +20,34 @@ use hanzo_kms_service::{Kms, RequestCtx, Settings};
 use hanzo_kms_weights::{Draft, default_threads};
 use serde_json::{Value, json};
 
-use crate::args::{BenchCommand, parse_size};
+use crate::args::parse_size;
 use crate::output::Out;
 
-/// `token`: the global --token, HANZO_KMS_TOKEN or --token-file, for `bench server --url`.
-pub async fn run(
-    cmd: &BenchCommand,
-    token: Option<&str>,
-    config: Option<&std::path::Path>,
-    out: &Out,
-) -> Result<ExitCode> {
-    let (size, file_size, dir, segment_size, threads, repeat) = match cmd {
-        BenchCommand::Model {
-            size,
-            file_size,
-            dir,
-            segment_size,
-            threads,
-            repeat,
-        } => (size, file_size, dir, segment_size, threads, repeat),
-        BenchCommand::Server {
-            url,
-            grpc_url,
-            concurrency,
-            seconds,
-            batch,
-            rate,
-            warmup,
-            ordered_nonces,
-            disk_dir,
-            prefill,
-        } => {
-            return crate::bench_server::run(
-                crate::bench_server::LoadSettings {
-                    urls: url,
-                    grpc_url: grpc_url.as_deref(),
-                    token,
-                    concurrency: *concurrency,
-                    seconds: *seconds,
-                    batch: *batch,
-                    rate: *rate,
-                    warmup: *warmup,
-                    ordered_nonces: *ordered_nonces,
-                    disk_dir: disk_dir.as_deref(),
-                    prefill: *prefill,
-                },
-                out,
-            )
-            .await;
-        }
-        BenchCommand::Sign {
-            seconds,
-            threads,
-            concurrency,
-            provider,
-            count,
-        } => {
-            if let Some(p) = provider {
-                return crate::bench_hsm::run(p, config, *seconds, *count, out);
-            }
-            if let Some(n) = count {
-                return crate::bench_sign::count(*n, out);
-            }
-            return crate::bench_sign::run(*seconds, *threads, *concurrency, out).await;
-        }
-    };
+/// The options of `model`, as given.
+pub struct ModelSettings<'a> {
+    pub size: &'a str,
+    pub file_size: &'a str,
+    pub dir: Option<&'a Path>,
+    pub segment_size: &'a str,
+    pub threads: Option<usize>,
+    pub repeat: u32,
+}
+
+pub async fn run(m: ModelSettings<'_>, out: &Out) -> Result<ExitCode> {
+    let ModelSettings {
+        size,
+        file_size,
+        dir,
+        segment_size,
+        threads,
+        repeat,
+    } = m;
     let size = parse_size(size).map_err(Error::invalid)?;
     let file_size = parse_size(file_size).map_err(Error::invalid)?;
     let seg = u32::try_from(parse_size(segment_size).map_err(Error::invalid)?)
         .map_err(|_| Error::invalid("segment size too large"))?;
     let threads = threads.filter(|t| *t > 0).unwrap_or_else(default_threads);
-    let repeat = (*repeat).max(1);
+    let repeat = repeat.max(1);
     let say = |s: String| {
         if !out.json {
             out.line(s);
@@ -176,7 +134,7 @@ pub async fn run(
 
     // ---- file to file ----
     if file_size > 0 {
-        let base = dir.clone().unwrap_or_else(std::env::temp_dir);
+        let base = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
         let mut suffix = [0u8; 6];
         hanzo_kms_crypto::rng::fill(&mut suffix)?;
         let work = base.join(format!("hanzo-kms-bench-{}", hex::encode(suffix)));
@@ -299,12 +257,20 @@ async fn files(work: &Path, size: u64, repeat: u32, out: &Out) -> Result<Value> 
     }))
 }
 
+/// The `hanzo-kms` binary: the one in this binary's directory, else `hanzo-kms` on `PATH`.
+fn kms_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("hanzo-kms")))
+        .filter(|kms| kms.is_file())
+        .unwrap_or_else(|| PathBuf::from("hanzo-kms"))
+}
+
 /// Run `hanzo-kms --data-dir DATA --json ARGS --in IN --out OUT`; wall-clock seconds and its JSON.
 fn child(data: &Path, args: &[&str], input: &Path, output: &Path) -> Result<(f64, Value)> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::new(ErrorKind::Io, "finding hanzo-kms itself").with_source(e))?;
+    let exe = kms_binary();
     let t = Instant::now();
-    let o = Command::new(exe)
+    let o = Command::new(&exe)
         .arg("--data-dir")
         .arg(data)
         .arg("--json")
@@ -315,7 +281,16 @@ fn child(data: &Path, args: &[&str], input: &Path, output: &Path) -> Result<(f64
         .arg(output)
         .env_remove("HANZO_KMS_MASTER_KEY")
         .output()
-        .map_err(|e| Error::new(ErrorKind::Io, "running hanzo-kms").with_source(e))?;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!(
+                    "running {} (build it with `cargo build -p hanzo-kms-cli`, or give --file-size 0)",
+                    exe.display()
+                ),
+            )
+            .with_source(e)
+        })?;
     let secs = t.elapsed().as_secs_f64();
     if !o.status.success() {
         return Err(Error::internal(format!(

@@ -1,4 +1,4 @@
-//! `hanzo-kms bench sign --provider softhsm2`: signing through the PKCS#11 provider against a raw
+//! `hanzo-kms-bench sign --provider softhsm2`: signing through the PKCS#11 provider against a raw
 //! `C_Sign` loop on the same token, in one run.
 //!
 //! "Raw" is the device's own mechanism on one pooled session per thread, with nothing else
@@ -20,7 +20,7 @@ use hanzo_kms_testkit::pkcs11::RawSign;
 use hanzo_kms_testkit::softhsm::Token;
 use serde_json::json;
 
-use crate::bench_sign::batch_rate;
+use crate::sign::batch_rate;
 
 /// Interleaved rounds per figure; the best of each is kept (load on a shared machine only ever
 /// slows a run down, so the best is the least disturbed).
@@ -38,10 +38,10 @@ pub fn run(
         .map_err(|_| Error::invalid(format!("--provider: '{provider}' is not a provider name")))?;
     if !kind.is_pkcs11() {
         return Err(Error::invalid(format!(
-            "--provider {kind}: only PKCS#11 providers are measured this way (plain `bench sign` measures software)"
+            "--provider {kind}: only PKCS#11 providers are measured this way (plain `hanzo-kms-bench sign` measures software)"
         )));
     }
-    let cfg = crate::load_config(config)?;
+    let cfg = hanzo_kms_service::load_config(config)?;
     let (section, throwaway) = match cfg.kms.lux.pkcs11_section(kind) {
         Some(s) => (s.clone(), None),
         None if kind == ProviderKind::Softhsm2 => {
@@ -52,7 +52,7 @@ pub fn run(
             return Err(Error::new(
                 ErrorKind::Config,
                 format!(
-                    "bench sign --provider {kind} needs kms.lux.{kind} (module, token_label, pin_env) in --config"
+                    "hanzo-kms-bench sign --provider {kind} needs kms.lux.{kind} (module, token_label, pin_env) in --config"
                 ),
             ));
         }

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use hanzo_kms_core::eip712::{Address, B32, HMMSettlement, PoAIAttestation, U256};
+use hanzo_kms_core::eip712::{Address, B32, HMMSettlement, PoAIAttestation, U256, keccak256};
 use hanzo_kms_core::{Config, Error, ErrorKind, Result};
 use hanzo_kms_service::sign::{Paid, Verdict};
 use hanzo_kms_service::{Kms, RequestCtx, Settings};
@@ -119,8 +119,8 @@ async fn walk(dir: &std::path::Path, out: &Out) -> Result<()> {
     let poai = kms.parse_name("poai:acme:gpt4")?;
     let attestation = PoAIAttestation {
         model_id: "acme:gpt4".into(),
-        input_hash: B32(sha256(b"prompt: what is a key hierarchy?")),
-        output_hash: B32(sha256(b"completion: keys that wrap keys")),
+        input_hash: B32(keccak256(b"prompt: what is a key hierarchy?")),
+        output_hash: B32(keccak256(b"completion: keys that wrap keys")),
         timestamp: now,
         compute_time_ms: 42,
         node_id: "demo-node-1".into(),
@@ -199,13 +199,6 @@ async fn walk(dir: &std::path::Path, out: &Out) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
 }
 
 fn hex0x(bytes: &[u8]) -> String {

@@ -157,13 +157,17 @@ impl AwsKms {
         };
         let judge = |r: &Reply| {
             let kind = error_type(r);
-            if matches!(r.status, 429 | 500 | 502 | 503 | 504)
+            if r.status == 429
                 || matches!(
                     kind.as_str(),
-                    "ThrottlingException"
-                        | "KMSInternalException"
-                        | "DependencyTimeoutException"
-                        | "LimitExceededException"
+                    "ThrottlingException" | "LimitExceededException"
+                )
+            {
+                Verdict::Throttled
+            } else if matches!(r.status, 500 | 502 | 503 | 504)
+                || matches!(
+                    kind.as_str(),
+                    "KMSInternalException" | "DependencyTimeoutException"
                 )
             {
                 Verdict::Retry

@@ -189,7 +189,8 @@ impl OpenBao {
         };
         // 429 (rate limit quota) and 5xx (sealed, standby, overloaded) are tried again.
         let judge = |r: &Reply| match r.status {
-            429 | 500 | 502 | 503 | 504 => Verdict::Retry,
+            429 => Verdict::Throttled,
+            500 | 502 | 503 | 504 => Verdict::Retry,
             _ => Verdict::Done,
         };
         let reply = self.http.send(&describe, &build, &judge)?;

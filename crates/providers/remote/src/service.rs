@@ -23,7 +23,8 @@ pub enum KeyUse {
 /// - a ciphertext that does not decrypt (wrong key, changed AAD, altered bytes) is
 ///   [`hanzo_kms_core::Error::authentication_failed`] and nothing more;
 /// - a key of the wrong kind for the call is `Unsupported`;
-/// - refused credentials are `Config`; an unreachable or failing service is `Unavailable`.
+/// - refused credentials are `Config`; an unreachable or failing service is `Unavailable`;
+/// - a call still throttled after the retries is `RateLimited` with a `retry_after`.
 pub trait RemoteKms: Send + Sync {
     /// The provider name used in errors and the store (`openbao`, `aws-kms`, ...).
     fn service(&self) -> &'static str;

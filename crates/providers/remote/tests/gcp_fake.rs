@@ -353,10 +353,38 @@ fn fake_gcp_throttling_is_retried_with_backoff() {
     fake.inject("unavailable", "encrypt", 9);
     let e = p.generate_data_key(&k.r(), b"a").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert_eq!(e.retry_after(), None);
     assert_clear(
         &e,
         &fake,
         &["Encrypt", &remote_id(&k), "HTTP 503", "3 attempts"],
+    );
+}
+
+#[test]
+fn fake_gcp_throttled_past_the_retries_is_rate_limited() {
+    let fake = FakeGcpKms::start();
+    let p = provider_on(&fake, "quota");
+    let k = make(&p, "model:acme:q", 1, Algorithm::Aes256Gcm);
+    fake.inject("throttle", "encrypt", 9);
+    let e = p.generate_data_key(&k.r(), b"a").unwrap_err();
+    // RESOURCE_EXHAUSTED to the end: the caller is told to slow down (429 + Retry-After at the
+    // server), not that the service is down.
+    assert_eq!(e.kind(), ErrorKind::RateLimited, "{e}");
+    assert!(
+        e.retry_after()
+            .is_some_and(|w| w >= std::time::Duration::from_secs(1))
+    );
+    assert_clear(
+        &e,
+        &fake,
+        &[
+            "Encrypt",
+            &remote_id(&k),
+            "HTTP 429",
+            "3 attempts",
+            "model:acme:q",
+        ],
     );
 }
 

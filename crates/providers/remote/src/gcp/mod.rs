@@ -295,7 +295,9 @@ impl GcpKms {
                 .map_err(|e| Error::internal(format!("{SERVICE}: bad token request: {e}")))
         };
         let reply = self.http.send(&what, &build, &|r: &Reply| {
-            if r.status == 429 || r.status >= 500 {
+            if r.status == 429 {
+                Verdict::Throttled
+            } else if r.status >= 500 {
                 Verdict::Retry
             } else {
                 Verdict::Done
@@ -762,12 +764,13 @@ enum Method {
     Post,
 }
 
-/// Google's error body: `{"error": {"code", "message", "status"}}`.
 /// A throttled or unavailable call is tried again; so is one whose request CRC32C the
 /// service found wrong (damaged on the way; Google advises a limited number of retries).
 fn judge(r: &Reply) -> Verdict {
     let checksum = r.status == 400 && ApiError::parse(r).message.contains("checksum");
-    if matches!(r.status, 429 | 500 | 502 | 503 | 504) || checksum {
+    if r.status == 429 {
+        Verdict::Throttled
+    } else if matches!(r.status, 500 | 502 | 503 | 504) || checksum {
         Verdict::Retry
     } else {
         Verdict::Done

@@ -248,6 +248,17 @@ impl ProviderKind {
         !self.is_remote() && self != Self::Software
     }
 
+    /// The provider's name as a human writes it, for messages: "Google Cloud KMS", "AWS KMS",
+    /// "OpenBao" for the remote services, the config name for the others.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::AwsKms => "AWS KMS",
+            Self::GoogleCloudKms => "Google Cloud KMS",
+            Self::Openbao => "OpenBao",
+            other => other.as_str(),
+        }
+    }
+
     /// Whether this provider is a remote key service reached over HTTP (Google Cloud KMS,
     /// AWS KMS, OpenBao/Vault Transit).
     pub fn is_remote(self) -> bool {

@@ -29,7 +29,10 @@ use crate::http::{Http, Reply, Verdict, error_text};
 use crate::service::{KeyUse, RemoteKms};
 use crate::sigv4::{self, Credentials};
 
-const SERVICE: &str = "aws-kms";
+/// The service's name in every error.
+const SERVICE: &str = "AWS KMS";
+/// The provider's config name (`kms.lux.provider: aws-kms`).
+pub const PROVIDER: &str = "aws-kms";
 /// The default prefix of the root keys' aliases.
 pub const DEFAULT_KEY_PREFIX: &str = "hanzo-kms-";
 /// The shortest waiting period AWS KMS allows before deleting a key.
@@ -59,7 +62,12 @@ impl std::fmt::Debug for AwsKms {
 impl AwsKms {
     /// A client from the config section; `env` looks up environment variables.
     pub fn from_config(c: &AwsKmsConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
-        let cfg = |m: String| Error::new(ErrorKind::Config, format!("kms.lux.aws-kms: {m}"));
+        let cfg = |m: String| {
+            Error::new(
+                ErrorKind::Config,
+                format!("{SERVICE}: kms.lux.aws-kms: {m}"),
+            )
+        };
         let region = c
             .region
             .clone()
@@ -355,6 +363,10 @@ fn credentials(
 
 impl RemoteKms for AwsKms {
     fn service(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn display_name(&self) -> &'static str {
         SERVICE
     }
 
@@ -371,7 +383,9 @@ impl RemoteKms for AwsKms {
             KeyUse::Sign(other) => {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
-                    format!("{SERVICE}: hanzo-kms does not keep {other} keys in AWS KMS"),
+                    format!(
+                        "{SERVICE}: creating {label}: hanzo-kms does not keep {other} keys here"
+                    ),
                 ));
             }
         };
@@ -419,7 +433,7 @@ impl RemoteKms for AwsKms {
         let mut body = body;
         let r = self.call("Encrypt", &body, id);
         hanzo_kms_core::secret::wipe_json(&mut body);
-        Self::blob(&r?, "CiphertextBlob", "Encrypt")
+        Self::blob(&r?, "CiphertextBlob", &format!("Encrypt ({id})"))
     }
 
     fn decrypt(&self, id: &str, ciphertext: &[u8], aad: &[u8]) -> Result<SecretBytes> {
@@ -433,7 +447,7 @@ impl RemoteKms for AwsKms {
         plain.ok_or_else(|| {
             Error::new(
                 ErrorKind::Unavailable,
-                format!("{SERVICE}: Decrypt: no Plaintext in the answer"),
+                format!("{SERVICE}: Decrypt ({id}): no Plaintext in the answer"),
             )
         })
     }
@@ -442,7 +456,7 @@ impl RemoteKms for AwsKms {
         if !self.signs(alg) {
             return Err(Error::new(
                 ErrorKind::Unsupported,
-                format!("{SERVICE}: cannot sign {alg}"),
+                format!("{SERVICE}: Sign ({id}): hanzo-kms does not sign {alg} here"),
             ));
         }
         let v = self.call(
@@ -450,12 +464,12 @@ impl RemoteKms for AwsKms {
             &json!({"KeyId": id, "Message": B64.encode(input), "MessageType": "DIGEST", "SigningAlgorithm": "ECDSA_SHA_256"}),
             id,
         )?;
-        Self::blob(&v, "Signature", "Sign")
+        Self::blob(&v, "Signature", &format!("Sign ({id})"))
     }
 
     fn public_key(&self, id: &str, alg: Algorithm) -> Result<Vec<u8>> {
         let v = self.call("GetPublicKey", &json!({"KeyId": id}), id)?;
-        let der = Self::blob(&v, "PublicKey", "GetPublicKey")?;
+        let der = Self::blob(&v, "PublicKey", &format!("GetPublicKey ({id})"))?;
         let oid = match alg {
             Algorithm::Secp256k1 => hanzo_kms_crypto::ecdsa::OID_SECP256K1,
             _ => hanzo_kms_crypto::ecdsa::OID_P256,
@@ -476,7 +490,7 @@ impl RemoteKms for AwsKms {
             &json!({"KeyId": id, "Message": B64.encode(data), "MacAlgorithm": "HMAC_SHA_256"}),
             id,
         )?;
-        Self::blob(&v, "Mac", "GenerateMac")?
+        Self::blob(&v, "Mac", &format!("GenerateMac ({id})"))?
             .try_into()
             .map_err(|_| {
                 Error::new(

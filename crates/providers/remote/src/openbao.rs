@@ -28,7 +28,10 @@ use zeroize::Zeroizing;
 use crate::http::{Http, Reply, Verdict, error_text};
 use crate::service::{KeyUse, RemoteKms};
 
-const SERVICE: &str = "openbao";
+/// The service's name in every error.
+const SERVICE: &str = "OpenBao";
+/// The provider's config name (`kms.lux.provider: openbao`, or `vault`).
+pub const PROVIDER: &str = "openbao";
 /// The default prefix of Transit key names.
 pub const DEFAULT_KEY_PREFIX: &str = "hanzo-kms.";
 
@@ -75,7 +78,12 @@ impl OpenBao {
     /// A client from the config section, with the token read from where it says
     /// (`env` looks up environment variables: `BAO_ADDR`, `BAO_TOKEN`, ...).
     pub fn from_config(c: &OpenBaoConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
-        let cfg = |m: String| Error::new(ErrorKind::Config, format!("kms.lux.openbao: {m}"));
+        let cfg = |m: String| {
+            Error::new(
+                ErrorKind::Config,
+                format!("{SERVICE}: kms.lux.openbao: {m}"),
+            )
+        };
         let address = c
             .address
             .clone()
@@ -104,7 +112,10 @@ impl OpenBao {
             let text = Zeroizing::new(std::fs::read_to_string(p).map_err(|e| {
                 Error::new(
                     ErrorKind::Config,
-                    format!("kms.lux.openbao.token_file: reading {}", p.display()),
+                    format!(
+                        "{SERVICE}: kms.lux.openbao.token_file: cannot read {}",
+                        p.display()
+                    ),
                 )
                 .with_source(e)
             })?);
@@ -388,6 +399,10 @@ fn suffix() -> Result<String> {
 
 impl RemoteKms for OpenBao {
     fn service(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn display_name(&self) -> &'static str {
         SERVICE
     }
 

@@ -103,9 +103,7 @@ fn fake_server_throttled_past_the_retries_is_rate_limited_naming_the_service() {
     );
     let text = e.to_string();
     assert!(
-        text.to_lowercase().contains("openbao")
-            && text.contains("HTTP 429")
-            && text.contains("3 attempts"),
+        text.contains("OpenBao") && text.contains("HTTP 429") && text.contains("3 attempts"),
         "{text}"
     );
     assert!(text.contains("root-kek"), "{text}");

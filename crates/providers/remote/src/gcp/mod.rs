@@ -430,6 +430,10 @@ impl RemoteKms for GcpKms {
         PROVIDER
     }
 
+    fn display_name(&self) -> &'static str {
+        SERVICE
+    }
+
     fn signs(&self, alg: Algorithm) -> bool {
         match alg {
             Algorithm::P256 => true,

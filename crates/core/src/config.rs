@@ -317,10 +317,11 @@ pub enum GcpProtectionLevel {
     Software,
 }
 
-/// `kms.lux.aws-kms:` — AWS KMS. Credentials come from the standard AWS environment variables
-/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or the shared
-/// credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`, profile
-/// `AWS_PROFILE` or `profile`), never from this file.
+/// `kms.lux.aws-kms:` — AWS KMS. Credentials come from the standard AWS chain, never from this
+/// file: the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`),
+/// the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`,
+/// profile `profile` or `AWS_PROFILE`), the ECS/EKS container credentials endpoint, then the
+/// EC2 instance metadata service (IMDSv2); see docs/providers.md.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsKmsConfig {

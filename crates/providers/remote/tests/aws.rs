@@ -140,15 +140,22 @@ fn aws_secp256k1_signatures_from_the_service_are_normalised_and_recover() {
 
 #[test]
 fn aws_missing_credentials_are_a_config_error() {
-    let e = AwsKms::from_config(&section("http://127.0.0.1:9"), &|n| {
-        (n == "AWS_SHARED_CREDENTIALS_FILE").then(|| "/nonexistent/credentials".into())
+    let e = AwsKms::from_config(&section("http://127.0.0.1:9"), &|n| match n {
+        "AWS_SHARED_CREDENTIALS_FILE" => Some("/nonexistent/credentials".into()),
+        "AWS_EC2_METADATA_DISABLED" => Some("true".into()),
+        _ => None,
     })
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config, "{e}");
     assert_clear(
         &e,
         "AWS KMS",
-        &["/nonexistent/credentials", "cannot be read"],
+        &[
+            "no credentials",
+            "/nonexistent/credentials",
+            "cannot be read",
+            "disabled",
+        ],
         &[],
     );
     // No region anywhere: the config key to set is named.

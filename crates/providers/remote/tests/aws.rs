@@ -7,7 +7,7 @@
 use hanzo_kms_conformance::{make, name};
 use hanzo_kms_core::config::{AwsKmsConfig, RemoteSigningKeys};
 use hanzo_kms_core::{Algorithm, ErrorKind, Health, KeyRef, Origin, Provider};
-use hanzo_kms_remote::{AwsKms, RemoteKms, RemoteProvider, RemoteSettings};
+use hanzo_kms_remote::{AwsKms, RemoteKms, RemoteProvider};
 
 mod common;
 use common::assert_clear;
@@ -41,15 +41,10 @@ fn open_with(
     prefix: &str,
     create: bool,
 ) -> hanzo_kms_core::Result<RemoteProvider<AwsKms>> {
-    let client = AwsKms::from_config(c, &test_env)?;
-    let t = c.tuning();
-    RemoteProvider::open(
-        client,
-        &RemoteSettings {
-            root_prefix: prefix.to_owned(),
-            signing_keys: t.signing_keys,
-            wrapped_key_cache: t.wrapped_key_cache,
-        },
+    common::open(
+        AwsKms::from_config(c, &test_env)?,
+        &c.tuning(),
+        prefix,
         create,
     )
 }
@@ -232,9 +227,7 @@ fn aws_bad_inputs_give_clear_errors() {
     assert_clear(&e, "AWS KMS", &["poai:acme:ec"], &[SECRET]);
     // A key scheduled for deletion outside hanzo-kms: the error names the service and key.
     let gone = make(&p, "model:acme:gone", 1, Algorithm::Aes256Gcm);
-    let id = std::str::from_utf8(&gone.handle.as_bytes()[3..])
-        .unwrap()
-        .to_owned();
+    let id = common::remote_id(&gone);
     p.service().destroy(&id).unwrap();
     let e = p.generate_data_key(&gone.r(), b"a").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");

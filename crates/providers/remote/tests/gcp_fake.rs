@@ -11,10 +11,11 @@ use hanzo_kms_conformance::make;
 use hanzo_kms_core::config::{Duration, GcpProtectionLevel, GoogleCloudKmsConfig};
 use hanzo_kms_core::{Algorithm, Error, ErrorKind, Health, KeyRef, Origin, Provider, SecretKey32};
 use hanzo_kms_crypto::verify::verify;
-use hanzo_kms_remote::{GcpKms, RemoteKms, RemoteProvider, RemoteSettings};
+use hanzo_kms_remote::{GcpKms, RemoteKms, RemoteProvider};
 use hanzo_kms_testkit::gcp_fake::FakeGcpKms;
 
 mod common;
+use common::remote_id;
 
 /// One fake for the tests that inject no faults (it exits with this process).
 fn shared() -> &'static FakeGcpKms {
@@ -41,16 +42,7 @@ fn open_with(
 ) -> hanzo_kms_core::Result<RemoteProvider<GcpKms>> {
     let client = GcpKms::from_config(c)?;
     client.check_key_ring()?;
-    let t = c.tuning();
-    RemoteProvider::open(
-        client,
-        &RemoteSettings {
-            root_prefix: prefix.to_owned(),
-            signing_keys: t.signing_keys,
-            wrapped_key_cache: t.wrapped_key_cache,
-        },
-        create,
-    )
+    common::open(client, &c.tuning(), prefix, create)
 }
 
 fn provider_on(fake: &FakeGcpKms, test: &str) -> RemoteProvider<GcpKms> {
@@ -59,13 +51,6 @@ fn provider_on(fake: &FakeGcpKms, test: &str) -> RemoteProvider<GcpKms> {
 
 fn provider(test: &str) -> RemoteProvider<GcpKms> {
     provider_on(shared(), test)
-}
-
-/// The remote id in a kms-resident handle (`0x31 ‖ u16be(len) ‖ id ‖ public`).
-fn remote_id(made: &hanzo_kms_conformance::Made) -> String {
-    let b = made.handle.as_bytes();
-    let len = usize::from(u16::from_be_bytes([b[1], b[2]]));
-    String::from_utf8(b[3..3 + len].to_vec()).unwrap()
 }
 
 /// `e` names the service and each of `parts`, and holds no secret of the fake's credentials.

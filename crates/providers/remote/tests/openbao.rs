@@ -5,7 +5,7 @@
 use hanzo_kms_conformance::{make, name};
 use hanzo_kms_core::config::{ConfigSecret, OpenBaoConfig, RemoteSigningKeys};
 use hanzo_kms_core::{Algorithm, ErrorKind, Health, KeyRef, Origin, Provider};
-use hanzo_kms_remote::{OpenBao, RemoteKms, RemoteProvider, RemoteSettings};
+use hanzo_kms_remote::{OpenBao, RemoteKms, RemoteProvider};
 
 mod common;
 use common::assert_clear;
@@ -30,15 +30,10 @@ fn open_with(
     prefix: &str,
     create: bool,
 ) -> hanzo_kms_core::Result<RemoteProvider<OpenBao>> {
-    let client = OpenBao::from_config(c, &|_| None)?;
-    let t = c.tuning();
-    RemoteProvider::open(
-        client,
-        &RemoteSettings {
-            root_prefix: prefix.to_owned(),
-            signing_keys: t.signing_keys,
-            wrapped_key_cache: t.wrapped_key_cache,
-        },
+    common::open(
+        OpenBao::from_config(c, &|_| None)?,
+        &c.tuning(),
+        prefix,
         create,
     )
 }
@@ -200,10 +195,7 @@ fn openbao_bad_inputs_give_clear_errors() {
     assert_clear(&e, "OpenBao", &["poai:acme:ec"], &[]);
     // A key deleted outside hanzo-kms: the error names the service and the key.
     let gone = make(&p, "model:acme:gone", 1, Algorithm::Aes256Gcm);
-    let id = match std::str::from_utf8(&gone.handle.as_bytes()[3..]) {
-        Ok(s) => s.to_owned(),
-        Err(_) => unreachable!(),
-    };
+    let id = common::remote_id(&gone);
     p.service().destroy(&id).unwrap();
     let e = p.generate_data_key(&gone.r(), b"a").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");

@@ -29,6 +29,14 @@ pub fn assert_clear(e: &Error, service: &str, parts: &[&str], secrets: &[&str]) 
     }
 }
 
+/// The remote id in a kms-resident handle (`0x31 ‖ u16be(len) ‖ id ‖ public`).
+pub fn remote_id(made: &hanzo_kms_conformance::Made) -> String {
+    let b = made.handle.as_bytes();
+    assert_eq!(b[0], 0x31, "not a kms-resident handle");
+    let len = usize::from(u16::from_be_bytes([b[1], b[2]]));
+    String::from_utf8(b[3..3 + len].to_vec()).unwrap()
+}
+
 /// Open a provider on `client` with the section's tuning; `prefix` goes before the root
 /// keys' labels, `create` makes them if missing.
 pub fn open<S: RemoteKms>(

@@ -41,10 +41,12 @@ Crypto: AES-256-GCM with the request's AAD (one key per version; the ciphertext 
 version), ECDSA secp256k1 / P-256 over the given SHA-256 digest (DER signature), HMAC-SHA256.
 
 Test hooks (not part of the API, no authentication): POST /__fake/fault with
-{"kind": "crc"|"throttle"|"unavailable", "method": M, "count": N} (M: create, get,
-publicKey, encrypt, decrypt, asymmetricSign, macSign, destroy or *) makes the next N
-matching calls return a wrong response CRC32C, a 429 RESOURCE_EXHAUSTED or a 503 UNAVAILABLE;
-GET /__fake/stats returns call counts per method.
+{"kind": "crc"|"throttle"|"unavailable"|"denied", "method": M, "count": N, "after": K}
+(M: create, get, publicKey, encrypt, decrypt, asymmetricSign, macSign, destroy or *) lets K
+matching calls pass (default 0), then makes the next N return a wrong response CRC32C, a 429
+RESOURCE_EXHAUSTED, a 503 UNAVAILABLE or a 403 PERMISSION_DENIED; {"kind": "clear"} drops
+every pending fault. GET /__fake/stats returns call counts per method; GET /__fake/keys
+returns every CryptoKey with its purpose and the state of each version.
 
 Start: fake_gcp_kms.py --dir DIR [--port 0] [--project P] [--location L] [--key-ring R]...
 Writes DIR/credentials.json (a service-account key file whose token_uri points here) and
@@ -213,7 +215,7 @@ class State:
                       for r in args.key_ring}
         self.keys = {}
         self.tokens = {}  # token -> expiry
-        self.faults = []  # [kind, method, remaining]
+        self.faults = []  # [kind, method, remaining, calls to let pass first]
         self.stats = {}
         self.sa_key = None
         self.client_email = None
@@ -302,6 +304,9 @@ def fault(method):
     """The next injected fault for `method`, if any (counted down)."""
     for f in STATE.faults:
         if f[1] in (method, "*") and f[2] > 0:
+            if f[3] > 0:
+                f[3] -= 1
+                return None
             f[2] -= 1
             return f[0]
     return None
@@ -560,8 +565,16 @@ class Handler(BaseHTTPRequestHandler):
             return issue_token(urllib.parse.parse_qs(raw.decode()))
         if url.path == "/__fake/fault" and method == "POST":
             f = json.loads(raw)
-            STATE.faults.append([f["kind"], f.get("method", "*"), int(f.get("count", 1))])
+            if f["kind"] == "clear":
+                STATE.faults.clear()
+                return {}
+            STATE.faults.append([f["kind"], f.get("method", "*"), int(f.get("count", 1)),
+                                 int(f.get("after", 0))])
             return {}
+        if url.path == "/__fake/keys":
+            return {name: {"purpose": k.purpose,
+                           "versions": {str(n): v.state() for n, v in k.versions.items()}}
+                    for name, k in STATE.keys.items()}
         if url.path == "/__fake/stats":
             return dict(STATE.stats)
         if not url.path.startswith("/v1/"):
@@ -586,6 +599,9 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Cryptographic requests'.")
         if kind == "unavailable":
             raise ApiError(503, "UNAVAILABLE", "The service is currently unavailable.")
+        if kind == "denied":
+            raise ApiError(403, "PERMISSION_DENIED",
+                           f"Permission 'cloudkms.cryptoKeys.{op}' denied on resource (or it may not exist).")
         CORRUPT = kind == "crc"
         if method == "GET" and verb is None:
             if parts[-1] == "publicKey" and len(parts) == 11:

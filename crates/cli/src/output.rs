@@ -57,7 +57,9 @@ impl Out {
             MasterKeySource::Token { provider, label } => {
                 json!({"source": "token", "provider": provider, "token_label": label})
             }
-            MasterKeySource::Service { provider, location } => {
+            MasterKeySource::Service {
+                provider, location, ..
+            } => {
                 json!({"source": "service", "provider": provider, "location": location})
             }
         };
@@ -79,8 +81,10 @@ impl Out {
                 self.line(format!("  root keys:  in {provider} token '{label}' (hanzo-kms/root/*: its wrapping root and MAC key)"));
                 self.line("  No master key file: the token's root keys unlock this store. Back the token up with the vendor's tools.");
             }
-            MasterKeySource::Service { provider, location } => {
-                self.line(format!("  root keys:  in {provider} at {location} (root-kek wraps kms-wrapped keys, root-mac keys token MACs)"));
+            MasterKeySource::Service {
+                service, location, ..
+            } => {
+                self.line(format!("  root keys:  in {service} at {location} (root-kek wraps kms-wrapped keys, root-mac keys token MACs)"));
                 self.line("  No master key file: the service's root keys unlock this store; deleting them there loses every kms-wrapped key.");
             }
         }

@@ -248,6 +248,17 @@ impl ProviderKind {
         !self.is_remote() && self != Self::Software
     }
 
+    /// The provider's name as a human writes it, for messages: "Google Cloud KMS", "AWS KMS",
+    /// "OpenBao" for the remote services, the config name for the others.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::AwsKms => "AWS KMS",
+            Self::GoogleCloudKms => "Google Cloud KMS",
+            Self::Openbao => "OpenBao",
+            other => other.as_str(),
+        }
+    }
+
     /// Whether this provider is a remote key service reached over HTTP (Google Cloud KMS,
     /// AWS KMS, OpenBao/Vault Transit).
     pub fn is_remote(self) -> bool {
@@ -265,6 +276,51 @@ pub struct SoftwareConfig {
     pub master_key_file: Option<PathBuf>,
 }
 
+/// Declares a remote service's config section with the settings every remote section shares
+/// appended (`signing_keys`, `wrapped_key_cache`, `timeout`, `connect_timeout`, `max_retries`)
+/// and its `tuning()`: one definition of those fields for the three sections.
+///
+/// Not a `#[serde(flatten)]`ed struct: serde does not support `flatten` together with
+/// `deny_unknown_fields` (on the outer or the inner struct), and a misspelt key in a key
+/// service's section (`timout: 5s`) must stay an error naming it, not be ignored.
+macro_rules! remote_section {
+    ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($fields)*
+            /// Where new signing keys live: `kms-resident` (default) or `kms-wrapped`.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub signing_keys: Option<RemoteSigningKeys>,
+            /// How long unwrapped kms-wrapped keys stay cached; default 60 s, `0` = never.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub wrapped_key_cache: Option<Duration>,
+            /// One HTTP request, connection included; default 10 s.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub timeout: Option<Duration>,
+            /// Opening the connection; default 5 s.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub connect_timeout: Option<Duration>,
+            /// Retries of a throttled or unavailable call; default 3.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub max_retries: Option<u32>,
+        }
+
+        impl $name {
+            /// The shared settings with their defaults.
+            pub fn tuning(&self) -> RemoteTuning {
+                RemoteTuning::resolve(
+                    self.wrapped_key_cache,
+                    self.timeout,
+                    self.connect_timeout,
+                    self.max_retries,
+                    self.signing_keys,
+                )
+            }
+        }
+    };
+}
+
+remote_section! {
 /// `kms.lux.google-cloud-kms:` — as in HIP-005, plus an `endpoint` override (tests) and the
 /// settings every remote service shares (see [`RemoteTuning`]).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -283,16 +339,7 @@ pub struct GoogleCloudKmsConfig {
     pub protection_level: Option<GcpProtectionLevel>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signing_keys: Option<RemoteSigningKeys>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wrapped_key_cache: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connect_timeout: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_retries: Option<u32>,
+}
 }
 
 /// `kms.lux.google-cloud-kms.protection_level`: Cloud KMS's `ProtectionLevel` for new keys.
@@ -306,10 +353,12 @@ pub enum GcpProtectionLevel {
     Software,
 }
 
-/// `kms.lux.aws-kms:` — AWS KMS. Credentials come from the standard AWS environment variables
-/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) or the shared
-/// credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`, profile
-/// `AWS_PROFILE` or `profile`), never from this file.
+remote_section! {
+/// `kms.lux.aws-kms:` — AWS KMS. Credentials come from the standard AWS chain, never from this
+/// file: the environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`),
+/// the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`,
+/// profile `profile` or `AWS_PROFILE`), the ECS/EKS container credentials endpoint, then the
+/// EC2 instance metadata service (IMDSv2); see docs/providers.md.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsKmsConfig {
@@ -326,18 +375,10 @@ pub struct AwsKmsConfig {
     /// Prefix of the aliases of the root keys (`alias/<prefix>root-kek`); default `hanzo-kms-`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signing_keys: Option<RemoteSigningKeys>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wrapped_key_cache: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connect_timeout: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_retries: Option<u32>,
+}
 }
 
+remote_section! {
 /// `kms.lux.openbao:` (or `vault:`) — the Transit secrets engine of OpenBao or HashiCorp
 /// Vault. One of `token`, `token_file`, `token_env` (default: `$BAO_TOKEN`, then `$VAULT_TOKEN`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -361,16 +402,7 @@ pub struct OpenBaoConfig {
     /// Prefix of Transit key names; default `hanzo-kms.`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signing_keys: Option<RemoteSigningKeys>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wrapped_key_cache: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connect_timeout: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_retries: Option<u32>,
+}
 }
 
 /// Where a remote provider keeps new signing keys it can sign with natively.
@@ -421,42 +453,6 @@ impl RemoteTuning {
             max_retries: retries.unwrap_or(Self::DEFAULT_MAX_RETRIES),
             signing_keys: signing_keys.unwrap_or_default(),
         }
-    }
-}
-
-impl GoogleCloudKmsConfig {
-    pub fn tuning(&self) -> RemoteTuning {
-        RemoteTuning::resolve(
-            self.wrapped_key_cache,
-            self.timeout,
-            self.connect_timeout,
-            self.max_retries,
-            self.signing_keys,
-        )
-    }
-}
-
-impl AwsKmsConfig {
-    pub fn tuning(&self) -> RemoteTuning {
-        RemoteTuning::resolve(
-            self.wrapped_key_cache,
-            self.timeout,
-            self.connect_timeout,
-            self.max_retries,
-            self.signing_keys,
-        )
-    }
-}
-
-impl OpenBaoConfig {
-    pub fn tuning(&self) -> RemoteTuning {
-        RemoteTuning::resolve(
-            self.wrapped_key_cache,
-            self.timeout,
-            self.connect_timeout,
-            self.max_retries,
-            self.signing_keys,
-        )
     }
 }
 
@@ -1257,6 +1253,39 @@ mod tests {
         assert!(!shown.contains("s.secret"), "{shown}");
         let e = load("kms:\n  lux:\n    openbao:\n      adress: x\n").unwrap_err();
         assert!(e.to_string().contains("kms.lux.openbao.adress"), "{e}");
+    }
+
+    #[test]
+    fn remote_sections_share_their_tuning_and_refuse_unknown_keys() {
+        for section in ["openbao", "aws-kms", "google-cloud-kms"] {
+            let text = format!(
+                "kms:\n  lux:\n    {section}:\n      signing_keys: kms-wrapped\n      wrapped_key_cache: 0s\n      timeout: 2s\n      connect_timeout: 1s\n      max_retries: 7\n"
+            );
+            let c = load(&text).unwrap();
+            let lux = &c.kms.lux;
+            let t = match section {
+                "openbao" => lux.openbao.as_ref().unwrap().tuning(),
+                "aws-kms" => lux.aws_kms.as_ref().unwrap().tuning(),
+                _ => lux.google_cloud_kms.as_ref().unwrap().tuning(),
+            };
+            assert_eq!(
+                t,
+                RemoteTuning {
+                    wrapped_key_cache: std::time::Duration::ZERO,
+                    timeout: std::time::Duration::from_secs(2),
+                    connect_timeout: std::time::Duration::from_secs(1),
+                    max_retries: 7,
+                    signing_keys: RemoteSigningKeys::KmsWrapped,
+                },
+                "{section}"
+            );
+            // A misspelt shared key is still refused, naming its path.
+            let e = load(&format!("kms:\n  lux:\n    {section}:\n      timout: 2s\n")).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("kms.lux.{section}.timout")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -29,9 +29,11 @@ pub enum MasterKeySource {
         provider: String,
         label: String,
     },
-    /// A remote key service: its provider name and where it is (address, region).
+    /// A remote key service: its provider name (as the config writes it), its name for
+    /// people ("Google Cloud KMS") and where it is (address, region).
     Service {
         provider: String,
+        service: String,
         location: String,
     },
 }
@@ -42,7 +44,9 @@ impl std::fmt::Display for MasterKeySource {
             Self::Env => write!(f, "${MASTER_KEY_ENV}"),
             Self::File(p) => write!(f, "{}", p.display()),
             Self::Token { provider, label } => write!(f, "{provider} token '{label}'"),
-            Self::Service { provider, location } => write!(f, "{provider} at {location}"),
+            Self::Service {
+                service, location, ..
+            } => write!(f, "{service} at {location}"),
         }
     }
 }
@@ -139,7 +143,7 @@ impl Settings {
                 let c = lux.google_cloud_kms.clone().ok_or_else(|| {
                     Error::new(
                         ErrorKind::Config,
-                        "kms.lux.provider is google-cloud-kms but there is no kms.lux.google-cloud-kms \
+                        "Google Cloud KMS: kms.lux.provider is google-cloud-kms but there is no kms.lux.google-cloud-kms \
                          section (project_id, location, key_ring, credentials)",
                     )
                 })?;
@@ -158,6 +162,7 @@ impl Settings {
         };
         let source = MasterKeySource::Service {
             provider: kind.as_str().to_owned(),
+            service: kind.display_name().to_owned(),
             location,
         };
         Ok(Some((provider, source)))

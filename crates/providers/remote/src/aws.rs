@@ -12,24 +12,27 @@
 //! | root keys | aliases `alias/<key_prefix>root-kek`, `alias/<key_prefix>root-mac` (`DescribeKey`, `CreateAlias`) |
 //! | destroy | `ScheduleKeyDeletion` (7 days, the shortest AWS allows; the key is unusable at once) |
 //!
-//! Ed25519 and ML-DSA-65 keys are kms-wrapped. Credentials: `AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), else the shared credentials file; they
-//! are read once at start (no instance metadata, SSO or role assumption yet).
-
-use std::path::PathBuf;
+//! Ed25519 and ML-DSA-65 keys are kms-wrapped. Credentials come from the standard chain
+//! ([`crate::aws_credentials`]): the environment, the shared credentials file, the ECS/EKS
+//! container endpoint, the EC2 instance metadata service (IMDSv2); temporary ones are
+//! refreshed before they expire. Web identity, SSO and role assumption are not supported yet.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use hanzo_kms_core::config::{AwsKmsConfig, ConfigSecret};
+use hanzo_kms_core::config::AwsKmsConfig;
 use hanzo_kms_core::{Algorithm, Error, ErrorKind, Result, SecretBytes};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+use crate::aws_credentials::CredentialChain;
 use crate::http::{Http, Reply, Verdict, error_text};
 use crate::service::{KeyUse, RemoteKms};
-use crate::sigv4::{self, Credentials};
+use crate::sigv4;
 
-const SERVICE: &str = "aws-kms";
+/// The service's name in every error.
+const SERVICE: &str = "AWS KMS";
+/// The provider's config name (`kms.lux.provider: aws-kms`).
+pub const PROVIDER: &str = "aws-kms";
 /// The default prefix of the root keys' aliases.
 pub const DEFAULT_KEY_PREFIX: &str = "hanzo-kms-";
 /// The shortest waiting period AWS KMS allows before deleting a key.
@@ -41,8 +44,7 @@ pub struct AwsKms {
     endpoint: String,
     host: String,
     region: String,
-    creds: Credentials,
-    creds_source: String,
+    creds: CredentialChain,
     key_prefix: String,
 }
 
@@ -51,7 +53,7 @@ impl std::fmt::Debug for AwsKms {
         f.debug_struct("AwsKms")
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
-            .field("credentials", &self.creds_source)
+            .field("credentials", &self.creds.source())
             .finish_non_exhaustive()
     }
 }
@@ -59,7 +61,12 @@ impl std::fmt::Debug for AwsKms {
 impl AwsKms {
     /// A client from the config section; `env` looks up environment variables.
     pub fn from_config(c: &AwsKmsConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
-        let cfg = |m: String| Error::new(ErrorKind::Config, format!("kms.lux.aws-kms: {m}"));
+        let cfg = |m: String| {
+            Error::new(
+                ErrorKind::Config,
+                format!("{SERVICE}: kms.lux.aws-kms: {m}"),
+            )
+        };
         let region = c
             .region
             .clone()
@@ -81,14 +88,13 @@ impl AwsKms {
                 ))
             })?
             .to_owned();
-        let (creds, creds_source) = credentials(c, env)?;
+        let creds = CredentialChain::resolve(c, env)?;
         Ok(Self {
             http: Http::new(SERVICE, &c.tuning()),
             endpoint,
             host,
             region,
             creds,
-            creds_source,
             key_prefix: c
                 .key_prefix
                 .clone()
@@ -106,8 +112,20 @@ impl AwsKms {
         format!("alias/{}{label}", self.key_prefix)
     }
 
-    /// One call of `operation` with a JSON body; errors are classified by `__type`.
+    /// One call of `operation` with a JSON body; errors are classified by `__type`. Temporary
+    /// credentials the service calls expired are fetched again and the call made once more.
     fn call(&self, operation: &str, body: &Value, about: &str) -> Result<Value> {
+        match self.call_once(operation, body, about) {
+            Err(e) if self.creds.refreshable() && e.message().contains("ExpiredTokenException") => {
+                self.creds.invalidate();
+                self.call_once(operation, body, about)
+            }
+            other => other,
+        }
+    }
+
+    fn call_once(&self, operation: &str, body: &Value, about: &str) -> Result<Value> {
+        let creds = self.creds.current()?;
         let bytes =
             Zeroizing::new(serde_json::to_vec(body).map_err(|e| Error::internal(e.to_string()))?);
         let target = format!("TrentService.{operation}");
@@ -126,11 +144,11 @@ impl AwsKms {
                 ("x-amz-date", &amz_date),
                 ("x-amz-target", &target),
             ];
-            if let Some(t) = &self.creds.session_token {
+            if let Some(t) = &creds.session_token {
                 headers.push(("x-amz-security-token", t.expose()));
             }
             let auth = sigv4::authorization(
-                &self.creds,
+                &creds,
                 &self.region,
                 "kms",
                 &amz_date,
@@ -157,13 +175,17 @@ impl AwsKms {
         };
         let judge = |r: &Reply| {
             let kind = error_type(r);
-            if matches!(r.status, 429 | 500 | 502 | 503 | 504)
+            if r.status == 429
                 || matches!(
                     kind.as_str(),
-                    "ThrottlingException"
-                        | "KMSInternalException"
-                        | "DependencyTimeoutException"
-                        | "LimitExceededException"
+                    "ThrottlingException" | "LimitExceededException"
+                )
+            {
+                Verdict::Throttled
+            } else if matches!(r.status, 500 | 502 | 503 | 504)
+                || matches!(
+                    kind.as_str(),
+                    "KMSInternalException" | "DependencyTimeoutException"
                 )
             {
                 Verdict::Retry
@@ -194,7 +216,7 @@ impl AwsKms {
             | "ExpiredTokenException"
             | "MissingAuthenticationToken" => (
                 ErrorKind::Config,
-                format!("the credentials from {} were refused", self.creds_source),
+                format!("the credentials from {} were refused", self.creds.source()),
             ),
             "InvalidCiphertextException" | "IncorrectKeyException" => {
                 return Error::authentication_failed();
@@ -271,86 +293,12 @@ fn error_type(r: &Reply) -> String {
         .unwrap_or_default()
 }
 
-/// Credentials from the environment, else the shared credentials file.
-fn credentials(
-    c: &AwsKmsConfig,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Credentials, String)> {
-    if let (Some(id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        return Ok((
-            Credentials {
-                access_key_id: id,
-                secret_access_key: ConfigSecret::new(secret),
-                session_token: env("AWS_SESSION_TOKEN").map(ConfigSecret::new),
-            },
-            "$AWS_ACCESS_KEY_ID".into(),
-        ));
-    }
-    let path = env("AWS_SHARED_CREDENTIALS_FILE")
-        .map(PathBuf::from)
-        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")))
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Config,
-                format!(
-                    "{SERVICE}: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-                ),
-            )
-        })?;
-    let profile = c
-        .profile
-        .clone()
-        .or_else(|| env("AWS_PROFILE"))
-        .unwrap_or_else(|| "default".into());
-    let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
-        Error::new(
-            ErrorKind::Config,
-            format!(
-                "{SERVICE}: no credentials: AWS_ACCESS_KEY_ID is not set and {} cannot be read",
-                path.display()
-            ),
-        )
-        .with_source(e)
-    })?);
-    let mut section = String::new();
-    let (mut id, mut secret, mut token) = (None, None, None);
-    for line in text.lines().map(str::trim) {
-        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = s.trim().to_owned();
-            continue;
-        }
-        if section != profile {
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            let v = v.trim().to_owned();
-            match k.trim() {
-                "aws_access_key_id" => id = Some(v),
-                "aws_secret_access_key" => secret = Some(ConfigSecret::new(v)),
-                "aws_session_token" => token = Some(ConfigSecret::new(v)),
-                _ => {}
-            }
-        }
-    }
-    let source = format!("profile '{profile}' of {}", path.display());
-    match (id, secret) {
-        (Some(access_key_id), Some(secret_access_key)) => Ok((
-            Credentials {
-                access_key_id,
-                secret_access_key,
-                session_token: token,
-            },
-            source,
-        )),
-        _ => Err(Error::new(
-            ErrorKind::Config,
-            format!("{SERVICE}: {source} has no aws_access_key_id and aws_secret_access_key"),
-        )),
-    }
-}
-
 impl RemoteKms for AwsKms {
     fn service(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn display_name(&self) -> &'static str {
         SERVICE
     }
 
@@ -367,7 +315,9 @@ impl RemoteKms for AwsKms {
             KeyUse::Sign(other) => {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
-                    format!("{SERVICE}: hanzo-kms does not keep {other} keys in AWS KMS"),
+                    format!(
+                        "{SERVICE}: creating {label}: hanzo-kms does not keep {other} keys here"
+                    ),
                 ));
             }
         };
@@ -415,7 +365,7 @@ impl RemoteKms for AwsKms {
         let mut body = body;
         let r = self.call("Encrypt", &body, id);
         hanzo_kms_core::secret::wipe_json(&mut body);
-        Self::blob(&r?, "CiphertextBlob", "Encrypt")
+        Self::blob(&r?, "CiphertextBlob", &format!("Encrypt ({id})"))
     }
 
     fn decrypt(&self, id: &str, ciphertext: &[u8], aad: &[u8]) -> Result<SecretBytes> {
@@ -429,7 +379,7 @@ impl RemoteKms for AwsKms {
         plain.ok_or_else(|| {
             Error::new(
                 ErrorKind::Unavailable,
-                format!("{SERVICE}: Decrypt: no Plaintext in the answer"),
+                format!("{SERVICE}: Decrypt ({id}): no Plaintext in the answer"),
             )
         })
     }
@@ -438,7 +388,7 @@ impl RemoteKms for AwsKms {
         if !self.signs(alg) {
             return Err(Error::new(
                 ErrorKind::Unsupported,
-                format!("{SERVICE}: cannot sign {alg}"),
+                format!("{SERVICE}: Sign ({id}): hanzo-kms does not sign {alg} here"),
             ));
         }
         let v = self.call(
@@ -446,12 +396,12 @@ impl RemoteKms for AwsKms {
             &json!({"KeyId": id, "Message": B64.encode(input), "MessageType": "DIGEST", "SigningAlgorithm": "ECDSA_SHA_256"}),
             id,
         )?;
-        Self::blob(&v, "Signature", "Sign")
+        Self::blob(&v, "Signature", &format!("Sign ({id})"))
     }
 
     fn public_key(&self, id: &str, alg: Algorithm) -> Result<Vec<u8>> {
         let v = self.call("GetPublicKey", &json!({"KeyId": id}), id)?;
-        let der = Self::blob(&v, "PublicKey", "GetPublicKey")?;
+        let der = Self::blob(&v, "PublicKey", &format!("GetPublicKey ({id})"))?;
         let oid = match alg {
             Algorithm::Secp256k1 => hanzo_kms_crypto::ecdsa::OID_SECP256K1,
             _ => hanzo_kms_crypto::ecdsa::OID_P256,
@@ -472,7 +422,7 @@ impl RemoteKms for AwsKms {
             &json!({"KeyId": id, "Message": B64.encode(data), "MacAlgorithm": "HMAC_SHA_256"}),
             id,
         )?;
-        Self::blob(&v, "Mac", "GenerateMac")?
+        Self::blob(&v, "Mac", &format!("GenerateMac ({id})"))?
             .try_into()
             .map_err(|_| {
                 Error::new(

@@ -1,6 +1,9 @@
 //! A small blocking HTTP client for the service clients: ureq 3 over rustls with aws-lc-rs
 //! (the TLS stack the server already uses) and the platform's trust store; timeouts; retries
-//! with exponential backoff and jitter on throttling and unavailability.
+//! with exponential backoff and jitter on throttling and unavailability. A call still throttled
+//! after its retries ends as [`ErrorKind::RateLimited`] with a `retry_after` (the service's
+//! `Retry-After`, else the next backoff delay), so the server answers 429 + `Retry-After`; one
+//! still failing or unreachable ends as [`ErrorKind::Unavailable`].
 //!
 //! The [`Provider`](hanzo_kms_core::Provider) trait is synchronous, so the client is too: a
 //! blocking client needs no async runtime inside a provider call (which the server makes from
@@ -34,8 +37,12 @@ impl Reply {
 pub enum Verdict {
     /// Use it (success or an error the caller maps).
     Done,
-    /// Throttled or unavailable: try again after a backoff, if retries are left.
+    /// Unavailable or a transient failure: try again after a backoff, if retries are left;
+    /// then the call is `Unavailable`.
     Retry,
+    /// Throttled (HTTP 429, `ThrottlingException`, `RESOURCE_EXHAUSTED`): try again after a
+    /// backoff, if retries are left; then the call is `RateLimited`.
+    Throttled,
 }
 
 /// One HTTP client per provider.
@@ -86,6 +93,11 @@ impl Http {
             match outcome {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
                     let body = resp
                         .into_body()
                         .with_config()
@@ -96,17 +108,31 @@ impl Http {
                         status,
                         body: Zeroizing::new(body),
                     };
-                    if judge(&reply) == Verdict::Done {
+                    let verdict = judge(&reply);
+                    if verdict == Verdict::Done {
                         return Ok(reply);
                     }
                     if !retry_left {
+                        let tries = attempt + 1;
+                        let what = what();
+                        if verdict == Verdict::Throttled {
+                            // The service's own hint, else the delay the next retry would wait.
+                            let wait = retry_after.unwrap_or(delay).max(Duration::from_secs(1));
+                            return Err(Error::rate_limited(
+                                format!(
+                                    "{}: {what}: still throttled (HTTP {status}) after {tries} attempts; \
+                                     the service's request quota is exhausted, try again in {} s",
+                                    self.service,
+                                    wait.as_secs_f64().ceil()
+                                ),
+                                wait,
+                            ));
+                        }
                         return Err(Error::new(
                             ErrorKind::Unavailable,
                             format!(
-                                "{}: {}: still throttled or unavailable (HTTP {status}) after {} attempts",
+                                "{}: {what}: still unavailable (HTTP {status}) after {tries} attempts",
                                 self.service,
-                                what(),
-                                attempt + 1
                             ),
                         ));
                     }
@@ -117,6 +143,10 @@ impl Http {
                         "retrying: {}",
                         what()
                     );
+                    if let Some(hint) = retry_after {
+                        // Honour the service's hint, within our own backoff bound.
+                        delay = delay.max(hint.min(BACKOFF_MAX));
+                    }
                 }
                 Err(e) => {
                     if !retry_left {
@@ -148,6 +178,13 @@ impl Http {
             ),
         )
     }
+}
+
+/// A `Retry-After` value in seconds (RFC 9110 §10.2.3 delay-seconds; an HTTP-date is ignored,
+/// and the backoff applies). Capped at an hour.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let secs: u64 = v.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(3600)))
 }
 
 /// `d` plus up to 50 % of it, at random.

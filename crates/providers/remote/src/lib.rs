@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aws;
+pub mod aws_credentials;
 pub mod gcp;
 mod handle;
 mod http;

@@ -28,7 +28,10 @@ use zeroize::Zeroizing;
 use crate::http::{Http, Reply, Verdict, error_text};
 use crate::service::{KeyUse, RemoteKms};
 
-const SERVICE: &str = "openbao";
+/// The service's name in every error.
+const SERVICE: &str = "OpenBao";
+/// The provider's config name (`kms.lux.provider: openbao`, or `vault`).
+pub const PROVIDER: &str = "openbao";
 /// The default prefix of Transit key names.
 pub const DEFAULT_KEY_PREFIX: &str = "hanzo-kms.";
 
@@ -75,7 +78,12 @@ impl OpenBao {
     /// A client from the config section, with the token read from where it says
     /// (`env` looks up environment variables: `BAO_ADDR`, `BAO_TOKEN`, ...).
     pub fn from_config(c: &OpenBaoConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
-        let cfg = |m: String| Error::new(ErrorKind::Config, format!("kms.lux.openbao: {m}"));
+        let cfg = |m: String| {
+            Error::new(
+                ErrorKind::Config,
+                format!("{SERVICE}: kms.lux.openbao: {m}"),
+            )
+        };
         let address = c
             .address
             .clone()
@@ -104,7 +112,10 @@ impl OpenBao {
             let text = Zeroizing::new(std::fs::read_to_string(p).map_err(|e| {
                 Error::new(
                     ErrorKind::Config,
-                    format!("kms.lux.openbao.token_file: reading {}", p.display()),
+                    format!(
+                        "{SERVICE}: kms.lux.openbao.token_file: cannot read {}",
+                        p.display()
+                    ),
                 )
                 .with_source(e)
             })?);
@@ -189,7 +200,8 @@ impl OpenBao {
         };
         // 429 (rate limit quota) and 5xx (sealed, standby, overloaded) are tried again.
         let judge = |r: &Reply| match r.status {
-            429 | 500 | 502 | 503 | 504 => Verdict::Retry,
+            429 => Verdict::Throttled,
+            500 | 502 | 503 | 504 => Verdict::Retry,
             _ => Verdict::Done,
         };
         let reply = self.http.send(&describe, &build, &judge)?;
@@ -387,6 +399,10 @@ fn suffix() -> Result<String> {
 
 impl RemoteKms for OpenBao {
     fn service(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn display_name(&self) -> &'static str {
         SERVICE
     }
 

@@ -79,15 +79,15 @@ impl<S: RemoteKms> RemoteProvider<S> {
                     format!(
                         "{}: the root key '{label}' does not exist; this store was initialised against \
                          another {} account, server or key_prefix, or the key was deleted there",
-                        service.service(),
-                        service.service()
+                        service.display_name(),
+                        service.display_name()
                     ),
                 )),
             }
         };
         let root_kek = root(KeyUse::Aes, "root-kek")?;
         let root_mac = root(KeyUse::Hmac, "root-mac")?;
-        tracing::info!(service = service.service(), %root_kek, "remote key service opened");
+        tracing::info!(service = service.display_name(), %root_kek, "remote key service opened");
         Ok(Self {
             caps: Capabilities {
                 algorithms: Algorithm::ALL.to_vec(),
@@ -118,8 +118,9 @@ impl<S: RemoteKms> RemoteProvider<S> {
             || (self.signing_keys == RemoteSigningKeys::KmsResident && self.service.signs(alg))
     }
 
+    /// The service's name for messages ("AWS KMS"; [`Provider::name`] is the config's).
     fn name(&self) -> &'static str {
-        self.service.service()
+        self.service.display_name()
     }
 
     /// Wrap software-made material under the root KEK: a kms-wrapped key.

@@ -23,10 +23,16 @@ pub enum KeyUse {
 /// - a ciphertext that does not decrypt (wrong key, changed AAD, altered bytes) is
 ///   [`hanzo_kms_core::Error::authentication_failed`] and nothing more;
 /// - a key of the wrong kind for the call is `Unsupported`;
-/// - refused credentials are `Config`; an unreachable or failing service is `Unavailable`.
+/// - refused credentials are `Config`; an unreachable or failing service is `Unavailable`;
+/// - a call still throttled after the retries is `RateLimited` with a `retry_after`.
 pub trait RemoteKms: Send + Sync {
-    /// The provider name used in errors and the store (`openbao`, `aws-kms`, ...).
+    /// The provider name the config and the store use (`openbao`, `aws-kms`,
+    /// `google-cloud-kms`).
     fn service(&self) -> &'static str;
+
+    /// The service's name as a human writes it, for errors and logs ("OpenBao", "AWS KMS",
+    /// "Google Cloud KMS").
+    fn display_name(&self) -> &'static str;
 
     /// Whether the service can hold and sign with keys of `alg` (per Hanzo KMS's encoding of
     /// `alg`: secp256k1 over a 32-byte digest, P-256 over SHA-256 of the message, Ed25519 over

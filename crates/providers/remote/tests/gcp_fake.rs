@@ -11,8 +11,11 @@ use hanzo_kms_conformance::make;
 use hanzo_kms_core::config::{Duration, GcpProtectionLevel, GoogleCloudKmsConfig};
 use hanzo_kms_core::{Algorithm, Error, ErrorKind, Health, KeyRef, Origin, Provider, SecretKey32};
 use hanzo_kms_crypto::verify::verify;
-use hanzo_kms_remote::{GcpKms, RemoteKms, RemoteProvider, RemoteSettings};
+use hanzo_kms_remote::{GcpKms, RemoteKms, RemoteProvider};
 use hanzo_kms_testkit::gcp_fake::FakeGcpKms;
+
+mod common;
+use common::remote_id;
 
 /// One fake for the tests that inject no faults (it exits with this process).
 fn shared() -> &'static FakeGcpKms {
@@ -39,16 +42,7 @@ fn open_with(
 ) -> hanzo_kms_core::Result<RemoteProvider<GcpKms>> {
     let client = GcpKms::from_config(c)?;
     client.check_key_ring()?;
-    let t = c.tuning();
-    RemoteProvider::open(
-        client,
-        &RemoteSettings {
-            root_prefix: prefix.to_owned(),
-            signing_keys: t.signing_keys,
-            wrapped_key_cache: t.wrapped_key_cache,
-        },
-        create,
-    )
+    common::open(client, &c.tuning(), prefix, create)
 }
 
 fn provider_on(fake: &FakeGcpKms, test: &str) -> RemoteProvider<GcpKms> {
@@ -59,20 +53,10 @@ fn provider(test: &str) -> RemoteProvider<GcpKms> {
     provider_on(shared(), test)
 }
 
-/// The remote id in a kms-resident handle (`0x31 ‖ u16be(len) ‖ id ‖ public`).
-fn remote_id(made: &hanzo_kms_conformance::Made) -> String {
-    let b = made.handle.as_bytes();
-    let len = usize::from(u16::from_be_bytes([b[1], b[2]]));
-    String::from_utf8(b[3..3 + len].to_vec()).unwrap()
-}
-
 /// `e` names the service and each of `parts`, and holds no secret of the fake's credentials.
 fn assert_clear(e: &Error, fake: &FakeGcpKms, parts: &[&str]) {
+    common::assert_clear(e, "Google Cloud KMS", parts, &[]);
     let m = e.to_string();
-    assert!(m.contains("Google Cloud KMS"), "{m}");
-    for p in parts {
-        assert!(m.contains(p), "{p:?} missing in: {m}");
-    }
     for file in [&fake.credentials, &fake.wrong_credentials] {
         let creds: serde_json::Value =
             serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
@@ -214,7 +198,7 @@ fn fake_gcp_missing_key_ring_is_not_found_naming_it() {
     // Without create, a missing root key is refused, naming it.
     let e = open_with(&section(fake), "t-never-made-", false).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config, "{e}");
-    assert!(e.to_string().contains("root-kek"), "{e}");
+    assert_clear(&e, fake, &["root-kek", "another Google Cloud KMS account"]);
 }
 
 #[test]
@@ -353,10 +337,38 @@ fn fake_gcp_throttling_is_retried_with_backoff() {
     fake.inject("unavailable", "encrypt", 9);
     let e = p.generate_data_key(&k.r(), b"a").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert_eq!(e.retry_after(), None);
     assert_clear(
         &e,
         &fake,
         &["Encrypt", &remote_id(&k), "HTTP 503", "3 attempts"],
+    );
+}
+
+#[test]
+fn fake_gcp_throttled_past_the_retries_is_rate_limited() {
+    let fake = FakeGcpKms::start();
+    let p = provider_on(&fake, "quota");
+    let k = make(&p, "model:acme:q", 1, Algorithm::Aes256Gcm);
+    fake.inject("throttle", "encrypt", 9);
+    let e = p.generate_data_key(&k.r(), b"a").unwrap_err();
+    // RESOURCE_EXHAUSTED to the end: the caller is told to slow down (429 + Retry-After at the
+    // server), not that the service is down.
+    assert_eq!(e.kind(), ErrorKind::RateLimited, "{e}");
+    assert!(
+        e.retry_after()
+            .is_some_and(|w| w >= std::time::Duration::from_secs(1))
+    );
+    assert_clear(
+        &e,
+        &fake,
+        &[
+            "Encrypt",
+            &remote_id(&k),
+            "HTTP 429",
+            "3 attempts",
+            "model:acme:q",
+        ],
     );
 }
 
@@ -379,6 +391,7 @@ fn fake_gcp_access_token_is_cached_and_renewed() {
     p.mac(b"x").unwrap();
     assert_eq!(fake.stats()["token"].as_u64().unwrap(), after_open + 1);
     assert_eq!(RemoteKms::service(p.service()), "google-cloud-kms");
+    assert_eq!(p.service().display_name(), "Google Cloud KMS");
     // The client's Debug shows no token.
     assert!(!format!("{:?}", p.service()).contains("ya29."));
 }

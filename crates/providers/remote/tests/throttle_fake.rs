@@ -2,55 +2,38 @@
 //! demand): a server that answers 429 a given number of times before answering, counting the
 //! requests it got. The names say "fake" as the house rules ask.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use hanzo_kms_core::ErrorKind;
 use hanzo_kms_core::config::{ConfigSecret, OpenBaoConfig};
 use hanzo_kms_remote::{OpenBao, RemoteKms};
 
-/// Serve `throttled` 429s, then 200 `{"data":{}}` to every request; returns the address and
-/// the request counter.
-fn fake_server(throttled: usize) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(AtomicUsize::new(0));
-    let count = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
+mod common;
+use common::{FakeHttp, json};
+
+/// Serve `throttled` 429s, then 200 `{"data":{}}` to every request (tests/common's `FakeHttp`
+/// records the requests).
+fn fake_server(throttled: usize) -> FakeHttp {
+    fake_server_answering(throttled, "429 Too Many Requests", None)
+}
+
+/// Serve `failing` answers of `status` (with `Retry-After: retry_after` when given), then 200.
+fn fake_server_answering(
+    failing: usize,
+    status: &'static str,
+    retry_after: Option<u32>,
+) -> FakeHttp {
+    FakeHttp::start(move |_, n| {
+        if n < failing {
+            let mut a = json(status, r#"{"errors":["rate limit quota exceeded"]}"#);
+            if let Some(s) = retry_after {
+                a.1.push(("Retry-After".into(), s.to_string()));
             }
-            let mut body = vec![0u8; len];
-            let _ = reader.read_exact(&mut body);
-            let n = count.fetch_add(1, Ordering::SeqCst);
-            let (status, body) = if n < throttled {
-                (
-                    "429 Too Many Requests",
-                    r#"{"errors":["rate limit quota exceeded"]}"#,
-                )
-            } else {
-                ("200 OK", r#"{"data":{}}"#)
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
+            a
+        } else {
+            json("200 OK", r#"{"data":{}}"#)
         }
-    });
-    (addr, seen)
+    })
 }
 
 fn client(addr: &str, retries: u32) -> OpenBao {
@@ -68,25 +51,58 @@ fn client(addr: &str, retries: u32) -> OpenBao {
 
 #[test]
 fn fake_server_throttled_calls_are_retried_with_backoff_until_they_pass() {
-    let (addr, seen) = fake_server(2);
+    let fake = fake_server(2);
     let started = std::time::Instant::now();
-    let found = client(&addr, 3).find_root("root-kek").unwrap();
+    let found = client(&fake.url, 3).find_root("root-kek").unwrap();
     assert!(found.is_some());
-    assert_eq!(seen.load(Ordering::SeqCst), 3, "two 429s, then the answer");
+    assert_eq!(fake.requests().len(), 3, "two 429s, then the answer");
     // Backoff: 100 ms then 200 ms at least (plus jitter).
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
 }
 
 #[test]
-fn fake_server_throttled_past_the_retries_is_unavailable_naming_the_service() {
-    let (addr, seen) = fake_server(usize::MAX);
-    let e = client(&addr, 2).find_root("root-kek").unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+fn fake_server_throttled_past_the_retries_is_rate_limited_naming_the_service() {
+    let fake = fake_server(usize::MAX);
+    let e = client(&fake.url, 2).find_root("root-kek").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RateLimited, "{e}");
+    // No Retry-After from the service: our next backoff delay, at least a second.
+    let wait = e
+        .retry_after()
+        .expect("a rate-limited error says when to retry");
+    assert!(
+        wait >= Duration::from_secs(1) && wait <= Duration::from_secs(3),
+        "{wait:?}"
+    );
     let text = e.to_string();
     assert!(
-        text.contains("openbao") && text.contains("HTTP 429") && text.contains("3 attempts"),
+        text.contains("OpenBao") && text.contains("HTTP 429") && text.contains("3 attempts"),
         "{text}"
     );
+    assert!(text.contains("root-kek"), "{text}");
     assert!(!text.contains("fake-token"), "{text}");
-    assert_eq!(seen.load(Ordering::SeqCst), 3);
+    assert_eq!(fake.requests().len(), 3);
+}
+
+#[test]
+fn fake_server_retry_after_of_the_service_is_passed_on() {
+    let fake = fake_server_answering(usize::MAX, "429 Too Many Requests", Some(17));
+    let e = client(&fake.url, 1).find_root("root-kek").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RateLimited, "{e}");
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(17)));
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[test]
+fn fake_server_unavailable_past_the_retries_stays_unavailable() {
+    let fake = fake_server_answering(usize::MAX, "503 Service Unavailable", Some(5));
+    let e = client(&fake.url, 1).find_root("root-kek").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert_eq!(e.retry_after(), None);
+    assert!(e.to_string().contains("HTTP 503"), "{e}");
+    assert_eq!(fake.requests().len(), 2);
+    // Nobody listening: unavailable too.
+    let e = client("http://127.0.0.1:9", 0)
+        .find_root("root-kek")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
 }

@@ -1,0 +1,285 @@
+//! AWS credentials from the standard chain's container endpoint and instance metadata service
+//! (IMDSv2), served by FAKE endpoints on loopback (tests/common's `FakeHttp`; no real ECS task
+//! or EC2 instance is at hand), then used to sign real requests to LocalStack (which accepts
+//! any key; scripts/peers.sh exports HANZO_KMS_TEST_AWS_ENDPOINT). The tests that need
+//! LocalStack print "skipped: peer not running" without it. Every name says "fake".
+
+use hanzo_kms_conformance::make;
+use hanzo_kms_core::config::AwsKmsConfig;
+use hanzo_kms_core::{Algorithm, ErrorKind, Provider};
+use hanzo_kms_crypto::verify::verify;
+use hanzo_kms_remote::{AwsKms, RemoteProvider};
+
+mod common;
+use common::{FakeHttp, assert_clear, json};
+
+const SECRET: &str = "fake-secret-access-key-value";
+const SESSION: &str = "fake-session-token-value";
+const AUTH: &str = "fake-container-authorization-token";
+const IMDS_TOKEN: &str = "fake-imds-session-token";
+
+fn localstack() -> Option<String> {
+    let e = std::env::var("HANZO_KMS_TEST_AWS_ENDPOINT").ok();
+    if e.is_none() {
+        eprintln!("skipped: peer not running (LocalStack; run scripts/peers.sh)");
+    }
+    e
+}
+
+fn section(endpoint: &str) -> AwsKmsConfig {
+    AwsKmsConfig {
+        region: Some("us-east-1".into()),
+        endpoint: Some(endpoint.to_owned()),
+        max_retries: Some(1),
+        ..Default::default()
+    }
+}
+
+/// The credentials JSON both endpoints answer, expiring `secs` from now.
+fn creds_json(n: usize, secs: i64) -> String {
+    let exp = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
+    let exp = exp
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    format!(
+        r#"{{"Code":"Success","Type":"AWS-HMAC","AccessKeyId":"ASIAFAKE{n}","SecretAccessKey":"{SECRET}{n}","Token":"{SESSION}{n}","Expiration":"{exp}","LastUpdated":"2026-01-01T00:00:00Z"}}"#
+    )
+}
+
+/// An environment with nothing but `vars` (no keys, no credentials file).
+fn env_of(vars: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
+    move |n: &str| {
+        vars.iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| v.clone())
+            .or_else(|| {
+                (n == "AWS_SHARED_CREDENTIALS_FILE").then(|| "/nonexistent/credentials".into())
+            })
+    }
+}
+
+fn open(
+    c: &AwsKmsConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    test: &str,
+) -> RemoteProvider<AwsKms> {
+    let client = AwsKms::from_config(c, env).unwrap();
+    common::open(
+        client,
+        &c.tuning(),
+        &format!("t{}-{test}-", std::process::id()),
+        true,
+    )
+    .unwrap()
+}
+
+/// A fake ECS/EKS container credentials endpoint: checks the Authorization header, hands out
+/// credentials that expire `ttl` seconds after each request.
+fn fake_container(ttl: i64) -> FakeHttp {
+    FakeHttp::start(move |req, n| {
+        if req.method != "GET" || req.path != "/v1/credentials" {
+            return json("404 Not Found", "{}");
+        }
+        if req.header("authorization") != Some(AUTH) {
+            return json("401 Unauthorized", r#"{"message":"bad token"}"#);
+        }
+        json("200 OK", creds_json(n, ttl))
+    })
+}
+
+/// A fake IMDSv2: a session token from PUT, then the role and its credentials only with it.
+fn fake_imds(role: Option<&'static str>) -> FakeHttp {
+    FakeHttp::start(move |req, n| {
+        let text = |s: &'static str, b: &str| (s, Vec::new(), b.to_owned());
+        match (req.method.as_str(), req.path.as_str()) {
+            ("PUT", "/latest/api/token") => {
+                if req.header("x-aws-ec2-metadata-token-ttl-seconds").is_none() {
+                    return text("400 Bad Request", "");
+                }
+                text("200 OK", IMDS_TOKEN)
+            }
+            ("GET", p) if p.starts_with("/latest/meta-data/iam/security-credentials/") => {
+                if req.header("x-aws-ec2-metadata-token") != Some(IMDS_TOKEN) {
+                    return text("401 Unauthorized", "");
+                }
+                let rest = &p["/latest/meta-data/iam/security-credentials/".len()..];
+                match (role, rest) {
+                    (None, _) => text("404 Not Found", ""),
+                    (Some(r), "") => text("200 OK", &format!("{r}\n")),
+                    (Some(r), asked) if asked == r => json("200 OK", creds_json(n, 3600)),
+                    _ => text("404 Not Found", ""),
+                }
+            }
+            _ => text("404 Not Found", ""),
+        }
+    })
+}
+
+fn sign_and_verify(p: &RemoteProvider<AwsKms>, name: &str) {
+    for alg in [Algorithm::P256, Algorithm::Secp256k1] {
+        let k = make(p, name, 1, alg);
+        let msg = [7u8; 32];
+        let sig = p.sign(&k.r(), &msg).unwrap();
+        assert!(
+            verify(alg, k.public.as_ref().unwrap(), &msg, &sig.0),
+            "{alg}"
+        );
+    }
+}
+
+#[test]
+fn fake_container_endpoint_credentials_sign_at_localstack_and_are_refreshed() {
+    let Some(endpoint) = localstack() else { return };
+    // Credentials that expire in 302 s are fetched again 5 min before: after 2 s.
+    let fake = fake_container(302);
+    let dir = std::env::temp_dir().join(format!("hanzo-kms-aws-chain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{AUTH}\n")).unwrap();
+    let env = env_of(vec![
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("{}/v1/credentials", fake.url),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+        // Lower in the chain than the container endpoint: never asked.
+        (
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+            "http://127.0.0.1:9".into(),
+        ),
+    ]);
+    let p = open(&section(&endpoint), &env, "container");
+    sign_and_verify(&p, "poai:acme:ecs");
+    let asked = fake.requests();
+    assert_eq!(asked.len(), 1, "fetched once at start: {asked:?}");
+    assert_eq!(asked[0].header("authorization"), Some(AUTH));
+    // Nothing secret in the client's Debug.
+    let debug = format!("{:?} {:?}", p, p.service());
+    assert!(debug.contains("container credentials endpoint"), "{debug}");
+    for s in [SECRET, SESSION, AUTH] {
+        assert!(!debug.contains(s), "{debug}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    sign_and_verify(&p, "poai:acme:ecs2");
+    assert_eq!(fake.requests().len(), 2, "refreshed before the Expiration");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn fake_imds_v2_credentials_sign_at_localstack() {
+    let Some(endpoint) = localstack() else { return };
+    let fake = fake_imds(Some("hanzo-kms-role"));
+    let env = env_of(vec![(
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        fake.url.clone(),
+    )]);
+    let p = open(&section(&endpoint), &env, "imds");
+    sign_and_verify(&p, "poai:acme:ec2");
+    let asked: Vec<_> = fake
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            "PUT /latest/api/token",
+            "GET /latest/meta-data/iam/security-credentials/",
+            "GET /latest/meta-data/iam/security-credentials/hanzo-kms-role",
+        ]
+    );
+    // Credentials for an hour: not fetched again.
+    sign_and_verify(&p, "poai:acme:ec2b");
+    assert_eq!(fake.requests().len(), 3);
+}
+
+#[test]
+fn fake_imds_without_a_role_is_a_config_error_naming_it() {
+    let fake = fake_imds(None);
+    let env = env_of(vec![(
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        fake.url.clone(),
+    )]);
+    let e = AwsKms::from_config(&section("http://127.0.0.1:9"), &env).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert_clear(
+        &e,
+        "AWS KMS",
+        &[
+            "no credentials",
+            "/nonexistent/credentials",
+            "instance metadata service",
+            &fake.url,
+            "no IAM role",
+        ],
+        &[IMDS_TOKEN],
+    );
+}
+
+#[test]
+fn fake_container_endpoint_refusing_the_token_is_a_config_error_without_it() {
+    let fake = fake_container(3600);
+    let env = env_of(vec![
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("{}/v1/credentials", fake.url),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+            "wrong-auth-token-value".into(),
+        ),
+    ]);
+    let e = AwsKms::from_config(&section("http://127.0.0.1:9"), &env).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert_clear(
+        &e,
+        "AWS KMS",
+        &["container", &fake.url, "HTTP 401", "refused"],
+        &["wrong-auth-token-value"],
+    );
+    // A non-local plain-http FULL_URI is refused before any call.
+    let env = env_of(vec![(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "http://creds.example.com/v1".into(),
+    )]);
+    let e = AwsKms::from_config(&section("http://127.0.0.1:9"), &env).unwrap_err();
+    assert_clear(&e, "AWS KMS", &["AWS_CONTAINER_CREDENTIALS_FULL_URI"], &[]);
+}
+
+#[test]
+fn fake_imds_credentials_and_session_token_are_the_ones_that_sign() {
+    // A fake KMS endpoint records what it is sent: the access key id from IMDS in the SigV4
+    // credential scope, the session token in x-amz-security-token.
+    let imds = fake_imds(Some("hanzo-kms-role"));
+    let kms = FakeHttp::start(|_, _| {
+        json(
+            "400 Bad Request",
+            r#"{"__type":"NotFoundException","message":"Alias not found"}"#,
+        )
+    });
+    let env = env_of(vec![(
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+        imds.url.clone(),
+    )]);
+    let client = AwsKms::from_config(&section(&kms.url), &env).unwrap();
+    use hanzo_kms_remote::RemoteKms;
+    assert_eq!(client.find_root("root-kek").unwrap(), None);
+    let sent = kms.requests();
+    let auth = sent[0].header("authorization").unwrap();
+    // IMDS numbered its answer 2 (its third request).
+    assert!(
+        auth.starts_with("AWS4-HMAC-SHA256 Credential=ASIAFAKE2/")
+            && auth.contains("x-amz-security-token"),
+        "{auth}"
+    );
+    assert_eq!(
+        sent[0].header("x-amz-security-token"),
+        Some(&*format!("{SESSION}2"))
+    );
+    assert!(!auth.contains(SECRET));
+}

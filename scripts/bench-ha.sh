@@ -35,21 +35,24 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); p
   -o "-p $port -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
 "$pg_bin/psql" -X -q -h 127.0.0.1 -p "$port" -U kms -d postgres -c 'CREATE DATABASE kms'
 
-# serve DIR CONFIG: start a node, wait for its addresses, print its REST URL.
+# serve VAR DIR CONFIG: start a node, wait for its addresses, set VAR to its REST URL. Not run
+# in $( … ): the node's pid must reach this shell's `pids`, or the cleanup would leave it running.
 serve() {
-  "$kms" --data-dir "$1" ${2:+--config "$2"} --json serve --rest-addr 127.0.0.1:0 --grpc-addr off \
-    > "$1.out" 2> "$1.err" &
+  "$kms" --data-dir "$2" ${3:+--config "$3"} --json serve --rest-addr 127.0.0.1:0 --grpc-addr off \
+    > "$2.out" 2> "$2.err" &
   pids+=($!)
-  for _ in $(seq 200); do grep -q '"rest"' "$1.out" 2>/dev/null && break; sleep 0.05; done
-  python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "rest" in l][0]["rest"])' "$1.out"
+  for _ in $(seq 200); do grep -q '"rest"' "$2.out" 2>/dev/null && break; sleep 0.05; done
+  local url
+  url=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "rest" in l][0]["rest"])' "$2.out")
+  printf -v "$1" '%s' "$url"
 }
 
 printf 'storage:\n  url: postgres://kms@127.0.0.1:%s/kms\n' "$port" > "$work/pg.yaml"
-a=$(serve "$work/a" "$work/pg.yaml")
+serve a "$work/a" "$work/pg.yaml"
 mkdir -m 700 "$work/b"
 install -m 600 "$work/a/master.key" "$work/b/master.key"
-b=$(serve "$work/b" "$work/pg.yaml")
-s=$(serve "$work/s" "")
+serve b "$work/b" "$work/pg.yaml"
+serve s "$work/s" ""
 
 echo "== two nodes on PostgreSQL ($("$pg_bin/postgres" --version)), $conc connections spread over both"
 "$bench" server --url "$a" --url "$b" --token "$(cat "$work/a/admin.token")" \

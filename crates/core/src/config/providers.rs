@@ -199,7 +199,8 @@ macro_rules! remote_section {
             /// How long unwrapped kms-wrapped keys stay cached; default 60 s, `0` = never.
             #[serde(skip_serializing_if = "Option::is_none")]
             pub wrapped_key_cache: Option<Duration>,
-            /// One HTTP request, connection included; default 10 s.
+            /// The longest wait for each phase of one HTTP request (sending it, the answer's head,
+            /// its body); default 10 s. The connection has `connect_timeout`.
             #[serde(skip_serializing_if = "Option::is_none")]
             pub timeout: Option<Duration>,
             /// Opening the connection; default 5 s.
@@ -328,7 +329,8 @@ pub struct RemoteTuning {
     /// How long an unwrapped kms-wrapped key stays in zeroizing memory after its last use
     /// (`wrapped_key_cache`; default 60 s, `0` = never cached).
     pub wrapped_key_cache: std::time::Duration,
-    /// One HTTP request, connection included (`timeout`; default 10 s).
+    /// The longest wait for each phase of one HTTP request: sending it, the answer's head, its
+    /// body (`timeout`; default 10 s).
     pub timeout: std::time::Duration,
     /// Opening the connection (`connect_timeout`; default 5 s).
     pub connect_timeout: std::time::Duration,

@@ -106,3 +106,38 @@ fn fake_server_unavailable_past_the_retries_stays_unavailable() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
 }
+
+/// A fake server that accepts connections and reads requests but never answers: the call is cut
+/// off by `timeout` (per phase since the HTTP client stopped using a whole-call timeout), not
+/// left hanging.
+#[test]
+fn fake_server_that_never_answers_is_cut_off_by_the_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s); // keep it open, say nothing
+        }
+    });
+    let c = OpenBao::from_config(
+        &OpenBaoConfig {
+            address: Some(addr),
+            token: Some(ConfigSecret::new("fake-token")),
+            max_retries: Some(0),
+            timeout: Some(hanzo_kms_core::config::Duration(Duration::from_millis(400))),
+            ..Default::default()
+        },
+        &|_| None,
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let e = c.find_root("root-kek").unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_secs(5),
+        "cut off after {took:?}"
+    );
+    assert!(e.to_string().contains("OpenBao"), "{e}");
+}

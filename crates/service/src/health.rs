@@ -38,8 +38,13 @@ impl AuditHealth {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 self.failing.store(true, Ordering::Relaxed);
             }
-            // Every successful request wrote its record.
-            Ok(_) => self.failing.store(false, Ordering::Relaxed),
+            // Every successful request wrote its record. Read first: a store on every request
+            // would make every core write the same cache line.
+            Ok(_) => {
+                if self.failing.load(Ordering::Relaxed) {
+                    self.failing.store(false, Ordering::Relaxed);
+                }
+            }
             Err(_) => {}
         }
     }

@@ -438,7 +438,7 @@ impl Kms {
         digest: [u8; 32],
     ) -> Result<Option<PqSignature>> {
         let partner = pq_partner(key)?;
-        if self.visible_key(ctx, &partner).await?.is_none() {
+        if self.visible_partner(ctx, &partner).await?.is_none() {
             return Ok(None);
         }
         let nonces = nonces.to_vec();

@@ -228,9 +228,14 @@ impl Kms {
         digest: &[u8; 32],
     ) -> Result<Option<Verdict>> {
         let partner = pq_partner(key)?;
-        let partner_key = self
-            .claimed_key(ctx, &partner.to_string(), Purpose::Poai)
-            .await?;
+        // Most keys have no partner: that answer is cached (`visible_partner`); a partner that
+        // exists is then checked as any claimed key.
+        let partner_key = if self.visible_partner(ctx, &partner).await?.is_none() {
+            None
+        } else {
+            self.claimed_key(ctx, &partner.to_string(), Purpose::Poai)
+                .await?
+        };
         match (pq, partner_key) {
             (None, None) => Ok(None),
             // The key has a partner, and the object carries only the classical half: a
@@ -289,5 +294,19 @@ impl Kms {
             return Ok(None);
         }
         self.store().load_key(key).await
+    }
+
+    /// A signing key's post-quantum partner, if the caller may see it and it exists. Most keys
+    /// have none, so its absence is cached for up to a second (`load_key_or_known_absent`); a
+    /// partner made on this node is seen at once, on another node within that second.
+    pub(crate) async fn visible_partner(
+        &self,
+        ctx: &RequestCtx,
+        partner: &KeyName,
+    ) -> Result<Option<StoredKey>> {
+        if !ctx.principal.owns(partner) || !ctx.principal.may_see(partner) {
+            return Ok(None);
+        }
+        self.store().load_key_or_known_absent(partner).await
     }
 }

@@ -580,3 +580,42 @@ async fn a_key_administrator_manages_keys_but_cannot_use_them() {
         ErrorKind::PermissionDenied
     );
 }
+
+/// The partner lookup on every signature caches "no partner" (store `load_key_or_known_absent`),
+/// but a partner created on this node is used at the very next signature, and a signature
+/// stripped of it is then refused: the cached absence cannot open a downgrade.
+#[tokio::test]
+async fn a_partner_created_after_signatures_without_one_is_required_at_once() {
+    let (_d, kms) = fresh("").await;
+    let key = name("poai:acme:late");
+    kms.create_key(&local(), &key, None, None).await.unwrap();
+    let first = kms
+        .sign_poai(&local(), &key, att("a"), now())
+        .await
+        .unwrap();
+    assert!(first.pq.is_none());
+    // Signed and verified again: the absence is now cached.
+    assert!(
+        kms.verify_poai(&local(), &first, now())
+            .await
+            .unwrap()
+            .valid
+    );
+    kms.create_key(
+        &local(),
+        &name("poai:acme:late-pq"),
+        Some(hanzo_kms_core::Algorithm::MlDsa65),
+        None,
+    )
+    .await
+    .unwrap();
+    let second = kms
+        .sign_poai(&local(), &key, att("b"), now())
+        .await
+        .unwrap();
+    assert!(second.pq.is_some(), "the new partner signs at once");
+    let mut stripped = second.clone();
+    stripped.pq = None;
+    let v = kms.verify_poai(&local(), &stripped, now()).await.unwrap();
+    assert_eq!((v.valid, v.reason), (false, Some("pq_missing")));
+}

@@ -5,7 +5,10 @@
 //!   another node sharing the database (PostgreSQL) sees the change within [`TTL`].
 //! - A generation counter closes the race between a reader and a writer: a reader that loaded
 //!   a row before a commit invalidated it does not put the stale row back.
-//! - Keys are cached only when they exist, so a key created on another node is visible at once.
+//! - Keys are cached only when they exist, so a key created on another node is visible at once;
+//!   except where the caller asks for absence to be remembered too
+//!   (`Store::load_key_or_known_absent`: a signing key's post-quantum partner, which most keys do
+//!   not have and every signature looks up).
 //!   Token lookups are cached either way (an unknown id too): a token's id is random and nobody
 //!   presents it before it exists, and an unknown id answered from the database while a known
 //!   one is answered from memory would tell, by the time of the 401, which ids exist.

@@ -28,7 +28,7 @@ pub struct Store {
     pub(crate) backend: Backend,
     pub(crate) separator: Separator,
     pub(crate) location: String,
-    pub(crate) keys: Arc<cache::Cache<StoredKey>>,
+    pub(crate) keys: Arc<cache::Cache<Option<StoredKey>>>,
     /// Tokens by id, and ids that have no token: a lookup of an unknown id is answered from
     /// memory like a known one, so the time of a 401 does not tell whether the id exists.
     pub(crate) tokens: Arc<cache::Cache<Option<StoredToken>>>,
@@ -251,10 +251,29 @@ impl Store {
 
     /// Load a key with its versions and handles (through the read cache: see [`cache`]).
     pub async fn load_key(&self, name: &KeyName) -> Result<Option<StoredKey>> {
+        self.load_key_cached(name, false).await
+    }
+
+    /// [`load_key`](Self::load_key) for a key that usually does not exist (a signing key's
+    /// post-quantum partner, looked up on every signature and verification): its absence is
+    /// cached too, for [`cache::TTL`] at most. A key created through this process is seen at
+    /// once (its commit invalidates the entry); one created on another node sharing the database,
+    /// within the TTL.
+    pub async fn load_key_or_known_absent(&self, name: &KeyName) -> Result<Option<StoredKey>> {
+        self.load_key_cached(name, true).await
+    }
+
+    async fn load_key_cached(
+        &self,
+        name: &KeyName,
+        remember_absent: bool,
+    ) -> Result<Option<StoredKey>> {
         let k = name.to_string();
         let (hit, generation) = self.keys.get(&k);
-        if hit.is_some() {
-            return Ok(hit);
+        match hit {
+            Some(Some(key)) => return Ok(Some(key)),
+            Some(None) if remember_absent => return Ok(None),
+            _ => {}
         }
         let mut conn = self
             .pool
@@ -262,8 +281,8 @@ impl Store {
             .await
             .map_err(|e| self.err(e, "reading a key"))?;
         let loaded = self.load_key_on(&mut conn, name).await?;
-        if let Some(key) = &loaded {
-            self.keys.put(&k, key.clone(), generation);
+        if loaded.is_some() || remember_absent {
+            self.keys.put(&k, loaded.clone(), generation);
         }
         Ok(loaded)
     }

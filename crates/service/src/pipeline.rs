@@ -429,7 +429,7 @@ fn check_purpose(op: &Operation, name: &KeyName) -> Result<()> {
 }
 
 /// [`KeyPolicy::Verify`] for the key as a whole.
-fn check_verifiable(key: &StoredKey) -> Result<()> {
+pub(crate) fn check_verifiable(key: &StoredKey) -> Result<()> {
     use hanzo_kms_core::KeyState;
     match key.meta.state {
         KeyState::Enabled | KeyState::Destroyed => Ok(()),

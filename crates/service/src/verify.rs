@@ -14,7 +14,7 @@ use hanzo_kms_core::{KeyName, Purpose, Result};
 use hanzo_kms_store::StoredKey;
 
 use crate::operation as op;
-use crate::pipeline::{Target, check_verifying_version};
+use crate::pipeline::{Target, check_verifiable, check_verifying_version};
 use crate::sign::{
     BatchItem, Claimed, MAX_FUTURE_SECS, PqSignature, SignedAttestation, SignedSettlement, Verdict,
     pq_partner, signature_matches,
@@ -228,13 +228,14 @@ impl Kms {
         digest: &[u8; 32],
     ) -> Result<Option<Verdict>> {
         let partner = pq_partner(key)?;
-        // Most keys have no partner: that answer is cached (`visible_partner`); a partner that
-        // exists is then checked as any claimed key.
-        let partner_key = if self.visible_partner(ctx, &partner).await?.is_none() {
-            None
-        } else {
-            self.claimed_key(ctx, &partner.to_string(), Purpose::Poai)
-                .await?
+        // Most keys have no partner: that answer is cached (`visible_partner`). A partner that
+        // exists must be one that may verify now, as any claimed key.
+        let partner_key = match self.visible_partner(ctx, &partner).await? {
+            Some(k) if partner.purpose() == Purpose::Poai => {
+                check_verifiable(&k)?;
+                Some(k)
+            }
+            _ => None,
         };
         match (pq, partner_key) {
             (None, None) => Ok(None),
@@ -290,10 +291,7 @@ impl Kms {
         ctx: &RequestCtx,
         key: &KeyName,
     ) -> Result<Option<StoredKey>> {
-        if !ctx.principal.owns(key) || !ctx.principal.may_see(key) {
-            return Ok(None);
-        }
-        self.store().load_key(key).await
+        self.visible_key_cached(ctx, key, false).await
     }
 
     /// A signing key's post-quantum partner, if the caller may see it and it exists. Most keys
@@ -304,9 +302,22 @@ impl Kms {
         ctx: &RequestCtx,
         partner: &KeyName,
     ) -> Result<Option<StoredKey>> {
-        if !ctx.principal.owns(partner) || !ctx.principal.may_see(partner) {
+        self.visible_key_cached(ctx, partner, true).await
+    }
+
+    async fn visible_key_cached(
+        &self,
+        ctx: &RequestCtx,
+        key: &KeyName,
+        remember_absent: bool,
+    ) -> Result<Option<StoredKey>> {
+        if !ctx.principal.owns(key) || !ctx.principal.may_see(key) {
             return Ok(None);
         }
-        self.store().load_key_or_known_absent(partner).await
+        if remember_absent {
+            self.store().load_key_or_known_absent(key).await
+        } else {
+            self.store().load_key(key).await
+        }
     }
 }

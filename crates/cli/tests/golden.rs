@@ -26,8 +26,25 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::LazyLock;
 
 use regex::Regex;
+
+/// What differs on every run, and what replaces it (compiled once for every command).
+static REDACTIONS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
+    [
+        (r"hkms_[A-Za-z0-9]+_[A-Za-z0-9_-]+", "[TOKEN]"),
+        (r"hkms:v(\d+):[A-Za-z0-9_-]+", "hkms:v$1:[CIPHERTEXT]"),
+        (r"0x[0-9a-fA-F]{64}", "[HEX32]"),
+        (r"0x[0-9a-fA-F]{40}", "[ADDRESS]"),
+        (r"[0-9a-f]{32}…[0-9a-f]{16}", "[PUBLIC KEY]"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
+        (r" in \d+\.\d+ s\b", " in [SECONDS] s"),
+    ]
+    .into_iter()
+    .map(|(p, with)| (Regex::new(p).unwrap(), with))
+    .collect()
+});
 
 struct Session {
     data: PathBuf,
@@ -39,19 +56,8 @@ impl Session {
         let mut t = text
             .replace(&self.data.display().to_string(), "[DATA]")
             .replace(&self.tmp.display().to_string(), "[TMP]");
-        for (pattern, with) in [
-            (r"hkms_[A-Za-z0-9]+_[A-Za-z0-9_-]+", "[TOKEN]"),
-            (r"hkms:v(\d+):[A-Za-z0-9_-]+", "hkms:v$1:[CIPHERTEXT]"),
-            (r"0x[0-9a-fA-F]{64}", "[HEX32]"),
-            (r"0x[0-9a-fA-F]{40}", "[ADDRESS]"),
-            (r"[0-9a-f]{32}…[0-9a-f]{16}", "[PUBLIC KEY]"),
-            (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
-            (r" in \d+\.\d+ s\b", " in [SECONDS] s"),
-        ] {
-            t = Regex::new(pattern)
-                .unwrap()
-                .replace_all(&t, with)
-                .into_owned();
+        for (pattern, with) in REDACTIONS.iter() {
+            t = pattern.replace_all(&t, *with).into_owned();
         }
         t
     }

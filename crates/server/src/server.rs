@@ -367,6 +367,20 @@ pub(crate) async fn scheduler(state: Shared, every: Duration) {
                 Err(e) => tracing::warn!(error = %e, "scheduler: {what} pass failed"),
             }
         }
+        // Replay records whose messages expired (docs/signing.md, "Replay records expire").
+        match state
+            .kms
+            .prune_replay(u64::try_from(now).unwrap_or(0))
+            .await
+        {
+            Ok(p) if !p.is_empty() => tracing::info!(
+                nonces = p.nonces,
+                consumed_attestations = p.consumed,
+                "scheduler: expired replay records pruned"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "scheduler: pruning replay records failed"),
+        }
         if let Some(l) = &state.limiter {
             l.forget_idle();
         }

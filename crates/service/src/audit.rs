@@ -49,6 +49,7 @@ impl Kms {
         let records = commit::Records {
             key: String::new(),
             nonces: Vec::new(),
+            expires_at: 0,
             record: Vec::new(),
             consume: None,
             event,

@@ -374,6 +374,18 @@ async fn init_store(
         &settings.config.separator().as_char().to_string(),
     )
     .await?;
+    // The attestation ttl the replay records are written under (crate::replay).
+    tx.set_meta(
+        crate::replay::TTL_META,
+        &settings
+            .config
+            .kms
+            .hanzo
+            .poai_signing
+            .attestation_ttl
+            .to_string(),
+    )
+    .await?;
     let event = crate::audit_event(
         &crate::RequestCtx::local(),
         "store.init",

@@ -37,10 +37,14 @@ pub(crate) struct Records {
     pub key: String,
     /// `(nonce, message digest)` for every message this signature covers.
     pub nonces: Vec<(B32, [u8; 32])>,
+    /// When the nonce records may be pruned: the latest moment any of those messages can be
+    /// accepted (crate::replay).
+    pub expires_at: i64,
     /// `u32be(version) ‖ signature`, stored with a single message's nonce for exact retries.
     pub record: Vec<u8>,
-    /// `(attestation digest, settlement digest)` for a settlement.
-    pub consume: Option<([u8; 32], [u8; 32])>,
+    /// `(attestation digest, settlement digest, when the attestation stops verifying)` for a
+    /// settlement.
+    pub consume: Option<([u8; 32], [u8; 32], i64)>,
     pub event: AuditEvent,
 }
 
@@ -319,7 +323,7 @@ fn query(jobs: &[Job]) -> Query<'_> {
             .collect(),
         attestations: jobs
             .iter()
-            .filter_map(|j| j.records.consume.as_ref().map(|(a, _)| &a[..]))
+            .filter_map(|j| j.records.consume.as_ref().map(|(a, _, _)| &a[..]))
             .collect(),
     }
 }
@@ -414,7 +418,7 @@ fn decide<'a>(jobs: &'a [Job], stored: &BatchReads) -> (BatchWrites<'a>, Vec<Res
                 None => absent.push((nonce, msg)),
             }
         }
-        if let Some((att, settlement)) = &job.consume {
+        if let Some((att, settlement, att_expires)) = &job.consume {
             if consumed.contains(&att[..]) || stored.consumed.contains(&att[..]) {
                 outcomes.push(Err(Error::new(
                     ErrorKind::Replayed,
@@ -427,6 +431,7 @@ fn decide<'a>(jobs: &'a [Job], stored: &BatchReads) -> (BatchWrites<'a>, Vec<Res
                 attestation: att,
                 settlement_key: &job.key,
                 settlement,
+                expires_at: *att_expires,
             });
         }
         for (nonce, msg) in absent {
@@ -437,6 +442,7 @@ fn decide<'a>(jobs: &'a [Job], stored: &BatchReads) -> (BatchWrites<'a>, Vec<Res
                 nonce: &nonce.0,
                 digest: msg,
                 signature: rec,
+                expires_at: job.expires_at,
             });
         }
         writes.events.push(Cow::Borrowed(ev));
@@ -454,6 +460,7 @@ mod tests {
         let records = Records {
             key: "poai:acme:m".into(),
             nonces: Vec::new(),
+            expires_at: 0,
             record: Vec::new(),
             consume: None,
             event: AuditEvent {

@@ -35,6 +35,7 @@ pub mod operation;
 mod pipeline;
 pub mod ratelimit;
 pub mod raw;
+pub mod replay;
 pub mod sign;
 pub mod tokens;
 mod verify;
@@ -132,6 +133,8 @@ pub struct Kms {
     failover: Option<Arc<failover::Failover>>,
     /// Whether audit records can be written (`/readyz`, `/metrics`).
     audit_health: Arc<health::AuditHealth>,
+    /// The oldest attestation timestamp accepted whatever the ttl (see [`replay`]).
+    replay_floor: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Kms {
@@ -183,7 +186,10 @@ impl Kms {
     /// Initialise a new data directory and return the service on it.
     pub async fn init(settings: &Settings) -> Result<(Self, InitReport)> {
         let (report, store, provider) = bootstrap::init(settings).await?;
-        Ok((Self::new(store, provider, settings.config.clone()), report))
+        let kms = Self::new(store, provider, settings.config.clone());
+        kms.prepare_replay(u64::try_from(now_secs()).unwrap_or(0))
+            .await?;
+        Ok((kms, report))
     }
 
     /// Open an initialised data directory.
@@ -191,6 +197,8 @@ impl Kms {
         let o = bootstrap::open(settings).await?;
         let mut kms = Self::new(o.store, o.provider, settings.config.clone());
         kms.failover = o.failover;
+        kms.prepare_replay(u64::try_from(now_secs()).unwrap_or(0))
+            .await?;
         Ok(kms)
     }
 
@@ -206,6 +214,7 @@ impl Kms {
             signers: Arc::default(),
             failover: None,
             audit_health: Arc::default(),
+            replay_floor: Arc::default(),
         }
     }
 

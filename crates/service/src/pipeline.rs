@@ -176,18 +176,21 @@ impl<'a> Call<'a> {
 
     /// Hand a signature's replay records (step 5) to the group committer with this request's
     /// `ok` record: `nonces` are `(nonce, message digest)` for every message the signature
-    /// covers, `record` is what an exact retry gets back, `consume` is `(attestation digest,
-    /// settlement digest)` for a settlement. The answer comes once they are durable.
+    /// covers, which can be accepted until `expires_at`; `record` is what an exact retry gets
+    /// back, `consume` is `(attestation digest, settlement digest, the attestation's expiry)`
+    /// for a settlement. The answer comes once they are durable.
     pub async fn submit(
         &self,
         key: String,
         nonces: Vec<(hanzo_kms_core::eip712::B32, [u8; 32])>,
+        expires_at: i64,
         record: Vec<u8>,
-        consume: Option<([u8; 32], [u8; 32])>,
+        consume: Option<([u8; 32], [u8; 32], i64)>,
     ) -> Result<(commit::Outcome, Receipt)> {
         let records = commit::Records {
             key,
             nonces,
+            expires_at,
             record,
             consume,
             event: self.event("ok", None),

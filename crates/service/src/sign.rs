@@ -206,6 +206,12 @@ impl Kms {
                 "{field}: {ts} is older than attestation_ttl ({ttl} s)"
             )));
         }
+        if self.attestation_too_old(ts, now) {
+            return Err(Error::invalid(format!(
+                "{field}: {ts} is before {}, the oldest time this store accepts since attestation_ttl was raised (docs/signing.md)",
+                self.replay_floor()
+            )));
+        }
         if ts > now.saturating_add(MAX_FUTURE_SECS) {
             return Err(Error::invalid(format!(
                 "{field}: {ts} is more than {MAX_FUTURE_SECS} s in the future"
@@ -235,12 +241,16 @@ impl Kms {
                 att.nonce = Some(nonce);
                 let digest = call.kms.domain()?.digest(&att.struct_hash()?);
                 let nonces = vec![(nonce, digest)];
+                let expires = call.kms.attestation_expiry(att.timestamp);
                 // The partner first: if it refuses, nothing of the primary is recorded.
                 let pq = call
                     .kms
-                    .sign_with_partner(call.ctx, &op::POAI_SIGN, key, &nonces, digest)
+                    .sign_with_partner(call.ctx, &op::POAI_SIGN, key, &nonces, expires, digest)
                     .await?;
-                let (made, receipt) = call.kms.sign_object(call, nonces, digest, None).await?;
+                let (made, receipt) = call
+                    .kms
+                    .sign_object(call, nonces, expires, digest, None)
+                    .await?;
                 Ok(Done::Committed(
                     SignedAttestation {
                         attestation: att,
@@ -294,9 +304,15 @@ impl Kms {
                         key.customer()
                     )));
                 }
-                let verdict = match paid {
-                    Paid::Attestation(a) => kms.attestation_verdict(call.ctx, a, now).await?,
-                    Paid::Item(i) => kms.item_verdict(call.ctx, i, now).await?,
+                let (verdict, attested) = match paid {
+                    Paid::Attestation(a) => (
+                        kms.attestation_verdict(call.ctx, a, now).await?,
+                        a.attestation.timestamp,
+                    ),
+                    Paid::Item(i) => (
+                        kms.item_verdict(call.ctx, i, now).await?,
+                        i.attestation.timestamp,
+                    ),
                 };
                 if !verdict.valid {
                     return Err(Error::invalid(format!(
@@ -322,9 +338,12 @@ impl Kms {
                 };
                 s.nonce = Some(nonce);
                 let digest = kms.domain()?.digest(&s.struct_hash()?);
-                let consume = Some(s.attestation_digest.0);
+                // The settlement's nonce is needed until it expires; the attestation's consumption
+                // until the attestation stops verifying.
+                let consume = Some((s.attestation_digest.0, kms.attestation_expiry(attested)));
+                let expires = i64::try_from(s.expiry).unwrap_or(i64::MAX);
                 let (made, receipt) = kms
-                    .sign_object(call, vec![(nonce, digest)], digest, consume)
+                    .sign_object(call, vec![(nonce, digest)], expires, digest, consume)
                     .await?;
                 Ok(Done::Committed(
                     SignedSettlement {
@@ -391,10 +410,22 @@ impl Kms {
                     timestamp: now,
                 };
                 let batch_digest = domain.digest(&batch.struct_hash());
+                // Every item's nonce is kept until the newest item expires.
+                let newest = items.iter().map(|(a, _)| a.timestamp).max().unwrap_or(now);
+                let expires = kms.attestation_expiry(newest);
                 let pq = kms
-                    .sign_with_partner(call.ctx, &op::POAI_SIGN_BATCH, key, &nonces, batch_digest)
+                    .sign_with_partner(
+                        call.ctx,
+                        &op::POAI_SIGN_BATCH,
+                        key,
+                        &nonces,
+                        expires,
+                        batch_digest,
+                    )
                     .await?;
-                let (made, receipt) = kms.sign_object(call, nonces, batch_digest, None).await?;
+                let (made, receipt) = kms
+                    .sign_object(call, nonces, expires, batch_digest, None)
+                    .await?;
                 let items = items
                     .into_iter()
                     .zip(proofs)
@@ -435,6 +466,7 @@ impl Kms {
         operation: &'static Operation,
         key: &KeyName,
         nonces: &[(B32, [u8; 32])],
+        expires: i64,
         digest: [u8; 32],
     ) -> Result<Option<PqSignature>> {
         let partner = pq_partner(key)?;
@@ -445,7 +477,10 @@ impl Kms {
         let made = self
             .run(ctx, operation, Target::Key(&partner), |call| {
                 Box::pin(async move {
-                    let (made, receipt) = call.kms.sign_object(call, nonces, digest, None).await?;
+                    let (made, receipt) = call
+                        .kms
+                        .sign_object(call, nonces, expires, digest, None)
+                        .await?;
                     Ok(Done::Committed(made, receipt))
                 })
             })
@@ -466,8 +501,9 @@ impl Kms {
         &self,
         call: &mut Call<'_>,
         nonces: Vec<(B32, [u8; 32])>,
+        expires: i64,
         digest: [u8; 32],
-        consume: Option<[u8; 32]>,
+        consume: Option<([u8; 32], i64)>,
     ) -> Result<(Made, Receipt)> {
         let (version, kref) = call.version(None)?;
         let algorithm = kref.algorithm;
@@ -485,7 +521,13 @@ impl Kms {
         let mut record = version.to_be_bytes().to_vec();
         record.extend_from_slice(&signature);
         let (outcome, receipt) = call
-            .submit(key, nonces, record, consume.map(|a| (a, digest)))
+            .submit(
+                key,
+                nonces,
+                expires,
+                record,
+                consume.map(|(a, until)| (a, digest, until)),
+            )
             .await?;
         let stored = call.key()?;
         let signer = |v: u32| {

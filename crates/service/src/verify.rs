@@ -275,8 +275,7 @@ impl Kms {
     }
 
     fn window_verdict(&self, ts: u64, now: u64) -> Verdict {
-        let ttl = self.config().kms.hanzo.poai_signing.attestation_ttl;
-        if ts.saturating_add(ttl) < now {
+        if self.attestation_too_old(ts, now) {
             Verdict::no("expired")
         } else if ts > now.saturating_add(MAX_FUTURE_SECS) {
             Verdict::no("not_yet_valid")

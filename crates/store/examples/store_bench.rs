@@ -121,6 +121,7 @@ fn commit_cycles(
                                 nonce: n,
                                 digest: &n[..],
                                 signature: Some(&n[..]),
+                                expires_at: i64::MAX,
                             })
                             .collect(),
                         consumed: Vec::new(),

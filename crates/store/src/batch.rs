@@ -42,6 +42,8 @@ pub struct ConsumeRow<'a> {
     pub attestation: &'a [u8],
     pub settlement_key: &'a str,
     pub settlement: &'a [u8],
+    /// When the attestation stops verifying (its timestamp + attestation_ttl).
+    pub expires_at: i64,
 }
 
 /// What a batch's transaction writes. With no events it writes nothing.
@@ -181,10 +183,10 @@ impl WriteTx {
     ///
     /// [`ErrorKind::AlreadyExists`]: hanzo_kms_core::ErrorKind::AlreadyExists
     pub(crate) async fn insert_nonces(&mut self, rows: &[NonceRow<'_>], now: i64) -> Result<()> {
-        const PER_INSERT: usize = 1000; // 5 parameters each
+        const PER_INSERT: usize = 1000; // 6 parameters each
         for chunk in rows.chunks(PER_INSERT) {
             let mut text = String::from(insert_nonce!());
-            sql::values(&mut text, self.store.backend, chunk.len(), 5);
+            sql::values(&mut text, self.store.backend, chunk.len(), 6);
             let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
             for r in chunk {
                 q = q
@@ -192,7 +194,8 @@ impl WriteTx {
                     .bind(r.nonce.to_vec())
                     .bind(r.digest.to_vec())
                     .bind(r.signature.map(<[u8]>::to_vec))
-                    .bind(now);
+                    .bind(now)
+                    .bind(r.expires_at);
             }
             q.execute(&mut *self.tx)
                 .await
@@ -210,11 +213,12 @@ impl WriteTx {
         now: i64,
     ) -> Result<()> {
         for c in rows {
-            sqlx::query(concat!(insert_consumed!(), "($1, $2, $3, $4)"))
+            sqlx::query(concat!(insert_consumed!(), "($1, $2, $3, $4, $5)"))
                 .bind(c.attestation.to_vec())
                 .bind(c.settlement_key)
                 .bind(c.settlement.to_vec())
                 .bind(now)
+                .bind(c.expires_at)
                 .execute(&mut *self.tx)
                 .await
                 .map_err(|e| crate::error::db_error(e, "consuming an attestation"))?;

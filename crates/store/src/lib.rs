@@ -19,6 +19,7 @@
 //! | `batch` | the group committer's transaction through sqlx |
 //! | `rows` | the stored rows as Rust values |
 //! | `migrate` | schema migrations |
+//! | `prune` | deleting replay records whose messages expired |
 //! | `error` | one classifier for both drivers' errors |
 //! | `sql` | SQL text shared by the sqlx and rusqlite paths |
 //! | [`audit`] | the hash chain, and reading and checking it |
@@ -32,6 +33,7 @@ mod batch;
 pub mod cache;
 mod error;
 mod migrate;
+mod prune;
 mod rows;
 mod sql;
 mod sqlite;
@@ -40,6 +42,7 @@ mod tx;
 
 pub use audit::{AuditEvent, AuditRecord, AuditReport};
 pub use batch::{BatchQuery, BatchReads, BatchWrites, ConsumeRow, NonceRecords};
+pub use prune::Pruned;
 pub use rows::{AuditColumns, NonceRow, StoredKey, StoredToken, StoredVersion, parse_hash};
 pub use sqlite::{BatchWriter, Pending};
 pub use store::{DiskUsage, Store};

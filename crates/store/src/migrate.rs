@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0005_token_expiry.sql"),
         include_str!("../migrations/postgres/0005_token_expiry.sql"),
     ),
+    (
+        6,
+        include_str!("../migrations/sqlite/0006_replay_expiry.sql"),
+        include_str!("../migrations/postgres/0006_replay_expiry.sql"),
+    ),
 ];
 
 /// The first schema version whose SQLite stores were always written with `secure_delete`. An

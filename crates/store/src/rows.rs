@@ -85,6 +85,9 @@ pub struct NonceRow<'a> {
     pub nonce: &'a [u8],
     pub digest: &'a [u8],
     pub signature: Option<&'a [u8]>,
+    /// Seconds since the epoch after which the message can no longer be accepted, so the record
+    /// may be pruned (docs/signing.md, "Replay records expire").
+    pub expires_at: i64,
 }
 
 impl Store {

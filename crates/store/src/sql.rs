@@ -44,18 +44,19 @@ macro_rules! insert_audit {
     };
 }
 
-/// `INSERT INTO used_nonces (…) VALUES `, to be followed by row tuples (5 columns).
+/// `INSERT INTO used_nonces (…) VALUES `, to be followed by row tuples (6 columns).
 macro_rules! insert_nonce {
     () => {
-        "INSERT INTO used_nonces (key_name, nonce, message_digest, signature, created_at) VALUES "
+        "INSERT INTO used_nonces (key_name, nonce, message_digest, signature, created_at, \
+         expires_at) VALUES "
     };
 }
 
-/// `INSERT INTO consumed_attestations (…) VALUES `, to be followed by row tuples (4 columns).
+/// `INSERT INTO consumed_attestations (…) VALUES `, to be followed by row tuples (5 columns).
 macro_rules! insert_consumed {
     () => {
         "INSERT INTO consumed_attestations (attestation_digest, settlement_key, settlement_digest, \
-         created_at) VALUES "
+         created_at, expires_at) VALUES "
     };
 }
 

@@ -78,6 +78,26 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Read a `meta` value inside this transaction.
+    pub async fn meta(&mut self, key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar::<Any, String>("SELECT v FROM meta WHERE k = $1")
+            .bind(key)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(|e| self.store.err(e, &format!("reading store metadata {key}")))
+    }
+
+    /// Set a `meta` value, whether or not it exists.
+    pub async fn put_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        sqlx::query("INSERT INTO meta (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = $2")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| self.store.err(e, &format!("writing store metadata {key}")))?;
+        Ok(())
+    }
+
     /// Change an existing `meta` value.
     pub async fn update_meta(&mut self, key: &str, value: &str) -> Result<()> {
         sqlx::query("UPDATE meta SET v = $2 WHERE k = $1")

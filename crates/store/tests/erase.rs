@@ -204,6 +204,9 @@ async fn migrating_an_older_store_erases_what_it_deleted_before() {
             "PRAGMA secure_delete = OFF; PRAGMA foreign_keys = OFF; DROP INDEX keys_customer_name; \
              CREATE INDEX keys_customer ON keys (customer); \
              ALTER TABLE api_tokens DROP COLUMN expires_at; \
+             DROP INDEX used_nonces_by_expiry; DROP INDEX consumed_attestations_by_expiry; \
+             ALTER TABLE used_nonces DROP COLUMN expires_at; \
+             ALTER TABLE consumed_attestations DROP COLUMN expires_at; \
              DELETE FROM schema_version WHERE version >= 4;",
         )
         .unwrap();

@@ -191,6 +191,13 @@ pub struct StorageConfig {
     /// falls below this many MiB (and a line when it is back above). 0 turns the warning off;
     /// `/metrics` shows the free space either way.
     pub free_space_warning_mib: u64,
+    /// `serve`'s scheduler deletes replay records (nonce records, consumed attestations) whose
+    /// message can no longer be accepted (docs/signing.md, "Replay records expire"). `false`
+    /// keeps every record for good.
+    pub prune_replay_records: bool,
+    /// Seconds a replay record is kept past the moment its message expired: a margin for clock
+    /// skew between nodes and clients, and for a small rise of `attestation_ttl`.
+    pub replay_grace_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -200,6 +207,8 @@ impl Default for StorageConfig {
             connect_timeout_secs: 60,
             max_connections: 16,
             free_space_warning_mib: 1024,
+            prune_replay_records: true,
+            replay_grace_secs: 600,
         }
     }
 }

@@ -108,19 +108,20 @@ impl BatchWriter {
         }
         {
             let mut s = tx
-                .prepare_cached(concat!(insert_consumed!(), "($1, $2, $3, $4)"))
+                .prepare_cached(concat!(insert_consumed!(), "($1, $2, $3, $4, $5)"))
                 .map_err(fail("consuming an attestation"))?;
             for c in &writes.consumed {
                 s.execute(rusqlite::params![
                     c.attestation,
                     c.settlement_key,
                     c.settlement,
-                    q.now
+                    q.now,
+                    c.expires_at
                 ])
                 .map_err(fail("consuming an attestation"))?;
             }
             let mut s = tx
-                .prepare_cached(concat!(insert_nonce!(), "($1, $2, $3, $4, $5)"))
+                .prepare_cached(concat!(insert_nonce!(), "($1, $2, $3, $4, $5, $6)"))
                 .map_err(fail("recording nonces"))?;
             for r in &writes.nonces {
                 s.execute(rusqlite::params![
@@ -128,7 +129,8 @@ impl BatchWriter {
                     r.nonce,
                     r.digest,
                     r.signature,
-                    q.now
+                    q.now,
+                    r.expires_at
                 ])
                 .map_err(fail("recording nonces"))?;
             }
@@ -352,11 +354,13 @@ mod tests {
                         nonce: &nonce,
                         digest: &[1; 32],
                         signature: Some(&[2; 69]),
+                        expires_at: i64::MAX,
                     }],
                     consumed: vec![ConsumeRow {
                         attestation: &att,
                         settlement_key: "hmm:t:k",
                         settlement: &[3; 32],
+                        expires_at: i64::MAX,
                     }],
                     events: vec![Cow::Owned(event("poai.sign"))],
                 };
@@ -392,6 +396,7 @@ mod tests {
                         nonce: &nonce,
                         digest: &[4; 32],
                         signature: None,
+                        expires_at: i64::MAX,
                     }],
                     consumed: vec![],
                     events: vec![Cow::Owned(event("poai.sign"))],

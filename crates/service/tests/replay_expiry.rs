@@ -1,0 +1,319 @@
+//! Replay records that expire (docs/signing.md, "Replay records expire"): what is pruned can no
+//! longer be replayed, what is still needed is kept, a larger attestation_ttl revives nothing,
+//! and pruning runs in bounded, audited batches.
+
+use hanzo_kms_core::eip712::{Address, B32, HMMSettlement, PoAIAttestation, U256};
+use hanzo_kms_core::{Config, ErrorKind, KeyName, Separator};
+use hanzo_kms_service::replay::PRUNE_BATCH;
+use hanzo_kms_service::sign::Paid;
+use hanzo_kms_service::{Kms, RequestCtx, Settings};
+
+fn settings(dir: &std::path::Path, yaml: &str) -> Settings {
+    Settings {
+        data_dir: dir.to_path_buf(),
+        config: Config::from_yaml(yaml, "test", std::iter::empty::<(&str, &str)>()).unwrap(),
+        master_key_env: None,
+    }
+}
+
+async fn fresh(yaml: &str) -> (tempfile::TempDir, Kms) {
+    let dir = tempfile::tempdir().unwrap();
+    let (kms, _) = Kms::init(&settings(dir.path(), yaml)).await.unwrap();
+    kms.create_keyspace(&ctx(), "acme", "gpt4", true)
+        .await
+        .unwrap();
+    (dir, kms)
+}
+
+fn name(s: &str) -> KeyName {
+    KeyName::parse(s, Separator::default()).unwrap()
+}
+
+fn ctx() -> RequestCtx {
+    RequestCtx::local()
+}
+
+fn now() -> u64 {
+    hanzo_kms_service::now_secs() as u64
+}
+
+fn att(ts: u64, node: &str, nonce: [u8; 32]) -> PoAIAttestation {
+    PoAIAttestation {
+        model_id: "acme:gpt4".into(),
+        input_hash: B32([0x11; 32]),
+        output_hash: B32([0x22; 32]),
+        timestamp: ts,
+        compute_time_ms: 1500,
+        node_id: node.into(),
+        nonce: Some(B32(nonce)),
+    }
+}
+
+fn settlement(att_digest: B32, ts: u64, job: &str, nonce: [u8; 32]) -> HMMSettlement {
+    HMMSettlement {
+        job_id: job.into(),
+        provider: Address::parse("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").unwrap(),
+        consumer: Address::parse("0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359").unwrap(),
+        amount: U256::parse_decimal("1000000000000000000").unwrap(),
+        attestation_digest: att_digest,
+        timestamp: ts,
+        expiry: 0,
+        nonce: Some(B32(nonce)),
+    }
+}
+
+async fn prune_records(kms: &Kms) -> Vec<String> {
+    kms.audit_records(&ctx(), 0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.operation == "store.prune")
+        .map(|r| r.event.reason.unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test]
+async fn pruned_records_cannot_be_replayed_and_live_ones_are_kept() {
+    // attestation_ttl 3600 and settlement_expiry 86400 (the defaults); grace 600.
+    let (_d, kms) = fresh("").await;
+    let (poai, hmm) = (name("poai:acme:gpt4"), name("hmm:acme:gpt4"));
+    let t = now();
+    let a = kms
+        .sign_poai(&ctx(), &poai, att(t, "a", [1; 32]), t)
+        .await
+        .unwrap();
+    let s = kms
+        .sign_hmm(
+            &ctx(),
+            &hmm,
+            settlement(a.digest, t, "job-1", [2; 32]),
+            Some(Paid::Attestation(&a)),
+            t,
+        )
+        .await
+        .unwrap();
+    // A second attestation, signed later: still live when the first one's records go.
+    let later = t + 2000;
+    let b = kms
+        .sign_poai(&ctx(), &poai, att(later, "b", [3; 32]), later)
+        .await
+        .unwrap();
+    assert_eq!(kms.replay_record_counts().await.unwrap(), (3, 1));
+
+    // Before a's window and the grace have passed, nothing goes.
+    let p = kms.prune_replay(t + 3600 + 600).await.unwrap();
+    assert!(p.is_empty(), "{p:?}");
+    assert!(prune_records(&kms).await.is_empty());
+
+    // Past them: a's nonce and its consumption go; b's nonce and the settlement's stay.
+    let at = t + 3600 + 601;
+    let p = kms.prune_replay(at).await.unwrap();
+    assert_eq!((p.nonces, p.consumed), (1, 1));
+    assert_eq!(kms.replay_record_counts().await.unwrap(), (2, 0));
+    assert_eq!(prune_records(&kms).await.len(), 1);
+
+    // What went can no longer be replayed: a is expired everywhere, so it can be neither
+    // settled again nor signed again under its nonce with its timestamp.
+    assert_eq!(
+        kms.verify_poai(&ctx(), &a, at).await.unwrap().reason,
+        Some("expired")
+    );
+    let e = kms
+        .sign_hmm(
+            &ctx(),
+            &hmm,
+            settlement(a.digest, at, "job-2", [4; 32]),
+            Some(Paid::Attestation(&a)),
+            at,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("not valid (expired)"), "{e}");
+    let mut other = att(t, "a-forged", [1; 32]);
+    other.output_hash = B32([0x99; 32]);
+    let e = kms.sign_poai(&ctx(), &poai, other, at).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+
+    // What stays still guards: b's nonce refuses another message, b's settlement nonce too.
+    let mut forged = att(later, "b-forged", [3; 32]);
+    forged.output_hash = B32([0x98; 32]);
+    let e = kms.sign_poai(&ctx(), &poai, forged, at).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Replayed, "{e}");
+    let e = kms
+        .sign_hmm(
+            &ctx(),
+            &hmm,
+            settlement(b.digest, at, "job-3", [2; 32]),
+            Some(Paid::Attestation(&b)),
+            at,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Replayed, "{e}");
+    // ... and b settles once (its consumption is recorded with b's own expiry).
+    kms.sign_hmm(
+        &ctx(),
+        &hmm,
+        settlement(b.digest, at, "job-4", [5; 32]),
+        Some(Paid::Attestation(&b)),
+        at,
+    )
+    .await
+    .unwrap();
+    let e = kms
+        .sign_hmm(
+            &ctx(),
+            &hmm,
+            settlement(b.digest, at, "job-5", [6; 32]),
+            Some(Paid::Attestation(&b)),
+            at,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Replayed, "{e}");
+
+    // The settlement's nonce lives until the settlement expires (+ grace), then goes.
+    kms.prune_replay(t + 86_400 + 600).await.unwrap();
+    assert!(kms.replay_record_counts().await.unwrap().0 >= 1);
+    assert_eq!(
+        kms.verify_hmm(&ctx(), &s, None, t + 86_401)
+            .await
+            .unwrap()
+            .reason,
+        Some("expired")
+    );
+    let far = t + 10 * 86_400;
+    kms.prune_replay(far).await.unwrap();
+    assert_eq!(kms.replay_record_counts().await.unwrap(), (0, 0));
+    // Pruning kept the audit chain whole.
+    assert!(kms.audit_verify(&ctx()).await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn a_larger_attestation_ttl_revives_no_pruned_attestation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kms, _) = Kms::init(&settings(dir.path(), "")).await.unwrap();
+    kms.create_keyspace(&ctx(), "acme", "gpt4", true)
+        .await
+        .unwrap();
+    let (poai, hmm) = (name("poai:acme:gpt4"), name("hmm:acme:gpt4"));
+    // Signed and settled 5,000 s ago (the service takes the time it is given), pruned 800 s ago.
+    let t = now() - 5000;
+    let a = kms
+        .sign_poai(&ctx(), &poai, att(t, "a", [1; 32]), t)
+        .await
+        .unwrap();
+    kms.sign_hmm(
+        &ctx(),
+        &hmm,
+        settlement(a.digest, t, "job-1", [2; 32]),
+        Some(Paid::Attestation(&a)),
+        t,
+    )
+    .await
+    .unwrap();
+    let p = kms.prune_replay(t + 4201).await.unwrap();
+    assert_eq!(p.consumed, 1);
+    assert_eq!(kms.replay_floor(), 0);
+    drop(kms);
+
+    // Reopened with a day's ttl, a would verify again (t + 86400 is ahead) and could be
+    // settled twice, since its consumption is gone. The floor refuses it.
+    let wide = "kms:\n  hanzo:\n    poai_signing:\n      attestation_ttl: 86400\n";
+    let kms = Kms::open(&settings(dir.path(), wide)).await.unwrap();
+    let n = now();
+    assert!(
+        kms.replay_floor() >= n - 3600 - 5 && kms.replay_floor() <= n - 3600,
+        "floor {} at {n}",
+        kms.replay_floor()
+    );
+    assert_eq!(
+        kms.verify_poai(&ctx(), &a, n).await.unwrap().reason,
+        Some("expired")
+    );
+    let e = kms
+        .sign_hmm(
+            &ctx(),
+            &hmm,
+            settlement(a.digest, n, "job-2", [3; 32]),
+            Some(Paid::Attestation(&a)),
+            n,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not valid (expired)"), "{e}");
+    // A new attestation gets the day-long window.
+    let fresh = kms
+        .sign_poai(&ctx(), &poai, att(n, "new", [4; 32]), n)
+        .await
+        .unwrap();
+    assert!(
+        kms.verify_poai(&ctx(), &fresh, n + 80_000)
+            .await
+            .unwrap()
+            .valid
+    );
+    let changes: Vec<String> = kms
+        .audit_records(&ctx(), 0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.operation == "store.replay_window")
+        .map(|r| r.event.reason.unwrap_or_default())
+        .collect();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(changes[0].contains("3600 -> 86400"), "{changes:?}");
+    drop(kms);
+    // Opened again with the same ttl: nothing is written, the floor is read back.
+    let kms = Kms::open(&settings(dir.path(), wide)).await.unwrap();
+    assert!(kms.replay_floor() >= n - 3600 - 5);
+    let records = kms.audit_records(&ctx(), 0, 10_000).await.unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.event.operation == "store.replay_window")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn pruning_goes_in_bounded_audited_batches() {
+    let (_d, kms) = fresh("").await;
+    let poai = name("poai:acme:gpt4");
+    let t = now();
+    let n = 2 * PRUNE_BATCH as usize + 500;
+    let atts: Vec<_> = (0..n)
+        .map(|i| {
+            let mut nonce = [0u8; 32];
+            nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            att(t, "n", nonce)
+        })
+        .collect();
+    for chunk in atts.chunks(1000) {
+        kms.sign_poai_batch(&ctx(), &poai, chunk.to_vec(), t)
+            .await
+            .unwrap();
+    }
+    assert_eq!(kms.replay_record_counts().await.unwrap(), (n as u64, 0));
+    // A grace of 600 s: records of attestations at t go after t + 3600 + 600.
+    let p = kms.prune_replay(t + 4201).await.unwrap();
+    assert_eq!(p.nonces, n as u64);
+    let reasons = prune_records(&kms).await;
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons[0].starts_with(&format!("{PRUNE_BATCH} nonce records")));
+    assert!(reasons[2].starts_with("500 nonce records"), "{reasons:?}");
+    assert!(kms.audit_verify(&ctx()).await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn pruning_can_be_turned_off() {
+    let (_d, kms) = fresh("storage:\n  prune_replay_records: false\n").await;
+    let t = now();
+    kms.sign_poai(&ctx(), &name("poai:acme:gpt4"), att(t, "a", [1; 32]), t)
+        .await
+        .unwrap();
+    assert!(kms.prune_replay(t + 100_000).await.unwrap().is_empty());
+    assert_eq!(kms.replay_record_counts().await.unwrap(), (1, 0));
+}

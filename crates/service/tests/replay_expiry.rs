@@ -74,8 +74,23 @@ async fn prune_records(kms: &Kms) -> Vec<String> {
 
 #[tokio::test]
 async fn pruned_records_cannot_be_replayed_and_live_ones_are_kept() {
-    // attestation_ttl 3600 and settlement_expiry 86400 (the defaults); grace 600.
     let (_d, kms) = fresh("").await;
+    prune_and_replay(&kms).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_records_cannot_be_replayed_on_postgresql() {
+    let pg = hanzo_kms_testkit::Postgres::start();
+    let url = pg.create_database("replay");
+    let (_d, kms) = fresh(&format!("storage:\n  url: {url}\n")).await;
+    prune_and_replay(&kms).await;
+    drop(kms);
+    let url = pg.create_database("floor");
+    ttl_floor(&format!("storage:\n  url: {url}\n")).await;
+}
+
+async fn prune_and_replay(kms: &Kms) {
+    // attestation_ttl 3600 and settlement_expiry 86400 (the defaults); grace 600.
     let (poai, hmm) = (name("poai:acme:gpt4"), name("hmm:acme:gpt4"));
     let t = now();
     let a = kms
@@ -103,14 +118,14 @@ async fn pruned_records_cannot_be_replayed_and_live_ones_are_kept() {
     // Before a's window and the grace have passed, nothing goes.
     let p = kms.prune_replay(t + 3600 + 600).await.unwrap();
     assert!(p.is_empty(), "{p:?}");
-    assert!(prune_records(&kms).await.is_empty());
+    assert!(prune_records(kms).await.is_empty());
 
     // Past them: a's nonce and its consumption go; b's nonce and the settlement's stay.
     let at = t + 3600 + 601;
     let p = kms.prune_replay(at).await.unwrap();
     assert_eq!((p.nonces, p.consumed), (1, 1));
     assert_eq!(kms.replay_record_counts().await.unwrap(), (2, 0));
-    assert_eq!(prune_records(&kms).await.len(), 1);
+    assert_eq!(prune_records(kms).await.len(), 1);
 
     // What went can no longer be replayed: a is expired everywhere, so it can be neither
     // settled again nor signed again under its nonce with its timestamp.
@@ -192,8 +207,13 @@ async fn pruned_records_cannot_be_replayed_and_live_ones_are_kept() {
 
 #[tokio::test]
 async fn a_larger_attestation_ttl_revives_no_pruned_attestation() {
+    ttl_floor("").await;
+}
+
+/// `storage` is the YAML of the store to use ("" for SQLite in the data directory).
+async fn ttl_floor(storage: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (kms, _) = Kms::init(&settings(dir.path(), "")).await.unwrap();
+    let (kms, _) = Kms::init(&settings(dir.path(), storage)).await.unwrap();
     kms.create_keyspace(&ctx(), "acme", "gpt4", true)
         .await
         .unwrap();
@@ -220,8 +240,9 @@ async fn a_larger_attestation_ttl_revives_no_pruned_attestation() {
 
     // Reopened with a day's ttl, a would verify again (t + 86400 is ahead) and could be
     // settled twice, since its consumption is gone. The floor refuses it.
-    let wide = "kms:\n  hanzo:\n    poai_signing:\n      attestation_ttl: 86400\n";
-    let kms = Kms::open(&settings(dir.path(), wide)).await.unwrap();
+    let wide =
+        format!("{storage}kms:\n  hanzo:\n    poai_signing:\n      attestation_ttl: 86400\n");
+    let kms = Kms::open(&settings(dir.path(), &wide)).await.unwrap();
     let n = now();
     assert!(
         kms.replay_floor() >= n - 3600 - 5 && kms.replay_floor() <= n - 3600,
@@ -266,7 +287,7 @@ async fn a_larger_attestation_ttl_revives_no_pruned_attestation() {
     assert!(changes[0].contains("3600 -> 86400"), "{changes:?}");
     drop(kms);
     // Opened again with the same ttl: nothing is written, the floor is read back.
-    let kms = Kms::open(&settings(dir.path(), wide)).await.unwrap();
+    let kms = Kms::open(&settings(dir.path(), &wide)).await.unwrap();
     assert!(kms.replay_floor() >= n - 3600 - 5);
     let records = kms.audit_records(&ctx(), 0, 10_000).await.unwrap();
     assert_eq!(

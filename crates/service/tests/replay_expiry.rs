@@ -299,13 +299,15 @@ async fn ttl_floor(storage: &str) {
     );
 }
 
-#[tokio::test]
-async fn pruning_goes_in_bounded_audited_batches() {
-    let (_d, kms) = fresh("").await;
-    let poai = name("poai:acme:gpt4");
-    let t = now();
-    let n = 2 * PRUNE_BATCH as usize + 500;
-    let atts: Vec<_> = (0..n)
+/// `(pages, free pages)` of the SQLite store in `dir`, as a reader sees it now (WAL included).
+fn pages(dir: &std::path::Path) -> (i64, i64) {
+    let c = rusqlite::Connection::open(dir.join("kms.db")).unwrap();
+    let get = |p: &str| -> i64 { c.query_row(p, [], |r| r.get(0)).unwrap() };
+    (get("PRAGMA page_count"), get("PRAGMA freelist_count"))
+}
+
+async fn sign_many(kms: &Kms, t: u64, from: usize, n: usize) {
+    let atts: Vec<_> = (from..from + n)
         .map(|i| {
             let mut nonce = [0u8; 32];
             nonce[..8].copy_from_slice(&(i as u64).to_be_bytes());
@@ -313,10 +315,20 @@ async fn pruning_goes_in_bounded_audited_batches() {
         })
         .collect();
     for chunk in atts.chunks(1000) {
-        kms.sign_poai_batch(&ctx(), &poai, chunk.to_vec(), t)
+        kms.sign_poai_batch(&ctx(), &name("poai:acme:gpt4"), chunk.to_vec(), t)
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn pruning_goes_in_bounded_audited_batches_and_its_pages_are_reused() {
+    let (dir, kms) = fresh("").await;
+    let t = now();
+    let n = 2 * PRUNE_BATCH as usize + 500;
+    let (before, _) = pages(dir.path());
+    sign_many(&kms, t, 0, n).await;
+    let (after_first, _) = pages(dir.path());
     assert_eq!(kms.replay_record_counts().await.unwrap(), (n as u64, 0));
     // A grace of 600 s: records of attestations at t go after t + 3600 + 600.
     let p = kms.prune_replay(t + 4201).await.unwrap();
@@ -326,6 +338,18 @@ async fn pruning_goes_in_bounded_audited_batches() {
     assert!(reasons[0].starts_with(&format!("{PRUNE_BATCH} nonce records")));
     assert!(reasons[2].starts_with("500 nonce records"), "{reasons:?}");
     assert!(kms.audit_verify(&ctx()).await.unwrap().is_ok());
+    // The pages the records held are free, and the next records take them: the store grows by
+    // a fraction of what the first records took (their audit records are new; the rest reuses).
+    let (_, free) = pages(dir.path());
+    assert!(free > 0, "nothing was freed");
+    sign_many(&kms, t, n, n).await;
+    let (after_second, _) = pages(dir.path());
+    let (first, second) = (after_first - before, after_second - after_first);
+    eprintln!("{n} records: {first} pages; {free} freed by pruning; the next {n}: {second} pages");
+    assert!(
+        second * 4 < first,
+        "the first {n} records took {first} pages, the next {n} {second} more"
+    );
 }
 
 #[tokio::test]

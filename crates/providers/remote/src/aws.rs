@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::aws_credentials::CredentialChain;
+use crate::aws_profile::AwsFiles;
 use crate::http::{Http, Reply, Verdict, error_text};
 use crate::service::{KeyUse, RemoteKms};
 use crate::sigv4;
@@ -67,15 +68,26 @@ impl AwsKms {
                 format!("{SERVICE}: kms.lux.aws-kms: {m}"),
             )
         };
+        let files = AwsFiles::load(c, env)?;
+        let set = |n: &str| env(n).filter(|v| !v.is_empty());
         let region = c
             .region
             .clone()
-            .or_else(|| env("AWS_REGION"))
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .ok_or_else(|| cfg("no region (set region, or $AWS_REGION)".into()))?;
+            .or_else(|| set("AWS_REGION"))
+            .or_else(|| set("AWS_DEFAULT_REGION"))
+            .or_else(|| files.region())
+            .ok_or_else(|| {
+                cfg(format!(
+                    "no region (set region, or $AWS_REGION, or region in profile '{}' of {})",
+                    files.profile,
+                    files.describe()
+                ))
+            })?;
         let endpoint = c
             .endpoint
             .clone()
+            .or_else(|| set("AWS_ENDPOINT_URL_KMS"))
+            .or_else(|| set("AWS_ENDPOINT_URL"))
             .unwrap_or_else(|| format!("https://kms.{region}.amazonaws.com"));
         let endpoint = endpoint.trim_end_matches('/').to_owned();
         let host = endpoint
@@ -88,7 +100,7 @@ impl AwsKms {
                 ))
             })?
             .to_owned();
-        let creds = CredentialChain::resolve(c, env)?;
+        let creds = CredentialChain::resolve(c, &region, &files, env)?;
         Ok(Self {
             http: Http::new(SERVICE, &c.tuning()),
             endpoint,

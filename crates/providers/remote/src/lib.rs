@@ -15,6 +15,9 @@
 
 pub mod aws;
 pub mod aws_credentials;
+mod aws_process;
+mod aws_profile;
+mod aws_sts;
 pub mod gcp;
 mod handle;
 mod http;

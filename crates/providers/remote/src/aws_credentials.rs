@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::aws_process::Process;
-use crate::aws_profile::AwsFiles;
+use crate::aws_profile::{AwsFiles, Profile};
 use crate::aws_sts::{AssumeRole, Sts};
 use crate::http::{Http, Reply, Verdict};
 use crate::sigv4::Credentials;
@@ -82,8 +82,8 @@ struct Ctx<'a> {
 const SUPPORTED: &str = "tried, in order: the environment; the profile's static keys, role_arn with \
                          source_profile or web_identity_token_file, or credential_process in the \
                          shared credentials and config files; web identity from the environment; \
-                         the container credentials endpoint; the instance metadata service. SSO \
-                         is not supported";
+                         the container credentials endpoint; the instance metadata service. or IAM \
+                         Identity Center (SSO) in the profile";
 /// The most `source_profile` links followed.
 const MAX_ROLE_CHAIN: usize = 8;
 
@@ -113,6 +113,8 @@ enum Source {
     },
     /// `credential_process`.
     Process(Process),
+    /// IAM Identity Center: the cached token, then the portal's `GetRoleCredentials`.
+    Sso(Sso),
     Static,
     /// STS `AssumeRoleWithWebIdentity` with the token file's content, read at each fetch.
     WebIdentity {
@@ -381,24 +383,13 @@ impl CredentialChain {
         if let Some(creds) = statics {
             return Ok(Some(Self::fixed(creds, at)));
         }
-        if let Some(session) = p.value("sso_session") {
-            let known = if files.has_sso_session(session) {
-                ""
-            } else {
-                " (and there is no [sso-session] of that name)"
-            };
-            return Err(config(format!(
-                "{at} uses IAM Identity Center (SSO) through sso_session '{session}'{known}; SSO \
-                 is not supported. Use credential_process = aws configure export-credentials \
-                 --profile {name} --format process, or another source"
-            )));
-        }
-        if p.value("sso_start_url").is_some() || p.value("sso_account_id").is_some() {
-            return Err(config(format!(
-                "{at} uses IAM Identity Center (SSO) (sso_start_url); SSO is not supported. Use \
-                 credential_process = aws configure export-credentials --profile {name} --format \
-                 process, or another source"
-            )));
+        if p.value("sso_session").is_some() || p.value("sso_start_url").is_some() {
+            let source = sso(files, &p, ctx)?;
+            let describe = format!(
+                "IAM Identity Center (SSO) role {} in account {} for {at}, at {}",
+                source.role_name, source.account_id, source.portal
+            );
+            return Self::fetched(Source::Sso(source), describe).map(Some);
         }
         if let Some(command) = p.value("credential_process") {
             let process = Process::new(command, &at)?;
@@ -533,6 +524,7 @@ impl Source {
                     &format!("AssumeRole (role {role_arn}) at {}", sts.endpoint()),
                 )
             }
+            Source::Sso(s) => s.fetch(),
             Source::Process(p) => {
                 let printed = p.run()?;
                 temporary(printed.creds, printed.expiration.as_deref(), p.describe())
@@ -777,7 +769,6 @@ fn parse(reply: &Reply, what: &str) -> Result<Current> {
 /// Credentials that expire at `expiration` (RFC 3339; `None`: never), with the time to fetch
 /// them again.
 fn temporary(creds: Credentials, expiration: Option<&str>, what: &str) -> Result<Current> {
-    let now = OffsetDateTime::now_utc();
     let expires = match expiration {
         None => None,
         Some(x) => Some(
@@ -790,6 +781,16 @@ fn temporary(creds: Credentials, expiration: Option<&str>, what: &str) -> Result
             )?,
         ),
     };
+    temporary_at(creds, expires, what)
+}
+
+/// Credentials that expire at `expires` (`None`: never), with the time to fetch them again.
+fn temporary_at(
+    creds: Credentials,
+    expires: Option<OffsetDateTime>,
+    what: &str,
+) -> Result<Current> {
+    let now = OffsetDateTime::now_utc();
     if expires.is_some_and(|x| x <= now) {
         return Err(config(format!(
             "{what}: the credentials have already expired"
@@ -808,6 +809,219 @@ fn temporary(creds: Credentials, expiration: Option<&str>, what: &str) -> Result
         refresh_at,
         expires,
     })
+}
+
+/// An IAM Identity Center (SSO) profile: `sso_session` (with `[sso-session NAME]`'s
+/// `sso_start_url` and `sso_region`) or the legacy `sso_start_url` + `sso_region` in the profile,
+/// plus `sso_account_id` and `sso_role_name`.
+struct Sso {
+    http: Http,
+    /// The portal's base URL: `$AWS_ENDPOINT_URL_SSO`, `$AWS_ENDPOINT_URL`, else
+    /// `https://portal.sso.<sso_region>.amazonaws.com`.
+    portal: String,
+    account_id: String,
+    role_name: String,
+    /// `~/.aws/sso/cache/<hex SHA-1 of the session name, or of the start URL (legacy)>.json`,
+    /// written by `aws sso login`; read at each fetch.
+    cache_file: PathBuf,
+    /// The command that refreshes the cached token.
+    login: String,
+}
+
+fn sso(files: &AwsFiles, p: &Profile<'_>, ctx: &Ctx<'_>) -> Result<Sso> {
+    let at = p.location();
+    let need = |v: Option<&str>, key: &str, whose: &str| {
+        v.map(str::to_owned).ok_or_else(|| {
+            config(format!(
+                "{whose} uses IAM Identity Center (SSO) but has no {key}"
+            ))
+        })
+    };
+    let (region, cache_key) = match p.value("sso_session") {
+        Some(session) => {
+            let whose = format!("[sso-session {session}] (sso_session of {at})");
+            let get = |k| {
+                files.sso_session(session, k).map_err(|()| {
+                    config(format!(
+                        "{at}: its sso_session '{session}' has no [sso-session {session}] section in {}",
+                        files.describe()
+                    ))
+                })
+            };
+            need(get("sso_start_url")?, "sso_start_url", &whose)?;
+            (
+                need(get("sso_region")?, "sso_region", &whose)?,
+                session.to_owned(),
+            )
+        }
+        None => (
+            need(p.value("sso_region"), "sso_region", &at)?,
+            need(p.value("sso_start_url"), "sso_start_url", &at)?,
+        ),
+    };
+    let account_id = need(p.value("sso_account_id"), "sso_account_id", &at)?;
+    let role_name = need(p.value("sso_role_name"), "sso_role_name", &at)?;
+    let home = files.home.as_ref().ok_or_else(|| {
+        config(format!(
+            "{at} uses IAM Identity Center (SSO), whose token cache is under $HOME/.aws/sso/cache, \
+             and $HOME is not set"
+        ))
+    })?;
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        cache_key.as_bytes(),
+    );
+    let cache_file = home
+        .join(".aws/sso/cache")
+        .join(format!("{}.json", hex::encode(digest.as_ref())));
+    let env = |n: &str| (ctx.env)(n).filter(|v| !v.is_empty());
+    let portal = env("AWS_ENDPOINT_URL_SSO")
+        .or_else(|| env("AWS_ENDPOINT_URL"))
+        .unwrap_or_else(|| format!("https://portal.sso.{region}.amazonaws.com"))
+        .trim_end_matches('/')
+        .to_owned();
+    Ok(Sso {
+        http: Http::new(SERVICE, &ctx.tuning),
+        portal,
+        account_id,
+        role_name,
+        cache_file,
+        login: format!("aws sso login --profile {}", p.name),
+    })
+}
+
+/// The part of the SSO token cache used here.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SsoToken {
+    access_token: String,
+    expires_at: String,
+}
+
+impl Drop for SsoToken {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.access_token);
+    }
+}
+
+/// `GetRoleCredentials`' answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RoleCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: String,
+    /// Milliseconds since the epoch.
+    expiration: i64,
+}
+
+impl Drop for RoleCredentials {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret_access_key);
+        zeroize::Zeroize::zeroize(&mut self.session_token);
+    }
+}
+
+impl Sso {
+    fn fetch(&self) -> Result<Current> {
+        let file = self.cache_file.display();
+        let login = &self.login;
+        let text = match std::fs::read(&self.cache_file) {
+            Ok(b) => Zeroizing::new(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(config(format!(
+                    "no IAM Identity Center (SSO) token is cached at {file}; run `{login}`"
+                )));
+            }
+            Err(e) => {
+                return Err(
+                    config(format!("the SSO token cache {file} cannot be read")).with_source(e)
+                );
+            }
+        };
+        let token: SsoToken = serde_json::from_slice(&text).map_err(|_| {
+            config(format!(
+                "the SSO token cache {file} has no accessToken and expiresAt; run `{login}`"
+            ))
+        })?;
+        let expires = OffsetDateTime::parse(
+            &token.expires_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(|_| {
+            config(format!(
+                "the SSO token cache {file}: expiresAt is not an RFC 3339 time"
+            ))
+        })?;
+        if expires <= OffsetDateTime::now_utc() {
+            return Err(config(format!(
+                "the IAM Identity Center (SSO) token cached at {file} has expired; run `{login}` \
+                 (refreshing it with its refresh token is not supported)"
+            )));
+        }
+        let mut url = format!("{}/federation/credentials?account_id=", self.portal);
+        crate::aws_sts::encode(&self.account_id, &mut url);
+        url.push_str("&role_name=");
+        crate::aws_sts::encode(&self.role_name, &mut url);
+        let what = || {
+            format!(
+                "GetRoleCredentials (role {}, account {}) at {}",
+                self.role_name, self.account_id, self.portal
+            )
+        };
+        let reply = self.http.send(
+            &what,
+            &|| {
+                ureq::http::Request::builder()
+                    .method("GET")
+                    .uri(&url)
+                    .header("x-amz-sso_bearer_token", token.access_token.as_str())
+                    .body(Vec::new())
+                    .map_err(|e| config(format!("{url} is not valid ({e})")))
+            },
+            &judge,
+        )?;
+        if reply.status != 200 {
+            let hint = if matches!(reply.status, 401 | 403) {
+                format!(
+                    " (the cached SSO token was refused, or the role is not assigned; run `{login}`)"
+                )
+            } else {
+                String::new()
+            };
+            return Err(config(format!(
+                "{}: HTTP {}{hint} ({})",
+                what(),
+                reply.status,
+                crate::http::error_text(&reply)
+            )));
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Answer {
+            role_credentials: RoleCredentials,
+        }
+        let mut a: Answer = serde_json::from_slice(&reply.body).map_err(|_| {
+            config(format!(
+                "{}: the answer has no roleCredentials with accessKeyId, secretAccessKey, \
+                 sessionToken and expiration",
+                what()
+            ))
+        })?;
+        let rc = &mut a.role_credentials;
+        let expires =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(rc.expiration) * 1_000_000)
+                .map_err(|_| config(format!("{}: the expiration is out of range", what())))?;
+        temporary_at(
+            Credentials {
+                access_key_id: std::mem::take(&mut rc.access_key_id),
+                secret_access_key: ConfigSecret::new(std::mem::take(&mut rc.secret_access_key)),
+                session_token: Some(ConfigSecret::new(std::mem::take(&mut rc.session_token))),
+            },
+            Some(expires),
+            &what(),
+        )
+    }
 }
 
 /// `AWS_CONTAINER_CREDENTIALS_FULL_URI` must be https, or http to loopback or to the ECS/EKS
@@ -885,7 +1099,7 @@ mod tests {
             "no profile 'default' in /nonexistent/credentials and /nonexistent/config",
             "credential_process",
             "$AWS_WEB_IDENTITY_TOKEN_FILE is not set",
-            "SSO is not supported",
+            "IAM Identity Center (SSO)",
             "container",
             "instance metadata service is disabled",
         ] {

@@ -37,6 +37,8 @@ pub(crate) struct AwsFiles {
     pub explicit: bool,
     pub config_path: Option<PathBuf>,
     pub credentials_path: Option<PathBuf>,
+    /// `$HOME`, for `~/.aws/sso/cache`.
+    pub home: Option<PathBuf>,
     config: HashMap<String, Section>,
     credentials: HashMap<String, Section>,
     sso_sessions: HashMap<String, Section>,
@@ -66,6 +68,7 @@ impl AwsFiles {
             profile: named.unwrap_or_else(|| "default".into()),
             config_path,
             credentials_path,
+            home,
             config: HashMap::new(),
             credentials: HashMap::new(),
             sso_sessions: HashMap::new(),
@@ -117,9 +120,14 @@ impl AwsFiles {
         }
     }
 
-    /// Whether an `[sso-session NAME]` section exists.
-    pub(crate) fn has_sso_session(&self, name: &str) -> bool {
-        self.sso_sessions.contains_key(name)
+    /// Setting `key` of `[sso-session NAME]`; `Err` if there is no such section.
+    pub(crate) fn sso_session(
+        &self,
+        name: &str,
+        key: &str,
+    ) -> std::result::Result<Option<&str>, ()> {
+        let s = self.sso_sessions.get(name).ok_or(())?;
+        Ok(s.get(key).map(|v| v.as_str()).filter(|v| !v.is_empty()))
     }
 }
 

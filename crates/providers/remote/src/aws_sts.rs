@@ -254,7 +254,7 @@ fn form(params: &[(&str, &str)]) -> String {
     out
 }
 
-fn encode(s: &str, out: &mut String) {
+pub(crate) fn encode(s: &str, out: &mut String) {
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
             out.push(char::from(b));

@@ -332,14 +332,19 @@ fn profile_settings_that_cannot_work_are_config_errors_naming_the_profile() {
     let file = cfg.display().to_string();
     for (text, profile, parts) in [
         (
-            "[profile a]\nsso_session = corp\n[sso-session corp]\nsso_start_url = https://x\n",
+            "[profile a]\nsso_session = corp\nsso_account_id = 1\nsso_role_name = r\n[sso-session corp]\nsso_start_url = https://x\n",
             "a",
-            vec!["profile 'a'", "SSO", "not supported", "export-credentials"],
+            vec!["[sso-session corp]", "profile 'a'", "SSO", "no sso_region"],
         ),
         (
-            "[profile a]\nsso_start_url = https://x\nsso_account_id = 1\n",
+            "[profile a]\nsso_session = corp\n",
             "a",
-            vec!["SSO", "not supported"],
+            vec!["sso_session 'corp' has no [sso-session corp] section"],
+        ),
+        (
+            "[profile a]\nsso_start_url = https://x\nsso_region = us-east-1\nsso_account_id = 1\n",
+            "a",
+            vec!["profile 'a'", "SSO", "no sso_role_name"],
         ),
         (
             "[profile a]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = b\n[profile b]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = a\n",

@@ -555,3 +555,134 @@ fn fake_sts_assume_role_is_sigv4_signed_with_the_source_profile() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn fake_sso_portal_role_credentials_sign_and_errors_say_to_log_in() {
+    // No IAM Identity Center emulator exists in reach (LocalStack's community edition has no
+    // SSO portal): a FAKE portal checks the documented GetRoleCredentials request.
+    const BEARER: &str = "fake-sso-access-token-value";
+    let portal = FakeHttp::start(|req, n| {
+        if req.method != "GET"
+            || req.path != "/federation/credentials?account_id=123456789012&role_name=Kms%20Admin"
+        {
+            return json("404 Not Found", r#"{"message":"no such route"}"#);
+        }
+        if req.header("x-amz-sso_bearer_token") != Some(BEARER) {
+            return json(
+                "401 Unauthorized",
+                r#"{"message":"Session token not found or invalid"}"#,
+            );
+        }
+        let ms =
+            (time::OffsetDateTime::now_utc() + time::Duration::hours(1)).unix_timestamp() * 1000;
+        json(
+            "200 OK",
+            format!(
+                r#"{{"roleCredentials":{{"accessKeyId":"ASIASSOFAKE{n}","secretAccessKey":"{SECRET}","sessionToken":"{SESSION}{n}","expiration":{ms}}}}}"#
+            ),
+        )
+    });
+    let kms = FakeHttp::start(|_, _| {
+        json(
+            "400 Bad Request",
+            r#"{"__type":"NotFoundException","message":"Alias not found"}"#,
+        )
+    });
+    let home = std::env::temp_dir().join(format!("hanzo-kms-sso-fake-{}", std::process::id()));
+    let cache = home.join(".aws/sso/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let cfg = home.join(".aws/config");
+    std::fs::write(
+        &cfg,
+        "[profile dev]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = Kms Admin\n\
+         [sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\nsso_region = eu-west-1\n",
+    )
+    .unwrap();
+    // The CLI names the cache file by the SHA-1 of the session name: sha1("corp").
+    let file = cache.join("ee0bfd2552fbd840c02cc48b6e823320543c450f.json");
+    let write_token = |exp: time::OffsetDateTime, token: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                r#"{{"startUrl":"https://corp.awsapps.com/start","region":"eu-west-1","accessToken":"{token}","expiresAt":"{}"}}"#,
+                exp.replace_nanosecond(0).unwrap().format(&time::format_description::well_known::Rfc3339).unwrap()
+            ),
+        )
+        .unwrap()
+    };
+    let env = {
+        let (h, p) = (home.display().to_string(), portal.url.clone());
+        move |n: &str| match n {
+            "HOME" => Some(h.clone()),
+            "AWS_PROFILE" => Some("dev".into()),
+            "AWS_ENDPOINT_URL_SSO" => Some(p.clone()),
+            "AWS_EC2_METADATA_DISABLED" => Some("true".into()),
+            _ => None,
+        }
+    };
+    // Not logged in yet.
+    let e = AwsKms::from_config(&section(&kms.url), &env).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    assert_clear(
+        &e,
+        "AWS KMS",
+        &[
+            "no IAM Identity Center (SSO) token is cached",
+            &file.display().to_string(),
+            "aws sso login --profile dev",
+        ],
+        &[],
+    );
+    // Logged in.
+    write_token(
+        time::OffsetDateTime::now_utc() + time::Duration::hours(8),
+        BEARER,
+    );
+    let client = AwsKms::from_config(&section(&kms.url), &env).unwrap();
+    use hanzo_kms_remote::RemoteKms;
+    assert_eq!(client.find_root("root-kek").unwrap(), None);
+    let sent = kms.requests();
+    assert!(
+        sent[0]
+            .header("authorization")
+            .unwrap()
+            .contains("Credential=ASIASSOFAKE0/")
+    );
+    assert_eq!(
+        sent[0].header("x-amz-security-token"),
+        Some(&*format!("{SESSION}0"))
+    );
+    let shown = format!("{client:?}");
+    assert!(
+        shown.contains("SSO") && shown.contains("Kms Admin") && !shown.contains(BEARER),
+        "{shown}"
+    );
+    // A token the portal refuses; an expired one.
+    write_token(
+        time::OffsetDateTime::now_utc() + time::Duration::hours(8),
+        "fake-revoked-token",
+    );
+    let e = AwsKms::from_config(&section(&kms.url), &env).unwrap_err();
+    assert_clear(
+        &e,
+        "AWS KMS",
+        &[
+            "GetRoleCredentials",
+            "HTTP 401",
+            "aws sso login --profile dev",
+        ],
+        &["fake-revoked-token", BEARER],
+    );
+    write_token(
+        time::OffsetDateTime::now_utc() - time::Duration::minutes(1),
+        BEARER,
+    );
+    let e = AwsKms::from_config(&section(&kms.url), &env).unwrap_err();
+    assert_clear(
+        &e,
+        "AWS KMS",
+        &["has expired", "aws sso login --profile dev"],
+        &[BEARER],
+    );
+    std::fs::remove_dir_all(&home).unwrap();
+}

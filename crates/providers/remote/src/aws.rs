@@ -12,10 +12,14 @@
 //! | root keys | aliases `alias/<key_prefix>root-kek`, `alias/<key_prefix>root-mac` (`DescribeKey`, `CreateAlias`) |
 //! | destroy | `ScheduleKeyDeletion` (7 days, the shortest AWS allows; the key is unusable at once) |
 //!
-//! Ed25519 and ML-DSA-65 keys are kms-wrapped. Credentials come from the standard chain
-//! ([`crate::aws_credentials`]): the environment, the shared credentials file, the ECS/EKS
-//! container endpoint, the EC2 instance metadata service (IMDSv2); temporary ones are
-//! refreshed before they expire. Web identity, SSO and role assumption are not supported yet.
+//! Ed25519 and ML-DSA-65 keys are kms-wrapped. The region is the section's `region`, else
+//! `$AWS_REGION`, `$AWS_DEFAULT_REGION`, or the profile's `region` in the shared config file;
+//! the endpoint the section's `endpoint`, else `$AWS_ENDPOINT_URL_KMS`, `$AWS_ENDPOINT_URL`, or
+//! `https://kms.<region>.amazonaws.com`. Credentials come from the standard chain
+//! ([`crate::aws_credentials`]): the environment; the profile in the shared credentials and
+//! config files (static keys, role assumption, web identity, SSO, `credential_process`); web
+//! identity from the environment; the ECS/EKS container endpoint; the EC2 instance metadata
+//! service (IMDSv2). Temporary ones are refreshed before they expire.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;

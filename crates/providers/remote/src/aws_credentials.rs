@@ -1,10 +1,33 @@
-//! AWS credentials from the standard chain, in the order the AWS SDKs document it:
+//! AWS credentials from the standard chain, in the order the AWS SDKs (Rust, Java v2) document
+//! for their default chain; the first source that has credentials is used:
 //!
 //! 1. the environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`);
-//! 2. the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`),
-//!    profile `profile` / `AWS_PROFILE` / `default`;
-//! 3. web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`): **not supported yet**; when
-//!    only those are set, the error says so;
+//! 2. the profile (`profile` of the config section, else `AWS_PROFILE`, else `default`) in the
+//!    shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`)
+//!    and config file (`AWS_CONFIG_FILE`, default `~/.aws/config`), read by
+//!    [`crate::aws_profile`]; within the profile, the first that applies:
+//!    - `role_arn` + `web_identity_token_file` (+ `role_session_name`): STS
+//!      `AssumeRoleWithWebIdentity`;
+//!    - `role_arn` + `source_profile` (+ `external_id`, `role_session_name`,
+//!      `duration_seconds`): STS `AssumeRole`, SigV4-signed with the source profile's
+//!      credentials (resolved the same way; a source profile's own static keys end the chain;
+//!      at most [`MAX_ROLE_CHAIN`] links, no cycles). `credential_source` and `mfa_serial` are
+//!      not supported;
+//!    - static keys: `aws_access_key_id`, `aws_secret_access_key` (+ `aws_session_token`);
+//!    - IAM Identity Center (SSO): `sso_session` (with `[sso-session NAME]`'s `sso_start_url`
+//!      and `sso_region`) or legacy `sso_start_url` + `sso_region`, and `sso_account_id`,
+//!      `sso_role_name`: the token `aws sso login` cached in
+//!      `~/.aws/sso/cache/<hex SHA-1 of the session name or start URL>.json`, exchanged at the
+//!      portal's `GetRoleCredentials` (`$AWS_ENDPOINT_URL_SSO`, `$AWS_ENDPOINT_URL`, else
+//!      `https://portal.sso.<sso_region>.amazonaws.com`). An expired token is an error saying to
+//!      log in again: it is not refreshed through SSO OIDC;
+//!    - `credential_process`: a command printing credentials as JSON ([`crate::aws_process`]:
+//!      split into words without a shell, 30 s timeout).
+//!
+//!    A profile named explicitly must exist and have credentials; `default` may be absent;
+//! 3. web identity from the environment: `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`
+//!    (+ `AWS_ROLE_SESSION_NAME`), STS `AssumeRoleWithWebIdentity` ([`crate::aws_sts`]); the
+//!    token file is read again at each fetch (EKS rotates it);
 //! 4. the ECS/EKS container credentials endpoint: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (on
 //!    `http://169.254.170.2`) or `AWS_CONTAINER_CREDENTIALS_FULL_URI`, with the `Authorization`
 //!    header from `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (read at each fetch: EKS Pod Identity
@@ -14,11 +37,17 @@
 //!    `AWS_EC2_METADATA_SERVICE_ENDPOINT` (default `http://169.254.169.254`) unless
 //!    `AWS_EC2_METADATA_DISABLED=true`.
 //!
-//! Temporary credentials (4, 5) carry a session token and an `Expiration`; they are fetched
-//! again [`REFRESH_BEFORE`] before it (or, for credentials that live shorter, halfway), and at
-//! once after the service answers `ExpiredTokenException`. A failed refresh keeps the old
-//! credentials while they are still valid. Secrets stay in zeroizing memory
-//! ([`ConfigSecret`]); `Debug` and errors show where the credentials came from, never them.
+//! STS is called in AWS KMS's region, at `$AWS_ENDPOINT_URL_STS`, `$AWS_ENDPOINT_URL`, or
+//! `https://sts.<region>.amazonaws.com` (`AWS_STS_REGIONAL_ENDPOINTS=legacy`: the global
+//! endpoint). A source that is configured but fails (web identity, a role, SSO, a process, the
+//! container endpoint) is the error; the chain does not go on past it.
+//!
+//! Temporary credentials (every source but 1 and static keys; a `credential_process` answer
+//! without `Expiration` does not expire) are fetched again [`REFRESH_BEFORE`] before their
+//! expiry (or, for credentials that live shorter, halfway), and at once after the service
+//! answers `ExpiredTokenException`. A failed refresh keeps the old credentials while they are
+//! still valid. Secrets stay in zeroizing memory ([`ConfigSecret`], `Zeroizing`); `Debug` and
+//! errors show where the credentials came from, never them.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -307,6 +336,12 @@ impl CredentialChain {
                     &format!("web_identity_token_file of {at}"),
                 )
                 .map(Some);
+            }
+            if p.value("mfa_serial").is_some() {
+                return Err(config(format!(
+                    "{at}: role assumption with mfa_serial is not supported (there is no terminal \
+                     to ask for the code on; a credential_process can do it)"
+                )));
             }
             let Some(src) = p.value("source_profile") else {
                 if p.value("credential_source").is_some() {

@@ -362,6 +362,11 @@ fn profile_settings_that_cannot_work_are_config_errors_naming_the_profile() {
             vec!["credential_source is not supported"],
         ),
         (
+            "[profile a]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = a\nmfa_serial = arn:aws:iam::1:mfa/u\n",
+            "a",
+            vec!["mfa_serial is not supported"],
+        ),
+        (
             "[profile a]\nrole_arn = arn:aws:iam::1:role/r\n",
             "a",
             vec!["needs source_profile"],

@@ -72,14 +72,18 @@ impl AwsKms {
                 format!("{SERVICE}: kms.lux.aws-kms: {m}"),
             )
         };
-        let files = AwsFiles::load(c, env)?;
+        // Read now, but a broken file is an error only where the files are needed: for the
+        // region here, for credentials in the chain.
+        let files = AwsFiles::load(c, env);
         let set = |n: &str| env(n).filter(|v| !v.is_empty());
         let region = c
             .region
             .clone()
             .or_else(|| set("AWS_REGION"))
             .or_else(|| set("AWS_DEFAULT_REGION"))
-            .or_else(|| files.region())
+            .map(Ok)
+            .or_else(|| files.check().map(|()| files.region()).transpose())
+            .transpose()?
             .ok_or_else(|| {
                 cfg(format!(
                     "no region (set region, or $AWS_REGION, or region in profile '{}' of {})",

@@ -191,6 +191,7 @@ impl CredentialChain {
         }
         tried.push("$AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY are not set".into());
         // 2. The profile, in the shared credentials and config files.
+        files.check()?;
         let name = files.profile.as_str();
         match Self::from_profile(files, name, &ctx, &mut Vec::new())? {
             Some(chain) => return Ok(chain),
@@ -1113,7 +1114,7 @@ mod tests {
 
     fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<CredentialChain> {
         let c = AwsKmsConfig::default();
-        let files = AwsFiles::load(&c, env)?;
+        let files = AwsFiles::load(&c, env);
         CredentialChain::resolve(&c, "us-east-1", &files, env)
     }
 

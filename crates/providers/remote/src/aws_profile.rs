@@ -42,6 +42,9 @@ pub(crate) struct AwsFiles {
     config: HashMap<String, Section>,
     credentials: HashMap<String, Section>,
     sso_sessions: HashMap<String, Section>,
+    /// Why a file could not be read or parsed: reported by [`AwsFiles::check`] when the files
+    /// are needed, so a broken file does not stop credentials and a region given otherwise.
+    broken: Option<(ErrorKind, String)>,
 }
 
 /// One profile's settings: the credentials file's over the config file's.
@@ -52,8 +55,27 @@ pub(crate) struct Profile<'a> {
 
 impl AwsFiles {
     /// Read and parse both files; a missing file is empty, an unreadable or malformed one an
-    /// error naming it.
-    pub(crate) fn load(c: &AwsKmsConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+    /// error naming it, which [`AwsFiles::check`] returns.
+    pub(crate) fn load(c: &AwsKmsConfig, env: &dyn Fn(&str) -> Option<String>) -> Self {
+        let mut files = Self::unread(c, env);
+        if let Err(e) = files.read() {
+            files.config.clear();
+            files.credentials.clear();
+            files.sso_sessions.clear();
+            files.broken = Some((e.kind(), e.message().to_owned()));
+        }
+        files
+    }
+
+    /// The error a broken file gave, if any.
+    pub(crate) fn check(&self) -> Result<()> {
+        match &self.broken {
+            Some((kind, m)) => Err(Error::new(*kind, m.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn unread(c: &AwsKmsConfig, env: &dyn Fn(&str) -> Option<String>) -> Self {
         let env = |n: &str| env(n).filter(|v| !v.is_empty());
         let home = env("HOME").map(PathBuf::from);
         let config_path = env("AWS_CONFIG_FILE")
@@ -63,7 +85,7 @@ impl AwsFiles {
             .map(PathBuf::from)
             .or_else(|| home.as_ref().map(|h| h.join(".aws/credentials")));
         let named = c.profile.clone().or_else(|| env("AWS_PROFILE"));
-        let mut files = Self {
+        Self {
             explicit: named.is_some(),
             profile: named.unwrap_or_else(|| "default".into()),
             config_path,
@@ -72,26 +94,30 @@ impl AwsFiles {
             config: HashMap::new(),
             credentials: HashMap::new(),
             sso_sessions: HashMap::new(),
-        };
-        if let Some(path) = &files.config_path
+            broken: None,
+        }
+    }
+
+    fn read(&mut self) -> Result<()> {
+        if let Some(path) = &self.config_path
             && let Some(text) = read(path)?
         {
             for (kind, name, section) in parse(&text, path)? {
                 match kind {
-                    Kind::Profile => merge(&mut files.config, name, section),
-                    Kind::SsoSession => merge(&mut files.sso_sessions, name, section),
+                    Kind::Profile => merge(&mut self.config, name, section),
+                    Kind::SsoSession => merge(&mut self.sso_sessions, name, section),
                     Kind::Other => {}
                 }
             }
         }
-        if let Some(path) = &files.credentials_path
+        if let Some(path) = &self.credentials_path
             && let Some(text) = read(path)?
         {
             for (_, name, section) in parse_sections(&text, path, false)? {
-                merge(&mut files.credentials, name, section);
+                merge(&mut self.credentials, name, section);
             }
         }
-        Ok(files)
+        Ok(())
     }
 
     /// The profile `name`, if either file has it.
@@ -393,7 +419,8 @@ mod tests {
             "AWS_PROFILE" => Some("p".into()),
             _ => None,
         };
-        let f = AwsFiles::load(&AwsKmsConfig::default(), &env).unwrap();
+        let f = AwsFiles::load(&AwsKmsConfig::default(), &env);
+        f.check().unwrap();
         assert!(f.explicit);
         assert_eq!(f.region().as_deref(), Some("ap-south-1"));
         let p = f.get("p").unwrap();
@@ -405,7 +432,13 @@ mod tests {
             profile: Some("q".into()),
             ..Default::default()
         };
-        assert_eq!(AwsFiles::load(&c, &env).unwrap().profile, "q");
+        assert_eq!(AwsFiles::load(&c, &env).profile, "q");
+        // A broken file is reported when the files are needed.
+        std::fs::write(&creds, "[p]\nrole_arn from-credentials\n").unwrap();
+        let f = AwsFiles::load(&c, &env);
+        let e = f.check().unwrap_err();
+        assert!(e.message().contains("credentials line 2"), "{e}");
+        assert!(f.region().is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -406,5 +406,28 @@ fn profile_settings_that_cannot_work_are_config_errors_naming_the_profile() {
         assert_eq!(e.kind(), ErrorKind::Config, "{e}");
         assert_clear(&e, "AWS KMS", &parts, &["bad-secret"]);
     }
+    // A broken config file stops nothing that does not need it: keys in the environment and an
+    // explicit region are used; without the region, the file is needed, and its error shows.
+    std::fs::write(&cfg, "[default]\nregion eu-west-1\n").unwrap();
+    let with = |region: bool| {
+        let mut v = vec![
+            ("AWS_CONFIG_FILE", cfg.display().to_string()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "env-secret".into()),
+        ];
+        if region {
+            v.push(("AWS_REGION", "us-east-1".into()));
+        }
+        AwsKms::from_config(
+            &AwsKmsConfig {
+                endpoint: Some("http://127.0.0.1:9".into()),
+                ..Default::default()
+            },
+            &env_of(v),
+        )
+    };
+    assert!(with(true).is_ok());
+    let e = with(false).unwrap_err();
+    assert_clear(&e, "AWS KMS", &[&format!("{file} line 2")], &["env-secret"]);
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -240,9 +240,8 @@ fn parse_sections(text: &str, path: &Path, config: bool) -> Result<Vec<(Kind, St
             if name.is_empty() {
                 return Err(bad(path, Some(n), "a section header has no name"));
             }
-            let (kind, name) = if !config {
-                (Kind::Profile, name.to_owned())
-            } else if name == "default" {
+            // The credentials file names a profile as it is; so does `[default]` anywhere.
+            let (kind, name) = if !config || name == "default" {
                 (Kind::Profile, name.to_owned())
             } else if let Some((prefix, rest)) = name.split_once(char::is_whitespace) {
                 let rest = rest.trim();

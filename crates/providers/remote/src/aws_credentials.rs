@@ -108,11 +108,11 @@ struct Ctx<'a> {
 }
 
 /// The sources, for the "no credentials" error.
-const SUPPORTED: &str = "tried, in order: the environment; the profile's static keys, role_arn with \
-                         source_profile or web_identity_token_file, or credential_process in the \
-                         shared credentials and config files; web identity from the environment; \
-                         the container credentials endpoint; the instance metadata service. or IAM \
-                         Identity Center (SSO) in the profile";
+const SUPPORTED: &str = "tried, in order: the environment; the profile in the shared credentials \
+                         and config files (role_arn with web_identity_token_file or \
+                         source_profile, static keys, IAM Identity Center (SSO), \
+                         credential_process); web identity from the environment; the container \
+                         credentials endpoint; the instance metadata service";
 /// The most `source_profile` links followed.
 const MAX_ROLE_CHAIN: usize = 8;
 

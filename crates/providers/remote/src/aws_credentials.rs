@@ -380,7 +380,7 @@ impl CredentialChain {
                             s.location()
                         ),
                         None => format!(
-                            "{at}: its source_profile '{src}' is in neither {}",
+                            "{at}: its source_profile: there is no profile '{src}' in {}",
                             files.describe()
                         ),
                     })

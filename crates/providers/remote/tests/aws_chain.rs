@@ -354,7 +354,7 @@ fn profile_settings_that_cannot_work_are_config_errors_naming_the_profile() {
         (
             "[profile a]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = nobody\n",
             "a",
-            vec!["source_profile 'nobody'"],
+            vec!["source_profile: there is no profile 'nobody'"],
         ),
         (
             "[profile a]\nrole_arn = arn:aws:iam::1:role/r\ncredential_source = Ec2InstanceMetadata\n",

@@ -166,7 +166,7 @@ impl Drop for Json {
     }
 }
 
-fn parse(stdout: &[u8]) -> std::result::Result<Printed, String> {
+pub(crate) fn parse(stdout: &[u8]) -> std::result::Result<Printed, String> {
     let mut j: Json = serde_json::from_slice(stdout)
         .map_err(|_| "its output is not the credential_process JSON object".to_owned())?;
     match j.version {
@@ -202,7 +202,7 @@ fn shown(b: &[u8]) -> String {
 }
 
 /// Split `s` into words (see the module doc).
-fn split(s: &str) -> std::result::Result<Zeroizing<Vec<String>>, &'static str> {
+pub(crate) fn split(s: &str) -> std::result::Result<Zeroizing<Vec<String>>, &'static str> {
     let mut words = Zeroizing::new(Vec::new());
     let mut word = Zeroizing::new(String::new());
     let mut in_word = false;

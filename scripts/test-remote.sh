@@ -18,7 +18,7 @@ echo "test-remote: peers up in $((SECONDS - t0)) s" >&2
 
 t1=$SECONDS
 # Workspace-wide selection keeps the features (and so the build) of scripts/test.sh.
-cargo test --workspace --locked --test openbao --test aws
+cargo test --workspace --locked --test openbao --test aws --test aws_chain --test aws_chain_fake
 echo "test-remote: provider tests in $((SECONDS - t1)) s" >&2
 
 t2=$SECONDS

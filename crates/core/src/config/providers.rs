@@ -268,14 +268,16 @@ remote_section! {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsKmsConfig {
-    /// e.g. `us-east-1`; default `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    /// e.g. `us-east-1`; default `AWS_REGION` / `AWS_DEFAULT_REGION`, then the profile's `region`
+    /// in the shared config file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// The service's base URL; default `https://kms.<region>.amazonaws.com`. Tests point it at
-    /// LocalStack.
+    /// The service's base URL; default `AWS_ENDPOINT_URL_KMS`, then `AWS_ENDPOINT_URL`, then
+    /// `https://kms.<region>.amazonaws.com`. Tests point it at LocalStack.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// The profile of the shared credentials file; default `AWS_PROFILE`, else `default`.
+    /// The profile of the shared credentials and config files (`~/.aws/credentials`,
+    /// `~/.aws/config`); default `AWS_PROFILE`, else `default`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
     /// Prefix of the aliases of the root keys (`alias/<prefix>root-kek`); default `hanzo-kms-`.

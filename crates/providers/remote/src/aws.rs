@@ -12,10 +12,14 @@
 //! | root keys | aliases `alias/<key_prefix>root-kek`, `alias/<key_prefix>root-mac` (`DescribeKey`, `CreateAlias`) |
 //! | destroy | `ScheduleKeyDeletion` (7 days, the shortest AWS allows; the key is unusable at once) |
 //!
-//! Ed25519 and ML-DSA-65 keys are kms-wrapped. Credentials come from the standard chain
-//! ([`crate::aws_credentials`]): the environment, the shared credentials file, the ECS/EKS
-//! container endpoint, the EC2 instance metadata service (IMDSv2); temporary ones are
-//! refreshed before they expire. Web identity, SSO and role assumption are not supported yet.
+//! Ed25519 and ML-DSA-65 keys are kms-wrapped. The region is the section's `region`, else
+//! `$AWS_REGION`, `$AWS_DEFAULT_REGION`, or the profile's `region` in the shared config file;
+//! the endpoint the section's `endpoint`, else `$AWS_ENDPOINT_URL_KMS`, `$AWS_ENDPOINT_URL`, or
+//! `https://kms.<region>.amazonaws.com`. Credentials come from the standard chain
+//! ([`crate::aws_credentials`]): the environment; the profile in the shared credentials and
+//! config files (static keys, role assumption, web identity, SSO, `credential_process`); web
+//! identity from the environment; the ECS/EKS container endpoint; the EC2 instance metadata
+//! service (IMDSv2). Temporary ones are refreshed before they expire.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -25,6 +29,7 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::aws_credentials::CredentialChain;
+use crate::aws_profile::AwsFiles;
 use crate::http::{Http, Reply, Verdict, error_text};
 use crate::service::{KeyUse, RemoteKms};
 use crate::sigv4;
@@ -67,15 +72,30 @@ impl AwsKms {
                 format!("{SERVICE}: kms.lux.aws-kms: {m}"),
             )
         };
+        // Read now, but a broken file is an error only where the files are needed: for the
+        // region here, for credentials in the chain.
+        let files = AwsFiles::load(c, env);
+        let set = |n: &str| env(n).filter(|v| !v.is_empty());
         let region = c
             .region
             .clone()
-            .or_else(|| env("AWS_REGION"))
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .ok_or_else(|| cfg("no region (set region, or $AWS_REGION)".into()))?;
+            .or_else(|| set("AWS_REGION"))
+            .or_else(|| set("AWS_DEFAULT_REGION"))
+            .map(Ok)
+            .or_else(|| files.check().map(|()| files.region()).transpose())
+            .transpose()?
+            .ok_or_else(|| {
+                cfg(format!(
+                    "no region (set region, or $AWS_REGION, or region in profile '{}' of {})",
+                    files.profile,
+                    files.describe()
+                ))
+            })?;
         let endpoint = c
             .endpoint
             .clone()
+            .or_else(|| set("AWS_ENDPOINT_URL_KMS"))
+            .or_else(|| set("AWS_ENDPOINT_URL"))
             .unwrap_or_else(|| format!("https://kms.{region}.amazonaws.com"));
         let endpoint = endpoint.trim_end_matches('/').to_owned();
         let host = endpoint
@@ -88,7 +108,7 @@ impl AwsKms {
                 ))
             })?
             .to_owned();
-        let creds = CredentialChain::resolve(c, env)?;
+        let creds = CredentialChain::resolve(c, &region, &files, env)?;
         Ok(Self {
             http: Http::new(SERVICE, &c.tuning()),
             endpoint,

@@ -1,10 +1,33 @@
-//! AWS credentials from the standard chain, in the order the AWS SDKs document it:
+//! AWS credentials from the standard chain, in the order the AWS SDKs (Rust, Java v2) document
+//! for their default chain; the first source that has credentials is used:
 //!
 //! 1. the environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`);
-//! 2. the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`),
-//!    profile `profile` / `AWS_PROFILE` / `default`;
-//! 3. web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`): **not supported yet**; when
-//!    only those are set, the error says so;
+//! 2. the profile (`profile` of the config section, else `AWS_PROFILE`, else `default`) in the
+//!    shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`)
+//!    and config file (`AWS_CONFIG_FILE`, default `~/.aws/config`), read by
+//!    [`crate::aws_profile`]; within the profile, the first that applies:
+//!    - `role_arn` + `web_identity_token_file` (+ `role_session_name`): STS
+//!      `AssumeRoleWithWebIdentity`;
+//!    - `role_arn` + `source_profile` (+ `external_id`, `role_session_name`,
+//!      `duration_seconds`): STS `AssumeRole`, SigV4-signed with the source profile's
+//!      credentials (resolved the same way; a source profile's own static keys end the chain;
+//!      at most [`MAX_ROLE_CHAIN`] links, no cycles). `credential_source` and `mfa_serial` are
+//!      not supported;
+//!    - static keys: `aws_access_key_id`, `aws_secret_access_key` (+ `aws_session_token`);
+//!    - IAM Identity Center (SSO): `sso_session` (with `[sso-session NAME]`'s `sso_start_url`
+//!      and `sso_region`) or legacy `sso_start_url` + `sso_region`, and `sso_account_id`,
+//!      `sso_role_name`: the token `aws sso login` cached in
+//!      `~/.aws/sso/cache/<hex SHA-1 of the session name or start URL>.json`, exchanged at the
+//!      portal's `GetRoleCredentials` (`$AWS_ENDPOINT_URL_SSO`, `$AWS_ENDPOINT_URL`, else
+//!      `https://portal.sso.<sso_region>.amazonaws.com`). An expired token is an error saying to
+//!      log in again: it is not refreshed through SSO OIDC;
+//!    - `credential_process`: a command printing credentials as JSON ([`crate::aws_process`]:
+//!      split into words without a shell, 30 s timeout).
+//!
+//!    A profile named explicitly must exist and have credentials; `default` may be absent;
+//! 3. web identity from the environment: `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`
+//!    (+ `AWS_ROLE_SESSION_NAME`), STS `AssumeRoleWithWebIdentity` ([`crate::aws_sts`]); the
+//!    token file is read again at each fetch (EKS rotates it);
 //! 4. the ECS/EKS container credentials endpoint: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (on
 //!    `http://169.254.170.2`) or `AWS_CONTAINER_CREDENTIALS_FULL_URI`, with the `Authorization`
 //!    header from `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (read at each fetch: EKS Pod Identity
@@ -14,11 +37,17 @@
 //!    `AWS_EC2_METADATA_SERVICE_ENDPOINT` (default `http://169.254.169.254`) unless
 //!    `AWS_EC2_METADATA_DISABLED=true`.
 //!
-//! Temporary credentials (4, 5) carry a session token and an `Expiration`; they are fetched
-//! again [`REFRESH_BEFORE`] before it (or, for credentials that live shorter, halfway), and at
-//! once after the service answers `ExpiredTokenException`. A failed refresh keeps the old
-//! credentials while they are still valid. Secrets stay in zeroizing memory
-//! ([`ConfigSecret`]); `Debug` and errors show where the credentials came from, never them.
+//! STS is called in AWS KMS's region, at `$AWS_ENDPOINT_URL_STS`, `$AWS_ENDPOINT_URL`, or
+//! `https://sts.<region>.amazonaws.com` (`AWS_STS_REGIONAL_ENDPOINTS=legacy`: the global
+//! endpoint). A source that is configured but fails (web identity, a role, SSO, a process, the
+//! container endpoint) is the error; the chain does not go on past it.
+//!
+//! Temporary credentials (every source but 1 and static keys; a `credential_process` answer
+//! without `Expiration` does not expire) are fetched again [`REFRESH_BEFORE`] before their
+//! expiry (or, for credentials that live shorter, halfway), and at once after the service
+//! answers `ExpiredTokenException`. A failed refresh keeps the old credentials while they are
+//! still valid. Secrets stay in zeroizing memory ([`ConfigSecret`], `Zeroizing`); `Debug` and
+//! errors show where the credentials came from, never them.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -30,6 +59,9 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+use crate::aws_process::Process;
+use crate::aws_profile::{AwsFiles, Profile};
+use crate::aws_sts::{AssumeRole, Sts};
 use crate::http::{Http, Reply, Verdict};
 use crate::sigv4::Credentials;
 
@@ -68,8 +100,37 @@ struct Current {
     expires: Option<OffsetDateTime>,
 }
 
+/// What resolving needs besides the files.
+struct Ctx<'a> {
+    region: &'a str,
+    tuning: RemoteTuning,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// The sources, for the "no credentials" error.
+const SUPPORTED: &str = "tried, in order: the environment; the profile in the shared credentials \
+                         and config files (role_arn with web_identity_token_file or \
+                         source_profile, static keys, IAM Identity Center (SSO), \
+                         credential_process); web identity from the environment; the container \
+                         credentials endpoint; the instance metadata service";
+/// The most `source_profile` links followed.
+const MAX_ROLE_CHAIN: usize = 8;
+
+/// The `RoleSessionName` when none is configured: `hanzo-kms-<unix seconds>`.
+fn session_name_default() -> String {
+    format!("hanzo-kms-{}", OffsetDateTime::now_utc().unix_timestamp())
+}
+
 enum Source {
-    Static,
+    /// `role_arn` + `source_profile`: STS `AssumeRole` signed with the source's credentials.
+    AssumeRole {
+        sts: Sts,
+        role_arn: String,
+        session_name: String,
+        external_id: Option<ConfigSecret>,
+        duration: Option<u32>,
+        source: Box<CredentialChain>,
+    },
     Container {
         http: Http,
         url: String,
@@ -78,6 +139,20 @@ enum Source {
     Imds {
         http: Http,
         endpoint: String,
+    },
+    /// `credential_process`.
+    Process(Process),
+    /// IAM Identity Center: the cached token, then the portal's `GetRoleCredentials`.
+    Sso(Sso),
+    Static,
+    /// STS `AssumeRoleWithWebIdentity` with the token file's content, read at each fetch.
+    WebIdentity {
+        sts: Sts,
+        role_arn: String,
+        session_name: String,
+        token_file: PathBuf,
+        /// What named the file ("$AWS_WEB_IDENTITY_TOKEN_FILE", "web_identity_token_file of …").
+        named_by: String,
     },
 }
 
@@ -88,8 +163,19 @@ enum ContainerToken {
 }
 
 impl CredentialChain {
-    /// Walk the chain (see the module doc) and fetch the first credentials found.
-    pub(crate) fn resolve(c: &AwsKmsConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+    /// Walk the chain (see the module doc) and fetch the first credentials found. `region` is
+    /// the one AWS KMS is called in (STS is called there too); `files` are the shared files.
+    pub(crate) fn resolve(
+        c: &AwsKmsConfig,
+        region: &str,
+        files: &AwsFiles,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let ctx = Ctx {
+            region,
+            tuning: c.tuning(),
+            env,
+        };
         let env = |n: &str| env(n).filter(|v| !v.is_empty());
         let mut tried: Vec<String> = Vec::new();
         // 1. Environment.
@@ -104,38 +190,45 @@ impl CredentialChain {
             ));
         }
         tried.push("$AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY are not set".into());
-        // 2. Shared credentials file.
-        let explicit_profile = c.profile.clone().or_else(|| env("AWS_PROFILE"));
-        let path = env("AWS_SHARED_CREDENTIALS_FILE")
-            .map(PathBuf::from)
-            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")));
-        if let Some(path) = path {
-            let profile = explicit_profile.clone().unwrap_or_else(|| "default".into());
-            match shared_file(&path, &profile)? {
-                Some(creds) => {
-                    let from = format!("profile '{profile}' of {}", path.display());
-                    return Ok(Self::fixed(creds, from));
-                }
-                None if explicit_profile.is_some() => {
-                    return Err(config(format!(
-                        "profile '{profile}' (kms.lux.aws-kms.profile or $AWS_PROFILE) has no \
-                         aws_access_key_id and aws_secret_access_key in {}",
-                        path.display()
-                    )));
-                }
-                None => tried.push(format!(
-                    "{} cannot be read or has no profile 'default'",
-                    path.display()
-                )),
+        // 2. The profile, in the shared credentials and config files.
+        files.check()?;
+        let name = files.profile.as_str();
+        match Self::from_profile(files, name, &ctx, &mut Vec::new())? {
+            Some(chain) => return Ok(chain),
+            None if files.explicit => {
+                let why = match files.get(name) {
+                    Some(p) => format!("{} has no credential settings", p.location()),
+                    None => format!("there is no profile '{name}' in {}", files.describe()),
+                };
+                return Err(config(format!(
+                    "{why} (the profile is named by kms.lux.aws-kms.profile or $AWS_PROFILE)"
+                )));
             }
+            None => tried.push(match files.get(name) {
+                Some(p) => format!("{} has no credential settings", p.location()),
+                None => format!("there is no profile 'default' in {}", files.describe()),
+            }),
         }
-        // 3. Web identity: not supported yet.
-        if env("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() {
-            tried.push(
-                "$AWS_WEB_IDENTITY_TOKEN_FILE is set, but web identity \
-                 (AssumeRoleWithWebIdentity) is not supported yet"
-                    .into(),
-            );
+        // 3. Web identity from the environment.
+        match (env("AWS_WEB_IDENTITY_TOKEN_FILE"), env("AWS_ROLE_ARN")) {
+            (Some(file), Some(role)) => {
+                // Set: its failure is the error, as in the SDKs.
+                return Self::web_identity(
+                    &ctx,
+                    role,
+                    env("AWS_ROLE_SESSION_NAME"),
+                    file.into(),
+                    "$AWS_WEB_IDENTITY_TOKEN_FILE",
+                );
+            }
+            (Some(_), None) => {
+                return Err(config(
+                    "$AWS_WEB_IDENTITY_TOKEN_FILE is set but $AWS_ROLE_ARN is not (web identity \
+                     needs the role to assume)"
+                        .into(),
+                ));
+            }
+            (None, _) => tried.push("$AWS_WEB_IDENTITY_TOKEN_FILE is not set".into()),
         }
         // 4. Container endpoint.
         let container = match (
@@ -188,7 +281,183 @@ impl CredentialChain {
                 Err(e) => tried.push(e.message().to_owned()),
             }
         }
-        Err(config(format!("no credentials: {}", tried.join("; "))))
+        Err(config(format!(
+            "no credentials ({SUPPORTED}): {}",
+            tried.join("; ")
+        )))
+    }
+
+    /// The credentials profile `name` defines, `None` if it defines none. `seen` holds the
+    /// profiles whose `source_profile` led here (non-empty: `name` is a source profile).
+    fn from_profile(
+        files: &AwsFiles,
+        name: &str,
+        ctx: &Ctx<'_>,
+        seen: &mut Vec<String>,
+    ) -> Result<Option<Self>> {
+        let Some(p) = files.get(name) else {
+            return Ok(None);
+        };
+        let at = p.location();
+        let statics = match (
+            p.value("aws_access_key_id"),
+            p.value("aws_secret_access_key"),
+        ) {
+            (Some(id), Some(secret)) => Some(Credentials {
+                access_key_id: id.to_owned(),
+                secret_access_key: ConfigSecret::new(secret),
+                session_token: p.value("aws_session_token").map(ConfigSecret::new),
+            }),
+            (Some(_), None) => {
+                return Err(config(format!(
+                    "{at} has aws_access_key_id but no aws_secret_access_key"
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(config(format!(
+                    "{at} has aws_secret_access_key but no aws_access_key_id"
+                )));
+            }
+            (None, None) => None,
+        };
+        // A source profile's own keys end the chain (the SDKs' rule), even beside a role_arn.
+        if !seen.is_empty()
+            && let Some(creds) = statics
+        {
+            return Ok(Some(Self::fixed(creds, at)));
+        }
+        if let Some(role) = p.value("role_arn") {
+            let session = p.value("role_session_name").map(str::to_owned);
+            if let Some(file) = p.value("web_identity_token_file") {
+                return Self::web_identity(
+                    ctx,
+                    role.to_owned(),
+                    session,
+                    file.into(),
+                    &format!("web_identity_token_file of {at}"),
+                )
+                .map(Some);
+            }
+            if p.value("mfa_serial").is_some() {
+                return Err(config(format!(
+                    "{at}: role assumption with mfa_serial is not supported (there is no terminal \
+                     to ask for the code on; a credential_process can do it)"
+                )));
+            }
+            let Some(src) = p.value("source_profile") else {
+                if p.value("credential_source").is_some() {
+                    return Err(config(format!(
+                        "{at}: role_arn with credential_source is not supported (use \
+                         source_profile, or web_identity_token_file)"
+                    )));
+                }
+                return Err(config(format!(
+                    "{at}: role_arn needs source_profile or web_identity_token_file"
+                )));
+            };
+            let source = if src == name {
+                let creds = statics.ok_or_else(|| {
+                    config(format!(
+                        "{at}: source_profile names the profile itself, which has no \
+                         aws_access_key_id and aws_secret_access_key"
+                    ))
+                })?;
+                Self::fixed(creds, at.clone())
+            } else if seen.iter().any(|s| s == src) || seen.len() >= MAX_ROLE_CHAIN {
+                return Err(config(format!(
+                    "{at}: source_profile '{src}' leads back to a profile already in the \
+                     chain ({} -> {name} -> {src}) or the chain is longer than {MAX_ROLE_CHAIN}",
+                    seen.join(" -> ")
+                )));
+            } else {
+                seen.push(name.to_owned());
+                let source = Self::from_profile(files, src, ctx, seen)?;
+                seen.pop();
+                source.ok_or_else(|| {
+                    config(match files.get(src) {
+                        Some(s) => format!(
+                            "{at}: its source_profile, {}, has no credential settings",
+                            s.location()
+                        ),
+                        None => format!(
+                            "{at}: its source_profile: there is no profile '{src}' in {}",
+                            files.describe()
+                        ),
+                    })
+                })?
+            };
+            let duration = match p.value("duration_seconds") {
+                None => None,
+                Some(d) => Some(
+                    d.parse::<u32>()
+                        .ok()
+                        .filter(|d| (900..=43_200).contains(d))
+                        .ok_or_else(|| {
+                            config(format!(
+                                "{at}: duration_seconds {d:?} is not a number of seconds \
+                                 from 900 to 43200"
+                            ))
+                        })?,
+                ),
+            };
+            let sts = Sts::new(ctx.region, &ctx.tuning, ctx.env)?;
+            let describe = format!(
+                "role {role} assumed at {} with the credentials of {}",
+                sts.endpoint(),
+                source.describe
+            );
+            let src = Source::AssumeRole {
+                sts,
+                role_arn: role.to_owned(),
+                session_name: session.unwrap_or_else(session_name_default),
+                external_id: p.value("external_id").map(ConfigSecret::new),
+                duration,
+                source: Box::new(source),
+            };
+            return Self::fetched(src, describe).map(Some);
+        }
+        if let Some(creds) = statics {
+            return Ok(Some(Self::fixed(creds, at)));
+        }
+        if p.value("sso_session").is_some() || p.value("sso_start_url").is_some() {
+            let source = sso(files, &p, ctx)?;
+            let describe = format!(
+                "IAM Identity Center (SSO) role {} in account {} for {at}, at {}",
+                source.role_name, source.account_id, source.portal
+            );
+            return Self::fetched(Source::Sso(source), describe).map(Some);
+        }
+        if let Some(command) = p.value("credential_process") {
+            let process = Process::new(command, &at)?;
+            let describe = process.describe().to_owned();
+            return Self::fetched(Source::Process(process), describe).map(Some);
+        }
+        Ok(None)
+    }
+
+    fn web_identity(
+        ctx: &Ctx<'_>,
+        role_arn: String,
+        session_name: Option<String>,
+        token_file: PathBuf,
+        named_by: &str,
+    ) -> Result<Self> {
+        let sts = Sts::new(ctx.region, &ctx.tuning, ctx.env)?;
+        let describe = format!(
+            "web identity (role {role_arn}, token file {}) at {}",
+            token_file.display(),
+            sts.endpoint()
+        );
+        Self::fetched(
+            Source::WebIdentity {
+                sts,
+                role_arn,
+                session_name: session_name.unwrap_or_else(session_name_default),
+                token_file,
+                named_by: named_by.to_owned(),
+            },
+            describe,
+        )
     }
 
     /// Where the credentials come from, for messages.
@@ -263,6 +532,70 @@ impl Source {
     fn fetch(&self) -> Result<Current> {
         match self {
             Source::Static => Err(Error::internal("static credentials are not fetched")),
+            Source::AssumeRole {
+                sts,
+                role_arn,
+                session_name,
+                external_id,
+                duration,
+                source,
+            } => {
+                let ask = AssumeRole {
+                    role_arn,
+                    session_name,
+                    external_id: external_id.as_ref().map(|x| x.expose()),
+                    duration_seconds: *duration,
+                };
+                let issued = match sts.assume_role(&ask, &*source.current()?) {
+                    // The source's temporary credentials expired early: fetch them and try again.
+                    Err(e) if source.refreshable() && e.message().contains("ExpiredToken") => {
+                        source.invalidate();
+                        sts.assume_role(&ask, &*source.current()?)?
+                    }
+                    other => other?,
+                };
+                temporary(
+                    issued.creds,
+                    Some(&issued.expiration),
+                    &format!("AssumeRole (role {role_arn}) at {}", sts.endpoint()),
+                )
+            }
+            Source::Sso(s) => s.fetch(),
+            Source::Process(p) => {
+                let printed = p.run()?;
+                temporary(printed.creds, printed.expiration.as_deref(), p.describe())
+            }
+            Source::WebIdentity {
+                sts,
+                role_arn,
+                session_name,
+                token_file,
+                named_by,
+            } => {
+                let token = std::fs::read(token_file).map(Zeroizing::new).map_err(|e| {
+                    config(format!(
+                        "the web identity token file {} ({named_by}) cannot be read",
+                        token_file.display()
+                    ))
+                    .with_source(e)
+                })?;
+                let token = Zeroizing::new(String::from_utf8_lossy(&token).trim().to_owned());
+                if token.is_empty() {
+                    return Err(config(format!(
+                        "the web identity token file {} ({named_by}) is empty",
+                        token_file.display()
+                    )));
+                }
+                let issued = sts.assume_role_with_web_identity(role_arn, session_name, &token)?;
+                temporary(
+                    issued.creds,
+                    Some(&issued.expiration),
+                    &format!(
+                        "AssumeRoleWithWebIdentity (role {role_arn}) at {}",
+                        sts.endpoint()
+                    ),
+                )
+            }
             Source::Container { http, url, token } => {
                 let auth = match token {
                     ContainerToken::None => None,
@@ -461,8 +794,18 @@ fn parse(reply: &Reply, what: &str) -> Result<Current> {
             t.code.as_deref().unwrap_or_default()
         )));
     }
-    let now = OffsetDateTime::now_utc();
-    let expires = match t.expiration.as_deref() {
+    let creds = Credentials {
+        access_key_id: std::mem::take(&mut t.access_key_id),
+        secret_access_key: ConfigSecret::new(std::mem::take(&mut t.secret_access_key)),
+        session_token: t.token.take().map(ConfigSecret::new),
+    };
+    temporary(creds, t.expiration.as_deref(), what)
+}
+
+/// Credentials that expire at `expiration` (RFC 3339; `None`: never), with the time to fetch
+/// them again.
+fn temporary(creds: Credentials, expiration: Option<&str>, what: &str) -> Result<Current> {
+    let expires = match expiration {
         None => None,
         Some(x) => Some(
             OffsetDateTime::parse(x, &time::format_description::well_known::Rfc3339).map_err(
@@ -474,6 +817,16 @@ fn parse(reply: &Reply, what: &str) -> Result<Current> {
             )?,
         ),
     };
+    temporary_at(creds, expires, what)
+}
+
+/// Credentials that expire at `expires` (`None`: never), with the time to fetch them again.
+fn temporary_at(
+    creds: Credentials,
+    expires: Option<OffsetDateTime>,
+    what: &str,
+) -> Result<Current> {
+    let now = OffsetDateTime::now_utc();
     if expires.is_some_and(|x| x <= now) {
         return Err(config(format!(
             "{what}: the credentials have already expired"
@@ -488,51 +841,223 @@ fn parse(reply: &Reply, what: &str) -> Result<Current> {
         }
     });
     Ok(Current {
-        creds: Arc::new(Credentials {
-            access_key_id: std::mem::take(&mut t.access_key_id),
-            secret_access_key: ConfigSecret::new(std::mem::take(&mut t.secret_access_key)),
-            session_token: t.token.take().map(ConfigSecret::new),
-        }),
+        creds: Arc::new(creds),
         refresh_at,
         expires,
     })
 }
 
-/// The profile's keys in the shared credentials file, `None` if the file cannot be read or the
-/// profile lacks them.
-fn shared_file(path: &std::path::Path, profile: &str) -> Result<Option<Credentials>> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(None);
+/// An IAM Identity Center (SSO) profile: `sso_session` (with `[sso-session NAME]`'s
+/// `sso_start_url` and `sso_region`) or the legacy `sso_start_url` + `sso_region` in the profile,
+/// plus `sso_account_id` and `sso_role_name`.
+struct Sso {
+    http: Http,
+    /// The portal's base URL: `$AWS_ENDPOINT_URL_SSO`, `$AWS_ENDPOINT_URL`, else
+    /// `https://portal.sso.<sso_region>.amazonaws.com`.
+    portal: String,
+    account_id: String,
+    role_name: String,
+    /// `~/.aws/sso/cache/<hex SHA-1 of the session name, or of the start URL (legacy)>.json`,
+    /// written by `aws sso login`; read at each fetch.
+    cache_file: PathBuf,
+    /// The command that refreshes the cached token.
+    login: String,
+}
+
+fn sso(files: &AwsFiles, p: &Profile<'_>, ctx: &Ctx<'_>) -> Result<Sso> {
+    let at = p.location();
+    let need = |v: Option<&str>, key: &str, whose: &str| {
+        v.map(str::to_owned).ok_or_else(|| {
+            config(format!(
+                "{whose} uses IAM Identity Center (SSO) but has no {key}"
+            ))
+        })
     };
-    let text = Zeroizing::new(text);
-    let mut section = String::new();
-    let (mut id, mut secret, mut token) = (None, None, None);
-    for line in text.lines().map(str::trim) {
-        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = s.trim().to_owned();
-            continue;
+    let (region, cache_key) = match p.value("sso_session") {
+        Some(session) => {
+            let whose = format!("[sso-session {session}] (sso_session of {at})");
+            let get = |k| {
+                files.sso_session(session, k).map_err(|()| {
+                    config(format!(
+                        "{at}: its sso_session '{session}' has no [sso-session {session}] section in {}",
+                        files.describe()
+                    ))
+                })
+            };
+            need(get("sso_start_url")?, "sso_start_url", &whose)?;
+            (
+                need(get("sso_region")?, "sso_region", &whose)?,
+                session.to_owned(),
+            )
         }
-        if section != profile {
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            let v = v.trim().to_owned();
-            match k.trim() {
-                "aws_access_key_id" => id = Some(v),
-                "aws_secret_access_key" => secret = Some(ConfigSecret::new(v)),
-                "aws_session_token" => token = Some(ConfigSecret::new(v)),
-                _ => {}
-            }
-        }
-    }
-    Ok(match (id, secret) {
-        (Some(access_key_id), Some(secret_access_key)) => Some(Credentials {
-            access_key_id,
-            secret_access_key,
-            session_token: token,
-        }),
-        _ => None,
+        None => (
+            need(p.value("sso_region"), "sso_region", &at)?,
+            need(p.value("sso_start_url"), "sso_start_url", &at)?,
+        ),
+    };
+    let account_id = need(p.value("sso_account_id"), "sso_account_id", &at)?;
+    let role_name = need(p.value("sso_role_name"), "sso_role_name", &at)?;
+    let home = files.home.as_ref().ok_or_else(|| {
+        config(format!(
+            "{at} uses IAM Identity Center (SSO), whose token cache is under $HOME/.aws/sso/cache, \
+             and $HOME is not set"
+        ))
+    })?;
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        cache_key.as_bytes(),
+    );
+    let cache_file = home
+        .join(".aws/sso/cache")
+        .join(format!("{}.json", hex::encode(digest.as_ref())));
+    let env = |n: &str| (ctx.env)(n).filter(|v| !v.is_empty());
+    let portal = env("AWS_ENDPOINT_URL_SSO")
+        .or_else(|| env("AWS_ENDPOINT_URL"))
+        .unwrap_or_else(|| format!("https://portal.sso.{region}.amazonaws.com"))
+        .trim_end_matches('/')
+        .to_owned();
+    Ok(Sso {
+        http: Http::new(SERVICE, &ctx.tuning),
+        portal,
+        account_id,
+        role_name,
+        cache_file,
+        login: format!("aws sso login --profile {}", p.name),
     })
+}
+
+/// The part of the SSO token cache used here.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SsoToken {
+    access_token: String,
+    expires_at: String,
+}
+
+impl Drop for SsoToken {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.access_token);
+    }
+}
+
+/// `GetRoleCredentials`' answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RoleCredentials {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: String,
+    /// Milliseconds since the epoch.
+    expiration: i64,
+}
+
+impl Drop for RoleCredentials {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret_access_key);
+        zeroize::Zeroize::zeroize(&mut self.session_token);
+    }
+}
+
+impl Sso {
+    fn fetch(&self) -> Result<Current> {
+        let file = self.cache_file.display();
+        let login = &self.login;
+        let text = match std::fs::read(&self.cache_file) {
+            Ok(b) => Zeroizing::new(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(config(format!(
+                    "no IAM Identity Center (SSO) token is cached at {file}; run `{login}`"
+                )));
+            }
+            Err(e) => {
+                return Err(
+                    config(format!("the SSO token cache {file} cannot be read")).with_source(e)
+                );
+            }
+        };
+        let token: SsoToken = serde_json::from_slice(&text).map_err(|_| {
+            config(format!(
+                "the SSO token cache {file} has no accessToken and expiresAt; run `{login}`"
+            ))
+        })?;
+        let expires = OffsetDateTime::parse(
+            &token.expires_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(|_| {
+            config(format!(
+                "the SSO token cache {file}: expiresAt is not an RFC 3339 time"
+            ))
+        })?;
+        if expires <= OffsetDateTime::now_utc() {
+            return Err(config(format!(
+                "the IAM Identity Center (SSO) token cached at {file} has expired; run `{login}` \
+                 (refreshing it with its refresh token is not supported)"
+            )));
+        }
+        let mut url = format!("{}/federation/credentials?account_id=", self.portal);
+        crate::aws_sts::encode(&self.account_id, &mut url);
+        url.push_str("&role_name=");
+        crate::aws_sts::encode(&self.role_name, &mut url);
+        let what = || {
+            format!(
+                "GetRoleCredentials (role {}, account {}) at {}",
+                self.role_name, self.account_id, self.portal
+            )
+        };
+        let reply = self.http.send(
+            &what,
+            &|| {
+                ureq::http::Request::builder()
+                    .method("GET")
+                    .uri(&url)
+                    .header("x-amz-sso_bearer_token", token.access_token.as_str())
+                    .body(Vec::new())
+                    .map_err(|e| config(format!("{url} is not valid ({e})")))
+            },
+            &judge,
+        )?;
+        if reply.status != 200 {
+            let hint = if matches!(reply.status, 401 | 403) {
+                format!(
+                    " (the cached SSO token was refused, or the role is not assigned; run `{login}`)"
+                )
+            } else {
+                String::new()
+            };
+            return Err(config(format!(
+                "{}: HTTP {}{hint} ({})",
+                what(),
+                reply.status,
+                crate::http::error_text(&reply)
+            )));
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Answer {
+            role_credentials: RoleCredentials,
+        }
+        let mut a: Answer = serde_json::from_slice(&reply.body).map_err(|_| {
+            config(format!(
+                "{}: the answer has no roleCredentials with accessKeyId, secretAccessKey, \
+                 sessionToken and expiration",
+                what()
+            ))
+        })?;
+        let rc = &mut a.role_credentials;
+        let expires =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(rc.expiration) * 1_000_000)
+                .map_err(|_| config(format!("{}: the expiration is out of range", what())))?;
+        temporary_at(
+            Credentials {
+                access_key_id: std::mem::take(&mut rc.access_key_id),
+                secret_access_key: ConfigSecret::new(std::mem::take(&mut rc.secret_access_key)),
+                session_token: Some(ConfigSecret::new(std::mem::take(&mut rc.session_token))),
+            },
+            Some(expires),
+            &what(),
+        )
+    }
 }
 
 /// `AWS_CONTAINER_CREDENTIALS_FULL_URI` must be https, or http to loopback or to the ECS/EKS
@@ -587,12 +1112,18 @@ mod tests {
         assert!(e.message().contains("AWS KMS") && e.message().contains("FULL_URI"));
     }
 
+    fn resolve(env: &dyn Fn(&str) -> Option<String>) -> Result<CredentialChain> {
+        let c = AwsKmsConfig::default();
+        let files = AwsFiles::load(&c, env);
+        CredentialChain::resolve(&c, "us-east-1", &files, env)
+    }
+
     #[test]
     fn nothing_in_the_chain_says_what_was_tried() {
-        let e = CredentialChain::resolve(&AwsKmsConfig::default(), &|n| match n {
+        let e = resolve(&|n| match n {
             "AWS_SHARED_CREDENTIALS_FILE" => Some("/nonexistent/credentials".into()),
+            "AWS_CONFIG_FILE" => Some("/nonexistent/config".into()),
             "AWS_EC2_METADATA_DISABLED" => Some("true".into()),
-            "AWS_WEB_IDENTITY_TOKEN_FILE" => Some("/var/run/token".into()),
             _ => None,
         })
         .unwrap_err();
@@ -601,14 +1132,23 @@ mod tests {
         for part in [
             "AWS KMS: no credentials",
             "$AWS_ACCESS_KEY_ID",
-            "/nonexistent/credentials",
-            "web identity",
-            "not supported yet",
+            "no profile 'default' in /nonexistent/credentials and /nonexistent/config",
+            "credential_process",
+            "$AWS_WEB_IDENTITY_TOKEN_FILE is not set",
+            "IAM Identity Center (SSO)",
             "container",
             "instance metadata service is disabled",
         ] {
             assert!(m.contains(part), "{part:?} missing in {m}");
         }
+        // A token file without the role is an error of its own.
+        let e = resolve(&|n| match n {
+            "AWS_SHARED_CREDENTIALS_FILE" => Some("/nonexistent/credentials".into()),
+            "AWS_WEB_IDENTITY_TOKEN_FILE" => Some("/var/run/token".into()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(e.message().contains("$AWS_ROLE_ARN is not"), "{e}");
     }
 
     #[test]

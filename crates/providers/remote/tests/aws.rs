@@ -148,7 +148,7 @@ fn aws_missing_credentials_are_a_config_error() {
         &[
             "no credentials",
             "/nonexistent/credentials",
-            "cannot be read",
+            "no profile 'default'",
             "disabled",
         ],
         &[],

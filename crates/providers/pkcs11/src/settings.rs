@@ -15,8 +15,7 @@ use std::time::Duration;
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use hanzo_kms_core::config::{
-    interpolate,
-    Pkcs11Config, Pkcs11Fallback, ProviderKind, SigningKeys, WrappingScheme,
+    Pkcs11Config, Pkcs11Fallback, ProviderKind, SigningKeys, WrappingScheme, interpolate,
 };
 use hanzo_kms_core::{Error, ErrorKind, Result};
 

@@ -151,17 +151,18 @@ impl Device {
     /// login `Config` naming `auth_key_id` and `password`; a missing object `NotFound`.
     pub(crate) fn fail(&self, doing: &str, e: yubihsm::client::Error) -> Error {
         let cause = chain(&e);
-        let at = format!("YubiHSM 2 at {} ({SECTION}.connector_url)", self.connector_url);
+        let at = format!(
+            "YubiHSM 2 at {} ({SECTION}.connector_url)",
+            self.connector_url
+        );
         if is_connector_error(&e) {
             return Error::new(
                 ErrorKind::Unavailable,
                 format!("{at}: {doing}: the connector does not answer: {cause}"),
             );
         }
-        if matches!(
-            e.kind(),
-            yubihsm::client::ErrorKind::AuthenticationError
-        ) || e.device_error() == Some(yubihsm::device::ErrorKind::AuthenticationFailed)
+        if matches!(e.kind(), yubihsm::client::ErrorKind::AuthenticationError)
+            || e.device_error() == Some(yubihsm::device::ErrorKind::AuthenticationFailed)
         {
             return Error::new(
                 ErrorKind::Config,
@@ -173,7 +174,10 @@ impl Device {
             );
         }
         if is_not_found(&e) {
-            return Error::new(ErrorKind::NotFound, format!("{at}: {doing}: no such object: {cause}"));
+            return Error::new(
+                ErrorKind::NotFound,
+                format!("{at}: {doing}: no such object: {cause}"),
+            );
         }
         if e.device_error() == Some(yubihsm::device::ErrorKind::InsufficientPermissions) {
             return Error::new(

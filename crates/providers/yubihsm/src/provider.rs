@@ -265,7 +265,13 @@ impl YubiHsmProvider {
     }
 
     /// A device error about one key version, naming it and its object id.
-    fn key_error(&self, key: &KeyRef<'_>, id: u16, doing: &str, e: yubihsm::client::Error) -> Error {
+    fn key_error(
+        &self,
+        key: &KeyRef<'_>,
+        id: u16,
+        doing: &str,
+        e: yubihsm::client::Error,
+    ) -> Error {
         let err = self.device.fail(doing, e);
         err.context(format!(
             "{} version {} (object 0x{id:04x})",
@@ -275,7 +281,13 @@ impl YubiHsmProvider {
 
     /// A signature from the device, in our encoding and verified under the key's public key
     /// before it leaves.
-    fn sign_resident(&self, key: &KeyRef<'_>, id: u16, public: &[u8], message: &[u8]) -> Result<Vec<u8>> {
+    fn sign_resident(
+        &self,
+        key: &KeyRef<'_>,
+        id: u16,
+        public: &[u8],
+        message: &[u8],
+    ) -> Result<Vec<u8>> {
         let bad = |what: &str| {
             Error::new(
                 ErrorKind::Unavailable,
@@ -316,18 +328,30 @@ impl YubiHsmProvider {
             other => {
                 return Err(Error::new(
                     ErrorKind::Corrupt,
-                    format!("{} is {other}, which cannot be hsm-resident on a YubiHSM 2", key.name),
+                    format!(
+                        "{} is {other}, which cannot be hsm-resident on a YubiHSM 2",
+                        key.name
+                    ),
                 ));
             }
         };
         if !verify::verify(key.algorithm, public, message, &sig) {
-            return Err(bad(&format!("a {} signature that does not verify", key.algorithm)));
+            return Err(bad(&format!(
+                "a {} signature that does not verify",
+                key.algorithm
+            )));
         }
         Ok(sig)
     }
 
     /// P-256 over a 32-byte digest in the device: DER to fixed `r‖s`, verified.
-    fn sign_p256(&self, key: &KeyRef<'_>, id: u16, public: &[u8], digest: &[u8]) -> Result<Vec<u8>> {
+    fn sign_p256(
+        &self,
+        key: &KeyRef<'_>,
+        id: u16,
+        public: &[u8],
+        digest: &[u8],
+    ) -> Result<Vec<u8>> {
         let bad = |what: &str| {
             Error::new(
                 ErrorKind::Unavailable,
@@ -395,24 +419,27 @@ impl Provider for YubiHsmProvider {
     }
 
     fn generate(&self, spec: &KeySpec<'_>) -> Result<GeneratedKey> {
-        let Some(dev_alg) = device_algorithm(spec.algorithm).filter(|_| self.resident(spec.algorithm))
+        let Some(dev_alg) =
+            device_algorithm(spec.algorithm).filter(|_| self.resident(spec.algorithm))
         else {
             let (material, public) = material::generate(spec.algorithm)?;
             return self.keep_wrapped(spec, &material, public);
         };
         let what = format!("{} version {}", spec.name, spec.version);
         let eddsa = spec.algorithm == Algorithm::Ed25519;
-        let id = self
-            .device
-            .generate(object::Type::AsymmetricKey, spec.label, &what, |c, id, l, d| {
+        let id = self.device.generate(
+            object::Type::AsymmetricKey,
+            spec.label,
+            &what,
+            |c, id, l, d| {
                 c.generate_asymmetric_key(id, l, d, Device::sign_capability(eddsa), dev_alg)
-            })?;
+            },
+        )?;
         let made = || -> Result<GeneratedKey> {
-            let pk = self
-                .device
-                .client()
-                .get_public_key(id)
-                .map_err(|e| self.device.fail(&format!("reading the public key of {what}"), e))?;
+            let pk = self.device.client().get_public_key(id).map_err(|e| {
+                self.device
+                    .fail(&format!("reading the public key of {what}"), e)
+            })?;
             let public = match (spec.algorithm, pk.bytes.len()) {
                 (Algorithm::Ed25519, 32) => pk.bytes,
                 (Algorithm::Secp256k1 | Algorithm::P256, 64) => [&[0x04][..], &pk.bytes].concat(),
@@ -444,7 +471,10 @@ impl Provider for YubiHsmProvider {
         let none = || {
             Error::new(
                 ErrorKind::Unsupported,
-                format!("key {} is {}; it has no public key", key.name, key.algorithm),
+                format!(
+                    "key {} is {}; it has no public key",
+                    key.name, key.algorithm
+                ),
             )
         };
         if key.algorithm == Algorithm::Aes256Gcm {
@@ -488,7 +518,10 @@ impl Provider for YubiHsmProvider {
         if key.algorithm == Algorithm::Aes256Gcm {
             return Err(Error::new(
                 ErrorKind::Unsupported,
-                format!("key {} is aes-256-gcm; it encrypts and does not sign", key.name),
+                format!(
+                    "key {} is aes-256-gcm; it encrypts and does not sign",
+                    key.name
+                ),
             ));
         }
         match Handle::parse(key)? {
@@ -505,7 +538,9 @@ impl Provider for YubiHsmProvider {
     fn sign_p256_digest(&self, key: &KeyRef<'_>, digest: &[u8; 32]) -> Result<Signature> {
         hanzo_kms_core::provider::require_p256(key)?;
         match Handle::parse(key)? {
-            Handle::Resident { id, public } => self.sign_p256(key, id, public, digest).map(Signature),
+            Handle::Resident { id, public } => {
+                self.sign_p256(key, id, public, digest).map(Signature)
+            }
             Handle::Wrapped { sealed } => {
                 let m = self.material(key, sealed)?;
                 material::sign_p256_digest(&m, digest).map(Signature)

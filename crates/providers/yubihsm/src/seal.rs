@@ -183,8 +183,7 @@ pub(crate) fn split(sealed: &[u8], tag: u8, key: u16, input_len: usize) -> Resul
     let [t, h, l, rest @ ..] = sealed else {
         return Err(Error::authentication_failed());
     };
-    if *t != tag || u16::from_be_bytes([*h, *l]) != key || rest.len() < input_len + NONCE + TAG
-    {
+    if *t != tag || u16::from_be_bytes([*h, *l]) != key || rest.len() < input_len + NONCE + TAG {
         return Err(Error::authentication_failed());
     }
     let (input, rest) = rest.split_at(input_len);
@@ -218,7 +217,6 @@ fn derive(cek: &[u8], purpose: &[u8], aad: &[u8]) -> Result<Zeroizing<[u8; 32]>>
 
 #[cfg(test)]
 mod tests {
-    use aes::cipher::generic_array::GenericArray;
     use ccm::aead::{Aead, KeyInit};
     use hanzo_kms_core::ErrorKind;
 
@@ -231,16 +229,19 @@ mod tests {
 
     fn wrap_data_documented(wrap_key: &[u8; 32], plaintext: &[u8]) -> Vec<u8> {
         let nonce = [7u8; 13];
-        let ct = Ccm::new(GenericArray::from_slice(wrap_key))
-            .encrypt(GenericArray::from_slice(&nonce), plaintext)
+        let ct = Ccm::new_from_slice(wrap_key)
+            .unwrap()
+            .encrypt((&nonce).into(), plaintext)
             .unwrap();
         [nonce.as_slice(), &ct].concat()
     }
 
     fn unwrap_data_documented(wrap_key: &[u8; 32], w: &[u8]) -> Option<Vec<u8>> {
         let (nonce, ct) = w.split_at(13);
-        Ccm::new(GenericArray::from_slice(wrap_key))
-            .decrypt(GenericArray::from_slice(nonce), ct)
+        let nonce: [u8; 13] = nonce.try_into().unwrap();
+        Ccm::new_from_slice(wrap_key)
+            .unwrap()
+            .decrypt((&nonce).into(), ct)
             .ok()
     }
 
@@ -253,9 +254,16 @@ mod tests {
         // The crate's message type splits it as the device's answer.
         let m = yubihsm::wrap::Message::from_vec(w.clone()).unwrap();
         assert_eq!(m.ciphertext.len(), 48);
-        let sealed =
-            seal_around(WRAP_DATA, 0x1234, &w, &cek, b"key-material", b"aad", b"material")
-                .unwrap();
+        let sealed = seal_around(
+            WRAP_DATA,
+            0x1234,
+            &w,
+            &cek,
+            b"key-material",
+            b"aad",
+            b"material",
+        )
+        .unwrap();
         let open = |s: &[u8], purpose: &[u8], aad: &[u8]| -> Result<SecretBytes> {
             let parts = split(s, WRAP_DATA, 0x1234, WRAPPED_CEK)?;
             let cek = unwrap_data_documented(&wrap_key, parts.input)

@@ -118,16 +118,16 @@ impl YubiHsmSettings {
 /// `http://HOST:PORT` (the port defaults to 12345, the connector's). yubihsm-connector speaks
 /// plain HTTP; TLS is not offered by the `yubihsm` crate's connector.
 fn parse_url(url: &str) -> std::result::Result<(String, u16), &'static str> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("is not an http:// URL")?;
+    let rest = url.strip_prefix("http://").ok_or("is not an http:// URL")?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains('/') || rest.contains('@') || rest.contains('?') {
         return Err("has a path, query or user part");
     }
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            let port = p.parse::<u16>().map_err(|_| "has a port that is not a number")?;
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| "has a port that is not a number")?;
             (h, port)
         }
         _ => (rest, 12345),
@@ -179,14 +179,21 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config);
         let m = e.to_string();
-        assert!(m.contains("YubiHSM 2") && m.contains("connector_url") && m.contains("https://h:1"), "{m}");
+        assert!(
+            m.contains("YubiHSM 2") && m.contains("connector_url") && m.contains("https://h:1"),
+            "{m}"
+        );
     }
 
     #[test]
     fn the_password_is_required_interpolated_and_never_shown() {
         let e = YubiHsmSettings::from_config(None).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config);
-        assert!(e.to_string().contains("kms.lux.yubihsm2-native.password is required"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("kms.lux.yubihsm2-native.password is required"),
+            "{e}"
+        );
 
         let e = YubiHsmSettings::from_config(Some(&section(
             None,
@@ -194,7 +201,10 @@ mod tests {
         )))
         .unwrap_err();
         let m = e.to_string();
-        assert!(m.contains("YubiHSM 2") && m.contains("HANZO_KMS_TEST_SURELY_UNSET_YUBI"), "{m}");
+        assert!(
+            m.contains("YubiHSM 2") && m.contains("HANZO_KMS_TEST_SURELY_UNSET_YUBI"),
+            "{m}"
+        );
 
         // PATH is always set: interpolation reads it.
         let path = std::env::var("PATH").unwrap();

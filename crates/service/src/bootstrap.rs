@@ -124,8 +124,9 @@ impl Settings {
     /// objects are made if missing).
     fn native_provider(&self, create_roots: bool) -> Result<(Arc<dyn Provider>, MasterKeySource)> {
         let kind = ProviderKind::Yubihsm2Native;
-        let settings =
-            hanzo_kms_yubihsm::YubiHsmSettings::from_config(self.config.kms.lux.yubihsm2_native.as_ref())?;
+        let settings = hanzo_kms_yubihsm::YubiHsmSettings::from_config(
+            self.config.kms.lux.yubihsm2_native.as_ref(),
+        )?;
         let hsm = hanzo_kms_yubihsm::YubiHsmProvider::open(&settings, create_roots)?;
         let source = MasterKeySource::Device {
             provider: kind.as_str().to_owned(),

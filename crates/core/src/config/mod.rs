@@ -585,9 +585,15 @@ mod tests {
         assert!(!shown.contains("YUBIHSM_PASSWORD"), "{shown}");
         // A PKCS#11 key in the native section is refused, naming it.
         let e = load("kms:\n  lux:\n    yubihsm2-native:\n      pkcs11_lib: /x.so\n").unwrap_err();
-        assert!(e.to_string().contains("kms.lux.yubihsm2-native.pkcs11_lib"), "{e}");
+        assert!(
+            e.to_string().contains("kms.lux.yubihsm2-native.pkcs11_lib"),
+            "{e}"
+        );
         // Failover stays PKCS#11-only.
-        let e = load("kms:\n  lux:\n    provider: yubihsm2-native\n    failover:\n      enabled: true\n").unwrap_err();
+        let e = load(
+            "kms:\n  lux:\n    provider: yubihsm2-native\n    failover:\n      enabled: true\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("PKCS#11"), "{e}");
     }
 

@@ -158,7 +158,9 @@ impl Device {
         if is_connector_error(&e) {
             return Error::new(
                 ErrorKind::Unavailable,
-                format!("{at}: {doing}: the connector does not answer: {cause}"),
+                format!(
+                    "{at}: {doing}: the connector does not answer (is yubihsm-connector running and reachable there?): {cause}"
+                ),
             );
         }
         if matches!(e.kind(), yubihsm::client::ErrorKind::AuthenticationError)
@@ -226,17 +228,15 @@ fn is_connector_error(e: &yubihsm::client::Error) -> bool {
 }
 
 /// An error and its sources, as one line (none of them holds a secret: the crate's errors
-/// describe protocol states, never key or password bytes).
+/// describe protocol states, never key or password bytes). The crate's `Display` already
+/// appends each source (`kind: source`); a segment repeated by two layers is written once.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
+    let text = e.to_string();
+    let mut parts: Vec<&str> = Vec::new();
+    for part in text.split(": ") {
+        if parts.last() != Some(&part) {
+            parts.push(part);
         }
-        source = s.source();
     }
-    out
+    parts.join(": ")
 }

@@ -268,6 +268,31 @@ fn a_connector_that_does_not_answer_is_unavailable_naming_it() {
 }
 
 #[test]
+fn an_http_server_that_is_not_a_connector_is_unavailable_naming_it() {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        // Answer every request of the first few connections with a 404, as a web server would.
+        for stream in listener.incoming().take(4) {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}");
+    let s = settings(|c| c.connector_url = Some(url.clone()));
+    let e = YubiHsmProvider::open(&s, true).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("YubiHSM 2") && msg.contains(&url), "{msg}");
+    drop(server);
+}
+
+#[test]
 fn mockhsm_a_key_deleted_on_the_device_is_named_and_destroy_removes_it() {
     let hsm = Connector::mockhsm();
     let p = on_mock(&hsm, &settings(|_| {}), true).unwrap();

@@ -43,6 +43,17 @@ impl<'a> Handle<'a> {
     }
 }
 
+/// The scheme that sealed an hsm-wrapped key's material, from its stored handle, for `keys
+/// show`: `yubihsm-wrap-data`; `None` for a resident key or a handle that is not ours.
+pub fn wrapping_of(handle: &KeyHandle) -> Option<&'static str> {
+    match handle.as_bytes() {
+        [WRAPPED, crate::seal::WRAP_DATA, _, _, rest @ ..] if !rest.is_empty() => {
+            Some(crate::seal::WRAP_DATA_SCHEME)
+        }
+        _ => None,
+    }
+}
+
 pub(crate) fn resident(id: u16, public: &[u8]) -> KeyHandle {
     KeyHandle::new([&[RESIDENT][..], &id.to_be_bytes(), public].concat())
 }
@@ -84,5 +95,16 @@ mod tests {
         assert_eq!(check(&wrapped(&[])), "err");
         assert_eq!(check(&KeyHandle::new(vec![0xee; 40])), "err");
         assert_eq!(check(&KeyHandle::new(vec![])), "err");
+    }
+
+    #[test]
+    fn keys_show_reads_the_scheme_of_wrapped_handles_only() {
+        assert_eq!(
+            wrapping_of(&wrapped(&[0x15, 0x12, 0x34, 1, 2, 3])),
+            Some("yubihsm-wrap-data")
+        );
+        assert_eq!(wrapping_of(&wrapped(&[0x15, 0x12, 0x34])), None);
+        assert_eq!(wrapping_of(&wrapped(&[0xf5, 0x12, 0x34, 1])), None);
+        assert_eq!(wrapping_of(&resident(0x1500, &[4; 65])), None);
     }
 }

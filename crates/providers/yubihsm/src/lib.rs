@@ -20,6 +20,7 @@ mod provider;
 mod seal;
 mod settings;
 
+pub use handle::wrapping_of;
 pub use provider::{PROVIDER_NAME, ROOT_MAC_LABEL, ROOT_WRAP_LABEL, YubiHsmProvider};
 pub use settings::{
     DEFAULT_CONNECTOR_URL, DEFAULT_TIMEOUT, DEFAULT_WRAPPED_KEY_CACHE, YubiHsmSettings,

@@ -32,7 +32,9 @@ use zeroize::Zeroizing;
 use crate::device::Device;
 
 /// First byte of a value sealed with Wrap Data.
-const WRAP_DATA: u8 = 0x15;
+pub(crate) const WRAP_DATA: u8 = 0x15;
+/// Its name, for `keys show` and logs.
+pub(crate) const WRAP_DATA_SCHEME: &str = "yubihsm-wrap-data";
 /// Wrap Data's answer for a 32-byte content key: CCM nonce (13) ‖ ciphertext (32) ‖ MAC (16).
 const WRAPPED_CEK: usize = 13 + 32 + 16;
 const WRAP_DATA_SALT: &[u8] = b"hanzo-kms/wrap/yubihsm-wrap-data/v1";
@@ -59,7 +61,7 @@ impl Sealer {
     /// The scheme's name, for `keys show` and logs.
     pub(crate) fn scheme(&self) -> &'static str {
         match self {
-            Self::WrapData { .. } => "yubihsm-wrap-data",
+            Self::WrapData { .. } => WRAP_DATA_SCHEME,
             #[cfg(test)]
             Self::TestOnlyHmac { .. } => "test-only-hmac",
         }

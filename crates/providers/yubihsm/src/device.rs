@@ -104,8 +104,22 @@ impl Device {
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(self.fail(&format!("choosing an id for {what}"), e)),
             }
-            return make(&self.client, id, self.label(label), self.domain)
-                .map_err(|e| self.fail(&format!("generating {what}"), e));
+            match make(&self.client, id, self.label(label), self.domain) {
+                Ok(id) => return Ok(id),
+                // Another client took the id between the check and the command: draw again.
+                Err(e) if e.device_error() == Some(yubihsm::device::ErrorKind::ObjectExists) => {}
+                Err(e) if e.device_error() == Some(yubihsm::device::ErrorKind::StorageFailed) => {
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "YubiHSM 2 at {}: generating {what}: the device's storage is full (256 objects at most); \
+                             destroy keys or set {SECTION}.signing_keys: hsm-wrapped",
+                            self.connector_url
+                        ),
+                    ));
+                }
+                Err(e) => return Err(self.fail(&format!("generating {what}"), e)),
+            }
         }
         Err(Error::new(
             ErrorKind::Unavailable,

@@ -11,7 +11,8 @@ use yubihsm::{Capability, Client, Connector, Credentials, Domain};
 
 use crate::settings::{SECTION, YubiHsmSettings};
 
-/// The device's object ids are 16 bits; 0 and 0xffff are not usable ids.
+/// How many random object ids to try for a new object (ids are 16 bits; 0 and 0xffff are never
+/// used) before giving up.
 const MAX_ID_TRIES: usize = 16;
 
 /// A connected, authenticated device.

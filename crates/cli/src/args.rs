@@ -254,7 +254,7 @@ pub enum KeysCommand {
     /// Example: hanzo-kms --config kms.yaml keys migrate --to softhsm2 --revoke-tokens
     Migrate {
         /// The target provider: software, openbao (vault), aws-kms, softhsm2, thales-luna,
-        /// aws-cloudhsm, fortanix, yubihsm2, zymbit or nitrokey.
+        /// aws-cloudhsm, fortanix, yubihsm2, yubihsm2-native, zymbit or nitrokey.
         #[arg(long, value_name = "PROVIDER")]
         to: String,
         /// API tokens are MACs under the old provider's key and cannot move: revoke them in the

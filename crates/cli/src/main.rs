@@ -209,7 +209,7 @@ async fn migrate(
     let kind: hanzo_kms_core::config::ProviderKind =
         serde_json::from_value(serde_json::Value::String(to.to_owned())).map_err(|_| {
             usage(Error::invalid(format!(
-                "--to {to}: expected software, openbao (vault), aws-kms, softhsm2, thales-luna, aws-cloudhsm, fortanix, yubihsm2, zymbit or nitrokey"
+                "--to {to}: expected software, openbao (vault), aws-kms, softhsm2, thales-luna, aws-cloudhsm, fortanix, yubihsm2, yubihsm2-native, zymbit or nitrokey"
             )))
         })?;
     let kms = Kms::open(settings).await?;

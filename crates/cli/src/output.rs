@@ -62,6 +62,11 @@ impl Out {
             } => {
                 json!({"source": "service", "provider": provider, "location": location})
             }
+            MasterKeySource::Device {
+                provider, location, ..
+            } => {
+                json!({"source": "device", "provider": provider, "location": location})
+            }
         };
         if self.json {
             self.json(&json!({"data_dir": r.data_dir.display().to_string(), "store": r.store, "store_id": r.store_id, "master_key": master}));
@@ -86,6 +91,12 @@ impl Out {
             } => {
                 self.line(format!("  root keys:  in {service} at {location} (root-kek wraps kms-wrapped keys, root-mac keys token MACs)"));
                 self.line("  No master key file: the service's root keys unlock this store; deleting them there loses every kms-wrapped key.");
+            }
+            MasterKeySource::Device {
+                device, location, ..
+            } => {
+                self.line(format!("  root keys:  in the {device} at {location} (hanzo-kms/root/wrap seals hsm-wrapped keys with Wrap Data, hanzo-kms/root/mac keys token MACs)"));
+                self.line("  No master key file: the device's root objects unlock this store. Back the device up with Yubico's tools (export under a wrap key of your own).");
             }
         }
     }

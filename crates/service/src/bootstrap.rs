@@ -36,6 +36,13 @@ pub enum MasterKeySource {
         service: String,
         location: String,
     },
+    /// A device reached through its own protocol (`yubihsm2-native`): the provider name, the
+    /// device's name for people ("YubiHSM 2") and where it is (the connector's URL).
+    Device {
+        provider: String,
+        device: String,
+        location: String,
+    },
 }
 
 impl std::fmt::Display for MasterKeySource {
@@ -47,6 +54,9 @@ impl std::fmt::Display for MasterKeySource {
             Self::Service {
                 service, location, ..
             } => write!(f, "{service} at {location}"),
+            Self::Device {
+                device, location, ..
+            } => write!(f, "{device} at {location}"),
         }
     }
 }
@@ -110,13 +120,34 @@ impl Settings {
         check_kind_supported(self.config.kms.lux.provider)
     }
 
-    /// Open the configured remote key service provider (with `create_roots`, its root keys
-    /// are made if missing); `None` when the provider is not a remote one.
+    /// Open the configured YubiHSM 2 through its own protocol (with `create_roots`, its root
+    /// objects are made if missing).
+    fn native_provider(&self, create_roots: bool) -> Result<(Arc<dyn Provider>, MasterKeySource)> {
+        let kind = ProviderKind::Yubihsm2Native;
+        let settings = hanzo_kms_yubihsm::YubiHsmSettings::from_config(
+            self.config.kms.lux.yubihsm2_native.as_ref(),
+        )?;
+        let hsm = hanzo_kms_yubihsm::YubiHsmProvider::open(&settings, create_roots)?;
+        let source = MasterKeySource::Device {
+            provider: kind.as_str().to_owned(),
+            device: kind.display_name().to_owned(),
+            location: hsm.connector_url().to_owned(),
+        };
+        Ok((Arc::new(hsm), source))
+    }
+
+    /// Open the configured remote key service provider, or a device reached through its own
+    /// protocol (`yubihsm2-native`) (with `create_roots`, its root keys are made if missing);
+    /// `None` when the provider is neither.
     fn remote_provider(
         &self,
         kind: ProviderKind,
         create_roots: bool,
     ) -> Result<Option<(Arc<dyn Provider>, MasterKeySource)>> {
+        if kind.is_native() {
+            check_kind_supported(kind)?;
+            return self.native_provider(create_roots).map(Some);
+        }
         if !kind.is_remote() {
             return Ok(None);
         }
@@ -595,8 +626,8 @@ fn unsupported_kind(kind: ProviderKind) -> Error {
         ErrorKind::Unsupported,
         format!(
             "kms.lux.provider is '{kind}', which this build of hanzo-kms cannot use; available \
-             providers: software, google-cloud-kms, openbao (vault), aws-kms and the PKCS#11 ones (softhsm2, \
-             thales-luna, aws-cloudhsm, fortanix, yubihsm2, zymbit, nitrokey)"
+             providers: software, google-cloud-kms, openbao (vault), aws-kms, yubihsm2-native and the PKCS#11 ones \
+             (softhsm2, thales-luna, aws-cloudhsm, fortanix, yubihsm2, zymbit, nitrokey)"
         ),
     )
 }

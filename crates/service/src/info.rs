@@ -53,6 +53,8 @@ impl KeyInfo {
             && hanzo_kms_pkcs11::PROFILES
                 .iter()
                 .any(|p| p.vendor.as_str() == m.provider);
+        let sealed_by_yubihsm =
+            m.origin == Origin::HsmWrapped && m.provider == hanzo_kms_yubihsm::PROVIDER_NAME;
         Self {
             name: m.name.to_string(),
             purpose: m.name.purpose().to_string(),
@@ -85,12 +87,15 @@ impl KeyInfo {
                             .filter(|_| m.algorithm == Algorithm::Secp256k1)
                             .and_then(|p| eth::address(p).ok())
                             .map(|a| eth::to_checksum(&a)),
-                        wrapping: v
-                            .handle
-                            .as_ref()
-                            .filter(|_| sealed_by_token)
-                            .and_then(hanzo_kms_pkcs11::wrapping_of)
-                            .map(|w| w.to_string()),
+                        wrapping: v.handle.as_ref().and_then(|h| {
+                            if sealed_by_token {
+                                hanzo_kms_pkcs11::wrapping_of(h).map(|w| w.to_string())
+                            } else if sealed_by_yubihsm {
+                                hanzo_kms_yubihsm::wrapping_of(h).map(str::to_owned)
+                            } else {
+                                None
+                            }
+                        }),
                     }
                 })
                 .collect(),
@@ -117,4 +122,56 @@ pub struct PublicKeyInfo {
     /// secp256k1: the EIP-55 Ethereum address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use hanzo_kms_core::{KeyHandle, KeyMeta, KeyName, KeyVersion, Separator};
+    use hanzo_kms_store::StoredVersion;
+
+    use super::*;
+
+    fn stored(provider: &str, origin: Origin, handle: Vec<u8>) -> StoredKey {
+        StoredKey {
+            meta: KeyMeta {
+                name: KeyName::parse("poai:acme:m", Separator::default()).unwrap(),
+                algorithm: Algorithm::MlDsa65,
+                origin,
+                provider: provider.into(),
+                state: KeyState::Enabled,
+                primary_version: 1,
+                rotation_period_secs: None,
+                created_at: 0,
+                rotated_at: 0,
+                destroy_at: None,
+            },
+            versions: vec![StoredVersion {
+                info: KeyVersion {
+                    version: 1,
+                    state: KeyState::Enabled,
+                    created_at: 0,
+                    public_key: None,
+                },
+                handle: Some(KeyHandle::new(handle)),
+            }],
+        }
+    }
+
+    #[test]
+    fn keys_show_names_the_yubihsm_wrap_data_scheme() {
+        // 0x42 (wrapped) ‖ 0x15 (Wrap Data) ‖ wrap key id ‖ the rest.
+        let sealed = [&[0x42u8, 0x15, 0x12, 0x34][..], &[7u8; 100]].concat();
+        let shown = KeyInfo::from_stored(&stored(
+            "yubihsm2-native",
+            Origin::HsmWrapped,
+            sealed.clone(),
+        ));
+        assert_eq!(
+            shown.versions[0].wrapping.as_deref(),
+            Some("yubihsm-wrap-data")
+        );
+        // Not read for another provider's handles.
+        let other = KeyInfo::from_stored(&stored("software", Origin::Software, sealed));
+        assert_eq!(other.versions[0].wrapping, None);
+    }
 }

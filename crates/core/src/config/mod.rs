@@ -575,6 +575,38 @@ mod tests {
     }
 
     #[test]
+    fn yubihsm2_native_section_loads_with_lp325_keys_and_refuses_others() {
+        let c = load(
+            "kms:\n  lux:\n    provider: yubihsm2-native\n    yubihsm2-native:\n      connector_url: http://127.0.0.1:12345\n      auth_key_id: 2\n      password: ${YUBIHSM_PASSWORD}\n      domain: 3\n      signing_keys: hsm-wrapped\n      wrapped_key_cache: 0\n",
+        )
+        .unwrap();
+        let kind = c.kms.lux.provider;
+        assert_eq!(kind, ProviderKind::Yubihsm2Native);
+        assert!(kind.is_native() && !kind.is_pkcs11() && !kind.is_remote());
+        assert_eq!(kind.display_name(), "YubiHSM 2");
+        assert!(c.kms.lux.pkcs11_section(kind).is_none());
+        let y = c.kms.lux.yubihsm2_native.as_ref().unwrap();
+        assert_eq!(y.auth_key_id, Some(2));
+        assert_eq!(y.domain, Some(3));
+        assert_eq!(y.signing_keys, SigningKeys::HsmWrapped);
+        assert_eq!(y.password.as_ref().unwrap().expose(), "${YUBIHSM_PASSWORD}");
+        let shown = c.to_redacted_yaml().unwrap();
+        assert!(!shown.contains("YUBIHSM_PASSWORD"), "{shown}");
+        // A PKCS#11 key in the native section is refused, naming it.
+        let e = load("kms:\n  lux:\n    yubihsm2-native:\n      pkcs11_lib: /x.so\n").unwrap_err();
+        assert!(
+            e.to_string().contains("kms.lux.yubihsm2-native.pkcs11_lib"),
+            "{e}"
+        );
+        // Failover stays PKCS#11-only.
+        let e = load(
+            "kms:\n  lux:\n    provider: yubihsm2-native\n    failover:\n      enabled: true\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("PKCS#11"), "{e}");
+    }
+
+    #[test]
     fn remote_sections_load_and_vault_is_openbao() {
         let c = load(
             "kms:\n  lux:\n    provider: vault\n    vault:\n      address: http://127.0.0.1:8200\n      token: s.secret\n      transit_mount: kms\n      wrapped_key_cache: 5s\n    aws-kms:\n      region: eu-west-1\n      endpoint: http://127.0.0.1:4566\n      max_retries: 0\n    google-cloud-kms:\n      project_id: p\n      location: global\n      key_ring: r\n      credentials: /x.json\n      endpoint: http://127.0.0.1:9\n",

@@ -24,6 +24,9 @@ pub enum ProviderKind {
     Softhsm2,
     ThalesLuna,
     Yubihsm2,
+    /// YubiHSM 2 through its own protocol (the `yubihsm` crate and yubihsm-connector), without
+    /// yubihsm_pkcs11; `yubihsm2` is the same device through PKCS#11.
+    Yubihsm2Native,
     Zymbit,
 }
 
@@ -40,6 +43,7 @@ impl ProviderKind {
             Self::Softhsm2 => "softhsm2",
             Self::ThalesLuna => "thales-luna",
             Self::Yubihsm2 => "yubihsm2",
+            Self::Yubihsm2Native => "yubihsm2-native",
             Self::Zymbit => "zymbit",
         }
     }
@@ -75,6 +79,9 @@ pub struct LuxConfig {
     pub fortanix: Option<Pkcs11Config>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub yubihsm2: Option<Pkcs11Config>,
+    /// `yubihsm2-native:` — YubiHSM 2 through its own protocol (no PKCS#11 module).
+    #[serde(rename = "yubihsm2-native", skip_serializing_if = "Option::is_none")]
+    pub yubihsm2_native: Option<YubiHsmNativeConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zymbit: Option<Pkcs11Config>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,7 +149,8 @@ impl LuxConfig {
             ProviderKind::AwsKms
             | ProviderKind::GoogleCloudKms
             | ProviderKind::Openbao
-            | ProviderKind::Software => None,
+            | ProviderKind::Software
+            | ProviderKind::Yubihsm2Native => None,
         }
     }
 }
@@ -150,7 +158,13 @@ impl LuxConfig {
 impl ProviderKind {
     /// Whether this provider speaks PKCS#11.
     pub fn is_pkcs11(self) -> bool {
-        !self.is_remote() && self != Self::Software
+        !self.is_remote() && !self.is_native() && self != Self::Software
+    }
+
+    /// Whether this provider speaks to its device through the device's own protocol rather
+    /// than PKCS#11 (`yubihsm2-native`).
+    pub fn is_native(self) -> bool {
+        self == Self::Yubihsm2Native
     }
 
     /// The provider's name as a human writes it, for messages: "Google Cloud KMS", "AWS KMS",
@@ -160,6 +174,7 @@ impl ProviderKind {
             Self::AwsKms => "AWS KMS",
             Self::GoogleCloudKms => "Google Cloud KMS",
             Self::Openbao => "OpenBao",
+            Self::Yubihsm2Native => "YubiHSM 2",
             other => other.as_str(),
         }
     }
@@ -431,6 +446,36 @@ pub struct Pkcs11Config {
     /// AWS CloudHSM (LP-325): as `cluster_id`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+}
+
+/// `kms.lux.yubihsm2-native:` — a YubiHSM 2 reached through yubihsm-connector with the device's
+/// own protocol. LP-325's keys (`connector_url`, `auth_key_id`, `password`) as in the
+/// `yubihsm2` (PKCS#11) section; see docs/providers.md, "Native YubiHSM 2".
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct YubiHsmNativeConfig {
+    /// yubihsm-connector's address, `http://HOST:PORT`; default `http://127.0.0.1:12345`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector_url: Option<String>,
+    /// The authentication key's object id; default 1 (the device's factory key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_key_id: Option<u16>,
+    /// The authentication key's password (required); `${VAR}` reads the environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<ConfigSecret>,
+    /// The domain (1-16) of every object Hanzo KMS makes; default 1. The authentication key
+    /// must have it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<u8>,
+    /// Where new signing keys live: `hsm-resident` (default) or `hsm-wrapped`.
+    pub signing_keys: SigningKeys,
+    /// How long an unwrapped hsm-wrapped key stays in memory after its last use; default 60 s,
+    /// `0` = never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wrapped_key_cache: Option<Duration>,
+    /// The longest wait for one answer from the connector; default 5 s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 /// `kms.lux.<pkcs11 provider>.wrapping`: how a token seals values kept outside it.

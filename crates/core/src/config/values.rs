@@ -196,3 +196,40 @@ impl Serialize for Separator {
         s.collect_str(&self.as_char())
     }
 }
+
+/// Replace each `${NAME}` in `value` with the environment variable NAME: the value, and the
+/// last variable read (for messages). A `$` not followed by `{` is kept as it is. Used for
+/// `pin` and `password` in the PKCS#11 sections and `password` in `yubihsm2-native`.
+pub fn interpolate(value: &str, path: &str) -> crate::error::Result<(String, Option<String>)> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    let mut last = None;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after.find('}').ok_or_else(|| {
+            Error::new(
+                crate::error::ErrorKind::Config,
+                format!("{path}: an unterminated ${{ (write ${{NAME}})"),
+            )
+        })?;
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(Error::new(
+                crate::error::ErrorKind::Config,
+                format!("{path}: '${{{name}}}' does not name an environment variable"),
+            ));
+        }
+        let v = std::env::var(name).map_err(|_| {
+            Error::new(
+                crate::error::ErrorKind::Config,
+                format!("{path} reads ${{{name}}}, which is not set"),
+            )
+        })?;
+        out.push_str(&v);
+        last = Some(name.to_owned());
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok((out, last))
+}

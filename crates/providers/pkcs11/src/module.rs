@@ -85,7 +85,8 @@ fn install_hint(vendor: ProviderKind) -> &'static str {
         ProviderKind::AwsKms
         | ProviderKind::GoogleCloudKms
         | ProviderKind::Openbao
-        | ProviderKind::Software => "it is not a PKCS#11 provider",
+        | ProviderKind::Software
+        | ProviderKind::Yubihsm2Native => "it is not a PKCS#11 provider",
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use hanzo_kms_core::config::{
-    Pkcs11Config, Pkcs11Fallback, ProviderKind, SigningKeys, WrappingScheme,
+    Pkcs11Config, Pkcs11Fallback, ProviderKind, SigningKeys, WrappingScheme, interpolate,
 };
 use hanzo_kms_core::{Error, ErrorKind, Result};
 
@@ -228,42 +228,6 @@ impl Pkcs11Settings {
             fips_mode: c.fips_mode,
         })
     }
-}
-
-/// Replace each `${NAME}` in `value` with the environment variable NAME: the value, and the
-/// last variable read (for messages). A `$` not followed by `{` is kept as it is.
-fn interpolate(value: &str, path: &str) -> Result<(String, Option<String>)> {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    let mut last = None;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let end = after.find('}').ok_or_else(|| {
-            Error::new(
-                ErrorKind::Config,
-                format!("{path}: an unterminated ${{ (write ${{NAME}})"),
-            )
-        })?;
-        let name = &after[..end];
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!("{path}: '${{{name}}}' does not name an environment variable"),
-            ));
-        }
-        let v = std::env::var(name).map_err(|_| {
-            Error::new(
-                ErrorKind::Config,
-                format!("{path} reads ${{{name}}}, which is not set"),
-            )
-        })?;
-        out.push_str(&v);
-        last = Some(name.to_owned());
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok((out, last))
 }
 
 /// YubiHSM 2's login as LP-325 writes it: `auth_key_id` and `password` make the PKCS#11 PIN.

@@ -5,7 +5,7 @@
 use hanzo_kms_core::eip712::{Address, B32, HMMSettlement, PoAIAttestation, U256};
 use hanzo_kms_core::{Config, ErrorKind, KeyName, Separator};
 use hanzo_kms_service::replay::PRUNE_BATCH;
-use hanzo_kms_service::sign::Paid;
+use hanzo_kms_service::sign::{Paid, SignedAttestation, SignedSettlement};
 use hanzo_kms_service::{Kms, RequestCtx, Settings};
 
 fn settings(dir: &std::path::Path, yaml: &str) -> Settings {
@@ -62,6 +62,24 @@ fn settlement(att_digest: B32, ts: u64, job: &str, nonce: [u8; 32]) -> HMMSettle
     }
 }
 
+/// Settle `a` with `hmm:acme:gpt4` at `at`, as job `job` under `nonce`.
+async fn settle(
+    kms: &Kms,
+    a: &SignedAttestation,
+    at: u64,
+    job: &str,
+    nonce: [u8; 32],
+) -> hanzo_kms_core::Result<SignedSettlement> {
+    kms.sign_hmm(
+        &ctx(),
+        &name("hmm:acme:gpt4"),
+        settlement(a.digest, at, job, nonce),
+        Some(Paid::Attestation(a)),
+        at,
+    )
+    .await
+}
+
 async fn prune_records(kms: &Kms) -> Vec<String> {
     kms.audit_records(&ctx(), 0, 10_000)
         .await
@@ -91,22 +109,13 @@ async fn pruned_records_cannot_be_replayed_on_postgresql() {
 
 async fn prune_and_replay(kms: &Kms) {
     // attestation_ttl 3600 and settlement_expiry 86400 (the defaults); grace 600.
-    let (poai, hmm) = (name("poai:acme:gpt4"), name("hmm:acme:gpt4"));
+    let poai = name("poai:acme:gpt4");
     let t = now();
     let a = kms
         .sign_poai(&ctx(), &poai, att(t, "a", [1; 32]), t)
         .await
         .unwrap();
-    let s = kms
-        .sign_hmm(
-            &ctx(),
-            &hmm,
-            settlement(a.digest, t, "job-1", [2; 32]),
-            Some(Paid::Attestation(&a)),
-            t,
-        )
-        .await
-        .unwrap();
+    let s = settle(kms, &a, t, "job-1", [2; 32]).await.unwrap();
     // A second attestation, signed later: still live when the first one's records go.
     let later = t + 2000;
     let b = kms
@@ -133,16 +142,7 @@ async fn prune_and_replay(kms: &Kms) {
         kms.verify_poai(&ctx(), &a, at).await.unwrap().reason,
         Some("expired")
     );
-    let e = kms
-        .sign_hmm(
-            &ctx(),
-            &hmm,
-            settlement(a.digest, at, "job-2", [4; 32]),
-            Some(Paid::Attestation(&a)),
-            at,
-        )
-        .await
-        .unwrap_err();
+    let e = settle(kms, &a, at, "job-2", [4; 32]).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     assert!(e.to_string().contains("not valid (expired)"), "{e}");
     let mut other = att(t, "a-forged", [1; 32]);
@@ -155,37 +155,11 @@ async fn prune_and_replay(kms: &Kms) {
     forged.output_hash = B32([0x98; 32]);
     let e = kms.sign_poai(&ctx(), &poai, forged, at).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Replayed, "{e}");
-    let e = kms
-        .sign_hmm(
-            &ctx(),
-            &hmm,
-            settlement(b.digest, at, "job-3", [2; 32]),
-            Some(Paid::Attestation(&b)),
-            at,
-        )
-        .await
-        .unwrap_err();
+    let e = settle(kms, &b, at, "job-3", [2; 32]).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Replayed, "{e}");
     // ... and b settles once (its consumption is recorded with b's own expiry).
-    kms.sign_hmm(
-        &ctx(),
-        &hmm,
-        settlement(b.digest, at, "job-4", [5; 32]),
-        Some(Paid::Attestation(&b)),
-        at,
-    )
-    .await
-    .unwrap();
-    let e = kms
-        .sign_hmm(
-            &ctx(),
-            &hmm,
-            settlement(b.digest, at, "job-5", [6; 32]),
-            Some(Paid::Attestation(&b)),
-            at,
-        )
-        .await
-        .unwrap_err();
+    settle(kms, &b, at, "job-4", [5; 32]).await.unwrap();
+    let e = settle(kms, &b, at, "job-5", [6; 32]).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Replayed, "{e}");
 
     // The settlement's nonce lives until the settlement expires (+ grace), then goes.
@@ -217,22 +191,14 @@ async fn ttl_floor(storage: &str) {
     kms.create_keyspace(&ctx(), "acme", "gpt4", true)
         .await
         .unwrap();
-    let (poai, hmm) = (name("poai:acme:gpt4"), name("hmm:acme:gpt4"));
+    let poai = name("poai:acme:gpt4");
     // Signed and settled 5,000 s ago (the service takes the time it is given), pruned 800 s ago.
     let t = now() - 5000;
     let a = kms
         .sign_poai(&ctx(), &poai, att(t, "a", [1; 32]), t)
         .await
         .unwrap();
-    kms.sign_hmm(
-        &ctx(),
-        &hmm,
-        settlement(a.digest, t, "job-1", [2; 32]),
-        Some(Paid::Attestation(&a)),
-        t,
-    )
-    .await
-    .unwrap();
+    settle(&kms, &a, t, "job-1", [2; 32]).await.unwrap();
     let p = kms.prune_replay(t + 4201).await.unwrap();
     assert_eq!(p.consumed, 1);
     assert_eq!(kms.replay_floor(), 0);
@@ -253,16 +219,7 @@ async fn ttl_floor(storage: &str) {
         kms.verify_poai(&ctx(), &a, n).await.unwrap().reason,
         Some("expired")
     );
-    let e = kms
-        .sign_hmm(
-            &ctx(),
-            &hmm,
-            settlement(a.digest, n, "job-2", [3; 32]),
-            Some(Paid::Attestation(&a)),
-            n,
-        )
-        .await
-        .unwrap_err();
+    let e = settle(&kms, &a, n, "job-2", [3; 32]).await.unwrap_err();
     assert!(e.to_string().contains("not valid (expired)"), "{e}");
     // A new attestation gets the day-long window.
     let fresh = kms

@@ -5,13 +5,13 @@
 //! 2. the profile (`profile` of the config section, else `AWS_PROFILE`, else `default`) in the
 //!    shared credentials file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`)
 //!    and config file (`AWS_CONFIG_FILE`, default `~/.aws/config`), read by
-//!    [`crate::aws_profile`]; within the profile, the first that applies:
+//!    `aws_profile`; within the profile, the first that applies:
 //!    - `role_arn` + `web_identity_token_file` (+ `role_session_name`): STS
 //!      `AssumeRoleWithWebIdentity`;
 //!    - `role_arn` + `source_profile` (+ `external_id`, `role_session_name`,
 //!      `duration_seconds`): STS `AssumeRole`, SigV4-signed with the source profile's
 //!      credentials (resolved the same way; a source profile's own static keys end the chain;
-//!      at most [`MAX_ROLE_CHAIN`] links, no cycles). `credential_source` and `mfa_serial` are
+//!      at most `MAX_ROLE_CHAIN` (8) links, no cycles). `credential_source` and `mfa_serial` are
 //!      not supported;
 //!    - static keys: `aws_access_key_id`, `aws_secret_access_key` (+ `aws_session_token`);
 //!    - IAM Identity Center (SSO): `sso_session` (with `[sso-session NAME]`'s `sso_start_url`
@@ -21,12 +21,12 @@
 //!      portal's `GetRoleCredentials` (`$AWS_ENDPOINT_URL_SSO`, `$AWS_ENDPOINT_URL`, else
 //!      `https://portal.sso.<sso_region>.amazonaws.com`). An expired token is an error saying to
 //!      log in again: it is not refreshed through SSO OIDC;
-//!    - `credential_process`: a command printing credentials as JSON ([`crate::aws_process`]:
+//!    - `credential_process`: a command printing credentials as JSON (`aws_process`:
 //!      split into words without a shell, 30 s timeout).
 //!
 //!    A profile named explicitly must exist and have credentials; `default` may be absent;
 //! 3. web identity from the environment: `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`
-//!    (+ `AWS_ROLE_SESSION_NAME`), STS `AssumeRoleWithWebIdentity` ([`crate::aws_sts`]); the
+//!    (+ `AWS_ROLE_SESSION_NAME`), STS `AssumeRoleWithWebIdentity` (`aws_sts`); the
 //!    token file is read again at each fetch (EKS rotates it);
 //! 4. the ECS/EKS container credentials endpoint: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (on
 //!    `http://169.254.170.2`) or `AWS_CONTAINER_CREDENTIALS_FULL_URI`, with the `Authorization`

@@ -500,33 +500,56 @@ mod tests {
         }
     }
 
+    /// The calling thread's id, as /proc names it.
+    #[cfg(target_os = "linux")]
+    fn own_tid() -> u64 {
+        std::fs::read_link("/proc/thread-self")
+            .ok()
+            .and_then(|p| p.file_name()?.to_str()?.parse().ok())
+            .expect("/proc/thread-self")
+    }
+
+    // Other tests of this binary may run load threads at the same time, so this one looks only
+    // at its own two threads' entries.
     #[cfg(target_os = "linux")]
     #[test]
     fn generator_cpu_counts_the_load_threads_and_no_other() {
-        let counted = std::thread::Builder::new()
+        let (tid, other, counted) = std::thread::Builder::new()
             .name(LOAD_THREAD.into())
             .spawn(|| {
+                let tid = own_tid();
                 let before = generator_cpu().expect("this thread is a load thread");
                 // Another thread of the process burns 200 ms meanwhile; it must not count.
-                std::thread::Builder::new()
+                let other = std::thread::Builder::new()
                     .name("other".into())
-                    .spawn(|| burn(Duration::from_millis(200)))
+                    .spawn(|| {
+                        burn(Duration::from_millis(200));
+                        own_tid()
+                    })
                     .unwrap()
                     .join()
                     .unwrap();
                 burn(Duration::from_millis(50));
                 let after = generator_cpu().unwrap();
-                generator_cpu_since(&before, &after)
+                assert!(
+                    !after.contains_key(&other),
+                    "a thread of another name counted"
+                );
+                let own = |m: &std::collections::HashMap<u64, u64>| {
+                    std::collections::HashMap::from([(tid, m[&tid])])
+                };
+                (tid, other, generator_cpu_since(&own(&before), &own(&after)))
             })
             .unwrap()
             .join()
             .unwrap();
+        assert_ne!(tid, other);
         assert!(
             Duration::from_millis(50) <= counted && counted < Duration::from_millis(200),
             "{counted:?}"
         );
-        // No load thread is left once it has ended.
-        assert!(generator_cpu().is_none());
+        // A load thread that has ended is not counted any more.
+        assert!(generator_cpu().is_none_or(|m| !m.contains_key(&tid)));
     }
 
     #[test]

@@ -91,8 +91,12 @@ impl Process {
             .map_err(|e| fail(format!("cannot be started ({e})")))?;
         let (out_tx, out_rx) = mpsc::channel();
         let (err_tx, err_rx) = mpsc::channel();
-        let mut stdout = child.stdout.take().expect("stdout is piped above");
-        let mut stderr = child.stderr.take().expect("stderr is piped above");
+        let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(fail("started without its output pipes".into()));
+        };
         std::thread::spawn(move || {
             let mut buf = Zeroizing::new(Vec::new());
             let r = (&mut stdout).take(STDOUT_MAX).read_to_end(&mut buf);

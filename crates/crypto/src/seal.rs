@@ -35,6 +35,28 @@ pub fn backup_open(kek: &SecretKey32, aad: &[u8], sealed: &[u8]) -> Result<Secre
         .map_err(|_| Error::authentication_failed())
 }
 
+/// Open a key that `Provider::export_wrapped` sealed into a backup, for `import_wrapped`: its
+/// material (an AES key must be 32 bytes: [`ErrorKind::Corrupt`] otherwise) and its public key
+/// (`None` for AES). Any failure to open is `authentication failed`.
+///
+/// [`ErrorKind::Corrupt`]: hanzo_kms_core::ErrorKind::Corrupt
+pub fn backup_open_key(
+    spec: &hanzo_kms_core::KeySpec<'_>,
+    kek: &SecretKey32,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<(SecretBytes, Option<Vec<u8>>)> {
+    let m = backup_open(kek, aad, sealed)?;
+    if spec.algorithm == hanzo_kms_core::Algorithm::Aes256Gcm && m.len() != 32 {
+        return Err(Error::new(
+            hanzo_kms_core::ErrorKind::Corrupt,
+            format!("the AES material of {} is not 32 bytes", spec.name),
+        ));
+    }
+    let public = crate::material::public_key(spec.algorithm, &m)?;
+    Ok((m, public))
+}
+
 /// Undo AES key wrap with padding (RFC 5649, what PKCS#11's CKM_AES_KEY_WRAP_PAD makes) under
 /// an AES-256 key. Any failure is `authentication failed`.
 pub fn kwp_unwrap(kek: &SecretKey32, wrapped: &[u8]) -> Result<SecretBytes> {

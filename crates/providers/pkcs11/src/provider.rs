@@ -411,16 +411,9 @@ impl Provider for Pkcs11Provider {
         wrapped: &[u8],
         aad: &[u8],
     ) -> Result<GeneratedKey> {
-        let material = hanzo_kms_crypto::seal::backup_open(kek, aad, wrapped)?;
+        let (material, public) = hanzo_kms_crypto::seal::backup_open_key(spec, kek, aad, wrapped)?;
         if spec.algorithm != Algorithm::Aes256Gcm {
-            let public = hanzo_kms_crypto::material::public_key(spec.algorithm, &material)?;
             return self.keep_wrapped(spec, &material, public);
-        }
-        if material.len() != 32 {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                format!("the AES material of {} is not 32 bytes", spec.name),
-            ));
         }
         if self.scheme != WrappingScheme::AesGcm {
             return self.keep_wrapped(spec, &material, None);

@@ -559,14 +559,7 @@ impl<S: RemoteKms> Provider for RemoteProvider<S> {
         wrapped: &[u8],
         aad: &[u8],
     ) -> Result<GeneratedKey> {
-        let m = seal::backup_open(kek, aad, wrapped)?;
-        if spec.algorithm == Algorithm::Aes256Gcm && m.len() != 32 {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                format!("the AES material of {} is not 32 bytes", spec.name),
-            ));
-        }
-        let public = material::public_key(spec.algorithm, &m)?;
+        let (m, public) = seal::backup_open_key(spec, kek, aad, wrapped)?;
         self.keep_wrapped(spec, &m, public)
     }
 

@@ -29,7 +29,7 @@ use hanzo_kms_core::{
     KeySpec, Origin, Provider, PublicKey, Result, SecretBytes, SecretKey32, Signature,
 };
 use hanzo_kms_crypto::aead::{self, AesGcmKey, NONCE};
-use hanzo_kms_crypto::seal::{backup_open, backup_seal, material_aad};
+use hanzo_kms_crypto::seal::{backup_open_key, backup_seal, material_aad};
 use hanzo_kms_crypto::{material, rng};
 use zeroize::Zeroizing;
 
@@ -246,8 +246,7 @@ impl Provider for SoftwareProvider {
         wrapped: &[u8],
         aad: &[u8],
     ) -> Result<GeneratedKey> {
-        let material = backup_open(kek, aad, wrapped)?;
-        let public = material::public_key(spec.algorithm, &material)?;
+        let (material, public) = backup_open_key(spec, kek, aad, wrapped)?;
         self.keep(spec, &material, public)
     }
 

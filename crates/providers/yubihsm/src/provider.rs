@@ -288,17 +288,7 @@ impl YubiHsmProvider {
         public: &[u8],
         message: &[u8],
     ) -> Result<Vec<u8>> {
-        let bad = |what: &str| {
-            Error::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "YubiHSM 2 at {} returned {what} for {} version {} (object 0x{id:04x})",
-                    self.device.connector_url(),
-                    key.name,
-                    key.version
-                ),
-            )
-        };
+        let bad = |what: &str| self.bad_output(key, id, what);
         let client = self.device.client();
         let sig = match key.algorithm {
             Algorithm::Secp256k1 => {
@@ -344,6 +334,19 @@ impl YubiHsmProvider {
         Ok(sig)
     }
 
+    /// The device answered a signing request for `key` (object `id`) with `what`.
+    fn bad_output(&self, key: &KeyRef<'_>, id: u16, what: &str) -> Error {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "YubiHSM 2 at {} returned {what} for {} version {} (object 0x{id:04x})",
+                self.device.connector_url(),
+                key.name,
+                key.version
+            ),
+        )
+    }
+
     /// P-256 over a 32-byte digest in the device: DER to fixed `r‖s`, verified.
     fn sign_p256(
         &self,
@@ -352,17 +355,7 @@ impl YubiHsmProvider {
         public: &[u8],
         digest: &[u8],
     ) -> Result<Vec<u8>> {
-        let bad = |what: &str| {
-            Error::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "YubiHSM 2 at {} returned {what} for {} version {} (object 0x{id:04x})",
-                    self.device.connector_url(),
-                    key.name,
-                    key.version
-                ),
-            )
-        };
+        let bad = |what: &str| self.bad_output(key, id, what);
         let der = self
             .device
             .client()
@@ -599,14 +592,7 @@ impl Provider for YubiHsmProvider {
         wrapped: &[u8],
         aad: &[u8],
     ) -> Result<GeneratedKey> {
-        let m = seal::backup_open(kek, aad, wrapped)?;
-        if spec.algorithm == Algorithm::Aes256Gcm && m.len() != 32 {
-            return Err(Error::new(
-                ErrorKind::Corrupt,
-                format!("the AES material of {} is not 32 bytes", spec.name),
-            ));
-        }
-        let public = material::public_key(spec.algorithm, &m)?;
+        let (m, public) = seal::backup_open_key(spec, kek, aad, wrapped)?;
         self.keep_wrapped(spec, &m, public)
     }
 

@@ -186,10 +186,8 @@ impl Kms {
     /// Initialise a new data directory and return the service on it.
     pub async fn init(settings: &Settings) -> Result<(Self, InitReport)> {
         let (report, store, provider) = bootstrap::init(settings).await?;
-        let kms = Self::new(store, provider, settings.config.clone());
-        kms.prepare_replay(u64::try_from(now_secs()).unwrap_or(0))
-            .await?;
-        Ok((kms, report))
+        // A new store has no replay floor (init recorded its attestation_ttl; crate::replay).
+        Ok((Self::new(store, provider, settings.config.clone()), report))
     }
 
     /// Open an initialised data directory.

@@ -206,7 +206,7 @@ impl Kms {
                 "{field}: {ts} is older than attestation_ttl ({ttl} s)"
             )));
         }
-        if self.attestation_too_old(ts, now) {
+        if ts < self.replay_floor() {
             return Err(Error::invalid(format!(
                 "{field}: {ts} is before {}, the oldest time this store accepts since attestation_ttl was raised (docs/signing.md)",
                 self.replay_floor()

@@ -338,8 +338,61 @@ pub enum AuditCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Recompute the hash chain; exit 1 if any record was edited, deleted or reordered.
-    Verify,
+    /// Recompute the hash chain from the oldest record the store holds; exit 1 if any record
+    /// was edited, deleted or reordered, a checkpoint's signature does not verify, or records
+    /// were pruned that no export covers. With --archive, also check those archive files: each
+    /// alone, that they link to each other and to the store, and that none named by an export
+    /// record is missing.
+    ///
+    /// Example: hanzo-kms audit verify --archive archives/*.jsonl
+    Verify {
+        /// Start at the newest signed checkpoint instead of the oldest record (every
+        /// checkpoint's signature is still checked): fast on a long log.
+        #[arg(long)]
+        since_checkpoint: bool,
+        /// An archive written by `audit export` (repeatable).
+        #[arg(long, value_name = "FILE")]
+        archive: Vec<PathBuf>,
+    },
+    /// Append a checkpoint: a record that pins the newest record's hash, signed with the audit
+    /// key (api:system:audit, P-256, made in the provider the first time). `serve` makes one
+    /// every audit.checkpoint_interval_secs; an export ends at a checkpoint.
+    Checkpoint,
+    /// Write the records from the oldest one the store holds up to a signed checkpoint to a new
+    /// file that verifies alone (docs/audit-archive.md), and record the export (its range and
+    /// the file's SHA-256) in the log. Then `audit prune --archive FILE` may delete them.
+    ///
+    /// Example: hanzo-kms audit export --before 2026-12-01T00:00:00Z --out audit-1.jsonl
+    Export {
+        /// Only records before this: a sequence number, or an RFC 3339 UTC time
+        /// (2026-12-01T00:00:00Z). The archive ends at the newest checkpoint before it.
+        /// Default: the newest checkpoint.
+        #[arg(long, value_name = "SEQ|TIME")]
+        before: Option<String>,
+        /// The archive to write. It must not exist yet.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Delete the records an exported archive holds from the store. The file must verify, be
+    /// signed by this store's audit key and be named by an export record: records leave the
+    /// store only into an archive. Keep the archive safe first (docs/operations.md).
+    Prune {
+        /// The archive `audit export` wrote.
+        #[arg(long, value_name = "FILE")]
+        archive: PathBuf,
+    },
+    /// Check archive files without a store: each alone, that they link to each other and that
+    /// none named by another's export record is missing. Checkpoints verify under the public
+    /// key the archives carry, or under --public-key.
+    VerifyArchive {
+        /// Archives written by `audit export`.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The audit key's public key (hex, SEC1) the checkpoints must verify under, as
+        /// `keys show api:system:audit` prints it.
+        #[arg(long, value_name = "HEX")]
+        public_key: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

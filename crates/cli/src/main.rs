@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use hanzo_kms_core::{Algorithm, Error, ErrorKind, Result};
+use hanzo_kms_service::archive::{ExportBound, ExportTo};
 use hanzo_kms_service::{DestroyMode, Kms, MASTER_KEY_ENV, RequestCtx, Settings, load_config};
 use serde_json::json;
 
@@ -143,6 +144,24 @@ async fn run(cli: &Cli, out: &Out) -> Result<ExitCode, Failure> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Demo => return demo::run(out).await.map_err(Failure::from),
+        Command::Audit(AuditCommand::VerifyArchive { files, public_key }) => {
+            let mut report = hanzo_kms_service::archive::check_archives(files, None);
+            if let Some(pk) = public_key {
+                let pk = hex::decode(pk.trim_start_matches("0x"))
+                    .map_err(|_| usage(Error::invalid("--public-key: expected the key in hex")))?;
+                for f in files {
+                    if let Ok(a) = hanzo_kms_service::archive::read_archive(f)
+                        && a.public_key != pk
+                    {
+                        report.problems.push(format!(
+                            "{}: its checkpoint is signed under another key than --public-key",
+                            f.display()
+                        ));
+                    }
+                }
+            }
+            return Ok(out.archive_report(&report));
+        }
         Command::Poai(p @ args::PoaiCommand::Calldata { .. }) => {
             sign::offline(&sign::Offline::Poai(p), out)?;
             return Ok(ExitCode::SUCCESS);
@@ -448,10 +467,44 @@ async fn dispatch(b: &Backend<'_>, command: &Command, out: &Out) -> Result<ExitC
             let records = kms.audit_records(&ctx, *after, *limit).await?;
             out.audit_list(&records);
         }
-        Command::Audit(AuditCommand::Verify) => {
+        Command::Audit(AuditCommand::Verify {
+            since_checkpoint,
+            archive,
+        }) => {
             let kms = b.local("audit verify").map_err(usage)?;
-            let report = kms.audit_verify(&ctx).await?;
-            return Ok(out.audit_verify(&report));
+            let opts = hanzo_kms_service::archive::VerifyOptions {
+                since_checkpoint: *since_checkpoint,
+            };
+            let report = kms.audit_verify_with(&ctx, opts).await?;
+            if archive.is_empty() {
+                return Ok(out.audit_verify(&report));
+            }
+            let archives = kms.audit_verify_archives(&ctx, archive).await?;
+            return Ok(out.audit_verify_with_archives(&report, &archives));
+        }
+        Command::Audit(AuditCommand::Checkpoint) => {
+            let kms = b.local("audit checkpoint").map_err(usage)?;
+            let c = kms.audit_checkpoint(&ctx).await?;
+            out.audit_checkpoint(&c);
+        }
+        Command::Audit(AuditCommand::Export { before, out: file }) => {
+            let kms = b.local("audit export").map_err(usage)?;
+            let bound = match before.as_deref() {
+                None => ExportBound::Newest,
+                Some(b) => parse_bound(b)?,
+            };
+            let e = kms
+                .audit_export(&ctx, bound, &ExportTo::File(file.clone()))
+                .await?;
+            out.audit_export(&e);
+        }
+        Command::Audit(AuditCommand::Prune { archive }) => {
+            let kms = b.local("audit prune").map_err(usage)?;
+            let p = kms.audit_prune(&ctx, archive).await?;
+            out.audit_prune(&p);
+        }
+        Command::Audit(AuditCommand::VerifyArchive { .. }) => {
+            return Err(Failure::from(Error::internal("command dispatched twice")));
         }
         Command::Tokens(t) => tokens(b, t, out).await?,
         Command::Model(m) => model::run(b, m, out).await?,
@@ -466,6 +519,20 @@ async fn dispatch(b: &Backend<'_>, command: &Command, out: &Out) -> Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--before SEQ|TIME` of `audit export`.
+fn parse_bound(s: &str) -> Result<ExportBound, Failure> {
+    if let Ok(seq) = s.parse::<u64>() {
+        return Ok(ExportBound::Seq(seq));
+    }
+    output::parse_rfc3339(s)
+        .map(|t| ExportBound::TimeMs(t.saturating_mul(1000)))
+        .ok_or_else(|| {
+            usage(Error::invalid(format!(
+                "--before: '{s}' is neither a sequence number nor an RFC 3339 UTC time (2026-12-01T00:00:00Z)"
+            )))
+        })
 }
 
 fn settings(cli: &Cli) -> Result<Settings> {

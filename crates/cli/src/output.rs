@@ -4,6 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use hanzo_kms_core::{Error, ErrorKind, Result};
+use hanzo_kms_service::archive::{ArchiveReport, Checkpoint, ExportSummary, PruneSummary};
 use hanzo_kms_service::{DueOutcome, InitReport, KeyInfo, MasterKeySource};
 use hanzo_kms_store::{AuditRecord, AuditReport};
 use serde_json::{Value, json};
@@ -275,22 +276,137 @@ impl Out {
         if self.json {
             self.json(&r.to_json());
         } else {
-            match &r.problem {
-                None => self.line(format!(
-                    "audit chain intact: {} records, head {}",
-                    r.records,
-                    hex::encode(r.head)
-                )),
-                Some((seq, what)) => self.line(format!(
-                    "audit chain BROKEN at record {seq}: {what} ({} records verified before it)",
-                    r.records
-                )),
-            }
+            self.audit_verify_text(r);
         }
         if r.is_ok() {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
+        }
+    }
+}
+
+impl Out {
+    /// `audit verify --archive`: the store's report, then the archives'.
+    pub fn audit_verify_with_archives(&self, r: &AuditReport, a: &ArchiveReport) -> ExitCode {
+        if self.json {
+            self.json(&json!({"store": r.to_json(), "archives": a.to_json()}));
+        } else {
+            self.audit_verify_text(r);
+            self.archive_text(a);
+        }
+        if r.is_ok() && a.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    }
+
+    /// `audit verify-archive`.
+    pub fn archive_report(&self, a: &ArchiveReport) -> ExitCode {
+        if self.json {
+            self.json(&a.to_json());
+        } else {
+            self.archive_text(a);
+        }
+        if a.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    }
+
+    fn archive_text(&self, a: &ArchiveReport) {
+        for f in &a.archives {
+            self.line(format!(
+                "archive {}: records {}..{}, sha256 {}",
+                f["file"].as_str().unwrap_or_default(),
+                f["first"],
+                f["last"],
+                f["sha256"].as_str().unwrap_or_default()
+            ));
+        }
+        if a.is_ok() {
+            self.line(format!("archives intact: {} file(s)", a.archives.len()));
+        }
+        for p in &a.problems {
+            self.line(format!("archive problem: {p}"));
+        }
+    }
+
+    pub fn audit_checkpoint(&self, c: &Checkpoint) {
+        if self.json {
+            self.json(&json!({
+                "seq": c.seq,
+                "hash": hex::encode(c.hash),
+                "time_ms": c.time_ms,
+                "key": c.key,
+                "version": c.version,
+                "signature": hex::encode(&c.signature),
+            }));
+        } else {
+            self.line(format!(
+                "checkpoint: record {} hashes to {}, signed by {} v{}",
+                c.seq,
+                hex::encode(c.hash),
+                c.key,
+                c.version
+            ));
+        }
+    }
+
+    pub fn audit_export(&self, e: &ExportSummary) {
+        if self.json {
+            self.json(&e.to_json());
+        } else {
+            self.line(format!(
+                "exported records {}..{} ({} bytes) to {}, sha256 {}; export record {}. \
+                 Keep the file safe, then `hanzo-kms audit prune --archive {}` frees them",
+                e.first,
+                e.last,
+                e.bytes,
+                e.file.display(),
+                hex::encode(e.sha256),
+                e.export_record,
+                e.file.display()
+            ));
+        }
+    }
+
+    pub fn audit_prune(&self, p: &PruneSummary) {
+        if self.json {
+            self.json(&p.to_json());
+        } else if p.deleted == 0 && p.batches == 0 {
+            self.line(format!(
+                "records {}..{} were already pruned",
+                p.first, p.last
+            ));
+        } else {
+            self.line(format!(
+                "pruned {} records of {}..{} in {} transaction(s)",
+                p.deleted, p.first, p.last, p.batches
+            ));
+        }
+    }
+}
+
+impl Out {
+    fn audit_verify_text(&self, r: &AuditReport) {
+        let from = if r.from > 1 {
+            format!(" from record {}", r.from)
+        } else {
+            String::new()
+        };
+        match &r.problem {
+            None => self.line(format!(
+                "audit chain intact: {} records{from}, head {}",
+                r.records,
+                hex::encode(r.head)
+            )),
+            Some((seq, what)) => self.line(format!(
+                "audit chain BROKEN at record {seq}: {what} ({} records verified before it)",
+                r.records
+            )),
         }
     }
 }
@@ -334,8 +450,62 @@ pub fn rfc3339(t: i64) -> String {
     )
 }
 
+/// An RFC 3339 UTC time (`2026-11-23T22:35:36Z`, or a date alone) as Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, t.strip_suffix('Z')?),
+        None => (s, "00:00:00"),
+    };
+    let num = |p: &str, len: usize| -> Option<i64> {
+        (p.len() == len && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok())?
+    };
+    let mut d = date.split('-');
+    let (y, m, day) = (num(d.next()?, 4)?, num(d.next()?, 2)?, num(d.next()?, 2)?);
+    let mut t = time.split(':');
+    let (hh, mm, ss) = (num(t.next()?, 2)?, num(t.next()?, 2)?, num(t.next()?, 2)?);
+    if d.next().is_some()
+        || t.next().is_some()
+        || !(1..=12).contains(&m)
+        || day < 1
+        || hh > 23
+        || mm > 59
+        || ss > 59
+    {
+        return None;
+    }
+    // Days-from-civil (H. Hinnant's algorithm), the inverse of `rfc3339`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let t = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    // A day past the month's end (02-30) does not round-trip.
+    (rfc3339(t).get(..10) == Some(date)).then_some(t)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rfc3339_parses_what_it_prints() {
+        for t in [0, 951_782_400, 1_795_473_336, 4_102_444_799] {
+            assert_eq!(super::parse_rfc3339(&super::rfc3339(t)), Some(t));
+        }
+        assert_eq!(super::parse_rfc3339("2000-02-29"), Some(951_782_400));
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "2026-1-01",
+            "2026-01-01T00:00:00",
+            "x",
+            "2026-01-01T24:00:00Z",
+        ] {
+            assert_eq!(super::parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn rfc3339_known_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");

@@ -381,6 +381,25 @@ pub(crate) async fn scheduler(state: Shared, every: Duration) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "scheduler: pruning replay records failed"),
         }
+        // Audit checkpoints, and with a retention, archives and prunes (docs/operations.md,
+        // "Audit archives").
+        match state.kms.audit_maintenance(now.saturating_mul(1000)).await {
+            Ok(m) => {
+                if let Some(c) = &m.checkpoint {
+                    tracing::debug!(seq = c.seq, "scheduler: audit checkpoint signed");
+                }
+                if let (Some(e), Some(p)) = (&m.export, &m.pruned) {
+                    tracing::info!(
+                        file = %e.file.display(),
+                        first = e.first,
+                        last = e.last,
+                        pruned = p.deleted,
+                        "scheduler: audit records archived and pruned"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "scheduler: audit checkpoint or archive failed"),
+        }
         if let Some(l) = &state.limiter {
             l.forget_idle();
         }

@@ -4,6 +4,7 @@
 use hanzo_kms_core::{Error, Result};
 use hanzo_kms_store::{AuditEvent, AuditRecord, AuditReport};
 
+use crate::archive::VerifyOptions;
 use crate::operation as op;
 use crate::pipeline::{Done, Target};
 use crate::{Kms, RequestCtx, audit_event, audit_failure, commit};
@@ -28,9 +29,20 @@ impl Kms {
     /// Check the whole audit chain. The report covers the chain as it was found; the record of
     /// this check comes after it, outcome `error` when the chain is broken.
     pub async fn audit_verify(&self, ctx: &RequestCtx) -> Result<AuditReport> {
+        self.audit_verify_with(ctx, VerifyOptions::default()).await
+    }
+
+    /// [`audit_verify`](Self::audit_verify) with options: from the oldest retained record
+    /// (checking that an export covers whatever was pruned), or from the newest signed
+    /// checkpoint. Every retained checkpoint's signature is checked either way.
+    pub async fn audit_verify_with(
+        &self,
+        ctx: &RequestCtx,
+        opts: VerifyOptions,
+    ) -> Result<AuditReport> {
         self.run(ctx, &op::AUDIT_VERIFY, Target::None(None), |call| {
             Box::pin(async move {
-                let report = call.kms.store().verify_audit().await?;
+                let report = call.kms.verify_retained(opts).await?;
                 let intact = report.is_ok();
                 Ok(if intact {
                     Done::Ok(report)

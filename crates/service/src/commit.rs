@@ -474,6 +474,7 @@ mod tests {
                 outcome: "ok".into(),
                 reason: None,
                 peer: None,
+                detail: None,
             },
         };
         (

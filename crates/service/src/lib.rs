@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod archive;
 mod audit;
 pub mod auth;
 pub mod backup;
@@ -179,6 +180,7 @@ pub(crate) fn audit_event(
         outcome: outcome.to_owned(),
         reason: reason.map(str::to_owned),
         peer: ctx.peer.clone(),
+        detail: None,
     }
 }
 

@@ -354,6 +354,18 @@ operations! {
         opaque: false, replay: None,
         rest: [route("DELETE", "/v1/tokens/{id}", "Revoke an API token")], rpc: ["RevokeToken"],
     }
+    AUDIT_CHECKPOINT = "audit.checkpoint" {
+        roles: ADMIN, scope: AllTenants, key: None, policy: Read, opaque: false, replay: None,
+        rest: [], rpc: [],
+    }
+    AUDIT_EXPORT = "audit.export" {
+        roles: ADMIN, scope: AllTenants, key: None, policy: Read, opaque: false, replay: None,
+        rest: [], rpc: [],
+    }
+    AUDIT_PRUNE = "audit.prune" {
+        roles: ADMIN, scope: AllTenants, key: None, policy: Read, opaque: false, replay: None,
+        rest: [], rpc: [],
+    }
     BACKUP_CREATE = "backup.create" {
         roles: ADMIN, scope: AllTenants, key: None, policy: Read, opaque: false, replay: None,
         rest: [], rpc: [],

@@ -174,6 +174,18 @@ impl<'a> Call<'a> {
         Ok(Receipt(()))
     }
 
+    /// [`commit_records`](Self::commit_records), returning the records as chained (their
+    /// sequence numbers): for work that names its own record elsewhere (an export).
+    pub async fn commit_events(
+        &self,
+        tx: WriteTx,
+        events: &[AuditEvent],
+    ) -> Result<(Vec<hanzo_kms_store::AuditRecord>, Receipt)> {
+        debug_assert!(events.iter().all(|e| e.request_id == self.ctx.request_id));
+        let records = tx.commit(events).await?;
+        Ok((records, Receipt(())))
+    }
+
     /// Hand a signature's replay records (step 5) to the group committer with this request's
     /// `ok` record: `nonces` are `(nonce, message digest)` for every message the signature
     /// covers, which can be accepted until `expires_at`; `record` is what an exact retry gets

@@ -30,6 +30,9 @@ use crate::pipeline::{Call, Done, Target};
 use crate::{Kms, RequestCtx, now_secs};
 
 const PREFIX: &str = "hkms_";
+/// The tenant of the service's own keys (the audit key): no token may be scoped to it.
+pub const SYSTEM_TENANT: &str = "system";
+
 /// The tenant of a token that may act for every tenant.
 pub const ALL_TENANTS: &str = "*";
 const ID_BYTES: usize = 8;
@@ -207,6 +210,13 @@ impl Kms {
                 }
             } else {
                 check_component("tenant", tenant)?;
+                if tenant == SYSTEM_TENANT {
+                    // Its keys are the service's own (the audit key): only an all-tenant
+                    // principal may touch them.
+                    return Err(Error::invalid(format!(
+                        "the tenant '{SYSTEM_TENANT}' is reserved for the service's own keys (api:system:audit signs the audit checkpoints)"
+                    )));
+                }
             }
             if ctx.principal.tenant.as_deref().is_some_and(|t| t != tenant) {
                 return Err(Error::new(

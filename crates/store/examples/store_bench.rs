@@ -35,6 +35,7 @@ fn event(i: u64) -> AuditEvent {
         outcome: "ok".into(),
         reason: None,
         peer: Some("127.0.0.1:50000".into()),
+        detail: None,
     }
 }
 

@@ -5,10 +5,14 @@
 //! hash_n = SHA-256(hash_{n-1} ‖ canonical(record_n))
 //! canonical(r) = "hanzo-kms/audit/v1" ‖ u64be(seq) ‖ i64be(time_ms) ‖ str(request_id) ‖ str(principal)
 //!              ‖ str(tenant) ‖ str(operation) ‖ opt_str(key_name) ‖ opt_u64be(key_version)
-//!              ‖ str(outcome) ‖ opt_str(reason) ‖ opt_str(peer)
+//!              ‖ str(outcome) ‖ opt_str(reason) ‖ opt_str(peer) [‖ str(detail)]
 //! str(s)      = u32be(len(s)) ‖ utf8(s)
 //! opt_str(s)  = 0x00 if absent, else 0x01 ‖ str(s);   opt_u64be likewise
 //! ```
+//!
+//! `detail` (schema 7) is appended only when the record has one: a record without it encodes
+//! exactly as before, and since every field before it is length-prefixed, the two forms cannot
+//! be confused. Checkpoints and exports carry theirs there (docs/audit-archive.md).
 //!
 //! Editing, deleting, inserting or reordering any record breaks the chain at that record; deleting
 //! the newest records is caught by the chain head (`audit_head`), which is updated in the same
@@ -37,6 +41,9 @@ pub struct AuditEvent {
     /// For a denial or error: the error kind code.
     pub reason: Option<String>,
     pub peer: Option<String>,
+    /// Structured data the record carries, as JSON text, covered by its hash: a checkpoint's
+    /// signed head, an export's range and file hash. `None` for a request's record.
+    pub detail: Option<String>,
 }
 
 /// A stored, chained record.
@@ -63,8 +70,63 @@ impl AuditRecord {
             "outcome": e.outcome,
             "reason": e.reason,
             "peer": e.peer,
+            "detail": e.detail,
             "prev_hash": hex::encode(self.prev_hash),
             "hash": hex::encode(self.hash),
+        })
+    }
+}
+
+impl AuditRecord {
+    /// The record [`to_json`](Self::to_json) wrote (an archive's line), checked only for its
+    /// shape: whether it belongs to its chain is [`check_link`]'s question.
+    pub fn from_json(v: &serde_json::Value) -> std::result::Result<Self, String> {
+        let seq = v["seq"].as_u64().ok_or("no seq")?;
+        let what = |field: &str| format!("record {seq}: {field} is missing or malformed");
+        let text = |field: &str| -> std::result::Result<String, String> {
+            v[field]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| what(field))
+        };
+        let opt_text = |field: &str| -> std::result::Result<Option<String>, String> {
+            match &v[field] {
+                serde_json::Value::Null => Ok(None),
+                serde_json::Value::String(s) => Ok(Some(s.clone())),
+                _ => Err(what(field)),
+            }
+        };
+        let hash = |field: &str| -> std::result::Result<[u8; 32], String> {
+            v[field]
+                .as_str()
+                .and_then(crate::rows::parse_hash)
+                .ok_or_else(|| what(field))
+        };
+        let key_version = match &v["version"] {
+            serde_json::Value::Null => None,
+            n => Some(
+                n.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| what("version"))?,
+            ),
+        };
+        Ok(Self {
+            seq,
+            event: AuditEvent {
+                time_ms: v["time_ms"].as_i64().ok_or_else(|| what("time_ms"))?,
+                request_id: text("request_id")?,
+                principal: text("principal")?,
+                tenant: text("tenant")?,
+                operation: text("operation")?,
+                key_name: opt_text("key")?,
+                key_version,
+                outcome: text("outcome")?,
+                reason: opt_text("reason")?,
+                peer: opt_text("peer")?,
+                detail: opt_text("detail")?,
+            },
+            prev_hash: hash("prev_hash")?,
+            hash: hash("hash")?,
         })
     }
 }
@@ -103,6 +165,9 @@ pub fn canonical(seq: u64, e: &AuditEvent) -> Vec<u8> {
     s(&mut out, &e.outcome);
     opt(&mut out, e.reason.as_deref());
     opt(&mut out, e.peer.as_deref());
+    if let Some(detail) = &e.detail {
+        s(&mut out, detail);
+    }
     out
 }
 
@@ -177,6 +242,9 @@ pub fn check_link(
 /// The result of checking the whole chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditReport {
+    /// The first record checked: 1, or the oldest retained record once older ones were
+    /// exported and pruned.
+    pub from: u64,
     /// Records checked.
     pub records: u64,
     /// The first problem found, if any: `(seq, what)`.
@@ -194,6 +262,7 @@ impl AuditReport {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "valid": self.is_ok(),
+            "from": self.from,
             "records": self.records,
             "head": hex::encode(self.head),
             "problem": self.problem.as_ref().map(|(seq, what)| serde_json::json!({"seq": seq, "reason": what})),
@@ -226,8 +295,16 @@ impl Store {
     /// never taken for records deleted from the end, and a head behind the records (rewound or
     /// reset) is reported.
     pub async fn verify_audit(&self) -> Result<AuditReport> {
-        let mut expected_seq = 1u64;
-        let mut prev = [0u8; 32];
+        self.verify_audit_from(1, [0; 32]).await
+    }
+
+    /// [`verify_audit`](Self::verify_audit) from record `first`, which must follow a record
+    /// whose hash is `prev`: the chain after a signed checkpoint, once the records before it
+    /// were exported and pruned. Nothing before `first` is read.
+    pub async fn verify_audit_from(&self, first: u64, prev: [u8; 32]) -> Result<AuditReport> {
+        let first = first.max(1);
+        let mut expected_seq = first;
+        let mut prev = prev;
         loop {
             loop {
                 let batch = self.audit_records(expected_seq - 1, 1000).await?;
@@ -237,7 +314,8 @@ impl Store {
                 for r in &batch {
                     if let Err(what) = check_link(expected_seq, &prev, r) {
                         return Ok(AuditReport {
-                            records: expected_seq - 1,
+                            from: first,
+                            records: expected_seq - first,
                             problem: Some((r.seq, what)),
                             head: prev,
                         });
@@ -246,7 +324,8 @@ impl Store {
                     expected_seq += 1;
                 }
             }
-            let records = expected_seq - 1;
+            let last = expected_seq - 1;
+            let records = expected_seq - first;
             let row = sqlx::query(select_head!())
                 .fetch_optional(&self.pool)
                 .await
@@ -254,35 +333,37 @@ impl Store {
                 .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
             let (head_seq, head_hash) = self.head_of(&row)?;
             let problem = |at: u64, what: String| AuditReport {
+                from: first,
                 records,
                 problem: Some((at, what)),
                 head: prev,
             };
             match u64::try_from(head_seq) {
                 // Appended while the log was read: check those too.
-                Ok(h) if h > records => {
+                Ok(h) if h > last => {
                     // A head past records that never appear is a cut end: the next pass finds
                     // no new record and reports it.
-                    let more = self.audit_records(records, 1).await?;
+                    let more = self.audit_records(last, 1).await?;
                     if more.is_empty() {
                         return Ok(problem(
-                            records + 1,
+                            last + 1,
                             format!(
-                                "the chain head says {h} records but the log ends at {records}: records were deleted from the end"
+                                "the chain head says {h} records but the log ends at {last}: records were deleted from the end"
                             ),
                         ));
                     }
                     continue;
                 }
-                Ok(h) if h == records => {
+                Ok(h) if h == last => {
                     if crate::rows::parse_hash(&head_hash) != Some(prev) {
                         return Ok(problem(
-                            records,
+                            last,
                             "the chain head's hash does not match the last record: the log's end was replaced"
                                 .to_owned(),
                         ));
                     }
                     return Ok(AuditReport {
+                        from: first,
                         records,
                         problem: None,
                         head: prev,
@@ -290,14 +371,83 @@ impl Store {
                 }
                 _ => {
                     return Ok(problem(
-                        records,
+                        last,
                         format!(
-                            "the chain head says {head_seq} records but the log holds {records}: the head was rewound"
+                            "the chain head says {head_seq} records but the log ends at {last}: the head was rewound"
                         ),
                     ));
                 }
             }
         }
+    }
+}
+
+impl Store {
+    /// The oldest record the store still holds (`None`: an empty log). 1 until records were
+    /// exported and pruned.
+    pub async fn audit_oldest(&self) -> Result<Option<u64>> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MIN(seq) FROM audit_log")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e, "reading the audit log"))?;
+        Ok(seq.and_then(|s| u64::try_from(s).ok()))
+    }
+
+    /// Record `seq`, if the store holds it.
+    pub async fn audit_record(&self, seq: u64) -> Result<Option<AuditRecord>> {
+        let Some(after) = seq.checked_sub(1) else {
+            return Ok(None);
+        };
+        let mut records = self.audit_records(after, 1).await?;
+        Ok(records.pop().filter(|r| r.seq == seq))
+    }
+
+    /// Every retained record of one `operation`, oldest first: the checkpoints or the exports
+    /// (each has an index of its own, schema 7). There is one checkpoint per interval, so
+    /// these are few.
+    pub async fn audit_marks(&self, operation: &str) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_log WHERE operation = $1 ORDER BY seq"
+        ))
+        .bind(operation.to_owned())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e, "reading the audit log"))?;
+        rows.iter().map(|r| self.audit_from_row(r)).collect()
+    }
+
+    /// The chain head as stored: `(seq, hash)` of the newest record.
+    pub async fn audit_head(&self) -> Result<(u64, [u8; 32])> {
+        let row = sqlx::query(select_head!())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e, "reading the audit chain head"))?
+            .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
+        let (seq, hash) = self.head_of(&row)?;
+        Ok((
+            u64::try_from(seq).map_err(|_| self.corrupt("the audit chain head is negative"))?,
+            crate::rows::parse_hash(&hash)
+                .ok_or_else(|| self.corrupt("the audit chain head hash is malformed"))?,
+        ))
+    }
+}
+
+impl crate::WriteTx {
+    /// Delete the records `first..=last` (those the store holds), for a prune after an export.
+    /// The caller bounds the range so one transaction stays short; returns the rows deleted.
+    pub async fn delete_audit(&mut self, first: u64, last: u64) -> Result<u64> {
+        let bound = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        Ok(
+            sqlx::query("DELETE FROM audit_log WHERE seq >= $1 AND seq <= $2")
+                .bind(bound(first))
+                .bind(bound(last))
+                .execute(&mut *self.tx)
+                .await
+                .map_err(|e| self.store.err(e, "pruning the audit log"))?
+                .rows_affected(),
+        )
     }
 }
 
@@ -318,6 +468,7 @@ pub(crate) mod tests {
             outcome: "ok".into(),
             reason: None,
             peer: None,
+            detail: None,
         }
     }
 
@@ -369,6 +520,7 @@ pub(crate) mod tests {
             outcome: "ok".into(),
             reason: None,
             peer: None,
+            detail: None,
             prev_hash: hex::encode(r.prev_hash),
             hash: hex::encode(r.hash).to_uppercase(),
         };

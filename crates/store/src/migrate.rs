@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0006_replay_expiry.sql"),
         include_str!("../migrations/postgres/0006_replay_expiry.sql"),
     ),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_audit_archive.sql"),
+        include_str!("../migrations/postgres/0007_audit_archive.sql"),
+    ),
 ];
 
 /// The first schema version whose SQLite stores were always written with `secure_delete`. An

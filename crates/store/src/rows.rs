@@ -163,6 +163,7 @@ impl Store {
             outcome: row.try_get("outcome").map_err(e)?,
             reason: row.try_get("reason").map_err(e)?,
             peer: row.try_get("peer").map_err(e)?,
+            detail: row.try_get("detail").map_err(e)?,
             prev_hash: row.try_get("prev_hash").map_err(e)?,
             hash: row.try_get("hash").map_err(e)?,
         };
@@ -211,6 +212,7 @@ pub struct AuditColumns {
     pub outcome: String,
     pub reason: Option<String>,
     pub peer: Option<String>,
+    pub detail: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }
@@ -237,6 +239,7 @@ impl AuditColumns {
                 outcome: self.outcome,
                 reason: self.reason,
                 peer: self.peer,
+                detail: self.detail,
             },
         })
     }

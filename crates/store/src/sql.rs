@@ -25,11 +25,11 @@ macro_rules! token_columns {
     };
 }
 
-/// The columns of `audit_log`, in the order both writers bind them (13).
+/// The columns of `audit_log`, in the order both writers bind them (14).
 macro_rules! audit_columns {
     () => {
         "seq, time_ms, request_id, principal, tenant, operation, key_name, key_version, \
-         outcome, reason, peer, prev_hash, hash"
+         outcome, reason, peer, detail, prev_hash, hash"
     };
 }
 

@@ -520,6 +520,7 @@ mod tests {
             outcome: "ok".into(),
             reason: None,
             peer: None,
+            detail: None,
         };
         tx.commit(&[ev]).await.unwrap();
     }

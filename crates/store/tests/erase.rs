@@ -34,6 +34,7 @@ fn event(op: &str, key: &KeyName) -> AuditEvent {
         outcome: "ok".into(),
         reason: None,
         peer: None,
+        detail: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn event() -> AuditEvent {
         outcome: "ok".into(),
         reason: None,
         peer: None,
+        detail: None,
     }
 }
 

@@ -303,10 +303,35 @@ pub struct RateLimitsConfig {
 }
 
 /// `audit:` — the audit log is always on and always fail-closed; there is no switch to turn
-/// that off. Reserved for settings that shape it; an empty section is accepted.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// that off. These settings shape its checkpoints and how long the store keeps it
+/// (docs/operations.md, "Audit archives").
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {}
+pub struct AuditConfig {
+    /// `serve`'s scheduler appends a checkpoint signed with the audit key (`api:system:audit`)
+    /// this often, when records were written since the last one. 0 turns scheduled
+    /// checkpoints off (`hanzo-kms audit checkpoint` still makes one).
+    pub checkpoint_interval_secs: u64,
+    /// Keep at least this many seconds of records in the store. With it set, the scheduler
+    /// exports older records, up to a checkpoint, to `archive_dir`, then prunes them from the
+    /// store. Unset: the store keeps every record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_secs: Option<u64>,
+    /// Where the scheduler writes archives (`audit-<store id>-<first>-<last>.jsonl`). Needed
+    /// with `retention_secs`. Ship them off the box: see docs/operations.md.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_dir: Option<PathBuf>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_secs: 600,
+            retention_secs: None,
+            archive_dir: None,
+        }
+    }
+}
 
 impl Config {
     /// Parse YAML text, apply `overrides` (pairs of environment variable name and value; only
@@ -383,6 +408,18 @@ impl Config {
                 "kms.hanzo.key_isolation: per_model and per_customer must be true; Hanzo KMS always \
                  keeps one key per customer and model",
             ));
+        }
+        if self.audit.retention_secs.is_some() {
+            if self.audit.archive_dir.is_none() {
+                return Err(Error::invalid(
+                    "audit.retention_secs needs audit.archive_dir: records leave the store only into an archive",
+                ));
+            }
+            if self.audit.checkpoint_interval_secs == 0 {
+                return Err(Error::invalid(
+                    "audit.retention_secs needs audit.checkpoint_interval_secs above 0: an archive ends at a checkpoint",
+                ));
+            }
         }
         if let Some(url) = &self.storage.url {
             let u = url.expose();

@@ -138,7 +138,7 @@ impl BatchWriter {
             let mut s = tx
                 .prepare_cached(concat!(
                     insert_audit!(),
-                    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+                    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
                 ))
                 .map_err(fail("appending to the audit log"))
                 .map_err(audit_error)?;
@@ -158,6 +158,7 @@ impl BatchWriter {
                     e.outcome,
                     e.reason,
                     e.peer,
+                    e.detail,
                     hex32(&prev, &mut prev_hex),
                     hex32(hash, &mut hash_hex),
                 ])

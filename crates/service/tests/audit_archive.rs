@@ -1,0 +1,347 @@
+//! Audit archival (docs/operations.md, "Audit archives"): signed checkpoints, exports that verify
+//! alone, prunes only of exported ranges, and verification that finds a changed or dropped
+//! archive, a prune without an export and a forged checkpoint. On SQLite and PostgreSQL.
+
+use std::path::{Path, PathBuf};
+
+use hanzo_kms_core::{Algorithm, Config, ErrorKind, KeyName, Separator};
+use hanzo_kms_service::archive::{
+    ArchiveReport, ExportBound, ExportTo, VerifyOptions, check_archives, read_archive,
+};
+use hanzo_kms_service::{Kms, RequestCtx, Settings};
+
+fn settings(dir: &Path, yaml: &str) -> Settings {
+    Settings {
+        data_dir: dir.to_path_buf(),
+        config: Config::from_yaml(yaml, "test", std::iter::empty::<(&str, &str)>()).unwrap(),
+        master_key_env: None,
+    }
+}
+
+async fn fresh(yaml: &str) -> (tempfile::TempDir, Kms) {
+    let dir = tempfile::tempdir().unwrap();
+    let (kms, _) = Kms::init(&settings(dir.path(), yaml)).await.unwrap();
+    (dir, kms)
+}
+
+fn ctx() -> RequestCtx {
+    RequestCtx::local()
+}
+
+/// `n` audited requests (key listings).
+async fn activity(kms: &Kms, n: usize) {
+    for _ in 0..n {
+        kms.list_keys(&ctx(), "").await.unwrap();
+    }
+}
+
+async fn oldest(kms: &Kms) -> u64 {
+    kms.audit_records(&ctx(), 0, 1).await.unwrap()[0].seq
+}
+
+async fn verify(kms: &Kms) -> hanzo_kms_store::AuditReport {
+    kms.audit_verify(&ctx()).await.unwrap()
+}
+
+async fn archives(kms: &Kms, files: &[&Path]) -> ArchiveReport {
+    let files: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
+    kms.audit_verify_archives(&ctx(), &files).await.unwrap()
+}
+
+fn problems(r: &ArchiveReport) -> String {
+    r.problems.join("\n")
+}
+
+#[tokio::test]
+async fn export_prune_and_verify_round_trip() {
+    let (dir, kms) = fresh("").await;
+    round_trip(&kms, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_prune_and_verify_round_trip_on_postgresql() {
+    let pg = hanzo_kms_testkit::Postgres::start();
+    let url = pg.create_database("archive");
+    let (dir, kms) = fresh(&format!("storage:\n  url: {url}\n")).await;
+    round_trip(&kms, dir.path()).await;
+}
+
+async fn round_trip(kms: &Kms, dir: &Path) {
+    activity(kms, 20).await;
+    // No checkpoint yet: nothing can be exported.
+    let a1 = dir.join("a1.jsonl");
+    let e = kms
+        .audit_export(&ctx(), ExportBound::Newest, &ExportTo::File(a1.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(!a1.exists(), "a refused export leaves no file");
+
+    let cp1 = kms.audit_checkpoint(&ctx()).await.unwrap();
+    assert!(cp1.seq > 20);
+    activity(kms, 5).await;
+    // A bound before the checkpoint finds none.
+    let e = kms
+        .audit_export(
+            &ctx(),
+            ExportBound::Seq(cp1.seq),
+            &ExportTo::File(a1.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let e1 = kms
+        .audit_export(
+            &ctx(),
+            ExportBound::Seq(cp1.seq + 1),
+            &ExportTo::File(a1.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!((e1.first, e1.last), (1, cp1.seq));
+    // The file verifies alone and names what the export record says.
+    let a = read_archive(&a1).unwrap();
+    assert_eq!((a.first, a.last, a.sha256), (1, cp1.seq, e1.sha256));
+    // The same export again finds its own file (a retry after a failed prune) and writes
+    // nothing.
+    let again = kms
+        .audit_export(
+            &ctx(),
+            ExportBound::Seq(cp1.seq + 1),
+            &ExportTo::File(a1.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, e1);
+    // Any other file is never overwritten.
+    let other = dir.join("other.jsonl");
+    std::fs::write(&other, "mine\n").unwrap();
+    let e = kms
+        .audit_export(&ctx(), ExportBound::Newest, &ExportTo::File(other.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "mine\n");
+    // Exporting removes nothing.
+    assert_eq!(oldest(kms).await, 1);
+    assert!(verify(kms).await.is_ok());
+
+    let p1 = kms.audit_prune(&ctx(), &a1).await.unwrap();
+    assert_eq!((p1.deleted, p1.batches), (cp1.seq, 1));
+    assert_eq!(oldest(kms).await, cp1.seq + 1);
+    let r = verify(kms).await;
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(r.from, cp1.seq + 1);
+    let r = archives(kms, &[&a1]).await;
+    assert!(r.is_ok(), "{}", problems(&r));
+    // A second prune of the same archive deletes nothing.
+    let again = kms.audit_prune(&ctx(), &a1).await.unwrap();
+    assert_eq!(again.deleted, 0);
+
+    // A second round: the next archive continues the first.
+    activity(kms, 7).await;
+    let cp2 = kms.audit_checkpoint(&ctx()).await.unwrap();
+    let a2 = dir.join("a2.jsonl");
+    let e2 = kms
+        .audit_export(&ctx(), ExportBound::Newest, &ExportTo::File(a2.clone()))
+        .await
+        .unwrap();
+    assert_eq!((e2.first, e2.last), (cp1.seq + 1, cp2.seq));
+    kms.audit_prune(&ctx(), &a2).await.unwrap();
+    assert_eq!(oldest(kms).await, cp2.seq + 1);
+    let r = verify(kms).await;
+    assert!(r.is_ok(), "{r:?}");
+    let r = archives(kms, &[&a2, &a1]).await;
+    assert!(r.is_ok(), "{}", problems(&r));
+    // From the newest checkpoint only.
+    let r = kms
+        .audit_verify_with(
+            &ctx(),
+            VerifyOptions {
+                since_checkpoint: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(r.from, cp2.seq + 1);
+
+    // Dropping an archive shows, whichever one.
+    let r = archives(kms, &[&a2]).await;
+    assert!(
+        problems(&r).contains(&format!("records 1..{}", cp1.seq)),
+        "{}",
+        problems(&r)
+    );
+    let r = archives(kms, &[&a1]).await;
+    assert!(
+        problems(&r).contains(&format!("records {}..{}", cp1.seq + 1, cp2.seq)),
+        "{}",
+        problems(&r)
+    );
+    // Alone (no store), the two still verify and link.
+    assert!(check_archives(&[a1.clone(), a2.clone()], None).is_ok());
+}
+
+#[tokio::test]
+async fn a_changed_or_shortened_archive_is_detected() {
+    let (dir, kms) = fresh("").await;
+    activity(&kms, 10).await;
+    kms.audit_checkpoint(&ctx()).await.unwrap();
+    let a1 = dir.path().join("a1.jsonl");
+    kms.audit_export(&ctx(), ExportBound::Newest, &ExportTo::File(a1.clone()))
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&a1).unwrap();
+
+    // One record edited.
+    let edited = dir.path().join("edited.jsonl");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let changed = lines[3].replace("\"outcome\":\"ok\"", "\"outcome\":\"denied\"");
+    assert_ne!(changed, lines[3]);
+    lines[3] = &changed;
+    std::fs::write(&edited, lines.join("\n") + "\n").unwrap();
+    let e = read_archive(&edited).unwrap_err();
+    assert!(e.contains("edited"), "{e}");
+    // The store refuses to prune on it.
+    let e = kms.audit_prune(&ctx(), &edited).await.unwrap_err();
+    assert!(e.message().contains("edited"), "{e}");
+    assert_eq!(oldest(&kms).await, 1);
+
+    // One record removed.
+    let short = dir.path().join("short.jsonl");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(5);
+    std::fs::write(&short, lines.join("\n") + "\n").unwrap();
+    let e = read_archive(&short).unwrap_err();
+    assert!(e.contains("deleted or reordered"), "{e}");
+
+    // The last records removed, with the header's range adjusted: the chain no longer ends
+    // at the checkpoint that signed it.
+    let cut = dir.path().join("cut.jsonl");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let n = lines.len();
+    let last = read_archive(&a1).unwrap().last;
+    lines[0] = lines[0].replace(
+        &format!("\"last\":{last}"),
+        &format!("\"last\":{}", last - 1),
+    );
+    lines.remove(n - 2);
+    std::fs::write(&cut, lines.join("\n") + "\n").unwrap();
+    let e = read_archive(&cut).unwrap_err();
+    assert!(e.contains("do not end at its checkpoint"), "{e}");
+
+    // A byte anywhere changes the file's hash: the export record no longer names it.
+    let spaced = dir.path().join("spaced.jsonl");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[2] = lines[2].replacen('{', "{ ", 1);
+    std::fs::write(&spaced, lines.join("\n") + "\n").unwrap();
+    read_archive(&spaced).unwrap();
+    let r = archives(&kms, &[&spaced]).await;
+    assert!(
+        problems(&r).contains("no export record names"),
+        "{}",
+        problems(&r)
+    );
+    let e = kms.audit_prune(&ctx(), &spaced).await.unwrap_err();
+    assert!(e.message().contains("no export record"), "{e}");
+    assert_eq!(oldest(&kms).await, 1);
+}
+
+/// SQL on the SQLite store behind the service's back: what someone with the file can do.
+fn sql(dir: &Path, statement: &str) {
+    let c = rusqlite::Connection::open(dir.join("kms.db")).unwrap();
+    c.execute_batch(statement).unwrap();
+}
+
+#[tokio::test]
+async fn records_deleted_without_an_export_are_detected() {
+    let (dir, kms) = fresh("").await;
+    activity(&kms, 10).await;
+    kms.audit_checkpoint(&ctx()).await.unwrap();
+    activity(&kms, 3).await;
+    assert!(verify(&kms).await.is_ok());
+    // The oldest records go, the way a prune would delete them, but with no export.
+    sql(dir.path(), "DELETE FROM audit_log WHERE seq <= 8");
+    let r = verify(&kms).await;
+    let (at, what) = r.problem.unwrap();
+    assert_eq!(at, 9);
+    assert!(what.contains("no export record covers them"), "{what}");
+}
+
+#[tokio::test]
+async fn a_checkpoint_that_does_not_verify_under_the_audit_key_is_detected() {
+    let (dir, kms) = fresh("").await;
+    let s = settings(dir.path(), "");
+    activity(&kms, 3).await;
+    let cp = kms.audit_checkpoint(&ctx()).await.unwrap();
+    assert!(verify(&kms).await.is_ok());
+    // The audit key's public key replaced with another P-256 key's: as if the checkpoint had
+    // been signed by someone else.
+    let other = KeyName::parse("api:acme:other", Separator::default()).unwrap();
+    kms.create_key(&ctx(), &other, Some(Algorithm::P256), None)
+        .await
+        .unwrap();
+    let pk = kms.public_key(&ctx(), &other).await.unwrap().public_key;
+    let pk = pk.trim_start_matches("0x");
+    kms.close().await;
+    sql(
+        dir.path(),
+        &format!(
+            "UPDATE key_versions SET public_key = X'{pk}' WHERE key_name = '{}'",
+            cp.key
+        ),
+    );
+    let kms = Kms::open(&s).await.unwrap();
+    let r = verify(&kms).await;
+    let (_, what) = r.problem.unwrap();
+    assert!(what.contains("signature does not verify"), "{what}");
+}
+
+#[tokio::test]
+async fn the_scheduler_checkpoints_archives_and_prunes_by_retention() {
+    let archive_dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "audit:\n  checkpoint_interval_secs: 10\n  retention_secs: 0\n  archive_dir: {}\n",
+        archive_dir.path().display()
+    );
+    let (_dir, kms) = fresh(&yaml).await;
+    activity(&kms, 5).await;
+    // The scheduler's clock a second ahead: the checkpoint it signs now is older than it.
+    let t = hanzo_kms_service::now_ms() + 1000;
+    let m = kms.audit_maintenance(t).await.unwrap();
+    let cp = m.checkpoint.expect("a first checkpoint");
+    let e = m.export.expect("an export");
+    assert_eq!((e.first, e.last), (1, cp.seq));
+    assert_eq!(m.pruned.unwrap().deleted, cp.seq);
+    assert!(e.file.starts_with(archive_dir.path()));
+    // At once again: no checkpoint due, nothing old enough past the last one.
+    let m = kms.audit_maintenance(t).await.unwrap();
+    assert!(m.checkpoint.is_none() && m.export.is_none());
+    // An interval later: the records since (the export's and prune's own) get a checkpoint
+    // and go too.
+    activity(&kms, 2).await;
+    let m = kms.audit_maintenance(t + 11_000).await.unwrap();
+    let e2 = m.export.expect("a second export");
+    assert_eq!(e2.first, cp.seq + 1);
+    let r = verify(&kms).await;
+    assert!(r.is_ok(), "{r:?}");
+    let files: Vec<PathBuf> = std::fs::read_dir(archive_dir.path())
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let r = kms.audit_verify_archives(&ctx(), &files).await.unwrap();
+    assert!(r.is_ok(), "{}", problems(&r));
+}
+
+#[tokio::test]
+async fn retention_needs_an_archive_directory() {
+    let e = Config::from_yaml(
+        "audit:\n  retention_secs: 3600\n",
+        "test",
+        std::iter::empty::<(&str, &str)>(),
+    )
+    .unwrap_err();
+    assert!(e.message().contains("audit.archive_dir"), "{e}");
+}

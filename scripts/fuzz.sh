@@ -29,7 +29,7 @@ fi
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" = 0 ]; then
-  targets=(header segments signed_json config rest_body grpc backup tokens pkcs11_handle audit_record aws_credentials)
+  targets=(header segments signed_json config rest_body grpc backup tokens pkcs11_handle audit_record audit_archive aws_credentials)
 fi
 
 cd fuzz

@@ -32,8 +32,9 @@ fn row(fields: &[&str]) -> Option<AuditColumns> {
         outcome: f(8).to_owned(),
         reason: opt(f(9)),
         peer: opt(f(10)),
-        prev_hash: f(11).to_owned(),
-        hash: f(12).to_owned(),
+        detail: opt(f(11)),
+        prev_hash: f(12).to_owned(),
+        hash: f(13).to_owned(),
     })
 }
 

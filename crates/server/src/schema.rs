@@ -266,7 +266,7 @@ fn answer_components() -> Value {
         ),
         "AuditRecord": object(
             &["seq", "time_ms", "request_id", "principal", "tenant", "operation", "key", "version",
-              "outcome", "reason", "peer", "prev_hash", "hash"],
+              "outcome", "reason", "peer", "detail", "prev_hash", "hash"],
             json!({
                 "seq": u64_schema("position in the chain, from 1"),
                 "time_ms": i64_schema("Unix milliseconds"),
@@ -280,6 +280,9 @@ fn answer_components() -> Value {
                     "description": "ok, denied, error, or invalid (a verification whose verdict was not valid)"},
                 "reason": nullable("string", "why, for a refusal"),
                 "peer": nullable("string", "the client's address"),
+                "detail": nullable("string",
+                    "JSON text the hash covers, on audit.checkpoint, audit.export and audit.prune \
+                     records (docs/audit-archive.md)"),
                 "prev_hash": string("SHA-256 of the record before, hex"),
                 "hash": string("SHA-256(prev_hash ‖ canonical record), hex"),
             }),
@@ -370,9 +373,12 @@ pub(crate) fn answer(method: &str, path: &str) -> Option<Value> {
         ("POST", "/v1/hmm/sign") => reference("SignedSettlement"),
         ("GET", "/v1/audit") => array_of(reference("AuditRecord"), "oldest first"),
         ("GET", "/v1/audit/verify") => object(
-            &["valid", "records", "head", "problem"],
+            &["valid", "from", "records", "head", "problem"],
             json!({
-                "valid": boolean("no record was edited, deleted or reordered"),
+                "valid": boolean("no record was edited, deleted or reordered, every checkpoint's \
+                    signature verifies, and an export covers every pruned record"),
+                "from": u64_schema("the first record checked: 1, or the oldest the store holds \
+                    after a prune"),
                 "records": u64_schema("records checked"),
                 "head": string("the hash of the last record checked, hex"),
                 "problem": {"type": ["object", "null"], "additionalProperties": false,

@@ -389,7 +389,8 @@ impl Kms {
     }
 
     /// The scheduler's audit housekeeping (every tick of `serve`): a checkpoint when
-    /// `audit.checkpoint_interval_secs` passed since the newest one and records came after it;
+    /// `audit.checkpoint_interval_secs` passed since the newest one and records came after it,
+    /// or `audit.checkpoint_every_records` came;
     /// with `audit.retention_secs`, an export of the records older than that (up to the newest
     /// checkpoint before the bound) into `audit.archive_dir`, then their prune.
     pub async fn audit_maintenance(&self, now_ms: i64) -> Result<Maintenance> {
@@ -400,9 +401,14 @@ impl Kms {
                 .unwrap_or(i64::MAX);
             let newest = self.store().audit_marks(CHECKPOINT).await?.pop();
             let (head, _) = self.store().audit_head().await?;
+            let every = cfg.checkpoint_every_records;
             let due = match &newest {
                 None => head > 0,
-                Some(r) => head > r.seq && now_ms.saturating_sub(r.event.time_ms) >= interval,
+                Some(r) => {
+                    head > r.seq
+                        && (now_ms.saturating_sub(r.event.time_ms) >= interval
+                            || (every > 0 && head - r.seq >= every))
+                }
             };
             if due {
                 done.checkpoint = Some(
@@ -1148,8 +1154,13 @@ impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
 /// carries. `Err` says what is wrong.
 pub fn read_archive(path: &Path) -> std::result::Result<Archive, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let sha256: [u8; 32] = Sha256::digest(&bytes).into();
-    let text = std::str::from_utf8(&bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
+    parse_archive(path, &bytes)
+}
+
+/// [`read_archive`] on bytes already read (`path` only names the archive).
+pub fn parse_archive(path: &Path, bytes: &[u8]) -> std::result::Result<Archive, String> {
+    let sha256: [u8; 32] = Sha256::digest(bytes).into();
+    let text = std::str::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
     let mut lines = text.lines();
     let header: Value = lines
         .next()

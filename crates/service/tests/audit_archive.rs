@@ -345,3 +345,26 @@ async fn retention_needs_an_archive_directory() {
     .unwrap_err();
     assert!(e.message().contains("audit.archive_dir"), "{e}");
 }
+
+#[tokio::test]
+async fn a_checkpoint_comes_by_record_count_as_well_as_by_time() {
+    let yaml = "audit:\n  checkpoint_interval_secs: 3600\n  checkpoint_every_records: 5\n";
+    let (_dir, kms) = fresh(yaml).await;
+    let t = hanzo_kms_service::now_ms();
+    assert!(kms.audit_maintenance(t).await.unwrap().checkpoint.is_some());
+    activity(&kms, 2).await;
+    assert!(kms.audit_maintenance(t).await.unwrap().checkpoint.is_none());
+    activity(&kms, 3).await;
+    let c = kms.audit_maintenance(t).await.unwrap().checkpoint;
+    assert!(c.is_some(), "5 records since the last checkpoint");
+    // By time: an hour later, one more record is enough.
+    activity(&kms, 1).await;
+    assert!(kms.audit_maintenance(t).await.unwrap().checkpoint.is_none());
+    assert!(
+        kms.audit_maintenance(t + 3_700_000)
+            .await
+            .unwrap()
+            .checkpoint
+            .is_some()
+    );
+}

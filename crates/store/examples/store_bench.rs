@@ -9,6 +9,8 @@
 //!   audit records, for SECONDS (default 5): cycles per second and records per second. The
 //!   reference, in the same run: `fdatasync` of a 4 KiB append in the same directory, per second.
 //!   Also the time in `commit_batch` alone, without the sync. With `commit`, only this.
+//! - `audit`: what those records take on disk per signing request, and `verify_audit`'s
+//!   records per second against hashing alone.
 //! - `list_keys_of`: one tenant's listing with a prefix that matches 0, 300 and 3,000 keys of
 //!   another tenant, against the all-tenant listing of the same prefix: microseconds per call.
 
@@ -74,8 +76,44 @@ fn main() {
     );
 
     if std::env::args().nth(2).as_deref() != Some("commit") {
+        runtime.block_on(audit_size_and_verify(&store, dir.path()));
         runtime.block_on(listing(&store));
     }
+}
+
+/// What the records the commit cycles wrote take on disk, per signing request (an audit record
+/// and a nonce record, with their indexes), and how fast `verify_audit` reads them back; the
+/// reference, in the same run, is SHA-256 over the same canonical bytes alone (what verifying
+/// costs without the database).
+async fn audit_size_and_verify(store: &Store, dir: &std::path::Path) {
+    let (records, _) = store.audit_head().await.expect("head");
+    let c = rusqlite::Connection::open(dir.join("kms.db")).expect("open");
+    let pragma = |p: &str| -> i64 {
+        c.query_row(&format!("PRAGMA {p}"), [], |r| r.get(0))
+            .expect("pragma")
+    };
+    let used = (pragma("page_count") - pragma("freelist_count")) * pragma("page_size");
+    let started = Instant::now();
+    let report = store.verify_audit().await.expect("verify");
+    let verify = started.elapsed();
+    assert!(report.is_ok(), "{report:?}");
+    let events: Vec<AuditEvent> = (0..BATCH as u64).map(event).collect();
+    let hashing = Instant::now();
+    let mut prev = [0u8; 32];
+    for i in 0..records {
+        let e = &events[(i % BATCH as u64) as usize];
+        prev = hanzo_kms_store::audit::chain_hash(&prev, i + 1, e);
+    }
+    let hashing = hashing.elapsed();
+    let rate = records as f64 / verify.as_secs_f64();
+    let hash_rate = records as f64 / hashing.as_secs_f64();
+    println!(
+        "audit: {records} signing requests take {:.0} bytes each on disk (audit + nonce rows, \
+         indexes); verify_audit {rate:.0} records/s, hashing alone {hash_rate:.0} records/s \
+         (ratio {:.2})",
+        used as f64 / records as f64,
+        rate / hash_rate
+    );
 }
 
 /// Run the committer's loop for `run`; returns the cycles, the time they took, and the time spent

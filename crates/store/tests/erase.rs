@@ -208,6 +208,8 @@ async fn migrating_an_older_store_erases_what_it_deleted_before() {
              DROP INDEX used_nonces_by_expiry; DROP INDEX consumed_attestations_by_expiry; \
              ALTER TABLE used_nonces DROP COLUMN expires_at; \
              ALTER TABLE consumed_attestations DROP COLUMN expires_at; \
+             DROP INDEX audit_log_checkpoints; DROP INDEX audit_log_exports; \
+             ALTER TABLE audit_log DROP COLUMN detail; \
              DELETE FROM schema_version WHERE version >= 4;",
         )
         .unwrap();

@@ -312,6 +312,10 @@ pub struct AuditConfig {
     /// this often, when records were written since the last one. 0 turns scheduled
     /// checkpoints off (`hanzo-kms audit checkpoint` still makes one).
     pub checkpoint_interval_secs: u64,
+    /// ... and also as soon as this many records came since the last checkpoint (checked at
+    /// each scheduler tick), so that `audit verify --since-checkpoint` stays short under load.
+    /// 0: by time only.
+    pub checkpoint_every_records: u64,
     /// Keep at least this many seconds of records in the store. With it set, the scheduler
     /// exports older records, up to a checkpoint, to `archive_dir`, then prunes them from the
     /// store. Unset: the store keeps every record.
@@ -327,6 +331,7 @@ impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             checkpoint_interval_secs: 600,
+            checkpoint_every_records: 1_000_000,
             retention_secs: None,
             archive_dir: None,
         }

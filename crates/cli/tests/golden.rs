@@ -18,7 +18,8 @@
 //! code. Values that differ on every run are replaced before the comparison: the data and work
 //! directories (`[DATA]`, `[TMP]`), Ethereum addresses (`[ADDRESS]`), 32-byte hex (`[HEX32]`),
 //! data ciphertexts (`hkms:v1:[CIPHERTEXT]`), tokens (`[TOKEN]`), abbreviated public keys
-//! (`[PUBLIC KEY]`), times (`[TIME]`) and durations (`in [SECONDS] s`).
+//! (`[PUBLIC KEY]`), times (`[TIME]`), durations (`in [SECONDS] s`), bare SHA-256 hex (`[HASH]`)
+//! and file sizes (`([N] bytes)`: a record holds the operator's user name).
 //!
 //! `GOLDEN=overwrite cargo test -p hanzo-kms-cli --test golden` rewrites the files from what the
 //! binary prints now (comments and `%` lines are kept); review the diff before committing it.
@@ -40,6 +41,8 @@ static REDACTIONS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         (r"[0-9a-f]{32}…[0-9a-f]{16}", "[PUBLIC KEY]"),
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[TIME]"),
         (r" in \d+\.\d+ s\b", " in [SECONDS] s"),
+        (r"\b[0-9a-f]{64}\b", "[HASH]"),
+        (r"\(\d+ bytes\)", "([N] bytes)"),
     ]
     .into_iter()
     .map(|(p, with)| (Regex::new(p).unwrap(), with))

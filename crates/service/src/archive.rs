@@ -44,6 +44,8 @@ const CHECKPOINT_CONTEXT: &[u8] = b"hanzo-kms audit checkpoint v1";
 /// Records one pruning transaction deletes at most: the group committer waits for the write
 /// lock meanwhile, so this stays a few milliseconds of work.
 pub const PRUNE_BATCH: u64 = 5_000;
+/// Records [`Kms::has_activity`] reads at most.
+const ACTIVITY_SCAN: usize = 10_000;
 /// The audit key's algorithm: every provider kind signs it (software, PKCS#11, remote KMSs).
 const AUDIT_KEY_ALGORITHM: Algorithm = Algorithm::P256;
 
@@ -163,10 +165,17 @@ impl ExportMark {
         let d: Value =
             serde_json::from_str(r.event.detail.as_deref().ok_or_else(|| bad("no detail"))?)
                 .map_err(|_| bad("its detail is not JSON"))?;
+        let first = d["first"].as_u64().ok_or_else(|| bad("no first"))?;
+        let last = d["last"].as_u64().ok_or_else(|| bad("no last"))?;
+        if !valid_range(first, last) {
+            return Err(bad(&format!(
+                "its range {first}..{last} is not one of records"
+            )));
+        }
         Ok(Self {
             at: r.seq,
-            first: d["first"].as_u64().ok_or_else(|| bad("no first"))?,
-            last: d["last"].as_u64().ok_or_else(|| bad("no last"))?,
+            first,
+            last,
             sha256: d["sha256"]
                 .as_str()
                 .and_then(hanzo_kms_store::parse_hash)
@@ -405,9 +414,9 @@ impl Kms {
             let due = match &newest {
                 None => head > 0,
                 Some(r) => {
-                    head > r.seq
-                        && (now_ms.saturating_sub(r.event.time_ms) >= interval
-                            || (every > 0 && head - r.seq >= every))
+                    (now_ms.saturating_sub(r.event.time_ms) >= interval
+                        || (every > 0 && head.saturating_sub(r.seq) >= every))
+                        && self.has_activity(r.seq, head).await?
                 }
             };
             if due {
@@ -421,21 +430,19 @@ impl Kms {
             let bound = now_ms
                 .saturating_sub(i64::try_from(retention.saturating_mul(1000)).unwrap_or(i64::MAX));
             let ctx = system_admin("system:scheduler");
-            match self
-                .audit_export(
-                    &ctx,
-                    ExportBound::TimeMs(bound),
-                    &ExportTo::Dir(dir.clone()),
-                )
-                .await
+            let (store, keys) = (self.store_id().await?, self.audit_public_keys().await?);
+            let plan = self
+                .export_plan(ExportBound::TimeMs(bound), &store, &keys)
+                .await?;
+            // Nothing old enough ends at a checkpoint yet, or only archival's own records do.
+            if let Some((oldest, c)) = plan
+                && self.has_activity(oldest.saturating_sub(1), c.seq).await?
             {
-                Ok(export) => {
-                    done.pruned = Some(self.audit_prune(&ctx, &export.file).await?);
-                    done.export = Some(export);
-                }
-                // Nothing old enough ends at a checkpoint yet.
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                let bound = ExportBound::Seq(c.seq.saturating_add(1));
+                let to = ExportTo::Dir(dir.clone());
+                let export = self.audit_export(&ctx, bound, &to).await?;
+                done.pruned = Some(self.audit_prune(&ctx, &export.file).await?);
+                done.export = Some(export);
             }
         }
         Ok(done)
@@ -451,53 +458,109 @@ impl Kms {
         bound: ExportBound,
         to: &ExportTo,
     ) -> Result<ExportSummary> {
+        let summary = self.export_records(ctx, bound, to).await?;
+        // The export record itself under a signature at once: until a checkpoint pins it, it
+        // is in the chain's unsigned end, where whoever can write the store could forge one.
+        // `audit verify` and `audit prune` accept only a pinned export.
+        let store = self.store_id().await?;
+        let keys = self.audit_public_keys().await?;
+        let checkpoints =
+            good_checkpoints(&self.store().audit_marks(CHECKPOINT).await?, &store, &keys);
+        if !checkpoints
+            .iter()
+            .any(|(_, c)| c.seq >= summary.export_record)
+        {
+            self.audit_checkpoint(ctx).await?;
+        }
+        Ok(summary)
+    }
+
+    /// What an export with `bound` would take: the oldest retained record and the newest good
+    /// checkpoint at or after it that satisfies the bound (`None`: no such checkpoint).
+    async fn export_plan(
+        &self,
+        bound: ExportBound,
+        store: &str,
+        keys: &HashMap<(String, u32), Vec<u8>>,
+    ) -> Result<Option<(u64, Checkpoint)>> {
+        let Some(oldest) = self.store().audit_oldest().await? else {
+            return Ok(None);
+        };
+        let marks = self.store().audit_marks(CHECKPOINT).await?;
+        let checkpoints = good_checkpoints(&marks, store, keys);
+        Ok(checkpoints
+            .iter()
+            .rev()
+            .filter(|(_, c)| c.seq >= oldest)
+            .find(|(_, c)| match bound {
+                ExportBound::Seq(n) => c.seq < n,
+                ExportBound::TimeMs(t) => c.time_ms <= t,
+                ExportBound::Newest => true,
+            })
+            .map(|(_, c)| (oldest, c.clone())))
+    }
+
+    /// Whether records `after + 1..=upto` hold anything but archival's own records
+    /// (checkpoints, exports, prunes). Reads at most [`ACTIVITY_SCAN`] records: past that, yes.
+    /// Keeps an idle node from checkpointing and archiving its own housekeeping forever.
+    async fn has_activity(&self, after: u64, upto: u64) -> Result<bool> {
+        let mut at = after;
+        let mut read = 0;
+        while at < upto && read < ACTIVITY_SCAN {
+            let page = self.store().audit_records(at, 200).await?;
+            let Some(last) = page.last() else {
+                return Ok(false);
+            };
+            for r in page.iter().take_while(|r| r.seq <= upto) {
+                if ![CHECKPOINT, EXPORT, PRUNE].contains(&r.event.operation.as_str()) {
+                    return Ok(true);
+                }
+            }
+            read += page.len();
+            at = last.seq;
+        }
+        Ok(read >= ACTIVITY_SCAN)
+    }
+
+    async fn export_records(
+        &self,
+        ctx: &RequestCtx,
+        bound: ExportBound,
+        to: &ExportTo,
+    ) -> Result<ExportSummary> {
         let store = self.store_id().await?;
         let keys = self.audit_public_keys().await?;
         let to = to.clone();
         self.run(ctx, &op::AUDIT_EXPORT, Target::None(None), |call| {
             Box::pin(async move {
                 let kms = call.kms;
-                let oldest = kms
-                    .store()
-                    .audit_oldest()
-                    .await?
-                    .ok_or_else(|| Error::new(ErrorKind::NotFound, "the audit log is empty"))?;
-                let checkpoints = good_checkpoints(&kms.store().audit_marks(CHECKPOINT).await?, &store, &keys);
-                let checkpoint = checkpoints
-                    .iter()
-                    .rev()
-                    .filter(|(_, c)| c.seq >= oldest)
-                    .find(|(_, c)| match bound {
-                        ExportBound::Seq(n) => c.seq < n,
-                        ExportBound::TimeMs(t) => c.time_ms <= t,
-                        ExportBound::Newest => true,
-                    })
-                    .map(|(_, c)| c.clone())
-                    .ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::NotFound,
-                            format!(
-                                "no signed checkpoint ends a range to export (the oldest retained record is {oldest}): \
-                                 checkpoints come every audit.checkpoint_interval_secs, or run `hanzo-kms audit checkpoint`"
-                            ),
-                        )
-                    })?;
+                let plan = kms.export_plan(bound, &store, &keys).await?;
+                let (oldest, checkpoint) = plan.ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        "no signed checkpoint ends a range to export (it must pin a record the \
+                         store still holds, before the bound): checkpoints come every \
+                         audit.checkpoint_interval_secs, or run `hanzo-kms audit checkpoint`",
+                    )
+                })?;
                 let public_key = keys
                     .get(&(checkpoint.key.clone(), checkpoint.version))
                     .cloned()
                     .unwrap_or_default();
                 let out = match to {
                     ExportTo::File(f) => f,
-                    ExportTo::Dir(d) => {
-                        d.join(format!("audit-{store}-{oldest:012}-{:012}.jsonl", checkpoint.seq))
-                    }
+                    ExportTo::Dir(d) => d.join(format!(
+                        "audit-{store}-{oldest:012}-{:012}.jsonl",
+                        checkpoint.seq
+                    )),
                 };
                 if let Ok(a) = read_archive(&out) {
                     // A retry (the scheduler's, after a failed prune) finds its own export.
                     let exports = kms.store().audit_marks(EXPORT).await?;
-                    let mark = exports.iter().filter_map(|r| ExportMark::from_record(r).ok()).find(
-                        |m| m.sha256 == a.sha256 && (m.first, m.last) == (a.first, a.last),
-                    );
+                    let mark = exports
+                        .iter()
+                        .filter_map(|r| ExportMark::from_record(r).ok())
+                        .find(|m| m.sha256 == a.sha256 && (m.first, m.last) == (a.first, a.last));
                     if let Some(m) = mark
                         && (m.first, m.last) == (oldest, checkpoint.seq)
                     {
@@ -536,14 +599,17 @@ impl Kms {
                     }
                 };
                 let export_record = records.last().map_or(0, |r| r.seq);
-                Ok(Done::Committed(ExportSummary {
-                    file: out.clone(),
-                    first: oldest,
-                    last: checkpoint.seq,
-                    bytes,
-                    sha256,
-                    export_record,
-                }, receipt))
+                Ok(Done::Committed(
+                    ExportSummary {
+                        file: out.clone(),
+                        first: oldest,
+                        last: checkpoint.seq,
+                        bytes,
+                        sha256,
+                        export_record,
+                    },
+                    receipt,
+                ))
             })
         })
         .await
@@ -586,6 +652,15 @@ impl Kms {
                             hex::encode(a.sha256)
                         ))
                     })?;
+                let checkpoints =
+                    good_checkpoints(&kms.store().audit_marks(CHECKPOINT).await?, &store, &keys);
+                if !checkpoints.iter().any(|(_, c)| c.seq >= mark.at) {
+                    return Err(Error::invalid(format!(
+                        "the export record of {} (record {}) is not under a signed checkpoint yet: run `hanzo-kms audit checkpoint`, then prune",
+                        archive.display(),
+                        mark.at
+                    )));
+                }
                 let mut summary = PruneSummary {
                     first: mark.first,
                     last: mark.last,
@@ -675,6 +750,15 @@ impl Kms {
                     ),
                 ));
             };
+            if pins.range(mark.at..).next().is_none() {
+                return Ok(problem(
+                    mark.at,
+                    format!(
+                        "the export record of records {}..{} is under no signed checkpoint: it may have been forged to hide a prune",
+                        mark.first, mark.last
+                    ),
+                ));
+            }
             match pins.get(&mark.last) {
                 None => {
                     return Ok(problem(
@@ -1179,8 +1263,10 @@ pub fn parse_archive(path: &Path, bytes: &[u8]) -> std::result::Result<Archive, 
         .as_str()
         .and_then(hanzo_kms_store::parse_hash)
         .ok_or("its header has no prev_hash")?;
-    if first == 0 || last < first {
-        return Err(format!("its header's range {first}..{last} is empty"));
+    if !valid_range(first, last) {
+        return Err(format!(
+            "its header's range {first}..{last} is not one of records"
+        ));
     }
     if first == 1 && prev_hash != [0; 32] {
         return Err("it starts at record 1 but not from the chain's zero hash".to_owned());
@@ -1243,6 +1329,13 @@ pub fn parse_archive(path: &Path, bytes: &[u8]) -> std::result::Result<Archive, 
         sha256,
         exports,
     })
+}
+
+/// Whether `first..=last` can be a range of stored records: sequence numbers run from 1 and are
+/// stored as positive i64s. Every range read from outside is checked with this first, so the
+/// arithmetic on it (`last + 1`) cannot overflow.
+fn valid_range(first: u64, last: u64) -> bool {
+    first >= 1 && first <= last && last < i64::MAX as u64
 }
 
 /// A system principal with every right, for the service's own audited work (the scheduler's

@@ -164,7 +164,8 @@ async fn round_trip(kms: &Kms, dir: &Path) {
         .await
         .unwrap();
     assert!(r.is_ok(), "{r:?}");
-    assert_eq!(r.from, cp2.seq + 1);
+    // The newest checkpoint is the one the export made over its own record.
+    assert_eq!(r.from, e2.export_record + 1);
 
     // Dropping an archive shows, whichever one.
     let r = archives(kms, &[&a2]).await;
@@ -367,4 +368,74 @@ async fn a_checkpoint_comes_by_record_count_as_well_as_by_time() {
             .checkpoint
             .is_some()
     );
+}
+
+/// Someone who can write the store, but not sign: deletes the records up to a checkpoint (as a
+/// prune would) and appends an export record, chained correctly, claiming they were archived.
+/// The export record is under no checkpoint, so verification does not take its word.
+#[tokio::test]
+async fn a_forged_export_record_does_not_cover_a_prune() {
+    let (dir, kms) = fresh("").await;
+    let s = settings(dir.path(), "");
+    activity(&kms, 5).await;
+    let cp = kms.audit_checkpoint(&ctx()).await.unwrap();
+    activity(&kms, 2).await;
+    kms.close().await;
+    let c = rusqlite::Connection::open(dir.path().join("kms.db")).unwrap();
+    c.execute("DELETE FROM audit_log WHERE seq <= ?1", [cp.seq as i64])
+        .unwrap();
+    let (head, hash): (i64, String) = c
+        .query_row("SELECT seq, hash FROM audit_head", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let prev = hanzo_kms_store::parse_hash(&hash).unwrap();
+    let event = hanzo_kms_store::AuditEvent {
+        time_ms: hanzo_kms_service::now_ms(),
+        request_id: "forged".into(),
+        principal: "local:operator".into(),
+        tenant: "*".into(),
+        operation: "audit.export".into(),
+        key_name: None,
+        key_version: None,
+        outcome: "ok".into(),
+        reason: None,
+        peer: None,
+        detail: Some(format!(
+            r#"{{"first":1,"last":{},"sha256":"{}","file":"gone.jsonl"}}"#,
+            cp.seq,
+            "00".repeat(32)
+        )),
+    };
+    let seq = head as u64 + 1;
+    let h = hanzo_kms_store::audit::chain_hash(&prev, seq, &event);
+    c.execute(
+        "INSERT INTO audit_log (seq, time_ms, request_id, principal, tenant, operation, key_name, \
+         key_version, outcome, reason, peer, detail, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, NULL, NULL, ?8, ?9, ?10)",
+        rusqlite::params![
+            seq as i64,
+            event.time_ms,
+            event.request_id,
+            event.principal,
+            event.tenant,
+            event.operation,
+            event.outcome,
+            event.detail,
+            hash,
+            hex::encode(h)
+        ],
+    )
+    .unwrap();
+    c.execute(
+        "UPDATE audit_head SET seq = ?1, hash = ?2",
+        rusqlite::params![seq as i64, hex::encode(h)],
+    )
+    .unwrap();
+    drop(c);
+    let kms = Kms::open(&s).await.unwrap();
+    let r = verify(&kms).await;
+    let (at, what) = r.problem.unwrap();
+    assert_eq!(at, seq);
+    assert!(what.contains("under no signed checkpoint"), "{what}");
 }

@@ -151,12 +151,66 @@ pub struct ExportMark {
     pub sha256: [u8; 32],
     /// The file's name when it was written (no directory).
     pub file: String,
+    /// The hash of record `last` (what the archive's checkpoint pins).
+    pub hash: [u8; 32],
+    /// The audit key and version that signed [`ExportMark::message`], and the signature: an
+    /// export record is evidence only when signed, or whoever can write the store could
+    /// append one to make a deletion look like an archived prune.
+    pub key: String,
+    pub version: u32,
+    pub signature: Vec<u8>,
 }
 
+/// What an export record's signature starts with.
+const EXPORT_CONTEXT: &[u8] = b"hanzo-kms audit export v1";
+
 impl ExportMark {
-    fn detail(first: u64, last: u64, sha256: &[u8; 32], file: &str) -> String {
-        json!({"first": first, "last": last, "sha256": hex::encode(sha256), "file": file})
-            .to_string()
+    /// What the signature covers: `"hanzo-kms audit export v1" ‖ u32be(len(store)) ‖ store ‖
+    /// u64be(first) ‖ u64be(last) ‖ sha256 ‖ hash`.
+    pub fn message(
+        store: &str,
+        first: u64,
+        last: u64,
+        sha256: &[u8; 32],
+        hash: &[u8; 32],
+    ) -> Vec<u8> {
+        let mut m = Vec::with_capacity(EXPORT_CONTEXT.len() + store.len() + 84);
+        m.extend_from_slice(EXPORT_CONTEXT);
+        m.extend_from_slice(&(store.len() as u32).to_be_bytes());
+        m.extend_from_slice(store.as_bytes());
+        m.extend_from_slice(&first.to_be_bytes());
+        m.extend_from_slice(&last.to_be_bytes());
+        m.extend_from_slice(sha256);
+        m.extend_from_slice(hash);
+        m
+    }
+
+    /// Whether its signature verifies for `store` under one of `keys`.
+    pub fn verifies(&self, store: &str, keys: &HashMap<(String, u32), Vec<u8>>) -> bool {
+        let m = Self::message(store, self.first, self.last, &self.sha256, &self.hash);
+        keys.get(&(self.key.clone(), self.version))
+            .is_some_and(|pk| {
+                hanzo_kms_crypto::verify::verify(AUDIT_KEY_ALGORITHM, pk, &m, &self.signature)
+            })
+    }
+
+    fn detail(
+        first: u64,
+        last: u64,
+        sha256: &[u8; 32],
+        file: &str,
+        hash: &[u8; 32],
+        signature: &[u8],
+    ) -> String {
+        json!({
+            "first": first,
+            "last": last,
+            "sha256": hex::encode(sha256),
+            "file": file,
+            "hash": hex::encode(hash),
+            "signature": hex::encode(signature),
+        })
+        .to_string()
     }
 
     /// The export an `audit.export` record names.
@@ -181,6 +235,16 @@ impl ExportMark {
                 .and_then(hanzo_kms_store::parse_hash)
                 .ok_or_else(|| bad("no sha256"))?,
             file: d["file"].as_str().unwrap_or_default().to_owned(),
+            hash: d["hash"]
+                .as_str()
+                .and_then(hanzo_kms_store::parse_hash)
+                .ok_or_else(|| bad("no hash"))?,
+            key: r.event.key_name.clone().ok_or_else(|| bad("no key"))?,
+            version: r.event.key_version.ok_or_else(|| bad("no key version"))?,
+            signature: d["signature"]
+                .as_str()
+                .and_then(|s| hex::decode(s).ok())
+                .ok_or_else(|| bad("no signature"))?,
         })
     }
 }
@@ -326,18 +390,71 @@ impl Kms {
             .ok_or_else(|| Error::internal("the audit key was created but cannot be read"))
     }
 
-    /// The public keys of the audit key's versions: what checkpoints verify under.
+    /// The public keys of the audit key's versions: what checkpoints verify under. Each comes
+    /// from the provider (the HSM, or the sealed key the master key opens), not from the
+    /// store's `public_key` column alone: someone who can write the store could put their own
+    /// key there and sign their own checkpoints. A version whose material is gone (destroyed)
+    /// has only its stored public key. [`Self::audit_key_altered`] reports a stored key that
+    /// differs from the provider's.
     async fn audit_public_keys(&self) -> Result<HashMap<(String, u32), Vec<u8>>> {
+        Ok(self.audit_keys().await?.0)
+    }
+
+    /// A version of the audit key whose stored public key is not the provider's: the store
+    /// was altered.
+    async fn audit_key_altered(&self) -> Result<Option<String>> {
+        Ok(self.audit_keys().await?.1.first().map(|v| {
+            format!(
+                "the stored public key of the audit key's version {v} is not the one its provider holds: the store was altered"
+            )
+        }))
+    }
+
+    async fn audit_keys(&self) -> Result<(HashMap<(String, u32), Vec<u8>>, Vec<u32>)> {
         let name = self.audit_key_name()?;
         let mut out = HashMap::new();
-        if let Some(key) = self.store().load_key(&name).await? {
-            for v in &key.versions {
-                if let Some(pk) = &v.info.public_key {
-                    out.insert((name.to_string(), v.info.version), pk.clone());
+        let mut altered = Vec::new();
+        let Some(key) = self.store().load_key(&name).await? else {
+            return Ok((out, altered));
+        };
+        if key.meta.algorithm != AUDIT_KEY_ALGORITHM {
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "{name} is a {} key, not {}: it was not made by the service",
+                    key.meta.algorithm, AUDIT_KEY_ALGORITHM
+                ),
+            ));
+        }
+        for v in &key.versions {
+            let Some(stored) = &v.info.public_key else {
+                continue;
+            };
+            let from_provider = match &v.handle {
+                Some(handle) => {
+                    let kref = KeyRef {
+                        name: &key.meta.name,
+                        version: v.info.version,
+                        algorithm: key.meta.algorithm,
+                        handle,
+                    };
+                    Some(self.device(|p| p.public_key(&kref))?.bytes)
+                }
+                None => None,
+            };
+            match from_provider {
+                Some(pk) => {
+                    if pk != *stored {
+                        altered.push(v.info.version);
+                    }
+                    out.insert((name.to_string(), v.info.version), pk);
+                }
+                None => {
+                    out.insert((name.to_string(), v.info.version), stored.clone());
                 }
             }
         }
-        Ok(out)
+        Ok((out, altered))
     }
 
     async fn store_id(&self) -> Result<String> {
@@ -345,6 +462,26 @@ impl Kms {
             .meta("store_id")
             .await?
             .ok_or_else(|| Error::new(ErrorKind::Corrupt, "the store has no store_id"))
+    }
+
+    /// Sign `message` with the audit key's primary version: `(version, r‖s)`.
+    fn audit_sign(&self, key: &StoredKey, message: &[u8]) -> Result<(u32, Vec<u8>)> {
+        let v = key.meta.primary_version;
+        let entry = key.version(v).ok_or_else(|| {
+            Error::new(ErrorKind::KeyState, "the audit key has no primary version")
+        })?;
+        entry.info.check_usable(&key.meta.name)?;
+        let handle = entry
+            .handle
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::KeyState, "the audit key has no material"))?;
+        let kref = KeyRef {
+            name: &key.meta.name,
+            version: v,
+            algorithm: key.meta.algorithm,
+            handle,
+        };
+        Ok((v, self.device(|p| p.sign(&kref, message))?.0))
     }
 
     /// Sign the chain as it stands: append an `audit.checkpoint` record that pins the newest
@@ -356,26 +493,12 @@ impl Kms {
         self.run(ctx, &op::AUDIT_CHECKPOINT, Target::None(None), |call| {
             Box::pin(async move {
                 let kms = call.kms;
-                let v = key.meta.primary_version;
-                let entry = key.version(v).ok_or_else(|| {
-                    Error::new(ErrorKind::KeyState, "the audit key has no primary version")
-                })?;
-                entry.info.check_usable(&key.meta.name)?;
-                let handle = entry.handle.as_ref().ok_or_else(|| {
-                    Error::new(ErrorKind::KeyState, "the audit key has no material")
-                })?;
-                let kref = KeyRef {
-                    name: &key.meta.name,
-                    version: v,
-                    algorithm: key.meta.algorithm,
-                    handle,
-                };
                 // The head as it is now; records appended meanwhile come after it, and the
                 // checkpoint record itself lands after them.
                 let (seq, hash) = kms.store().audit_head().await?;
                 let time_ms = now_ms();
                 let message = Checkpoint::message(&store, seq, &hash, time_ms);
-                let signature = kms.device(|p| p.sign(&kref, &message))?;
+                let (v, signature) = kms.audit_sign(&key, &message)?;
                 let checkpoint = Checkpoint {
                     store,
                     seq,
@@ -383,7 +506,7 @@ impl Kms {
                     time_ms,
                     key: key.meta.name.to_string(),
                     version: v,
-                    signature: signature.0.clone(),
+                    signature,
                 };
                 call.name_record(checkpoint.key.clone());
                 call.record_version(Some(v));
@@ -431,6 +554,34 @@ impl Kms {
                 .saturating_sub(i64::try_from(retention.saturating_mul(1000)).unwrap_or(i64::MAX));
             let ctx = system_admin("system:scheduler");
             let (store, keys) = (self.store_id().await?, self.audit_public_keys().await?);
+            // An export whose prune did not finish (an error, a restart): finish it first, so
+            // that no second archive overlaps it.
+            if let Some(oldest) = self.store().audit_oldest().await? {
+                let unfinished = self
+                    .store()
+                    .audit_marks(EXPORT)
+                    .await?
+                    .iter()
+                    .filter_map(|r| ExportMark::from_record(r).ok())
+                    .filter(|m| m.verifies(&store, &keys))
+                    .find(|m| m.first <= oldest && oldest <= m.last);
+                if let Some(m) = unfinished {
+                    let file = dir.join(&m.file);
+                    if !file.exists() {
+                        return Err(Error::new(
+                            ErrorKind::NotFound,
+                            format!(
+                                "records {}..{} were exported to {}, which is not in audit.archive_dir: they stay in the store until it is back",
+                                m.first,
+                                m.last,
+                                file.display()
+                            ),
+                        ));
+                    }
+                    done.pruned = Some(self.audit_prune(&ctx, &file).await?);
+                    return Ok(done);
+                }
+            }
             let plan = self
                 .export_plan(ExportBound::TimeMs(bound), &store, &keys)
                 .await?;
@@ -530,6 +681,7 @@ impl Kms {
     ) -> Result<ExportSummary> {
         let store = self.store_id().await?;
         let keys = self.audit_public_keys().await?;
+        let audit_key = self.audit_key().await?;
         let to = to.clone();
         self.run(ctx, &op::AUDIT_EXPORT, Target::None(None), |call| {
             Box::pin(async move {
@@ -549,17 +701,24 @@ impl Kms {
                     .unwrap_or_default();
                 let out = match to {
                     ExportTo::File(f) => f,
-                    ExportTo::Dir(d) => d.join(format!(
-                        "audit-{store}-{oldest:012}-{:012}.jsonl",
-                        checkpoint.seq
-                    )),
+                    ExportTo::Dir(d) => {
+                        // The store id is hex from `init`; nothing else reaches a file name.
+                        let id: String = store.chars().filter(char::is_ascii_alphanumeric).collect();
+                        d.join(format!("audit-{id}-{oldest:012}-{:012}.jsonl", checkpoint.seq))
+                    }
                 };
+                let exports: Vec<ExportMark> = kms
+                    .store()
+                    .audit_marks(EXPORT)
+                    .await?
+                    .iter()
+                    .filter_map(|r| ExportMark::from_record(r).ok())
+                    .filter(|m| m.verifies(&store, &keys))
+                    .collect();
                 if let Ok(a) = read_archive(&out) {
                     // A retry (the scheduler's, after a failed prune) finds its own export.
-                    let exports = kms.store().audit_marks(EXPORT).await?;
                     let mark = exports
                         .iter()
-                        .filter_map(|r| ExportMark::from_record(r).ok())
                         .find(|m| m.sha256 == a.sha256 && (m.first, m.last) == (a.first, a.last));
                     if let Some(m) = mark
                         && (m.first, m.last) == (oldest, checkpoint.seq)
@@ -578,14 +737,48 @@ impl Kms {
                         ));
                     }
                 }
+                if out.exists() {
+                    return Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!("{} exists: an archive is never overwritten", out.display()),
+                    ));
+                }
+                // Archives never overlap: records already exported leave the store (prune)
+                // before the next export starts after them.
+                if let Some(m) = exports.iter().filter(|m| m.last >= oldest).max_by_key(|m| m.last) {
+                    return Err(Error::invalid(format!(
+                        "records {}..{} were exported to {} (export record {}) and are still in the store: \
+                         prune them first (`hanzo-kms audit prune --archive {}`), so that archives do not overlap",
+                        m.first, m.last, m.file, m.at, m.file
+                    )));
+                }
                 let (bytes, sha256) =
                     write_archive(kms, &out, &store, oldest, &checkpoint, &public_key).await?;
                 let file = out
                     .file_name()
                     .map(|f| f.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                let message =
+                    ExportMark::message(&store, oldest, checkpoint.seq, &sha256, &checkpoint.hash);
+                let signed = kms.audit_sign(&audit_key, &message);
+                let (version, signature) = match signed {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&out);
+                        return Err(e);
+                    }
+                };
+                call.name_record(audit_key.meta.name.to_string());
+                call.record_version(Some(version));
                 let mut event = call.event("ok", None);
-                event.detail = Some(ExportMark::detail(oldest, checkpoint.seq, &sha256, &file));
+                event.detail = Some(ExportMark::detail(
+                    oldest,
+                    checkpoint.seq,
+                    &sha256,
+                    &file,
+                    &checkpoint.hash,
+                    &signature,
+                ));
                 let committed = match kms.store().begin_write().await {
                     Ok(tx) => call.commit_events(tx, &[event]).await,
                     Err(e) => Err(e),
@@ -644,6 +837,7 @@ impl Kms {
                 let mark = exports
                     .iter()
                     .filter_map(|r| ExportMark::from_record(r).ok())
+                    .filter(|m| m.verifies(&store, &keys))
                     .find(|m| m.sha256 == a.sha256 && m.first == a.first && m.last == a.last)
                     .ok_or_else(|| {
                         Error::invalid(format!(
@@ -660,6 +854,21 @@ impl Kms {
                         archive.display(),
                         mark.at
                     )));
+                }
+                // The store's records must be the ones archived (pinned by the same checkpoint):
+                // never delete records that differ from their archive.
+                match kms.store().audit_record(mark.last).await? {
+                    Some(r) if r.hash != a.checkpoint.hash => {
+                        return Err(Error::new(
+                            ErrorKind::Corrupt,
+                            format!(
+                                "the store's record {} is not the one {} holds: nothing pruned; run `hanzo-kms audit verify`",
+                                mark.last,
+                                archive.display()
+                            ),
+                        ));
+                    }
+                    _ => {}
                 }
                 let mut summary = PruneSummary {
                     first: mark.first,
@@ -702,6 +911,20 @@ impl Kms {
     /// Check the audit log from its oldest retained record (or its newest checkpoint), every
     /// retained checkpoint's signature, and that an export covers whatever was pruned.
     pub(crate) async fn verify_retained(&self, opts: VerifyOptions) -> Result<AuditReport> {
+        // A prune running meanwhile moves the oldest record under the walk: a problem found
+        // while the oldest record changed is checked again from the new start.
+        let mut tries = 0;
+        loop {
+            let before = self.store().audit_oldest().await?;
+            let report = self.verify_retained_once(opts).await?;
+            tries += 1;
+            if report.is_ok() || tries == 3 || self.store().audit_oldest().await? == before {
+                return Ok(report);
+            }
+        }
+    }
+
+    async fn verify_retained_once(&self, opts: VerifyOptions) -> Result<AuditReport> {
         let s = self.store();
         let store = self.store_id().await?;
         let keys = self.audit_public_keys().await?;
@@ -714,6 +937,9 @@ impl Kms {
             problem: Some((at, what)),
             head: [0; 32],
         };
+        if let Some(what) = self.audit_key_altered().await? {
+            return Ok(problem(oldest, what));
+        }
         // Every retained checkpoint must be well-formed, of this store and well signed.
         let mut pins = BTreeMap::new();
         for r in s.audit_marks(CHECKPOINT).await? {
@@ -738,10 +964,23 @@ impl Kms {
                 .iter()
                 .filter_map(|r| ExportMark::from_record(r).ok())
                 .collect();
-            let Some(mark) = exports
+            let covering = |m: &&ExportMark| m.first <= oldest && oldest - 1 <= m.last;
+            let signed = exports
                 .iter()
-                .find(|m| m.first <= oldest && oldest - 1 <= m.last)
-            else {
+                .filter(covering)
+                .find(|m| m.verifies(&store, &keys));
+            if signed.is_none()
+                && let Some(m) = exports.iter().find(covering)
+            {
+                return Ok(problem(
+                    m.at,
+                    format!(
+                        "the export record of records {}..{} is not signed by the audit key: it was forged to hide a deletion, or altered",
+                        m.first, m.last
+                    ),
+                ));
+            }
+            let Some(mark) = signed else {
                 return Ok(problem(
                     oldest,
                     format!(
@@ -850,7 +1089,30 @@ impl Kms {
                     first_prev: first_record.map(|r| r.prev_hash),
                     exports,
                 };
-                let report = check_archives(&files, Some(&link));
+                let (mut report, archives) = check_archives_read(&files, Some(&link));
+                // Where the store still holds an archive's records, they must be the same.
+                for a in &archives {
+                    if a.last >= oldest {
+                        match kms.store().audit_record(a.last).await? {
+                            Some(r) if r.hash == a.checkpoint.hash => {}
+                            _ => report.problems.push(format!(
+                                "{}: the store's record {} is not the one the archive's checkpoint signed",
+                                a.path.display(),
+                                a.last
+                            )),
+                        }
+                    }
+                    if a.first > oldest {
+                        match kms.store().audit_record(a.first - 1).await? {
+                            Some(r) if r.hash == a.prev_hash => {}
+                            _ => report.problems.push(format!(
+                                "{}: it does not continue the store's record {}",
+                                a.path.display(),
+                                a.first - 1
+                            )),
+                        }
+                    }
+                }
                 Ok(if report.is_ok() {
                     Done::Ok(report)
                 } else {
@@ -875,6 +1137,14 @@ pub struct StoreLink {
 /// Check archives alone (no store: `hanzo-kms audit verify-archive`), or with what the store
 /// says. See [`Kms::audit_verify_archives`].
 pub fn check_archives(files: &[PathBuf], store: Option<&StoreLink>) -> ArchiveReport {
+    check_archives_read(files, store).0
+}
+
+/// [`check_archives`], also returning the archives that could be read, oldest first.
+fn check_archives_read(
+    files: &[PathBuf],
+    store: Option<&StoreLink>,
+) -> (ArchiveReport, Vec<Archive>) {
     let mut report = ArchiveReport::default();
     let mut archives = Vec::new();
     for f in files {
@@ -994,6 +1264,35 @@ pub fn check_archives(files: &[PathBuf], store: Option<&StoreLink>) -> ArchiveRe
     if let Some(link) = store {
         named.extend(link.exports.iter());
     }
+    // Only a signed export record is evidence: the store's keys, or (alone) the archives'.
+    let (store_id, keys) = match store {
+        Some(l) => (l.store.clone(), l.keys.clone()),
+        None => (
+            archives
+                .first()
+                .map(|a| a.store.clone())
+                .unwrap_or_default(),
+            archives
+                .iter()
+                .map(|a| {
+                    (
+                        (a.checkpoint.key.clone(), a.checkpoint.version),
+                        a.public_key.clone(),
+                    )
+                })
+                .collect(),
+        ),
+    };
+    named.retain(|m| {
+        let good = m.verifies(&store_id, &keys);
+        if !good {
+            report.problems.push(format!(
+                "the export record at {} (records {}..{}) is not signed by the audit key: forged or altered",
+                m.at, m.first, m.last
+            ));
+        }
+        good
+    });
     let held_from = store.map_or(u64::MAX, |l| l.oldest);
     let mut seen = std::collections::HashSet::new();
     for m in named {
@@ -1035,7 +1334,10 @@ pub fn check_archives(files: &[PathBuf], store: Option<&StoreLink>) -> ArchiveRe
             .iter()
             .any(|b| b.exports.iter().any(|m| m.sha256 == a.sha256))
             || store.is_some_and(|l| l.exports.iter().any(|m| m.sha256 == a.sha256));
-        let could_be_named = store.is_some() || archives.iter().any(|b| b.first > a.last);
+        // Alone, a newer archive need not hold the record that named an older one (under a
+        // retention, it is written long after): only a record naming the same range with
+        // another hash says the file is not the one exported.
+        let could_be_named = store.is_some() || named_by_range(&archives, a.first, a.last);
         if could_be_named && !named_somewhere {
             report.problems.push(format!(
                 "{}: no export record names this file (sha256 {}): it was altered, or is not an export of this store",
@@ -1044,7 +1346,15 @@ pub fn check_archives(files: &[PathBuf], store: Option<&StoreLink>) -> ArchiveRe
             ));
         }
     }
-    report
+    (report, archives)
+}
+
+/// Whether an export record among the archives' names the range `first..=last`.
+fn named_by_range(archives: &[Archive], first: u64, last: u64) -> bool {
+    archives
+        .iter()
+        .flat_map(|b| b.exports.iter())
+        .any(|m| (m.first, m.last) == (first, last))
 }
 
 /// The retained checkpoints that are well-formed, of this store and well signed, with their
@@ -1237,18 +1547,55 @@ impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
 /// that the chain ends at its checkpoint, and the checkpoint's signature under the public key it
 /// carries. `Err` says what is wrong.
 pub fn read_archive(path: &Path) -> std::result::Result<Archive, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-    parse_archive(path, &bytes)
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    parse_archive_from(path, std::io::BufReader::new(file))
 }
 
 /// [`read_archive`] on bytes already read (`path` only names the archive).
 pub fn parse_archive(path: &Path, bytes: &[u8]) -> std::result::Result<Archive, String> {
-    let sha256: [u8; 32] = Sha256::digest(bytes).into();
-    let text = std::str::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
-    let mut lines = text.lines();
+    parse_archive_from(path, bytes)
+}
+
+/// Lines of an archive, read one at a time (an archive may hold millions of records: it is
+/// never held in memory whole), with the SHA-256 of every byte read.
+struct Lines<R> {
+    reader: R,
+    hasher: Sha256,
+    buf: Vec<u8>,
+}
+
+impl<R: std::io::BufRead> Lines<R> {
+    /// The next line without its `\n` (`None` at the end).
+    fn next_line(&mut self) -> std::result::Result<Option<String>, String> {
+        self.buf.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|e| format!("cannot read it: {e}"))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.hasher.update(&self.buf);
+        let line = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        String::from_utf8(line.to_vec())
+            .map(Some)
+            .map_err(|_| "it is not UTF-8 text".to_owned())
+    }
+}
+
+fn parse_archive_from(
+    path: &Path,
+    reader: impl std::io::BufRead,
+) -> std::result::Result<Archive, String> {
+    let mut lines = Lines {
+        reader,
+        hasher: Sha256::new(),
+        buf: Vec::new(),
+    };
     let header: Value = lines
-        .next()
-        .and_then(|l| serde_json::from_str(l).ok())
+        .next_line()?
+        .and_then(|l| serde_json::from_str(&l).ok())
         .ok_or("it does not start with an archive header")?;
     if header["format"].as_str() != Some(ARCHIVE_FORMAT) {
         return Err(format!("it is not a {ARCHIVE_FORMAT} file"));
@@ -1271,24 +1618,20 @@ pub fn parse_archive(path: &Path, bytes: &[u8]) -> std::result::Result<Archive, 
     if first == 1 && prev_hash != [0; 32] {
         return Err("it starts at record 1 but not from the chain's zero hash".to_owned());
     }
-    let body: Vec<&str> = lines.collect();
-    let (trailer, records) = body
-        .split_last()
-        .ok_or("it has no records and no checkpoint")?;
-    let trailer: Value =
-        serde_json::from_str(trailer).map_err(|_| "its last line is not its checkpoint")?;
-    let cp = &trailer["checkpoint"];
-    let version = cp["version"].as_u64().and_then(|v| u32::try_from(v).ok());
-    let checkpoint = Checkpoint::from_json(cp, cp["key"].as_str().map(str::to_owned), version)
-        .map_err(|w| format!("its checkpoint is malformed: {w}"))?;
-    let public_key = trailer["public_key"]
-        .as_str()
-        .and_then(|s| hex::decode(s).ok())
-        .ok_or("its checkpoint has no public key")?;
+    // Every line but the last is a record; the last is the checkpoint. One line of look-ahead.
     let (mut expected, mut hash) = (first, prev_hash);
     let mut exports = Vec::new();
-    for line in records {
-        let v: Value = serde_json::from_str(line)
+    let mut pending = lines
+        .next_line()?
+        .ok_or("it has no records and no checkpoint")?;
+    while let Some(next) = lines.next_line()? {
+        let line = std::mem::replace(&mut pending, next);
+        if expected > last {
+            return Err(format!(
+                "it holds records past {last}, the last its header names"
+            ));
+        }
+        let v: Value = serde_json::from_str(&line)
             .map_err(|_| format!("the line after record {} is not JSON", expected - 1))?;
         let r = AuditRecord::from_json(&v)?;
         audit::check_link(expected, &hash, &r)
@@ -1301,6 +1644,17 @@ pub fn parse_archive(path: &Path, bytes: &[u8]) -> std::result::Result<Archive, 
         hash = r.hash;
         expected += 1;
     }
+    let trailer: Value =
+        serde_json::from_str(&pending).map_err(|_| "its last line is not its checkpoint")?;
+    let sha256: [u8; 32] = lines.hasher.finalize().into();
+    let cp = &trailer["checkpoint"];
+    let version = cp["version"].as_u64().and_then(|v| u32::try_from(v).ok());
+    let checkpoint = Checkpoint::from_json(cp, cp["key"].as_str().map(str::to_owned), version)
+        .map_err(|w| format!("its checkpoint is malformed: {w}"))?;
+    let public_key = trailer["public_key"]
+        .as_str()
+        .and_then(|s| hex::decode(s).ok())
+        .ok_or("its checkpoint has no public key")?;
     if expected != last + 1 {
         return Err(format!(
             "its header says records {first}..{last} but it holds {first}..{}: records were removed",
@@ -1375,7 +1729,9 @@ mod tests {
     #[test]
     fn a_record_round_trips_through_its_archive_line() {
         let mut e = event("audit.export");
-        e.detail = Some(ExportMark::detail(1, 9, &[7; 32], "a.jsonl"));
+        e.detail = Some(ExportMark::detail(
+            1, 9, &[7; 32], "a.jsonl", &[8; 32], &[9; 64],
+        ));
         e.key_name = Some("api:system:audit".into());
         e.key_version = Some(1);
         let r = &audit::chain_from(0, [0; 32], &[e])[0];

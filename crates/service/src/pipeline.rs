@@ -310,6 +310,7 @@ impl Kms {
             (KeyArg::Named, Target::Key(name)) => {
                 check_purpose(op, name)?;
                 principal.authorize_op(op.roles, Some(name))?;
+                check_system_key(op, principal, name)?;
                 call.name = Some(name.clone());
                 limited = call.name.clone();
             }
@@ -318,6 +319,7 @@ impl Kms {
                 for name in names {
                     check_purpose(op, name)?;
                     principal.authorize_op(op.roles, Some(name))?;
+                    check_system_key(op, principal, name)?;
                 }
                 call.name = names.first().cloned();
             }
@@ -495,4 +497,27 @@ impl Roles {
                 .join(" or "),
         }
     }
+}
+
+/// Keys of the tenant `system` are the service's own (`api:system:audit` signs the audit
+/// checkpoints): a caller may describe them and verify under them, but only the service itself
+/// (a `system:` principal, never a token or the CLI's operator) may create, use or change them.
+/// Otherwise an all-tenant token with the sign role could sign a forged checkpoint.
+fn check_system_key(op: &Operation, principal: &crate::Principal, name: &KeyName) -> Result<()> {
+    let reads = matches!(op.policy, KeyPolicy::Read | KeyPolicy::Verify);
+    if name.customer() == crate::tokens::SYSTEM_TENANT
+        && !reads
+        && !principal.id.starts_with("system:")
+    {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "{name} is the service's own key ({} is refused for it): keys of the tenant '{}' \
+                 are used only by the service",
+                op.name,
+                crate::tokens::SYSTEM_TENANT
+            ),
+        ));
+    }
+    Ok(())
 }

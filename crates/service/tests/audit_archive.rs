@@ -271,7 +271,7 @@ async fn records_deleted_without_an_export_are_detected() {
 }
 
 #[tokio::test]
-async fn a_checkpoint_that_does_not_verify_under_the_audit_key_is_detected() {
+async fn an_audit_public_key_swapped_in_the_store_is_detected() {
     let (dir, kms) = fresh("").await;
     let s = settings(dir.path(), "");
     activity(&kms, 3).await;
@@ -296,7 +296,7 @@ async fn a_checkpoint_that_does_not_verify_under_the_audit_key_is_detected() {
     let kms = Kms::open(&s).await.unwrap();
     let r = verify(&kms).await;
     let (_, what) = r.problem.unwrap();
-    assert!(what.contains("signature does not verify"), "{what}");
+    assert!(what.contains("not the one its provider holds"), "{what}");
 }
 
 #[tokio::test]
@@ -376,7 +376,7 @@ async fn a_checkpoint_comes_by_record_count_as_well_as_by_time() {
 
 /// Someone who can write the store, but not sign: deletes the records up to a checkpoint (as a
 /// prune would) and appends an export record, chained correctly, claiming they were archived.
-/// The export record is under no checkpoint, so verification does not take its word.
+/// Its signature is not the audit key's, so verification does not take its word.
 #[tokio::test]
 async fn a_forged_export_record_does_not_cover_a_prune() {
     let (dir, kms) = fresh("").await;
@@ -400,15 +400,17 @@ async fn a_forged_export_record_does_not_cover_a_prune() {
         principal: "local:operator".into(),
         tenant: "*".into(),
         operation: "audit.export".into(),
-        key_name: None,
-        key_version: None,
+        key_name: Some(cp.key.clone()),
+        key_version: Some(cp.version),
         outcome: "ok".into(),
         reason: None,
         peer: None,
         detail: Some(format!(
-            r#"{{"first":1,"last":{},"sha256":"{}","file":"gone.jsonl"}}"#,
+            r#"{{"first":1,"last":{},"sha256":"{}","file":"gone.jsonl","hash":"{}","signature":"{}"}}"#,
             cp.seq,
-            "00".repeat(32)
+            "00".repeat(32),
+            hex::encode(cp.hash),
+            "11".repeat(64)
         )),
     };
     let seq = head as u64 + 1;
@@ -416,7 +418,7 @@ async fn a_forged_export_record_does_not_cover_a_prune() {
     c.execute(
         "INSERT INTO audit_log (seq, time_ms, request_id, principal, tenant, operation, key_name, \
          key_version, outcome, reason, peer, detail, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL, ?7, NULL, NULL, ?8, ?9, ?10)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?11, ?12, ?7, NULL, NULL, ?8, ?9, ?10)",
         rusqlite::params![
             seq as i64,
             event.time_ms,
@@ -427,7 +429,9 @@ async fn a_forged_export_record_does_not_cover_a_prune() {
             event.outcome,
             event.detail,
             hash,
-            hex::encode(h)
+            hex::encode(h),
+            event.key_name,
+            event.key_version
         ],
     )
     .unwrap();
@@ -441,5 +445,172 @@ async fn a_forged_export_record_does_not_cover_a_prune() {
     let r = verify(&kms).await;
     let (at, what) = r.problem.unwrap();
     assert_eq!(at, seq);
-    assert!(what.contains("under no signed checkpoint"), "{what}");
+    assert!(what.contains("not signed by the audit key"), "{what}");
+}
+
+/// The audit key is the service's own: no token, and not the CLI's operator, may sign with it
+/// or change it (else a checkpoint could be forged through the API).
+#[tokio::test]
+async fn the_audit_key_is_the_services_alone() {
+    let (_dir, kms) = fresh("").await;
+    let cp = kms.audit_checkpoint(&ctx()).await.unwrap();
+    let key = KeyName::parse(&cp.key, Separator::default()).unwrap();
+    let e = kms
+        .sign_messages(&ctx(), &key, &[b"forged".to_vec()], false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let e = kms.rotate_key(&ctx(), &key).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // Reading it is allowed: its public key is what archives verify under.
+    let pk = kms.public_key(&ctx(), &key).await.unwrap();
+    assert_eq!(pk.algorithm, "p256");
+    let e = kms
+        .create_token(&ctx(), "system", &[hanzo_kms_service::Role::Sign], &[], "")
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("reserved"), "{e}");
+}
+
+/// Someone who can write the store rewrites its records from `k` on, chained anew: one record
+/// changed, every checkpoint record dropped (a checkpoint pins a hash they cannot match), the
+/// export record kept as it was (its signature does not depend on its place). Verification of
+/// the store alone then passes: nothing signed covers the rewritten part. With the archive of
+/// those records given, the difference shows.
+#[tokio::test]
+async fn an_archive_catches_a_rewritten_store_that_it_overlaps() {
+    let (dir, kms) = fresh("").await;
+    let s = settings(dir.path(), "");
+    activity(&kms, 6).await;
+    kms.audit_checkpoint(&ctx()).await.unwrap();
+    let a1 = dir.path().join("a1.jsonl");
+    kms.audit_export(&ctx(), ExportBound::Newest, &ExportTo::File(a1.clone()))
+        .await
+        .unwrap();
+    kms.close().await;
+    rewrite_from(dir.path(), 3);
+    let kms = Kms::open(&s).await.unwrap();
+    let r = verify(&kms).await;
+    assert!(r.is_ok(), "the store alone cannot tell: {r:?}");
+    let r = archives(&kms, &[&a1]).await;
+    assert!(
+        problems(&r).contains("is not the one the archive's checkpoint signed"),
+        "{}",
+        problems(&r)
+    );
+}
+
+/// Rewrite the SQLite store's audit log from record `k`: record `k`'s outcome changed, the
+/// checkpoint records dropped, the rest renumbered and chained anew, the head moved.
+fn rewrite_from(dir: &Path, k: i64) {
+    let c = rusqlite::Connection::open(dir.join("kms.db")).unwrap();
+    let mut rows: Vec<hanzo_kms_store::AuditEvent> = Vec::new();
+    {
+        let mut q = c
+            .prepare(
+                "SELECT time_ms, request_id, principal, tenant, operation, key_name, key_version, \
+                 outcome, reason, peer, detail FROM audit_log WHERE seq >= ?1 ORDER BY seq",
+            )
+            .unwrap();
+        let mut it = q.query([k]).unwrap();
+        while let Some(r) = it.next().unwrap() {
+            rows.push(hanzo_kms_store::AuditEvent {
+                time_ms: r.get(0).unwrap(),
+                request_id: r.get(1).unwrap(),
+                principal: r.get(2).unwrap(),
+                tenant: r.get(3).unwrap(),
+                operation: r.get(4).unwrap(),
+                key_name: r.get(5).unwrap(),
+                key_version: r.get::<_, Option<i64>>(6).unwrap().map(|v| v as u32),
+                outcome: r.get(7).unwrap(),
+                reason: r.get(8).unwrap(),
+                peer: r.get(9).unwrap(),
+                detail: r.get(10).unwrap(),
+            });
+        }
+    }
+    rows.retain(|e| e.operation != "audit.checkpoint");
+    rows[0].outcome = "denied".into();
+    let prev: String = c
+        .query_row("SELECT hash FROM audit_log WHERE seq = ?1", [k - 1], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let mut prev = hanzo_kms_store::parse_hash(&prev).unwrap();
+    c.execute("DELETE FROM audit_log WHERE seq >= ?1", [k])
+        .unwrap();
+    let mut seq = k as u64 - 1;
+    for e in &rows {
+        seq += 1;
+        let h = hanzo_kms_store::audit::chain_hash(&prev, seq, e);
+        c.execute(
+            "INSERT INTO audit_log (seq, time_ms, request_id, principal, tenant, operation, \
+             key_name, key_version, outcome, reason, peer, detail, prev_hash, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            rusqlite::params![
+                seq as i64,
+                e.time_ms,
+                e.request_id,
+                e.principal,
+                e.tenant,
+                e.operation,
+                e.key_name,
+                e.key_version.map(i64::from),
+                e.outcome,
+                e.reason,
+                e.peer,
+                e.detail,
+                hex::encode(prev),
+                hex::encode(h)
+            ],
+        )
+        .unwrap();
+        prev = h;
+    }
+    c.execute(
+        "UPDATE audit_head SET seq = ?1, hash = ?2",
+        rusqlite::params![seq as i64, hex::encode(prev)],
+    )
+    .unwrap();
+}
+
+/// An export whose prune never ran (a crash between the two): the next scheduler pass prunes
+/// with that archive instead of writing a second one over the same records.
+#[tokio::test]
+async fn the_scheduler_finishes_an_unfinished_prune() {
+    let archive_dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "audit:\n  checkpoint_interval_secs: 10\n  retention_secs: 0\n  archive_dir: {}\n",
+        archive_dir.path().display()
+    );
+    let (_dir, kms) = fresh(&yaml).await;
+    activity(&kms, 4).await;
+    kms.audit_checkpoint(&ctx()).await.unwrap();
+    let e = kms
+        .audit_export(
+            &ctx(),
+            ExportBound::Newest,
+            &ExportTo::Dir(archive_dir.path().to_path_buf()),
+        )
+        .await
+        .unwrap();
+    // A second export before the prune would overlap the first: refused.
+    let refused = kms
+        .audit_export(
+            &ctx(),
+            ExportBound::Newest,
+            &ExportTo::File(archive_dir.path().join("again.jsonl")),
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.message().contains("prune them first"), "{refused}");
+    let m = kms
+        .audit_maintenance(hanzo_kms_service::now_ms() + 1000)
+        .await
+        .unwrap();
+    assert!(m.export.is_none(), "{m:?}");
+    assert_eq!(m.pruned.unwrap().deleted, e.last);
+    assert_eq!(oldest(&kms).await, e.last + 1);
+    assert_eq!(std::fs::read_dir(archive_dir.path()).unwrap().count(), 1);
+    assert!(verify(&kms).await.is_ok());
 }

@@ -402,14 +402,16 @@ impl Store {
         Ok(records.pop().filter(|r| r.seq == seq))
     }
 
-    /// Every retained record of one `operation`, oldest first: the checkpoints or the exports
-    /// (each has an index of its own, schema 7). There is one checkpoint per interval, so
-    /// these are few.
+    /// Every retained record of one `operation` that carries a detail and succeeded, oldest
+    /// first: the checkpoints or the exports (each has an index of its own, schema 7; a failed
+    /// attempt's record, outcome `error` and no detail, is not one). There is one checkpoint per
+    /// interval, so these are few.
     pub async fn audit_marks(&self, operation: &str) -> Result<Vec<AuditRecord>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             audit_columns!(),
-            " FROM audit_log WHERE operation = $1 ORDER BY seq"
+            " FROM audit_log WHERE operation = $1 AND outcome = 'ok' AND detail IS NOT NULL \
+             ORDER BY seq"
         ))
         .bind(operation.to_owned())
         .fetch_all(&self.pool)

@@ -372,6 +372,16 @@ impl Kms {
     async fn audit_key(&self) -> Result<StoredKey> {
         let name = self.audit_key_name()?;
         if let Some(key) = self.store().load_key(&name).await? {
+            if key.meta.algorithm != AUDIT_KEY_ALGORITHM {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "{name} is a {} key, not {AUDIT_KEY_ALGORITHM}: it was not made by the service; \
+                         no checkpoint can be signed until it is gone",
+                        key.meta.algorithm
+                    ),
+                ));
+            }
             return Ok(key);
         }
         let ctx = system_admin("system:audit");

@@ -18,7 +18,7 @@
 //!   records that name them and against the store: a changed, dropped or unexported range shows.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
+use std::io::{BufRead as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use hanzo_kms_core::{Algorithm, Error, ErrorKind, KeyName, KeyRef, Purpose, Result};
@@ -400,12 +400,11 @@ impl Kms {
             .ok_or_else(|| Error::internal("the audit key was created but cannot be read"))
     }
 
-    /// The public keys of the audit key's versions: what checkpoints verify under. Each comes
-    /// from the provider (the HSM, or the sealed key the master key opens), not from the
-    /// store's `public_key` column alone: someone who can write the store could put their own
-    /// key there and sign their own checkpoints. A version whose material is gone (destroyed)
-    /// has only its stored public key. [`Self::audit_key_altered`] reports a stored key that
-    /// differs from the provider's.
+    /// The public keys of the audit key's versions: what checkpoints verify under. A stored
+    /// public key counts only when the provider proves it holds its private key (it signs a
+    /// fresh challenge through the stored handle): someone who can write the store could put
+    /// their own key there and sign their own checkpoints. [`Self::audit_key_altered`] reports
+    /// a version that fails, or that has no material or public key.
     async fn audit_public_keys(&self) -> Result<HashMap<(String, u32), Vec<u8>>> {
         Ok(self.audit_keys().await?.0)
     }
@@ -415,7 +414,7 @@ impl Kms {
     async fn audit_key_altered(&self) -> Result<Option<String>> {
         Ok(self.audit_keys().await?.1.first().map(|v| {
             format!(
-                "the stored public key of the audit key's version {v} is not the one its provider holds: the store was altered"
+                "the audit key's version {v} is not one its provider holds (no material, or a public key the provider cannot sign for): the store was altered"
             )
         }))
     }
@@ -437,31 +436,33 @@ impl Kms {
             ));
         }
         for v in &key.versions {
-            let Some(stored) = &v.info.public_key else {
+            // The service never destroys the audit key, so every version has its material and
+            // its public key. One without either was put there by someone else.
+            let (Some(stored), Some(handle)) = (&v.info.public_key, &v.handle) else {
+                altered.push(v.info.version);
                 continue;
             };
-            let from_provider = match &v.handle {
-                Some(handle) => {
-                    let kref = KeyRef {
-                        name: &key.meta.name,
-                        version: v.info.version,
-                        algorithm: key.meta.algorithm,
-                        handle,
-                    };
-                    Some(self.device(|p| p.public_key(&kref))?.bytes)
-                }
-                None => None,
+            let kref = KeyRef {
+                name: &key.meta.name,
+                version: v.info.version,
+                algorithm: key.meta.algorithm,
+                handle,
             };
-            match from_provider {
-                Some(pk) => {
-                    if pk != *stored {
-                        altered.push(v.info.version);
-                    }
-                    out.insert((name.to_string(), v.info.version), pk);
-                }
-                None => {
-                    out.insert((name.to_string(), v.info.version), stored.clone());
-                }
+            // Proof of possession: the provider signs a fresh challenge through the stored
+            // handle, and it must verify under the stored public key. An HSM's handle carries
+            // the public key too (a store column): comparing the two would prove nothing.
+            let mut challenge = b"hanzo-kms audit key possession v1".to_vec();
+            challenge.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+            let signature = self.device(|p| p.sign(&kref, &challenge))?;
+            if hanzo_kms_crypto::verify::verify(
+                AUDIT_KEY_ALGORITHM,
+                stored,
+                &challenge,
+                &signature.0,
+            ) {
+                out.insert((name.to_string(), v.info.version), stored.clone());
+            } else {
+                altered.push(v.info.version);
             }
         }
         Ok((out, altered))
@@ -576,7 +577,9 @@ impl Kms {
                     .filter(|m| m.verifies(&store, &keys))
                     .find(|m| m.first <= oldest && oldest <= m.last);
                 if let Some(m) = unfinished {
-                    let file = dir.join(&m.file);
+                    // The name only: the record's `file` is not signed.
+                    let name = Path::new(&m.file).file_name().unwrap_or_default();
+                    let file = dir.join(name);
                     if !file.exists() {
                         return Err(Error::new(
                             ErrorKind::NotFound,
@@ -587,6 +590,13 @@ impl Kms {
                                 file.display()
                             ),
                         ));
+                    }
+                    let marks = self.store().audit_marks(CHECKPOINT).await?;
+                    if !good_checkpoints(&marks, &store, &keys)
+                        .iter()
+                        .any(|(_, c)| c.seq >= m.at)
+                    {
+                        done.checkpoint = Some(self.audit_checkpoint(&ctx).await?);
                     }
                     done.pruned = Some(self.audit_prune(&ctx, &file).await?);
                     return Ok(done);
@@ -790,7 +800,30 @@ impl Kms {
                     &signature,
                 ));
                 let committed = match kms.store().begin_write().await {
-                    Ok(tx) => call.commit_events(tx, &[event]).await,
+                    Ok(tx) => {
+                        // Under the chain's write lock: another node may have exported the same
+                        // records meanwhile. Archives must not overlap.
+                        match kms.store().audit_marks(EXPORT).await {
+                            Ok(marks) => {
+                                let overlap = marks
+                                    .iter()
+                                    .filter_map(|r| ExportMark::from_record(r).ok())
+                                    .filter(|m| m.verifies(&store, &keys))
+                                    .find(|m| m.last >= oldest);
+                                match overlap {
+                                    Some(m) => Err(Error::new(
+                                        ErrorKind::AlreadyExists,
+                                        format!(
+                                            "records {}..{} were exported meanwhile (export record {}, {}): this export is dropped",
+                                            m.first, m.last, m.at, m.file
+                                        ),
+                                    )),
+                                    None => call.commit_events(tx, &[event]).await,
+                                }
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
                     Err(e) => Err(e),
                 };
                 let (records, receipt) = match committed {
@@ -1473,8 +1506,18 @@ async fn write_archive(
         let (mut expected, mut hash) = (first, prev);
         while expected <= checkpoint.seq {
             let page = kms.store().audit_records(expected - 1, 1000).await?;
-            if page.is_empty() {
-                break;
+            match page.first() {
+                None => break,
+                Some(r) if r.seq != expected => {
+                    return Err(Error::new(
+                        ErrorKind::Corrupt,
+                        format!(
+                            "record {expected} is missing from the store (the next is {}): nothing exported; run `hanzo-kms audit verify`",
+                            r.seq
+                        ),
+                    ));
+                }
+                Some(_) => {}
             }
             for r in page.iter().take_while(|r| r.seq <= checkpoint.seq) {
                 audit::check_link(expected, &hash, r).map_err(|what| {
@@ -1566,6 +1609,9 @@ pub fn parse_archive(path: &Path, bytes: &[u8]) -> std::result::Result<Archive, 
     parse_archive_from(path, bytes)
 }
 
+/// The longest line an archive may have: a record is a few hundred bytes.
+const MAX_LINE: u64 = 1 << 20;
+
 /// Lines of an archive, read one at a time (an archive may hold millions of records: it is
 /// never held in memory whole), with the SHA-256 of every byte read.
 struct Lines<R> {
@@ -1578,12 +1624,17 @@ impl<R: std::io::BufRead> Lines<R> {
     /// The next line without its `\n` (`None` at the end).
     fn next_line(&mut self) -> std::result::Result<Option<String>, String> {
         self.buf.clear();
-        let n = self
-            .reader
+        let n = (&mut self.reader)
+            .take(MAX_LINE)
             .read_until(b'\n', &mut self.buf)
             .map_err(|e| format!("cannot read it: {e}"))?;
         if n == 0 {
             return Ok(None);
+        }
+        if n as u64 == MAX_LINE && !self.buf.ends_with(b"\n") {
+            return Err(format!(
+                "a line is longer than {MAX_LINE} bytes: not an archive's"
+            ));
         }
         self.hasher.update(&self.buf);
         let line = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);

@@ -293,6 +293,11 @@ impl Kms {
         let mut unexportable = Vec::new();
         let mut versions = 0;
         for listed in self.store.list_keys("").await? {
+            // The service's own keys (the audit key) never leave the store: whoever held a
+            // bundle's passphrase could sign audit checkpoints with them.
+            if listed.meta.name.customer() == crate::tokens::SYSTEM_TENANT {
+                continue;
+            }
             let Some(stored) = self.store.load_key(&listed.meta.name).await? else {
                 continue;
             };
@@ -451,6 +456,12 @@ impl Kms {
         for k in &bundle.keys {
             let name = KeyName::parse(&k.name, sep)
                 .map_err(|e| bad_bundle(format!("key name {}: {}", k.name, e.message())))?;
+            if name.customer() == crate::tokens::SYSTEM_TENANT {
+                return Err(bad_bundle(format!(
+                    "it holds {name}, a key of the reserved tenant '{}' (the service's own keys are never backed up); nothing was restored",
+                    crate::tokens::SYSTEM_TENANT
+                )));
+            }
             match self.store.load_key(&name).await? {
                 None => todo.push((name, k)),
                 Some(existing) => match same_key(&existing, k) {

@@ -296,7 +296,7 @@ async fn an_audit_public_key_swapped_in_the_store_is_detected() {
     let kms = Kms::open(&s).await.unwrap();
     let r = verify(&kms).await;
     let (_, what) = r.problem.unwrap();
-    assert!(what.contains("not the one its provider holds"), "{what}");
+    assert!(what.contains("not one its provider holds"), "{what}");
 }
 
 #[tokio::test]
@@ -613,4 +613,50 @@ async fn the_scheduler_finishes_an_unfinished_prune() {
     assert_eq!(oldest(&kms).await, e.last + 1);
     assert_eq!(std::fs::read_dir(archive_dir.path()).unwrap().count(), 1);
     assert!(verify(&kms).await.is_ok());
+}
+
+/// A version of the audit key added in the store with someone's own public key and no material:
+/// its checkpoints would verify under a key the provider does not hold. Reported.
+#[tokio::test]
+async fn an_audit_key_version_without_material_is_detected() {
+    let (dir, kms) = fresh("").await;
+    let s = settings(dir.path(), "");
+    let cp = kms.audit_checkpoint(&ctx()).await.unwrap();
+    let other = KeyName::parse("api:acme:other", Separator::default()).unwrap();
+    kms.create_key(&ctx(), &other, Some(Algorithm::P256), None)
+        .await
+        .unwrap();
+    let pk = kms.public_key(&ctx(), &other).await.unwrap().public_key;
+    kms.close().await;
+    sql(
+        dir.path(),
+        &format!(
+            "INSERT INTO key_versions (key_name, version, state, created_at, public_key) \
+             VALUES ('{}', 2, 'enabled', 0, X'{}')",
+            cp.key,
+            pk.trim_start_matches("0x")
+        ),
+    );
+    let kms = Kms::open(&s).await.unwrap();
+    let (_, what) = verify(&kms).await.problem.unwrap();
+    assert!(
+        what.contains("version 2 is not one its provider holds"),
+        "{what}"
+    );
+}
+
+/// A backup never carries the audit key: whoever held the bundle's passphrase could sign
+/// checkpoints with it.
+#[tokio::test]
+async fn a_backup_leaves_the_audit_key_out() {
+    let (_dir, kms) = fresh("").await;
+    kms.audit_checkpoint(&ctx()).await.unwrap();
+    let data = KeyName::parse("data:acme:d", Separator::default()).unwrap();
+    kms.create_key(&ctx(), &data, None, None).await.unwrap();
+    let protection = hanzo_kms_service::backup::Protection::Passphrase(zeroize::Zeroizing::new(
+        "a passphrase for the test".to_owned(),
+    ));
+    let (bundle, skipped) = kms.backup_create(&ctx(), &protection, false).await.unwrap();
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(bundle.keys, 1, "the data key only");
 }

@@ -306,22 +306,15 @@ impl Store {
         let mut expected_seq = first;
         let mut prev = prev;
         loop {
-            loop {
-                let batch = self.audit_records(expected_seq - 1, 1000).await?;
-                if batch.is_empty() {
-                    break;
-                }
-                for r in &batch {
-                    if let Err(what) = check_link(expected_seq, &prev, r) {
-                        return Ok(AuditReport {
-                            from: first,
-                            records: expected_seq - first,
-                            problem: Some((r.seq, what)),
-                            head: prev,
-                        });
-                    }
-                    prev = r.hash;
-                    expected_seq += 1;
+            match self.walk(expected_seq, prev).await? {
+                Walked::To(next, hash) => (expected_seq, prev) = (next, hash),
+                Walked::Broken { at, what, before } => {
+                    return Ok(AuditReport {
+                        from: first,
+                        records: before - first,
+                        problem: Some((at, what)),
+                        head: prev,
+                    });
                 }
             }
             let last = expected_seq - 1;
@@ -382,7 +375,56 @@ impl Store {
     }
 }
 
+/// Where a walk along the chain stopped.
+enum Walked {
+    /// At the end: the next seq expected and the last hash.
+    To(u64, [u8; 32]),
+    /// At a bad record `at`; `before` is the seq the walk expected there.
+    Broken { at: u64, what: String, before: u64 },
+}
+
 impl Store {
+    /// Check the records from `expected` on, each against the one before (the first against
+    /// `prev`), up to the last one stored.
+    ///
+    /// On SQLite this reads through a rusqlite connection of its own, opened read-only for the
+    /// walk (a fourth connection beside the three of [`crate::sqlite`]): the sqlx path decodes
+    /// rows several times slower, and verification is bound by reading rows, not by hashing
+    /// (docs/benchmarks.md, "The audit log on disk"). WAL mode lets it read while the committer
+    /// writes.
+    async fn walk(&self, expected: u64, prev: [u8; 32]) -> Result<Walked> {
+        if self.backend == crate::Backend::Sqlite {
+            let db = std::path::PathBuf::from(&self.location);
+            let location = self.location.clone();
+            return tokio::task::spawn_blocking(move || walk_sqlite(&db, expected, prev))
+                .await
+                .map_err(|e| {
+                    hanzo_kms_core::Error::internal(format!("the audit walk stopped: {e}"))
+                })?
+                .map_err(|e| {
+                    crate::error::sqlite_error(e, &format!("reading the audit log of {location}"))
+                });
+        }
+        let (mut expected, mut prev) = (expected, prev);
+        loop {
+            let batch = self.audit_records(expected - 1, 1000).await?;
+            if batch.is_empty() {
+                return Ok(Walked::To(expected, prev));
+            }
+            for r in &batch {
+                if let Err(what) = check_link(expected, &prev, r) {
+                    return Ok(Walked::Broken {
+                        at: r.seq,
+                        what,
+                        before: expected,
+                    });
+                }
+                prev = r.hash;
+                expected += 1;
+            }
+        }
+    }
+
     /// The oldest record the store still holds (`None`: an empty log). 1 until records were
     /// exported and pruned.
     pub async fn audit_oldest(&self) -> Result<Option<u64>> {
@@ -451,6 +493,61 @@ impl crate::WriteTx {
                 .rows_affected(),
         )
     }
+}
+
+/// [`Store::walk`] on SQLite: one read transaction, rows decoded straight from rusqlite.
+fn walk_sqlite(db: &std::path::Path, expected: u64, prev: [u8; 32]) -> rusqlite::Result<Walked> {
+    let conn = rusqlite::Connection::open_with_flags(
+        db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mut q = conn.prepare(concat!(
+        "SELECT ",
+        audit_columns!(),
+        " FROM audit_log WHERE seq >= ?1 ORDER BY seq"
+    ))?;
+    let mut rows = q.query([i64::try_from(expected).unwrap_or(i64::MAX)])?;
+    let (mut expected, mut prev) = (expected, prev);
+    while let Some(row) = rows.next()? {
+        let columns = crate::AuditColumns {
+            seq: row.get(0)?,
+            time_ms: row.get(1)?,
+            request_id: row.get(2)?,
+            principal: row.get(3)?,
+            tenant: row.get(4)?,
+            operation: row.get(5)?,
+            key_name: row.get(6)?,
+            key_version: row.get(7)?,
+            outcome: row.get(8)?,
+            reason: row.get(9)?,
+            peer: row.get(10)?,
+            detail: row.get(11)?,
+            prev_hash: row.get(12)?,
+            hash: row.get(13)?,
+        };
+        let seq = columns.seq;
+        let r = match columns.into_record() {
+            Ok(r) => r,
+            Err(what) => {
+                return Ok(Walked::Broken {
+                    at: u64::try_from(seq).unwrap_or(0),
+                    what,
+                    before: expected,
+                });
+            }
+        };
+        if let Err(what) = check_link(expected, &prev, &r) {
+            return Ok(Walked::Broken {
+                at: r.seq,
+                what,
+                before: expected,
+            });
+        }
+        prev = r.hash;
+        expected += 1;
+    }
+    Ok(Walked::To(expected, prev))
 }
 
 #[cfg(test)]

@@ -345,6 +345,7 @@ pub(crate) async fn storage_watch(state: Shared, warn_below_mib: u64) {
 /// every node: rotation and destruction are transactions that re-check the key's state.
 pub(crate) async fn scheduler(state: Shared, every: Duration) {
     let mut tick = tokio::time::interval(every);
+    let mut first_tick = true;
     loop {
         tick.tick().await;
         let ctx = system_ctx();
@@ -382,8 +383,16 @@ pub(crate) async fn scheduler(state: Shared, every: Duration) {
             Err(e) => tracing::warn!(error = %e, "scheduler: pruning replay records failed"),
         }
         // Audit checkpoints, and with a retention, archives and prunes (docs/operations.md,
-        // "Audit archives").
-        match state.kms.audit_maintenance(now.saturating_mul(1000)).await {
+        // "Audit archives"). Not at the first tick: a node that just started is busy with its
+        // first requests, and the first checkpoint makes the audit key (a key generation in the
+        // provider, and a transaction).
+        let audit = if first_tick {
+            Ok(Default::default())
+        } else {
+            state.kms.audit_maintenance(now.saturating_mul(1000)).await
+        };
+        first_tick = false;
+        match audit {
             Ok(m) => {
                 if let Some(c) = &m.checkpoint {
                     tracing::debug!(seq = c.seq, "scheduler: audit checkpoint signed");

@@ -302,6 +302,10 @@ async fn the_operations_work_over_grpc_and_match_rest() {
         .unwrap()
         .into_inner();
     assert!(report.valid && report.records > 10, "{report:?}");
+    assert_eq!(
+        report.from, 1,
+        "nothing was pruned: the check starts at record 1"
+    );
     let records = c
         .list_audit(with_token(t, pb::ListAuditRequest { after: 0, limit: 0 }))
         .await

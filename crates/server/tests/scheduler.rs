@@ -80,3 +80,40 @@ async fn the_scheduler_prunes_expired_replay_records() {
     assert!(kms.audit_verify(&ctx).await.unwrap().is_ok());
     server.stop().await;
 }
+
+/// The scheduler signs audit checkpoints by itself (docs/operations.md, "Audit archives"), from
+/// its second tick on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_signs_audit_checkpoints() {
+    let server = start("", |o| {
+        o.scheduler_every = Some(Duration::from_millis(200));
+    })
+    .await;
+    let settings = Settings {
+        data_dir: server.dir.path().to_path_buf(),
+        config: Config::default(),
+        master_key_env: None,
+    };
+    let kms = Kms::open(&settings).await.unwrap();
+    let ctx = RequestCtx::local();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let checkpoint = loop {
+        let found = kms
+            .audit_records(&ctx, 0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.event.operation == "audit.checkpoint" && r.event.outcome == "ok");
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint was signed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(checkpoint.event.principal, "system:scheduler");
+    assert_eq!(
+        checkpoint.event.key_name.as_deref(),
+        Some("api:system:audit")
+    );
+    assert!(kms.audit_verify(&ctx).await.unwrap().is_ok());
+}

@@ -400,6 +400,22 @@ impl Kms {
             .ok_or_else(|| Error::internal("the audit key was created but cannot be read"))
     }
 
+    /// The retained export records whose signature verifies, oldest first.
+    async fn signed_exports(
+        &self,
+        store: &str,
+        keys: &HashMap<(String, u32), Vec<u8>>,
+    ) -> Result<Vec<ExportMark>> {
+        Ok(self
+            .store()
+            .audit_marks(EXPORT)
+            .await?
+            .iter()
+            .filter_map(|r| ExportMark::from_record(r).ok())
+            .filter(|m| m.verifies(store, keys))
+            .collect())
+    }
+
     /// The public keys of the audit key's versions: what checkpoints verify under. A stored
     /// public key counts only when the provider proves it holds its private key (it signs a
     /// fresh challenge through the stored handle): someone who can write the store could put
@@ -569,12 +585,9 @@ impl Kms {
             // that no second archive overlaps it.
             if let Some(oldest) = self.store().audit_oldest().await? {
                 let unfinished = self
-                    .store()
-                    .audit_marks(EXPORT)
+                    .signed_exports(&store, &keys)
                     .await?
-                    .iter()
-                    .filter_map(|r| ExportMark::from_record(r).ok())
-                    .filter(|m| m.verifies(&store, &keys))
+                    .into_iter()
                     .find(|m| m.first <= oldest && oldest <= m.last);
                 if let Some(m) = unfinished {
                     // The name only: the record's `file` is not signed.
@@ -727,14 +740,7 @@ impl Kms {
                         d.join(format!("audit-{id}-{oldest:012}-{:012}.jsonl", checkpoint.seq))
                     }
                 };
-                let exports: Vec<ExportMark> = kms
-                    .store()
-                    .audit_marks(EXPORT)
-                    .await?
-                    .iter()
-                    .filter_map(|r| ExportMark::from_record(r).ok())
-                    .filter(|m| m.verifies(&store, &keys))
-                    .collect();
+                let exports = kms.signed_exports(&store, &keys).await?;
                 if let Ok(a) = read_archive(&out) {
                     // A retry (the scheduler's, after a failed prune) finds its own export.
                     let mark = exports
@@ -803,13 +809,9 @@ impl Kms {
                     Ok(tx) => {
                         // Under the chain's write lock: another node may have exported the same
                         // records meanwhile. Archives must not overlap.
-                        match kms.store().audit_marks(EXPORT).await {
+                        match kms.signed_exports(&store, &keys).await {
                             Ok(marks) => {
-                                let overlap = marks
-                                    .iter()
-                                    .filter_map(|r| ExportMark::from_record(r).ok())
-                                    .filter(|m| m.verifies(&store, &keys))
-                                    .find(|m| m.last >= oldest);
+                                let overlap = marks.into_iter().find(|m| m.last >= oldest);
                                 match overlap {
                                     Some(m) => Err(Error::new(
                                         ErrorKind::AlreadyExists,
@@ -876,11 +878,10 @@ impl Kms {
                         archive.display()
                     )));
                 }
-                let exports = kms.store().audit_marks(EXPORT).await?;
-                let mark = exports
-                    .iter()
-                    .filter_map(|r| ExportMark::from_record(r).ok())
-                    .filter(|m| m.verifies(&store, &keys))
+                let mark = kms
+                    .signed_exports(&store, &keys)
+                    .await?
+                    .into_iter()
                     .find(|m| m.sha256 == a.sha256 && m.first == a.first && m.last == a.last)
                     .ok_or_else(|| {
                         Error::invalid(format!(

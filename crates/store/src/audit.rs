@@ -412,15 +412,9 @@ impl Store {
                 return Ok(Walked::To(expected, prev));
             }
             for r in &batch {
-                if let Err(what) = check_link(expected, &prev, r) {
-                    return Ok(Walked::Broken {
-                        at: r.seq,
-                        what,
-                        before: expected,
-                    });
+                if let Some(broken) = step(&mut expected, &mut prev, r) {
+                    return Ok(broken);
                 }
-                prev = r.hash;
-                expected += 1;
             }
         }
     }
@@ -495,6 +489,21 @@ impl crate::WriteTx {
     }
 }
 
+/// One step of a walk: `r` must be record `expected`, after the record whose hash is `prev`;
+/// then both move past it. `Some` says where the chain breaks.
+fn step(expected: &mut u64, prev: &mut [u8; 32], r: &AuditRecord) -> Option<Walked> {
+    if let Err(what) = check_link(*expected, prev, r) {
+        return Some(Walked::Broken {
+            at: r.seq,
+            what,
+            before: *expected,
+        });
+    }
+    *prev = r.hash;
+    *expected += 1;
+    None
+}
+
 /// [`Store::walk`] on SQLite: one read transaction, rows decoded straight from rusqlite.
 fn walk_sqlite(db: &std::path::Path, expected: u64, prev: [u8; 32]) -> rusqlite::Result<Walked> {
     let conn = rusqlite::Connection::open_with_flags(
@@ -537,15 +546,9 @@ fn walk_sqlite(db: &std::path::Path, expected: u64, prev: [u8; 32]) -> rusqlite:
                 });
             }
         };
-        if let Err(what) = check_link(expected, &prev, &r) {
-            return Ok(Walked::Broken {
-                at: r.seq,
-                what,
-                before: expected,
-            });
+        if let Some(broken) = step(&mut expected, &mut prev, &r) {
+            return Ok(broken);
         }
-        prev = r.hash;
-        expected += 1;
     }
     Ok(Walked::To(expected, prev))
 }

@@ -660,3 +660,44 @@ async fn a_backup_leaves_the_audit_key_out() {
     assert!(skipped.is_empty(), "{skipped:?}");
     assert_eq!(bundle.keys, 1, "the data key only");
 }
+
+/// Two nodes on one PostgreSQL export at the same moment: the export records are decided under
+/// the chain's write lock, so one export stands and the other is dropped with its file; the
+/// archives never overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_exporting_at_once_make_one_archive() {
+    let pg = hanzo_kms_testkit::Postgres::start();
+    let url = pg.create_database("race");
+    let yaml = format!("storage:\n  url: {url}\n");
+    let (dir, a) = fresh(&yaml).await;
+    let b = Kms::open(&settings(dir.path(), &yaml)).await.unwrap();
+    activity(&a, 5).await;
+    a.audit_checkpoint(&ctx()).await.unwrap();
+    let (fa, fb) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let (ca, cb) = (ctx(), ctx());
+    let (ta, tb) = (ExportTo::File(fa.clone()), ExportTo::File(fb.clone()));
+    let (ra, rb) = tokio::join!(
+        a.audit_export(&ca, ExportBound::Newest, &ta),
+        b.audit_export(&cb, ExportBound::Newest, &tb),
+    );
+    let (won, lost, file, other) = match (ra, rb) {
+        (Ok(w), Err(l)) => (w, l, fa, fb),
+        (Err(l), Ok(w)) => (w, l, fb, fa),
+        (ra, rb) => panic!("exactly one export must stand: {ra:?} {rb:?}"),
+    };
+    assert!(
+        matches!(
+            lost.kind(),
+            ErrorKind::AlreadyExists | ErrorKind::InvalidArgument
+        ),
+        "{lost}"
+    );
+    assert!(
+        file.exists() && !other.exists(),
+        "the dropped export leaves no file"
+    );
+    a.audit_prune(&ctx(), &won.file).await.unwrap();
+    assert!(verify(&a).await.is_ok());
+    let r = archives(&b, &[&file]).await;
+    assert!(r.is_ok(), "{}", problems(&r));
+}

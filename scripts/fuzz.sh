@@ -50,6 +50,7 @@ if [ "$build" = 1 ]; then
   # Overflow checks come with the dev profile; the optimised build is cargo-fuzz's default
   # (release, line tables, one codegen unit), which keeps debug assertions only through the flag.
   # An explicit --target keeps these flags away from build scripts and proc macros, as there.
+  # No --locked, as with cargo-fuzz: fuzz/Cargo.lock follows the workspace's manifests.
   flags="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4"
   flags+=" -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table"
   flags+=" -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing"
@@ -64,7 +65,7 @@ if [ "$build" = 1 ]; then
   if [ -n "${RUSTFLAGS:-}" ]; then flags+=" $RUSTFLAGS"; fi
   started=$SECONDS
   mkdir -p target
-  if ! RUSTFLAGS="$flags" cargo build --locked --target "$triple" "${profile[@]}" --bins > target/build.log 2>&1; then
+  if ! RUSTFLAGS="$flags" cargo build --target "$triple" "${profile[@]}" --bins > target/build.log 2>&1; then
     tail -n 60 target/build.log >&2
     echo "scripts/fuzz.sh: the build failed (fuzz/target/build.log)" >&2
     exit 1

@@ -11,9 +11,10 @@
 # No cargo-fuzz needed: the targets are built with plain `cargo build` and the flags cargo-fuzz
 # 0.13 passes for `cargo fuzz build -s none` (the same RUSTFLAGS, target triple, profile and target
 # directory: the binaries `cargo fuzz` builds, where it puts them; cargo-fuzz 0.13.2 finds this
-# build up to date), and each binary is run as
-# `cargo fuzz run` runs it: artifacts under fuzz/artifacts/TARGET/, the corpus fuzz/corpus/TARGET/. A crash fails the script and leaves its input in that artifacts
-# directory. The runs go one per core (each fuzzer is one thread), each still for the full time.
+# build up to date), and each binary is run as `cargo fuzz run` runs it: artifacts under
+# fuzz/artifacts/TARGET/, the corpus fuzz/corpus/TARGET/. A crash fails the script and leaves its
+# input in that artifacts directory. The runs go one per core (each fuzzer is one thread), each
+# still for the full time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev=0 build=1 run=1

@@ -79,10 +79,15 @@ build_started=$SECONDS
 cargo build --workspace --all-targets --locked
 echo "scripts/test.sh: build in $((SECONDS - build_started)) s" >&2
 prepared
-scripts/test-remote.sh   # OpenBao and LocalStack on loopback: the remote providers' tests and the binary on each (docs/providers.md)
-scripts/test-gcp.sh   # HIP-005's sample config through the binary on the FAKE Google Cloud KMS (docs/providers.md)
-scripts/test-python.sh   # the Python package (python/): wheel, pytest against the binary just built
-scripts/test-contracts.sh   # Solidity contracts on a real EVM, against this build's hanzo-kms (docs/onchain.md)
+timed() { # timed COMMAND...: runs it, then logs how long it took
+  local started=$SECONDS
+  "$@"
+  echo "scripts/test.sh: $* in $((SECONDS - started)) s" >&2
+}
+timed scripts/test-remote.sh   # OpenBao and LocalStack on loopback: the remote providers' tests and the binary on each (docs/providers.md)
+timed scripts/test-gcp.sh   # HIP-005's sample config through the binary on the FAKE Google Cloud KMS (docs/providers.md)
+timed scripts/test-python.sh   # the Python package (python/): wheel, pytest against the binary just built
+timed scripts/test-contracts.sh   # Solidity contracts on a real EVM, against this build's hanzo-kms (docs/onchain.md)
 kms=target/debug/hanzo-kms
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -126,5 +131,5 @@ wait "$serve_pid"
 rm -rf target/softhsm2
 
 # Doc tests first (cargo test --all-targets skips them), then every unit and integration test.
-cargo test --workspace --doc --locked
-cargo test --workspace --all-targets --locked "$@"
+timed cargo test --workspace --doc --locked
+timed cargo test --workspace --all-targets --locked "$@"

@@ -350,8 +350,9 @@ pub enum AuditCommand {
         /// checkpoint's signature is still checked): fast on a long log.
         #[arg(long)]
         since_checkpoint: bool,
-        /// An archive written by `audit export` (repeatable).
-        #[arg(long, value_name = "FILE")]
+        /// Archives written by `audit export`: one or more after the flag (a shell glob
+        /// works), or the flag repeated.
+        #[arg(long, value_name = "FILE", num_args = 1..)]
         archive: Vec<PathBuf>,
     },
     /// Append a checkpoint: a record that pins the newest record's hash, signed with the audit

@@ -416,23 +416,24 @@ impl Kms {
             .collect())
     }
 
+    /// The retained checkpoints that are well-formed, of this store and well signed, with
+    /// their record's seq, oldest first.
+    async fn signed_checkpoints(
+        &self,
+        store: &str,
+        keys: &HashMap<(String, u32), Vec<u8>>,
+    ) -> Result<Vec<(u64, Checkpoint)>> {
+        let marks = self.store().audit_marks(CHECKPOINT).await?;
+        Ok(good_checkpoints(&marks, store, keys))
+    }
+
     /// The public keys of the audit key's versions: what checkpoints verify under. A stored
     /// public key counts only when the provider proves it holds its private key (it signs a
     /// fresh challenge through the stored handle): someone who can write the store could put
-    /// their own key there and sign their own checkpoints. [`Self::audit_key_altered`] reports
+    /// their own key there and sign their own checkpoints. [`Self::audit_keys`] also returns
     /// a version that fails, or that has no material or public key.
     async fn audit_public_keys(&self) -> Result<HashMap<(String, u32), Vec<u8>>> {
         Ok(self.audit_keys().await?.0)
-    }
-
-    /// A version of the audit key whose stored public key is not the provider's: the store
-    /// was altered.
-    async fn audit_key_altered(&self) -> Result<Option<String>> {
-        Ok(self.audit_keys().await?.1.first().map(|v| {
-            format!(
-                "the audit key's version {v} is not one its provider holds (no material, or a public key the provider cannot sign for): the store was altered"
-            )
-        }))
     }
 
     async fn audit_keys(&self) -> Result<(HashMap<(String, u32), Vec<u8>>, Vec<u32>)> {
@@ -604,8 +605,9 @@ impl Kms {
                             ),
                         ));
                     }
-                    let marks = self.store().audit_marks(CHECKPOINT).await?;
-                    if !good_checkpoints(&marks, &store, &keys)
+                    if !self
+                        .signed_checkpoints(&store, &keys)
+                        .await?
                         .iter()
                         .any(|(_, c)| c.seq >= m.at)
                     {
@@ -648,8 +650,7 @@ impl Kms {
         // `audit verify` and `audit prune` accept only a pinned export.
         let store = self.store_id().await?;
         let keys = self.audit_public_keys().await?;
-        let checkpoints =
-            good_checkpoints(&self.store().audit_marks(CHECKPOINT).await?, &store, &keys);
+        let checkpoints = self.signed_checkpoints(&store, &keys).await?;
         if !checkpoints
             .iter()
             .any(|(_, c)| c.seq >= summary.export_record)
@@ -670,8 +671,7 @@ impl Kms {
         let Some(oldest) = self.store().audit_oldest().await? else {
             return Ok(None);
         };
-        let marks = self.store().audit_marks(CHECKPOINT).await?;
-        let checkpoints = good_checkpoints(&marks, store, keys);
+        let checkpoints = self.signed_checkpoints(store, keys).await?;
         Ok(checkpoints
             .iter()
             .rev()
@@ -890,8 +890,7 @@ impl Kms {
                             hex::encode(a.sha256)
                         ))
                     })?;
-                let checkpoints =
-                    good_checkpoints(&kms.store().audit_marks(CHECKPOINT).await?, &store, &keys);
+                let checkpoints = kms.signed_checkpoints(&store, &keys).await?;
                 if !checkpoints.iter().any(|(_, c)| c.seq >= mark.at) {
                     return Err(Error::invalid(format!(
                         "the export record of {} (record {}) is not under a signed checkpoint yet: run `hanzo-kms audit checkpoint`, then prune",
@@ -971,7 +970,9 @@ impl Kms {
     async fn verify_retained_once(&self, opts: VerifyOptions) -> Result<AuditReport> {
         let s = self.store();
         let store = self.store_id().await?;
-        let keys = self.audit_public_keys().await?;
+        // One proof of possession per key version for the whole check (it signs in the
+        // provider): the keys and the versions that failed it.
+        let (keys, altered) = self.audit_keys().await?;
         let Some(oldest) = s.audit_oldest().await? else {
             return s.verify_audit().await;
         };
@@ -981,8 +982,13 @@ impl Kms {
             problem: Some((at, what)),
             head: [0; 32],
         };
-        if let Some(what) = self.audit_key_altered().await? {
-            return Ok(problem(oldest, what));
+        if let Some(v) = altered.first() {
+            return Ok(problem(
+                oldest,
+                format!(
+                    "the audit key's version {v} is not one its provider holds (no material, or a public key the provider cannot sign for): the store was altered"
+                ),
+            ));
         }
         // Every retained checkpoint must be well-formed, of this store and well signed.
         let mut pins = BTreeMap::new();

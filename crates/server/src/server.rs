@@ -171,9 +171,6 @@ impl Server {
     /// Serve REST and gRPC until `shutdown` completes, then finish the requests in flight on
     /// both before returning.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-        let background = self
-            .scheduler_every
-            .map(|every| tokio::spawn(scheduler(self.state.clone(), every)));
         let health_checks = self.state.kms.failover().map(|_| {
             let every = self
                 .state
@@ -198,6 +195,13 @@ impl Server {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        let background = self.scheduler_every.map(|every| {
+            tokio::spawn(scheduler(
+                self.state.clone(),
+                every,
+                stopped(stop_rx.clone()),
+            ))
+        });
         let grpc_builder = self.grpc_builder;
         let grpc = self.grpc.map(|listener| {
             let svc = grpc::service(
@@ -271,13 +275,32 @@ impl Server {
                 Ok(())
             }
         };
-        for b in [background, health_checks, storage].into_iter().flatten() {
+        // The scheduler finishes the pass it is in (an export half written would leave a file
+        // no export record names) before the store closes; a pass that takes longer than
+        // SCHEDULER_STOP is cut short (whatever it did commits whole or not at all).
+        if let Some(mut b) = background
+            && tokio::time::timeout(SCHEDULER_STOP, &mut b).await.is_err()
+        {
+            tracing::warn!(
+                ?SCHEDULER_STOP,
+                "shutdown: the scheduler's pass was still running and was cut short"
+            );
             b.abort();
+            let _ = b.await;
+        }
+        for b in [health_checks, storage].into_iter().flatten() {
+            b.abort();
+            // Gone before the store closes: an aborted task stops at its next await.
+            let _ = b.await;
         }
         self.state.kms.close().await;
         r
     }
 }
+
+/// How long shutdown waits for the scheduler's pass in progress (an audit export of a
+/// retention's records, a prune in batches) before cutting it short.
+const SCHEDULER_STOP: Duration = Duration::from_secs(30);
 
 pub(crate) async fn listen(setting: &str, addr: &str) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -343,11 +366,21 @@ pub(crate) async fn storage_watch(state: Shared, warn_below_mib: u64) {
 
 /// The rotation scheduler (`rotate --due`, `destroy --due`) and limiter housekeeping. Safe on
 /// every node: rotation and destruction are transactions that re-check the key's state.
-pub(crate) async fn scheduler(state: Shared, every: Duration) {
+/// Stops at `stop`, between passes: a pass that started runs to its end.
+pub(crate) async fn scheduler(
+    state: Shared,
+    every: Duration,
+    stop: impl Future<Output = ()> + Send + 'static,
+) {
     let mut tick = tokio::time::interval(every);
     let mut first_tick = true;
+    let mut stop = std::pin::pin!(stop);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            biased;
+            () = &mut stop => return,
+            _ = tick.tick() => {}
+        }
         let ctx = system_ctx();
         let now = now_secs();
         for (what, r) in [

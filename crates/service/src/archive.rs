@@ -958,10 +958,10 @@ impl Kms {
         // while the oldest record changed is checked again from the new start.
         let mut tries = 0;
         loop {
-            let before = self.store().audit_oldest().await?;
+            let before = self.store().audit_base().await?.0;
             let report = self.verify_retained_once(opts).await?;
             tries += 1;
-            if report.is_ok() || tries == 3 || self.store().audit_oldest().await? == before {
+            if report.is_ok() || tries == 3 || self.store().audit_base().await?.0 == before {
                 return Ok(report);
             }
         }
@@ -973,9 +973,10 @@ impl Kms {
         // One proof of possession per key version for the whole check (it signs in the
         // provider): the keys and the versions that failed it.
         let (keys, altered) = self.audit_keys().await?;
-        let Some(oldest) = s.audit_oldest().await? else {
-            return s.verify_audit().await;
-        };
+        // The walk starts after the record the prunes left as the chain's base: records
+        // deleted from the start without a prune are found missing.
+        let (base, base_hash) = s.audit_base().await?;
+        let oldest = base.saturating_add(1);
         let problem = |at: u64, what: String| AuditReport {
             from: oldest,
             records: 0,
@@ -1000,12 +1001,8 @@ impl Kms {
                 Err(what) => return Ok(problem(r.seq, what)),
             }
         }
-        let (mut first, mut prev) = (oldest, [0u8; 32]);
+        let (mut first, mut prev) = (oldest, base_hash);
         if oldest > 1 {
-            let Some(r) = s.audit_record(oldest).await? else {
-                return s.verify_audit_from(oldest, [0; 32]).await;
-            };
-            prev = r.prev_hash;
             // Records before `oldest` are gone: an export must cover them, and its checkpoint
             // (at or after oldest − 1) must be met by the walk.
             let exports: Vec<ExportMark> = s
@@ -1124,7 +1121,10 @@ impl Kms {
                 let store = kms.store_id().await?;
                 let keys = kms.audit_public_keys().await?;
                 let oldest = kms.store().audit_oldest().await?.unwrap_or(1);
-                let first_record = kms.store().audit_record(oldest).await?;
+                let first_prev = match kms.store().audit_record(oldest).await? {
+                    Some(_) => Some(kms.store().audit_prev(oldest).await?),
+                    None => None,
+                };
                 let exports: Vec<ExportMark> = kms
                     .store()
                     .audit_marks(EXPORT)
@@ -1136,7 +1136,7 @@ impl Kms {
                     store,
                     keys,
                     oldest,
-                    first_prev: first_record.map(|r| r.prev_hash),
+                    first_prev,
                     exports,
                 };
                 let (mut report, archives) = check_archives_read(&files, Some(&link));
@@ -1493,15 +1493,12 @@ async fn write_archive(
             .open(&tmp)
             .map_err(|e| io("creating", e))?;
         let mut w = HashingWriter::new(std::io::BufWriter::new(file));
-        let prev = match first {
-            1 => [0u8; 32],
-            _ => kms
-                .store()
-                .audit_record(first)
-                .await?
-                .map(|r| r.prev_hash)
-                .ok_or_else(|| Error::internal("the oldest record vanished during the export"))?,
-        };
+        if kms.store().audit_record(first).await?.is_none() {
+            return Err(Error::internal(
+                "the oldest record vanished during the export",
+            ));
+        }
+        let prev = kms.store().audit_prev(first).await?;
         let header = json!({
             "format": ARCHIVE_FORMAT,
             "store": store,

@@ -262,8 +262,26 @@ async fn records_deleted_without_an_export_are_detected() {
     kms.audit_checkpoint(&ctx()).await.unwrap();
     activity(&kms, 3).await;
     assert!(verify(&kms).await.is_ok());
-    // The oldest records go, the way a prune would delete them, but with no export.
+    // The oldest records go, the chain's base left where it was: the walk from the base
+    // finds them missing.
+    let hash_8: String = rusqlite::Connection::open(dir.path().join("kms.db"))
+        .unwrap()
+        .query_row(
+            "SELECT lower(hex(hash)) FROM audit_log WHERE seq = 8",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     sql(dir.path(), "DELETE FROM audit_log WHERE seq <= 8");
+    let r = verify(&kms).await;
+    let (at, what) = r.problem.unwrap();
+    assert_eq!(at, 9);
+    assert!(what.contains("expected record 1 but found 9"), "{what}");
+    // The same, with the base moved the way a prune moves it, but with no export.
+    sql(
+        dir.path(),
+        &format!("UPDATE audit_head SET base_seq = 8, base_hash = '{hash_8}'"),
+    );
     let r = verify(&kms).await;
     let (at, what) = r.problem.unwrap();
     assert_eq!(at, 9);
@@ -388,6 +406,12 @@ async fn a_forged_export_record_does_not_cover_a_prune() {
     let c = rusqlite::Connection::open(dir.path().join("kms.db")).unwrap();
     c.execute("DELETE FROM audit_log WHERE seq <= ?1", [cp.seq as i64])
         .unwrap();
+    // The chain's base moved the way a prune moves it.
+    c.execute(
+        "UPDATE audit_head SET base_seq = ?1, base_hash = ?2",
+        rusqlite::params![cp.seq as i64, hex::encode(cp.hash)],
+    )
+    .unwrap();
     let (head, hash): (i64, String) = c
         .query_row("SELECT seq, hash FROM audit_head", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -417,8 +441,8 @@ async fn a_forged_export_record_does_not_cover_a_prune() {
     let h = hanzo_kms_store::audit::chain_hash(&prev, seq, &event);
     c.execute(
         "INSERT INTO audit_log (seq, time_ms, request_id, principal, tenant, operation, key_name, \
-         key_version, outcome, reason, peer, detail, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?11, ?12, ?7, NULL, NULL, ?8, ?9, ?10)",
+         key_version, outcome, reason, peer, detail, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?10, ?11, ?7, NULL, NULL, ?8, ?9)",
         rusqlite::params![
             seq as i64,
             event.time_ms,
@@ -428,8 +452,7 @@ async fn a_forged_export_record_does_not_cover_a_prune() {
             event.operation,
             event.outcome,
             event.detail,
-            hash,
-            hex::encode(h),
+            h.as_slice(),
             event.key_name,
             event.key_version
         ],
@@ -531,12 +554,12 @@ fn rewrite_from(dir: &Path, k: i64) {
     }
     rows.retain(|e| e.operation != "audit.checkpoint");
     rows[0].outcome = "denied".into();
-    let prev: String = c
+    let prev: Vec<u8> = c
         .query_row("SELECT hash FROM audit_log WHERE seq = ?1", [k - 1], |r| {
             r.get(0)
         })
         .unwrap();
-    let mut prev = hanzo_kms_store::parse_hash(&prev).unwrap();
+    let mut prev = <[u8; 32]>::try_from(prev.as_slice()).unwrap();
     c.execute("DELETE FROM audit_log WHERE seq >= ?1", [k])
         .unwrap();
     let mut seq = k as u64 - 1;
@@ -545,8 +568,8 @@ fn rewrite_from(dir: &Path, k: i64) {
         let h = hanzo_kms_store::audit::chain_hash(&prev, seq, e);
         c.execute(
             "INSERT INTO audit_log (seq, time_ms, request_id, principal, tenant, operation, \
-             key_name, key_version, outcome, reason, peer, detail, prev_hash, hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             key_name, key_version, outcome, reason, peer, detail, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             rusqlite::params![
                 seq as i64,
                 e.time_ms,
@@ -560,8 +583,7 @@ fn rewrite_from(dir: &Path, k: i64) {
                 e.reason,
                 e.peer,
                 e.detail,
-                hex::encode(prev),
-                hex::encode(h)
+                h.as_slice()
             ],
         )
         .unwrap();

@@ -450,7 +450,7 @@ async fn audit_chain_detects_edits_deletions_and_reordering() {
         "DELETE FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log); UPDATE audit_head SET seq = seq - 1",
         // The head reset, or rewound to an earlier record: the records after it are unanchored.
         "UPDATE audit_head SET seq = 0, hash = '0000000000000000000000000000000000000000000000000000000000000000'",
-        "UPDATE audit_head SET seq = 2, hash = (SELECT hash FROM audit_log WHERE seq = 2)",
+        "UPDATE audit_head SET seq = 2, hash = (SELECT lower(hex(hash)) FROM audit_log WHERE seq = 2)",
     ] {
         let (dir, kms) = fresh().await;
         let k = name("data:acme:x");

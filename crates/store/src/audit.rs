@@ -21,6 +21,7 @@
 use hanzo_kms_core::Result;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use sqlx::Row;
 
 use crate::Store;
 use crate::sql::{audit_columns, select_head};
@@ -285,7 +286,54 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e, "reading the audit log"))?;
-        rows.iter().map(|r| self.audit_from_row(r)).collect()
+        let Some(first) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let first: i64 = first
+            .try_get("seq")
+            .map_err(|e| self.err(e, "reading an audit record"))?;
+        let mut prev = self.audit_prev(u64::try_from(first).unwrap_or(0)).await?;
+        rows.iter()
+            .map(|r| {
+                let r = self.audit_from_row(r, prev)?;
+                prev = r.hash;
+                Ok(r)
+            })
+            .collect()
+    }
+
+    /// The hash a record `seq` follows: the newest held record's before it, or, when the store
+    /// holds none (the oldest held record, or an empty log), the base the prunes moved
+    /// (`audit_head.base_hash`; zeros until something was pruned).
+    pub async fn audit_prev(&self, seq: u64) -> Result<[u8; 32]> {
+        let hash: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT hash FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e, "reading the audit log"))?;
+        match hash {
+            Some(h) => <[u8; 32]>::try_from(h.as_slice())
+                .map_err(|_| self.corrupt("an audit record has a malformed hash")),
+            None => Ok(self.audit_base().await?.1),
+        }
+    }
+
+    /// The record before the oldest one held: `(seq, hash)`, `(0, zeros)` until records were
+    /// exported and pruned. Each prune moves it in the transaction that deletes.
+    pub async fn audit_base(&self) -> Result<(u64, [u8; 32])> {
+        let row = sqlx::query("SELECT base_seq, base_hash FROM audit_head WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e, "reading the audit chain head"))?
+            .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
+        let (seq, hash) = self.head_of(&row)?;
+        Ok((
+            u64::try_from(seq).map_err(|_| self.corrupt("the audit chain base is negative"))?,
+            crate::rows::parse_hash(&hash)
+                .ok_or_else(|| self.corrupt("the audit chain base hash is malformed"))?,
+        ))
     }
 
     /// Recompute the whole chain and compare it with the stored hashes and the chain head.
@@ -453,7 +501,15 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e, "reading the audit log"))?;
-        rows.iter().map(|r| self.audit_from_row(r)).collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq: i64 = row
+                .try_get("seq")
+                .map_err(|e| self.err(e, "reading an audit record"))?;
+            let prev = self.audit_prev(u64::try_from(seq).unwrap_or(0)).await?;
+            out.push(self.audit_from_row(row, prev)?);
+        }
+        Ok(out)
     }
 
     /// The chain head as stored: `(seq, hash)` of the newest record.
@@ -473,19 +529,38 @@ impl Store {
 }
 
 impl crate::WriteTx {
-    /// Delete the records `first..=last` (those the store holds), for a prune after an export.
-    /// The caller bounds the range so one transaction stays short; returns the rows deleted.
+    /// Delete the records `first..=last` (those the store holds), for a prune after an export,
+    /// and move the chain's base to record `last`, which must be held: the records before the
+    /// oldest held one go first. The caller bounds the range so one transaction stays short;
+    /// returns the rows deleted.
     pub async fn delete_audit(&mut self, first: u64, last: u64) -> Result<u64> {
         let bound = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        Ok(
-            sqlx::query("DELETE FROM audit_log WHERE seq >= $1 AND seq <= $2")
-                .bind(bound(first))
-                .bind(bound(last))
-                .execute(&mut *self.tx)
-                .await
-                .map_err(|e| self.store.err(e, "pruning the audit log"))?
-                .rows_affected(),
-        )
+        let hash: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = $1")
+            .bind(bound(last))
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(|e| self.store.err(e, "pruning the audit log"))?;
+        let hash = hash
+            .and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
+            .ok_or_else(|| {
+                self.store.corrupt(&format!(
+                    "audit record {last}, the end of a prune, is missing or malformed"
+                ))
+            })?;
+        let deleted = sqlx::query("DELETE FROM audit_log WHERE seq >= $1 AND seq <= $2")
+            .bind(bound(first))
+            .bind(bound(last))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| self.store.err(e, "pruning the audit log"))?
+            .rows_affected();
+        sqlx::query("UPDATE audit_head SET base_seq = $1, base_hash = $2 WHERE id = 1")
+            .bind(bound(last))
+            .bind(hex::encode(hash))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| self.store.err(e, "pruning the audit log"))?;
+        Ok(deleted)
     }
 }
 
@@ -532,11 +607,11 @@ fn walk_sqlite(db: &std::path::Path, expected: u64, prev: [u8; 32]) -> rusqlite:
             reason: row.get(9)?,
             peer: row.get(10)?,
             detail: row.get(11)?,
-            prev_hash: row.get(12)?,
-            hash: row.get(13)?,
+            hash: row.get(12)?,
         };
         let seq = columns.seq;
-        let r = match columns.into_record() {
+        // The previous hash is not stored: each row is checked against the chain so far.
+        let r = match columns.into_record(prev) {
             Ok(r) => r,
             Err(what) => {
                 return Ok(Walked::Broken {
@@ -608,7 +683,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_row_becomes_a_record_only_with_hex_hashes() {
+    fn a_row_becomes_a_record_only_with_a_32_byte_hash() {
         let r = &chain_from(0, [0; 32], &[ev("a")])[0];
         let row = crate::AuditColumns {
             seq: 1,
@@ -623,15 +698,20 @@ pub(crate) mod tests {
             reason: None,
             peer: None,
             detail: None,
-            prev_hash: hex::encode(r.prev_hash),
-            hash: hex::encode(r.hash).to_uppercase(),
+            hash: r.hash.to_vec(),
         };
-        assert_eq!(&row.clone().into_record().unwrap(), r);
-        let bad = crate::AuditColumns {
-            hash: "zz".repeat(32),
-            ..row
-        };
-        let e = bad.into_record().unwrap_err();
-        assert_eq!(e, "audit record 1 has a malformed hash");
+        assert_eq!(&row.clone().into_record([0; 32]).unwrap(), r);
+        for hash in [
+            vec![],
+            r.hash[..31].to_vec(),
+            [r.hash.as_slice(), &[0]].concat(),
+        ] {
+            let bad = crate::AuditColumns {
+                hash,
+                ..row.clone()
+            };
+            let e = bad.into_record([0; 32]).unwrap_err();
+            assert_eq!(e, "audit record 1 has a malformed hash");
+        }
     }
 }

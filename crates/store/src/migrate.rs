@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0007_audit_archive.sql"),
         include_str!("../migrations/postgres/0007_audit_archive.sql"),
     ),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_compact_audit.sql"),
+        include_str!("../migrations/postgres/0008_compact_audit.sql"),
+    ),
 ];
 
 /// The first schema version whose SQLite stores were always written with `secure_delete`. An

@@ -148,8 +148,9 @@ impl Store {
         })
     }
 
-    /// An `audit_log` row (its columns named as in [`crate::sql::audit_columns`]).
-    pub(crate) fn audit_from_row(&self, row: &AnyRow) -> Result<AuditRecord> {
+    /// An `audit_log` row (its columns named as in [`crate::sql::audit_columns`]) that follows
+    /// the record whose hash is `prev`.
+    pub(crate) fn audit_from_row(&self, row: &AnyRow, prev: [u8; 32]) -> Result<AuditRecord> {
         let e = |e| self.err(e, "reading an audit record");
         let columns = AuditColumns {
             seq: row.try_get("seq").map_err(e)?,
@@ -164,10 +165,11 @@ impl Store {
             reason: row.try_get("reason").map_err(e)?,
             peer: row.try_get("peer").map_err(e)?,
             detail: row.try_get("detail").map_err(e)?,
-            prev_hash: row.try_get("prev_hash").map_err(e)?,
             hash: row.try_get("hash").map_err(e)?,
         };
-        columns.into_record().map_err(|what| self.corrupt(&what))
+        columns
+            .into_record(prev)
+            .map_err(|what| self.corrupt(&what))
     }
 
     /// The `(seq, hash)` of an `audit_head` row.
@@ -213,21 +215,21 @@ pub struct AuditColumns {
     pub reason: Option<String>,
     pub peer: Option<String>,
     pub detail: Option<String>,
-    pub prev_hash: String,
-    pub hash: String,
+    /// 32 bytes (schema 8).
+    pub hash: Vec<u8>,
 }
 
 impl AuditColumns {
-    /// The record, or what is malformed in the row (a hash that is not 64 hex digits).
-    pub fn into_record(self) -> std::result::Result<AuditRecord, String> {
+    /// The record, following the record whose hash is `prev` (the row before it: the previous
+    /// hash is not stored), or what is malformed in the row (a hash that is not 32 bytes).
+    pub fn into_record(self, prev: [u8; 32]) -> std::result::Result<AuditRecord, String> {
         let seq = self.seq;
-        let hash_of = |c: &str, s: &str| {
-            parse_hash(s).ok_or_else(|| format!("audit record {seq} has a malformed {c}"))
-        };
+        let hash = <[u8; 32]>::try_from(self.hash.as_slice())
+            .map_err(|_| format!("audit record {seq} has a malformed hash"))?;
         Ok(AuditRecord {
             seq: seq as u64,
-            prev_hash: hash_of("prev_hash", &self.prev_hash)?,
-            hash: hash_of("hash", &self.hash)?,
+            prev_hash: prev,
+            hash,
             event: AuditEvent {
                 time_ms: self.time_ms,
                 request_id: self.request_id,

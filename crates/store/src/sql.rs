@@ -25,11 +25,13 @@ macro_rules! token_columns {
     };
 }
 
-/// The columns of `audit_log`, in the order both writers bind them (14).
+/// The columns of `audit_log`, in the order both writers bind them (13). A record's previous
+/// hash is not stored: it is the previous row's `hash` (or, for the oldest row held,
+/// `audit_head.base_hash`).
 macro_rules! audit_columns {
     () => {
         "seq, time_ms, request_id, principal, tenant, operation, key_name, key_version, \
-         outcome, reason, peer, detail, prev_hash, hash"
+         outcome, reason, peer, detail, hash"
     };
 }
 

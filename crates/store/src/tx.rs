@@ -357,7 +357,7 @@ impl WriteTx {
         // hundreds. The SQL text is built only from constant fragments and placeholders.
         for chunk in records.chunks(AUDIT_ROWS_PER_INSERT) {
             let mut text = String::from(insert_audit!());
-            sql::values(&mut text, self.store.backend, chunk.len(), 14);
+            sql::values(&mut text, self.store.backend, chunk.len(), 13);
             let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
             for r in chunk {
                 let e = &r.event;
@@ -374,8 +374,7 @@ impl WriteTx {
                     .bind(e.reason.clone())
                     .bind(e.peer.clone())
                     .bind(e.detail.clone())
-                    .bind(hex::encode(r.prev_hash))
-                    .bind(hex::encode(r.hash));
+                    .bind(r.hash.to_vec());
             }
             q.execute(&mut *self.tx)
                 .await

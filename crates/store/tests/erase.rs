@@ -1,6 +1,8 @@
 //! Destroyed key material is gone from every file of the data directory when the destroying
 //! commit returns: the database, its WAL, its shared-memory index, any journal.
 
+mod support;
+
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -201,6 +203,7 @@ async fn migrating_an_older_store_erases_what_it_deleted_before() {
     {
         // What an older hanzo-kms did: no secure_delete, and schema version 3.
         let c = rusqlite::Connection::open(dir.path().join("kms.db")).unwrap();
+        c.execute_batch(support::DOWNGRADE_TO_7).unwrap();
         c.execute_batch(
             "PRAGMA secure_delete = OFF; PRAGMA foreign_keys = OFF; DROP INDEX keys_customer_name; \
              CREATE INDEX keys_customer ON keys (customer); \

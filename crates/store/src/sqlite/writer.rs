@@ -138,14 +138,12 @@ impl BatchWriter {
             let mut s = tx
                 .prepare_cached(concat!(
                     insert_audit!(),
-                    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
                 ))
                 .map_err(fail("appending to the audit log"))
                 .map_err(audit_error)?;
-            let mut prev = head;
             for ((e, hash), seq) in writes.events.iter().zip(&hashes).zip(seq + 1..) {
                 let e: &AuditEvent = e;
-                let (mut prev_hex, mut hash_hex) = ([0u8; 64], [0u8; 64]);
                 s.execute(rusqlite::params![
                     seq,
                     e.time_ms,
@@ -159,12 +157,10 @@ impl BatchWriter {
                     e.reason,
                     e.peer,
                     e.detail,
-                    hex32(&prev, &mut prev_hex),
-                    hex32(hash, &mut hash_hex),
+                    hash.as_slice(),
                 ])
                 .map_err(fail("appending to the audit log"))
                 .map_err(audit_error)?;
-                prev = *hash;
             }
             if let Some(last) = hashes.last() {
                 let mut last_hex = [0u8; 64];

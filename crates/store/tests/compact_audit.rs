@@ -14,12 +14,12 @@ fn event(i: u64) -> AuditEvent {
         principal: "local:test".into(),
         tenant: "acme".into(),
         operation: "encrypt".into(),
-        key_name: (i % 2 == 0).then(|| "data:acme:x".to_owned()),
-        key_version: (i % 2 == 0).then_some(1),
-        outcome: if i % 5 == 0 { "denied" } else { "ok" }.into(),
-        reason: (i % 5 == 0).then(|| "permission_denied".to_owned()),
+        key_name: i.is_multiple_of(2).then(|| "data:acme:x".to_owned()),
+        key_version: i.is_multiple_of(2).then_some(1),
+        outcome: if i.is_multiple_of(5) { "denied" } else { "ok" }.into(),
+        reason: i.is_multiple_of(5).then(|| "permission_denied".to_owned()),
         peer: Some("127.0.0.1".into()),
-        detail: (i % 7 == 0).then(|| format!(r#"{{"n":{i}}}"#)),
+        detail: i.is_multiple_of(7).then(|| format!(r#"{{"n":{i}}}"#)),
     }
 }
 

@@ -2,31 +2,17 @@
 //! alone, prunes only of exported ranges, and verification that finds a changed or dropped
 //! archive, a prune without an export and a forged checkpoint. On SQLite and PostgreSQL.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use hanzo_kms_core::{Algorithm, Config, ErrorKind, KeyName, Separator};
+use hanzo_kms_service::Kms;
 use hanzo_kms_service::archive::{
     ArchiveReport, ExportBound, ExportTo, VerifyOptions, check_archives, read_archive,
 };
-use hanzo_kms_service::{Kms, RequestCtx, Settings};
 
-fn settings(dir: &Path, yaml: &str) -> Settings {
-    Settings {
-        data_dir: dir.to_path_buf(),
-        config: Config::from_yaml(yaml, "test", std::iter::empty::<(&str, &str)>()).unwrap(),
-        master_key_env: None,
-    }
-}
-
-async fn fresh(yaml: &str) -> (tempfile::TempDir, Kms) {
-    let dir = tempfile::tempdir().unwrap();
-    let (kms, _) = Kms::init(&settings(dir.path(), yaml)).await.unwrap();
-    (dir, kms)
-}
-
-fn ctx() -> RequestCtx {
-    RequestCtx::local()
-}
+use common::{ctx, init as fresh, settings};
 
 /// `n` audited requests (key listings).
 async fn activity(kms: &Kms, n: usize) {

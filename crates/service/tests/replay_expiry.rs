@@ -2,23 +2,17 @@
 //! longer be replayed, what is still needed is kept, a larger attestation_ttl revives nothing,
 //! and pruning runs in bounded, audited batches.
 
+mod common;
+
+use common::{ctx, settings};
 use hanzo_kms_core::eip712::{Address, B32, HMMSettlement, PoAIAttestation, U256};
-use hanzo_kms_core::{Config, ErrorKind, KeyName, Separator};
+use hanzo_kms_core::{ErrorKind, KeyName, Separator};
+use hanzo_kms_service::Kms;
 use hanzo_kms_service::replay::PRUNE_BATCH;
 use hanzo_kms_service::sign::{Paid, SignedAttestation, SignedSettlement};
-use hanzo_kms_service::{Kms, RequestCtx, Settings};
-
-fn settings(dir: &std::path::Path, yaml: &str) -> Settings {
-    Settings {
-        data_dir: dir.to_path_buf(),
-        config: Config::from_yaml(yaml, "test", std::iter::empty::<(&str, &str)>()).unwrap(),
-        master_key_env: None,
-    }
-}
 
 async fn fresh(yaml: &str) -> (tempfile::TempDir, Kms) {
-    let dir = tempfile::tempdir().unwrap();
-    let (kms, _) = Kms::init(&settings(dir.path(), yaml)).await.unwrap();
+    let (dir, kms) = common::init(yaml).await;
     kms.create_keyspace(&ctx(), "acme", "gpt4", true)
         .await
         .unwrap();
@@ -27,10 +21,6 @@ async fn fresh(yaml: &str) -> (tempfile::TempDir, Kms) {
 
 fn name(s: &str) -> KeyName {
     KeyName::parse(s, Separator::default()).unwrap()
-}
-
-fn ctx() -> RequestCtx {
-    RequestCtx::local()
 }
 
 fn now() -> u64 {

@@ -136,6 +136,10 @@ pub struct Kms {
     audit_health: Arc<health::AuditHealth>,
     /// The oldest attestation timestamp accepted whatever the ttl (see [`replay`]).
     replay_floor: Arc<std::sync::atomic::AtomicU64>,
+    /// Audit key versions whose possession the provider proved, by SHA-256 of (version, stored
+    /// public key, handle): a version is proved once per process, not at every check
+    /// ([`archive`]); a changed public key or handle is a new entry, proved afresh.
+    pub(crate) audit_proven: Arc<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>>,
 }
 
 impl std::fmt::Debug for Kms {
@@ -215,6 +219,7 @@ impl Kms {
             failover: None,
             audit_health: Arc::default(),
             replay_floor: Arc::default(),
+            audit_proven: Arc::default(),
         }
     }
 

@@ -323,16 +323,27 @@ impl Store {
     /// The record before the oldest one held: `(seq, hash)`, `(0, zeros)` until records were
     /// exported and pruned. Each prune moves it in the transaction that deletes.
     pub async fn audit_base(&self) -> Result<(u64, [u8; 32])> {
-        let row = sqlx::query("SELECT base_seq, base_hash FROM audit_head WHERE id = 1")
+        self.head_pair(
+            "SELECT base_seq, base_hash FROM audit_head WHERE id = 1",
+            "base",
+        )
+        .await
+    }
+
+    /// A `(seq, hex hash)` pair of the `audit_head` row, read by `sql`; `what` names it in errors.
+    async fn head_pair(&self, sql: &'static str, what: &str) -> Result<(u64, [u8; 32])> {
+        let row = sqlx::query(sql)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.err(e, "reading the audit chain head"))?
             .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
         let (seq, hash) = self.head_of(&row)?;
         Ok((
-            u64::try_from(seq).map_err(|_| self.corrupt("the audit chain base is negative"))?,
-            crate::rows::parse_hash(&hash)
-                .ok_or_else(|| self.corrupt("the audit chain base hash is malformed"))?,
+            u64::try_from(seq)
+                .map_err(|_| self.corrupt(&format!("the audit chain {what} is negative")))?,
+            crate::rows::parse_hash(&hash).ok_or_else(|| {
+                self.corrupt(&format!("the audit chain {what} hash is malformed"))
+            })?,
         ))
     }
 
@@ -514,17 +525,7 @@ impl Store {
 
     /// The chain head as stored: `(seq, hash)` of the newest record.
     pub async fn audit_head(&self) -> Result<(u64, [u8; 32])> {
-        let row = sqlx::query(select_head!())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e, "reading the audit chain head"))?
-            .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
-        let (seq, hash) = self.head_of(&row)?;
-        Ok((
-            u64::try_from(seq).map_err(|_| self.corrupt("the audit chain head is negative"))?,
-            crate::rows::parse_hash(&hash)
-                .ok_or_else(|| self.corrupt("the audit chain head hash is malformed"))?,
-        ))
+        self.head_pair(select_head!(), "head").await
     }
 }
 

@@ -205,12 +205,13 @@ for seq, e in enumerate(events, 1):
     f = [str(seq), str(e["time_ms"]), e["request_id"], e["principal"], e["tenant"],
          e["operation"], e["key_name"] or "-",
          "-" if e["key_version"] is None else str(e["key_version"]), e["outcome"],
-         e["reason"] or "-", e["peer"] or "-", "-", prev.hex(), h.hex()]
+         e["reason"] or "-", e["peer"] or "-", "-", h.hex()]
     rows.append("\x1f".join(f))
     prev = h
 write("audit_record", "chain", "\x1e".join(rows))
 write("audit_record", "one", rows[0])
-# (The detail column, schema 7, is "-": absent, so these records hash as before it existed.)
+# (The detail column, schema 7, is "-": absent, so these records hash as before it existed. No
+# previous hash since schema 8: a row follows the row before it.)
 
 # ---- audit_archive: fuzz/corpus/audit_archive/seed-archive is not made here: it is a real
 # archive written by `hanzo-kms audit export` (its checkpoint's P-256 signature needs more than

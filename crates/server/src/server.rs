@@ -188,9 +188,11 @@ impl Server {
             self.state.kms.config().storage.free_space_warning_mib,
         )));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_tx = std::sync::Arc::new(stop_tx);
+        let signal = stop_tx.clone();
         tokio::spawn(async move {
             shutdown.await;
-            let _ = stop_tx.send(true);
+            let _ = signal.send(true);
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -275,9 +277,12 @@ impl Server {
                 Ok(())
             }
         };
+        // Serving may also end without the signal (a listener that failed): stop the rest too.
+        stop_tx.send_replace(true);
         // The scheduler finishes the pass it is in (an export half written would leave a file
-        // no export record names) before the store closes; a pass that takes longer than
-        // SCHEDULER_STOP is cut short (whatever it did commits whole or not at all).
+        // no export record names) before the store closes; it has had the grace period already
+        // (it stops at the signal, between passes), and gets SCHEDULER_STOP more. A pass that
+        // takes longer is cut short: whatever it did commits whole or not at all.
         if let Some(mut b) = background
             && tokio::time::timeout(SCHEDULER_STOP, &mut b).await.is_err()
         {
@@ -286,12 +291,13 @@ impl Server {
                 "shutdown: the scheduler's pass was still running and was cut short"
             );
             b.abort();
-            let _ = b.await;
+            let _ = tokio::time::timeout(ABORTED_STOP, b).await;
         }
         for b in [health_checks, storage].into_iter().flatten() {
             b.abort();
-            // Gone before the store closes: an aborted task stops at its next await.
-            let _ = b.await;
+            // Gone before the store closes: an aborted task stops at its next await (a task
+            // inside a provider call that does not return is left behind after ABORTED_STOP).
+            let _ = tokio::time::timeout(ABORTED_STOP, b).await;
         }
         self.state.kms.close().await;
         r
@@ -301,6 +307,9 @@ impl Server {
 /// How long shutdown waits for the scheduler's pass in progress (an audit export of a
 /// retention's records, a prune in batches) before cutting it short.
 const SCHEDULER_STOP: Duration = Duration::from_secs(30);
+
+/// How long shutdown waits for an aborted background task to stop before closing the store.
+const ABORTED_STOP: Duration = Duration::from_secs(5);
 
 pub(crate) async fn listen(setting: &str, addr: &str) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {

@@ -998,7 +998,7 @@ impl Kms {
         let (keys, altered) = self.audit_keys().await?;
         // The walk starts after the record the prunes left as the chain's base: records
         // deleted from the start without a prune are found missing.
-        let (base, base_hash) = s.audit_base().await?;
+        let (base, base_hash, held) = s.audit_bounds().await?;
         let oldest = base.saturating_add(1);
         let problem = |at: u64, what: String| AuditReport {
             from: oldest,
@@ -1006,6 +1006,18 @@ impl Kms {
             problem: Some((at, what)),
             head: [0; 32],
         };
+        // Records at or before the base were pruned: one the store still holds there was put
+        // back, or the base was moved over records to hide them from the walk.
+        if let Some(h) = held
+            && h <= base
+        {
+            return Ok(problem(
+                h,
+                format!(
+                    "the store holds record {h}, but its records up to {base} were pruned: records were inserted, or the chain's base was moved over them"
+                ),
+            ));
+        }
         if let Some(v) = altered.first() {
             return Ok(problem(
                 oldest,
@@ -1144,10 +1156,11 @@ impl Kms {
                 let store = kms.store_id().await?;
                 let keys = kms.audit_public_keys().await?;
                 let oldest = kms.store().audit_oldest().await?.unwrap_or(1);
-                let first_prev = match kms.store().audit_record(oldest).await? {
-                    Some(_) => Some(kms.store().audit_prev(oldest).await?),
-                    None => None,
-                };
+                let first_prev = kms
+                    .store()
+                    .audit_record(oldest)
+                    .await?
+                    .map(|r| r.prev_hash);
                 let exports: Vec<ExportMark> = kms
                     .store()
                     .audit_marks(EXPORT)
@@ -1516,12 +1529,12 @@ async fn write_archive(
             .open(&tmp)
             .map_err(|e| io("creating", e))?;
         let mut w = HashingWriter::new(std::io::BufWriter::new(file));
-        if kms.store().audit_record(first).await?.is_none() {
-            return Err(Error::internal(
-                "the oldest record vanished during the export",
-            ));
-        }
-        let prev = kms.store().audit_prev(first).await?;
+        let prev = kms
+            .store()
+            .audit_record(first)
+            .await?
+            .map(|r| r.prev_hash)
+            .ok_or_else(|| Error::internal("the oldest record vanished during the export"))?;
         let header = json!({
             "format": ARCHIVE_FORMAT,
             "store": store,

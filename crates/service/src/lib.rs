@@ -138,7 +138,9 @@ pub struct Kms {
     replay_floor: Arc<std::sync::atomic::AtomicU64>,
     /// Audit key versions whose possession the provider proved, by SHA-256 of (version, stored
     /// public key, handle): a version is proved once per process, not at every check
-    /// ([`archive`]); a changed public key or handle is a new entry, proved afresh.
+    /// ([`archive`]); a changed public key or handle is a new entry, proved afresh. (An HSM
+    /// object removed under an unchanged handle is then noticed at the next checkpoint's
+    /// signature, which fails, not by verification.)
     pub(crate) audit_proven: Arc<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>>,
 }
 

@@ -274,6 +274,41 @@ async fn records_deleted_without_an_export_are_detected() {
     assert!(what.contains("no export record covers them"), "{what}");
 }
 
+/// The walk starts after the chain's base (where the prunes left it): records the store still
+/// holds at or before it were put back, or the base was moved over them to keep them from
+/// being checked. Either is reported, not skipped.
+#[tokio::test]
+async fn records_at_or_before_the_base_are_reported() {
+    let (dir, kms) = fresh("").await;
+    activity(&kms, 10).await;
+    kms.audit_checkpoint(&ctx()).await.unwrap();
+    assert!(verify(&kms).await.is_ok());
+    let hash_5: String = rusqlite::Connection::open(dir.path().join("kms.db"))
+        .unwrap()
+        .query_row(
+            "SELECT lower(hex(hash)) FROM audit_log WHERE seq = 5",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    // The base moved over records 1..5, which stay (and could now be edited unseen).
+    sql(
+        dir.path(),
+        &format!("UPDATE audit_head SET base_seq = 5, base_hash = '{hash_5}'"),
+    );
+    let (at, what) = verify(&kms).await.problem.unwrap();
+    assert_eq!(at, 1);
+    assert!(what.contains("records up to 5 were pruned"), "{what}");
+    // As after a real prune of 1..5, then record 3 put back.
+    sql(
+        dir.path(),
+        "DELETE FROM audit_log WHERE seq IN (1, 2, 4, 5)",
+    );
+    let (at, what) = verify(&kms).await.problem.unwrap();
+    assert_eq!(at, 3);
+    assert!(what.contains("holds record 3"), "{what}");
+}
+
 #[tokio::test]
 async fn an_audit_public_key_swapped_in_the_store_is_detected() {
     let (dir, kms) = fresh("").await;

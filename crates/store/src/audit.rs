@@ -273,51 +273,96 @@ impl AuditReport {
 
 impl Store {
     /// Audit records with `seq > after`, oldest first, at most `limit`.
+    ///
+    /// One statement reads them with the record before the first (or, when the store holds
+    /// none, the chain's base), so each record's previous hash comes from the same snapshot:
+    /// a prune committing meanwhile cannot pair a record with the wrong one.
     pub async fn audit_records(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>> {
+        // Sequence numbers are positive i64s: a position past i64::MAX is past every record
+        // (a plain cast would wrap it to a negative number, the start of the log).
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows = sqlx::query(concat!(
             "SELECT ",
             audit_columns!(),
-            " FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+            ", (SELECT base_hash FROM audit_head WHERE id = 1) AS base FROM audit_log \
+             WHERE seq >= COALESCE((SELECT MAX(seq) FROM audit_log WHERE seq <= $1), 0) \
+             ORDER BY seq LIMIT $2"
         ))
-        // Sequence numbers are positive i64s: a position past i64::MAX is past every record
-        // (a plain cast would wrap it to a negative number, the start of the log).
-        .bind(i64::try_from(after).unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
+        .bind(after)
+        .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e, "reading the audit log"))?;
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
-        let first: i64 = first
-            .try_get("seq")
-            .map_err(|e| self.err(e, "reading an audit record"))?;
-        let mut prev = self.audit_prev(u64::try_from(first).unwrap_or(0)).await?;
-        rows.iter()
-            .map(|r| {
-                let r = self.audit_from_row(r, prev)?;
-                prev = r.hash;
-                Ok(r)
-            })
-            .collect()
+        let mut prev = self.base_of(first)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let r = self.audit_from_row(row, prev)?;
+            prev = r.hash;
+            if r.seq as i64 > after {
+                out.push(r);
+            }
+        }
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+
+    /// The `base` column of a row read with the chain's base hash beside it.
+    fn base_of(&self, row: &sqlx::any::AnyRow) -> Result<[u8; 32]> {
+        let base: String = row
+            .try_get("base")
+            .map_err(|e| self.err(e, "reading the audit chain head"))?;
+        crate::rows::parse_hash(&base)
+            .ok_or_else(|| self.corrupt("the audit chain base hash is malformed"))
     }
 
     /// The hash a record `seq` follows: the newest held record's before it, or, when the store
     /// holds none (the oldest held record, or an empty log), the base the prunes moved
-    /// (`audit_head.base_hash`; zeros until something was pruned).
+    /// (`audit_head.base_hash`; zeros until something was pruned). One statement.
     pub async fn audit_prev(&self, seq: u64) -> Result<[u8; 32]> {
-        let hash: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT hash FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT 1",
+        let row = sqlx::query(
+            "SELECT (SELECT hash FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT 1) AS prev, \
+             base_hash AS base FROM audit_head WHERE id = 1",
         )
         .bind(i64::try_from(seq).unwrap_or(i64::MAX))
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| self.err(e, "reading the audit log"))?;
-        match hash {
+        .map_err(|e| self.err(e, "reading the audit log"))?
+        .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
+        let prev: Option<Vec<u8>> = row
+            .try_get("prev")
+            .map_err(|e| self.err(e, "reading the audit log"))?;
+        match prev {
             Some(h) => <[u8; 32]>::try_from(h.as_slice())
                 .map_err(|_| self.corrupt("an audit record has a malformed hash")),
-            None => Ok(self.audit_base().await?.1),
+            None => self.base_of(&row),
         }
+    }
+
+    /// The chain's base and the oldest record held, read together: `(base seq, base hash,
+    /// oldest)`. A prune moves the base and deletes in one transaction, so the oldest record
+    /// held is `base + 1` (or there is none); anything else means the log was altered.
+    pub async fn audit_bounds(&self) -> Result<(u64, [u8; 32], Option<u64>)> {
+        let row = sqlx::query(
+            "SELECT base_seq, base_hash, (SELECT MIN(seq) FROM audit_log) AS oldest \
+             FROM audit_head WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e, "reading the audit chain head"))?
+        .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
+        let (seq, hash) = self.head_of(&row)?;
+        let oldest: Option<i64> = row
+            .try_get(2)
+            .map_err(|e| self.err(e, "reading the audit log"))?;
+        Ok((
+            u64::try_from(seq).map_err(|_| self.corrupt("the audit chain base is negative"))?,
+            crate::rows::parse_hash(&hash)
+                .ok_or_else(|| self.corrupt("the audit chain base hash is malformed"))?,
+            oldest.map(|o| u64::try_from(o).unwrap_or(0)),
+        ))
     }
 
     /// The record before the oldest one held: `(seq, hash)`, `(0, zeros)` until records were
@@ -505,7 +550,9 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             audit_columns!(),
-            " FROM audit_log WHERE operation = $1 AND outcome = 'ok' AND detail IS NOT NULL \
+            ", (SELECT p.hash FROM audit_log p WHERE p.seq < audit_log.seq ORDER BY p.seq DESC \
+             LIMIT 1) AS prev, (SELECT base_hash FROM audit_head WHERE id = 1) AS base \
+             FROM audit_log WHERE operation = $1 AND outcome = 'ok' AND detail IS NOT NULL \
              ORDER BY seq"
         ))
         .bind(operation.to_owned())
@@ -514,10 +561,14 @@ impl Store {
         .map_err(|e| self.err(e, "reading the audit log"))?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let seq: i64 = row
-                .try_get("seq")
+            let prev: Option<Vec<u8>> = row
+                .try_get("prev")
                 .map_err(|e| self.err(e, "reading an audit record"))?;
-            let prev = self.audit_prev(u64::try_from(seq).unwrap_or(0)).await?;
+            let prev = match prev {
+                Some(h) => <[u8; 32]>::try_from(h.as_slice())
+                    .map_err(|_| self.corrupt("an audit record has a malformed hash"))?,
+                None => self.base_of(row)?,
+            };
             out.push(self.audit_from_row(row, prev)?);
         }
         Ok(out)
@@ -531,16 +582,33 @@ impl Store {
 
 impl crate::WriteTx {
     /// Delete the records `first..=last` (those the store holds), for a prune after an export,
-    /// and move the chain's base to record `last`, which must be held: the records before the
-    /// oldest held one go first. The caller bounds the range so one transaction stays short;
-    /// returns the rows deleted.
+    /// and move the chain's base to record `last`: records leave from the start of the log
+    /// only, so `first` must be at most the record after the base, and record `last` must be
+    /// held. A range the base already passed (another prune got there first) deletes nothing.
+    /// The caller bounds the range so one transaction stays short; returns the rows deleted.
     pub async fn delete_audit(&mut self, first: u64, last: u64) -> Result<u64> {
         let bound = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let err = |e| self.store.err(e, "pruning the audit log");
+        let base: i64 = sqlx::query_scalar("SELECT base_seq FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(err)?;
+        let base = u64::try_from(base).unwrap_or(0);
+        if last <= base {
+            return Ok(0);
+        }
+        if first > base.saturating_add(1) {
+            return Err(hanzo_kms_core::Error::invalid(format!(
+                "records {}..{} come before {first}..{last}: the audit log is pruned from its start",
+                base + 1,
+                first - 1
+            )));
+        }
         let hash: Option<Vec<u8>> = sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = $1")
             .bind(bound(last))
             .fetch_optional(&mut *self.tx)
             .await
-            .map_err(|e| self.store.err(e, "pruning the audit log"))?;
+            .map_err(err)?;
         let hash = hash
             .and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
             .ok_or_else(|| {
@@ -548,19 +616,18 @@ impl crate::WriteTx {
                     "audit record {last}, the end of a prune, is missing or malformed"
                 ))
             })?;
-        let deleted = sqlx::query("DELETE FROM audit_log WHERE seq >= $1 AND seq <= $2")
-            .bind(bound(first))
+        let deleted = sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
             .bind(bound(last))
             .execute(&mut *self.tx)
             .await
-            .map_err(|e| self.store.err(e, "pruning the audit log"))?
+            .map_err(err)?
             .rows_affected();
         sqlx::query("UPDATE audit_head SET base_seq = $1, base_hash = $2 WHERE id = 1")
             .bind(bound(last))
             .bind(hex::encode(hash))
             .execute(&mut *self.tx)
             .await
-            .map_err(|e| self.store.err(e, "pruning the audit log"))?;
+            .map_err(err)?;
         Ok(deleted)
     }
 }
@@ -608,7 +675,11 @@ fn walk_sqlite(db: &std::path::Path, expected: u64, prev: [u8; 32]) -> rusqlite:
             reason: row.get(9)?,
             peer: row.get(10)?,
             detail: row.get(11)?,
-            hash: row.get(12)?,
+            // Not a blob (someone wrote text there): a malformed hash, reported as such.
+            hash: match row.get_ref(12)? {
+                rusqlite::types::ValueRef::Blob(b) => b.to_vec(),
+                _ => Vec::new(),
+            },
         };
         let seq = columns.seq;
         // The previous hash is not stored: each row is checked against the chain so far.

@@ -55,6 +55,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// is migrated past this version.
 const SECURE_DELETE_SINCE: i64 = 4;
 
+/// The migration that converts the audit log's hex hashes to bytes.
+const COMPACT_AUDIT: i64 = 8;
+
 /// The PostgreSQL advisory lock taken while migrating ("hanzo-km" in ASCII).
 const MIGRATION_LOCK: i64 = 0x68616e7a6f2d6b6d;
 
@@ -112,6 +115,9 @@ impl Store {
             ));
         }
         for (version, sqlite, postgres) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            if *version == COMPACT_AUDIT {
+                self.check_hex_hashes(&mut tx).await?;
+            }
             let sql = match self.backend {
                 Backend::Sqlite => *sqlite,
                 Backend::Postgres => *postgres,
@@ -133,6 +139,38 @@ impl Store {
             self.vacuum_once().await?;
         }
         Ok(())
+    }
+
+    /// Before schema 8 converts the audit log's hex hashes to bytes: every one must be 64 hex
+    /// digits (as every version wrote them). One that is not was written by someone else; the
+    /// conversion would fail on it with a bare constraint error, so name the record instead
+    /// (the previous version of hanzo-kms can still open the store and `audit verify` it).
+    async fn check_hex_hashes(&self, tx: &mut sqlx::Transaction<'_, Any>) -> Result<()> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT MIN(seq) FROM audit_log WHERE length(hash) <> 64 OR unhex(hash) IS NULL \
+                 OR seq = (SELECT MIN(seq) FROM audit_log) \
+                    AND (length(prev_hash) <> 64 OR unhex(prev_hash) IS NULL)"
+            }
+            Backend::Postgres => {
+                "SELECT MIN(seq) FROM audit_log WHERE hash !~ '^[0-9a-fA-F]{64}$' \
+                 OR seq = (SELECT MIN(seq) FROM audit_log) AND prev_hash !~ '^[0-9a-fA-F]{64}$'"
+            }
+        };
+        let bad: Option<i64> = sqlx::query_scalar::<Any, Option<i64>>(sql)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(|e| self.err(e, "checking the audit log before migration 8"))?;
+        match bad {
+            None => Ok(()),
+            Some(seq) => Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "the store at {}: audit record {seq} has a hash that is not 64 hex digits, so the audit log cannot be converted to schema 8; the store was altered (the previous hanzo-kms can open it and run `audit verify`)",
+                    self.location
+                ),
+            )),
+        }
     }
 
     /// Rewrite an SQLite store written without `secure_delete`, so that nothing deleted before

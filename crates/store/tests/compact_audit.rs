@@ -165,6 +165,29 @@ async fn schema_7_stores_migrate_on_postgresql() {
         let url = pg.create_database(db);
         migrated_with(Backend::Postgres(&pg, &url), pruned).await;
     }
+    // A hash that is not hex stops the migration, naming its record.
+    let url = pg.create_database("bad7");
+    let s = connect(&url, true).await;
+    let events: Vec<AuditEvent> = (1..=5).map(event).collect();
+    s.begin_write()
+        .await
+        .unwrap()
+        .commit(&events)
+        .await
+        .unwrap();
+    s.close().await;
+    pg.psql("bad7", DOWNGRADE_PG_TO_7);
+    pg.psql("bad7", "UPDATE audit_log SET hash = 'zz' WHERE seq = 4");
+    let s = Store::connect(&url, Separator::default(), false)
+        .await
+        .unwrap();
+    let e = s.migrate().await.unwrap_err();
+    assert!(e.message().contains("audit record 4 has a hash"), "{e}");
+    s.close().await;
+    assert_eq!(
+        pg.psql("bad7", "SELECT MAX(version) FROM schema_version"),
+        "7"
+    );
 }
 
 /// A record's hash is stored as 32 bytes: a row with another length is refused by the table,
@@ -181,10 +204,61 @@ async fn a_hash_of_another_length_is_refused() {
         .unwrap();
     s.close().await;
     let c = rusqlite::Connection::open(dir.path().join("kms.db")).unwrap();
-    let e = c
-        .execute("UPDATE audit_log SET hash = x'00' WHERE seq = 1", [])
-        .unwrap_err();
-    assert!(e.to_string().contains("CHECK constraint failed"), "{e}");
+    for bad in ["x'00'", "'0123456789abcdef0123456789abcdef'"] {
+        let e = c
+            .execute(
+                &format!("UPDATE audit_log SET hash = {bad} WHERE seq = 1"),
+                [],
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("CHECK constraint failed"),
+            "{bad}: {e}"
+        );
+    }
+}
+
+/// A schema-7 store whose audit log holds a hash that is not 64 hex digits (someone wrote it):
+/// the migration names the record and changes nothing, instead of failing on a constraint.
+#[tokio::test]
+async fn a_malformed_hex_hash_stops_the_migration_with_its_record() {
+    for (column, seq) in [("hash", 3), ("prev_hash", 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path()).await;
+        let events: Vec<AuditEvent> = (1..=5).map(event).collect();
+        s.begin_write()
+            .await
+            .unwrap()
+            .commit(&events)
+            .await
+            .unwrap();
+        s.close().await;
+        let c = rusqlite::Connection::open(dir.path().join("kms.db")).unwrap();
+        c.execute_batch(support::DOWNGRADE_TO_7).unwrap();
+        c.execute(
+            &format!("UPDATE audit_log SET {column} = 'not hex' WHERE seq = ?1"),
+            [seq],
+        )
+        .unwrap();
+        drop(c);
+        let s = Store::connect(&Store::sqlite_url(dir.path()), Separator::default(), false)
+            .await
+            .unwrap();
+        let e = s.migrate().await.unwrap_err();
+        assert_eq!(e.kind(), hanzo_kms_core::ErrorKind::Corrupt, "{e}");
+        assert!(
+            e.message()
+                .contains(&format!("audit record {seq} has a hash")),
+            "{e}"
+        );
+        s.close().await;
+        // Nothing was converted: still schema 7.
+        let c = rusqlite::Connection::open(dir.path().join("kms.db")).unwrap();
+        let v: i64 = c
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 7);
+    }
 }
 
 /// The prune moves the base in its transaction: a prune that fails (its end not held) deletes
@@ -207,10 +281,25 @@ async fn a_prune_moves_the_base_or_nothing() {
     drop(tx);
     assert_eq!(s.audit_base().await.unwrap(), (0, [0; 32]));
     assert_eq!(all(&s).await.len(), 10);
+    // Not from the start of the log: refused.
     let mut tx = s.begin_write().await.unwrap();
-    tx.delete_audit(1, 4).await.unwrap();
+    let e = tx.delete_audit(3, 4).await.unwrap_err();
+    assert!(e.message().contains("pruned from its start"), "{e}");
+    drop(tx);
+    let mut tx = s.begin_write().await.unwrap();
+    assert_eq!(tx.delete_audit(1, 4).await.unwrap(), 4);
     tx.commit(&[event(11)]).await.unwrap();
     assert_eq!(s.audit_base().await.unwrap(), (4, records[3].hash));
+    // The same range again (a second node's prune): nothing deleted, the base stays.
+    let mut tx = s.begin_write().await.unwrap();
+    assert_eq!(tx.delete_audit(1, 4).await.unwrap(), 0);
+    assert_eq!(tx.delete_audit(1, 3).await.unwrap(), 0);
+    tx.commit(&[event(12)]).await.unwrap();
+    assert_eq!(s.audit_base().await.unwrap(), (4, records[3].hash));
+    assert_eq!(
+        s.audit_bounds().await.unwrap(),
+        (4, records[3].hash, Some(5))
+    );
     assert_eq!(s.audit_prev(5).await.unwrap(), records[3].hash);
     assert_eq!(s.audit_prev(6).await.unwrap(), records[4].hash);
     let listed = all(&s).await;

@@ -26,7 +26,7 @@ CREATE TABLE audit_log_v8 (
     reason      TEXT,
     peer        TEXT,
     detail      TEXT,
-    hash        BLOB NOT NULL CHECK (length(hash) = 32)
+    hash        BLOB NOT NULL CHECK (typeof(hash) = 'blob' AND length(hash) = 32)
 );
 INSERT INTO audit_log_v8 (seq, time_ms, request_id, principal, tenant, operation, key_name,
                           key_version, outcome, reason, peer, detail, hash)

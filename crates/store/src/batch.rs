@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use hanzo_kms_core::Result;
 use sqlx::Row;
 
-use crate::sql::{self, insert_consumed, insert_nonce};
+use crate::sql::{self, insert_audit, insert_consumed, insert_nonce};
 use crate::sqlite::Pending;
 use crate::{AuditEvent, NonceRow, Store, WriteTx};
 
@@ -93,11 +93,103 @@ impl Store {
         if writes.events.is_empty() {
             return Ok((out, None));
         }
-        tx.consume_attestations(&writes.consumed, q.now).await?;
-        tx.insert_nonces(&writes.nonces, q.now).await?;
         let events: Vec<AuditEvent> = writes.events.into_iter().map(Cow::into_owned).collect();
-        let (_, pending) = tx.commit_pending(&events).await?;
+        let (_, pending) = tx
+            .commit_writes(&writes.nonces, &writes.consumed, &events, q.now)
+            .await?;
         Ok((out, Some(pending)))
+    }
+}
+
+/// PostgreSQL's limit of bound parameters in one statement.
+const PG_MAX_PARAMS: usize = 65_535;
+
+impl WriteTx {
+    /// A batch's replay records and audit records, then the commit. On PostgreSQL, when the
+    /// batch fits one statement, the inserts and the head's advance are one statement of
+    /// data-modifying `WITH` parts: one round trip instead of three or more, while this
+    /// transaction holds the chain's head (docs/benchmarks.md, "PostgreSQL round trips"). The
+    /// tables' uniqueness still decides replays: a duplicate fails the statement as before.
+    pub(crate) async fn commit_writes(
+        mut self,
+        nonces: &[NonceRow<'_>],
+        consumed: &[ConsumeRow<'_>],
+        events: &[AuditEvent],
+        now: i64,
+    ) -> Result<(Vec<crate::AuditRecord>, Pending)> {
+        let params = nonces.len() * 6 + consumed.len() * 5 + events.len() * 13 + 2;
+        if self.store.backend != crate::Backend::Postgres
+            || events.is_empty()
+            || params > PG_MAX_PARAMS
+        {
+            self.consume_attestations(consumed, now).await?;
+            self.insert_nonces(nonces, now).await?;
+            return self.commit_pending(events).await;
+        }
+        let records = crate::audit::chain_from(self.head_seq, self.head_hash, events);
+        let (seq, head) = records
+            .last()
+            .map_or((self.head_seq, self.head_hash), |r| (r.seq, r.hash));
+        let backend = self.store.backend;
+        let mut text = String::from("WITH ");
+        let mut next = 1;
+        if !consumed.is_empty() {
+            text.push_str(concat!("c AS (", insert_consumed!()));
+            sql::values_from(&mut text, backend, consumed.len(), 5, next);
+            text.push_str("), ");
+            next += consumed.len() * 5;
+        }
+        if !nonces.is_empty() {
+            text.push_str(concat!("n AS (", insert_nonce!()));
+            sql::values_from(&mut text, backend, nonces.len(), 6, next);
+            text.push_str("), ");
+            next += nonces.len() * 6;
+        }
+        text.push_str(concat!("a AS (", insert_audit!()));
+        sql::values_from(&mut text, backend, records.len(), 13, next);
+        next += records.len() * 13;
+        text.push_str(") UPDATE audit_head SET seq = ");
+        sql::placeholder(&mut text, backend, next);
+        text.push_str(", hash = ");
+        sql::placeholder(&mut text, backend, next + 1);
+        text.push_str(" WHERE id = 1");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+        for c in consumed {
+            q = q
+                .bind(c.attestation.to_vec())
+                .bind(c.settlement_key.to_owned())
+                .bind(c.settlement.to_vec())
+                .bind(now)
+                .bind(c.expires_at);
+        }
+        for r in nonces {
+            q = q
+                .bind(r.key.to_owned())
+                .bind(r.nonce.to_vec())
+                .bind(r.digest.to_vec())
+                .bind(r.signature.map(<[u8]>::to_vec))
+                .bind(now)
+                .bind(r.expires_at);
+        }
+        for r in &records {
+            q = crate::tx::bind_audit(q, r);
+        }
+        q = q.bind(seq as i64).bind(hex::encode(head));
+        if let Err(x) = q.execute(&mut *self.tx).await {
+            // A replay record already there is a duplicate (as from the separate inserts); any
+            // other failure, the audit record's included, means the audit was not written.
+            let audit_row = matches!(&x, sqlx::Error::Database(d)
+                if d.constraint().is_some_and(|c| c.starts_with("audit_")));
+            let e = crate::error::db_error(x, "recording replay records and audit records");
+            return Err(
+                if e.kind() == hanzo_kms_core::ErrorKind::AlreadyExists && !audit_row {
+                    e
+                } else {
+                    crate::error::audit_error(e)
+                },
+            );
+        }
+        self.finish(records).await
     }
 }
 

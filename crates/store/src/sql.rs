@@ -93,6 +93,18 @@ macro_rules! select_consumed {
 /// Append `VALUES` tuples for a multi-row statement on `backend`: `rows` tuples of `columns`
 /// placeholders each.
 pub(crate) fn values(sql: &mut String, backend: Backend, rows: usize, columns: usize) {
+    values_from(sql, backend, rows, columns, 1);
+}
+
+/// [`values`] whose placeholders start at `first` (1-based): for a statement that binds other
+/// parameters before these.
+pub(crate) fn values_from(
+    sql: &mut String,
+    backend: Backend,
+    rows: usize,
+    columns: usize,
+    first: usize,
+) {
     for i in 0..rows {
         if i > 0 {
             sql.push_str(", ");
@@ -102,7 +114,7 @@ pub(crate) fn values(sql: &mut String, backend: Backend, rows: usize, columns: u
             if k > 1 {
                 sql.push_str(", ");
             }
-            placeholder(sql, backend, i * columns + k);
+            placeholder(sql, backend, first - 1 + i * columns + k);
         }
         sql.push(')');
     }

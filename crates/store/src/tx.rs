@@ -20,8 +20,8 @@ const AUDIT_ROWS_PER_INSERT: usize = 256;
 pub struct WriteTx {
     pub(crate) tx: Transaction<'static, Any>,
     pub(crate) store: Store,
-    head_seq: u64,
-    head_hash: [u8; 32],
+    pub(crate) head_seq: u64,
+    pub(crate) head_hash: [u8; 32],
     /// Keys and tokens this transaction changed: dropped from the read cache at commit.
     touched_keys: Vec<String>,
     touched_tokens: Vec<String>,
@@ -360,21 +360,7 @@ impl WriteTx {
             sql::values(&mut text, self.store.backend, chunk.len(), 13);
             let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
             for r in chunk {
-                let e = &r.event;
-                q = q
-                    .bind(r.seq as i64)
-                    .bind(e.time_ms)
-                    .bind(e.request_id.clone())
-                    .bind(e.principal.clone())
-                    .bind(e.tenant.clone())
-                    .bind(e.operation.clone())
-                    .bind(e.key_name.clone())
-                    .bind(e.key_version.map(i64::from))
-                    .bind(e.outcome.clone())
-                    .bind(e.reason.clone())
-                    .bind(e.peer.clone())
-                    .bind(e.detail.clone())
-                    .bind(r.hash.to_vec());
+                q = bind_audit(q, r);
             }
             q.execute(&mut *self.tx)
                 .await
@@ -386,6 +372,15 @@ impl WriteTx {
             .execute(&mut *self.tx)
             .await
             .map_err(|x| audit_error(self.store.err(x, "advancing the audit chain head")))?;
+        self.finish(records).await
+    }
+
+    /// Commit, then what follows a commit: the caches forget what changed, and removed key
+    /// material is erased from the files.
+    pub(crate) async fn finish(
+        self,
+        records: Vec<AuditRecord>,
+    ) -> Result<(Vec<AuditRecord>, Pending)> {
         self.tx
             .commit()
             .await
@@ -445,4 +440,25 @@ impl WriteTx {
         }
         Ok(())
     }
+}
+
+/// Bind one audit row's 13 columns, in [`crate::sql::audit_columns`] order.
+pub(crate) fn bind_audit<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    r: &AuditRecord,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    let e = &r.event;
+    q.bind(r.seq as i64)
+        .bind(e.time_ms)
+        .bind(e.request_id.clone())
+        .bind(e.principal.clone())
+        .bind(e.tenant.clone())
+        .bind(e.operation.clone())
+        .bind(e.key_name.clone())
+        .bind(e.key_version.map(i64::from))
+        .bind(e.outcome.clone())
+        .bind(e.reason.clone())
+        .bind(e.peer.clone())
+        .bind(e.detail.clone())
+        .bind(r.hash.to_vec())
 }

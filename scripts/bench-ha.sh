@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Two `hanzo-kms serve` nodes on one PostgreSQL against one node on SQLite, in the same run:
-# `hanzo-kms-bench server` (PoAI sign, 1 KiB encrypt, HMM settlement) on each setup.
+# One, two and three `hanzo-kms serve` nodes on one PostgreSQL against one node on SQLite, in
+# the same run: `hanzo-kms-bench server` (PoAI sign, 1 KiB encrypt, HMM settlement) on each
+# setup, the connections spread over the nodes.
 #
 #   scripts/bench-ha.sh [SECONDS_PER_FIGURE] [CONCURRENCY]
 #
+# HANZO_KMS_BIN names another `hanzo-kms` binary to measure (an older build, for a before/after);
+# the load generator is always this tree's `hanzo-kms-bench`.
 # Needs Debian's postgresql (initdb, pg_ctl, psql). PostgreSQL runs with its defaults
 # (fsync on, synchronous_commit on), like SQLite's synchronous=FULL here: both durable.
 set -euo pipefail
@@ -14,7 +17,7 @@ conc=${2:-16}
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$pg_bin/initdb" ] || { echo "bench-ha: PostgreSQL is missing (apt-get install -y postgresql)" >&2; exit 1; }
 cargo build --release --locked -p hanzo-kms-cli -p hanzo-kms-bench --quiet
-kms=$PWD/target/release/hanzo-kms
+kms=${HANZO_KMS_BIN:-$PWD/target/release/hanzo-kms}
 bench=$PWD/target/release/hanzo-kms-bench
 
 work=$(mktemp -d)
@@ -49,13 +52,23 @@ serve() {
 
 printf 'storage:\n  url: postgres://kms@127.0.0.1:%s/kms\n' "$port" > "$work/pg.yaml"
 serve a "$work/a" "$work/pg.yaml"
-mkdir -m 700 "$work/b"
-install -m 600 "$work/a/master.key" "$work/b/master.key"
-serve b "$work/b" "$work/pg.yaml"
+for n in b c; do
+  mkdir -m 700 "$work/$n"
+  install -m 600 "$work/a/master.key" "$work/$n/master.key"
+  serve "$n" "$work/$n" "$work/pg.yaml"
+done
 serve s "$work/s" ""
+token=$(cat "$work/a/admin.token")
+pgv=$("$pg_bin/postgres" --version)
 
-echo "== two nodes on PostgreSQL ($("$pg_bin/postgres" --version)), $conc connections spread over both"
-"$bench" server --url "$a" --url "$b" --token "$(cat "$work/a/admin.token")" \
+# The nodes not in a setup stay up but idle: each setup's connections go to its nodes only.
+echo "== one node on PostgreSQL ($pgv), $conc connections"
+"$bench" server --url "$a" --token "$token" --seconds "$secs" --concurrency "$conc" --rate 0
+echo "== two nodes on PostgreSQL, $conc connections spread over both"
+"$bench" server --url "$a" --url "$b" --token "$token" \
+  --seconds "$secs" --concurrency "$conc" --rate 0
+echo "== three nodes on PostgreSQL, $conc connections spread over the three"
+"$bench" server --url "$a" --url "$b" --url "$c" --token "$token" \
   --seconds "$secs" --concurrency "$conc" --rate 0
 echo "== one node on SQLite (the embedded default), $conc connections"
 "$bench" server --url "$s" --token "$(cat "$work/s/admin.token")" \

@@ -155,21 +155,10 @@ impl WriteTx {
         text.push_str(" WHERE id = 1");
         let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
         for c in consumed {
-            q = q
-                .bind(c.attestation.to_vec())
-                .bind(c.settlement_key.to_owned())
-                .bind(c.settlement.to_vec())
-                .bind(now)
-                .bind(c.expires_at);
+            q = bind_consumed(q, c, now);
         }
         for r in nonces {
-            q = q
-                .bind(r.key.to_owned())
-                .bind(r.nonce.to_vec())
-                .bind(r.digest.to_vec())
-                .bind(r.signature.map(<[u8]>::to_vec))
-                .bind(now)
-                .bind(r.expires_at);
+            q = bind_nonce(q, r, now);
         }
         for r in &records {
             q = crate::tx::bind_audit(q, r);
@@ -281,13 +270,7 @@ impl WriteTx {
             sql::values(&mut text, self.store.backend, chunk.len(), 6);
             let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
             for r in chunk {
-                q = q
-                    .bind(r.key.to_owned())
-                    .bind(r.nonce.to_vec())
-                    .bind(r.digest.to_vec())
-                    .bind(r.signature.map(<[u8]>::to_vec))
-                    .bind(now)
-                    .bind(r.expires_at);
+                q = bind_nonce(q, r, now);
             }
             q.execute(&mut *self.tx)
                 .await
@@ -305,16 +288,36 @@ impl WriteTx {
         now: i64,
     ) -> Result<()> {
         for c in rows {
-            sqlx::query(concat!(insert_consumed!(), "($1, $2, $3, $4, $5)"))
-                .bind(c.attestation.to_vec())
-                .bind(c.settlement_key)
-                .bind(c.settlement.to_vec())
-                .bind(now)
-                .bind(c.expires_at)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(|e| crate::error::db_error(e, "consuming an attestation"))?;
+            bind_consumed(
+                sqlx::query(concat!(insert_consumed!(), "($1, $2, $3, $4, $5)")),
+                c,
+                now,
+            )
+            .execute(&mut *self.tx)
+            .await
+            .map_err(|e| crate::error::db_error(e, "consuming an attestation"))?;
         }
         Ok(())
     }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Bind one `used_nonces` row's 6 columns, in [`insert_nonce!`]'s order.
+fn bind_nonce<'q>(q: AnyQuery<'q>, r: &NonceRow<'_>, now: i64) -> AnyQuery<'q> {
+    q.bind(r.key.to_owned())
+        .bind(r.nonce.to_vec())
+        .bind(r.digest.to_vec())
+        .bind(r.signature.map(<[u8]>::to_vec))
+        .bind(now)
+        .bind(r.expires_at)
+}
+
+/// Bind one `consumed_attestations` row's 5 columns, in [`insert_consumed!`]'s order.
+fn bind_consumed<'q>(q: AnyQuery<'q>, c: &ConsumeRow<'_>, now: i64) -> AnyQuery<'q> {
+    q.bind(c.attestation.to_vec())
+        .bind(c.settlement_key.to_owned())
+        .bind(c.settlement.to_vec())
+        .bind(now)
+        .bind(c.expires_at)
 }

@@ -31,6 +31,17 @@ fn nonce(i: usize) -> Vec<u8> {
     n
 }
 
+fn nonces_of(numbers: &[usize]) -> Vec<Vec<u8>> {
+    numbers.iter().map(|&i| nonce(i)).collect()
+}
+
+fn pairs_of(nonces: &[Vec<u8>]) -> Vec<(&str, &[u8])> {
+    nonces
+        .iter()
+        .map(|n| ("poai:acme:m", n.as_slice()))
+        .collect()
+}
+
 /// Commit `nonces` (by number), `consumed` attestation digests and `events` audit records in one
 /// batch; the batch's reads of the same nonces and digests come back too.
 async fn batch(
@@ -39,11 +50,8 @@ async fn batch(
     consumed: &[&[u8]],
     events: usize,
 ) -> hanzo_kms_core::Result<(usize, usize)> {
-    let values: Vec<Vec<u8>> = nonces.iter().map(|&i| nonce(i)).collect();
-    let pairs: Vec<(&str, &[u8])> = values
-        .iter()
-        .map(|n| ("poai:acme:m", n.as_slice()))
-        .collect();
+    let values = nonces_of(nonces);
+    let pairs = pairs_of(&values);
     let q = BatchQuery {
         nonces: &pairs,
         attestations: consumed,
@@ -84,11 +92,8 @@ async fn batch(
 
 /// What is recorded of `nonces` and `consumed`: a batch that writes nothing, reading them.
 async fn recorded(s: &Store, nonces: &[usize], consumed: &[&[u8]]) -> (usize, usize) {
-    let values: Vec<Vec<u8>> = nonces.iter().map(|&i| nonce(i)).collect();
-    let pairs: Vec<(&str, &[u8])> = values
-        .iter()
-        .map(|n| ("poai:acme:m", n.as_slice()))
-        .collect();
+    let values = nonces_of(nonces);
+    let pairs = pairs_of(&values);
     let q = BatchQuery {
         nonces: &pairs,
         attestations: consumed,

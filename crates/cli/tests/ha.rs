@@ -1,7 +1,8 @@
 //! High availability on a real PostgreSQL 15 (started by the test, see `hanzo-kms-testkit`):
-//! two `hanzo-kms serve` processes on one database share keys, tokens, the replay guard and one
-//! audit chain; a node killed with SIGKILL mid-load loses no acknowledged key; PostgreSQL down at
-//! start is retried; PostgreSQL lost mid-request fails the request cleanly and the node recovers.
+//! three `hanzo-kms serve` processes on one database share keys, tokens, the replay guard and one
+//! audit chain; a node killed with SIGKILL mid-load loses no acknowledged key; the newest audit
+//! records deleted after several nodes wrote are found; PostgreSQL down at start is retried;
+//! PostgreSQL lost mid-request fails the request cleanly and the node recovers.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -94,39 +95,50 @@ fn settlement(job: &str, digest: B32) -> HMMSettlement {
     }
 }
 
-/// `hanzo-kms audit verify --json` run on a node's data directory (straight on PostgreSQL).
+/// `hanzo-kms audit verify --json` run on a node's data directory (straight on PostgreSQL),
+/// which must find the log intact.
 fn audit_verify(dir: &Path) -> Value {
+    let (ok, report) = audit_verify_status(dir);
+    assert!(ok, "audit verify: {report}");
+    report
+}
+
+/// `hanzo-kms audit verify --json`: whether it exited 0, and its report.
+fn audit_verify_status(dir: &Path) -> (bool, Value) {
     let out = cli(dir)
         .args(["--json", "audit", "verify"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "audit verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "audit verify printed no report: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), report)
 }
 
-/// Two nodes on one database: node A initialises it on its first start; node B gets A's master
-/// key and serves the same keys.
-fn two_nodes(pg: &Postgres, root: &Path) -> (PathBuf, Node, PathBuf, Node) {
+/// Three nodes on one database: node A initialises it on its first start; nodes B and C get A's
+/// master key and serve the same keys. Returns A's data directory (its admin token).
+fn three_nodes(pg: &Postgres, root: &Path) -> (PathBuf, Node, Node, Node) {
     let url = pg.create_database("kms");
     let a_dir = node_dir(root, "a", &url, "", None);
     let a = start_node(&a_dir);
-    let b_dir = node_dir(root, "b", &url, "", Some(&a_dir));
-    let b = start_node(&b_dir);
-    (a_dir, a, b_dir, b)
+    let b = start_node(&node_dir(root, "b", &url, "", Some(&a_dir)));
+    let c = start_node(&node_dir(root, "c", &url, "", Some(&a_dir)));
+    (a_dir, a, b, c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_share_keys_tokens_the_replay_guard_and_one_audit_chain() {
+async fn three_nodes_share_keys_tokens_the_replay_guard_and_one_audit_chain() {
     let pg = Postgres::start();
     let root = tempfile::tempdir().unwrap();
-    let (a_dir, a, _b_dir, b) = two_nodes(&pg, root.path());
+    let (a_dir, a, b, c) = three_nodes(&pg, root.path());
     let ca = client(&a, &a_dir).await;
     let cb = client(&b, &a_dir).await;
+    let cc = client(&c, &a_dir).await;
+    let clients = [ca.clone(), cb.clone(), cc.clone()];
 
     // A key created on node A is used on node B, and the other way round.
     ca.create_model_keyspace("acme", "gpt4").await.unwrap();
@@ -155,46 +167,50 @@ async fn two_nodes_share_keys_tokens_the_replay_guard_and_one_audit_chain() {
         &weights[..]
     );
 
-    // A token made on A works on B at once; revoked on A, B refuses it within the 1 s cache.
+    // A token made on A works on B and C at once; revoked on A, both refuse it within the 1 s
+    // cache.
     let (info, secret) = ca
         .create_token("acme", &["sign".into()], &[], "ha test")
         .await
         .unwrap();
-    let cb_token = Client::builder(&b.grpc, &secret)
-        .retries(0)
-        .connect()
-        .await
-        .unwrap();
-    cb_token
-        .sign_poai("poai:acme:gpt4", attestation("n2"))
-        .await
-        .unwrap();
+    let mut with_token = Vec::new();
+    for node in [&b, &c] {
+        let t = Client::builder(&node.grpc, &secret)
+            .retries(0)
+            .connect()
+            .await
+            .unwrap();
+        t.sign_poai("poai:acme:gpt4", attestation("n2"))
+            .await
+            .unwrap();
+        with_token.push(t);
+    }
     ca.revoke_token(&info.id).await.unwrap();
     let revoked = Instant::now();
-    loop {
-        match cb_token
-            .sign_poai("poai:acme:gpt4", attestation("n3"))
-            .await
-        {
-            Err(e) if e.kind() == ErrorKind::Unauthenticated => break,
-            Ok(_) | Err(_) => {
-                assert!(
-                    revoked.elapsed() < Duration::from_secs(3),
-                    "node B still accepts a token revoked on node A after 3 s"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    for (node, t) in ["B", "C"].iter().zip(&with_token) {
+        loop {
+            match t.sign_poai("poai:acme:gpt4", attestation("n3")).await {
+                Err(e) if e.kind() == ErrorKind::Unauthenticated => break,
+                Ok(_) | Err(_) => {
+                    assert!(
+                        revoked.elapsed() < Duration::from_secs(3),
+                        "node {node} still accepts a token revoked on node A after 3 s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
     }
 
-    // 16 concurrent settlements of one attestation, spread over both nodes: exactly one wins.
+    // 16 concurrent settlements of one attestation, spread over the three nodes: exactly one
+    // wins.
     let att = ca
         .sign_poai("poai:acme:gpt4", attestation("race"))
         .await
         .unwrap();
     let mut tasks = Vec::new();
     for i in 0..16 {
-        let c = if i % 2 == 0 { ca.clone() } else { cb.clone() };
+        let c = clients[i % 3].clone();
         let att = att.clone();
         tasks.push(tokio::spawn(async move {
             c.sign_hmm_settlement(
@@ -214,12 +230,12 @@ async fn two_nodes_share_keys_tokens_the_replay_guard_and_one_audit_chain() {
     }
     assert_eq!(wins, 1, "one attestation must settle exactly once");
 
-    // A 2 × 8-client mixed load; every request succeeds and the audit chain still verifies.
+    // A 3 × 6-client mixed load; every request succeeds and the audit chain still verifies.
     let before = audit_verify(&a_dir)["records"].as_u64().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for i in 0..16 {
-        let c = if i < 8 { ca.clone() } else { cb.clone() };
+    for i in 0..18 {
+        let c = clients[i % 3].clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut done = 0u64;
@@ -275,24 +291,30 @@ async fn two_nodes_share_keys_tokens_the_replay_guard_and_one_audit_chain() {
         "{requests} requests but only {} new audit records",
         records - before
     );
-    drop((a, b));
+    drop((a, b, c));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_load_loses_no_acknowledged_key() {
     let pg = Postgres::start();
     let root = tempfile::tempdir().unwrap();
-    let (a_dir, mut a, _b_dir, b) = two_nodes(&pg, root.path());
+    let (a_dir, mut a, b, c) = three_nodes(&pg, root.path());
     let ca = client(&a, &a_dir).await;
     let cb = client(&b, &a_dir).await;
+    let cc = client(&c, &a_dir).await;
     ca.create_model_keyspace("acme", "gpt4").await.unwrap();
 
-    // 8 clients per node create keys and sign; each records what the server acknowledged.
+    // 6 clients per node create keys and sign; each records what the server acknowledged.
+    // (`on_b`: on a node that stays up, B or C.)
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for i in 0..16 {
-        let on_b = i >= 8;
-        let c = if on_b { cb.clone() } else { ca.clone() };
+    for i in 0..18 {
+        let on_b = i % 3 != 0;
+        let c = match i % 3 {
+            0 => ca.clone(),
+            1 => cb.clone(),
+            _ => cc.clone(),
+        };
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
@@ -304,7 +326,7 @@ async fn a_node_killed_mid_load_loses_no_acknowledged_key() {
                 match c.create_key(&name, Some("ed25519")).await {
                     Ok(_) => acked.push(name),
                     Err(e) => {
-                        assert!(!on_b, "node B failed while A was killed: {e}");
+                        assert!(!on_b, "node B or C failed while A was killed: {e}");
                         failures += 1;
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -334,7 +356,7 @@ async fn a_node_killed_mid_load_loses_no_acknowledged_key() {
         }
         acked.extend(keys);
     }
-    assert!(acked_a > 0 && acked_b > 0, "load ran on both nodes");
+    assert!(acked_a > 0 && acked_b > 0, "load ran on the nodes");
     assert!(failed_a > 0, "the killed node's clients saw it go");
     for name in &acked {
         cb.get_key(name)
@@ -343,7 +365,50 @@ async fn a_node_killed_mid_load_loses_no_acknowledged_key() {
     }
     let report = audit_verify(&a_dir);
     assert_eq!(report["valid"], Value::Bool(true), "{report}");
-    drop(b);
+    drop((b, c));
+}
+
+/// Several nodes write for a while; then the newest audit records, those of the node that wrote
+/// last, are deleted from the database: `audit verify` says so, from any node's data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_records_deleted_after_several_nodes_wrote_are_found() {
+    let pg = Postgres::start();
+    let root = tempfile::tempdir().unwrap();
+    let (a_dir, a, b, c) = three_nodes(&pg, root.path());
+    let clients = [
+        client(&a, &a_dir).await,
+        client(&b, &a_dir).await,
+        client(&c, &a_dir).await,
+    ];
+    clients[0]
+        .create_model_keyspace("acme", "gpt4")
+        .await
+        .unwrap();
+    for round in 0..5 {
+        for (i, c) in clients.iter().enumerate() {
+            c.sign_poai("poai:acme:gpt4", attestation(&format!("r{round}-{i}")))
+                .await
+                .unwrap();
+        }
+    }
+    // The last node writes a few more, alone.
+    for k in 0..3 {
+        clients[2]
+            .sign_poai("poai:acme:gpt4", attestation(&format!("last-{k}")))
+            .await
+            .unwrap();
+    }
+    drop((a, b, c));
+    assert_eq!(audit_verify(&a_dir)["valid"], Value::Bool(true));
+    pg.psql(
+        "kms",
+        "DELETE FROM audit_log WHERE seq > (SELECT MAX(seq) - 3 FROM audit_log)",
+    );
+    let (ok, report) = audit_verify_status(&a_dir);
+    assert!(!ok, "a broken log must fail the command: {report}");
+    assert_eq!(report["valid"], Value::Bool(false), "{report}");
+    let reason = report["problem"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("deleted from the end"), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

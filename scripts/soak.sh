@@ -45,7 +45,8 @@ EOF
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; }
 trap cleanup EXIT
-"$kms" --data-dir "$data" --config "$out/soak.yaml" --json serve \
+# At info, the log has the scheduler's archive and prune passes too.
+HANZO_KMS_LOG=info "$kms" --data-dir "$data" --config "$out/soak.yaml" --json serve \
   --rest-addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 > "$out/serve.out" 2> "$out/serve.err" &
 pid=$!
 for _ in $(seq 400); do grep -q '"rest"' "$out/serve.out" 2>/dev/null && break; sleep 0.05; done
@@ -97,8 +98,9 @@ verify=$("$kms" --data-dir "$data" --config "$out/soak.yaml" --json audit verify
   echo "last sample:  $(tail -1 "$out/samples.tsv")"
   echo "max db bytes: $(awk -F'\t' 'NR > 1 && $2 > m {m = $2} END {print m}' "$out/samples.tsv")"
   echo "rss kib (min/max after the first 5 minutes): $(awk -F'\t' 'NR > 11 && $4 > 0 {if (!n || $4 < a) a = $4; if ($4 > b) b = $4; n++} END {print a "/" b}' "$out/samples.tsv")"
-  echo "server log lines at WARN or ERROR: $(grep -cE '"level":"(WARN|ERROR)"|WARN|ERROR' "$out/serve.err" || true)"
+  echo "max wal bytes: $(awk -F'\t' 'NR > 1 && $3 > m {m = $3} END {print m}' "$out/samples.tsv")"
+  echo "server log lines at WARN or ERROR: $(grep -cE ' (WARN|ERROR) ' "$out/serve.err" || true)"
   echo "bench rounds that failed: $(grep -c 'soak: a bench round failed' "$out/bench.out" || true)"
-  echo "scheduler archive passes: $(grep -c 'archived and pruned' "$out/serve.err" || true)"
+  echo "scheduler archive passes: $(grep -c 'archived and pruned' "$out/serve.err" || true) ($(find "$out/archives" -name '*.jsonl' | wc -l) archives)"
   echo "audit verify --archive: $verify"
 } | tee "$out/summary.txt"

@@ -408,7 +408,10 @@ async fn one(
             if status != 200 {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
-                    format!("/v1/hmm/sign answered {status}"),
+                    format!(
+                        "/v1/hmm/sign answered {status}: {}",
+                        answer_text(&c.last_body)
+                    ),
                 ));
             }
             Ok(1)
@@ -438,7 +441,7 @@ async fn one(
             if status != 200 {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
-                    format!("{path} answered {status}"),
+                    format!("{path} answered {status}: {}", answer_text(&c.last_body)),
                 ));
             }
             Ok(1)
@@ -561,4 +564,10 @@ mod tests {
             Duration::from_nanos(3_000 + 1_000)
         );
     }
+}
+
+/// The start of an error answer's body, for the message that reports it (the server's error
+/// bodies hold no secret).
+fn answer_text(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
 }

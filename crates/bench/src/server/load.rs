@@ -482,6 +482,12 @@ async fn one(
     }
 }
 
+/// The start of an error answer's body, for the message that reports it (the server's error
+/// bodies hold no secret).
+fn answer_text(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,10 +570,4 @@ mod tests {
             Duration::from_nanos(3_000 + 1_000)
         );
     }
-}
-
-/// The start of an error answer's body, for the message that reports it (the server's error
-/// bodies hold no secret).
-fn answer_text(body: &[u8]) -> String {
-    String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned()
 }

@@ -318,71 +318,43 @@ impl Store {
             .ok_or_else(|| self.corrupt("the audit chain base hash is malformed"))
     }
 
-    /// The hash a record `seq` follows: the newest held record's before it, or, when the store
-    /// holds none (the oldest held record, or an empty log), the base the prunes moved
-    /// (`audit_head.base_hash`; zeros until something was pruned). One statement.
-    pub async fn audit_prev(&self, seq: u64) -> Result<[u8; 32]> {
-        let row = sqlx::query(
-            "SELECT (SELECT hash FROM audit_log WHERE seq < $1 ORDER BY seq DESC LIMIT 1) AS prev, \
-             base_hash AS base FROM audit_head WHERE id = 1",
-        )
-        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| self.err(e, "reading the audit log"))?
-        .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
-        let prev: Option<Vec<u8>> = row
-            .try_get("prev")
-            .map_err(|e| self.err(e, "reading the audit log"))?;
-        match prev {
-            Some(h) => <[u8; 32]>::try_from(h.as_slice())
-                .map_err(|_| self.corrupt("an audit record has a malformed hash")),
-            None => self.base_of(&row),
-        }
-    }
-
     /// The chain's base and the oldest record held, read together: `(base seq, base hash,
     /// oldest)`. A prune moves the base and deletes in one transaction, so the oldest record
     /// held is `base + 1` (or there is none); anything else means the log was altered.
     pub async fn audit_bounds(&self) -> Result<(u64, [u8; 32], Option<u64>)> {
-        let row = sqlx::query(
-            "SELECT base_seq, base_hash, (SELECT MIN(seq) FROM audit_log) AS oldest \
-             FROM audit_head WHERE id = 1",
-        )
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| self.err(e, "reading the audit chain head"))?
-        .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
-        let (seq, hash) = self.head_of(&row)?;
+        let row = self
+            .head_row(
+                "SELECT base_seq, base_hash, (SELECT MIN(seq) FROM audit_log) AS oldest \
+                 FROM audit_head WHERE id = 1",
+            )
+            .await?;
+        let (seq, hash) = self.pair_of(&row, "base")?;
         let oldest: Option<i64> = row
             .try_get(2)
             .map_err(|e| self.err(e, "reading the audit log"))?;
-        Ok((
-            u64::try_from(seq).map_err(|_| self.corrupt("the audit chain base is negative"))?,
-            crate::rows::parse_hash(&hash)
-                .ok_or_else(|| self.corrupt("the audit chain base hash is malformed"))?,
-            oldest.map(|o| u64::try_from(o).unwrap_or(0)),
-        ))
+        Ok((seq, hash, oldest.map(|o| u64::try_from(o).unwrap_or(0))))
     }
 
     /// The record before the oldest one held: `(seq, hash)`, `(0, zeros)` until records were
     /// exported and pruned. Each prune moves it in the transaction that deletes.
     pub async fn audit_base(&self) -> Result<(u64, [u8; 32])> {
-        self.head_pair(
-            "SELECT base_seq, base_hash FROM audit_head WHERE id = 1",
-            "base",
-        )
-        .await
+        let (seq, hash, _) = self.audit_bounds().await?;
+        Ok((seq, hash))
     }
 
-    /// A `(seq, hex hash)` pair of the `audit_head` row, read by `sql`; `what` names it in errors.
-    async fn head_pair(&self, sql: &'static str, what: &str) -> Result<(u64, [u8; 32])> {
-        let row = sqlx::query(sql)
+    /// The `audit_head` row as `sql` reads it.
+    async fn head_row(&self, sql: &'static str) -> Result<sqlx::any::AnyRow> {
+        sqlx::query(sql)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.err(e, "reading the audit chain head"))?
-            .ok_or_else(|| self.corrupt("the audit chain head is missing"))?;
-        let (seq, hash) = self.head_of(&row)?;
+            .ok_or_else(|| self.corrupt("the audit chain head is missing"))
+    }
+
+    /// Columns 0 and 1 of an `audit_head` row: a sequence number and a hex hash (the head's or
+    /// the base's: `what` names it in errors).
+    fn pair_of(&self, row: &sqlx::any::AnyRow, what: &str) -> Result<(u64, [u8; 32])> {
+        let (seq, hash) = self.head_of(row)?;
         Ok((
             u64::try_from(seq)
                 .map_err(|_| self.corrupt(&format!("the audit chain {what} is negative")))?,
@@ -576,7 +548,8 @@ impl Store {
 
     /// The chain head as stored: `(seq, hash)` of the newest record.
     pub async fn audit_head(&self) -> Result<(u64, [u8; 32])> {
-        self.head_pair(select_head!(), "head").await
+        let row = self.head_row(select_head!()).await?;
+        self.pair_of(&row, "head")
     }
 }
 

@@ -40,6 +40,19 @@ async fn all(s: &Store) -> Vec<AuditRecord> {
     s.audit_records(0, 1_000_000).await.unwrap()
 }
 
+/// A new store at `url` holding audit records 1..=`n`, closed again.
+async fn with_records(url: &str, n: u64) {
+    let s = connect(url, true).await;
+    let events: Vec<AuditEvent> = (1..=n).map(event).collect();
+    s.begin_write()
+        .await
+        .unwrap()
+        .commit(&events)
+        .await
+        .unwrap();
+    s.close().await;
+}
+
 /// Where the store is, and how to turn it back into the shape schema 7 had.
 enum Backend<'a> {
     Sqlite(&'a std::path::Path),
@@ -167,15 +180,7 @@ async fn schema_7_stores_migrate_on_postgresql() {
     }
     // A hash that is not hex stops the migration, naming its record.
     let url = pg.create_database("bad7");
-    let s = connect(&url, true).await;
-    let events: Vec<AuditEvent> = (1..=5).map(event).collect();
-    s.begin_write()
-        .await
-        .unwrap()
-        .commit(&events)
-        .await
-        .unwrap();
-    s.close().await;
+    with_records(&url, 5).await;
     pg.psql("bad7", DOWNGRADE_PG_TO_7);
     pg.psql("bad7", "UPDATE audit_log SET hash = 'zz' WHERE seq = 4");
     let s = Store::connect(&url, Separator::default(), false)
@@ -195,14 +200,7 @@ async fn schema_7_stores_migrate_on_postgresql() {
 #[tokio::test]
 async fn a_hash_of_another_length_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path()).await;
-    s.begin_write()
-        .await
-        .unwrap()
-        .commit(&[event(1)])
-        .await
-        .unwrap();
-    s.close().await;
+    with_records(&Store::sqlite_url(dir.path()), 1).await;
     let c = rusqlite::Connection::open(dir.path().join("kms.db")).unwrap();
     for bad in ["x'00'", "'0123456789abcdef0123456789abcdef'"] {
         let e = c
@@ -224,15 +222,7 @@ async fn a_hash_of_another_length_is_refused() {
 async fn a_malformed_hex_hash_stops_the_migration_with_its_record() {
     for (column, seq) in [("hash", 3), ("prev_hash", 1)] {
         let dir = tempfile::tempdir().unwrap();
-        let s = open(dir.path()).await;
-        let events: Vec<AuditEvent> = (1..=5).map(event).collect();
-        s.begin_write()
-            .await
-            .unwrap()
-            .commit(&events)
-            .await
-            .unwrap();
-        s.close().await;
+        with_records(&Store::sqlite_url(dir.path()), 5).await;
         let c = rusqlite::Connection::open(dir.path().join("kms.db")).unwrap();
         c.execute_batch(support::DOWNGRADE_TO_7).unwrap();
         c.execute(
@@ -300,8 +290,10 @@ async fn a_prune_moves_the_base_or_nothing() {
         s.audit_bounds().await.unwrap(),
         (4, records[3].hash, Some(5))
     );
-    assert_eq!(s.audit_prev(5).await.unwrap(), records[3].hash);
-    assert_eq!(s.audit_prev(6).await.unwrap(), records[4].hash);
+    for (seq, prev) in [(5, records[3].hash), (6, records[4].hash)] {
+        let r = s.audit_record(seq).await.unwrap().unwrap();
+        assert_eq!(r.prev_hash, prev, "record {seq}");
+    }
     let listed = all(&s).await;
     assert_eq!(listed[0].seq, 5);
     assert_eq!(listed[0].prev_hash, records[3].hash);

@@ -14,29 +14,12 @@ cd "$(dirname "$0")/.."
 secs=${1:-3}
 conc=${2:-16}
 
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -x "$pg_bin/initdb" ] || { echo "bench-ha: PostgreSQL is missing (apt-get install -y postgresql)" >&2; exit 1; }
+. scripts/pg-local.sh bench-ha
 cargo build --release --locked -p hanzo-kms-cli -p hanzo-kms-bench --quiet
 kms=${HANZO_KMS_BIN:-$PWD/target/release/hanzo-kms}
 bench=$PWD/target/release/hanzo-kms-bench
-
-work=$(mktemp -d)
-chmod 755 "$work"  # the postgres user must reach its directory inside
-pids=()
-as_pg=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/pg"
-if [ "$(id -u)" = 0 ]; then chown postgres "$work/pg"; as_pg=(runuser -u postgres --); fi
-"${as_pg[@]}" "$pg_bin/initdb" -D "$work/pg/data" -A trust -U kms -E UTF8 >/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
-  -o "-p $port -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
-"$pg_bin/psql" -X -q -h 127.0.0.1 -p "$port" -U kms -d postgres -c 'CREATE DATABASE kms'
+pg_start
+pg_createdb kms
 
 # serve VAR DIR CONFIG: start a node, wait for its addresses, set VAR to its REST URL. Not run
 # in $( … ): the node's pid must reach this shell's `pids`, or the cleanup would leave it running.

@@ -12,31 +12,14 @@ cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 before=$1 after=$2 rounds=${3:-3} secs=${4:-5}
 for b in "$before" "$after"; do [ -x "$b" ] || { echo "bench-pg-ab: $b is not an executable" >&2; exit 2; }; done
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -x "$pg_bin/initdb" ] || { echo "bench-pg-ab: PostgreSQL is missing (apt-get install -y postgresql)" >&2; exit 1; }
+. scripts/pg-local.sh bench-pg-ab
 cargo build --release --locked -p hanzo-kms-bench --quiet
 bench=$PWD/target/release/hanzo-kms-bench
-
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-as_pg=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/pg"
-if [ "$(id -u)" = 0 ]; then chown postgres "$work/pg"; as_pg=(runuser -u postgres --); fi
-"${as_pg[@]}" "$pg_bin/initdb" -D "$work/pg/data" -A trust -U kms -E UTF8 >/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
-  -o "-p $port -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
+pg_start
 
 # serve NAME BIN: a node on database NAME; not in $( … ), so that its pid reaches `pids`.
 serve() {
-  "$pg_bin/psql" -X -q -h 127.0.0.1 -p "$port" -U kms -d postgres -c "CREATE DATABASE $1"
+  pg_createdb "$1"
   printf 'storage:\n  url: postgres://kms@127.0.0.1:%s/%s\n' "$port" "$1" > "$work/$1.yaml"
   "$2" --data-dir "$work/$1" --config "$work/$1.yaml" --json serve --rest-addr 127.0.0.1:0 \
     --grpc-addr off > "$work/$1.out" 2> "$work/$1.err" &
